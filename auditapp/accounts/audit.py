@@ -1,0 +1,47 @@
+"""Writing the access log. Services call `record_event` inside their transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import models
+
+from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.roles import Actor
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") if request is not None else None
+
+
+def record_event(
+    action: str,
+    *,
+    actor: Actor | None = None,
+    user=None,
+    target: models.Model | None = None,
+    object_type: str = "",
+    object_id: str = "",
+    ip: str | None = None,
+    actor_name: str = "",
+    **details: Any,
+) -> AuditEvent:
+    """Append one AuditEvent. `action` is dotted: `model_version.registered`."""
+    if actor is not None:
+        user = actor.user
+        if actor.token is not None:
+            details.setdefault("token", actor.token.key_prefix)
+    if user is not None and not user.is_authenticated:
+        user = None
+    if target is not None:
+        object_type = object_type or target._meta.label_lower
+        object_id = object_id or str(target.pk)
+    return AuditEvent.objects.create(
+        actor=user,
+        actor_name=user.get_username() if user is not None else actor_name,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        ip=ip,
+        details=details,
+    )

@@ -1,0 +1,234 @@
+"""The one place that says who may do what.
+
+A role (a Django group of the same name) grants capabilities. An API token
+narrows its user's capabilities to its scopes and, optionally, to some models.
+Every view and API endpoint asks this module; `tests/accounts/test_role_matrix.py`
+walks the whole role x endpoint matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import PermissionDenied
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+    from auditapp.accounts.models import ApiToken
+
+ADMIN = "admin"
+ML_ENGINEER = "ml_engineer"
+COMPLIANCE_OFFICER = "compliance_officer"
+DOMAIN_EXPERT = "domain_expert"
+AUDITOR = "auditor"
+ROLES = (ADMIN, ML_ENGINEER, COMPLIANCE_OFFICER, DOMAIN_EXPERT, AUDITOR)
+
+# Capabilities
+MANAGE_USERS = "manage_users"
+REGISTER_MODELS = "register_models"
+UPLOAD_JOBLIB = "upload_joblib"  # joblib artifacts are pickles: trusted roles only
+CHANGE_STAGE = "change_stage"
+INGEST = "ingest"
+READ_MODELS = "read_models"
+READ_DECISIONS = "read_decisions"
+ALL_MODELS = "all_models"  # sees every model, not only the assigned ones
+VIEW_SENSITIVE = "view_sensitive"
+REQUEST_EXPLANATIONS = "request_explanations"
+GIVE_FEEDBACK = "give_feedback"
+WORK_REVIEWS = "work_reviews"
+EXPORT_REPORTS = "export_reports"
+READ_AUDIT = "read_audit"
+VERIFY_CHAIN = "verify_chain"
+
+CAPABILITIES = frozenset(
+    {
+        MANAGE_USERS,
+        REGISTER_MODELS,
+        UPLOAD_JOBLIB,
+        CHANGE_STAGE,
+        INGEST,
+        READ_MODELS,
+        READ_DECISIONS,
+        ALL_MODELS,
+        VIEW_SENSITIVE,
+        REQUEST_EXPLANATIONS,
+        GIVE_FEEDBACK,
+        WORK_REVIEWS,
+        EXPORT_REPORTS,
+        READ_AUDIT,
+        VERIFY_CHAIN,
+    }
+)
+
+ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
+    ADMIN: CAPABILITIES,
+    ML_ENGINEER: frozenset(
+        {
+            REGISTER_MODELS,
+            UPLOAD_JOBLIB,
+            CHANGE_STAGE,
+            INGEST,
+            READ_MODELS,
+            READ_DECISIONS,
+            VIEW_SENSITIVE,
+            REQUEST_EXPLANATIONS,
+        }
+    ),
+    COMPLIANCE_OFFICER: frozenset(
+        {
+            READ_MODELS,
+            READ_DECISIONS,
+            ALL_MODELS,
+            VIEW_SENSITIVE,
+            REQUEST_EXPLANATIONS,
+            EXPORT_REPORTS,
+            READ_AUDIT,
+            VERIFY_CHAIN,
+        }
+    ),
+    DOMAIN_EXPERT: frozenset(
+        {
+            READ_MODELS,
+            READ_DECISIONS,
+            VIEW_SENSITIVE,
+            REQUEST_EXPLANATIONS,
+            GIVE_FEEDBACK,
+            WORK_REVIEWS,
+        }
+    ),
+    # Read-only, and never sees personal data unmasked.
+    AUDITOR: frozenset(
+        {READ_MODELS, READ_DECISIONS, ALL_MODELS, EXPORT_REPORTS, READ_AUDIT, VERIFY_CHAIN}
+    ),
+}
+
+# What an API token's scopes allow; a token never exceeds its user's role.
+SCOPES = ("ingest", "read", "report", "admin")
+SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
+    "ingest": frozenset({INGEST}),
+    "read": frozenset(
+        {READ_MODELS, READ_DECISIONS, ALL_MODELS, VIEW_SENSITIVE, READ_AUDIT, VERIFY_CHAIN}
+    ),
+    "report": frozenset({EXPORT_REPORTS, READ_MODELS, ALL_MODELS}),
+    "admin": CAPABILITIES,
+}
+
+
+def role_names(user: AbstractBaseUser) -> list[str]:
+    """The user's roles, read once per request and cached on the user object."""
+    cached = getattr(user, "_attest_roles", None)
+    if cached is None:
+        if not user.is_authenticated or not user.is_active:
+            cached = []
+        else:
+            cached = [name for name in user.groups.values_list("name", flat=True) if name in ROLES]
+            if user.is_superuser and ADMIN not in cached:
+                cached.append(ADMIN)
+        user._attest_roles = cached
+    return cached
+
+
+@dataclass(frozen=True)
+class ModelScope:
+    """Which registered models an actor may see: all of them, or those listed."""
+
+    all_models: bool
+    assigned_to_user_id: int | None  # limit to models assigned to this user
+    names: frozenset[str] | None  # limit to these names (a token's restriction)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A user acting in a request, possibly through an API token."""
+
+    user: AbstractBaseUser
+    token: ApiToken | None = None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        granted: frozenset[str] = frozenset().union(
+            *(ROLE_CAPABILITIES[role] for role in role_names(self.user))
+        )
+        if self.token is not None:
+            allowed = frozenset().union(
+                *(SCOPE_CAPABILITIES.get(scope, frozenset()) for scope in self.token.scopes)
+            )
+            granted &= allowed
+        return granted
+
+    def can(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    def require(self, capability: str) -> None:
+        """Raise PermissionDenied (403) unless the actor has the capability."""
+        if not self.can(capability):
+            raise PermissionDenied(f"Your role does not allow this ({capability}).")
+
+    @property
+    def model_scope(self) -> ModelScope:
+        names = None
+        if self.token is not None and self.token.model_names:
+            names = frozenset(self.token.model_names)
+        if self.can(ALL_MODELS):
+            return ModelScope(all_models=True, assigned_to_user_id=None, names=names)
+        return ModelScope(all_models=False, assigned_to_user_id=self.user.pk, names=names)
+
+    @property
+    def label(self) -> str:
+        name = self.user.get_username() if self.user.is_authenticated else "anonymous"
+        return f"{name} (token {self.token.key_prefix})" if self.token else name
+
+
+def actor_for(request) -> Actor:
+    """The Actor of a Django or DRF request."""
+    token = getattr(request, "auth", None)
+    from auditapp.accounts.models import ApiToken
+
+    return Actor(user=request.user, token=token if isinstance(token, ApiToken) else None)
+
+
+# Scoped lookups: nothing outside looks a scoped object up by id alone. An
+# object the actor may not see is "not found", so its existence is not revealed.
+
+
+def get_model_for_actor(actor: Actor, name: str):
+    from auditapp.errors import NotFound
+    from auditapp.registry.models import RegisteredModel
+
+    actor.require(READ_MODELS)
+    model = RegisteredModel.objects.visible_to(actor).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"No model named {name!r}.")
+    return model
+
+
+def get_version_for_actor(actor: Actor, name: str, version: str):
+    from auditapp.errors import NotFound
+    from auditapp.registry.models import ModelVersion, RegisteredModel
+
+    actor.require(READ_MODELS)
+    model_version = (
+        ModelVersion.objects.select_related("registered_model")
+        .filter(
+            registered_model__in=RegisteredModel.objects.visible_to(actor),
+            registered_model__name=name,
+            version=version,
+        )
+        .first()
+    )
+    if model_version is None:
+        raise NotFound(f"No version {version!r} of a model named {name!r}.")
+    return model_version
+
+
+def get_decision_for_actor(actor: Actor, decision_id: int):
+    from auditapp.decisions.models import Decision
+    from auditapp.errors import NotFound
+
+    actor.require(READ_DECISIONS)
+    decision = Decision.objects.visible_to(actor).with_related().filter(pk=decision_id).first()
+    if decision is None:
+        raise NotFound(f"No decision {decision_id}.")
+    return decision

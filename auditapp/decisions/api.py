@@ -1,0 +1,65 @@
+"""Decisions API (API.md: Decisions)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.decisions import services
+from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
+from auditapp.decisions.models import Decision
+from auditapp.decisions.presenters import DecisionPresenter
+
+SEARCH_PARAMETERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    for name, text in [
+        ("model", "model name"),
+        ("version", "model version"),
+        ("from", "ISO-8601, predicted at or after"),
+        ("to", "ISO-8601, predicted before"),
+        ("prediction", "predicted class"),
+        ("score_min", "lowest score"),
+        ("score_max", "highest score"),
+        ("subject_ref", "pseudonymous subject reference"),
+        ("ordering", "-predicted_at (default), predicted_at, score, -score"),
+        ("cursor", "the `next` value of the previous page"),
+        ("limit", "page size, 1-500 (default 50)"),
+    ]
+]
+
+
+class DecisionListView(APIView):
+    @extend_schema(parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        actor = roles.actor_for(request)
+        actor.require(roles.READ_DECISIONS)
+        queryset = filter_decisions(
+            Decision.objects.visible_to(actor).with_related(), request.query_params
+        )
+        rows, next_cursor = keyset_page(
+            queryset,
+            request.query_params.get("ordering"),
+            request.query_params.get("cursor"),
+            parse_limit(request.query_params.get("limit")),
+        )
+        presenter = DecisionPresenter(actor)
+        return Response({"results": [presenter.summary(d) for d in rows], "next": next_cursor})
+
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request):
+        results = services.record_decisions(
+            roles.actor_for(request), request.data, source="api", ip=client_ip(request)
+        )
+        return Response({"results": results}, status=201)
+
+
+class DecisionDetailView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, decision_id: int):
+        actor = roles.actor_for(request)
+        decision = roles.get_decision_for_actor(actor, decision_id)
+        services.note_decision_viewed(actor, decision, ip=client_ip(request))
+        return Response(DecisionPresenter(actor).detail(decision))

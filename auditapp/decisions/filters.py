@@ -1,0 +1,110 @@
+"""The decision search filters, shared by the search API and the search page."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+
+import django_filters
+from django.db.models import F, FloatField, Q, QuerySet, Value
+from django.db.models.functions import Coalesce
+
+from auditapp.decisions.models import Decision
+from auditapp.errors import InvalidInput
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+
+
+class DecisionFilter(django_filters.FilterSet):
+    model = django_filters.CharFilter(field_name="registered_model__name")
+    version = django_filters.CharFilter(field_name="model_version__version")
+    to = django_filters.IsoDateTimeFilter(field_name="predicted_at", lookup_expr="lt")
+    prediction = django_filters.CharFilter(field_name="prediction")
+    score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
+    score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
+    subject_ref = django_filters.CharFilter(field_name="subject_ref")
+
+    class Meta:
+        model = Decision
+        fields: list[str] = []
+
+
+# "from" is a Python keyword, so it is added after the class body.
+DecisionFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
+    field_name="predicted_at", lookup_expr="gte"
+)
+
+
+def filter_decisions(queryset: QuerySet, params) -> QuerySet:
+    """Apply the search parameters, or raise InvalidInput naming the bad ones."""
+    filterset = DecisionFilter(params, queryset=queryset)
+    if not filterset.is_valid():
+        raise InvalidInput(
+            "Some search parameters are invalid.",
+            code="invalid_parameters",
+            details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
+        )
+    return filterset.qs
+
+
+# Keyset pagination: stable under concurrent inserts, and as fast on the last
+# page as on the first. The cursor is the sort key and id of the last row.
+ORDERINGS = {
+    "-predicted_at": ("predicted_at", True),
+    "predicted_at": ("predicted_at", False),
+    "-score": ("score", True),
+    "score": ("score", False),
+}
+
+
+def _encode_cursor(value, pk: int) -> str:
+    raw = json.dumps([value.isoformat() if isinstance(value, datetime) else value, pk])
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, field: str):
+    try:
+        value, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if field == "predicted_at":
+            value = datetime.fromisoformat(value)
+        return value, int(pk)
+    except (ValueError, TypeError):
+        raise InvalidInput("cursor is not valid; use the `next` value of a previous page.") from None
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw in (None, ""):
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    return limit
+
+
+def keyset_page(
+    queryset: QuerySet, ordering: str | None, cursor: str | None, limit: int
+) -> tuple[list, str | None]:
+    """One page of results and the cursor of the next page (None on the last)."""
+    if (ordering or "-predicted_at") not in ORDERINGS:
+        raise InvalidInput(f"ordering must be one of {list(ORDERINGS)}.")
+    field, descending = ORDERINGS[ordering or "-predicted_at"]
+    # Decisions without a score sort as -1, so ordering by score keeps them.
+    key = Coalesce("score", Value(-1.0), output_field=FloatField()) if field == "score" else F(field)
+    queryset = queryset.annotate(sort_key=key)
+    if cursor:
+        value, pk = _decode_cursor(cursor, field)
+        beyond = "lt" if descending else "gt"
+        queryset = queryset.filter(
+            Q(**{f"sort_key__{beyond}": value}) | Q(sort_key=value, **{f"pk__{beyond}": pk})
+        )
+    sign = "-" if descending else ""
+    rows = list(queryset.order_by(f"{sign}sort_key", f"{sign}pk")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _encode_cursor(last.sort_key, last.pk)

@@ -1,0 +1,82 @@
+"""Decisions: one row per production prediction, never updated or deleted."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
+from auditapp.decisions.hashing import content_hash
+from auditapp.registry.models import ModelVersion, RegisteredModel, visible_models_q
+
+
+class DecisionQuerySet(AppendOnlyQuerySet):
+    def visible_to(self, actor) -> DecisionQuerySet:
+        """Decisions of the models the actor may see."""
+        scope = visible_models_q(actor, prefix="registered_model__")
+        return self.filter(scope) if scope else self
+
+    def with_related(self) -> DecisionQuerySet:
+        return self.select_related("registered_model", "model_version")
+
+
+class Decision(AppendOnlyModel):
+    SOURCES = [("api", "API"), ("serving", "serving"), ("import", "import")]
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="decisions"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="decisions"
+    )
+    request_id = models.CharField(max_length=200)
+    subject_ref = models.CharField(max_length=200, null=True, blank=True)
+    inputs = models.JSONField()
+    prediction = models.JSONField()
+    score = models.FloatField(null=True, blank=True)
+    predicted_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+    source = models.CharField(max_length=10, choices=SOURCES)
+    metadata = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(max_length=64)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    client = models.CharField(max_length=200, blank=True, help_text="User or token that sent it.")
+
+    objects = DecisionQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "request_id"], name="unique_request_id_per_model"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["model_version", "predicted_at"]),
+            models.Index(fields=["predicted_at", "id"]),
+            models.Index(fields=["subject_ref"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"decision {self.pk} ({self.request_id})"
+
+    def hashed_fields(self) -> dict:
+        return {
+            "model": self.registered_model.name,
+            "version": self.model_version.version,
+            "artifact_sha256": self.model_version.artifact_sha256,
+            "request_id": self.request_id,
+            "subject_ref": self.subject_ref,
+            "inputs": self.inputs,
+            "prediction": self.prediction,
+            "score": self.score,
+            "predicted_at": self.predicted_at,
+            "recorded_at": self.recorded_at,
+            "source": self.source,
+            "metadata": self.metadata,
+        }
+
+    def compute_content_hash(self) -> str:
+        return content_hash(self.hashed_fields())

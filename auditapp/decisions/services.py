@@ -1,0 +1,312 @@
+"""Recording decisions: validate everything, store all or nothing, enqueue explanations."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import record_event
+from auditapp.decisions.hashing import canonical_json, content_hash
+from auditapp.decisions.models import Decision
+from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
+from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
+from auditapp.registry.models import ModelVersion, RegisteredModel
+from explain.models import Explanation
+
+log = logging.getLogger(__name__)
+INSERT_ATTEMPTS = 3
+
+
+def decision_items(payload: Any) -> list[Any]:
+    """The list of decisions in a request body: one object, or {"decisions": [...]}."""
+    if isinstance(payload, dict) and "decisions" in payload:
+        items = payload["decisions"]
+        if not isinstance(items, list):
+            raise InvalidInput('"decisions" must be a list of decision objects.')
+    elif isinstance(payload, dict):
+        items = [payload]
+    else:
+        raise InvalidInput('The body must be a decision object or {"decisions": [...]}.')
+    if not items:
+        raise InvalidInput('"decisions" is empty.')
+    if len(items) > settings.ATTEST_MAX_BATCH:
+        raise PayloadTooLarge(
+            f"{len(items)} decisions in one request; at most {settings.ATTEST_MAX_BATCH} "
+            "are accepted. Split the batch."
+        )
+    return items
+
+
+def _versions_for(actor: roles.Actor, items: list[Any]) -> dict[tuple[str, str], ModelVersion]:
+    """The model versions the items name, among the models the actor may ingest for."""
+    keys = {version_key(item) for item in items if isinstance(item, dict)} - {None}
+    if not keys:
+        return {}
+    names = {name for name, _ in keys}
+    versions = ModelVersion.objects.select_related("registered_model").filter(
+        registered_model__in=RegisteredModel.objects.visible_to(actor).filter(name__in=names),
+        version__in={version for _, version in keys},
+    )
+    return {(v.registered_model.name, v.version): v for v in versions}
+
+
+def _methods_for(model_version: ModelVersion, decision_hash: str) -> list[str]:
+    """Explanation methods computed by default for a new decision of this version."""
+    methods = ["shap"]
+    if model_version.lime_mode == "all":
+        methods.append("lime")
+    elif model_version.lime_mode == "sample":
+        # Sampled by content hash: reproducible, and independent of arrival order.
+        if int(decision_hash[:8], 16) / 0xFFFFFFFF < model_version.lime_sample_rate:
+            methods.append("lime")
+    return methods
+
+
+def _submitted_fields(decision: CheckedDecision) -> dict:
+    model_version = decision.model_version
+    return {
+        "model": model_version.registered_model.name,
+        "version": model_version.version,
+        "artifact_sha256": model_version.artifact_sha256,
+        "request_id": decision.request_id,
+        "subject_ref": decision.subject_ref,
+        "inputs": decision.inputs,
+        "prediction": decision.prediction,
+        "score": decision.score,
+        "predicted_at": decision.predicted_at,
+        "metadata": decision.metadata,
+    }
+
+
+def _same_submission(stored: Decision, decision: CheckedDecision) -> bool:
+    stored_fields = stored.hashed_fields()
+    submitted = _submitted_fields(decision)
+    return all(canonical_json(stored_fields[k]) == canonical_json(submitted[k]) for k in submitted)
+
+
+def _existing(decisions: list[CheckedDecision]) -> dict[tuple[int, str], Decision]:
+    by_model: dict[int, list[str]] = defaultdict(list)
+    for d in decisions:
+        by_model[d.model_version.registered_model_id].append(d.request_id)
+    query = Q()
+    for model_id, request_ids in by_model.items():
+        query |= Q(registered_model_id=model_id, request_id__in=request_ids)
+    found = Decision.objects.filter(query).select_related("registered_model", "model_version")
+    return {(d.registered_model_id, d.request_id): d for d in found}
+
+
+def record_decisions(
+    actor: roles.Actor, payload: Any, *, source: str = "api", ip: str | None = None
+) -> list[dict]:
+    """Store every decision of a request, or none; return one result per item, in order.
+
+    Raises InvalidInput listing every invalid item, or Conflict when a
+    request_id was already used for different content.
+    """
+    actor.require(roles.INGEST)
+    items = decision_items(payload)
+    recorded_at = timezone.now()
+    checked, invalid = check_decisions(items, _versions_for(actor, items), recorded_at)
+    if invalid:
+        raise InvalidInput(
+            f"{len(invalid)} of {len(items)} decisions are invalid; nothing was stored.",
+            code="invalid_decisions",
+            details=invalid,
+        )
+    for attempt in range(INSERT_ATTEMPTS):
+        try:
+            return _store(actor, checked, source, recorded_at, ip)
+        except IntegrityError:
+            # A concurrent request stored one of these request_ids first;
+            # the next attempt sees it as a duplicate.
+            if attempt == INSERT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _store(actor, checked, source, recorded_at, ip) -> list[dict]:
+    with transaction.atomic():
+        existing = _existing(checked)
+        results: list[dict] = [{} for _ in checked]
+        new: list[tuple[int, CheckedDecision]] = []
+        conflicts = []
+        for position, decision in enumerate(checked):
+            stored = existing.get((decision.model_version.registered_model_id, decision.request_id))
+            if stored is None:
+                new.append((position, decision))
+            elif _same_submission(stored, decision):
+                results[position] = {
+                    "request_id": decision.request_id,
+                    "id": stored.pk,
+                    "status": "duplicate",
+                }
+            else:
+                conflicts.append(
+                    {"index": decision.index, "request_id": decision.request_id, "id": stored.pk}
+                )
+        if conflicts:
+            raise Conflict(
+                f"{len(conflicts)} request_id(s) were already recorded with different content; "
+                "nothing was stored.",
+                code="request_id_conflict",
+                details=conflicts,
+            )
+        rows = [_row(d, source, recorded_at, actor) for _, d in new]
+        ids = _insert(rows)
+        for (position, decision), decision_id in zip(new, ids, strict=True):
+            results[position] = {
+                "request_id": decision.request_id,
+                "id": decision_id,
+                "status": "created",
+            }
+        pending = _insert_pending_explanations(rows, ids, recorded_at)
+        record_event(
+            "decisions.ingested",
+            actor=actor,
+            ip=ip,
+            object_type="decisions.decision",
+            created=len(new),
+            duplicates=len(checked) - len(new),
+            source=source,
+            models=sorted({d.model_version.registered_model.name for d in checked}),
+        )
+        if pending:
+            transaction.on_commit(lambda: enqueue_explanations(pending), robust=True)
+    return results
+
+
+def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor) -> dict:
+    fields = _submitted_fields(decision)
+    fields.update(recorded_at=recorded_at, source=source)
+    digest = content_hash(fields)
+    return {
+        "registered_model_id": decision.model_version.registered_model_id,
+        "model_version": decision.model_version,
+        "request_id": decision.request_id,
+        "subject_ref": decision.subject_ref,
+        "inputs": decision.inputs,
+        "prediction": decision.prediction,
+        "score": decision.score,
+        "predicted_at": decision.predicted_at,
+        "recorded_at": recorded_at,
+        "source": source,
+        "metadata": decision.metadata,
+        "content_hash": digest,
+        "recorded_by_id": actor.user.pk,
+        "client": actor.label[:200],
+    }
+
+
+COPY_COLUMNS = (
+    "id",
+    "registered_model_id",
+    "model_version_id",
+    "request_id",
+    "subject_ref",
+    "inputs",
+    "prediction",
+    "score",
+    "predicted_at",
+    "recorded_at",
+    "source",
+    "metadata",
+    "content_hash",
+    "recorded_by_id",
+    "client",
+)
+
+
+def _insert(rows: list[dict]) -> list[int]:
+    """Insert decision rows; COPY on PostgreSQL (several times faster), bulk INSERT elsewhere."""
+    if not rows:
+        return []
+    if connection.vendor == "postgresql" and len(rows) > 1:
+        return _copy_decisions(rows)
+    objs = Decision.objects.bulk_create(
+        [Decision(**row) for row in rows]
+    )
+    return [obj.pk for obj in objs]
+
+
+def _copy_decisions(rows: list[dict]) -> list[int]:
+    table = Decision._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, len(rows)],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(copy_sql) as copy:
+            for decision_id, row in zip(ids, rows, strict=True):
+                copy.write_row(
+                    (
+                        decision_id,
+                        row["registered_model_id"],
+                        row["model_version"].pk,
+                        row["request_id"],
+                        row["subject_ref"],
+                        canonical_json(row["inputs"]),
+                        canonical_json(row["prediction"]),
+                        row["score"],
+                        row["predicted_at"],
+                        row["recorded_at"],
+                        row["source"],
+                        canonical_json(row["metadata"]),
+                        row["content_hash"],
+                        row["recorded_by_id"],
+                        row["client"],
+                    )
+                )
+    return ids
+
+
+def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[int]]:
+    """Pending Explanation rows for new decisions, grouped by (model version, method)."""
+    pending: dict[tuple[int, str], list[int]] = defaultdict(list)
+    for row, decision_id in zip(rows, ids, strict=True):
+        for method in _methods_for(row["model_version"], row["content_hash"]):
+            pending[(row["model_version"].pk, method)].append(decision_id)
+    if not pending:
+        return {}
+    if connection.vendor == "postgresql":
+        table = Explanation._meta.db_table
+        with connection.cursor() as cursor:
+            copy_sql = (
+                f"COPY {table} (decision_id, method, status, attempts, created_at, updated_at) "
+                "FROM STDIN"
+            )
+            with cursor.cursor.copy(copy_sql) as copy:
+                for (_, method), decision_ids in pending.items():
+                    for decision_id in decision_ids:
+                        copy.write_row((decision_id, method, Explanation.PENDING, 0, now, now))
+    else:
+        Explanation.objects.bulk_create(
+            Explanation(decision_id=decision_id, method=method, created_at=now, updated_at=now)
+            for (_, method), decision_ids in pending.items()
+            for decision_id in decision_ids
+        )
+    return dict(pending)
+
+
+def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
+    """Send explanation work to the workers in batches; a broker outage is left to the sweeper."""
+    from explain.tasks import enqueue_batches
+
+    try:
+        enqueue_batches(pending)
+    except Exception:
+        log.exception("explain.enqueue.failed batches=%d", len(pending))
+
+
+def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):
+    """Every read of a decision is an audit event (HIPAA 164.312(b): reads are logged too)."""
+    record_event("decision.viewed", actor=actor, target=decision, ip=ip, via=via)

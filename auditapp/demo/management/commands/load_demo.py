@@ -1,0 +1,123 @@
+"""Demo data for the quick start: one user per role, a credit model, ~2,000 decisions."""
+
+import io
+import json
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.test import Client
+
+from auditapp.accounts import roles
+from auditapp.accounts.services import create_api_token, create_user, revoke_api_token
+from auditapp.demo import credit
+from auditapp.registry import services as registry
+from auditapp.registry.models import ModelVersion
+
+DEMO_USERS = [
+    ("admin", roles.ADMIN),
+    ("mlengineer", roles.ML_ENGINEER),
+    ("compliance", roles.COMPLIANCE_OFFICER),
+    ("expert", roles.DOMAIN_EXPERT),
+    ("auditor", roles.AUDITOR),
+]
+MODEL, VERSION = "credit", "1"
+REPLAY_BATCH = 500
+
+
+def demo_password(username: str) -> str:
+    return f"attest-{username}"
+
+
+class Command(BaseCommand):
+    help = "Load demo users, a demo credit model and replay decisions through the API (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--decisions", type=int, default=2000)
+        parser.add_argument("--host", default="127.0.0.1:8000", help="Where the site will be.")
+
+    def handle(self, *args, **options):
+        users = self._users()
+        model_version = self._model(users["mlengineer"])
+        registry.assign_models(users["expert"], [MODEL])
+        created = self._replay(users["mlengineer"], model_version, options["decisions"])
+        self.stdout.write(self.style.SUCCESS(f"\nDemo data ready: {created} new decisions."))
+        self.stdout.write(f"Open http://{options['host']}/ and log in as one of:")
+        for username, role in DEMO_USERS:
+            self.stdout.write(f"  {username:<12} password {demo_password(username):<20} ({role})")
+
+    def _users(self) -> dict:
+        users = {}
+        user_model = get_user_model()
+        for username, role in DEMO_USERS:
+            user = user_model.objects.filter(username=username).first()
+            users[username] = user or create_user(
+                username, role, password=demo_password(username)
+            )
+        return users
+
+    def _model(self, engineer) -> ModelVersion:
+        existing = ModelVersion.objects.filter(
+            registered_model__name=MODEL, version=VERSION
+        ).first()
+        if existing:
+            return existing
+        self.stdout.write("Training the demo credit model on synthetic applicants…")
+        frame = credit.applicants(6000, seed=7)
+        model = credit.train_model(frame.iloc[:4000])
+        background = io.StringIO()
+        frame[credit.FEATURES].iloc[4000:4200].to_csv(background, index=False)
+        import skops.io
+
+        actor = roles.Actor(user=engineer)
+        upload = registry.VersionUpload(
+            name=MODEL,
+            version=VERSION,
+            artifact=skops.io.dumps(model),
+            artifact_format="skops",
+            schema=credit.SCHEMA,
+            background=background.getvalue().encode(),
+            card={
+                "description": "Probability that a consumer loan defaults within 12 months.",
+                "intended_use": "Decision support for consumer loans up to EUR 100,000.",
+                "limitations": "Trained on synthetic applicants; not for real lending.",
+                "training_data": "4,000 synthetic applicants from auditapp/demo/credit.py.",
+                "metrics": {"roc_auc": 0.73},
+            },
+        )
+        model_version = registry.register_model_version(actor, upload)
+        return registry.change_stage(actor, model_version, ModelVersion.PRODUCTION)
+
+    def _replay(self, engineer, model_version: ModelVersion, count: int) -> int:
+        frame = credit.applicants(count, seed=11)
+        model = registry.load_model(model_version)
+        start = model_version.created_at - timedelta(days=14)
+        payloads = list(
+            credit.decision_payloads(
+                model,
+                frame,
+                model_name=MODEL,
+                version=VERSION,
+                start=start,
+                spacing=timedelta(days=14) / max(count, 1),
+            )
+        )
+        token, key = create_api_token(engineer, scopes=["ingest"], name="demo replay")
+        client = Client(HTTP_HOST="localhost")
+        created = 0
+        try:
+            for begin in range(0, len(payloads), REPLAY_BATCH):
+                response = client.post(
+                    "/api/v1/decisions",
+                    data=json.dumps({"decisions": payloads[begin : begin + REPLAY_BATCH]}),
+                    content_type="application/json",
+                    HTTP_AUTHORIZATION=f"Token {key}",
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"replay failed: {response.status_code} {response.content[:500]!r}")
+                results = response.json()["results"]
+                created += sum(r["status"] == "created" for r in results)
+                self.stdout.write(f"  replayed {begin + len(results)}/{len(payloads)} decisions")
+        finally:
+            revoke_api_token(token)
+        return created

@@ -1,0 +1,35 @@
+"""Errors that services raise and the API renders as `{"error": {...}}`."""
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "invalid"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code:
+            self.code = code
+
+
+class InvalidInput(ServiceError):
+    status = 400
+    code = "invalid"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "too_large"

@@ -1,0 +1,149 @@
+"""Models API (API.md: Models). Thin: parse, ask roles, call a service, answer."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.errors import InvalidInput
+from auditapp.registry import services
+from auditapp.registry.models import ModelVersion, RegisteredModel
+
+
+def version_url(model_version: ModelVersion) -> str:
+    return reverse(
+        "api-model-version",
+        args=[model_version.registered_model.name, model_version.version],
+    )
+
+
+def version_summary(model_version: ModelVersion) -> dict:
+    return {
+        "name": model_version.registered_model.name,
+        "version": model_version.version,
+        "sha256": model_version.artifact_sha256,
+        "stage": model_version.stage,
+        "url": version_url(model_version),
+    }
+
+
+def version_detail(model_version: ModelVersion) -> dict:
+    return {
+        **version_summary(model_version),
+        "artifact_format": model_version.artifact_format,
+        "schema": model_version.schema,
+        "schema_sha256": model_version.schema_sha256,
+        "background_rows": model_version.background_rows,
+        "background_sha256": model_version.background_sha256 or None,
+        "card": {
+            "description": model_version.description,
+            "intended_use": model_version.intended_use,
+            "limitations": model_version.limitations,
+            "training_data": model_version.training_data,
+            "metrics": model_version.metrics,
+        },
+        "explain": {"lime": model_version.lime_mode, "lime_sample_rate": model_version.lime_sample_rate},
+        "created_by": model_version.created_by.get_username() if model_version.created_by else None,
+        "created_at": model_version.created_at,
+        "stage_history": [
+            {
+                "from": change.from_stage or None,
+                "to": change.to_stage,
+                "by": change.changed_by.get_username() if change.changed_by else None,
+                "at": change.changed_at,
+            }
+            for change in model_version.stage_changes.select_related("changed_by")
+        ],
+    }
+
+
+def model_json(model: RegisteredModel, versions) -> dict:
+    return {
+        "name": model.name,
+        "description": model.description,
+        "task": model.task,
+        "owner": model.owner.get_username() if model.owner else None,
+        "created_at": model.created_at,
+        "versions": [version_summary(v) for v in versions],
+    }
+
+
+class RegisterVersionRequest(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.CharField()
+    artifact = serializers.FileField()
+    artifact_format = serializers.ChoiceField(choices=["skops", "joblib"])
+    schema = serializers.CharField(help_text="The feature schema, as JSON.")
+    background = serializers.FileField(required=False, help_text="CSV with the schema's columns.")
+    card = serializers.CharField(required=False, help_text="JSON model card.")
+    explain = serializers.CharField(required=False, help_text='JSON, e.g. {"lime": "sample"}.')
+
+
+def _file_bytes(request, field: str, required: bool) -> bytes | None:
+    upload = request.FILES.get(field)
+    if upload is None:
+        if required:
+            raise InvalidInput(f"{field} is required (a file in a multipart form).")
+        return None
+    return upload.read()
+
+
+class ModelListView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        actor = roles.actor_for(request)
+        actor.require(roles.READ_MODELS)
+        models = RegisteredModel.objects.visible_to(actor).select_related("owner").prefetch_related(
+            "versions__registered_model"
+        )
+        return Response({"results": [model_json(m, m.versions.all()) for m in models]})
+
+    @extend_schema(request={"multipart/form-data": RegisterVersionRequest}, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request):
+        actor = roles.actor_for(request)
+        upload = services.VersionUpload(
+            name=request.data.get("name", ""),
+            version=request.data.get("version", ""),
+            artifact=_file_bytes(request, "artifact", required=True),
+            artifact_format=request.data.get("artifact_format", "skops"),
+            schema=request.data.get("schema"),
+            background=_file_bytes(request, "background", required=False),
+            card=request.data.get("card"),
+            explain=request.data.get("explain"),
+        )
+        model_version = services.register_model_version(actor, upload, ip=client_ip(request))
+        return Response(version_summary(model_version), status=201)
+
+
+class ModelDetailView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, name: str):
+        model = roles.get_model_for_actor(roles.actor_for(request), name)
+        versions = model.versions.select_related("registered_model")
+        return Response(model_json(model, versions))
+
+
+class ModelVersionView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, name: str, version: str):
+        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        return Response(version_detail(model_version))
+
+
+class StageRequest(serializers.Serializer):
+    stage = serializers.ChoiceField(choices=[s for s, _ in ModelVersion.STAGES])
+
+
+class ModelVersionStageView(APIView):
+    @extend_schema(request=StageRequest, responses=OpenApiTypes.OBJECT)
+    def post(self, request, name: str, version: str):
+        actor = roles.actor_for(request)
+        model_version = roles.get_version_for_actor(actor, name, version)
+        stage = request.data.get("stage") if isinstance(request.data, dict) else None
+        model_version = services.change_stage(actor, model_version, stage, ip=client_ip(request))
+        return Response(version_detail(model_version))

@@ -1,0 +1,130 @@
+"""Registered models and their immutable versions."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from auditapp.registry.schema import Schema, parse_schema
+
+
+class RegisteredModelQuerySet(models.QuerySet):
+    def visible_to(self, actor) -> RegisteredModelQuerySet:
+        """The models an actor may see (roles.py decides the scope)."""
+        scope = actor.model_scope
+        qs = self
+        if not scope.all_models:
+            qs = qs.filter(assignees__id=scope.assigned_to_user_id)
+        if scope.names is not None:
+            qs = qs.filter(name__in=scope.names)
+        return qs
+
+
+def visible_models_q(actor, prefix: str = "") -> Q:
+    """The same scope as RegisteredModel.objects.visible_to, for related querysets."""
+    scope = actor.model_scope
+    q = Q()
+    if not scope.all_models:
+        q &= Q(**{f"{prefix}assignees__id": scope.assigned_to_user_id})
+    if scope.names is not None:
+        q &= Q(**{f"{prefix}name__in": scope.names})
+    return q
+
+
+class RegisteredModel(models.Model):
+    TASKS = [("classification", "classification"), ("regression", "regression")]
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    task = models.CharField(max_length=20, choices=TASKS)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    assignees = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="assigned_models"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = RegisteredModelQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    """One trained artifact with its schema. Only `stage` ever changes."""
+
+    STAGING, PRODUCTION, ARCHIVED = "staging", "production", "archived"
+    STAGES = [(s, s) for s in (STAGING, PRODUCTION, ARCHIVED)]
+    LIME_MODES = [("all", "every decision"), ("sample", "a sample"), ("on_demand", "on demand")]
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, on_delete=models.PROTECT, related_name="versions"
+    )
+    version = models.CharField(max_length=50)
+    stage = models.CharField(max_length=20, choices=STAGES, default=STAGING)
+    artifact = models.FileField(upload_to="artifacts/")
+    artifact_format = models.CharField(max_length=10)
+    artifact_sha256 = models.CharField(max_length=64)
+    schema = models.JSONField()
+    schema_sha256 = models.CharField(max_length=64)
+    background = models.FileField(upload_to="backgrounds/", blank=True)
+    background_sha256 = models.CharField(max_length=64, blank=True)
+    background_rows = models.PositiveIntegerField(default=0)
+    description = models.TextField(blank=True)
+    intended_use = models.TextField(blank=True)
+    limitations = models.TextField(blank=True)
+    training_data = models.TextField(blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    lime_mode = models.CharField(max_length=10, choices=LIME_MODES, default="all")
+    lime_sample_rate = models.FloatField(default=1.0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["registered_model__name", "-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["registered_model", "version"], name="unique_version_per_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.registered_model.name} v{self.version}"
+
+    def save(self, *args, **kwargs):
+        update_fields = kwargs.get("update_fields")
+        if not self._state.adding and (update_fields is None or set(update_fields) - {"stage"}):
+            raise ValueError("A model version is immutable; only its stage can change.")
+        super().save(*args, **kwargs)
+
+    @cached_property
+    def parsed_schema(self) -> Schema:
+        return parse_schema(self.schema)
+
+
+class StageChange(models.Model):
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="stage_changes"
+    )
+    from_stage = models.CharField(max_length=20, blank=True)
+    to_stage = models.CharField(max_length=20)
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    changed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["changed_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.model_version}: {self.from_stage or '-'} → {self.to_stage}"

@@ -1,0 +1,288 @@
+"""The feature schema of a model version: parsing it, and checking values against it.
+
+This is the one place that says what a valid input, prediction and score are;
+ingestion, batch import and background samples all use it. No Django here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+FEATURE_TYPES = ("numeric", "integer", "boolean", "categorical")
+FEATURE_KEYS = {
+    "name",
+    "type",
+    "label",
+    "description",
+    "min",
+    "max",
+    "categories",
+    "nullable",
+    "protected",
+    "sensitive",
+}
+TARGET_TYPES = ("classification", "regression")
+TRUE_TEXT = {"true", "1", "yes", "t", "y"}
+FALSE_TEXT = {"false", "0", "no", "f", "n"}
+
+
+class SchemaError(ValueError):
+    """The schema itself is malformed; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    type: str
+    label: str
+    minimum: float | None = None
+    maximum: float | None = None
+    categories: tuple = ()
+    nullable: bool = False
+    protected: bool = False
+    sensitive: bool = False
+
+    def value_error(self, value: Any) -> str | None:
+        """Why `value` is not acceptable for this feature, or None when it is."""
+        if value is None:
+            return None if self.nullable else "is null but the feature is not nullable"
+        if self.type == "categorical":
+            if value not in self._category_set:
+                return f"{value!r} is not a known category (expected one of {list(self.categories)})"
+            return None
+        if self.type == "boolean":
+            return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+        if not _is_number(value):
+            return f"must be a number, got {value!r}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"must be a finite number, got {value}"
+        if self.type == "integer" and isinstance(value, float) and not value.is_integer():
+            return f"must be an integer, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be ≥ {self.minimum}, got {value!r}"
+        if self.maximum is not None and value > self.maximum:
+            return f"must be ≤ {self.maximum}, got {value!r}"
+        return None
+
+    @property
+    def _category_set(self) -> frozenset:
+        return frozenset(self.categories)
+
+    def from_text(self, text: str) -> tuple[Any, str | None]:
+        """Convert a CSV cell to this feature's type; (value, error)."""
+        text = text.strip()
+        if text == "" or text.lower() in {"null", "none", "na", "nan"} and self.type != "categorical":
+            return None, None
+        if self.type == "categorical":
+            return text, None
+        if self.type == "boolean":
+            if text.lower() in TRUE_TEXT:
+                return True, None
+            if text.lower() in FALSE_TEXT:
+                return False, None
+            return None, f"must be true or false, got {text!r}"
+        try:
+            number = float(text)
+        except ValueError:
+            return None, f"must be a number, got {text!r}"
+        if self.type == "integer" and number.is_integer():
+            return int(number), None
+        return number, None
+
+
+@dataclass(frozen=True)
+class Target:
+    type: str
+    classes: tuple = ()
+    positive_class: Any = None
+
+    def prediction_errors(self, prediction: Any, score: Any) -> list[tuple[str, str]]:
+        errors: list[tuple[str, str]] = []
+        if self.type == "classification":
+            if prediction not in self.classes or isinstance(prediction, bool | dict | list):
+                errors.append(
+                    ("prediction", f"{prediction!r} is not one of the classes {list(self.classes)}")
+                )
+        elif not _is_number(prediction) or not math.isfinite(prediction):
+            errors.append(("prediction", f"must be a finite number, got {prediction!r}"))
+        if score is not None:
+            if not _is_number(score) or not math.isfinite(score):
+                errors.append(("score", f"must be a finite number or null, got {score!r}"))
+            elif self.type == "classification" and not 0.0 <= score <= 1.0:
+                errors.append(("score", f"must be a probability in [0, 1], got {score!r}"))
+        return errors
+
+
+@dataclass(frozen=True)
+class Schema:
+    features: tuple[Feature, ...]
+    target: Target
+    raw: dict = field(compare=False, repr=False)
+
+    @property
+    def names(self) -> list[str]:
+        return [feature.name for feature in self.features]
+
+    @property
+    def sensitive_names(self) -> frozenset[str]:
+        return frozenset(f.name for f in self.features if f.sensitive)
+
+    def input_errors(self, inputs: Any) -> list[tuple[str, str]]:
+        """Every problem with a dict of raw inputs, as (field path, reason) pairs."""
+        if not isinstance(inputs, dict):
+            return [("inputs", "must be an object mapping feature names to values")]
+        errors = []
+        for feature in self.features:
+            if feature.name not in inputs:
+                errors.append((f"inputs.{feature.name}", "is missing"))
+                continue
+            reason = feature.value_error(inputs[feature.name])
+            if reason:
+                errors.append((f"inputs.{feature.name}", reason))
+        if len(inputs) > len(self.features) or len(errors) > 0:
+            known = set(self.names)
+            errors.extend(
+                (f"inputs.{name}", "is not a feature of this model version")
+                for name in inputs
+                if name not in known
+            )
+        return errors
+
+    def text_row_to_inputs(self, row: dict[str, str]) -> tuple[dict, list[tuple[str, str]]]:
+        """Convert one CSV row (strings) to typed inputs; missing columns are reported."""
+        inputs: dict[str, Any] = {}
+        errors: list[tuple[str, str]] = []
+        for feature in self.features:
+            if feature.name not in row:
+                errors.append((f"inputs.{feature.name}", "is missing"))
+                continue
+            value, error = feature.from_text(row[feature.name] or "")
+            if error:
+                errors.append((f"inputs.{feature.name}", error))
+            inputs[feature.name] = value
+        return inputs, errors
+
+    def frame(self, rows: list[dict]) -> pd.DataFrame:
+        """The DataFrame a model receives: one column per feature, in schema order."""
+        columns = {}
+        for feature in self.features:
+            values = [row.get(feature.name) for row in rows]
+            if feature.type == "categorical":
+                columns[feature.name] = pd.Series(values, dtype=object)
+            elif feature.type == "boolean":
+                columns[feature.name] = pd.Series(values, dtype="boolean" if None in values else bool)
+            elif feature.type == "integer" and None not in values:
+                columns[feature.name] = pd.Series(values, dtype="int64")
+            else:
+                columns[feature.name] = pd.Series(values, dtype="float64")
+        return pd.DataFrame(columns)
+
+
+def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None:
+    where = f"features[{index}]"
+    if not isinstance(spec, dict):
+        problems.append(f"{where} must be an object")
+        return None
+    name = spec.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}.name must be a non-empty string")
+        return None
+    where = f"feature {name!r}"
+    unknown = sorted(set(spec) - FEATURE_KEYS)
+    if unknown:
+        problems.append(f"{where} has unknown key(s) {unknown}; allowed: {sorted(FEATURE_KEYS)}")
+    kind = spec.get("type")
+    if kind not in FEATURE_TYPES:
+        problems.append(f"{where}.type must be one of {list(FEATURE_TYPES)}, got {kind!r}")
+        return None
+    minimum, maximum = spec.get("min"), spec.get("max")
+    for key, bound in (("min", minimum), ("max", maximum)):
+        if bound is not None and (
+            kind not in ("numeric", "integer") or not _is_number(bound) or not math.isfinite(bound)
+        ):
+            problems.append(f"{where}.{key} must be a finite number on a numeric feature")
+    if _is_number(minimum) and _is_number(maximum) and minimum > maximum:
+        problems.append(f"{where}: min {minimum} is greater than max {maximum}")
+    categories = spec.get("categories")
+    if kind == "categorical":
+        if not isinstance(categories, list) or not categories:
+            problems.append(f"{where}.categories must be a non-empty list on a categorical feature")
+            categories = []
+        elif len(set(map(str, categories))) != len(categories):
+            problems.append(f"{where}.categories has duplicates")
+        elif not all(isinstance(c, str) for c in categories):
+            problems.append(f"{where}.categories must be strings")
+    elif categories is not None:
+        problems.append(f"{where}.categories is only allowed on a categorical feature")
+    for flag in ("nullable", "protected", "sensitive"):
+        if flag in spec and not isinstance(spec[flag], bool):
+            problems.append(f"{where}.{flag} must be true or false")
+    return Feature(
+        name=name,
+        type=kind,
+        label=str(spec.get("label") or name.replace("_", " ").capitalize()),
+        minimum=minimum if _is_number(minimum) else None,
+        maximum=maximum if _is_number(maximum) else None,
+        categories=tuple(categories or ()),
+        nullable=spec.get("nullable") is True,
+        protected=spec.get("protected") is True,
+        sensitive=spec.get("sensitive") is True,
+    )
+
+
+def _parse_target(spec: Any, problems: list[str]) -> Target:
+    if not isinstance(spec, dict):
+        problems.append('target must be an object, e.g. {"type": "regression"}')
+        return Target(type="regression")
+    kind = spec.get("type")
+    if kind not in TARGET_TYPES:
+        problems.append(f"target.type must be one of {list(TARGET_TYPES)}, got {kind!r}")
+        return Target(type="regression")
+    if kind == "regression":
+        return Target(type="regression")
+    classes = spec.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        problems.append("target.classes must list at least two classes for classification")
+        return Target(type="classification")
+    if len(set(map(str, classes))) != len(classes):
+        problems.append("target.classes has duplicates")
+    if not all(isinstance(c, str | int) and not isinstance(c, bool) for c in classes):
+        problems.append("target.classes must be strings or integers")
+    positive = spec.get("positive_class", classes[-1])
+    if positive not in classes:
+        problems.append(f"target.positive_class {positive!r} is not among the classes {classes}")
+    return Target(type="classification", classes=tuple(classes), positive_class=positive)
+
+
+def parse_schema(data: Any) -> Schema:
+    """Parse and check a schema document; raise SchemaError listing every problem."""
+    problems: list[str] = []
+    if not isinstance(data, dict):
+        raise SchemaError(['the schema must be an object with "features" and "target"'])
+    specs = data.get("features")
+    if not isinstance(specs, list) or not specs:
+        raise SchemaError(["schema.features must be a non-empty list"])
+    unknown = sorted(set(data) - {"features", "target", "version"})
+    if unknown:
+        problems.append(f"schema has unknown key(s) {unknown}")
+    features = [_parse_feature(i, spec, problems) for i, spec in enumerate(specs)]
+    names = [f.name for f in features if f is not None]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        problems.append(f"duplicate feature name(s) {duplicates}")
+    target = _parse_target(data.get("target"), problems)
+    if problems:
+        raise SchemaError(problems)
+    return Schema(features=tuple(f for f in features if f), target=target, raw=data)

@@ -1,0 +1,264 @@
+"""Registering model versions and changing their stage."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import record_event
+from auditapp.errors import Conflict, InvalidInput
+from auditapp.registry.artifacts import (
+    FORMATS,
+    ArtifactError,
+    check_model_fits_schema,
+    load_artifact,
+    probe_rows,
+    sha256_hex,
+)
+from auditapp.registry.models import ModelVersion, RegisteredModel, StageChange
+from auditapp.registry.schema import Schema, SchemaError, parse_schema
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
+CARD_TEXT_FIELDS = ("description", "intended_use", "limitations", "training_data")
+MAX_BACKGROUND_ROWS = 10_000
+MAX_REPORTED_ROWS = 20
+
+
+@dataclass
+class VersionUpload:
+    """What a client sends to register a model version."""
+
+    name: str
+    version: str
+    artifact: bytes
+    artifact_format: str
+    schema: Any
+    background: bytes | None = None
+    card: Any = None
+    explain: Any = None
+
+
+def _load_json(value: Any, field: str) -> Any:
+    if value is None or isinstance(value, dict | list):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{field} is not valid JSON ({exc}).", code="invalid_json") from None
+
+
+def parse_background(data: bytes, schema: Schema) -> list[dict]:
+    """Typed rows of a background CSV, or InvalidInput naming the bad rows."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput("background must be a UTF-8 CSV file.", code="invalid_background") from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [name for name in schema.names if name not in (reader.fieldnames or [])]
+    if missing:
+        raise InvalidInput(
+            f"background CSV lacks the schema's column(s) {missing}.", code="invalid_background"
+        )
+    rows, problems = [], []
+    for line, raw in enumerate(reader, start=2):
+        inputs, errors = schema.text_row_to_inputs(raw)
+        errors = errors or schema.input_errors(inputs)
+        if errors:
+            problems.append({"line": line, "errors": [f"{f}: {m}" for f, m in errors]})
+        rows.append(inputs)
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} background row(s) do not fit the schema.",
+            code="invalid_background",
+            details=problems[:MAX_REPORTED_ROWS],
+        )
+    if not rows:
+        raise InvalidInput("background CSV has no rows.", code="invalid_background")
+    if len(rows) > MAX_BACKGROUND_ROWS:
+        raise InvalidInput(
+            f"background has {len(rows)} rows; at most {MAX_BACKGROUND_ROWS} are accepted "
+            "(a representative sample is enough).",
+            code="invalid_background",
+        )
+    return rows
+
+
+def _parse_card(card: Any) -> dict:
+    card = _load_json(card, "card") or {}
+    if not isinstance(card, dict):
+        raise InvalidInput("card must be a JSON object.", code="invalid_card")
+    unknown = sorted(set(card) - {*CARD_TEXT_FIELDS, "metrics"})
+    if unknown:
+        raise InvalidInput(
+            f"card has unknown field(s) {unknown}; allowed: {[*CARD_TEXT_FIELDS, 'metrics']}.",
+            code="invalid_card",
+        )
+    if not isinstance(card.get("metrics", {}), dict):
+        raise InvalidInput("card.metrics must be an object of named figures.", code="invalid_card")
+    return card
+
+
+def _parse_explain_config(config: Any) -> tuple[str, float]:
+    config = _load_json(config, "explain") or {}
+    mode = config.get("lime", "all") if isinstance(config, dict) else None
+    rate = config.get("lime_sample_rate", 0.1 if mode == "sample" else 1.0) if mode else None
+    valid_modes = [m for m, _ in ModelVersion.LIME_MODES]
+    if mode not in valid_modes:
+        raise InvalidInput(f"explain.lime must be one of {valid_modes}.", code="invalid_explain")
+    if not isinstance(rate, int | float) or not 0 < rate <= 1:
+        raise InvalidInput("explain.lime_sample_rate must be in (0, 1].", code="invalid_explain")
+    return mode, float(rate)
+
+
+def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list[dict] | None]:
+    """Everything that can be checked before touching the database."""
+    actor.require(roles.REGISTER_MODELS)
+    if upload.artifact_format not in FORMATS:
+        raise InvalidInput(f"artifact_format must be one of {list(FORMATS)}.")
+    if upload.artifact_format == "joblib":
+        actor.require(roles.UPLOAD_JOBLIB)
+    if not NAME_PATTERN.match(upload.name or ""):
+        raise InvalidInput("name must be lower-case letters, digits, '-' or '_' (≤ 100).")
+    if not VERSION_PATTERN.match(upload.version or ""):
+        raise InvalidInput("version must be letters, digits, '.', '-' or '_' (≤ 50).")
+    if not upload.artifact:
+        raise InvalidInput("artifact is required (the model file).")
+    try:
+        schema = parse_schema(_load_json(upload.schema, "schema"))
+    except SchemaError as exc:
+        raise InvalidInput("The schema is invalid.", code="invalid_schema", details=exc.problems) from None
+    background = parse_background(upload.background, schema) if upload.background else None
+    try:
+        model = load_artifact(upload.artifact, upload.artifact_format)
+        check_model_fits_schema(model, schema, schema.frame(background or probe_rows(schema)))
+    except ArtifactError as exc:
+        raise InvalidInput(f"The artifact was refused: {exc}.", code="invalid_artifact") from None
+    return schema, background
+
+
+def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None) -> ModelVersion:
+    """Check an uploaded model against its schema and background, then record it."""
+    schema, background = _check_upload(actor, upload)
+    card = _parse_card(upload.card)
+    lime_mode, lime_rate = _parse_explain_config(upload.explain)
+    sha256 = sha256_hex(upload.artifact)
+    with transaction.atomic():
+        registered = RegisteredModel.objects.select_for_update().filter(name=upload.name).first()
+        if registered is None:
+            registered = RegisteredModel.objects.create(
+                name=upload.name,
+                task=schema.target.type,
+                description=card.get("description", ""),
+                owner=actor.user,
+            )
+            registered.assignees.add(actor.user)
+        elif not RegisteredModel.objects.visible_to(actor).filter(pk=registered.pk).exists():
+            raise Conflict(f"A model named {upload.name!r} exists and you are not assigned to it.")
+        elif registered.task != schema.target.type:
+            raise InvalidInput(
+                f"{upload.name!r} is a {registered.task} model; this schema says {schema.target.type}."
+            )
+        if registered.versions.filter(version=upload.version).exists():
+            raise Conflict(
+                f"{upload.name} version {upload.version} already exists; versions are immutable.",
+                code="version_exists",
+            )
+        model_version = ModelVersion(
+            registered_model=registered,
+            version=upload.version,
+            artifact_format=upload.artifact_format,
+            artifact_sha256=sha256,
+            schema=schema.raw,
+            schema_sha256=sha256_hex(json.dumps(schema.raw, sort_keys=True).encode()),
+            background_rows=len(background or []),
+            background_sha256=sha256_hex(upload.background) if upload.background else "",
+            metrics=card.get("metrics", {}),
+            lime_mode=lime_mode,
+            lime_sample_rate=lime_rate,
+            created_by=actor.user,
+            **{f: card.get(f, "") for f in CARD_TEXT_FIELDS},
+        )
+        stem = f"{upload.name}-{upload.version}-{sha256[:12]}"
+        model_version.artifact.save(
+            f"{stem}.{upload.artifact_format}", ContentFile(upload.artifact), save=False
+        )
+        if upload.background:
+            model_version.background.save(f"{stem}.csv", ContentFile(upload.background), save=False)
+        model_version.save()
+        StageChange.objects.create(
+            model_version=model_version, to_stage=model_version.stage, changed_by=actor.user
+        )
+        record_event(
+            "model_version.registered",
+            actor=actor,
+            target=model_version,
+            ip=ip,
+            model=upload.name,
+            version=upload.version,
+            sha256=sha256,
+            format=upload.artifact_format,
+        )
+    return model_version
+
+
+@transaction.atomic
+def change_stage(actor: roles.Actor, model_version: ModelVersion, stage: str, *, ip=None):
+    """Move a version to another stage, recording who and when."""
+    actor.require(roles.CHANGE_STAGE)
+    stages = [s for s, _ in ModelVersion.STAGES]
+    if stage not in stages:
+        raise InvalidInput(f"stage must be one of {stages}, got {stage!r}.")
+    model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+    if model_version.stage == stage:
+        raise Conflict(f"{model_version} is already in {stage}.", code="same_stage")
+    change = StageChange.objects.create(
+        model_version=model_version,
+        from_stage=model_version.stage,
+        to_stage=stage,
+        changed_by=actor.user,
+    )
+    model_version.stage = stage
+    model_version.save(update_fields=["stage"])
+    record_event(
+        "model_version.stage_changed",
+        actor=actor,
+        target=model_version,
+        ip=ip,
+        from_stage=change.from_stage,
+        to_stage=stage,
+    )
+    return model_version
+
+
+@transaction.atomic
+def assign_models(user, model_names: list[str], *, actor=None) -> list[RegisteredModel]:
+    """Give a user (domain expert or ML engineer) access to the named models."""
+    found = {m.name: m for m in RegisteredModel.objects.filter(name__in=model_names)}
+    missing = [name for name in model_names if name not in found]
+    if missing:
+        raise InvalidInput(f"No model named {', '.join(map(repr, missing))}.")
+    for model in found.values():
+        model.assignees.add(user)
+    record_event(
+        "models.assigned",
+        actor=actor,
+        target=user,
+        models=sorted(found),
+    )
+    return list(found.values())
+
+
+def load_model(model_version: ModelVersion) -> Any:
+    """The version's model object, after checking the artifact's sha256."""
+    with model_version.artifact.open("rb") as handle:
+        data = handle.read()
+    return load_artifact(data, model_version.artifact_format, model_version.artifact_sha256)

@@ -1,0 +1,40 @@
+"""URLs: pages, the REST API v1 (API.md), and the OpenAPI document."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from auditapp.decisions import api as decisions_api
+from auditapp.registry import api as registry_api
+
+api_v1 = [
+    path("models", registry_api.ModelListView.as_view(), name="api-models"),
+    path("models/<slug:name>", registry_api.ModelDetailView.as_view(), name="api-model"),
+    path(
+        "models/<slug:name>/versions/<str:version>",
+        registry_api.ModelVersionView.as_view(),
+        name="api-model-version",
+    ),
+    path(
+        "models/<slug:name>/versions/<str:version>/stage",
+        registry_api.ModelVersionStageView.as_view(),
+        name="api-model-version-stage",
+    ),
+    path("decisions", decisions_api.DecisionListView.as_view(), name="api-decisions"),
+    path(
+        "decisions/<int:decision_id>",
+        decisions_api.DecisionDetailView.as_view(),
+        name="api-decision",
+    ),
+]
+
+urlpatterns = [
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("admin/", admin.site.urls),
+    path("", include("auditapp.web.urls")),
+]
+
+handler403 = "auditapp.web.views.forbidden"
+handler404 = "auditapp.web.views.not_found"

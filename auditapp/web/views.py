@@ -1,0 +1,42 @@
+"""Pages. Thin: ask roles, query, render."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count
+from django.http import JsonResponse
+from django.shortcuts import render
+
+from auditapp.accounts import roles
+from auditapp.decisions.models import Decision
+from auditapp.registry.models import RegisteredModel
+from auditapp.web.api_errors import error_body, record_denial
+
+
+@login_required
+def overview(request):
+    actor = roles.actor_for(request)
+    models = []
+    if actor.can(roles.READ_MODELS):
+        models = RegisteredModel.objects.visible_to(actor).annotate(
+            decision_count=Count("decisions")
+        )
+    recent = []
+    if actor.can(roles.READ_DECISIONS):
+        recent = Decision.objects.visible_to(actor).with_related().order_by("-recorded_at", "-id")[:10]
+    return render(request, "web/overview.html", {"models": models, "recent": recent})
+
+
+def forbidden(request, exception=None):
+    message = str(exception) if exception else "You do not have permission to see this."
+    if request.user.is_authenticated:
+        record_denial(request, message)
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("forbidden", message), status=403)
+    return render(request, "web/error.html", {"status": 403, "message": message}, status=403)
+
+
+def not_found(request, exception=None):
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return render(request, "web/error.html", {"status": 404, "message": "Not found."}, status=404)

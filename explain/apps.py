@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ExplainConfig(AppConfig):
+    name = "explain"
+    label = "explain"
+    verbose_name = "Explanations"
