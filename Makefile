@@ -22,13 +22,12 @@ run: install
 	$(PY) manage.py load_demo --host $(HOST):$(PORT)
 	@trap 'kill 0' INT TERM EXIT; \
 	$(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
-	  -Q explain,explain-lime,explain-priority,reports,monitoring \
-	  --schedule var/celerybeat-schedule & \
+	  --schedule $${ATTEST_VAR_DIR:-var}/celerybeat-schedule & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	wait
 
 worker: install
-	$(VENV)/bin/celery -A auditapp worker --loglevel INFO -Q explain,explain-lime,explain-priority,reports,monitoring
+	$(VENV)/bin/celery -A auditapp worker --loglevel INFO
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

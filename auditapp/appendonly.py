@@ -14,10 +14,14 @@ class AppendOnlyError(Exception):
 
 class AppendOnlyQuerySet(models.QuerySet):
     def update(self, **kwargs):
-        raise AppendOnlyError(f"{self.model.__name__} rows are append-only; they cannot be updated.")
+        raise AppendOnlyError(
+            f"{self.model.__name__} rows are append-only; they cannot be updated."
+        )
 
     def delete(self):
-        raise AppendOnlyError(f"{self.model.__name__} rows are append-only; they cannot be deleted.")
+        raise AppendOnlyError(
+            f"{self.model.__name__} rows are append-only; they cannot be deleted."
+        )
 
 
 class AppendOnlyModel(models.Model):

@@ -8,6 +8,7 @@ PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 from pathlib import Path
 
 import dj_database_url
+from kombu import Queue
 
 from auditapp.env import env_bool, env_int, env_list, env_str
 
@@ -18,7 +19,9 @@ VAR_DIR.mkdir(parents=True, exist_ok=True)
 PRODUCTION = env_str("DJANGO_ENV", "development") == "production"
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 SECRET_KEY = (
-    env_str("SECRET_KEY") if PRODUCTION else env_str("SECRET_KEY", "dev-only-insecure-key-" + "x" * 40)
+    env_str("SECRET_KEY")
+    if PRODUCTION
+    else env_str("SECRET_KEY", "dev-only-insecure-key-" + "x" * 40)
 )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -135,15 +138,16 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed"):
+    for _sub in ("queue", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
         "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
 else:
@@ -155,6 +159,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "explain"
+# Declared so that a worker started without -Q serves every queue; production
+# runs dedicated workers per queue (see the README).
+CELERY_TASK_QUEUES = [
+    Queue(name) for name in ("explain", "explain-lime", "explain-priority", "reports", "monitoring")
+]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a
 # broker that is down: the sweeper re-sends what could not be enqueued.

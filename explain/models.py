@@ -15,9 +15,9 @@ class Explanation(models.Model):
     method = models.CharField(max_length=10, choices=METHODS)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    explainer = models.CharField(max_length=100, blank=True, null=True)
-    library_version = models.CharField(max_length=50, blank=True, null=True)
-    output_space = models.CharField(max_length=20, blank=True, null=True)
+    explainer = models.CharField(max_length=100, blank=True, default="", db_default="")
+    library_version = models.CharField(max_length=50, blank=True, default="", db_default="")
+    output_space = models.CharField(max_length=20, blank=True, default="", db_default="")
     base_value = models.FloatField(null=True, blank=True)
     attributions = models.JSONField(null=True, blank=True)
     top_features = models.JSONField(null=True, blank=True)
@@ -25,13 +25,15 @@ class Explanation(models.Model):
     config = models.JSONField(null=True, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
-    error = models.TextField(blank=True, null=True)
+    error = models.TextField(blank=True, default="", db_default="")
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["decision", "method"], name="one_explanation_per_method")
+            models.UniqueConstraint(
+                fields=["decision", "method"], name="one_explanation_per_method"
+            )
         ]
         indexes = [models.Index(fields=["status", "updated_at"])]
 

@@ -14,7 +14,9 @@ QUEUE_FOR_METHOD = {"shap": "explain", "lime": "explain-lime"}
 PRIORITY_QUEUE = "explain-priority"
 
 
-def enqueue_batches(pending: dict[tuple[int, str], Iterable[int]], *, priority: bool = False) -> int:
+def enqueue_batches(
+    pending: dict[tuple[int, str], Iterable[int]], *, priority: bool = False
+) -> int:
     """Send decision ids in batches of one model version and method; return the task count."""
     size = settings.ATTEST_EXPLAIN_BATCH_SIZE
     sent = 0

@@ -29,6 +29,7 @@ def record_event(
     """Append one AuditEvent. `action` is dotted: `model_version.registered`."""
     if actor is not None:
         user = actor.user
+        actor_name = actor_name or (actor.label if actor.system else "")
         if actor.token is not None:
             details.setdefault("token", actor.token.key_prefix)
     if user is not None and not user.is_authenticated:

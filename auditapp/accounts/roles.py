@@ -145,9 +145,13 @@ class Actor:
 
     user: AbstractBaseUser
     token: ApiToken | None = None
+    # The operator at the command line (manage.py): trusted with everything.
+    system: bool = False
 
     @property
     def capabilities(self) -> frozenset[str]:
+        if self.system:
+            return CAPABILITIES
         granted: frozenset[str] = frozenset().union(
             *(ROLE_CAPABILITIES[role] for role in role_names(self.user))
         )
@@ -177,8 +181,17 @@ class Actor:
 
     @property
     def label(self) -> str:
+        if self.system:
+            return "system (manage.py)"
         name = self.user.get_username() if self.user.is_authenticated else "anonymous"
         return f"{name} (token {self.token.key_prefix})" if self.token else name
+
+
+def system_actor() -> Actor:
+    """The actor of management commands run by an operator with shell access."""
+    from django.contrib.auth.models import AnonymousUser
+
+    return Actor(user=AnonymousUser(), system=True)
 
 
 def actor_for(request) -> Actor:

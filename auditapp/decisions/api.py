@@ -32,7 +32,9 @@ SEARCH_PARAMETERS = [
 
 
 class DecisionListView(APIView):
-    @extend_schema(parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="decisions_search", parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT
+    )
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)

@@ -71,7 +71,9 @@ def _decode_cursor(cursor: str, field: str):
             value = datetime.fromisoformat(value)
         return value, int(pk)
     except (ValueError, TypeError):
-        raise InvalidInput("cursor is not valid; use the `next` value of a previous page.") from None
+        raise InvalidInput(
+            "cursor is not valid; use the `next` value of a previous page."
+        ) from None
 
 
 def parse_limit(raw: str | None) -> int:
@@ -94,7 +96,9 @@ def keyset_page(
         raise InvalidInput(f"ordering must be one of {list(ORDERINGS)}.")
     field, descending = ORDERINGS[ordering or "-predicted_at"]
     # Decisions without a score sort as -1, so ordering by score keeps them.
-    key = Coalesce("score", Value(-1.0), output_field=FloatField()) if field == "score" else F(field)
+    key = (
+        Coalesce("score", Value(-1.0), output_field=FloatField()) if field == "score" else F(field)
+    )
     queryset = queryset.annotate(sort_key=key)
     if cursor:
         value, pk = _decode_cursor(cursor, field)

@@ -31,7 +31,8 @@ class Decision(AppendOnlyModel):
         ModelVersion, on_delete=models.PROTECT, related_name="decisions"
     )
     request_id = models.CharField(max_length=200)
-    subject_ref = models.CharField(max_length=200, null=True, blank=True)
+    # null: no subject was given (a distinct fact from an empty reference).
+    subject_ref = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
     inputs = models.JSONField()
     prediction = models.JSONField()
     score = models.FloatField(null=True, blank=True)

@@ -61,12 +61,15 @@ def _versions_for(actor: roles.Actor, items: list[Any]) -> dict[tuple[str, str],
 def _methods_for(model_version: ModelVersion, decision_hash: str) -> list[str]:
     """Explanation methods computed by default for a new decision of this version."""
     methods = ["shap"]
-    if model_version.lime_mode == "all":
+    if (
+        model_version.lime_mode == "all"
+        or (
+            model_version.lime_mode == "sample"
+            # Sampled by content hash: reproducible, and independent of arrival order.
+            and int(decision_hash[:8], 16) / 0xFFFFFFFF < model_version.lime_sample_rate
+        )
+    ):
         methods.append("lime")
-    elif model_version.lime_mode == "sample":
-        # Sampled by content hash: reproducible, and independent of arrival order.
-        if int(decision_hash[:8], 16) / 0xFFFFFFFF < model_version.lime_sample_rate:
-            methods.append("lime")
     return methods
 
 
@@ -121,6 +124,13 @@ def record_decisions(
             code="invalid_decisions",
             details=invalid,
         )
+    return record_checked_decisions(actor, checked, source=source, recorded_at=recorded_at, ip=ip)
+
+
+def record_checked_decisions(
+    actor: roles.Actor, checked: list[CheckedDecision], *, source: str, recorded_at, ip=None
+) -> list[dict]:
+    """Store decisions that passed check_decisions, all or none (Conflict on a reused id)."""
     for attempt in range(INSERT_ATTEMPTS):
         try:
             return _store(actor, checked, source, recorded_at, ip)
@@ -200,7 +210,7 @@ def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor
         "source": source,
         "metadata": decision.metadata,
         "content_hash": digest,
-        "recorded_by_id": actor.user.pk,
+        "recorded_by_id": actor.user.pk if actor.user.is_authenticated else None,
         "client": actor.label[:200],
     }
 
@@ -230,9 +240,7 @@ def _insert(rows: list[dict]) -> list[int]:
         return []
     if connection.vendor == "postgresql" and len(rows) > 1:
         return _copy_decisions(rows)
-    objs = Decision.objects.bulk_create(
-        [Decision(**row) for row in rows]
-    )
+    objs = Decision.objects.bulk_create([Decision(**row) for row in rows])
     return [obj.pk for obj in objs]
 
 

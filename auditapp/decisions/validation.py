@@ -116,7 +116,9 @@ def check_decisions(
     first_index: dict[tuple[str, str], int] = {}
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            invalid.append({"index": index, "errors": [{"field": "", "message": "must be an object"}]})
+            invalid.append(
+                {"index": index, "errors": [{"field": "", "message": "must be an object"}]}
+            )
             continue
         errors = _envelope_errors(item, now)
         key = version_key(item)

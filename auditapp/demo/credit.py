@@ -25,23 +25,64 @@ HOUSING_RISK = {"rent": 0.3, "own": -0.3, "mortgage": 0.0}
 
 SCHEMA = {
     "features": [
-        {"name": "age", "type": "integer", "min": 18, "max": 100, "protected": True,
-         "label": "Age (years)"},
-        {"name": "sex", "type": "categorical", "categories": ["female", "male"], "protected": True,
-         "sensitive": True, "label": "Sex"},
-        {"name": "income", "type": "numeric", "min": 0, "sensitive": True,
-         "label": "Annual income (EUR)"},
-        {"name": "debt_ratio", "type": "numeric", "min": 0, "max": 3,
-         "label": "Debt-to-income ratio"},
-        {"name": "employment_years", "type": "integer", "min": 0, "max": 60,
-         "label": "Years in current employment"},
-        {"name": "loan_amount", "type": "numeric", "min": 500, "max": 100000,
-         "label": "Loan amount (EUR)"},
-        {"name": "loan_purpose", "type": "categorical", "categories": PURPOSES,
-         "label": "Loan purpose"},
+        {
+            "name": "age",
+            "type": "integer",
+            "min": 18,
+            "max": 100,
+            "protected": True,
+            "label": "Age (years)",
+        },
+        {
+            "name": "sex",
+            "type": "categorical",
+            "categories": ["female", "male"],
+            "protected": True,
+            "sensitive": True,
+            "label": "Sex",
+        },
+        {
+            "name": "income",
+            "type": "numeric",
+            "min": 0,
+            "sensitive": True,
+            "label": "Annual income (EUR)",
+        },
+        {
+            "name": "debt_ratio",
+            "type": "numeric",
+            "min": 0,
+            "max": 3,
+            "label": "Debt-to-income ratio",
+        },
+        {
+            "name": "employment_years",
+            "type": "integer",
+            "min": 0,
+            "max": 60,
+            "label": "Years in current employment",
+        },
+        {
+            "name": "loan_amount",
+            "type": "numeric",
+            "min": 500,
+            "max": 100000,
+            "label": "Loan amount (EUR)",
+        },
+        {
+            "name": "loan_purpose",
+            "type": "categorical",
+            "categories": PURPOSES,
+            "label": "Loan purpose",
+        },
         {"name": "housing", "type": "categorical", "categories": HOUSING, "label": "Housing"},
-        {"name": "prior_defaults", "type": "integer", "min": 0, "max": 10,
-         "label": "Previous defaults"},
+        {
+            "name": "prior_defaults",
+            "type": "integer",
+            "min": 0,
+            "max": 10,
+            "label": "Previous defaults",
+        },
         {"name": "has_guarantor", "type": "boolean", "label": "Has a guarantor"},
     ],
     "target": {"type": "classification", "classes": ["good", "bad"], "positive_class": "bad"},
@@ -57,11 +98,18 @@ def applicants(n: int, seed: int = 0) -> pd.DataFrame:
     age = np.clip(rng.normal(41, 12, n), 18, 85).round().astype(int)
     sex = rng.choice(["female", "male"], n)
     employment = np.clip(rng.exponential(6, n), 0, np.maximum(age - 17, 0)).round().astype(int)
-    income = np.round(np.exp(rng.normal(10.5, 0.45, n)) * (1 + 0.01 * np.minimum(employment, 20)), 2)
+    income = np.round(
+        np.exp(rng.normal(10.5, 0.45, n)) * (1 + 0.01 * np.minimum(employment, 20)), 2
+    )
     debt_ratio = np.round(np.clip(rng.gamma(2.0, 0.18, n), 0, 3), 3)
     purpose = rng.choice(PURPOSES, n, p=[0.3, 0.12, 0.1, 0.2, 0.28])
     loan_amount = np.round(
-        np.clip(income * rng.uniform(0.05, 0.6, n) * np.where(purpose == "business", 1.6, 1.0), 500, 100000), -1
+        np.clip(
+            income * rng.uniform(0.05, 0.6, n) * np.where(purpose == "business", 1.6, 1.0),
+            500,
+            100000,
+        ),
+        -1,
     )
     housing = rng.choice(HOUSING, n, p=[0.4, 0.25, 0.35])
     prior_defaults = rng.poisson(0.3, n).clip(0, 10)

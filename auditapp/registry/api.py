@@ -47,7 +47,10 @@ def version_detail(model_version: ModelVersion) -> dict:
             "training_data": model_version.training_data,
             "metrics": model_version.metrics,
         },
-        "explain": {"lime": model_version.lime_mode, "lime_sample_rate": model_version.lime_sample_rate},
+        "explain": {
+            "lime": model_version.lime_mode,
+            "lime_sample_rate": model_version.lime_sample_rate,
+        },
         "created_by": model_version.created_by.get_username() if model_version.created_by else None,
         "created_at": model_version.created_at,
         "stage_history": [
@@ -94,16 +97,22 @@ def _file_bytes(request, field: str, required: bool) -> bytes | None:
 
 
 class ModelListView(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="models_list", responses=OpenApiTypes.OBJECT)
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_MODELS)
-        models = RegisteredModel.objects.visible_to(actor).select_related("owner").prefetch_related(
-            "versions__registered_model"
+        models = (
+            RegisteredModel.objects.visible_to(actor)
+            .select_related("owner")
+            .prefetch_related("versions__registered_model")
         )
         return Response({"results": [model_json(m, m.versions.all()) for m in models]})
 
-    @extend_schema(request={"multipart/form-data": RegisterVersionRequest}, responses={201: OpenApiTypes.OBJECT})
+    @extend_schema(
+        operation_id="models_register_version",
+        request={"multipart/form-data": RegisterVersionRequest},
+        responses={201: OpenApiTypes.OBJECT},
+    )
     def post(self, request):
         actor = roles.actor_for(request)
         upload = services.VersionUpload(

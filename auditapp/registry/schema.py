@@ -60,7 +60,9 @@ class Feature:
             return None if self.nullable else "is null but the feature is not nullable"
         if self.type == "categorical":
             if value not in self._category_set:
-                return f"{value!r} is not a known category (expected one of {list(self.categories)})"
+                return (
+                    f"{value!r} is not a known category (expected one of {list(self.categories)})"
+                )
             return None
         if self.type == "boolean":
             return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
@@ -83,7 +85,9 @@ class Feature:
     def from_text(self, text: str) -> tuple[Any, str | None]:
         """Convert a CSV cell to this feature's type; (value, error)."""
         text = text.strip()
-        if text == "" or text.lower() in {"null", "none", "na", "nan"} and self.type != "categorical":
+        if text == "" or (
+            text.lower() in {"null", "none", "na", "nan"} and self.type != "categorical"
+        ):
             return None, None
         if self.type == "categorical":
             return text, None
@@ -182,7 +186,9 @@ class Schema:
             if feature.type == "categorical":
                 columns[feature.name] = pd.Series(values, dtype=object)
             elif feature.type == "boolean":
-                columns[feature.name] = pd.Series(values, dtype="boolean" if None in values else bool)
+                columns[feature.name] = pd.Series(
+                    values, dtype="boolean" if None in values else bool
+                )
             elif feature.type == "integer" and None not in values:
                 columns[feature.name] = pd.Series(values, dtype="int64")
             else:

@@ -61,7 +61,9 @@ def parse_background(data: bytes, schema: Schema) -> list[dict]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise InvalidInput("background must be a UTF-8 CSV file.", code="invalid_background") from None
+        raise InvalidInput(
+            "background must be a UTF-8 CSV file.", code="invalid_background"
+        ) from None
     reader = csv.DictReader(io.StringIO(text))
     missing = [name for name in schema.names if name not in (reader.fieldnames or [])]
     if missing:
@@ -135,7 +137,9 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, li
     try:
         schema = parse_schema(_load_json(upload.schema, "schema"))
     except SchemaError as exc:
-        raise InvalidInput("The schema is invalid.", code="invalid_schema", details=exc.problems) from None
+        raise InvalidInput(
+            "The schema is invalid.", code="invalid_schema", details=exc.problems
+        ) from None
     background = parse_background(upload.background, schema) if upload.background else None
     try:
         model = load_artifact(upload.artifact, upload.artifact_format)
@@ -165,7 +169,8 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
             raise Conflict(f"A model named {upload.name!r} exists and you are not assigned to it.")
         elif registered.task != schema.target.type:
             raise InvalidInput(
-                f"{upload.name!r} is a {registered.task} model; this schema says {schema.target.type}."
+                f"{upload.name!r} is a {registered.task} model; "
+                f"this schema says {schema.target.type}."
             )
         if registered.versions.filter(version=upload.version).exists():
             raise Conflict(

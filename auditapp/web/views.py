@@ -23,7 +23,9 @@ def overview(request):
         )
     recent = []
     if actor.can(roles.READ_DECISIONS):
-        recent = Decision.objects.visible_to(actor).with_related().order_by("-recorded_at", "-id")[:10]
+        recent = (
+            Decision.objects.visible_to(actor).with_related().order_by("-recorded_at", "-id")[:10]
+        )
     return render(request, "web/overview.html", {"models": models, "recent": recent})
 
 

@@ -5,7 +5,10 @@ from auditapp.accounts.services import AccountError, create_user
 
 
 class Command(BaseCommand):
-    help = "Create a user with one role (admin, ml_engineer, compliance_officer, domain_expert, auditor)."
+    help = (
+        "Create a user with one role "
+        "(admin, ml_engineer, compliance_officer, domain_expert, auditor)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("username")

@@ -51,9 +51,7 @@ class Command(BaseCommand):
         user_model = get_user_model()
         for username, role in DEMO_USERS:
             user = user_model.objects.filter(username=username).first()
-            users[username] = user or create_user(
-                username, role, password=demo_password(username)
-            )
+            users[username] = user or create_user(username, role, password=demo_password(username))
         return users
 
     def _model(self, engineer) -> ModelVersion:
@@ -114,7 +112,9 @@ class Command(BaseCommand):
                     HTTP_AUTHORIZATION=f"Token {key}",
                 )
                 if response.status_code != 201:
-                    raise RuntimeError(f"replay failed: {response.status_code} {response.content[:500]!r}")
+                    raise RuntimeError(
+                        f"replay failed: {response.status_code} {response.content[:500]!r}"
+                    )
                 results = response.json()["results"]
                 created += sum(r["status"] == "created" for r in results)
                 self.stdout.write(f"  replayed {begin + len(results)}/{len(payloads)} decisions")
