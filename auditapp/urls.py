@@ -26,6 +26,11 @@ api_v1 = [
         decisions_api.DecisionDetailView.as_view(),
         name="api-decision",
     ),
+    path(
+        "decisions/<int:decision_id>/explain",
+        decisions_api.DecisionExplainView.as_view(),
+        name="api-decision-explain",
+    ),
 ]
 
 urlpatterns = [

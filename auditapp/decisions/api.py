@@ -65,3 +65,20 @@ class DecisionDetailView(APIView):
         decision = roles.get_decision_for_actor(actor, decision_id)
         services.note_decision_viewed(actor, decision, ip=client_ip(request))
         return Response(DecisionPresenter(actor).detail(decision))
+
+
+class DecisionExplainView(APIView):
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
+    def post(self, request, decision_id: int):
+        actor = roles.actor_for(request)
+        decision = roles.get_decision_for_actor(actor, decision_id)
+        methods = (
+            request.data.get("methods", ["shap", "lime"])
+            if isinstance(request.data, dict)
+            else None
+        )
+        queued = services.request_explanations(actor, decision, methods, ip=client_ip(request))
+        return Response(
+            {"id": decision.pk, "queued": queued, "status_url": f"/api/v1/decisions/{decision.pk}"},
+            status=202,
+        )

@@ -67,8 +67,9 @@ def _encode_cursor(value, pk: int) -> str:
 def _decode_cursor(cursor: str, field: str):
     try:
         value, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if field == "predicted_at":
-            value = datetime.fromisoformat(value)
+        # A cursor comes from the client: its value must have the sort key's type,
+        # or the database would be asked to compare a score with a word.
+        value = datetime.fromisoformat(value) if field == "predicted_at" else float(value)
         return value, int(pk)
     except (ValueError, TypeError):
         raise InvalidInput(

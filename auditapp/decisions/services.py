@@ -318,3 +318,42 @@ def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):
     """Every read of a decision is an audit event (HIPAA 164.312(b): reads are logged too)."""
     record_event("decision.viewed", actor=actor, target=decision, ip=ip, via=via)
+
+
+@transaction.atomic
+def request_explanations(
+    actor: roles.Actor, decision: Decision, methods: Any, *, ip=None
+) -> list[str]:
+    """(Re)compute explanations of one decision now, on the priority queue, with a new seed."""
+    actor.require(roles.REQUEST_EXPLANATIONS)
+    known = [m for m, _ in Explanation.METHODS]
+    if not isinstance(methods, list) or not methods or set(methods) - set(known):
+        raise InvalidInput(f"methods must be a non-empty list drawn from {known}.")
+    now = timezone.now()
+    for method in dict.fromkeys(methods):
+        explanation, created = Explanation.objects.select_for_update().get_or_create(
+            decision=decision, method=method, defaults={"created_at": now, "updated_at": now}
+        )
+        if not created:
+            explanation.status, explanation.attempts, explanation.updated_at = (
+                Explanation.PENDING,
+                0,
+                now,
+            )
+            explanation.save(update_fields=["status", "attempts", "updated_at"])
+    record_event("decision.explain_requested", actor=actor, target=decision, ip=ip, methods=methods)
+    pending = {(decision.model_version_id, m): [decision.pk] for m in dict.fromkeys(methods)}
+    transaction.on_commit(
+        lambda: _enqueue_priority(pending),
+        robust=True,
+    )
+    return list(dict.fromkeys(methods))
+
+
+def _enqueue_priority(pending) -> None:
+    from explain.tasks import enqueue_batches
+
+    try:
+        enqueue_batches(pending, priority=True, new_seed=True)
+    except Exception:
+        log.exception("explain.enqueue.failed priority=1")

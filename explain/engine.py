@@ -1,0 +1,149 @@
+"""The explanation engine: pick an explainer for a model version, explain a batch.
+
+Pure functions over plain objects; no Django, no Celery. Each method lives in
+its own module (shap_backend, lime_backend) behind the small METHODS registry
+and returns the same typed result, one per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from auditapp.registry.schema import Schema
+
+TOP_FEATURES = 10
+AGREEMENT_TOP_K = 3
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """Everything the engine needs to know about one model version."""
+
+    model: Any
+    schema: Schema
+    background: pd.DataFrame | None
+    background_sha256: str
+    artifact_sha256: str
+
+    @property
+    def positive_class(self):
+        return self.schema.target.positive_class
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.schema.target.type == "classification"
+
+    def positive_index(self) -> int:
+        """Column of the positive class in predict_proba (classes_ may be in any order)."""
+        labels = [str(c) for c in self.model.classes_]
+        return labels.index(str(self.positive_class))
+
+
+@dataclass
+class ExplanationResult:
+    """One row's explanation, identical in shape for every method."""
+
+    method: str
+    explainer: str = ""
+    library_version: str = ""
+    output_space: str = ""
+    base_value: float | None = None
+    attributions: dict[str, float] = field(default_factory=dict)
+    top_features: list[str] = field(default_factory=list)
+    quality: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def rank_features(attributions: dict[str, float], limit: int = TOP_FEATURES) -> list[str]:
+    """Features by decreasing |attribution|, ties broken by name for stable output."""
+    return [
+        name
+        for name, _ in sorted(attributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:limit]
+    ]
+
+
+def additivity_quality(
+    base_value: float, attributions: Sequence[float], model_output: float, tolerance: float
+) -> dict[str, Any]:
+    """|base + sum(attributions) - output|, and whether it is within the relative tolerance."""
+    error = abs(base_value + float(np.sum(attributions)) - model_output)
+    scale = max(1.0, abs(model_output))
+    return {
+        "additivity_error": error,
+        "additivity_tolerance": tolerance,
+        "additivity_ok": bool(error <= tolerance * scale),
+        "model_output": model_output,
+    }
+
+
+def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float]:
+    """How far SHAP and LIME tell the same story: top-k overlap and rank correlation."""
+    names = sorted(shap_attr)
+    k = min(AGREEMENT_TOP_K, len(names))
+    overlap = len(set(rank_features(shap_attr, k)) & set(rank_features(lime_attr, k))) / k
+    shap_values = [abs(shap_attr[n]) for n in names]
+    lime_values = [abs(lime_attr.get(n, 0.0)) for n in names]
+    if len(names) < 2 or np.ptp(shap_values) == 0 or np.ptp(lime_values) == 0:
+        correlation = float("nan")
+    else:
+        correlation = float(spearmanr(shap_values, lime_values).statistic)
+    return {
+        "top_k": k,
+        "top_k_overlap": overlap,
+        "rank_correlation": correlation if math.isfinite(correlation) else None,
+    }
+
+
+ExplainFn = Callable[[ModelContext, pd.DataFrame, Sequence[int], dict], list[ExplanationResult]]
+
+
+def _methods() -> dict[str, ExplainFn]:
+    from explain import lime_backend, shap_backend
+
+    return {"shap": shap_backend.explain_rows, "lime": lime_backend.explain_rows}
+
+
+def explain(
+    context: ModelContext,
+    method: str,
+    rows: list[dict],
+    seeds: Sequence[int],
+    options: dict | None = None,
+) -> list[ExplanationResult]:
+    """Explain raw input rows (dicts of schema features) with one method, in one batch."""
+    methods = _methods()
+    if method not in methods:
+        raise ValueError(f"unknown explanation method {method!r}; known: {sorted(methods)}")
+    explain_rows = methods[method]
+    options = options or {}
+    try:
+        return explain_rows(context, context.schema.frame(rows), seeds, options)
+    except Exception:
+        if len(rows) == 1:
+            raise
+    # Something in the batch broke the library call: explain row by row so
+    # that one bad row fails alone, with its reason.
+    results = []
+    for row, seed in zip(rows, seeds, strict=True):
+        try:
+            results.extend(explain_rows(context, context.schema.frame([row]), [seed], options))
+        except Exception as exc:
+            results.append(ExplanationResult(method=method, seed=seed, error=describe(exc)))
+    return results
+
+
+def describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]

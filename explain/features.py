@@ -1,0 +1,162 @@
+"""Mapping between raw schema features and what a model's estimator sees.
+
+- `split_pipeline` separates a scikit-learn Pipeline into its preprocessing and
+  final estimator.
+- `source_features` tells, for every column the preprocessing produces, which
+  raw feature it came from, using the transformers' own feature-name mapping,
+  so attributions of one-hot columns can be summed back onto their feature.
+- `CategoryCodes` turns categorical columns into integer codes and back, for
+  methods (LIME, model-agnostic SHAP) that perturb numeric arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+
+from auditapp.registry.schema import Schema
+
+
+class FeatureMappingError(ValueError):
+    """The preprocessing's output columns cannot be traced back to raw features."""
+
+
+def split_pipeline(model: Any) -> tuple[Any | None, Any]:
+    """(preprocessing or None, final estimator)."""
+    if isinstance(model, Pipeline) and len(model.steps) > 1:
+        return model[:-1], model.steps[-1][1]
+    if isinstance(model, Pipeline):
+        return None, model.steps[-1][1]
+    return None, model
+
+
+def _resolve_columns(columns: Any, names: list[str]) -> list[str]:
+    if isinstance(columns, slice):
+        return names[columns]
+    if callable(columns):
+        raise FeatureMappingError("column selectors given as callables are not supported")
+    columns = list(np.atleast_1d(columns))
+    if columns and isinstance(columns[0], bool | np.bool_):
+        return [n for n, keep in zip(names, columns, strict=True) if keep]
+    if columns and isinstance(columns[0], int | np.integer):
+        return [names[i] for i in columns]
+    return [str(c) for c in columns]
+
+
+def _map_transformer(transformer: Any, input_names: list[str]) -> list[str]:
+    """For each output column of a fitted transformer, the input column it comes from."""
+    if transformer == "passthrough":
+        return list(input_names)
+    if transformer == "drop":
+        return []
+    if isinstance(transformer, Pipeline):
+        names = list(input_names)
+        for _, step in transformer.steps:
+            if step is None or step == "passthrough":
+                continue
+            outputs = _map_transformer(step, names)
+            names = outputs
+        return names
+    if isinstance(transformer, ColumnTransformer):
+        return _map_column_transformer(transformer, input_names)
+    try:
+        output_names = [str(n) for n in transformer.get_feature_names_out(input_names)]
+    except Exception as exc:
+        raise FeatureMappingError(
+            f"{type(transformer).__name__} does not report its output feature names ({exc})"
+        ) from exc
+    if len(input_names) == 1:
+        return [input_names[0]] * len(output_names)
+    if len(output_names) == len(input_names) and all(
+        out == name or out.endswith(name)
+        for out, name in zip(output_names, input_names, strict=True)
+    ):
+        return list(input_names)
+    mapped = []
+    for out in output_names:
+        # One-hot style names are "<input>_<category>": take the longest input that prefixes it.
+        candidates = [n for n in input_names if out == n or out.startswith(f"{n}_")]
+        if not candidates:
+            raise FeatureMappingError(
+                f"cannot tell which input column {type(transformer).__name__} output {out!r} "
+                "comes from"
+            )
+        mapped.append(max(candidates, key=len))
+    return mapped
+
+
+def _map_column_transformer(transformer: ColumnTransformer, input_names: list[str]) -> list[str]:
+    mapped: list[str] = [""] * sum(s.stop - s.start for s in transformer.output_indices_.values())
+    for name, fitted, columns in transformer.transformers_:
+        indices = transformer.output_indices_[name]
+        if indices.stop == indices.start:
+            continue
+        sources = _map_transformer(fitted, _resolve_columns(columns, input_names))
+        if len(sources) != indices.stop - indices.start:
+            raise FeatureMappingError(f"transformer {name!r} produced an unexpected column count")
+        mapped[indices] = sources
+    return mapped
+
+
+def source_features(preprocessing: Any, schema: Schema) -> list[str]:
+    """The raw feature each transformed column comes from, in transformed column order."""
+    mapped = _map_transformer(preprocessing, schema.names)
+    unknown = sorted(set(mapped) - set(schema.names))
+    if unknown:
+        raise FeatureMappingError(f"transformed columns trace back to unknown inputs {unknown}")
+    return mapped
+
+
+def aggregation_matrix(sources: list[str], names: list[str]) -> np.ndarray:
+    """A 0/1 matrix M (transformed x raw): raw attributions = transformed attributions @ M."""
+    matrix = np.zeros((len(sources), len(names)))
+    position = {name: i for i, name in enumerate(names)}
+    for column, source in enumerate(sources):
+        matrix[column, position[source]] = 1.0
+    return matrix
+
+
+def dense(values: Any) -> np.ndarray:
+    return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=float)
+
+
+class CategoryCodes:
+    """Categorical features as integer codes (their index in the schema's categories)."""
+
+    def __init__(self, schema: Schema):
+        self.schema = schema
+        self.categorical = {
+            i: list(f.categories) for i, f in enumerate(schema.features) if f.type == "categorical"
+        }
+
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        columns = []
+        for i, feature in enumerate(self.schema.features):
+            values = frame[feature.name]
+            if i in self.categorical:
+                lookup = {c: k for k, c in enumerate(self.categorical[i])}
+                columns.append(values.map(lookup).astype(float).to_numpy())
+            else:
+                columns.append(values.astype(float).to_numpy())
+        return np.column_stack(columns)
+
+    def decode(self, array: np.ndarray) -> pd.DataFrame:
+        array = np.asarray(array, dtype=float)
+        if array.ndim == 1:
+            array = array.reshape(1, -1)
+        columns = {}
+        for i, feature in enumerate(self.schema.features):
+            values = array[:, i]
+            if i in self.categorical:
+                cats = np.asarray(self.categorical[i], dtype=object)
+                codes = np.clip(np.rint(values), 0, len(cats) - 1).astype(int)
+                columns[feature.name] = pd.Series(cats[codes], dtype=object)
+            elif feature.type == "boolean":
+                columns[feature.name] = pd.Series(values >= 0.5, dtype=bool)
+            else:
+                columns[feature.name] = pd.Series(values, dtype="float64")
+        return pd.DataFrame(columns)
