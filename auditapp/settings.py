@@ -8,9 +8,9 @@ PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 from pathlib import Path
 
 import dj_database_url
-from kombu import Queue
+from kombu import Exchange, Queue
 
-from auditapp.env import env_bool, env_int, env_list, env_str
+from auditapp.env import env_bool, env_int, env_list, env_str, filesystem_broker_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("ATTEST_VAR_DIR", str(BASE_DIR / "var")))
@@ -140,16 +140,7 @@ SPECTACULAR_SETTINGS = {
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    _broker_dir = VAR_DIR / "broker"
-    for _sub in ("queue", "processed", "control"):
-        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "data_folder_in": str(_broker_dir / "queue"),
-        "data_folder_out": str(_broker_dir / "queue"),
-        "processed_folder": str(_broker_dir / "processed"),
-        "control_folder": str(_broker_dir / "control"),
-        "store_processed": False,
-    }
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(VAR_DIR / "broker")
 else:
     # Time limits of tasks stay below this, so a task is never re-delivered
     # while it is still running.
@@ -162,7 +153,8 @@ CELERY_TASK_DEFAULT_QUEUE = "explain"
 # Declared so that a worker started without -Q serves every queue; production
 # runs dedicated workers per queue (see the README).
 CELERY_TASK_QUEUES = [
-    Queue(name) for name in ("explain", "explain-lime", "explain-priority", "reports", "monitoring")
+    Queue(name, Exchange(name), routing_key=name)
+    for name in ("explain", "explain-lime", "explain-priority", "reports", "monitoring")
 ]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a

@@ -178,7 +178,9 @@ class ShapExplainer:
         encoded = self.codes.encode(frame)
         values, bases = [], []
         for row, seed in zip(encoded, seeds, strict=True):
-            result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, seed=seed)
+            # shap's permutation sampling draws from NumPy's global generator.
+            np.random.seed(seed)
+            result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, silent=True)
             values.append(result.values[0])
             bases.append(float(np.asarray(result.base_values).reshape(-1)[0]))
         outputs = self._predict_encoded(encoded)

@@ -1,31 +1,36 @@
 """The content hash of a decision: sha256 over a canonical JSON of its recorded fields.
 
-Canonical JSON here is: keys sorted, no whitespace, UTF-8, numbers as Python
-writes them (shortest round-trip form), timestamps as UTC ISO-8601 with
-microseconds. Anyone can recompute it from an exported decision.
+Canonical JSON here is: keys sorted, no whitespace, UTF-8 (no escapes of non-ASCII text
+beyond what JSON requires), numbers in their shortest round-trip form as orjson
+writes them (1e-7, 52000.0, 12), timestamps as UTC ISO-8601 with microseconds
+("2026-11-20T10:00:00.000000+00:00"). Anyone can recompute it from an exported
+decision: in Python, orjson.dumps(document, option=orjson.OPT_SORT_KEYS).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 HASHED_FIELDS = (
-    "model",
-    "version",
     "artifact_sha256",
-    "request_id",
-    "subject_ref",
     "inputs",
-    "prediction",
-    "score",
-    "predicted_at",
-    "recorded_at",
-    "source",
     "metadata",
-)
+    "model",
+    "predicted_at",
+    "prediction",
+    "recorded_at",
+    "request_id",
+    "score",
+    "source",
+    "subject_ref",
+    "version",
+)  # sorted, as they appear in the canonical document
+_KEYS = {name: f'"{name}"' for name in HASHED_FIELDS}
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
 def canonical_time(moment: datetime) -> str:
@@ -39,17 +44,21 @@ def _encode_time(value: Any) -> str:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=_encode_time,
-    )
+    """Canonical JSON text. Values must be finite (validation refuses NaN and Infinity)."""
+    return orjson.dumps(value, default=_encode_time, option=_OPTIONS).decode()
+
+
+def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """Each hashed field as canonical JSON; storage reuses them instead of encoding twice."""
+    return {name: canonical_json(fields[name]) for name in HASHED_FIELDS}
+
+
+def hash_encoded(encoded: dict[str, str]) -> str:
+    """The content hash from encode_fields' output (the same bytes json.dumps would sort)."""
+    document = "{" + ",".join(f"{_KEYS[name]}:{encoded[name]}" for name in HASHED_FIELDS) + "}"
+    return hashlib.sha256(document.encode()).hexdigest()
 
 
 def content_hash(fields: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of HASHED_FIELDS taken from `fields`."""
-    document = {name: fields[name] for name in HASHED_FIELDS}
-    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    return hash_encoded(encode_fields(fields))

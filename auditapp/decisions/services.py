@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
@@ -14,7 +15,12 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.decisions.hashing import canonical_json, content_hash
+from auditapp.decisions.hashing import (
+    canonical_json,
+    canonical_time,
+    encode_fields,
+    hash_encoded,
+)
 from auditapp.decisions.models import Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -45,17 +51,42 @@ def decision_items(payload: Any) -> list[Any]:
     return items
 
 
+# Versions are immutable (only their stage changes, which ingestion ignores), so
+# each process keeps the ones it has seen, with their parsed schema. Registering
+# a version clears it (see registry/models.py), which also keeps tests honest.
+_version_cache: dict[tuple[int, str], ModelVersion] = {}
+VERSION_CACHE_SIZE = 512
+
+
+def clear_version_cache(**_kwargs) -> None:
+    _version_cache.clear()
+
+
 def _versions_for(actor: roles.Actor, items: list[Any]) -> dict[tuple[str, str], ModelVersion]:
     """The model versions the items name, among the models the actor may ingest for."""
     keys = {version_key(item) for item in items if isinstance(item, dict)} - {None}
     if not keys:
         return {}
-    names = {name for name, _ in keys}
-    versions = ModelVersion.objects.select_related("registered_model").filter(
-        registered_model__in=RegisteredModel.objects.visible_to(actor).filter(name__in=names),
-        version__in={version for _, version in keys},
+    visible = dict(
+        RegisteredModel.objects.visible_to(actor)
+        .filter(name__in={name for name, _ in keys})
+        .values_list("name", "id")
     )
-    return {(v.registered_model.name, v.version): v for v in versions}
+    wanted = {(visible[name], version) for name, version in keys if name in visible}
+    missing = wanted - _version_cache.keys()
+    if missing:
+        if len(_version_cache) > VERSION_CACHE_SIZE:
+            _version_cache.clear()
+        for model_version in ModelVersion.objects.select_related("registered_model").filter(
+            registered_model_id__in={model_id for model_id, _ in missing},
+            version__in={version for _, version in missing},
+        ):
+            model_version.parsed_schema  # noqa: B018 - parse once, while caching
+            _version_cache[(model_version.registered_model_id, model_version.version)] = (
+                model_version
+            )
+    found = (_version_cache.get(key) for key in wanted)
+    return {(v.registered_model.name, v.version): v for v in found if v is not None}
 
 
 def _methods_for(model_version: ModelVersion, decision_hash: str) -> list[str]:
@@ -130,28 +161,32 @@ def record_decisions(
 def record_checked_decisions(
     actor: roles.Actor, checked: list[CheckedDecision], *, source: str, recorded_at, ip=None
 ) -> list[dict]:
-    """Store decisions that passed check_decisions, all or none (Conflict on a reused id)."""
+    """Store decisions that passed check_decisions, all or none (Conflict on a reused id).
+
+    The first attempt inserts without looking for earlier copies: new decisions
+    are the common case and the unique index on (model, request_id) catches the
+    rest. When it does, the next attempt looks them up and answers "duplicate"
+    (or Conflict); this also settles two identical requests racing each other.
+    """
     for attempt in range(INSERT_ATTEMPTS):
         try:
-            return _store(actor, checked, source, recorded_at, ip)
+            return _store(actor, checked, source, recorded_at, ip, look_up_existing=attempt > 0)
         except IntegrityError:
-            # A concurrent request stored one of these request_ids first;
-            # the next attempt sees it as a duplicate.
             if attempt == INSERT_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
 
-def _store(actor, checked, source, recorded_at, ip) -> list[dict]:
+def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -> list[dict]:
     with transaction.atomic():
-        existing = _existing(checked)
+        existing = _existing(checked) if look_up_existing else {}
         results: list[dict] = [{} for _ in checked]
-        new: list[tuple[int, CheckedDecision]] = []
+        new: list[int] = []
         conflicts = []
         for position, decision in enumerate(checked):
             stored = existing.get((decision.model_version.registered_model_id, decision.request_id))
             if stored is None:
-                new.append((position, decision))
+                new.append(position)
             elif _same_submission(stored, decision):
                 results[position] = {
                     "request_id": decision.request_id,
@@ -169,15 +204,18 @@ def _store(actor, checked, source, recorded_at, ip) -> list[dict]:
                 code="request_id_conflict",
                 details=conflicts,
             )
-        rows = [_row(d, source, recorded_at, actor) for _, d in new]
-        ids = _insert(rows)
-        for (position, decision), decision_id in zip(new, ids, strict=True):
+        # Rows are built (encoded, hashed) while they stream into the database,
+        # so the server parses one part while Python prepares the next.
+        ids, new_rows = _insert(
+            (_row(checked[position], source, recorded_at, actor) for position in new), len(new)
+        )
+        for position, decision_id in zip(new, ids, strict=True):
             results[position] = {
-                "request_id": decision.request_id,
+                "request_id": checked[position].request_id,
                 "id": decision_id,
                 "status": "created",
             }
-        pending = _insert_pending_explanations(rows, ids, recorded_at)
+        pending = _insert_pending_explanations(new_rows, ids, recorded_at)
         record_event(
             "decisions.ingested",
             actor=actor,
@@ -193,10 +231,16 @@ def _store(actor, checked, source, recorded_at, ip) -> list[dict]:
     return results
 
 
+@lru_cache(maxsize=4)
+def _time_text(moment) -> str:
+    return canonical_time(moment)
+
+
 def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor) -> dict:
     fields = _submitted_fields(decision)
-    fields.update(recorded_at=recorded_at, source=source)
-    digest = content_hash(fields)
+    # The same text a datetime encodes to, computed once per request, not per row.
+    fields.update(recorded_at=_time_text(recorded_at), source=source)
+    encoded = encode_fields(fields)
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,
@@ -209,9 +253,10 @@ def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor
         "recorded_at": recorded_at,
         "source": source,
         "metadata": decision.metadata,
-        "content_hash": digest,
+        "content_hash": hash_encoded(encoded),
         "recorded_by_id": actor.user.pk if actor.user.is_authenticated else None,
         "client": actor.label[:200],
+        "_encoded": encoded,
     }
 
 
@@ -234,27 +279,35 @@ COPY_COLUMNS = (
 )
 
 
-def _insert(rows: list[dict]) -> list[int]:
+def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
     """Insert decision rows; COPY on PostgreSQL (several times faster), bulk INSERT elsewhere."""
-    if not rows:
-        return []
-    if connection.vendor == "postgresql" and len(rows) > 1:
-        return _copy_decisions(rows)
-    objs = Decision.objects.bulk_create([Decision(**row) for row in rows])
-    return [obj.pk for obj in objs]
+    if count == 0:
+        return [], []
+    if connection.vendor == "postgresql" and count > 1:
+        return _copy_decisions(rows, count)
+    rows = list(rows)
+    objs = Decision.objects.bulk_create(
+        [Decision(**{k: v for k, v in row.items() if k != "_encoded"}) for row in rows]
+    )
+    return [obj.pk for obj in objs], rows
 
 
-def _copy_decisions(rows: list[dict]) -> list[int]:
+def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
     table = Decision._meta.db_table
+    written = []
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, len(rows)],
+            [table, count],
         )
         ids = [row[0] for row in cursor.fetchall()]
         copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN"
-        with cursor.cursor.copy(copy_sql) as copy:
+        # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique
+        # violation into django.db.IntegrityError, which record_checked_decisions retries.
+        with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             for decision_id, row in zip(ids, rows, strict=True):
+                written.append(row)
+                encoded = row["_encoded"]
                 copy.write_row(
                     (
                         decision_id,
@@ -262,19 +315,19 @@ def _copy_decisions(rows: list[dict]) -> list[int]:
                         row["model_version"].pk,
                         row["request_id"],
                         row["subject_ref"],
-                        canonical_json(row["inputs"]),
-                        canonical_json(row["prediction"]),
+                        encoded["inputs"],
+                        encoded["prediction"],
                         row["score"],
                         row["predicted_at"],
                         row["recorded_at"],
                         row["source"],
-                        canonical_json(row["metadata"]),
+                        encoded["metadata"],
                         row["content_hash"],
                         row["recorded_by_id"],
                         row["client"],
                     )
                 )
-    return ids
+    return ids, written
 
 
 def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[int]]:
@@ -286,16 +339,18 @@ def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[i
     if not pending:
         return {}
     if connection.vendor == "postgresql":
-        table = Explanation._meta.db_table
+        # One statement per method, the ids as one array parameter.
+        by_method: dict[str, list[int]] = defaultdict(list)
+        for (_, method), decision_ids in pending.items():
+            by_method[method].extend(decision_ids)
         with connection.cursor() as cursor:
-            copy_sql = (
-                f"COPY {table} (decision_id, method, status, attempts, created_at, updated_at) "
-                "FROM STDIN"
-            )
-            with cursor.cursor.copy(copy_sql) as copy:
-                for (_, method), decision_ids in pending.items():
-                    for decision_id in decision_ids:
-                        copy.write_row((decision_id, method, Explanation.PENDING, 0, now, now))
+            for method, decision_ids in by_method.items():
+                cursor.execute(
+                    f"INSERT INTO {Explanation._meta.db_table} "
+                    "(decision_id, method, status, attempts, created_at, updated_at) "
+                    "SELECT unnest(%s::bigint[]), %s, %s, 0, %s, %s",
+                    [decision_ids, method, Explanation.PENDING, now, now],
+                )
     else:
         Explanation.objects.bulk_create(
             Explanation(decision_id=decision_id, method=method, created_at=now, updated_at=now)

@@ -76,7 +76,7 @@ def _envelope_errors(item: dict, now: datetime) -> list[tuple[str, str]]:
     if not isinstance(item.get("metadata", {}), dict):
         errors.append(("metadata", "must be an object"))
     elif not _json_is_finite(item.get("metadata", {})):
-        errors.append(("metadata", "must not contain NaN or Infinity"))
+        errors.append(("metadata", "must not contain NaN, Infinity or integers beyond 64 bits"))
     if "predicted_at" in item:
         moment, error = parse_timestamp(item["predicted_at"])
         if error:
@@ -89,6 +89,8 @@ def _envelope_errors(item: dict, now: datetime) -> list[tuple[str, str]]:
 def _json_is_finite(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
     if isinstance(value, dict):
         return all(_json_is_finite(v) for v in value.values())
     if isinstance(value, list):

@@ -26,6 +26,7 @@ FEATURE_KEYS = {
     "sensitive",
 }
 TARGET_TYPES = ("classification", "regression")
+MAX_INT = 2**63
 TRUE_TEXT = {"true", "1", "yes", "t", "y"}
 FALSE_TEXT = {"false", "0", "no", "f", "n"}
 
@@ -70,6 +71,8 @@ class Feature:
             return f"must be a number, got {value!r}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"must be a finite number, got {value}"
+        if isinstance(value, int) and not -MAX_INT <= value < MAX_INT:
+            return "is too large (beyond 64-bit integers)"
         if self.type == "integer" and isinstance(value, float) and not value.is_integer():
             return f"must be an integer, got {value!r}"
         if self.minimum is not None and value < self.minimum:
