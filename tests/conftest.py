@@ -1,0 +1,241 @@
+"""Shared fixtures: one user per role plus an outsider, API clients, a registered credit model.
+
+The model is trained once per session (on a few hundred synthetic applicants);
+each test registers it again through the real service, so tests never share rows.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import joblib
+import pytest
+import skops.io
+from django.conf import settings as django_settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from rest_framework.test import APIClient
+
+from auditapp.accounts import roles
+from auditapp.accounts.services import create_api_token, create_user
+from auditapp.decisions.models import Decision
+from auditapp.decisions.services import record_decisions
+from auditapp.demo.credit import FEATURES, applicants, train_model
+from auditapp.registry.models import ModelVersion
+from auditapp.registry.services import VersionUpload, assign_models, register_model_version
+from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, credit_schema
+
+# Who may appear in a request: every role, a domain expert not assigned to the
+# model, a user without any role, and nobody at all.
+ROLE_USERS = (*roles.ROLES, "outsider", "no_role")
+EVERYONE = (*ROLE_USERS, "anonymous")
+PASSWORD = "correct-horse-battery"
+
+
+# --- the trained model (once per session) -----------------------------------
+
+
+@pytest.fixture(scope="session")
+def credit_frame():
+    return applicants(300, seed=3)
+
+
+@pytest.fixture(scope="session")
+def credit_pipeline(credit_frame):
+    """The demo pipeline (one-hot encoder + gradient boosting), cut to a few trees.
+
+    Registration deserialises the artifact; with the demo's 120 trees that
+    alone would cost a third of a second in every test.
+    """
+    pipeline = train_model(credit_frame)
+    pipeline.set_params(model__n_estimators=10)
+    return pipeline.fit(credit_frame[FEATURES], credit_frame["outcome"])
+
+
+@pytest.fixture(scope="session")
+def skops_artifact(credit_pipeline) -> bytes:
+    return skops.io.dumps(credit_pipeline)
+
+
+@pytest.fixture(scope="session")
+def joblib_artifact(credit_pipeline) -> bytes:
+    buffer = io.BytesIO()
+    joblib.dump(credit_pipeline, buffer)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def background_csv(credit_frame) -> bytes:
+    return credit_frame[FEATURES].head(60).to_csv(index=False).encode()
+
+
+# --- files and broker --------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_test_broker_queue():
+    """Tests that commit enqueue explanation tasks; no worker reads the test folder."""
+    yield
+    options = getattr(django_settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {})
+    if django_settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        for message in Path(options["data_folder_in"]).glob("*.msg"):
+            message.unlink(missing_ok=True)
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Artifacts and backgrounds of each test go to its own directory."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+# --- users -------------------------------------------------------------------
+
+
+@pytest.fixture
+def role_groups(db):
+    """The role groups, which a data migration creates.
+
+    A transactional test (transaction=True without serialized_rollback) flushes
+    every table, these groups included; tests that run after it still need them.
+    tests/accounts/test_commands.py checks the migration itself.
+    """
+    Group.objects.bulk_create([Group(name=name) for name in roles.ROLES], ignore_conflicts=True)
+
+
+@pytest.fixture
+def admin(role_groups):
+    return create_user("admin", roles.ADMIN, password=PASSWORD)
+
+
+@pytest.fixture
+def ml_engineer(role_groups):
+    return create_user("ml_engineer", roles.ML_ENGINEER, password=PASSWORD)
+
+
+@pytest.fixture
+def compliance_officer(role_groups):
+    return create_user("compliance_officer", roles.COMPLIANCE_OFFICER, password=PASSWORD)
+
+
+@pytest.fixture
+def domain_expert(role_groups):
+    """Assigned to the credit model by the `model_version` fixture."""
+    return create_user("domain_expert", roles.DOMAIN_EXPERT, password=PASSWORD)
+
+
+@pytest.fixture
+def auditor(role_groups):
+    return create_user("auditor", roles.AUDITOR, password=PASSWORD)
+
+
+@pytest.fixture
+def outsider(role_groups):
+    """A domain expert who is not assigned to the credit model."""
+    return create_user("outsider", roles.DOMAIN_EXPERT, password=PASSWORD)
+
+
+@pytest.fixture
+def no_role(db):
+    return get_user_model().objects.create_user("no_role", password=PASSWORD)
+
+
+@pytest.fixture
+def users(admin, ml_engineer, compliance_officer, domain_expert, auditor, outsider, no_role):
+    """Every user by label (see ROLE_USERS); "anonymous" maps to None."""
+    return {
+        "admin": admin,
+        "ml_engineer": ml_engineer,
+        "compliance_officer": compliance_officer,
+        "domain_expert": domain_expert,
+        "auditor": auditor,
+        "outsider": outsider,
+        "no_role": no_role,
+        "anonymous": None,
+    }
+
+
+# --- clients -----------------------------------------------------------------
+
+
+@pytest.fixture
+def api_client() -> Callable[..., APIClient]:
+    """A DRF client acting as `user` (None: anonymous)."""
+
+    def make(user=None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            client.force_authenticate(user=user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def token_client(db):
+    """A DRF client sending `Authorization: Token <key>` for a new token of `user`."""
+
+    def make(user, scopes: list[str], models: list[str] | None = None, **options):
+        token, key = create_api_token(user, scopes=scopes, model_names=models, **options)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client, token
+
+    return make
+
+
+# --- registry and decisions --------------------------------------------------
+
+
+@pytest.fixture
+def register(skops_artifact, background_csv):
+    """Register a credit model version through the real service."""
+
+    def make(user, *, name=MODEL_NAME, version=VERSION, **overrides) -> ModelVersion:
+        upload = VersionUpload(
+            name=name,
+            version=version,
+            artifact=skops_artifact,
+            artifact_format="skops",
+            schema=credit_schema(),
+            background=background_csv,
+            card={
+                "description": "Consumer credit default risk.",
+                "intended_use": "Pre-screening of loan applications.",
+                "limitations": "Synthetic training data.",
+                "training_data": "300 synthetic applicants.",
+                "metrics": {"auc": 0.81},
+            },
+        )
+        for key, value in overrides.items():
+            setattr(upload, key, value)
+        return register_model_version(roles.Actor(user=user), upload)
+
+    return make
+
+
+@pytest.fixture
+def model_version(register, ml_engineer, domain_expert) -> ModelVersion:
+    """credit v1, registered by the ML engineer; the domain expert is assigned to it."""
+    version = register(ml_engineer)
+    assign_models(domain_expert, [MODEL_NAME])
+    return version
+
+
+@pytest.fixture
+def ingest(ml_engineer):
+    """Record decisions through the real service, as the ML engineer unless told otherwise."""
+
+    def record(*items: dict, user=None) -> list[dict]:
+        actor = roles.Actor(user=user or ml_engineer)
+        return record_decisions(actor, {"decisions": list(items)}, source="api")
+
+    return record
+
+
+@pytest.fixture
+def decision(model_version, ingest) -> Decision:
+    (result,) = ingest(DecisionPayloadFactory())
+    return Decision.objects.get(pk=result["id"])

@@ -1,0 +1,83 @@
+"""Two clients sending the same decision at the same moment store it once."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+
+from auditapp.accounts import roles
+from auditapp.accounts.models import AuditEvent
+from auditapp.decisions.models import Decision
+from auditapp.decisions.services import record_decisions
+from explain.models import Explanation
+from tests.factories import DecisionPayloadFactory
+
+
+def send_together(payload: dict, user_id: int, senders: int = 2) -> list:
+    """Call record_decisions from `senders` threads released at the same instant."""
+    barrier = threading.Barrier(senders)
+    outcomes: list = [None] * senders
+
+    def send(slot: int) -> None:
+        try:
+            actor = roles.Actor(user=get_user_model().objects.get(pk=user_id))
+            barrier.wait(timeout=30)
+            outcomes[slot] = record_decisions(actor, payload, source="api")
+        except Exception as exc:  # handed to the main thread, which fails the test
+            outcomes[slot] = exc
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=send, args=(slot,)) for slot in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    return outcomes
+
+
+# serialized_rollback: the flush after a transactional test would otherwise also
+# remove the role groups that a data migration created, and later tests need them.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_concurrent_identical_requests_store_one_decision(model_version, ml_engineer):
+    item = DecisionPayloadFactory()
+
+    outcomes = send_together({"decisions": [item]}, ml_engineer.pk)
+
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert not errors, errors
+    results = [result for (result,) in outcomes]
+    assert sorted(r["status"] for r in results) == ["created", "duplicate"]
+    assert {r["request_id"] for r in results} == {item["request_id"]}
+    (decision,) = Decision.objects.all()
+    assert {r["id"] for r in results} == {decision.pk}
+    assert sorted(Explanation.objects.values_list("decision_id", "method")) == [
+        (decision.pk, "lime"),
+        (decision.pk, "shap"),
+    ]
+    events = AuditEvent.objects.filter(action="decisions.ingested")
+    assert sorted(e.details["created"] for e in events) == [0, 1]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_concurrent_identical_batches_store_each_decision_once(model_version, ml_engineer):
+    # Batches take the bulk path (COPY on PostgreSQL), single decisions do not.
+    items = DecisionPayloadFactory.build_batch(3)
+
+    outcomes = send_together({"decisions": items}, ml_engineer.pk)
+
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert not errors, errors
+    first, second = outcomes
+    assert sorted([[r["status"] for r in first], [r["status"] for r in second]]) == [
+        ["created"] * 3,
+        ["duplicate"] * 3,
+    ]
+    assert [r["id"] for r in first] == [r["id"] for r in second]
+    stored = dict(Decision.objects.values_list("request_id", "id"))
+    assert [stored[i["request_id"]] for i in items] == [r["id"] for r in first]
+    assert Explanation.objects.count() == 6

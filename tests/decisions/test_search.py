@@ -1,0 +1,220 @@
+"""GET /api/v1/decisions: filters, keyset pagination, errors, and a pinned query count."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from auditapp.decisions.models import Decision
+from tests.factories import DecisionPayloadFactory
+
+URL = "/api/v1/decisions"
+
+
+@pytest.fixture
+def base_time():
+    return (timezone.now() - timedelta(days=10)).replace(microsecond=0)
+
+
+@pytest.fixture
+def decisions(model_version, register, ml_engineer, ingest, base_time):
+    """23 decisions: credit v1 (12), credit v2 (6), credit-eu v1 (5); pairs share a timestamp."""
+    register(ml_engineer, version="2")
+    register(ml_engineer, name="credit-eu", version="1")
+    batches = [("credit", "1", 12), ("credit", "2", 6), ("credit-eu", "1", 5)]
+    n = 0
+    for model, version, count in batches:
+        items = []
+        for _ in range(count):
+            moment = base_time + timedelta(hours=n // 2)
+            items.append(
+                DecisionPayloadFactory(
+                    model=model, version=version, predicted_at=moment.isoformat()
+                )
+            )
+            n += 1
+        ingest(*items)
+    return Decision.objects.all()
+
+
+@pytest.fixture
+def officer_client(api_client, compliance_officer):
+    return api_client(compliance_officer)
+
+
+def ids_in_order(queryset, *ordering) -> list[int]:
+    return list(queryset.order_by(*ordering).values_list("id", flat=True))
+
+
+def walk(client, **params) -> tuple[list[int], list[int]]:
+    """Follow `next` from the first page to the last; the ids seen and each page's size."""
+    seen, sizes, cursor = [], [], None
+    for _ in range(100):
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        response = client.get(URL, query)
+        assert response.status_code == 200, response.content
+        body = response.json()
+        seen += [d["id"] for d in body["results"]]
+        sizes.append(len(body["results"]))
+        cursor = body["next"]
+        if cursor is None:
+            return seen, sizes
+    raise AssertionError("pagination did not end")
+
+
+class TestPagination:
+    def test_following_next_visits_every_decision_once_newest_first(
+        self, officer_client, decisions
+    ):
+        seen, sizes = walk(officer_client, limit=4)
+
+        assert seen == ids_in_order(decisions, "-predicted_at", "-id")
+        assert len(seen) == len(set(seen)) == 23
+        assert sizes == [4, 4, 4, 4, 4, 3]
+
+    def test_a_page_exactly_full_has_no_next(self, officer_client, decisions):
+        body = officer_client.get(URL, {"limit": 23}).json()
+
+        assert len(body["results"]) == 23
+        assert body["next"] is None
+
+    def test_the_default_page_holds_fifty(self, officer_client, model_version, ingest):
+        ingest(*DecisionPayloadFactory.build_batch(51))
+
+        body = officer_client.get(URL).json()
+
+        assert len(body["results"]) == 50
+        assert body["next"] is not None
+
+    @pytest.mark.parametrize(
+        ("ordering", "sort"),
+        [
+            ("predicted_at", ("predicted_at", "id")),
+            ("score", ("score", "id")),
+            ("-score", ("-score", "-id")),
+        ],
+    )
+    def test_every_ordering_visits_every_decision_once(
+        self, officer_client, decisions, ordering, sort
+    ):
+        seen, _ = walk(officer_client, limit=5, ordering=ordering)
+
+        assert seen == ids_in_order(decisions, *sort)
+
+    def test_pages_follow_the_filters(self, officer_client, decisions):
+        seen, sizes = walk(officer_client, limit=5, model="credit", version="1")
+
+        assert seen == ids_in_order(
+            decisions.filter(registered_model__name="credit", model_version__version="1"),
+            "-predicted_at",
+            "-id",
+        )
+        assert sizes == [5, 5, 2]
+
+
+class TestFilters:
+    def test_it_filters_by_model(self, officer_client, decisions):
+        seen, _ = walk(officer_client, model="credit-eu")
+
+        assert seen == ids_in_order(
+            decisions.filter(registered_model__name="credit-eu"), "-predicted_at", "-id"
+        )
+        assert len(seen) == 5
+
+    def test_it_filters_by_version(self, officer_client, decisions):
+        body = officer_client.get(URL, {"model": "credit", "version": "2"}).json()
+
+        assert {(d["model"], d["version"]) for d in body["results"]} == {("credit", "2")}
+        assert len(body["results"]) == 6
+
+    def test_from_is_inclusive_and_to_is_exclusive(self, officer_client, decisions, base_time):
+        start, end = base_time + timedelta(hours=2), base_time + timedelta(hours=5)
+
+        seen, _ = walk(
+            officer_client, limit=2, **{"from": start.isoformat(), "to": end.isoformat()}
+        )
+
+        expected = decisions.filter(predicted_at__gte=start, predicted_at__lt=end)
+        assert seen == ids_in_order(expected, "-predicted_at", "-id")
+        assert len(seen) == 6  # hours 2, 3 and 4, two decisions each
+        times = {Decision.objects.get(pk=i).predicted_at for i in seen}
+        assert min(times) == start and max(times) == end - timedelta(hours=1)
+
+    def test_filters_combine(self, officer_client, decisions, base_time):
+        start = base_time + timedelta(hours=7)
+
+        body = officer_client.get(URL, {"model": "credit", "from": start.isoformat()}).json()
+
+        expected = decisions.filter(registered_model__name="credit", predicted_at__gte=start)
+        assert [d["id"] for d in body["results"]] == ids_in_order(expected, "-predicted_at", "-id")
+        assert len(body["results"]) == 4
+
+    def test_an_unknown_model_matches_nothing(self, officer_client, decisions):
+        assert officer_client.get(URL, {"model": "nope"}).json() == {"results": [], "next": None}
+
+
+def encoded_cursor(value) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "501"},
+        {"limit": "ten"},
+        {"cursor": "not-a-cursor"},
+        {"cursor": encoded_cursor({"a": 1})},
+        {"cursor": encoded_cursor(["yesterday", 3])},
+        {"cursor": encoded_cursor(["cheap", 3]), "ordering": "score"},
+        {"ordering": "request_id"},
+        {"from": "yesterday"},
+        {"to": "2026-13-45"},
+        {"score_min": "high"},
+    ],
+    ids=[
+        "limit_zero",
+        "limit_too_big",
+        "limit_not_a_number",
+        "cursor_garbage",
+        "cursor_not_a_pair",
+        "cursor_bad_time",
+        "cursor_bad_score",
+        "ordering_unknown",
+        "from_not_a_time",
+        "to_not_a_time",
+        "score_min_not_a_number",
+    ],
+)
+def test_invalid_search_parameters_are_a_400_in_the_error_shape(officer_client, decisions, params):
+    response = officer_client.get(URL, params)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["code"] in ("invalid", "invalid_parameters")
+    assert error["message"]
+
+
+def test_invalid_filter_values_are_named_in_details(officer_client, model_version):
+    error = officer_client.get(URL, {"from": "yesterday", "limit": "5"}).json()["error"]
+
+    assert error["code"] == "invalid_parameters"
+    assert list(error["details"]) == ["from"]
+
+
+@pytest.mark.parametrize("who", ["compliance_officer", "auditor", "domain_expert"])
+def test_the_list_query_count_does_not_grow_with_the_page(
+    api_client, users, model_version, ingest, who, django_assert_max_num_queries
+):
+    ingest(*DecisionPayloadFactory.build_batch(60))
+    client = api_client(users[who])
+
+    for limit in (1, 10, 60):
+        with django_assert_max_num_queries(2):
+            response = client.get(URL, {"limit": limit})
+        assert len(response.json()["results"]) == limit

@@ -1,0 +1,271 @@
+"""The explanation engine against independent shap / lime computations on real data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from lightgbm import LGBMClassifier
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from auditapp.registry.schema import parse_schema
+from explain import engine
+from explain.lime_backend import LimeExplainer
+from explain.shap_backend import ShapExplainer
+from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
+
+FEATURES = GERMAN_CATEGORICAL + GERMAN_NUMERIC
+EXACT = 1e-9
+
+
+@pytest.fixture(scope="module")
+def data():
+    frame = german_credit()
+    train, rest = frame.iloc[:700], frame.iloc[700:]
+    return train, rest.iloc[:100], rest.iloc[100:]  # train, background, rows to explain
+
+
+@pytest.fixture(scope="module")
+def schema():
+    return parse_schema(german_schema())
+
+
+def one_hot_pipeline(estimator, scale: bool = False) -> Pipeline:
+    numeric = StandardScaler() if scale else "passthrough"
+    return Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), GERMAN_CATEGORICAL),
+                        ("numeric", numeric, GERMAN_NUMERIC),
+                    ]
+                ),
+            ),
+            ("model", estimator),
+        ]
+    )
+
+
+def context_for(model, schema, background) -> engine.ModelContext:
+    return engine.ModelContext(
+        model=model,
+        schema=schema,
+        background=background[FEATURES].reset_index(drop=True),
+        background_sha256="b" * 64,
+        artifact_sha256="a" * 64,
+    )
+
+
+def rows_of(frame: pd.DataFrame) -> list[dict]:
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        for row in frame[FEATURES].to_dict(orient="records")
+    ]
+
+
+def independent_raw_attributions(pipeline: Pipeline, transformed_values: np.ndarray) -> np.ndarray:
+    """Sum one-hot columns back onto features using the encoder's categories_ (not names)."""
+    prep = pipeline.named_steps["prep"]
+    encoder = prep.named_transformers_["categorical"]
+    columns = []
+    start = prep.output_indices_["categorical"].start
+    for categories in encoder.categories_:
+        columns.append(transformed_values[:, start : start + len(categories)].sum(axis=1))
+        start += len(categories)
+    numeric = prep.output_indices_["numeric"]
+    columns.extend(transformed_values[:, numeric].T)
+    return np.column_stack(columns)
+
+
+def as_matrix(results) -> np.ndarray:
+    return np.array([[r.attributions[name] for name in FEATURES] for r in results])
+
+
+def positive_log_odds(model, frame) -> np.ndarray:
+    bad = list(model.classes_).index("bad")
+    probability = model.predict_proba(frame[FEATURES])[:, bad]
+    return np.log(probability / (1 - probability))
+
+
+def test_treeshap_of_a_one_hot_gbm_pipeline_equals_independent_shap(data, schema):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(GradientBoostingClassifier(n_estimators=60, random_state=0))
+    model.fit(train[FEATURES], train["credit"])
+
+    results = engine.explain(
+        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+    )
+
+    transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
+    reference = shap.TreeExplainer(model.named_steps["model"]).shap_values(transformed)
+    # shap explains classes_[1] ("good"); the schema's positive class is "bad".
+    assert list(model.classes_) == ["bad", "good"]
+    expected = -independent_raw_attributions(model, np.asarray(reference))
+    assert np.abs(as_matrix(results) - expected).max() < EXACT
+    assert {r.explainer for r in results} == {"TreeExplainer"}
+    assert {r.output_space for r in results} == {"log_odds"}
+    totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
+    assert np.allclose(totals, positive_log_odds(model, explain_rows), atol=1e-9)
+    assert all(r.quality["additivity_ok"] for r in results)
+
+
+def test_treeshap_of_lightgbm_equals_independent_shap(data, schema):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(
+        LGBMClassifier(n_estimators=50, num_leaves=15, random_state=0, verbose=-1)
+    )
+    model.fit(train[FEATURES], train["credit"])
+
+    results = engine.explain(
+        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+    )
+
+    transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
+    reference = np.asarray(shap.TreeExplainer(model.named_steps["model"]).shap_values(transformed))
+    expected = -independent_raw_attributions(model, reference)
+    assert np.abs(as_matrix(results) - expected).max() < EXACT
+    totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
+    assert np.allclose(totals, positive_log_odds(model, explain_rows), atol=1e-6)
+    assert all(r.quality["additivity_ok"] for r in results)
+
+
+def test_linear_shap_of_a_scaled_logistic_regression_equals_independent_shap(data, schema):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(LogisticRegression(max_iter=2000), scale=True)
+    model.fit(train[FEATURES], train["credit"])
+
+    results = engine.explain(
+        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+    )
+
+    prep, estimator = model.named_steps["prep"], model.named_steps["model"]
+    masker = prep.transform(background[FEATURES])
+    reference = shap.LinearExplainer(estimator, masker).shap_values(
+        prep.transform(explain_rows[FEATURES])
+    )
+    expected = -independent_raw_attributions(model, np.asarray(reference))
+    assert np.abs(as_matrix(results) - expected).max() < EXACT
+    assert {r.explainer for r in results} == {"LinearExplainer"}
+    assert all(r.quality["additivity_ok"] for r in results)
+
+
+def test_model_agnostic_shap_of_an_mlp_equals_independent_permutation_shap(data, schema):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(
+        MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0), scale=True
+    )
+    model.fit(train[FEATURES], train["credit"])
+    context = context_for(model, schema, background)
+    rows = rows_of(explain_rows.iloc[:3])
+
+    results = engine.explain(context, "shap", rows, [11, 12, 13])
+
+    explainer = ShapExplainer(context)
+    assert explainer.kind == "agnostic"
+    reference = shap.PermutationExplainer(
+        explainer._predict_encoded, shap.maskers.Independent(explainer.background_array)
+    )
+    encoded = explainer.codes.encode(schema.frame(rows))
+    probabilities = model.predict_proba(schema.frame(rows))[:, list(model.classes_).index("bad")]
+    for row, seed, result, probability in zip(
+        encoded, [11, 12, 13], results, probabilities, strict=True
+    ):
+        np.random.seed(seed)  # shap's documented meaning of a permutation seed
+        expected = reference(row.reshape(1, -1), max_evals=explainer.max_evals, silent=True)
+        assert np.abs(as_matrix([result])[0] - expected.values[0]).max() < EXACT
+        assert result.output_space == "probability"
+        assert result.quality["additivity_ok"], result.quality
+        total = result.base_value + sum(result.attributions.values())
+        assert total == pytest.approx(probability, abs=1e-9)
+
+
+def test_lime_gives_the_same_weights_for_the_same_seed_and_other_weights_for_another(data, schema):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(GradientBoostingClassifier(n_estimators=30, random_state=0))
+    model.fit(train[FEATURES], train["credit"])
+    context = context_for(model, schema, background)
+    rows = rows_of(explain_rows.iloc[:2])
+
+    first = engine.explain(context, "lime", rows, [7, 8], {"num_samples": 1000})
+    again = engine.explain(context, "lime", rows, [7, 8], {"num_samples": 1000})
+    other = engine.explain(context, "lime", rows, [9, 10], {"num_samples": 1000})
+
+    assert [r.attributions for r in first] == [r.attributions for r in again]
+    assert first[0].attributions != other[0].attributions
+    assert set(first[0].attributions) == set(FEATURES)
+    assert 0.0 <= first[0].quality["fidelity_r2"] <= 1.0
+    assert first[0].seed == 7 and first[0].config["num_samples"] == 1000
+
+
+def test_lime_treats_categorical_features_as_categories(data, schema):
+    train, background, _ = data
+    model = one_hot_pipeline(GradientBoostingClassifier(n_estimators=10, random_state=0))
+    model.fit(train[FEATURES], train["credit"])
+    explainer = LimeExplainer(context_for(model, schema, background))
+    categorical = {FEATURES[i] for i in explainer.explainer.categorical_features}
+    # Every categorical column is a category; numeric ones are discretised into quartiles.
+    assert set(GERMAN_CATEGORICAL) <= categorical
+    assert explainer.explainer.categorical_names[0] == sorted(german_credit()["status"].unique())
+
+
+def test_a_cached_explainer_and_a_fresh_one_agree_so_rerunning_from_the_record_reproduces(
+    data, schema
+):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(GradientBoostingClassifier(n_estimators=30, random_state=0))
+    model.fit(train[FEATURES], train["credit"])
+    context = context_for(model, schema, background)
+    rows = rows_of(explain_rows.iloc[:3])
+    cached = LimeExplainer(context, {"num_samples": 800})
+    engine.explain(context, "lime", rows, [1, 2, 3], {"explainer": cached})  # warm it up
+
+    stored = engine.explain(context, "lime", rows, [4, 5, 6], {"explainer": cached})
+    rerun = [
+        engine.explain(context, "lime", [row], [r.seed], {"num_samples": r.config["num_samples"]})[
+            0
+        ]
+        for row, r in zip(rows, stored, strict=True)
+    ]
+    assert [r.attributions for r in rerun] == [r.attributions for r in stored]
+
+
+def test_one_bad_row_fails_alone_with_its_reason(data, schema):
+    train, background, explain_rows = data
+    strict = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(handle_unknown="error"), GERMAN_CATEGORICAL),
+                        ("numeric", "passthrough", GERMAN_NUMERIC),
+                    ]
+                ),
+            ),
+            ("model", GradientBoostingClassifier(n_estimators=10, random_state=0)),
+        ]
+    ).fit(train[FEATURES], train["credit"])
+    rows = rows_of(explain_rows.iloc[:3])
+    rows[1]["purpose"] = "A47"  # in the schema's list? no: never seen in training
+
+    results = engine.explain(context_for(strict, schema, background), "shap", rows, [0, 0, 0])
+
+    assert [r.ok for r in results] == [True, False, True]
+    assert "A47" in results[1].error or "unknown" in results[1].error.lower()
+
+
+def test_agreement_counts_shared_top_features_and_rank_correlation():
+    shap_attr = {"a": 3.0, "b": -2.0, "c": 1.0, "d": 0.1}
+    lime_attr = {"a": 0.3, "b": 0.2, "c": -0.01, "d": 0.05}
+    result = engine.agreement(shap_attr, lime_attr)
+    assert result["top_k"] == 3
+    assert result["top_k_overlap"] == pytest.approx(2 / 3)
+    assert result["rank_correlation"] == pytest.approx(0.8)
