@@ -5,8 +5,11 @@ The only explain/ modules that know the ORM and Celery are this one and models.p
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import random
+import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
@@ -61,6 +64,46 @@ def enqueue_batches(
                 )
                 sent += 1
     return sent
+
+
+# -- publishing off the request path ------------------------------------------------------
+# A client recording decisions should not wait for the broker: the ids go to a
+# publisher thread of this process. If the process dies before they are sent,
+# or the broker is down, the rows stay pending and the sweeper re-sends them.
+
+_outbox: queue.Queue = queue.Queue()
+_publisher: threading.Thread | None = None
+_publisher_lock = threading.Lock()
+
+
+def _publish_forever() -> None:
+    while True:
+        pending = _outbox.get()
+        try:
+            enqueue_batches(pending)
+        except Exception:
+            log.exception("explain.enqueue.failed batches=%d", len(pending))
+        finally:
+            _outbox.task_done()
+
+
+def enqueue_soon(pending: dict[tuple[int, str], Iterable[int]]) -> None:
+    """Hand batches to this process's publisher thread (started on first use, after a fork)."""
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or not _publisher.is_alive():
+            _publisher = threading.Thread(target=_publish_forever, name="explain-publisher")
+            _publisher.daemon = True
+            _publisher.start()
+            # Commands (import_decisions, load_demo) exit right after recording:
+            # send what is queued first.
+            atexit.register(wait_until_published)
+    _outbox.put(pending)
+
+
+def wait_until_published() -> None:
+    """Block until everything handed to enqueue_soon has been sent (or failed)."""
+    _outbox.join()
 
 
 # -- per-process cache of model contexts and explainers, keyed by artifact sha256 ------------

@@ -28,8 +28,7 @@ HASHED_FIELDS = (
     "source",
     "subject_ref",
     "version",
-)  # sorted, as they appear in the canonical document
-_KEYS = {name: f'"{name}"' for name in HASHED_FIELDS}
+)
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 
 
@@ -43,22 +42,17 @@ def _encode_time(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def canonical_bytes(value: Any) -> bytes:
+    """Canonical JSON as UTF-8. Values must be finite (validation refuses NaN and Infinity)."""
+    return orjson.dumps(value, default=_encode_time, option=_OPTIONS)
+
+
 def canonical_json(value: Any) -> str:
-    """Canonical JSON text. Values must be finite (validation refuses NaN and Infinity)."""
-    return orjson.dumps(value, default=_encode_time, option=_OPTIONS).decode()
-
-
-def encode_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """Each hashed field as canonical JSON; storage reuses them instead of encoding twice."""
-    return {name: canonical_json(fields[name]) for name in HASHED_FIELDS}
-
-
-def hash_encoded(encoded: dict[str, str]) -> str:
-    """The content hash from encode_fields' output (the same bytes json.dumps would sort)."""
-    document = "{" + ",".join(f"{_KEYS[name]}:{encoded[name]}" for name in HASHED_FIELDS) + "}"
-    return hashlib.sha256(document.encode()).hexdigest()
+    return canonical_bytes(value).decode()
 
 
 def content_hash(fields: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of HASHED_FIELDS taken from `fields`."""
-    return hash_encoded(encode_fields(fields))
+    return hashlib.sha256(
+        canonical_bytes({name: fields[name] for name in HASHED_FIELDS})
+    ).hexdigest()

@@ -15,12 +15,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.decisions.hashing import (
-    canonical_json,
-    canonical_time,
-    encode_fields,
-    hash_encoded,
-)
+from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash
 from auditapp.decisions.models import Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -206,9 +201,8 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
             )
         # Rows are built (encoded, hashed) while they stream into the database,
         # so the server parses one part while Python prepares the next.
-        ids, new_rows = _insert(
-            (_row(checked[position], source, recorded_at, actor) for position in new), len(new)
-        )
+        stamp = _Stamp(recorded_at, _time_text(recorded_at), source, actor)
+        ids, new_rows = _insert((_row(checked[position], stamp) for position in new), len(new))
         for position, decision_id in zip(new, ids, strict=True):
             results[position] = {
                 "request_id": checked[position].request_id,
@@ -236,11 +230,21 @@ def _time_text(moment) -> str:
     return canonical_time(moment)
 
 
-def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor) -> dict:
+class _Stamp:
+    """What every decision of one request shares, computed once rather than per row."""
+
+    def __init__(self, recorded_at, recorded_text: str, source: str, actor: roles.Actor):
+        self.recorded_at = recorded_at
+        self.recorded_text = recorded_text  # the text a datetime encodes to in the hash
+        self.source = source
+        self.recorded_by_id = actor.user.pk if actor.user.is_authenticated else None
+        self.client = actor.label[:200]
+
+
+def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
     fields = _submitted_fields(decision)
-    # The same text a datetime encodes to, computed once per request, not per row.
-    fields.update(recorded_at=_time_text(recorded_at), source=source)
-    encoded = encode_fields(fields)
+    fields["recorded_at"] = stamp.recorded_text
+    fields["source"] = stamp.source
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,
@@ -250,13 +254,12 @@ def _row(decision: CheckedDecision, source: str, recorded_at, actor: roles.Actor
         "prediction": decision.prediction,
         "score": decision.score,
         "predicted_at": decision.predicted_at,
-        "recorded_at": recorded_at,
-        "source": source,
+        "recorded_at": stamp.recorded_at,
+        "source": stamp.source,
         "metadata": decision.metadata,
-        "content_hash": hash_encoded(encoded),
-        "recorded_by_id": actor.user.pk if actor.user.is_authenticated else None,
-        "client": actor.label[:200],
-        "_encoded": encoded,
+        "content_hash": content_hash(fields),
+        "recorded_by_id": stamp.recorded_by_id,
+        "client": stamp.client,
     }
 
 
@@ -286,9 +289,7 @@ def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
     if connection.vendor == "postgresql" and count > 1:
         return _copy_decisions(rows, count)
     rows = list(rows)
-    objs = Decision.objects.bulk_create(
-        [Decision(**{k: v for k, v in row.items() if k != "_encoded"}) for row in rows]
-    )
+    objs = Decision.objects.bulk_create([Decision(**row) for row in rows])
     return [obj.pk for obj in objs], rows
 
 
@@ -307,7 +308,6 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             for decision_id, row in zip(ids, rows, strict=True):
                 written.append(row)
-                encoded = row["_encoded"]
                 copy.write_row(
                     (
                         decision_id,
@@ -315,13 +315,13 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["model_version"].pk,
                         row["request_id"],
                         row["subject_ref"],
-                        encoded["inputs"],
-                        encoded["prediction"],
+                        canonical_json(row["inputs"]),
+                        canonical_json(row["prediction"]),
                         row["score"],
                         row["predicted_at"],
                         row["recorded_at"],
                         row["source"],
-                        encoded["metadata"],
+                        canonical_json(row["metadata"]),
                         row["content_hash"],
                         row["recorded_by_id"],
                         row["client"],
@@ -361,13 +361,10 @@ def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[i
 
 
 def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
-    """Send explanation work to the workers in batches; a broker outage is left to the sweeper."""
-    from explain.tasks import enqueue_batches
+    """Send explanation work to the workers, off the request path (see explain.tasks)."""
+    from explain.tasks import enqueue_soon
 
-    try:
-        enqueue_batches(pending)
-    except Exception:
-        log.exception("explain.enqueue.failed batches=%d", len(pending))
+    enqueue_soon(pending)
 
 
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):

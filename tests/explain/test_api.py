@@ -28,6 +28,7 @@ def explained(decision, model_version):
 def test_it_requeues_explanations_on_the_priority_queue_with_a_new_seed(
     api_client, compliance_officer, decision, explained, django_capture_on_commit_callbacks
 ):
+    tasks.wait_until_published()  # the ingestion's own batches, sent by the publisher thread
     celery_app.control.purge()
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client(compliance_officer).post(

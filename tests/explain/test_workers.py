@@ -109,6 +109,7 @@ def worker(media_root, tmp_path):
     started = Worker(media_root, tmp_path / "worker.log")
     yield started
     started.stop()
+    tasks.wait_until_published()
     celery_app.control.purge()
 
 
@@ -176,6 +177,7 @@ def test_decisions_are_stored_while_the_broker_is_down_and_the_sweeper_catches_u
     use_broker("redis://127.0.0.1:9/0")  # nothing listens on port 9
     try:
         results = ingest(*DecisionPayloadFactory.build_batch(10))
+        tasks.wait_until_published()  # tried, and failed, against the dead broker
     finally:
         use_broker(good_url)
 
