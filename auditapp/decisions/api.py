@@ -24,6 +24,8 @@ SEARCH_PARAMETERS = [
         ("score_min", "lowest score"),
         ("score_max", "highest score"),
         ("subject_ref", "pseudonymous subject reference"),
+        ("top_reason", "a feature among the decision's top 3 SHAP features"),
+        ("feature.<name>", "exact value of an input feature; also feature.<name>__gte / __lte"),
         ("ordering", "-predicted_at (default), predicted_at, score, -score"),
         ("cursor", "the `next` value of the previous page"),
         ("limit", "page size, 1-500 (default 50)"),

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from datetime import datetime
 
 import django_filters
-from django.db.models import F, FloatField, Q, QuerySet, Value
+from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 
 from auditapp.decisions.models import Decision
 from auditapp.errors import InvalidInput
+from auditapp.registry.models import ModelVersion
+from explain.models import Explanation
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -25,10 +28,22 @@ class DecisionFilter(django_filters.FilterSet):
     score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
+    top_reason = django_filters.CharFilter(method="filter_top_reason")
 
     class Meta:
         model = Decision
         fields: list[str] = []
+
+    def filter_top_reason(self, queryset, name, value):
+        """Decisions whose SHAP explanation ranks `value` among its top 3 features."""
+        top3 = Q(top_features__0=value) | Q(top_features__1=value) | Q(top_features__2=value)
+        return queryset.filter(
+            Exists(
+                Explanation.objects.filter(
+                    top3, decision=OuterRef("pk"), method="shap", status=Explanation.DONE
+                )
+            )
+        )
 
 
 # "from" is a Python keyword, so it is added after the class body.
@@ -46,7 +61,71 @@ def filter_decisions(queryset: QuerySet, params) -> QuerySet:
             code="invalid_parameters",
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
-    return filterset.qs
+    return filter_features(filterset.qs, params)
+
+
+# Feature filters: feature.<name>=value (exact), feature.<name>__gte / __lte.
+FEATURE_PARAM = re.compile(r"^feature\.([A-Za-z0-9_]+?)(?:__(gte|lte))?$")
+
+
+def feature_types(model_name: str | None) -> dict[str, str]:
+    """Feature name -> schema type, from the model's newest version (for typing values)."""
+    if not model_name:
+        return {}
+    version = (
+        ModelVersion.objects.filter(registered_model__name=model_name)
+        .order_by("-created_at")
+        .only("schema")
+        .first()
+    )
+    if version is None:
+        return {}
+    return {f.name: f.type for f in version.parsed_schema.features}
+
+
+def _typed(raw: str, kind: str | None):
+    """A query-string value as the JSON value it stands for."""
+    if kind == "categorical":
+        return raw
+    if kind == "boolean" or (kind is None and raw.lower() in ("true", "false")):
+        if raw.lower() not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return raw.lower() == "true"
+    try:
+        number = float(raw)
+    except ValueError:
+        if kind in ("numeric", "integer"):
+            raise ValueError("must be a number") from None
+        return raw
+    return int(number) if number.is_integer() else number
+
+
+def filter_features(queryset: QuerySet, params) -> QuerySet:
+    wanted = [(key, FEATURE_PARAM.match(key)) for key in params if key.startswith("feature.")]
+    if not wanted:
+        return queryset
+    types = feature_types(params.get("model"))
+    problems: dict[str, list[str]] = {}
+    for key, match in wanted:
+        if match is None:
+            problems[key] = ["use feature.<name>, feature.<name>__gte or feature.<name>__lte"]
+            continue
+        name, bound = match.groups()
+        if types and name not in types:
+            problems[key] = [f"{name!r} is not a feature of this model"]
+            continue
+        try:
+            value = _typed(params.get(key, ""), "numeric" if bound else types.get(name))
+        except ValueError as exc:
+            problems[key] = [str(exc)]
+            continue
+        lookup = f"inputs__{name}" + (f"__{bound}" if bound else "")
+        queryset = queryset.filter(**{lookup: value})
+    if problems:
+        raise InvalidInput(
+            "Some feature filters are invalid.", code="invalid_parameters", details=problems
+        )
+    return queryset
 
 
 # Keyset pagination: stable under concurrent inserts, and as fast on the last
