@@ -101,7 +101,11 @@ def _typed(raw: str, kind: str | None):
 
 
 def filter_features(queryset: QuerySet, params) -> QuerySet:
-    wanted = [(key, FEATURE_PARAM.match(key)) for key in params if key.startswith("feature.")]
+    wanted = [
+        (key, FEATURE_PARAM.match(key))
+        for key in params
+        if key.startswith("feature.") and params.get(key, "") != ""
+    ]
     if not wanted:
         return queryset
     types = feature_types(params.get("model"))

@@ -72,3 +72,113 @@ def explanation_json(explanation) -> dict:
     if explanation.error:
         data["error"] = explanation.error
     return data
+
+
+# -- the decision page ---------------------------------------------------------------------
+
+AGREEMENT_WARNING = 2 / 3  # top-3 overlap below this: SHAP and LIME tell different stories
+
+
+def _sigmoid_text(value: float) -> str:
+    import math
+
+    return f"{1 / (1 + math.exp(-value)):.1%} probability"
+
+
+def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
+    """The inputs with readable labels, masked where the role may not see them."""
+    schema = decision.model_version.parsed_schema
+    masked = set(presenter.masked_features(decision))
+    return [
+        {
+            "name": feature.name,
+            "label": feature.label,
+            "value": MASK if feature.name in masked else decision.inputs.get(feature.name),
+            "masked": feature.name in masked,
+            "sensitive": feature.sensitive,
+            "protected": feature.protected,
+        }
+        for feature in schema.features
+    ]
+
+
+def quality_notes(shap, lime) -> list[dict]:
+    """Explanation quality in plain words; `warning` marks what a reader must not miss."""
+    notes = []
+    if shap is not None and shap.status == "done":
+        error = shap.quality.get("additivity_error", 0.0)
+        if shap.quality.get("additivity_ok"):
+            notes.append(
+                {
+                    "warning": False,
+                    "text": f"SHAP values add up to the model's output (difference {error:.1e}).",
+                }
+            )
+        else:
+            notes.append(
+                {
+                    "warning": True,
+                    "text": f"SHAP values do not add up to the model's "
+                    f"output (difference {error:.2g}): do not rely on this explanation.",
+                }
+            )
+    if lime is not None and lime.status == "done":
+        r2 = lime.quality.get("fidelity_r2")
+        if r2 is not None:
+            fit = "fits well" if r2 >= 0.5 else "fits only roughly" if r2 >= 0.2 else "fits poorly"
+            notes.append(
+                {"warning": r2 < 0.2, "text": f"LIME's local approximation {fit} (R² {r2:.2f})."}
+            )
+        agreement = lime.quality.get("agreement_with_shap")
+        if agreement:
+            overlap = agreement["top_k_overlap"]
+            disagree = overlap < AGREEMENT_WARNING
+            notes.append(
+                {
+                    "warning": disagree,
+                    "text": (
+                        f"SHAP and LIME share {round(overlap * agreement['top_k'])} of their top "
+                        f"{agreement['top_k']} features"
+                        + (
+                            f" (rank correlation {agreement['rank_correlation']:.2f})"
+                            if agreement.get("rank_correlation") is not None
+                            else ""
+                        )
+                        + (
+                            ": they disagree, read SHAP (exact) and review this decision with care."
+                            if disagree
+                            else "."
+                        )
+                    ),
+                }
+            )
+    return notes
+
+
+def waterfall_chart(explanation, schema):
+    from auditapp.web import charts
+
+    labels = {f.name: f.label for f in schema.features}
+    contributions = [(labels.get(k, k), v) for k, v in explanation.attributions.items()]
+    output = explanation.base_value + sum(explanation.attributions.values())
+    space = explanation.output_space.replace("_", "-")
+    return charts.waterfall(
+        explanation.base_value,
+        contributions,
+        output,
+        title=f"SHAP: how each feature moved the {space} from the base value",
+        value_label=space,
+        secondary=_sigmoid_text if explanation.output_space == "log_odds" else None,
+    )
+
+
+def lime_chart(explanation, schema):
+    from auditapp.web import charts
+
+    labels = {f.name: f.label for f in schema.features}
+    items = sorted(explanation.attributions.items(), key=lambda kv: -abs(kv[1]))
+    return charts.bar_chart(
+        [(labels.get(k, k), v) for k, v in items],
+        title="LIME: local weights (change in probability)",
+        value_label="weight",
+    )

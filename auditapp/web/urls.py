@@ -1,6 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from auditapp.decisions import views as decision_views
+from auditapp.registry import views as registry_views
 from auditapp.web import views
 
 urlpatterns = [
@@ -11,4 +13,19 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("decisions/", decision_views.search, name="decision-search"),
+    path("decisions/export.csv", decision_views.export_csv, name="decision-export"),
+    path("decisions/<int:decision_id>/", decision_views.detail, name="decision-detail"),
+    path(
+        "decisions/<int:decision_id>/explanations",
+        decision_views.explanations,
+        name="decision-explanations",
+    ),
+    path("decisions/<int:decision_id>/explain", decision_views.explain, name="decision-explain"),
+    path("models/", registry_views.model_list, name="model-list"),
+    path(
+        "models/<slug:name>/versions/<str:version>/",
+        registry_views.version_detail,
+        name="model-version",
+    ),
 ]

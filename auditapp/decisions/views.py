@@ -1,0 +1,205 @@
+"""Decision pages: search, CSV download, the decision page and its live explanation panel."""
+
+from __future__ import annotations
+
+import csv
+
+from django.contrib.auth.decorators import login_required
+from django.http import StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip, record_event
+from auditapp.decisions import presenters, services
+from auditapp.decisions.filters import feature_types, filter_decisions, keyset_page, parse_limit
+from auditapp.decisions.hashing import canonical_json
+from auditapp.decisions.models import Decision
+from auditapp.decisions.reasons import adverse_reasons
+from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.web.pages import is_htmx, page, query_string
+from explain.models import Explanation
+
+EXPORT_LIMIT = 100_000
+
+
+def _search(request, actor):
+    actor.require(roles.READ_DECISIONS)
+    return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET)
+
+
+def _search_form(actor, params) -> dict:
+    """The choices of the search form: visible models, and the chosen model's schema."""
+    models = list(RegisteredModel.objects.visible_to(actor).values_list("name", flat=True))
+    model = params.get("model") if params.get("model") in models else None
+    schema = None
+    if model:
+        version = (
+            ModelVersion.objects.filter(registered_model__name=model)
+            .order_by("-created_at")
+            .first()
+        )
+        schema = version.parsed_schema if version else None
+    feature_filters = [
+        {
+            "feature": f,
+            "value": params.get(f"feature.{f.name}", ""),
+            "gte": params.get(f"feature.{f.name}__gte", ""),
+            "lte": params.get(f"feature.{f.name}__lte", ""),
+        }
+        for f in (schema.features if schema else ())
+    ]
+    return {
+        "models": models,
+        "model": model,
+        "schema": schema,
+        "feature_filters": feature_filters,
+        "features_open": any(k.startswith("feature.") for k in params),
+    }
+
+
+@login_required
+@page
+def search(request):
+    actor = roles.actor_for(request)
+    queryset = _search(request, actor)
+    rows, next_cursor = keyset_page(
+        queryset,
+        request.GET.get("ordering"),
+        request.GET.get("cursor"),
+        parse_limit(request.GET.get("limit")),
+    )
+    record_event(
+        "decisions.searched",
+        actor=actor,
+        ip=client_ip(request),
+        params={k: v for k, v in request.GET.items() if k != "cursor"},
+    )
+    presenter = presenters.DecisionPresenter(actor)
+    context = {
+        "results": [(d, presenter.masked_features(d)) for d in rows],
+        "count": queryset.count(),
+        "next_query": query_string(request.GET, cursor=next_cursor) if next_cursor else None,
+        "export_query": query_string(request.GET, cursor=None),
+        "params": request.GET,
+        "orderings": [
+            ("-predicted_at", "newest first"),
+            ("predicted_at", "oldest first"),
+            ("-score", "highest score"),
+            ("score", "lowest score"),
+        ],
+        **_search_form(actor, request.GET),
+    }
+    template = "decisions/_results.html" if is_htmx(request) else "decisions/search.html"
+    return render(request, template, context)
+
+
+@login_required
+@page
+def export_csv(request):
+    """The current search as CSV, sensitive features masked as on screen; audited."""
+    actor = roles.actor_for(request)
+    queryset = _search(request, actor).order_by("-predicted_at", "-pk")[:EXPORT_LIMIT]
+    presenter = presenters.DecisionPresenter(actor)
+    names = list(feature_types(request.GET.get("model")))
+    record_event(
+        "decisions.exported",
+        actor=actor,
+        ip=client_ip(request),
+        format="csv",
+        params={k: v for k, v in request.GET.items() if k != "cursor"},
+    )
+
+    fixed = [
+        "id",
+        "model",
+        "version",
+        "request_id",
+        "subject_ref",
+        "predicted_at",
+        "recorded_at",
+        "prediction",
+        "score",
+        "content_hash",
+    ]
+
+    def lines():
+        writer = csv.writer(_Echo())
+        yield writer.writerow(fixed + (names or ["inputs"]))
+        for decision in queryset.iterator(chunk_size=2000):
+            data = presenter.summary(decision)
+            inputs = data.pop("inputs")
+            values = [data[k] for k in fixed]
+            features = [inputs.get(n) for n in names] if names else [canonical_json(inputs)]
+            yield writer.writerow(values + features)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="decisions.csv"'
+    return response
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
+    schema = decision.model_version.parsed_schema
+    by_method = {e.method: e for e in decision.explanations.all()}
+    shap, lime = by_method.get("shap"), by_method.get("lime")
+    labels = {f.name: f.label for f in schema.features}
+    done = Explanation.DONE
+    return {
+        "decision": decision,
+        "shap": shap,
+        "lime": lime,
+        "waterfall": presenters.waterfall_chart(shap, schema)
+        if shap and shap.status == done
+        else None,
+        "lime_chart": presenters.lime_chart(lime, schema) if lime and lime.status == done else None,
+        "reasons": adverse_reasons(shap.attributions, labels)
+        if shap and shap.status == done
+        else [],
+        "positive_class": schema.target.positive_class,
+        "quality": presenters.quality_notes(shap, lime),
+        "busy": any(
+            e.status in (Explanation.PENDING, Explanation.RUNNING) for e in by_method.values()
+        ),
+        "can_explain": actor.can(roles.REQUEST_EXPLANATIONS),
+    }
+
+
+@login_required
+@page
+def detail(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = roles.get_decision_for_actor(actor, decision_id)
+    services.note_decision_viewed(actor, decision, ip=client_ip(request), via="page")
+    presenter = presenters.DecisionPresenter(actor)
+    context = {
+        "inputs": presenters.input_rows(decision, presenter),
+        "stage_history": decision.model_version.stage_changes.all(),
+        **_explanation_context(decision, actor),
+    }
+    return render(request, "decisions/detail.html", context)
+
+
+@login_required
+@page
+def explanations(request, decision_id: int):
+    """The explanation panel alone, polled by htmx while an explanation is being computed."""
+    actor = roles.actor_for(request)
+    decision = roles.get_decision_for_actor(actor, decision_id)
+    return render(request, "decisions/_explanations.html", _explanation_context(decision, actor))
+
+
+@login_required
+@require_POST
+@page
+def explain(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = roles.get_decision_for_actor(actor, decision_id)
+    services.request_explanations(actor, decision, ["shap", "lime"], ip=client_ip(request))
+    if is_htmx(request):
+        return explanations(request, decision_id)
+    return redirect("decision-detail", decision_id=decision_id)

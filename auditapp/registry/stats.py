@@ -1,0 +1,74 @@
+"""Figures about one model version's decisions, for its page (and later its reports).
+
+Counting and grouping happen in the database; only the explanation sample
+(bounded) is summarised in Python, because attributions are JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from django.db.models import Count
+from django.db.models.functions import TruncDate
+
+from auditapp.decisions.models import Decision
+from auditapp.registry.models import ModelVersion
+from explain.models import Explanation
+
+EXPLANATION_SAMPLE = 5000
+SCORE_BINS = 20
+
+
+@dataclass
+class VersionStatistics:
+    decisions: int
+    per_day: list[tuple[str, int]]
+    score_counts: list[int]
+    score_edges: list[float]
+    explained: int
+    importance: list[tuple[str, float]]  # (feature, mean |SHAP|), largest first
+    spread: list[tuple[str, list[float]]]  # (feature, SHAP values), same order
+
+
+def version_statistics(model_version: ModelVersion) -> VersionStatistics:
+    decisions = Decision.objects.filter(model_version=model_version)
+    per_day = [
+        (day.isoformat(), n)
+        for day, n in decisions.annotate(day=TruncDate("predicted_at"))
+        .values_list("day")
+        .annotate(n=Count("id"))
+        .values_list("day", "n")
+        .order_by("day")
+    ]
+    scores = np.asarray(decisions.exclude(score=None).values_list("score", flat=True), dtype=float)
+    counts, edges = np.histogram(scores, bins=SCORE_BINS, range=(0.0, 1.0))
+    importance, spread, explained = _attribution_summary(model_version)
+    return VersionStatistics(
+        decisions=sum(n for _, n in per_day),
+        per_day=per_day,
+        score_counts=counts.tolist(),
+        score_edges=[round(e, 4) for e in edges.tolist()],
+        explained=explained,
+        importance=importance,
+        spread=spread,
+    )
+
+
+def _attribution_summary(model_version: ModelVersion):
+    names = model_version.parsed_schema.names
+    sample = list(
+        Explanation.objects.filter(
+            decision__model_version=model_version, method="shap", status=Explanation.DONE
+        )
+        .order_by("-decision_id")
+        .values_list("attributions", flat=True)[:EXPLANATION_SAMPLE]
+    )
+    if not sample:
+        return [], [], 0
+    matrix = np.array([[row.get(n, 0.0) for n in names] for row in sample], dtype=float)
+    mean_abs = np.abs(matrix).mean(axis=0)
+    order = np.argsort(-mean_abs, kind="stable")
+    importance = [(names[i], float(mean_abs[i])) for i in order]
+    spread = [(names[i], matrix[:, i].tolist()) for i in order]
+    return importance, spread, len(sample)

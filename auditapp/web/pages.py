@@ -1,0 +1,43 @@
+"""Shared helpers for page views: service errors as pages, query strings."""
+
+from __future__ import annotations
+
+import functools
+from urllib.parse import urlencode
+
+from django.http import Http404
+from django.shortcuts import render
+
+from auditapp.errors import InvalidInput, NotFound
+
+
+def page(view):
+    """Page views raise the same service errors as the API; here they become pages."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+        except InvalidInput as exc:
+            context = {"status": 400, "message": exc.message, "details": exc.details}
+            return render(request, "web/error.html", context, status=400)
+
+    return wrapper
+
+
+def query_string(params, **changes) -> str:
+    """The current query string with some parameters replaced (None drops one)."""
+    merged = {k: v for k, v in params.items() if v not in ("", None)}
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return urlencode(merged)
+
+
+def is_htmx(request) -> bool:
+    """An htmx request wants the fragment it targets, not the whole page."""
+    return request.headers.get("HX-Request") == "true"

@@ -1,0 +1,163 @@
+"""The reviewer's pages, per role: search, CSV download, decision page, model pages."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.test import Client
+
+from auditapp.accounts.models import AuditEvent
+from explain import tasks
+from tests.factories import DecisionPayloadFactory
+
+
+@pytest.fixture
+def decisions(model_version, ingest):
+    results = ingest(*DecisionPayloadFactory.build_batch(12))
+    ids = [r["id"] for r in results]
+    tasks.run_batch(model_version.pk, "shap", ids)
+    tasks.run_batch(model_version.pk, "lime", ids[:2])
+    return ids
+
+
+def browser(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
+
+
+class TestSearch:
+    def test_it_lists_matching_decisions_with_a_count(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get("/decisions/", {"model": "credit"})
+        assert response.status_code == 200
+        assert response.context["count"] == 12
+        assert len(response.context["results"]) == 12
+        assert b"12</strong> decisions match" in response.content
+
+    def test_filters_live_in_the_url_and_narrow_the_results(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get(
+            "/decisions/", {"model": "credit", "prediction": "bad"}
+        )
+        shown = [d for d, _ in response.context["results"]]
+        assert shown and {d.prediction for d in shown} == {"bad"}
+
+    def test_htmx_gets_only_the_results_fragment(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get(
+            "/decisions/", {"model": "credit"}, HTTP_HX_REQUEST="true"
+        )
+        assert b"<form" not in response.content and b"Download CSV" in response.content
+
+    def test_a_domain_expert_sees_nothing_of_models_not_assigned(self, outsider, decisions):
+        response = browser(outsider).get("/decisions/")
+        assert response.status_code == 200
+        assert response.context["count"] == 0
+
+    def test_anonymous_is_sent_to_login_and_no_role_is_refused(self, no_role, decisions):
+        assert browser(None).get("/decisions/").status_code == 302
+        assert browser(no_role).get("/decisions/").status_code == 403
+
+    def test_every_search_is_audited(self, compliance_officer, decisions):
+        browser(compliance_officer).get("/decisions/", {"model": "credit"})
+        event = AuditEvent.objects.get(action="decisions.searched")
+        assert event.actor == compliance_officer and event.details["params"] == {"model": "credit"}
+
+    def test_query_count_does_not_grow_with_the_page(
+        self, compliance_officer, decisions, django_assert_max_num_queries
+    ):
+        client = browser(compliance_officer)
+        client.get("/decisions/")  # warm the session
+        with django_assert_max_num_queries(12):
+            client.get("/decisions/", {"model": "credit", "limit": 12})
+
+
+class TestCsvDownload:
+    def test_it_masks_sensitive_features_for_auditors_and_is_audited(self, auditor, decisions):
+        response = browser(auditor).get("/decisions/export.csv", {"model": "credit"})
+        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        assert len(rows) == 12
+        assert {r["income"] for r in rows} == {"[masked]"}
+        assert {r["sex"] for r in rows} == {"[masked]"}
+        assert all(r["age"].isdigit() for r in rows)
+        assert AuditEvent.objects.filter(action="decisions.exported", actor=auditor).count() == 1
+
+    def test_a_compliance_officer_gets_the_values(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get("/decisions/export.csv", {"model": "credit"})
+        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        assert "[masked]" not in {r["income"] for r in rows}
+
+
+class TestDecisionPage:
+    def test_it_shows_inputs_reasons_and_both_explanations(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get(f"/decisions/{decisions[0]}/")
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert "Annual income (EUR)" in html
+        assert response.context["waterfall"] is not None
+        assert response.context["lime_chart"] is not None
+        reasons = response.context["reasons"]
+        shap = response.context["shap"]
+        expected = sorted(
+            (k for k, v in shap.attributions.items() if v > 0),
+            key=lambda k: -shap.attributions[k],
+        )[:4]
+        assert [r.feature for r in reasons] == expected
+        assert html.count('data-kind="contribution"') >= 1
+
+    def test_it_hides_sensitive_values_from_auditors(self, auditor, decisions):
+        response = browser(auditor).get(f"/decisions/{decisions[0]}/")
+        rows = {row["name"]: row for row in response.context["inputs"]}
+        assert rows["income"]["masked"] and rows["income"]["value"] == "[masked]"
+        assert not rows["age"]["masked"]
+
+    def test_a_decision_of_another_model_is_not_found(self, outsider, decisions):
+        assert browser(outsider).get(f"/decisions/{decisions[0]}/").status_code == 404
+
+    def test_every_view_is_audited(self, domain_expert, decisions):
+        browser(domain_expert).get(f"/decisions/{decisions[0]}/")
+        event = AuditEvent.objects.get(action="decision.viewed")
+        assert event.object_id == str(decisions[0]) and event.details["via"] == "page"
+
+    def test_recompute_is_refused_to_auditors_and_queued_for_others(
+        self, auditor, compliance_officer, decisions
+    ):
+        assert browser(auditor).post(f"/decisions/{decisions[0]}/explain").status_code == 403
+        response = browser(compliance_officer).post(
+            f"/decisions/{decisions[0]}/explain", HTTP_HX_REQUEST="true"
+        )
+        assert response.status_code == 200
+        assert response.context["busy"] is True
+        assert b'hx-trigger="every 2s"' in response.content
+
+    def test_query_count_is_pinned(
+        self, compliance_officer, decisions, django_assert_max_num_queries
+    ):
+        client = browser(compliance_officer)
+        client.get(f"/decisions/{decisions[0]}/")
+        with django_assert_max_num_queries(12):
+            client.get(f"/decisions/{decisions[1]}/")
+
+
+class TestModelPages:
+    def test_the_version_page_shows_card_history_and_figures(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get("/models/credit/versions/1/")
+        assert response.status_code == 200
+        stats = response.context["stats"]
+        assert stats.decisions == 12 and stats.explained == 12
+        assert sum(stats.score_counts) == 12
+        importance = dict(stats.importance)
+        assert set(importance) == set(response.context["schema"].names)
+        assert list(importance.values()) == sorted(importance.values(), reverse=True)
+        assert b"Pre-screening of loan applications." in response.content
+
+    def test_the_list_shows_versions_with_their_volume(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get("/models/")
+        (model,) = response.context["models"]
+        (version,) = model.versions.all()
+        assert version.decision_count == 12
+
+    def test_models_not_assigned_are_not_found(self, outsider, decisions):
+        assert browser(outsider).get("/models/credit/versions/1/").status_code == 404
+        assert browser(outsider).get("/models/").context["models"].count() == 0
