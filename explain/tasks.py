@@ -30,6 +30,9 @@ QUEUE_FOR_METHOD = {"shap": "explain", "lime": "explain-lime"}
 PER_ROW_QUEUE = "explain-lime"
 PRIORITY_QUEUE = "explain-priority"
 PER_ROW_BATCH = 10  # model-agnostic SHAP takes seconds a row: small tasks
+# LIME takes ~0.1 s a row: tasks of a few seconds, so that a worker serving
+# every queue (the quick start) turns to waiting SHAP batches often.
+LIME_BATCH = 25
 MAX_ATTEMPTS = 5
 SOFT_TIME_LIMIT = 300  # below the broker's visibility timeout (settings: 3600 s)
 HARD_TIME_LIMIT = 360
@@ -46,11 +49,11 @@ def enqueue_batches(
     All messages go through one producer (one broker connection): a 10,000
     decision request is about 80 messages, not a connection per message.
     """
-    size = settings.ATTEST_EXPLAIN_BATCH_SIZE
     sent = 0
     with explain_batch.app.producer_or_acquire() as producer:
         for (model_version_id, method), decision_ids in pending.items():
             ids = list(decision_ids)
+            size = settings.ATTEST_EXPLAIN_BATCH_SIZE if method == "shap" else LIME_BATCH
             queue = PRIORITY_QUEUE if priority else QUEUE_FOR_METHOD[method]
             for start in range(0, len(ids), size):
                 batch = ids[start : start + size]

@@ -1,0 +1,109 @@
+"""The reviewer's path in a real headless Chromium (Debian's package, driven by Playwright).
+
+Screenshots go to test-artifacts/screenshots/ (ignored by git) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from auditapp.celery import app as celery_app
+from explain import tasks
+from explain.models import Explanation
+from tests.conftest import PASSWORD
+from tests.factories import DecisionPayloadFactory
+from tests.workers import Worker
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def chromium(monkeypatch):
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    # Playwright's sync API runs an event loop in this thread; the test's own
+    # database calls are still synchronous.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def log_in(page, base: str, username: str) -> None:
+    page.goto(f"{base}/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    expect(page.locator(".who")).to_contain_text(username)
+
+
+def test_a_compliance_officer_filters_opens_a_decision_and_recomputes_it(
+    live_server, chromium, model_version, ingest, compliance_officer, media_root, tmp_path
+):
+    payloads = DecisionPayloadFactory.build_batch(20)
+    ids = [r["id"] for r in ingest(*payloads)]
+    tasks.wait_until_published()
+    celery_app.control.purge()  # explained here, not by the worker below
+    tasks.run_batch(model_version.pk, "shap", ids)
+    tasks.run_batch(model_version.pk, "lime", ids)
+    bad = [p for p in payloads if p["prediction"] == "bad"]
+    page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+
+    log_in(page, live_server.url, "compliance_officer")
+    page.goto(f"{live_server.url}/decisions/?model=credit")
+    expect(page.locator(".count")).to_contain_text("20 decisions match")
+    page.select_option("select[name=prediction]", "bad")  # htmx swaps the results in
+    page.wait_for_url(re.compile(r"prediction=bad"))
+    expect(page.locator(".count")).to_contain_text(f"{len(bad)} decision")
+    expect(page.locator("table.results tbody tr")).to_have_count(len(bad))
+    page.screenshot(path=SHOTS / "search-filtered.png", full_page=True)
+
+    page.locator("table.results tbody a").first.click()
+    features = model_version.parsed_schema.names
+    expect(page.locator('svg [data-kind="contribution"]')).to_have_count(len(features))
+    expect(page.locator(".reasons li").first).to_be_visible()
+    page.screenshot(path=SHOTS / "decision.png", full_page=True)
+
+    worker = Worker(media_root, tmp_path / "worker.log")
+    try:
+        page.click("text=Recompute explanations")
+        expect(page.locator("button:has-text('Computing')")).to_be_visible()
+        lime_status = page.locator("h3:has-text('LIME') .status")
+        expect(lime_status).to_have_text("done", timeout=120_000)
+        expect(page.locator("h3:has-text('SHAP') .status")).to_have_text("done")
+    finally:
+        worker.stop()
+    decision_id = int(page.url.rstrip("/").split("/")[-1])
+    lime = Explanation.objects.get(decision_id=decision_id, method="lime")
+    assert lime.status == Explanation.DONE and lime.attempts == 1
+    page.screenshot(path=SHOTS / "decision-recomputed.png", full_page=True)
+
+
+def test_an_auditor_sees_sensitive_inputs_hidden(
+    live_server, chromium, model_version, ingest, auditor
+):
+    (result,) = ingest(DecisionPayloadFactory())
+    page = chromium.new_page()
+    log_in(page, live_server.url, "auditor")
+    page.goto(f"{live_server.url}/decisions/{result['id']}/")
+    expect(page.locator('tr[data-feature="income"] .masked')).to_have_text("hidden")
+    expect(page.locator('tr[data-feature="age"] .masked')).to_have_count(0)
+    expect(page.locator("text=Recompute explanations")).to_have_count(0)
