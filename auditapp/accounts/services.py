@@ -30,7 +30,8 @@ def create_user(
     user_model = get_user_model()
     if user_model.objects.filter(username=username).exists():
         raise AccountError(f"A user named {username!r} already exists.")
-    user = user_model(username=username, email=email, is_staff=(role == roles.ADMIN))
+    is_admin = role == roles.ADMIN  # admins run the Django admin too
+    user = user_model(username=username, email=email, is_staff=is_admin, is_superuser=is_admin)
     if password:
         user.set_password(password)
     else:

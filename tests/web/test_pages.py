@@ -161,3 +161,9 @@ class TestModelPages:
     def test_models_not_assigned_are_not_found(self, outsider, decisions):
         assert browser(outsider).get("/models/credit/versions/1/").status_code == 404
         assert browser(outsider).get("/models/").context["models"].count() == 0
+
+
+def test_the_django_admin_is_for_admins_only(admin, compliance_officer, auditor):
+    assert browser(admin).get("/admin/accounts/auditevent/").status_code == 200
+    for user in (compliance_officer, auditor):
+        assert browser(user).get("/admin/").status_code == 302  # to the admin's login

@@ -1,0 +1,39 @@
+"""The Django admin (admins only: is_staff is set for the admin role alone)."""
+
+from django.contrib import admin
+
+from auditapp.accounts.models import ApiToken, AuditEvent
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records are never changed by hand: the admin shows them, nothing more."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ("at", "actor_name", "action", "object_type", "object_id", "ip")
+    list_filter = ("action",)
+    search_fields = ("actor_name", "object_id")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(ReadOnlyAdmin):
+    list_display = (
+        "key_prefix",
+        "user",
+        "name",
+        "scopes",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "revoked_at",
+    )
