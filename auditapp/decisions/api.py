@@ -49,6 +49,7 @@ class DecisionListView(APIView):
             request.query_params.get("cursor"),
             parse_limit(request.query_params.get("limit")),
         )
+        services.note_search(actor, request.query_params, ip=client_ip(request), via="api")
         presenter = DecisionPresenter(actor)
         return Response({"results": [presenter.summary(d) for d in rows], "next": next_cursor})
 

@@ -367,6 +367,12 @@ def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
     enqueue_soon(pending)
 
 
+def note_search(actor: roles.Actor, params, *, ip=None, via: str = "page") -> None:
+    """Searches are reads of many decisions: logged with their filters (not the cursor)."""
+    filters = {k: v for k, v in params.items() if k != "cursor"}
+    record_event("decisions.searched", actor=actor, ip=ip, params=filters, via=via)
+
+
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):
     """Every read of a decision is an audit event (HIPAA 164.312(b): reads are logged too)."""
     record_event("decision.viewed", actor=actor, target=decision, ip=ip, via=via)

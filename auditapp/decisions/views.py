@@ -69,12 +69,7 @@ def search(request):
         request.GET.get("cursor"),
         parse_limit(request.GET.get("limit")),
     )
-    record_event(
-        "decisions.searched",
-        actor=actor,
-        ip=client_ip(request),
-        params={k: v for k, v in request.GET.items() if k != "cursor"},
-    )
+    services.note_search(actor, request.GET, ip=client_ip(request))
     presenter = presenters.DecisionPresenter(actor)
     context = {
         "results": [(d, presenter.masked_features(d)) for d in rows],

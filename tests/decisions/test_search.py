@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
 from tests.factories import DecisionPayloadFactory
 
@@ -215,6 +216,14 @@ def test_the_list_query_count_does_not_grow_with_the_page(
     client = api_client(users[who])
 
     for limit in (1, 10, 60):
-        with django_assert_max_num_queries(2):
+        # roles, the page (decisions with their model and version), the audit event
+        with django_assert_max_num_queries(3):
             response = client.get(URL, {"limit": limit})
         assert len(response.json()["results"]) == limit
+
+
+def test_every_api_search_is_audited_with_its_filters(api_client, auditor, model_version):
+    api_client(auditor).get(URL, {"model": "credit", "limit": 5})
+    (event,) = AuditEvent.objects.filter(action="decisions.searched")
+    assert event.actor == auditor
+    assert event.details == {"params": {"model": "credit", "limit": "5"}, "via": "api"}
