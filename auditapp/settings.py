@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "auditapp.accounts",
     "auditapp.registry",
     "auditapp.decisions",
+    "auditapp.reviews",
     "auditapp.web",
     "auditapp.demo",
     "explain",

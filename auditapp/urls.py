@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from auditapp.decisions import api as decisions_api
 from auditapp.registry import api as registry_api
+from auditapp.reviews import api as reviews_api
 
 api_v1 = [
     path("models", registry_api.ModelListView.as_view(), name="api-models"),
@@ -26,6 +27,12 @@ api_v1 = [
         decisions_api.DecisionDetailView.as_view(),
         name="api-decision",
     ),
+    path(
+        "decisions/<int:decision_id>/feedback",
+        reviews_api.DecisionFeedbackView.as_view(),
+        name="api-decision-feedback",
+    ),
+    path("outcomes", decisions_api.OutcomeListView.as_view(), name="api-outcomes"),
     path(
         "decisions/<int:decision_id>/explain",
         decisions_api.DecisionExplainView.as_view(),

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions import services
+from auditapp.decisions import outcomes, services
 from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
@@ -25,6 +25,8 @@ SEARCH_PARAMETERS = [
         ("score_max", "highest score"),
         ("subject_ref", "pseudonymous subject reference"),
         ("top_reason", "a feature among the decision's top 3 SHAP features"),
+        ("has_outcome", "true: an outcome was recorded; false: none yet"),
+        ("feedback", "latest verdict: none, agree, disagree or unsure"),
         ("feature.<name>", "exact value of an input feature; also feature.<name>__gte / __lte"),
         ("ordering", "-predicted_at (default), predicted_at, score, -score"),
         ("cursor", "the `next` value of the previous page"),
@@ -85,3 +87,12 @@ class DecisionExplainView(APIView):
             {"id": decision.pk, "queued": queued, "status_url": f"/api/v1/decisions/{decision.pk}"},
             status=202,
         )
+
+
+class OutcomeListView(APIView):
+    @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
+    def post(self, request):
+        results = outcomes.record_outcomes(
+            roles.actor_for(request), request.data, ip=client_ip(request)
+        )
+        return Response({"results": results}, status=201)

@@ -8,12 +8,13 @@ import re
 from datetime import datetime
 
 import django_filters
-from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Value
+from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from auditapp.decisions.models import Decision
+from auditapp.decisions.models import Decision, Outcome
 from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
+from auditapp.reviews.models import Feedback
 from explain.models import Explanation
 
 DEFAULT_LIMIT = 50
@@ -29,10 +30,27 @@ class DecisionFilter(django_filters.FilterSet):
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
     top_reason = django_filters.CharFilter(method="filter_top_reason")
+    has_outcome = django_filters.BooleanFilter(method="filter_has_outcome")
+    feedback = django_filters.ChoiceFilter(
+        choices=[(v, v) for v in ("none", "agree", "disagree", "unsure")],
+        method="filter_feedback",
+    )
 
     class Meta:
         model = Decision
         fields: list[str] = []
+
+    def filter_has_outcome(self, queryset, name, value):
+        outcomes = Exists(Outcome.objects.filter(decision=OuterRef("pk")))
+        return queryset.filter(outcomes if value else ~outcomes)
+
+    def filter_feedback(self, queryset, name, value):
+        """By the latest verdict given on the decision ("none": no feedback yet)."""
+        given = Feedback.objects.filter(decision=OuterRef("pk"))
+        if value == "none":
+            return queryset.filter(~Exists(given))
+        latest = Subquery(given.order_by("-created_at", "-pk").values("verdict")[:1])
+        return queryset.annotate(latest_verdict=latest).filter(latest_verdict=value)
 
     def filter_top_reason(self, queryset, name, value):
         """Decisions whose SHAP explanation ranks `value` among its top 3 features."""

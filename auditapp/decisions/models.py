@@ -81,3 +81,24 @@ class Decision(AppendOnlyModel):
 
     def compute_content_hash(self) -> str:
         return content_hash(self.hashed_fields())
+
+
+class Outcome(AppendOnlyModel):
+    """Ground truth for a decision, arriving later (SR 11-7 outcomes analysis). Append-only."""
+
+    SOURCES = [("api", "API"), ("import", "import")]
+
+    decision = models.ForeignKey(Decision, on_delete=models.PROTECT, related_name="outcomes")
+    outcome = models.JSONField()
+    observed_at = models.DateTimeField()
+    recorded_at = models.DateTimeField(default=timezone.now)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    source = models.CharField(max_length=10, choices=SOURCES, default="api")
+
+    class Meta:
+        ordering = ["-observed_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"outcome {self.outcome!r} of decision {self.decision_id}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
+from auditapp.reviews.services import feedback_json
 
 MASK = "[masked]"
 
@@ -51,6 +52,11 @@ class DecisionPresenter:
             explanation.method: explanation_json(explanation)
             for explanation in decision.explanations.all()
         }
+        data["outcomes"] = [
+            {"outcome": o.outcome, "observed_at": o.observed_at, "recorded_at": o.recorded_at}
+            for o in decision.outcomes.all()
+        ]
+        data["feedback"] = [feedback_json(f) for f in decision.feedback.select_related("author")]
         return data
 
 

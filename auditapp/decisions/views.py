@@ -16,7 +16,9 @@ from auditapp.decisions.filters import feature_types, filter_decisions, keyset_p
 from auditapp.decisions.hashing import canonical_json
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
+from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.reviews.services import submit_feedback
 from auditapp.web.pages import is_htmx, page, query_string
 from explain.models import Explanation
 
@@ -171,12 +173,53 @@ def detail(request, decision_id: int):
     decision = roles.get_decision_for_actor(actor, decision_id)
     services.note_decision_viewed(actor, decision, ip=client_ip(request), via="page")
     presenter = presenters.DecisionPresenter(actor)
-    context = {
+    return render(request, "decisions/detail.html", _detail_context(decision, actor, presenter))
+
+
+def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
+    schema = decision.model_version.parsed_schema
+    return {
         "inputs": presenters.input_rows(decision, presenter),
-        "stage_history": decision.model_version.stage_changes.all(),
+        "outcomes": decision.outcomes.all(),
+        "feedback_history": decision.feedback.select_related("author"),
+        "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
+        "classes": schema.target.classes,
+        "feedback_errors": feedback_errors,
         **_explanation_context(decision, actor),
     }
-    return render(request, "decisions/detail.html", context)
+
+
+@login_required
+@require_POST
+@page
+def feedback(request, decision_id: int):
+    """The feedback form of the decision page (the API takes the same fields as JSON)."""
+    actor = roles.actor_for(request)
+    decision = roles.get_decision_for_actor(actor, decision_id)
+    data = {"verdict": request.POST.get("verdict"), "comment": request.POST.get("comment", "")}
+    if request.POST.get("corrected_label"):
+        data["corrected_label"] = _as_class(request.POST["corrected_label"], decision)
+    if request.POST.get("explanation_rating"):
+        data["explanation_rating"] = _as_int(request.POST["explanation_rating"])
+    try:
+        submit_feedback(actor, decision, data, ip=client_ip(request))
+    except InvalidInput as exc:
+        context = _detail_context(decision, actor, presenters.DecisionPresenter(actor), exc.details)
+        return render(request, "decisions/detail.html", context, status=400)
+    return redirect("decision-detail", decision_id=decision_id)
+
+
+def _as_class(text: str, decision):
+    """A form's text as the schema's class of that name (classes may be numbers)."""
+    by_text = {str(c): c for c in decision.model_version.parsed_schema.target.classes}
+    return by_text.get(text, text)
+
+
+def _as_int(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 @login_required

@@ -139,15 +139,20 @@ class Target:
     classes: tuple = ()
     positive_class: Any = None
 
+    def label_error(self, value: Any) -> str | None:
+        """Why `value` is not a label of this target (a class, or a number), or None."""
+        if self.type == "classification":
+            if isinstance(value, bool | dict | list) or value not in self.classes:
+                return f"{value!r} is not one of the classes {list(self.classes)}"
+            return None
+        if not _is_number(value) or not math.isfinite(value):
+            return f"must be a finite number, got {value!r}"
+        return None
+
     def prediction_errors(self, prediction: Any, score: Any) -> list[tuple[str, str]]:
         errors: list[tuple[str, str]] = []
-        if self.type == "classification":
-            if prediction not in self.classes or isinstance(prediction, bool | dict | list):
-                errors.append(
-                    ("prediction", f"{prediction!r} is not one of the classes {list(self.classes)}")
-                )
-        elif not _is_number(prediction) or not math.isfinite(prediction):
-            errors.append(("prediction", f"must be a finite number, got {prediction!r}"))
+        if reason := self.label_error(prediction):
+            errors.append(("prediction", reason))
         if score is not None:
             if not _is_number(score) or not math.isfinite(score):
                 errors.append(("score", f"must be a finite number or null, got {score!r}"))

@@ -22,6 +22,7 @@ urlpatterns = [
         name="decision-explanations",
     ),
     path("decisions/<int:decision_id>/explain", decision_views.explain, name="decision-explain"),
+    path("decisions/<int:decision_id>/feedback", decision_views.feedback, name="decision-feedback"),
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",
