@@ -169,6 +169,9 @@ CELERY_BEAT_SCHEDULE = {
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)
 ATTEST_MAX_BATCH = 10_000
+# The review queue takes decisions whose score is this close to the threshold.
+ATTEST_REVIEW_THRESHOLD = float(env_str("ATTEST_REVIEW_THRESHOLD", "0.5"))
+ATTEST_REVIEW_SCORE_BAND = float(env_str("ATTEST_REVIEW_SCORE_BAND", "0.05"))
 
 LOGGING = {
     "version": 1,

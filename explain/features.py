@@ -132,6 +132,7 @@ class CategoryCodes:
         self.categorical = {
             i: list(f.categories) for i, f in enumerate(schema.features) if f.type == "categorical"
         }
+        self.booleans = [i for i, f in enumerate(schema.features) if f.type == "boolean"]
 
     def encode(self, frame: pd.DataFrame) -> np.ndarray:
         columns = []
@@ -145,18 +146,14 @@ class CategoryCodes:
         return np.column_stack(columns)
 
     def decode(self, array: np.ndarray) -> pd.DataFrame:
+        """Codes back to model inputs. Called for every model evaluation: keep it vectorised."""
         array = np.asarray(array, dtype=float)
         if array.ndim == 1:
             array = array.reshape(1, -1)
-        columns = {}
-        for i, feature in enumerate(self.schema.features):
-            values = array[:, i]
-            if i in self.categorical:
-                cats = np.asarray(self.categorical[i], dtype=object)
-                codes = np.clip(np.rint(values), 0, len(cats) - 1).astype(int)
-                columns[feature.name] = pd.Series(cats[codes], dtype=object)
-            elif feature.type == "boolean":
-                columns[feature.name] = pd.Series(values >= 0.5, dtype=bool)
-            else:
-                columns[feature.name] = pd.Series(values, dtype="float64")
-        return pd.DataFrame(columns)
+        frame = pd.DataFrame(array, columns=self.schema.names, copy=False)
+        for i, categories in self.categorical.items():
+            codes = np.clip(np.rint(array[:, i]), 0, len(categories) - 1).astype(int)
+            frame.isetitem(i, np.asarray(categories, dtype=object)[codes])
+        for i in self.booleans:
+            frame.isetitem(i, array[:, i] >= 0.5)
+        return frame

@@ -92,9 +92,9 @@ class ShapExplainer:
         self.output_space = self._output_space()
         self.negate = self._positive_is_first_class()
 
-    def _transform(self, frame: pd.DataFrame) -> np.ndarray:
+    def _transform(self, frame: pd.DataFrame):
         if self.preprocessing is None:
-            return np.asarray(frame, dtype=float)
+            return frame  # the estimator was fitted on named columns: keep the names
         return dense(self.preprocessing.transform(frame))
 
     def _output_space(self) -> str:

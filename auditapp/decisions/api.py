@@ -27,6 +27,7 @@ SEARCH_PARAMETERS = [
         ("top_reason", "a feature among the decision's top 3 SHAP features"),
         ("has_outcome", "true: an outcome was recorded; false: none yet"),
         ("feedback", "latest verdict: none, agree, disagree or unsure"),
+        ("review", "open: awaiting review; resolved: reviewed"),
         ("feature.<name>", "exact value of an input feature; also feature.<name>__gte / __lte"),
         ("ordering", "-predicted_at (default), predicted_at, score, -score"),
         ("cursor", "the `next` value of the previous page"),

@@ -14,7 +14,7 @@ from django.db.models.functions import Coalesce
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
-from auditapp.reviews.models import Feedback
+from auditapp.reviews.models import Feedback, ReviewCase
 from explain.models import Explanation
 
 DEFAULT_LIMIT = 50
@@ -31,6 +31,9 @@ class DecisionFilter(django_filters.FilterSet):
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
     top_reason = django_filters.CharFilter(method="filter_top_reason")
     has_outcome = django_filters.BooleanFilter(method="filter_has_outcome")
+    review = django_filters.ChoiceFilter(
+        choices=[("open", "open"), ("resolved", "resolved")], method="filter_review"
+    )
     feedback = django_filters.ChoiceFilter(
         choices=[(v, v) for v in ("none", "agree", "disagree", "unsure")],
         method="filter_feedback",
@@ -39,6 +42,14 @@ class DecisionFilter(django_filters.FilterSet):
     class Meta:
         model = Decision
         fields: list[str] = []
+
+    def filter_review(self, queryset, name, value):
+        """open: a case awaits review; resolved: reviewed, nothing open."""
+        cases = ReviewCase.objects.filter(decision=OuterRef("pk"))
+        unresolved = Exists(cases.unresolved())
+        if value == "open":
+            return queryset.filter(unresolved)
+        return queryset.filter(Exists(cases.filter(state=ReviewCase.RESOLVED)), ~unresolved)
 
     def filter_has_outcome(self, queryset, name, value):
         outcomes = Exists(Outcome.objects.filter(decision=OuterRef("pk")))

@@ -18,6 +18,7 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
 from auditapp.web.pages import is_htmx, page, query_string
 from explain.models import Explanation
@@ -185,6 +186,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
         "classes": schema.target.classes,
         "feedback_errors": feedback_errors,
+        **_case_context(decision, actor),
         **_explanation_context(decision, actor),
     }
 
@@ -207,6 +209,17 @@ def feedback(request, decision_id: int):
         context = _detail_context(decision, actor, presenters.DecisionPresenter(actor), exc.details)
         return render(request, "decisions/detail.html", context, status=400)
     return redirect("decision-detail", decision_id=decision_id)
+
+
+def _case_context(decision, actor) -> dict:
+    cases = list(decision.review_cases.select_related("assignee").order_by("-opened_at"))
+    case = next((c for c in cases if c.state != ReviewCase.RESOLVED), cases[0] if cases else None)
+    return {
+        "case": case,
+        "case_events": case.events.select_related("actor") if case else [],
+        "overrides": decision.overrides.select_related("author"),
+        "can_work": actor.can(roles.WORK_REVIEWS),
+    }
 
 
 def _as_class(text: str, decision):

@@ -23,6 +23,7 @@ FORMATS = ("skops", "joblib")
 # Types outside skops' own default list that we accept in an artifact: the
 # internals of scikit-learn, NumPy/SciPy and the gradient-boosting libraries.
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "xgboost.", "lightgbm.")
+TRUSTED_TYPES = frozenset({"collections.OrderedDict"})  # plain containers LightGBM keeps
 
 
 class ArtifactError(ValueError):
@@ -43,7 +44,11 @@ def trusted_skops_types(data: bytes) -> list[str]:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
         raise ArtifactError(f"the artifact is not a readable skops file ({exc})") from exc
-    refused = [name for name in untrusted if not name.startswith(TRUSTED_TYPE_PREFIXES)]
+    refused = [
+        name
+        for name in untrusted
+        if not name.startswith(TRUSTED_TYPE_PREFIXES) and name not in TRUSTED_TYPES
+    ]
     if refused:
         raise ArtifactError(
             f"the skops artifact contains types that are not trusted: {refused}; "

@@ -29,3 +29,91 @@ class Feedback(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.verdict} on decision {self.decision_id} by {self.author}"
+
+
+class ReviewCaseQuerySet(models.QuerySet):
+    def visible_to(self, actor):
+        from auditapp.registry.models import visible_models_q
+
+        scope = visible_models_q(actor, prefix="decision__registered_model__")
+        return self.filter(scope) if scope else self
+
+    def unresolved(self):
+        return self.exclude(state=ReviewCase.RESOLVED)
+
+
+class ReviewCase(models.Model):
+    """A decision put in front of a domain expert, by a rule or by hand."""
+
+    OPEN, IN_REVIEW, RESOLVED = "open", "in_review", "resolved"
+    STATES = [(OPEN, "open"), (IN_REVIEW, "in review"), (RESOLVED, "resolved")]
+    CONFIRMED, OVERRIDDEN = "confirmed", "overridden"
+    RESOLUTIONS = [(CONFIRMED, "confirmed"), (OVERRIDDEN, "overridden")]
+
+    decision = models.ForeignKey(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="review_cases"
+    )
+    state = models.CharField(max_length=10, choices=STATES, default=OPEN)
+    reasons = models.JSONField(default=list)  # [{"rule": ..., "detail": ...}]
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    opened_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolution = models.CharField(max_length=10, choices=RESOLUTIONS, blank=True)
+
+    objects = ReviewCaseQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["opened_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["decision"],
+                condition=~models.Q(state="resolved"),
+                name="one_unresolved_case_per_decision",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"case {self.pk} on decision {self.decision_id} ({self.state})"
+
+    def reason_texts(self) -> list[tuple[str, str]]:
+        """(plain label, detail) for each reason, for people to read."""
+        from auditapp.reviews.rules import RULE_LABELS
+
+        return [(RULE_LABELS.get(r["rule"], r["rule"]), r.get("detail", "")) for r in self.reasons]
+
+
+class CaseEvent(AppendOnlyModel):
+    """The history of a case: opened, reasons added, taken, resolved. Append-only."""
+
+    case = models.ForeignKey(ReviewCase, on_delete=models.PROTECT, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=20)
+    details = models.JSONField(default=dict)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} on case {self.case_id}"
+
+
+class Override(AppendOnlyModel):
+    """A human decision replacing the model's: a new record, the decision is never edited."""
+
+    decision = models.ForeignKey(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="overrides"
+    )
+    case = models.ForeignKey(ReviewCase, on_delete=models.PROTECT, related_name="overrides")
+    outcome = models.JSONField()
+    rationale = models.TextField()
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"override of decision {self.decision_id}: {self.outcome!r}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
-from auditapp.errors import InvalidInput
-from auditapp.reviews.models import Feedback
+from auditapp.errors import Conflict, InvalidInput
+from auditapp.reviews import rules
+from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 
 FEEDBACK_FIELDS = {"verdict", "corrected_label", "explanation_rating", "comment"}
 MAX_COMMENT = 5000
@@ -53,6 +55,9 @@ def submit_feedback(actor: roles.Actor, decision: Decision, data: Any, *, ip=Non
         explanation_rating=data.get("explanation_rating"),
         comment=data.get("comment", "").strip(),
     )
+    if feedback.verdict == Feedback.DISAGREE:
+        detail = f"{actor.user.get_username()}: {feedback.comment[:200]}".rstrip(": ")
+        open_cases({decision.pk: [rules.reason(rules.EXPERT_DISAGREES, detail)]}, actor=actor)
     record_event(
         "feedback.submitted",
         actor=actor,
@@ -74,3 +79,134 @@ def feedback_json(feedback: Feedback) -> dict:
         "author": feedback.author.get_username(),
         "created_at": feedback.created_at,
     }
+
+
+# -- the review queue ------------------------------------------------------------------------
+
+
+def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> list[ReviewCase]:
+    """Put decisions in the queue (or add reasons to their unresolved case). Idempotent."""
+    reasons_by_decision = {d: r for d, r in reasons_by_decision.items() if r}
+    if not reasons_by_decision:
+        return []
+    user = actor.user if actor is not None and actor.user.is_authenticated else None
+    now = timezone.now()
+    touched = []
+    with transaction.atomic():
+        existing = {
+            case.decision_id: case
+            for case in ReviewCase.objects.select_for_update()
+            .unresolved()
+            .filter(decision_id__in=reasons_by_decision)
+        }
+        for decision_id, reasons in reasons_by_decision.items():
+            case = existing.get(decision_id)
+            if case is None:
+                case = ReviewCase.objects.create(decision_id=decision_id, reasons=reasons)
+                CaseEvent.objects.create(
+                    case=case, actor=user, action="opened", details={"reasons": reasons}, at=now
+                )
+                touched.append(case)
+                continue
+            new = [r for r in reasons if r["rule"] not in {x["rule"] for x in case.reasons}]
+            if new:
+                case.reasons = [*case.reasons, *new]
+                case.updated_at = now
+                case.save(update_fields=["reasons", "updated_at"])
+                CaseEvent.objects.create(
+                    case=case, actor=user, action="reasons_added", details={"reasons": new}, at=now
+                )
+                touched.append(case)
+    return touched
+
+
+def review_explanations(explanations) -> list[ReviewCase]:
+    """Apply the queue's rules to freshly written explanations (called by the workers)."""
+    reasons: dict[int, list[dict]] = {}
+    for explanation in explanations:
+        found = rules.explanation_reasons(explanation)
+        if explanation.method == "shap":
+            found += rules.score_reasons(explanation.decision.score)
+        if found:
+            reasons.setdefault(explanation.decision_id, []).extend(found)
+    return open_cases(reasons)
+
+
+def flag_decision(actor: roles.Actor, decision: Decision, note: str, *, ip=None) -> ReviewCase:
+    actor.require(roles.WORK_REVIEWS)
+    if not isinstance(note, str) or not note.strip():
+        raise InvalidInput("Say why the decision needs a review.", code="invalid_flag")
+    (case,) = open_cases(
+        {decision.pk: [rules.reason(rules.FLAGGED, note.strip()[:500])]}, actor=actor
+    ) or [ReviewCase.objects.unresolved().get(decision=decision)]
+    record_event("review.flagged", actor=actor, target=decision, ip=ip, case=case.pk)
+    return case
+
+
+def _transition(actor, case: ReviewCase, action: str, ip, **details) -> None:
+    case.updated_at = timezone.now()
+    CaseEvent.objects.create(
+        case=case, actor=actor.user, action=action, details=details, at=case.updated_at
+    )
+    record_event(
+        f"review.{action}", actor=actor, target=case, ip=ip, decision=case.decision_id, **details
+    )
+
+
+@transaction.atomic
+def take_case(actor: roles.Actor, case: ReviewCase, *, ip=None) -> ReviewCase:
+    """The expert starts reviewing: the case is in review and assigned to them."""
+    actor.require(roles.WORK_REVIEWS)
+    case = ReviewCase.objects.select_for_update().get(pk=case.pk)
+    if case.state == ReviewCase.RESOLVED:
+        raise Conflict("This case is already resolved.", code="case_resolved")
+    case.state, case.assignee = ReviewCase.IN_REVIEW, actor.user
+    _transition(actor, case, "taken", ip)
+    case.save(update_fields=["state", "assignee", "updated_at"])
+    return case
+
+
+@transaction.atomic
+def resolve_case(
+    actor: roles.Actor,
+    case: ReviewCase,
+    resolution: str,
+    *,
+    outcome=None,
+    rationale: str = "",
+    ip=None,
+) -> ReviewCase:
+    """Confirm the decision, or override it with a new outcome and a rationale (a new record)."""
+    actor.require(roles.WORK_REVIEWS)
+    case = ReviewCase.objects.select_for_update().select_related("decision").get(pk=case.pk)
+    if case.state == ReviewCase.RESOLVED:
+        raise Conflict("This case is already resolved.", code="case_resolved")
+    if resolution not in (ReviewCase.CONFIRMED, ReviewCase.OVERRIDDEN):
+        raise InvalidInput("resolution must be confirmed or overridden.")
+    rationale = (rationale or "").strip()
+    if resolution == ReviewCase.OVERRIDDEN:
+        target = case.decision.model_version.parsed_schema.target
+        errors = {}
+        if outcome is None or (reason := target.label_error(outcome)):
+            errors["outcome"] = reason if outcome is not None else "is required to override"
+        if not rationale:
+            errors["rationale"] = "is required to override"
+        if errors:
+            raise InvalidInput(
+                "The override is incomplete.", code="invalid_override", details=errors
+            )
+        Override.objects.create(
+            decision=case.decision,
+            case=case,
+            outcome=outcome,
+            rationale=rationale,
+            author=actor.user,
+        )
+    case.state, case.resolution = ReviewCase.RESOLVED, resolution
+    case.assignee = case.assignee or actor.user
+    case.resolved_at = timezone.now()
+    _transition(
+        actor, case, "resolved", ip, resolution=resolution, rationale=rationale, outcome=outcome
+    )
+    case.save(update_fields=["state", "resolution", "assignee", "resolved_at", "updated_at"])
+    return case

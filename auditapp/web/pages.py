@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from django.http import Http404
 from django.shortcuts import render
 
-from auditapp.errors import InvalidInput, NotFound
+from auditapp.errors import NotFound, ServiceError
 
 
 def page(view):
@@ -20,9 +20,9 @@ def page(view):
             return view(request, *args, **kwargs)
         except NotFound as exc:
             raise Http404(exc.message) from None
-        except InvalidInput as exc:
-            context = {"status": 400, "message": exc.message, "details": exc.details}
-            return render(request, "web/error.html", context, status=400)
+        except ServiceError as exc:  # bad input (400), a conflict (409), ...
+            context = {"status": exc.status, "message": exc.message, "details": exc.details}
+            return render(request, "web/error.html", context, status=exc.status)
 
     return wrapper
 

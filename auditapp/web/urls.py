@@ -3,6 +3,7 @@ from django.urls import path
 
 from auditapp.decisions import views as decision_views
 from auditapp.registry import views as registry_views
+from auditapp.reviews import views as review_views
 from auditapp.web import views
 
 urlpatterns = [
@@ -23,6 +24,10 @@ urlpatterns = [
     ),
     path("decisions/<int:decision_id>/explain", decision_views.explain, name="decision-explain"),
     path("decisions/<int:decision_id>/feedback", decision_views.feedback, name="decision-feedback"),
+    path("decisions/<int:decision_id>/flag", review_views.flag, name="decision-flag"),
+    path("review/", review_views.queue, name="review-queue"),
+    path("review/<int:case_id>/take", review_views.take, name="review-take"),
+    path("review/<int:case_id>/resolve", review_views.resolve, name="review-resolve"),
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",
