@@ -40,8 +40,10 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Benchmarks (PostgreSQL and Redis on 127.0.0.1): figures beside raw baselines.
 bench: install
 	$(PY) bench/ingest.py
+	$(PY) bench/explain.py
 
 clean:
 	rm -rf var/
