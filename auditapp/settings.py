@@ -130,6 +130,8 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "auditapp.web.api_errors.exception_handler",
     # NaN and Infinity are parsed so that validation can name the field.
     "STRICT_JSON": False,
+    # ?format= names a file format of our own (csv, parquet), not a DRF renderer.
+    "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -21,6 +21,11 @@ api_v1 = [
         registry_api.ModelVersionStageView.as_view(),
         name="api-model-version-stage",
     ),
+    path(
+        "models/<slug:name>/versions/<str:version>/labelled-data",
+        reviews_api.LabelledDataView.as_view(),
+        name="api-labelled-data",
+    ),
     path("decisions", decisions_api.DecisionListView.as_view(), name="api-decisions"),
     path(
         "decisions/<int:decision_id>",

@@ -41,6 +41,7 @@ WORK_REVIEWS = "work_reviews"
 EXPORT_REPORTS = "export_reports"
 READ_AUDIT = "read_audit"
 VERIFY_CHAIN = "verify_chain"
+EXPORT_TRAINING_DATA = "export_training_data"  # labelled decisions, for the model's owners
 
 CAPABILITIES = frozenset(
     {
@@ -59,6 +60,7 @@ CAPABILITIES = frozenset(
         EXPORT_REPORTS,
         READ_AUDIT,
         VERIFY_CHAIN,
+        EXPORT_TRAINING_DATA,
     }
 )
 
@@ -74,6 +76,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             READ_DECISIONS,
             VIEW_SENSITIVE,
             REQUEST_EXPLANATIONS,
+            EXPORT_TRAINING_DATA,
         }
     ),
     COMPLIANCE_OFFICER: frozenset(
@@ -111,7 +114,7 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
     "read": frozenset(
         {READ_MODELS, READ_DECISIONS, ALL_MODELS, VIEW_SENSITIVE, READ_AUDIT, VERIFY_CHAIN}
     ),
-    "report": frozenset({EXPORT_REPORTS, READ_MODELS, ALL_MODELS}),
+    "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, ALL_MODELS}),
     "admin": CAPABILITIES,
 }
 

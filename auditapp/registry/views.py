@@ -9,6 +9,7 @@ from django.shortcuts import render
 from auditapp.accounts import roles
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.registry.stats import version_statistics
+from auditapp.reviews.stats import oversight_figures
 from auditapp.web import charts
 from auditapp.web.pages import page
 
@@ -60,6 +61,8 @@ def version_detail(request, name: str, version: str):
         ),
     }
     context = {
+        "oversight": oversight_figures(model_version),
+        "can_export_labelled": actor.can(roles.EXPORT_TRAINING_DATA),
         "model_version": model_version,
         "schema": schema,
         "stats": stats,

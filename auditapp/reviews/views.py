@@ -11,6 +11,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.errors import NotFound
 from auditapp.registry.models import RegisteredModel
 from auditapp.reviews import services
+from auditapp.reviews.api import labelled_download
 from auditapp.reviews.models import ReviewCase
 from auditapp.web.pages import page
 
@@ -92,3 +93,9 @@ def flag(request, decision_id: int):
     decision = roles.get_decision_for_actor(actor, decision_id)
     services.flag_decision(actor, decision, request.POST.get("note", ""), ip=client_ip(request))
     return redirect("decision-detail", decision_id=decision_id)
+
+
+@login_required
+@page
+def labelled_data(request, name: str, version: str, fmt: str):
+    return labelled_download(request, name, version, fmt)

@@ -28,6 +28,11 @@ urlpatterns = [
     path("review/", review_views.queue, name="review-queue"),
     path("review/<int:case_id>/take", review_views.take, name="review-take"),
     path("review/<int:case_id>/resolve", review_views.resolve, name="review-resolve"),
+    path(
+        "models/<slug:name>/versions/<str:version>/labelled.<str:fmt>",
+        review_views.labelled_data,
+        name="labelled-data",
+    ),
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",

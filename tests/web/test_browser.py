@@ -109,3 +109,35 @@ def test_an_auditor_sees_sensitive_inputs_hidden(
     expect(page.locator('tr[data-feature="income"] .masked')).to_have_text("hidden")
     expect(page.locator('tr[data-feature="age"] .masked')).to_have_count(0)
     expect(page.locator("text=Recompute explanations")).to_have_count(0)
+
+
+def test_a_domain_expert_disagrees_then_works_the_case_to_an_override(
+    live_server, chromium, model_version, ingest, domain_expert
+):
+    (result,) = ingest(DecisionPayloadFactory(prediction="bad", score=0.9))
+    page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+    log_in(page, live_server.url, "domain_expert")
+    page.goto(f"{live_server.url}/decisions/{result['id']}/")
+
+    page.check("input[name=verdict][value=disagree]")
+    page.select_option("select[name=corrected_label]", "good")
+    page.select_option("select[name=explanation_rating]", "2")
+    page.fill("textarea[name=comment]", "The guarantor covers the loan.")
+    page.click("text=Give feedback")
+    expect(page.locator("ul.feedback li").first).to_contain_text("should be good")
+    review = page.locator("#review")
+    expect(review).to_contain_text("a domain expert disagreed")
+    expect(review.locator(".stage")).to_have_text("open")
+
+    page.goto(f"{live_server.url}/review/?who=unassigned")
+    page.click(f"a[href='/decisions/{result['id']}/#review']")
+    page.click("text=Take this case")
+    expect(page.locator("#review .stage")).to_have_text("in review")
+    page.check("input[name=resolution][value=overridden]")
+    page.locator("#review select[name=outcome]").select_option("good")
+    page.fill("textarea[name=rationale]", "Guarantor verified by phone.")
+    page.click("#review button:has-text('Resolve')")
+
+    expect(page.locator("#review .stage")).to_have_text("resolved")
+    expect(page.locator(".override")).to_contain_text("Overridden to good")
+    page.screenshot(path=SHOTS / "case-overridden.png", full_page=True)
