@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import spearmanr
 
 from auditapp.registry.schema import Schema
 
@@ -96,15 +95,40 @@ def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[
     overlap = len(set(rank_features(shap_attr, k)) & set(rank_features(lime_attr, k))) / k
     shap_values = [abs(shap_attr[n]) for n in names]
     lime_values = [abs(lime_attr.get(n, 0.0)) for n in names]
-    if len(names) < 2 or np.ptp(shap_values) == 0 or np.ptp(lime_values) == 0:
+    if len(set(shap_values)) < 2 or len(set(lime_values)) < 2:
         correlation = float("nan")
     else:
-        correlation = float(spearmanr(shap_values, lime_values).statistic)
+        # Spearman's rho: Pearson's correlation of average ranks (scipy's spearmanr
+        # gives the same, at a millisecond a call, which a batch of 250 feels).
+        correlation = _pearson(_ranks(shap_values), _ranks(lime_values))
     return {
         "top_k": k,
         "top_k_overlap": overlap,
         "rank_correlation": correlation if math.isfinite(correlation) else None,
     }
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Ranks from 0, ties sharing their average rank. Plain Python: vectors are short."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2
+        start = end + 1
+    return ranks
+
+
+def _pearson(a: list[float], b: list[float]) -> float:
+    mean_a, mean_b = sum(a) / len(a), sum(b) / len(b)
+    cov = sum((x - mean_a) * (y - mean_b) for x, y in zip(a, b, strict=True))
+    var_a = sum((x - mean_a) ** 2 for x in a)
+    var_b = sum((y - mean_b) ** 2 for y in b)
+    return cov / math.sqrt(var_a * var_b)
 
 
 ExplainFn = Callable[[ModelContext, pd.DataFrame, Sequence[int], dict], list[ExplanationResult]]

@@ -175,6 +175,22 @@ def default_seed(content_hash: str) -> int:
 # -- the batch ------------------------------------------------------------------------------------
 
 
+CLAIM_FIELDS = (
+    "id",
+    "decision_id",
+    "method",
+    "status",
+    "attempts",
+    "seed",
+    "error",
+    "quality",
+    "decision__id",
+    "decision__inputs",
+    "decision__content_hash",
+    "decision__score",
+)
+
+
 def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[Explanation]:
     """Mark the batch's unfinished explanations running and count the attempt, atomically."""
     now = timezone.now()
@@ -190,6 +206,9 @@ def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[
             )
             .exclude(status=Explanation.DONE)
             .select_related("decision")
+            # Only what the batch reads: decoding every JSON column of a few hundred
+            # decisions costs more than explaining them with TreeSHAP.
+            .only(*CLAIM_FIELDS)
         )
         exhausted = [e for e in rows if e.attempts >= MAX_ATTEMPTS]
         claimed = [e for e in rows if e.attempts < MAX_ATTEMPTS]

@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shap
+from hypothesis import given
+from hypothesis import strategies as st
 from lightgbm import LGBMClassifier
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier
@@ -269,3 +271,27 @@ def test_agreement_counts_shared_top_features_and_rank_correlation():
     assert result["top_k"] == 3
     assert result["top_k_overlap"] == pytest.approx(2 / 3)
     assert result["rank_correlation"] == pytest.approx(0.8)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(min_value=0, max_value=4).map(float),
+            st.floats(min_value=-5, max_value=5, allow_nan=False, width=16),
+        ),
+        min_size=3,
+        max_size=12,
+    )
+)
+def test_rank_agreement_equals_scipys_spearman(pairs):
+    from scipy.stats import spearmanr
+
+    shap_attr = {f"f{i}": a for i, (a, _) in enumerate(pairs)}
+    lime_attr = {f"f{i}": b for i, (_, b) in enumerate(pairs)}
+    ours = engine.agreement(shap_attr, lime_attr)["rank_correlation"]
+    a = [abs(v) for v in shap_attr.values()]
+    b = [abs(v) for v in lime_attr.values()]
+    if ours is None:
+        assert np.ptp(a) == 0 or np.ptp(b) == 0
+    else:
+        assert ours == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
