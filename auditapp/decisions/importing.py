@@ -21,7 +21,6 @@ from auditapp.decisions.services import record_checked_decisions
 from auditapp.decisions.validation import check_decisions
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.registry.models import ModelVersion
-from auditapp.registry.schema import Schema
 
 CHUNK = 1000
 ENVELOPE_COLUMNS = ("request_id", "predicted_at", "prediction")
@@ -36,16 +35,6 @@ class ImportSummary:
     @property
     def total(self) -> int:
         return self.created + self.duplicates + len(self.rejected)
-
-
-def _prediction_from_text(text: str, schema: Schema) -> Any:
-    if schema.target.type == "regression":
-        try:
-            return float(text)
-        except ValueError:
-            return text
-    by_text = {str(c): c for c in schema.target.classes}
-    return by_text.get(text, text)
 
 
 def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, Any]]:
@@ -67,7 +56,7 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
                 "version": model_version.version,
                 "request_id": row["request_id"],
                 "inputs": inputs,
-                "prediction": _prediction_from_text(row["prediction"], schema),
+                "prediction": schema.target.label_from_text(row["prediction"]),
                 "predicted_at": row["predicted_at"],
             }
             if row.get("score", "").strip():

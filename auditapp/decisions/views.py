@@ -200,7 +200,8 @@ def feedback(request, decision_id: int):
     decision = roles.get_decision_for_actor(actor, decision_id)
     data = {"verdict": request.POST.get("verdict"), "comment": request.POST.get("comment", "")}
     if request.POST.get("corrected_label"):
-        data["corrected_label"] = _as_class(request.POST["corrected_label"], decision)
+        target = decision.model_version.parsed_schema.target
+        data["corrected_label"] = target.label_from_text(request.POST["corrected_label"])
     if request.POST.get("explanation_rating"):
         data["explanation_rating"] = _as_int(request.POST["explanation_rating"])
     try:
@@ -220,12 +221,6 @@ def _case_context(decision, actor) -> dict:
         "overrides": decision.overrides.select_related("author"),
         "can_work": actor.can(roles.WORK_REVIEWS),
     }
-
-
-def _as_class(text: str, decision):
-    """A form's text as the schema's class of that name (classes may be numbers)."""
-    by_text = {str(c): c for c in decision.model_version.parsed_schema.target.classes}
-    return by_text.get(text, text)
 
 
 def _as_int(text: str):

@@ -139,6 +139,18 @@ class Target:
     classes: tuple = ()
     positive_class: Any = None
 
+    def label_from_text(self, text: str) -> Any:
+        """A label typed as text (a form, a CSV cell) as this target's value: a class
+        (classes may be numbers), or a number for regression; unparseable text stays text
+        so that label_error can say what is wrong with it."""
+        text = text.strip()
+        if self.type == "classification":
+            return {str(c): c for c in self.classes}.get(text, text)
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
     def label_error(self, value: Any) -> str | None:
         """Why `value` is not a label of this target (a class, or a number), or None."""
         if self.type == "classification":

@@ -72,8 +72,7 @@ def resolve(request, case_id: int):
     case = _case_for(actor, case_id)
     outcome = request.POST.get("outcome") or None
     if outcome is not None:
-        classes = {str(c): c for c in case.decision.model_version.parsed_schema.target.classes}
-        outcome = classes.get(outcome, outcome)
+        outcome = case.decision.model_version.parsed_schema.target.label_from_text(outcome)
     services.resolve_case(
         actor,
         case,

@@ -37,7 +37,7 @@ class Command(BaseCommand):
         missing = {"request_id", "outcome", "observed_at"} - set(rows[0] if rows else {})
         if missing:
             raise CommandError(f"{path.name} lacks the column(s) {sorted(missing)}.")
-        classes = {str(c): c for c in model.versions.first().parsed_schema.target.classes}
+        target = model.versions.first().parsed_schema.target
         created = duplicates = 0
         rejected: list[str] = []
         actor = roles.system_actor()
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         ) as bar:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start : start + CHUNK]
-                items = [self._item(row, model.name, classes) for row in chunk]
+                items = [self._item(row, model.name, target) for row in chunk]
                 valid, invalid = check_outcomes(actor, items, timezone.now())
                 for problem in invalid:
                     line = start + problem["index"] + 2
@@ -69,17 +69,10 @@ class Command(BaseCommand):
             raise CommandError(f"{len(rejected)} row(s) were rejected; the others were imported.")
 
     @staticmethod
-    def _item(row: dict, model: str, classes: dict) -> dict:
-        text = (row.get("outcome") or "").strip()
-        outcome = classes.get(text, text)
-        if not classes:  # regression: outcomes are numbers
-            try:
-                outcome = float(text)
-            except ValueError:
-                outcome = text
+    def _item(row: dict, model: str, target) -> dict:
         return {
             "model": model,
             "request_id": row.get("request_id", ""),
-            "outcome": outcome,
+            "outcome": target.label_from_text(row.get("outcome") or ""),
             "observed_at": row.get("observed_at", ""),
         }
