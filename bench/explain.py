@@ -660,22 +660,7 @@ def analyze_tables() -> None:
 
 def purge_broker() -> int:
     """Drop the task messages on the broker; on the bench's own Redis db, kombu's keys too."""
-    from django.conf import settings
-
-    from auditapp.celery import app
-
-    purged = app.control.purge() or 0
-    if settings.CELERY_BROKER_URL == DEFAULT_BROKER_URL:
-        import redis
-
-        client = redis.Redis.from_url(DEFAULT_BROKER_URL)
-        try:
-            keys = list(client.scan_iter("_kombu.binding*"))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
-    return purged
+    return ingest.purge_broker(DEFAULT_BROKER_URL)
 
 
 # --- figures ------------------------------------------------------------------------------

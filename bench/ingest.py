@@ -497,7 +497,7 @@ def in_process_singles(actor_factory, payloads: Payloads, warmup: int, count: in
     return {"p50": percentile(timings, 0.5), "p95": percentile(timings, 0.95)}
 
 
-def purge_broker() -> int:
+def purge_broker(own_broker_url: str = DEFAULT_BROKER_URL) -> int:
     """Drop the task messages this run enqueued; return how many there were.
 
     On the bench's own Redis database (the default) kombu's routing keys go
@@ -509,10 +509,10 @@ def purge_broker() -> int:
     from auditapp.celery import app
 
     purged = app.control.purge() or 0
-    if settings.CELERY_BROKER_URL == DEFAULT_BROKER_URL:
+    if own_broker_url == settings.CELERY_BROKER_URL:
         import redis
 
-        client = redis.Redis.from_url(DEFAULT_BROKER_URL)
+        client = redis.Redis.from_url(own_broker_url)
         try:
             keys = list(client.scan_iter("_kombu.binding*"))
             if keys:
