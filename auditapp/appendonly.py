@@ -5,7 +5,10 @@ correction is a new row. On PostgreSQL, triggers enforce the same rule below
 the application (see the migrations).
 """
 
-from django.db import models
+from django.db import connection, models
+
+# The PostgreSQL advisory lock that orders inserts of sealed rows against the sealer.
+SEALING_LOCK = 0x41545354  # "ATST"
 
 
 class AppendOnlyError(Exception):
@@ -39,22 +42,58 @@ class AppendOnlyModel(models.Model):
         raise AppendOnlyError(f"{type(self).__name__} {self.pk} is append-only.")
 
 
-def append_only_trigger_sql(table: str) -> tuple[str, str]:
-    """Forward and reverse SQL for a PostgreSQL trigger refusing UPDATE/DELETE/TRUNCATE."""
-    forward = f"""
-    CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
-    BEGIN
-        RAISE EXCEPTION 'table % is append-only (% refused)', TG_TABLE_NAME, TG_OP
-            USING ERRCODE = 'insufficient_privilege';
-    END;
-    $$ LANGUAGE plpgsql;
-    CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
-        FOR EACH ROW EXECUTE FUNCTION attest_refuse_change();
-    CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
-        FOR EACH STATEMENT EXECUTE FUNCTION attest_refuse_change();
+def hold_insert_order() -> None:
+    """Make the sealer wait for this transaction before it reads the newest id.
+
+    Seals cover contiguous id ranges. On PostgreSQL a transaction can draw id 7,
+    another id 8 and commit first; a seal up to 8 taken then would miss 7 for
+    ever. Every transaction inserting sealed rows holds the shared side of one
+    advisory lock (call this before the insert, inside the transaction); the
+    sealer takes the exclusive side to read its horizon. SQLite has one writer
+    at a time, so ids commit in order there.
     """
-    reverse = f"""
-    DROP TRIGGER IF EXISTS {table}_append_only ON {table};
-    DROP TRIGGER IF EXISTS {table}_no_truncate ON {table};
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", [SEALING_LOCK])
+
+
+REFUSE_CHANGE_FUNCTION = """
+CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
+BEGIN
+    RAISE EXCEPTION 'table % is append-only (% refused)', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END;
+$$ LANGUAGE plpgsql;
+"""
+
+
+def append_only_triggers(*tables: str):
+    """A migration operation: on PostgreSQL, triggers refusing UPDATE, DELETE and TRUNCATE.
+
+    A database superuser can still disable triggers; the seals make what they
+    change detectable. SQLite relies on the model layer above.
     """
-    return forward, reverse
+    from django.db import migrations
+
+    def forward(apps, schema_editor):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        schema_editor.execute(REFUSE_CHANGE_FUNCTION, params=None)
+        for table in tables:
+            schema_editor.execute(
+                f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                "FOR EACH ROW EXECUTE FUNCTION attest_refuse_change()"
+            )
+            schema_editor.execute(
+                f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION attest_refuse_change()"
+            )
+
+    def reverse(apps, schema_editor):
+        if schema_editor.connection.vendor != "postgresql":
+            return
+        for table in tables:
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+            schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
+
+    return migrations.RunPython(forward, reverse)

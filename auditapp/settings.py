@@ -167,6 +167,8 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
     "explain-sweep": {"task": "explain.sweep", "schedule": 60.0, "options": {"queue": "explain"}},
+    # New decisions and audit events join the hash chain within a minute.
+    "audit-seal": {"task": "audit.seal", "schedule": 60.0, "options": {"queue": "reports"}},
 }
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)

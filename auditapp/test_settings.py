@@ -7,9 +7,11 @@ started by tests use this module too, so they read the tests' broker folder.
 
 from auditapp.env import env_str, filesystem_broker_options
 from auditapp.settings import *  # noqa: F403
-from auditapp.settings import CELERY_BROKER_URL, DATABASES, VAR_DIR
+from auditapp.settings import CELERY_BROKER_URL, DATABASES, INSTALLED_APPS, VAR_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# First, so its `flush` (append-only tables on PostgreSQL) replaces Django's.
+INSTALLED_APPS = ["tests.support", *INSTALLED_APPS]
 MEDIA_ROOT = env_str("MEDIA_ROOT", str(VAR_DIR / "test-media"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that threads in concurrency tests share it.

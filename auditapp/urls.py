@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from auditapp.accounts import api as accounts_api
 from auditapp.decisions import api as decisions_api
 from auditapp.registry import api as registry_api
 from auditapp.reviews import api as reviews_api
@@ -43,6 +44,14 @@ api_v1 = [
         decisions_api.DecisionExplainView.as_view(),
         name="api-decision-explain",
     ),
+    path(
+        "decisions/<int:decision_id>/proof",
+        decisions_api.DecisionProofView.as_view(),
+        name="api-decision-proof",
+    ),
+    path("audit/events", accounts_api.AuditEventListView.as_view(), name="api-audit-events"),
+    path("audit/verify", decisions_api.AuditVerifyView.as_view(), name="api-audit-verify"),
+    path("audit/seals/latest", decisions_api.LatestSealView.as_view(), name="api-latest-seal"),
 ]
 
 urlpatterns = [

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 
 from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.roles import Actor
+from auditapp.appendonly import hold_insert_order
 
 
 def client_ip(request) -> str | None:
@@ -37,7 +38,7 @@ def record_event(
     if target is not None:
         object_type = object_type or target._meta.label_lower
         object_id = object_id or str(target.pk)
-    return AuditEvent.objects.create(
+    event = AuditEvent(
         actor=user,
         actor_name=user.get_username() if user is not None else actor_name,
         action=action,
@@ -46,3 +47,8 @@ def record_event(
         ip=ip,
         details=details,
     )
+    event.content_hash = event.compute_content_hash()
+    with transaction.atomic(savepoint=False):
+        hold_insert_order()
+        event.save(force_insert=True)
+    return event

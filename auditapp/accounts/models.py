@@ -5,6 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
+from auditapp.decisions.hashing import canonical_ip, sha256_hex
 
 
 class ApiToken(models.Model):
@@ -48,6 +49,8 @@ class AuditEvent(AppendOnlyModel):
     object_id = models.CharField(max_length=200, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # sha256 of the fields above (canonical JSON), sealed into the hash chain like decisions.
+    content_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-at", "-id"]
@@ -55,3 +58,18 @@ class AuditEvent(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"
+
+    def hashed_fields(self) -> dict:
+        return {
+            "at": self.at,
+            "actor_id": self.actor_id,
+            "actor_name": self.actor_name,
+            "action": self.action,
+            "object_type": self.object_type,
+            "object_id": self.object_id,
+            "ip": canonical_ip(self.ip),
+            "details": self.details,
+        }
+
+    def compute_content_hash(self) -> str:
+        return sha256_hex(self.hashed_fields())

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions import outcomes, services
+from auditapp.decisions import outcomes, sealing, services
 from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
@@ -97,3 +97,56 @@ class OutcomeListView(APIView):
             roles.actor_for(request), request.data, ip=client_ip(request)
         )
         return Response({"results": results}, status=201)
+
+
+class AuditVerifyView(APIView):
+    @extend_schema(
+        operation_id="audit_verify",
+        parameters=[
+            OpenApiParameter("seal_index", OpenApiTypes.INT, description="exported seal index"),
+            OpenApiParameter("seal_hash", OpenApiTypes.STR, description="and its seal_hash"),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request):
+        """Recompute every hash, root and link; optionally check against an exported seal."""
+        against = None
+        if "seal_index" in request.query_params or "seal_hash" in request.query_params:
+            against = {
+                "index": request.query_params.get("seal_index"),
+                "seal_hash": request.query_params.get("seal_hash"),
+            }
+        return self._verify(request, against)
+
+    @extend_schema(
+        operation_id="audit_verify_against",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def post(self, request):
+        """Verify against an exported seal sent as the body (the JSON seals/latest returned)."""
+        return self._verify(request, request.data)
+
+    def _verify(self, request, against):
+        result = sealing.verify_as(
+            roles.actor_for(request), against=against, ip=client_ip(request), via="api"
+        )
+        return Response(result.as_dict())
+
+
+class LatestSealView(APIView):
+    @extend_schema(operation_id="audit_latest_seal", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        """The latest seal, to keep outside the database and verify against later."""
+        actor = roles.actor_for(request)
+        document = sealing.export_latest_seal(actor, ip=client_ip(request), via="api")
+        return Response(document)
+
+
+class DecisionProofView(APIView):
+    @extend_schema(operation_id="decision_inclusion_proof", responses=OpenApiTypes.OBJECT)
+    def get(self, request, decision_id: int):
+        """The RFC 6962 inclusion proof of the decision in its seal."""
+        actor = roles.actor_for(request)
+        decision = roles.get_decision_for_actor(actor, decision_id)
+        return Response(sealing.inclusion_proof(decision))

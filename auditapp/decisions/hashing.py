@@ -10,6 +10,7 @@ decision: in Python, orjson.dumps(document, option=orjson.OPT_SORT_KEYS).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,11 @@ def _encode_time(value: Any) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def canonical_ip(ip: str | None) -> str | None:
+    """An IP address as hashed: its standard compressed text form."""
+    return None if ip is None else str(ipaddress.ip_address(ip))
+
+
 def canonical_bytes(value: Any) -> bytes:
     """Canonical JSON as UTF-8. Values must be finite (validation refuses NaN and Infinity)."""
     return orjson.dumps(value, default=_encode_time, option=_OPTIONS)
@@ -51,8 +57,11 @@ def canonical_json(value: Any) -> str:
     return canonical_bytes(value).decode()
 
 
+def sha256_hex(document: Any) -> str:
+    """sha256 hex of a document's canonical JSON: the one hash every sealed record uses."""
+    return hashlib.sha256(canonical_bytes(document)).hexdigest()
+
+
 def content_hash(fields: dict[str, Any]) -> str:
     """sha256 hex of the canonical JSON of HASHED_FIELDS taken from `fields`."""
-    return hashlib.sha256(
-        canonical_bytes({name: fields[name] for name in HASHED_FIELDS})
-    ).hexdigest()
+    return sha256_hex({name: fields[name] for name in HASHED_FIELDS})

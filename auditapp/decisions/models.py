@@ -102,3 +102,36 @@ class Outcome(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"outcome {self.outcome!r} of decision {self.decision_id}"
+
+
+class Seal(AppendOnlyModel):
+    """A block of the hash chain: Merkle roots over newly recorded decisions and audit events.
+
+    A seal covers every decision and audit event whose id is above the previous
+    seal's and at most its own last id, in id (insertion) order. It keeps their
+    ids and content hashes (the leaves) so verification can name the first row
+    that no longer matches, and it is chained to the previous seal by hash.
+    The chain's fields and their canonical form are in `sealing.seal_document`.
+    """
+
+    index = models.PositiveIntegerField(unique=True)
+    sealed_at = models.DateTimeField(default=timezone.now)
+    previous_hash = models.CharField(max_length=64)
+    decision_count = models.PositiveIntegerField()
+    last_decision_id = models.BigIntegerField(null=True)
+    decisions_root = models.CharField(max_length=64)
+    event_count = models.PositiveIntegerField()
+    last_event_id = models.BigIntegerField(null=True)
+    events_root = models.CharField(max_length=64)
+    seal_hash = models.CharField(max_length=64, unique=True)
+    # Packed little-endian int64 ids and 32-byte content hashes, in id order.
+    decision_ids = models.BinaryField()
+    decision_leaves = models.BinaryField()
+    event_ids = models.BinaryField()
+    event_leaves = models.BinaryField()
+
+    class Meta:
+        ordering = ["index"]
+
+    def __str__(self) -> str:
+        return f"seal {self.index} ({self.seal_hash[:12]}…)"

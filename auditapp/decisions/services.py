@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash
 from auditapp.decisions.models import Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
@@ -286,6 +287,7 @@ def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
     """Insert decision rows; COPY on PostgreSQL (several times faster), bulk INSERT elsewhere."""
     if count == 0:
         return [], []
+    hold_insert_order()
     if connection.vendor == "postgresql" and count > 1:
         return _copy_decisions(rows, count)
     rows = list(rows)

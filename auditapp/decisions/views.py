@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-
 from django.contrib.auth.decorators import login_required
-from django.http import StreamingHttpResponse
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
-from auditapp.decisions import presenters, services
+from auditapp.decisions import presenters, sealing, services
 from auditapp.decisions.filters import feature_types, filter_decisions, keyset_page, parse_limit
 from auditapp.decisions.hashing import canonical_json
 from auditapp.decisions.models import Decision
@@ -20,7 +18,7 @@ from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
-from auditapp.web.pages import is_htmx, page, query_string
+from auditapp.web.pages import csv_response, is_htmx, page, query_string
 from explain.models import Explanation
 
 EXPORT_LIMIT = 100_000
@@ -121,24 +119,15 @@ def export_csv(request):
         "content_hash",
     ]
 
-    def lines():
-        writer = csv.writer(_Echo())
-        yield writer.writerow(fixed + (names or ["inputs"]))
+    def rows():
         for decision in queryset.iterator(chunk_size=2000):
             data = presenter.summary(decision)
             inputs = data.pop("inputs")
             values = [data[k] for k in fixed]
             features = [inputs.get(n) for n in names] if names else [canonical_json(inputs)]
-            yield writer.writerow(values + features)
+            yield values + features
 
-    response = StreamingHttpResponse(lines(), content_type="text/csv")
-    response["Content-Disposition"] = 'attachment; filename="decisions.csv"'
-    return response
-
-
-class _Echo:
-    def write(self, value):
-        return value
+    return csv_response("decisions.csv", fixed + (names or ["inputs"]), rows())
 
 
 def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
@@ -186,6 +175,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
         "classes": schema.target.classes,
         "feedback_errors": feedback_errors,
+        "seal": sealing.seal_of(decision),
         **_case_context(decision, actor),
         **_explanation_context(decision, actor),
     }
@@ -249,3 +239,36 @@ def explain(request, decision_id: int):
     if is_htmx(request):
         return explanations(request, decision_id)
     return redirect("decision-detail", decision_id=decision_id)
+
+
+@login_required
+@require_POST
+@page
+def verify_chain(request):
+    """Verify the whole chain now, optionally against an uploaded exported seal."""
+    actor = roles.actor_for(request)
+    against = None
+    if upload := request.FILES.get("seal"):
+        against = sealing.read_exported_seal(upload.read())
+    result = sealing.verify_as(actor, against=against, ip=client_ip(request), via="page")
+    return render(request, "decisions/_verification.html", {"result": result})
+
+
+@login_required
+@page
+def latest_seal_download(request):
+    """The latest seal as a JSON file for the auditor to keep; audited."""
+    document = sealing.export_latest_seal(
+        roles.actor_for(request), ip=client_ip(request), via="page"
+    )
+    response = JsonResponse(document, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="attest-seal-{document["index"]}.json"'
+    return response
+
+
+@login_required
+@page
+def proof(request, decision_id: int):
+    """The decision's inclusion proof, loaded on request (it reads the whole seal)."""
+    decision = roles.get_decision_for_actor(roles.actor_for(request), decision_id)
+    return render(request, "decisions/_proof.html", {"proof": sealing.inclusion_proof(decision)})

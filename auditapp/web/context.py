@@ -6,5 +6,6 @@ from auditapp.accounts import roles
 def navigation(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"user_roles": []}
-    return {"user_roles": roles.role_names(user)}
+        return {"user_roles": [], "can_read_audit": False}
+    actor = roles.Actor(user=user)
+    return {"user_roles": roles.role_names(user), "can_read_audit": actor.can(roles.READ_AUDIT)}

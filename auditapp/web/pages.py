@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlencode
 
-from django.http import Http404
+from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 
 from auditapp.errors import NotFound, ServiceError
@@ -41,3 +43,24 @@ def query_string(params, **changes) -> str:
 def is_htmx(request) -> bool:
     """An htmx request wants the fragment it targets, not the whole page."""
     return request.headers.get("HX-Request") == "true"
+
+
+class _Echo:
+    """A file-like object whose write returns the line: csv.writer as a generator."""
+
+    def write(self, value):
+        return value
+
+
+def csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence]):
+    """Stream rows as a CSV download without holding them all in memory."""
+
+    def lines():
+        writer = csv.writer(_Echo())
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow(row)
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response

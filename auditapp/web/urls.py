@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from auditapp.accounts import views as account_views
 from auditapp.decisions import views as decision_views
 from auditapp.registry import views as registry_views
 from auditapp.reviews import views as review_views
@@ -24,6 +25,7 @@ urlpatterns = [
     ),
     path("decisions/<int:decision_id>/explain", decision_views.explain, name="decision-explain"),
     path("decisions/<int:decision_id>/feedback", decision_views.feedback, name="decision-feedback"),
+    path("decisions/<int:decision_id>/proof", decision_views.proof, name="decision-proof"),
     path("decisions/<int:decision_id>/flag", review_views.flag, name="decision-flag"),
     path("review/", review_views.queue, name="review-queue"),
     path("review/<int:case_id>/take", review_views.take, name="review-take"),
@@ -33,6 +35,10 @@ urlpatterns = [
         review_views.labelled_data,
         name="labelled-data",
     ),
+    path("audit/", account_views.audit_log, name="audit-log"),
+    path("audit/events.csv", account_views.audit_log_csv, name="audit-log-export"),
+    path("audit/verify", decision_views.verify_chain, name="audit-verify"),
+    path("audit/seal.json", decision_views.latest_seal_download, name="audit-latest-seal"),
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",

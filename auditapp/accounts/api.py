@@ -1,0 +1,42 @@
+"""Access-log API (API.md: Audit)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import access_log, roles
+from auditapp.accounts.audit import client_ip
+from auditapp.decisions.filters import parse_limit
+
+EVENT_PARAMETERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    for name, text in [
+        ("actor", "user name (exact)"),
+        ("action", "an action (auth.login) or a prefix ending in a dot (decision.)"),
+        ("object_type", "e.g. decisions.decision"),
+        ("object_id", "the object's id"),
+        ("from", "ISO-8601, at or after"),
+        ("to", "ISO-8601, before"),
+        ("cursor", "the `next` value of the previous page"),
+        ("limit", "page size, 1-500 (default 50)"),
+    ]
+]
+
+
+class AuditEventListView(APIView):
+    @extend_schema(
+        operation_id="audit_events", parameters=EVENT_PARAMETERS, responses=OpenApiTypes.OBJECT
+    )
+    def get(self, request):
+        """The access log, newest first (compliance officers, auditors, admins)."""
+        actor = roles.actor_for(request)
+        events = access_log.search_events(actor, request.query_params)
+        rows, next_cursor = access_log.page_of_events(
+            events,
+            request.query_params.get("cursor"),
+            parse_limit(request.query_params.get("limit")),
+        )
+        access_log.note_read(actor, request.query_params, ip=client_ip(request), via="api")
+        return Response({"results": [access_log.event_row(e) for e in rows], "next": next_cursor})

@@ -1,0 +1,20 @@
+from django.core.management.base import BaseCommand
+
+from auditapp.decisions.sealing import seal_new_records
+
+
+class Command(BaseCommand):
+    help = (
+        "Seal the decisions and audit events recorded since the last seal into the hash "
+        "chain now (a Celery beat task does this every minute)."
+    )
+
+    def handle(self, *args, **options):
+        seals = seal_new_records()
+        for seal in seals:
+            self.stdout.write(
+                f"seal {seal.index}: {seal.decision_count} decisions, {seal.event_count} "
+                f"audit events, hash {seal.seal_hash}"
+            )
+        if not seals:
+            self.stdout.write("Nothing new to seal.")

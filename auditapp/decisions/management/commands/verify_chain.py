@@ -1,0 +1,78 @@
+import json
+from pathlib import Path
+
+import orjson
+from django.core.management.base import BaseCommand, CommandError
+from tqdm import tqdm
+
+from auditapp.accounts import roles
+from auditapp.decisions.sealing import exported_seal, latest_seal, verify_as
+from auditapp.errors import ServiceError
+
+
+class Command(BaseCommand):
+    help = (
+        "Recompute every decision's and audit event's content hash from its stored fields, "
+        "every seal's Merkle roots and every link of the chain. Exits 0 when all match; "
+        "otherwise exits 1 and names the first record or seal that does not match. "
+        "--against checks the chain against a seal exported earlier and kept elsewhere; "
+        "--export-seal writes the latest seal for you to keep."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--against", type=Path, help="a seal exported earlier (JSON)")
+        parser.add_argument("--export-seal", type=Path, help="write the latest seal here")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, **options):
+        against = self._read_seal(options["against"]) if options["against"] else None
+        bars: dict[str, tqdm] = {}
+
+        def progress(kind: str, done: int) -> None:
+            bar = bars.get(kind) or bars.setdefault(
+                kind,
+                tqdm(
+                    unit=f" {kind}s",
+                    desc=f"{kind}s",
+                    disable=options["no_progress"],
+                    file=self.stderr._out,
+                ),
+            )
+            bar.update(done - bar.n)
+
+        try:
+            result = verify_as(
+                roles.system_actor(), against=against, via="command", progress=progress
+            )
+        except ServiceError as error:
+            raise CommandError(str(error)) from error
+        finally:
+            for bar in bars.values():
+                bar.close()
+        self.stdout.write(
+            f"{result.decisions} decisions, {result.events} audit events, {result.seals} seals "
+            f"checked ({result.unsealed_decisions} decisions and {result.unsealed_events} events "
+            "not sealed yet)."
+        )
+        if against is not None and result.ok:
+            self.stdout.write(f"The chain matches the exported seal {against['index']}.")
+        if options["export_seal"]:
+            seal = latest_seal()
+            if seal is None:
+                raise CommandError("There is no seal to export yet (run seal_records).")
+            options["export_seal"].write_text(json.dumps(exported_seal(seal), indent=2) + "\n")
+            self.stdout.write(f"Latest seal {seal.index} written to {options['export_seal']}.")
+        if not result.ok:
+            bad = result.first_bad
+            what = f"seal {bad['index']}" if bad["kind"] == "seal" else f"{bad['kind']} {bad['id']}"
+            self.stderr.write(f"MISMATCH: {what}: {bad['reason']}.")
+            raise SystemExit(1)
+        self.stdout.write("OK: every record and seal matches.")
+
+    def _read_seal(self, path: Path) -> dict:
+        try:
+            return orjson.loads(path.read_bytes())
+        except FileNotFoundError as error:
+            raise CommandError(f"No such file: {path}") from error
+        except orjson.JSONDecodeError as error:
+            raise CommandError(f"{path} is not JSON: {error}") from error

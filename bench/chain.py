@@ -1,0 +1,235 @@
+"""Hash-chain benchmark: sealing and `verify_chain` over 1,000,000 decisions.
+
+Run with `.venv/bin/python bench/chain.py` (bench/report.py runs it too, and
+`make bench` runs that). Not a test: it prints figures beside raw baselines.
+
+1. DATABASE_URL (default postgres://postgres@127.0.0.1:5432/attest_bench_chain)
+   is created if missing and migrated; the demo credit model is registered.
+2. The table is topped up to --decisions decisions (default 1,000,000) of
+   realistic credit inputs, written with COPY and the product's own content
+   hash (a benchmark of verification, not of ingestion), then sealed.
+3. verify_chain runs over everything, timed; the baselines in the same run are
+   PostgreSQL alone streaming the same columns to psycopg (no hashing), and
+   Python alone hashing the same canonical documents already in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/attest_bench_chain"
+TARGET_RATE = 100_000  # decisions verified per second
+DISTINCT = 20_000  # distinct applicants, cycled with fresh request ids
+
+
+def prepare():
+    os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    from bench import ingest
+
+    ingest.configure_env()
+    ingest.ensure_database()
+    ingest.setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    user = ingest.bench_user()
+    version, model = ingest.bench_model(user)
+    return user, version, model
+
+
+def top_up(version, model, target: int) -> int:
+    """COPY decisions until there are `target`; returns how many were added."""
+    from django.db import connection
+
+    from auditapp.decisions.models import Decision
+    from auditapp.decisions.services import COPY_COLUMNS
+    from bench import ingest
+
+    missing = target - Decision.objects.count()
+    if missing <= 0:
+        return 0
+    payloads = ingest.Payloads(model, min(DISTINCT, missing), "c0ffee01").items
+    began = time.perf_counter()
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    recorded = datetime.now(UTC)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
+            "FROM generate_series(1, %s)",
+            [missing],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        copy_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(copy_sql) as copy:
+            for n, decision_id in enumerate(ids):
+                copy.write_row(
+                    _row(version, payloads[n % len(payloads)], decision_id, run, n, recorded)
+                )
+                if n % 100_000 == 99_999:
+                    print(f"  {n + 1:,} / {missing:,} written", flush=True)
+    print(f"wrote {missing:,} decisions in {time.perf_counter() - began:.0f} s")
+    return missing
+
+
+def _row(version, payload: dict, decision_id: int, run: str, n: int, recorded: datetime) -> tuple:
+    from auditapp.decisions.hashing import canonical_json, content_hash
+
+    predicted_at = datetime.fromisoformat(payload["predicted_at"]) + timedelta(microseconds=n)
+    fields = {
+        "model": version.registered_model.name,
+        "version": version.version,
+        "artifact_sha256": version.artifact_sha256,
+        "request_id": f"chain-{run}-{n}",
+        "subject_ref": payload.get("subject_ref"),
+        "inputs": payload["inputs"],
+        "prediction": payload["prediction"],
+        "score": payload.get("score"),
+        "predicted_at": predicted_at,
+        "recorded_at": recorded,
+        "source": "import",
+        "metadata": {},
+    }
+    return (
+        decision_id,
+        version.registered_model_id,
+        version.pk,
+        fields["request_id"],
+        fields["subject_ref"],
+        canonical_json(fields["inputs"]),
+        canonical_json(fields["prediction"]),
+        fields["score"],
+        predicted_at,
+        recorded,
+        "import",
+        "{}",
+        content_hash(fields),
+        None,
+        "bench/chain.py",
+    )
+
+
+def raw_fetch_rate() -> tuple[float, int]:
+    """PostgreSQL streaming the columns verification reads, to psycopg, nothing else."""
+    from django.db import connection, transaction
+
+    from auditapp.decisions import sealing
+
+    columns = [
+        "id",
+        "model_version_id",
+        "request_id",
+        "subject_ref",
+        sealing._json("inputs"),
+        sealing._json("prediction"),
+        "score",
+        sealing._time("predicted_at"),
+        sealing._time("recorded_at"),
+        "source",
+        sealing._json("metadata"),
+        "content_hash",
+    ]
+    began, rows = time.perf_counter(), 0
+    with transaction.atomic():
+        cursor = connection.chunked_cursor()
+        cursor.execute(f"SELECT {', '.join(columns)} FROM decisions_decision ORDER BY id")
+        while chunk := cursor.fetchmany(sealing.CHUNK):
+            rows += len(chunk)
+        cursor.close()
+    return rows / (time.perf_counter() - began), rows
+
+
+def raw_hash_rate(count: int = 200_000) -> float:
+    """hashlib + orjson over canonical documents already in memory (no database)."""
+    import orjson
+
+    from auditapp.decisions.models import Decision
+
+    sample = list(
+        Decision.objects.order_by("id").values(
+            "request_id", "subject_ref", "inputs", "prediction", "score", "source", "metadata"
+        )[:DISTINCT]
+    )
+    documents = [{**sample[i % len(sample)], "predicted_at": "2026-11-20T10:00:00.000000+00:00"}
+                 for i in range(count)]  # fmt: skip
+    began = time.perf_counter()
+    for document in documents:
+        hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).digest()
+    return count / (time.perf_counter() - began)
+
+
+def run(decisions: int) -> list[tuple[str, str, str, str]]:
+    """The chain figures as table rows: figure, Attest, raw, ratio."""
+    _user, version, model = prepare()
+    from django.db import connection
+
+    from auditapp.decisions.models import Decision
+    from auditapp.decisions.sealing import seal_new_records, verify_chain
+
+    top_up(version, model, decisions)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE decisions_decision")
+    began = time.perf_counter()
+    seals = seal_new_records()
+    sealed = sum(s.decision_count for s in seals)
+    seal_s = time.perf_counter() - began
+    if sealed:
+        print(f"sealed {sealed:,} decisions into {len(seals)} seal(s) in {seal_s:.1f} s")
+
+    total = Decision.objects.count()
+    began = time.perf_counter()
+    result = verify_chain()
+    verify_s = time.perf_counter() - began
+    if not result.ok:
+        sys.exit(f"verification failed: {result.first_bad}")
+    rate = result.decisions / verify_s
+    fetch_rate, _ = raw_fetch_rate()
+    hash_rate = raw_hash_rate()
+    met = "met" if rate >= TARGET_RATE else "NOT met"
+    return [
+        (
+            f"verify_chain, {total:,} decisions (+{result.events:,} events), s",
+            f"{verify_s:.1f} s",
+            "",
+            "",
+        ),
+        (
+            "verify_chain, decisions/s",
+            f"{rate:,.0f}/s",
+            f"{fetch_rate:,.0f}/s (fetch only)",
+            f"{rate / fetch_rate:.0%} of fetch; target >= {TARGET_RATE:,}/s {met}",
+        ),
+        (
+            "hashing alone (orjson + sha256, in memory)",
+            "",
+            f"{hash_rate:,.0f}/s",
+            "",
+        ),
+    ]
+
+
+def print_table(rows) -> None:
+    header = ("figure", "Attest", "raw", "ratio")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decisions", type=int, default=1_000_000)
+    args = parser.parse_args()
+    print_table(run(args.decisions))
+
+
+if __name__ == "__main__":
+    main()

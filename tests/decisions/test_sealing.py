@@ -1,0 +1,357 @@
+"""The hash chain: seals, verification against every tamper scenario, exported seals, proofs.
+
+Tampering goes through raw SQL, as someone with database access would do it;
+on PostgreSQL with the append-only triggers switched off for the session, as a
+superuser can.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+
+from auditapp.accounts.audit import record_event
+from auditapp.accounts.models import AuditEvent
+from auditapp.decisions import merkle
+from auditapp.decisions.models import Decision, Seal
+from auditapp.decisions.sealing import (
+    exported_seal,
+    inclusion_proof,
+    latest_seal,
+    seal_new_records,
+    verify_chain,
+)
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@contextmanager
+def tampering():
+    """A cursor that can change append-only rows (triggers off on PostgreSQL)."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET session_replication_role = replica")
+        try:
+            yield cursor
+        finally:
+            if connection.vendor == "postgresql":
+                cursor.execute("SET session_replication_role = DEFAULT")
+
+
+def decision_ids(ingest, count: int) -> list[int]:
+    return [row["id"] for row in ingest(*DecisionPayloadFactory.build_batch(count))]
+
+
+@pytest.fixture
+def sealed(model_version, ingest):
+    """Two seals over eight decisions and the audit events so far."""
+    first = decision_ids(ingest, 5)
+    seal_new_records()
+    second = decision_ids(ingest, 3)
+    seal_new_records()
+    return first + second
+
+
+def test_seals_cover_every_decision_and_event_in_order_and_chain_up(sealed):
+    seals = list(Seal.objects.order_by("index"))
+
+    assert [s.index for s in seals] == [0, 1]
+    assert seals[0].previous_hash == "0" * 64
+    assert seals[1].previous_hash == seals[0].seal_hash
+    assert seals[0].decision_count + seals[1].decision_count == Decision.objects.count() == 8
+    assert seals[1].last_decision_id == sealed[-1]
+    assert seals[1].last_event_id == AuditEvent.objects.order_by("id").last().pk
+    hashes = [
+        bytes.fromhex(h)
+        for h in Decision.objects.filter(pk__in=sealed[5:])
+        .order_by("id")
+        .values_list("content_hash", flat=True)
+    ]
+    assert seals[1].decisions_root == merkle.root(hashes).hex()
+    assert seal_new_records() == []  # nothing new since
+
+
+def test_an_untouched_chain_verifies(sealed):
+    record_event("test.unsealed")
+
+    result = verify_chain()
+
+    assert result.ok, result.first_bad
+    assert (result.decisions, result.seals) == (8, 2)
+    assert result.events == AuditEvent.objects.count()
+    assert result.unsealed_events == 1
+    assert result.latest_seal["seal_hash"] == latest_seal().seal_hash
+
+
+def test_a_field_edited_behind_the_applications_back_is_named(sealed):
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE decisions_decision SET score = 0.01 WHERE id IN (%s, %s)",
+            [sealed[2], sealed[6]],
+        )
+
+    bad = verify_chain().first_bad
+
+    assert bad["kind"] == "decision"
+    assert bad["id"] == sealed[2]
+    assert "do not match the content hash it was sealed with" in bad["reason"]
+
+
+def test_a_deleted_decision_is_named(sealed):
+    with tampering() as cursor:
+        cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [sealed[3]])
+        cursor.execute(
+            "DELETE FROM reviews_caseevent WHERE case_id IN "
+            "(SELECT id FROM reviews_reviewcase WHERE decision_id = %s)",
+            [sealed[3]],
+        )
+        cursor.execute("DELETE FROM reviews_reviewcase WHERE decision_id = %s", [sealed[3]])
+        cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [sealed[3]])
+
+    result = verify_chain()
+
+    assert not result.ok
+    assert result.first_bad == {
+        "kind": "decision",
+        "id": sealed[3],
+        "seal": 0,
+        "reason": "it was deleted",
+    }
+
+
+def test_a_decision_inserted_inside_a_sealed_range_is_named(model_version, ingest):
+    first = decision_ids(ingest, 2)
+    skip_ids(5)
+    later = decision_ids(ingest, 2)
+    seal_new_records()
+    forged = first[-1] + 2
+    assert forged < later[0]
+    with tampering() as cursor:
+        columns = (
+            "registered_model_id, model_version_id, request_id, subject_ref, inputs, "
+            "prediction, score, predicted_at, recorded_at, source, metadata, content_hash, "
+            "recorded_by_id, client"
+        )
+        cursor.execute(
+            f"INSERT INTO decisions_decision (id, {columns}) SELECT %s, "
+            + columns.replace("request_id", "'forged'")
+            + " FROM decisions_decision WHERE id = %s",
+            [forged, first[0]],
+        )
+
+    bad = verify_chain().first_bad
+
+    assert (bad["kind"], bad["id"]) == ("decision", forged)
+    assert bad["reason"] == "it was inserted inside a sealed range"
+
+
+def skip_ids(count: int) -> None:
+    """Leave a gap in the decision ids, as rolled-back transactions do."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('decisions_decision', 'id'), "
+                "(SELECT max(id) FROM decisions_decision) + %s)",
+                [count],
+            )
+        else:
+            cursor.execute(
+                "UPDATE sqlite_sequence SET seq = seq + %s WHERE name = 'decisions_decision'",
+                [count],
+            )
+
+
+def test_reordered_decisions_are_named(sealed):
+    """Two rows swap every field, stored hash included: each still hashes to itself."""
+    a, b = sealed[1], sealed[2]
+    fields = "request_id, inputs, prediction, score, predicted_at, recorded_at, content_hash"
+    with tampering() as cursor:
+        cursor.execute(f"SELECT {fields} FROM decisions_decision WHERE id = %s", [a])
+        row_a = cursor.fetchone()
+        cursor.execute(f"SELECT {fields} FROM decisions_decision WHERE id = %s", [b])
+        row_b = cursor.fetchone()
+        assignments = ", ".join(f"{name.strip()} = %s" for name in fields.split(","))
+        cursor.execute("UPDATE decisions_decision SET request_id = 'swap' WHERE id = %s", [a])
+        cursor.execute(f"UPDATE decisions_decision SET {assignments} WHERE id = %s", [*row_a, b])
+        cursor.execute(f"UPDATE decisions_decision SET {assignments} WHERE id = %s", [*row_b, a])
+
+    bad = verify_chain().first_bad
+
+    assert (bad["kind"], bad["id"], bad["seal"]) == ("decision", a, 0)
+
+
+def test_an_altered_seal_is_named(sealed):
+    with tampering() as cursor:
+        cursor.execute('UPDATE decisions_seal SET decision_count = 4 WHERE "index" = 0')
+
+    bad = verify_chain().first_bad
+
+    assert bad == {"kind": "seal", "index": 0, "reason": "its fields do not match its seal_hash"}
+
+
+def test_an_edited_audit_event_is_named(sealed):
+    event = AuditEvent.objects.order_by("id")[1]
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE accounts_auditevent SET actor_name = 'someone else' WHERE id = %s", [event.pk]
+        )
+
+    bad = verify_chain().first_bad
+
+    assert (bad["kind"], bad["id"]) == ("event", event.pk)
+
+
+def test_a_rewritten_chain_passes_alone_but_fails_against_the_exported_seal(sealed, tmp_path):
+    """Someone who recomputes every hash and seal is caught by the seal the auditor kept."""
+    kept = exported_seal(latest_seal())
+    target = Decision.objects.get(pk=sealed[0])
+    target.score = 0.5
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE decisions_decision SET score = 0.5, content_hash = %s WHERE id = %s",
+            [target.compute_content_hash(), target.pk],
+        )
+        cursor.execute("DELETE FROM decisions_seal")
+    seal_new_records()
+
+    assert verify_chain().ok  # the rewrite is consistent in itself
+    result = verify_chain(against=kept)
+
+    assert not result.ok
+    assert result.first_bad["kind"] == "seal"
+    assert result.first_bad["index"] == kept["index"]
+
+
+def test_the_exported_seal_checks_out_on_an_intact_chain(sealed):
+    kept = json.loads(json.dumps(exported_seal(latest_seal())))
+    result = verify_chain(against=kept)
+
+    assert result.ok
+    assert result.checked_against == {"index": 1, "seal_hash": kept["seal_hash"]}
+
+
+def test_each_sealed_decision_has_an_inclusion_proof(sealed):
+    decision = Decision.objects.get(pk=sealed[6])
+
+    proof = inclusion_proof(decision)
+
+    assert proof["sealed"] and proof["verified"]
+    assert proof["seal"]["index"] == 1
+    assert (proof["leaf_index"], proof["tree_size"]) == (1, 3)
+    leaves = [
+        bytes.fromhex(h)
+        for h in Decision.objects.filter(pk__in=sealed[5:])
+        .order_by("id")
+        .values_list("content_hash", flat=True)
+    ]
+    assert proof["audit_path"] == [p.hex() for p in merkle.inclusion_proof(leaves, 1)]
+    assert merkle.verify_inclusion(
+        bytes.fromhex(decision.content_hash),
+        1,
+        3,
+        [bytes.fromhex(p) for p in proof["audit_path"]],
+        bytes.fromhex(proof["seal"]["decisions"]["root"]),
+    )
+
+
+def test_an_unsealed_decision_says_so(model_version, ingest):
+    (decision_id,) = decision_ids(ingest, 1)
+
+    assert inclusion_proof(Decision.objects.get(pk=decision_id))["sealed"] is False
+
+
+def test_seals_split_large_backlogs(model_version, ingest):
+    decision_ids(ingest, 7)
+
+    seals = seal_new_records(max_rows=3)
+
+    assert [s.decision_count for s in seals] == [3, 3, 1]
+    assert verify_chain().ok
+
+
+class TestVerifyChainCommand:
+    def test_it_exits_0_on_an_intact_chain_and_exports_the_seal(self, sealed, tmp_path, capsys):
+        out = tmp_path / "seal.json"
+
+        call_command("verify_chain", "--no-progress", "--export-seal", str(out))
+
+        assert "OK: every record and seal matches." in capsys.readouterr().out
+        assert json.loads(out.read_text())["seal_hash"] == latest_seal().seal_hash
+        event = AuditEvent.objects.filter(action="chain.verified").first()
+        assert event.details["ok"] is True and event.actor_name == "system (manage.py)"
+
+    def test_it_exits_1_naming_the_first_mismatch(self, sealed, tmp_path, capsys):
+        kept = tmp_path / "kept.json"
+        kept.write_text(json.dumps(exported_seal(latest_seal())))
+        with tampering() as cursor:
+            cursor.execute(
+                "UPDATE decisions_decision SET subject_ref = 'x' WHERE id = %s", [sealed[4]]
+            )
+
+        with pytest.raises(SystemExit) as exit_info:
+            call_command("verify_chain", "--no-progress", "--against", str(kept))
+
+        assert exit_info.value.code == 1
+        assert f"MISMATCH: decision {sealed[4]}:" in capsys.readouterr().err
+
+    def test_seal_records_seals_now(self, model_version, ingest, capsys):
+        decision_ids(ingest, 2)
+
+        call_command("seal_records")
+
+        assert "seal 0: 2 decisions" in capsys.readouterr().out
+
+
+@pytest.mark.postgres
+class TestTriggers:
+    """On PostgreSQL the database itself refuses changes to append-only rows."""
+
+    @pytest.fixture(autouse=True)
+    def postgres_only(self):
+        if connection.vendor != "postgresql":
+            pytest.skip("triggers exist on PostgreSQL; SQLite relies on the model layer")
+
+    APPEND_ONLY = [
+        "decisions_decision",
+        "decisions_outcome",
+        "decisions_seal",
+        "accounts_auditevent",
+        "reviews_feedback",
+        "reviews_caseevent",
+        "reviews_override",
+    ]
+
+    def test_every_append_only_table_has_its_triggers(self, db):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE tgname LIKE %s",
+                ["%_append_only"],
+            )
+            guarded = {table for table, _name in cursor.fetchall()}
+            cursor.execute(
+                "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE %s",
+                ["%_no_truncate"],
+            )
+            no_truncate = {row[0] for row in cursor.fetchall()}
+
+        assert guarded == no_truncate == set(self.APPEND_ONLY)
+
+    @pytest.mark.parametrize(
+        "table", ["decisions_decision", "decisions_seal", "accounts_auditevent"]
+    )
+    @pytest.mark.parametrize(
+        "statement", ["UPDATE {t} SET id = id", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"]
+    )
+    def test_updates_deletes_and_truncates_are_refused(self, sealed, table, statement):
+        with (
+            pytest.raises(DatabaseError, match="append-only"),
+            transaction.atomic(),
+            connection.cursor() as cursor,
+        ):
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending checks before TRUNCATE
+            cursor.execute(statement.format(t=table))
