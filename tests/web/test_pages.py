@@ -136,7 +136,10 @@ class TestDecisionPage:
     ):
         client = browser(compliance_officer)
         client.get(f"/decisions/{decisions[0]}/")
-        with django_assert_max_num_queries(12):
+        # session, user, roles, decision, audit event (with its sealing lock on PostgreSQL),
+        # seal, review case (with its overrides and history when open), explanations,
+        # outcomes, feedback
+        with django_assert_max_num_queries(13):
             client.get(f"/decisions/{decisions[1]}/")
 
 
