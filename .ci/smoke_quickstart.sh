@@ -41,6 +41,15 @@ echo "The demo has $COUNT decisions."
 [ "$COUNT" -ge 2000 ] || { echo "expected about 2,000 demo decisions"; exit 1; }
 grep -q "celery@" "$LOG" || grep -q "ready" "$LOG" || { echo "no Celery worker came up"; cat "$LOG"; exit 1; }
 
+# Celery beat seals the demo into the hash chain within a minute or so; then it verifies.
+echo "Waiting for the first seal of the hash chain."
+for _ in $(seq 1 90); do
+  OUT=$(.venv/bin/python manage.py verify_chain --no-progress 2>&1) || { echo "$OUT"; cat "$LOG"; exit 1; }
+  case "$OUT" in *" 0 seals checked"*) sleep 2 ;; *) break ;; esac
+done
+echo "$OUT"
+case "$OUT" in *" 0 seals checked"*) echo "beat never sealed the demo decisions"; cat "$LOG"; exit 1 ;; esac
+
 # SIGTERM, as a process manager would (a background job here ignores SIGINT).
 echo "Stopping the quick start."
 kill -TERM -- "-$RUN_PID"
