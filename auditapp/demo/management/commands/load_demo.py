@@ -1,8 +1,14 @@
-"""Demo data for the quick start: one user per role, a credit model, ~2,000 decisions."""
+"""Demo data for the quick start: one user per role, a credit model, ~2,000 decisions.
+
+The decisions span the two weeks before the model was registered. Those older
+than a week have their true outcome recorded (as a bank learns who repaid),
+and the last two days come from applicants after an economic shock, so that
+the monitoring pages have performance figures and real drift to show.
+"""
 
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
@@ -10,6 +16,7 @@ from django.test import Client
 
 from auditapp.accounts import roles
 from auditapp.accounts.services import create_api_token, create_user, revoke_api_token
+from auditapp.decisions.outcomes import record_outcomes
 from auditapp.demo import credit
 from auditapp.registry import services as registry
 from auditapp.registry.models import ModelVersion
@@ -23,6 +30,9 @@ DEMO_USERS = [
 ]
 MODEL, VERSION = "credit", "1"
 REPLAY_BATCH = 500
+PERIOD = timedelta(days=14)  # the replayed decisions span this, up to registration
+OUTCOMES_AFTER = timedelta(days=7)  # decisions older than this have their outcome
+SHOCK_FOR = timedelta(days=2)  # the most recent decisions come after a downturn
 
 
 def demo_password(username: str) -> str:
@@ -40,8 +50,13 @@ class Command(BaseCommand):
         users = self._users()
         model_version = self._model(users["mlengineer"])
         registry.assign_models(users["expert"], [MODEL])
-        created = self._replay(users["mlengineer"], model_version, options["decisions"])
-        self.stdout.write(self.style.SUCCESS(f"\nDemo data ready: {created} new decisions."))
+        created, payloads = self._replay(users["mlengineer"], model_version, options["decisions"])
+        outcomes = self._outcomes(users["mlengineer"], model_version, payloads)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nDemo data ready: {created} new decisions, {outcomes} new outcomes."
+            )
+        )
         self.stdout.write(f"Open http://{options['host']}/ and log in as one of:")
         for username, role in DEMO_USERS:
             self.stdout.write(f"  {username:<12} password {demo_password(username):<20} ({role})")
@@ -86,18 +101,18 @@ class Command(BaseCommand):
         model_version = registry.register_model_version(actor, upload)
         return registry.change_stage(actor, model_version, ModelVersion.PRODUCTION)
 
-    def _replay(self, engineer, model_version: ModelVersion, count: int) -> int:
+    def _replay(self, engineer, model_version: ModelVersion, count: int) -> tuple[int, list]:
         frame = credit.applicants(count, seed=11)
+        start = model_version.created_at - PERIOD
+        spacing = PERIOD / max(count, 1)
+        shocked = [
+            start + spacing * i >= model_version.created_at - SHOCK_FOR for i in range(count)
+        ]
+        frame.loc[shocked] = credit.economic_shock(frame.loc[shocked])
         model = registry.load_model(model_version)
-        start = model_version.created_at - timedelta(days=14)
         payloads = list(
             credit.decision_payloads(
-                model,
-                frame,
-                model_name=MODEL,
-                version=VERSION,
-                start=start,
-                spacing=timedelta(days=14) / max(count, 1),
+                model, frame, model_name=MODEL, version=VERSION, start=start, spacing=spacing
             )
         )
         token, key = create_api_token(engineer, scopes=["ingest"], name="demo replay")
@@ -120,4 +135,26 @@ class Command(BaseCommand):
                 self.stdout.write(f"  replayed {begin + len(results)}/{len(payloads)} decisions")
         finally:
             revoke_api_token(token)
-        return created
+        for payload, outcome in zip(payloads, frame["outcome"], strict=True):
+            payload["true_outcome"] = outcome
+        return created, payloads
+
+    def _outcomes(self, engineer, model_version: ModelVersion, payloads: list[dict]) -> int:
+        """The true outcome of every decision older than a week, observed five days after it."""
+        cutoff = model_version.created_at - OUTCOMES_AFTER
+        outcomes = [
+            {
+                "model": MODEL,
+                "request_id": payload["request_id"],
+                "outcome": payload["true_outcome"],
+                "observed_at": (
+                    datetime.fromisoformat(payload["predicted_at"]) + timedelta(days=5)
+                ).isoformat(),
+            }
+            for payload in payloads
+            if datetime.fromisoformat(payload["predicted_at"]) < cutoff
+        ]
+        results = record_outcomes(
+            roles.Actor(user=engineer), {"outcomes": outcomes}, source="import"
+        )
+        return sum(r["status"] == "created" for r in results)

@@ -1,0 +1,52 @@
+"""The quick start's demo data: users, a model, decisions, outcomes and a real downturn."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+
+from auditapp.decisions.models import Decision, Outcome
+from auditapp.demo.management.commands.load_demo import OUTCOMES_AFTER, SHOCK_FOR
+from auditapp.registry.models import ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+
+def load(decisions: int) -> str:
+    out = StringIO()
+    call_command("load_demo", "--decisions", str(decisions), stdout=out)
+    return out.getvalue()
+
+
+def test_the_demo_has_outcomes_for_old_decisions_and_a_shifted_recent_stream(role_groups):
+    output = load(300)
+
+    version = ModelVersion.objects.get(registered_model__name="credit", version="1")
+    assert version.stage == ModelVersion.PRODUCTION
+    decisions = list(Decision.objects.order_by("predicted_at"))
+    assert len(decisions) == 300
+    old = [d for d in decisions if d.predicted_at < version.created_at - OUTCOMES_AFTER]
+    outcomes = dict(Outcome.objects.values_list("decision_id", "outcome"))
+    assert set(outcomes) == {d.pk for d in old} and len(old) > 100
+    assert set(outcomes.values()) == {"good", "bad"}
+    assert f"300 new decisions, {len(old)} new outcomes" in output
+
+    recent = [d for d in decisions if d.predicted_at >= version.created_at - SHOCK_FOR]
+    earlier = [d for d in decisions if d.predicted_at < version.created_at - SHOCK_FOR]
+    income = {
+        name: np.median([d.inputs["income"] for d in group])
+        for name, group in (("recent", recent), ("earlier", earlier))
+    }
+    assert income["recent"] < 0.85 * income["earlier"]  # incomes fell by a quarter
+
+    # Loading again adds nothing: the decisions and outcomes are already there.
+    assert "0 new decisions, 0 new outcomes" in load(300)
+    assert Outcome.objects.count() == len(old)
+    assert all(
+        o.observed_at - o.decision.predicted_at == timedelta(days=5)
+        for o in Outcome.objects.select_related("decision")
+    )
