@@ -44,6 +44,8 @@ format: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/explain.py
+	$(PY) bench/monitor.py
+	$(PY) bench/report.py
 
 clean:
 	rm -rf var/

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "auditapp.registry",
     "auditapp.decisions",
     "auditapp.reviews",
+    "auditapp.monitoring",
+    "auditapp.reports",
     "auditapp.web",
     "auditapp.demo",
     "explain",
@@ -166,9 +168,21 @@ CELERY_TASK_PUBLISH_RETRY = False
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
+    # Monitoring snapshots of the last completed hour / day / week, soon after it ends.
+    "monitoring-compute-due": {
+        "task": "monitoring.compute_due",
+        "schedule": 300.0,
+        "options": {"queue": "monitoring"},
+    },
     "explain-sweep": {"task": "explain.sweep", "schedule": 60.0, "options": {"queue": "explain"}},
     # New decisions and audit events join the hash chain within a minute.
     "audit-seal": {"task": "audit.seal", "schedule": 60.0, "options": {"queue": "reports"}},
+    # Report requests whose message never reached a worker are sent again.
+    "reports-resend": {
+        "task": "reports.resend_pending",
+        "schedule": 60.0,
+        "options": {"queue": "reports"},
+    },
 }
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)
@@ -176,6 +190,22 @@ ATTEST_MAX_BATCH = 10_000
 # The review queue takes decisions whose score is this close to the threshold.
 ATTEST_REVIEW_THRESHOLD = float(env_str("ATTEST_REVIEW_THRESHOLD", "0.5"))
 ATTEST_REVIEW_SCORE_BAND = float(env_str("ATTEST_REVIEW_SCORE_BAND", "0.05"))
+# Monitoring alerts: a webhook (POSTed JSON) and e-mail recipients, both optional.
+ATTEST_ALERT_WEBHOOK_URL = env_str("ATTEST_ALERT_WEBHOOK_URL", "")
+ATTEST_ALERT_WEBHOOK_TIMEOUT = float(env_str("ATTEST_ALERT_WEBHOOK_TIMEOUT", "5"))
+ATTEST_ALERT_EMAILS = env_list("ATTEST_ALERT_EMAILS", [])
+# Alert rules judge only windows with at least this many decisions.
+ATTEST_MONITORING_MIN_DECISIONS = env_int("ATTEST_MONITORING_MIN_DECISIONS", 30)
+# Reports and notices: how a person contests an automated decision (printed on every notice).
+ATTEST_CONTEST_TEXT = env_str(
+    "ATTEST_CONTEST_TEXT",
+    "You may ask for a person to review this decision, express your point of view and "
+    "contest it. Write to the organisation that made the decision within 30 days, quoting "
+    "the reference on this notice; a member of staff who was not involved will review it "
+    "and answer within one month.",
+)
+# A report still pending after this many seconds is sent to the workers again.
+ATTEST_REPORT_RESEND_AFTER = env_int("ATTEST_REPORT_RESEND_AFTER", 300)
 
 LOGGING = {
     "version": 1,

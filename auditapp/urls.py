@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from auditapp.accounts import api as accounts_api
 from auditapp.decisions import api as decisions_api
 from auditapp.registry import api as registry_api
+from auditapp.reports import api as reports_api
 from auditapp.reviews import api as reviews_api
 
 api_v1 = [
@@ -52,10 +53,18 @@ api_v1 = [
     path("audit/events", accounts_api.AuditEventListView.as_view(), name="api-audit-events"),
     path("audit/verify", decisions_api.AuditVerifyView.as_view(), name="api-audit-verify"),
     path("audit/seals/latest", decisions_api.LatestSealView.as_view(), name="api-latest-seal"),
+    path("reports", reports_api.ReportListView.as_view(), name="api-reports"),
+    path("reports/<int:report_id>", reports_api.ReportDetailView.as_view(), name="api-report"),
+    path(
+        "reports/<int:report_id>/download",
+        reports_api.ReportDownloadView.as_view(),
+        name="api-report-download",
+    ),
 ]
 
 urlpatterns = [
     path("api/v1/", include(api_v1)),
+    path("api/v1/", include("auditapp.monitoring.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),

@@ -42,6 +42,10 @@ EXPORT_REPORTS = "export_reports"
 READ_AUDIT = "read_audit"
 VERIFY_CHAIN = "verify_chain"
 EXPORT_TRAINING_DATA = "export_training_data"  # labelled decisions, for the model's owners
+# Monitoring: reading it is READ_MODELS; these are its writes.
+RUN_MONITORING = "run_monitoring"  # compute a window's metrics on demand
+ACKNOWLEDGE_ALERTS = "acknowledge_alerts"
+CONFIGURE_MONITORING = "configure_monitoring"  # the reference and fairness settings
 
 CAPABILITIES = frozenset(
     {
@@ -61,6 +65,9 @@ CAPABILITIES = frozenset(
         READ_AUDIT,
         VERIFY_CHAIN,
         EXPORT_TRAINING_DATA,
+        RUN_MONITORING,
+        ACKNOWLEDGE_ALERTS,
+        CONFIGURE_MONITORING,
     }
 )
 
@@ -77,10 +84,15 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             VIEW_SENSITIVE,
             REQUEST_EXPLANATIONS,
             EXPORT_TRAINING_DATA,
+            RUN_MONITORING,
+            ACKNOWLEDGE_ALERTS,
+            CONFIGURE_MONITORING,
         }
     ),
     COMPLIANCE_OFFICER: frozenset(
         {
+            RUN_MONITORING,
+            ACKNOWLEDGE_ALERTS,
             READ_MODELS,
             READ_DECISIONS,
             ALL_MODELS,
@@ -237,6 +249,22 @@ def get_version_for_actor(actor: Actor, name: str, version: str):
     if model_version is None:
         raise NotFound(f"No version {version!r} of a model named {name!r}.")
     return model_version
+
+
+def get_alert_for_actor(actor: Actor, alert_id: int):
+    from auditapp.errors import NotFound
+    from auditapp.monitoring.models import Alert
+
+    actor.require(READ_MODELS)
+    alert = (
+        Alert.objects.visible_to(actor)
+        .select_related("model_version__registered_model", "rule")
+        .filter(pk=alert_id)
+        .first()
+    )
+    if alert is None:
+        raise NotFound(f"No alert {alert_id}.")
+    return alert
 
 
 def get_decision_for_actor(actor: Actor, decision_id: int):

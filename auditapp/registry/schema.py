@@ -26,6 +26,7 @@ FEATURE_KEYS = {
     "nullable",
     "protected",
     "sensitive",
+    "groups",  # bin edges of a numeric protected attribute, for fairness figures
 }
 TARGET_TYPES = ("classification", "regression")
 MAX_INT = 2**63
@@ -287,6 +288,18 @@ def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None
             problems.append(f"{where}.categories must be strings")
     elif categories is not None:
         problems.append(f"{where}.categories is only allowed on a categorical feature")
+    groups = spec.get("groups")
+    if groups is not None and (
+        kind not in ("numeric", "integer")
+        or not isinstance(groups, list)
+        or not groups
+        or not all(_is_number(edge) and math.isfinite(edge) for edge in groups)
+        or groups != sorted(set(groups))
+    ):
+        problems.append(
+            f"{where}.groups must be a non-empty, increasing list of finite numbers "
+            "(bin edges) on a numeric feature"
+        )
     for flag in ("nullable", "protected", "sensitive"):
         if flag in spec and not isinstance(spec[flag], bool):
             problems.append(f"{where}.{flag} must be true or false")

@@ -1,4 +1,4 @@
-"""Template context shared by every page."""
+"""Template context shared by every page: the user's roles and what the navigation offers."""
 
 from auditapp.accounts import roles
 
@@ -6,6 +6,10 @@ from auditapp.accounts import roles
 def navigation(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"user_roles": [], "can_read_audit": False}
+        return {"user_roles": [], "can_read_audit": False, "can_export_reports": False}
     actor = roles.Actor(user=user)
-    return {"user_roles": roles.role_names(user), "can_read_audit": actor.can(roles.READ_AUDIT)}
+    return {
+        "user_roles": roles.role_names(user),
+        "can_read_audit": actor.can(roles.READ_AUDIT),
+        "can_export_reports": actor.can(roles.EXPORT_REPORTS),
+    }

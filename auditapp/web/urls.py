@@ -1,14 +1,16 @@
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from auditapp.accounts import views as account_views
 from auditapp.decisions import views as decision_views
 from auditapp.registry import views as registry_views
+from auditapp.reports import views as report_views
 from auditapp.reviews import views as review_views
 from auditapp.web import views
 
 urlpatterns = [
     path("", views.overview, name="overview"),
+    path("", include("auditapp.monitoring.urls")),
     path(
         "accounts/login/",
         auth_views.LoginView.as_view(template_name="accounts/login.html"),
@@ -39,6 +41,12 @@ urlpatterns = [
     path("audit/events.csv", account_views.audit_log_csv, name="audit-log-export"),
     path("audit/verify", decision_views.verify_chain, name="audit-verify"),
     path("audit/seal.json", decision_views.latest_seal_download, name="audit-latest-seal"),
+    path("reports/", report_views.report_list, name="report-list"),
+    path("reports/<int:report_id>/row", report_views.report_row, name="report-row"),
+    path("reports/<int:report_id>/download", report_views.report_download, name="report-download"),
+    path(
+        "decisions/<int:decision_id>/notice", report_views.decision_notice, name="decision-notice"
+    ),
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",

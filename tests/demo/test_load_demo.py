@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from io import StringIO
 
@@ -11,6 +12,7 @@ from django.core.management import call_command
 
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.demo.management.commands.load_demo import OUTCOMES_AFTER, SHOCK_FOR
+from auditapp.monitoring.models import MetricSnapshot
 from auditapp.registry.models import ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -42,6 +44,17 @@ def test_the_demo_has_outcomes_for_old_decisions_and_a_shifted_recent_stream(rol
         for name, group in (("recent", recent), ("earlier", earlier))
     }
     assert income["recent"] < 0.85 * income["earlier"]  # incomes fell by a quarter
+
+    # Every complete day of the period has a monitoring snapshot queued for the worker.
+    days = list(
+        MetricSnapshot.objects.filter(model_version=version, window="day")
+        .order_by("window_start")
+        .values_list("window_start", "window_end")
+    )
+    assert days[0][0] <= decisions[0].predicted_at < days[0][1]
+    assert all(end - start == timedelta(days=1) for start, end in days)
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(days))
+    assert days[-1][1] <= version.created_at < days[-1][1] + timedelta(days=1)
 
     # Loading again adds nothing: the decisions and outcomes are already there.
     assert "0 new decisions, 0 new outcomes" in load(300)

@@ -290,6 +290,14 @@ class TestMalformedSchemas:
             ),
             (with_feature(type="categorical", categories=["a", "a"]), "categories has duplicates"),
             (
+                with_feature(type="integer", groups=[40, 25]),
+                "feature 'age'.groups must be a non-empty, increasing list of finite numbers",
+            ),
+            (
+                with_feature(type="categorical", categories=["a"], groups=[1]),
+                "feature 'age'.groups must be a non-empty, increasing list",
+            ),
+            (
                 {
                     **credit_schema(),
                     "features": [*credit_schema()["features"], {"name": "age", "type": "integer"}],
@@ -327,6 +335,8 @@ class TestMalformedSchemas:
             "unknown_feature_key",
             "flag_not_boolean",
             "duplicate_categories",
+            "groups_not_increasing",
+            "groups_on_a_categorical",
             "duplicate_names",
             "one_class",
             "unknown_target_type",

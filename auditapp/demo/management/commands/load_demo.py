@@ -18,6 +18,8 @@ from auditapp.accounts import roles
 from auditapp.accounts.services import create_api_token, create_user, revoke_api_token
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.demo import credit
+from auditapp.monitoring.models import DAY
+from auditapp.monitoring.services import request_snapshot, window_floor
 from auditapp.registry import services as registry
 from auditapp.registry.models import ModelVersion
 
@@ -52,6 +54,7 @@ class Command(BaseCommand):
         registry.assign_models(users["expert"], [MODEL])
         created, payloads = self._replay(users["mlengineer"], model_version, options["decisions"])
         outcomes = self._outcomes(users["mlengineer"], model_version, payloads)
+        self._daily_monitoring(users["mlengineer"], model_version)
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nDemo data ready: {created} new decisions, {outcomes} new outcomes."
@@ -158,3 +161,19 @@ class Command(BaseCommand):
             roles.Actor(user=engineer), {"outcomes": outcomes}, source="import"
         )
         return sum(r["status"] == "created" for r in results)
+
+    def _daily_monitoring(self, engineer, model_version: ModelVersion) -> None:
+        """Queue a monitoring snapshot for every complete day of the demo period.
+
+        Beat computes only the windows that end from now on; the demo's history
+        is older, so its days are requested here (the worker computes them).
+        """
+        actor = roles.Actor(user=engineer)
+        day = window_floor(DAY, model_version.created_at - PERIOD)
+        last = window_floor(DAY, model_version.created_at)
+        while day < last:
+            following = day + timedelta(days=1)
+            request_snapshot(
+                actor, model_version, {"from": day.isoformat(), "to": following.isoformat()}
+            )
+            day = following

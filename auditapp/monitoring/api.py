@@ -1,0 +1,158 @@
+"""Monitoring API (API.md: Monitoring). Thin: parse, ask roles, call a service, answer."""
+
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.errors import InvalidInput
+from auditapp.monitoring import services
+from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
+
+MAX_SNAPSHOTS = 1000
+MAX_ALERTS = 500
+WINDOW_NAMES = [w for w, _ in WINDOWS]
+STATE_NAMES = [s for s, _ in Alert.STATES]
+
+
+def snapshot_json(snapshot: MetricSnapshot) -> dict:
+    data = snapshot.data or {}
+    return {
+        "id": snapshot.pk,
+        "window": snapshot.window,
+        "window_start": snapshot.window_start.isoformat(),
+        "window_end": snapshot.window_end.isoformat(),
+        "status": snapshot.status,
+        "error": snapshot.error or None,
+        "computed_at": snapshot.computed_at.isoformat() if snapshot.computed_at else None,
+        "decisions": snapshot.decisions,
+        "reference": data.get("reference"),
+        "drift": data.get("drift", {}),
+        "score_drift": data.get("score_drift", {}),
+        "prediction_drift": data.get("prediction_drift", {}),
+        "attribution_drift": data.get("attribution_drift", {}),
+        "performance": data.get("performance"),
+        "fairness": data.get("fairness", {}),
+        "explanations": data.get("explanations", {}),
+    }
+
+
+def monitoring_url(model_version) -> str:
+    return reverse(
+        "api-monitoring", args=[model_version.registered_model.name, model_version.version]
+    )
+
+
+class MonitoringView(APIView):
+    @extend_schema(
+        operation_id="monitoring_snapshots",
+        parameters=[
+            OpenApiParameter("window", str, enum=WINDOW_NAMES, description="default: day"),
+            OpenApiParameter("from", OpenApiTypes.DATETIME),
+            OpenApiParameter("to", OpenApiTypes.DATETIME),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request, name: str, version: str):
+        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        window = request.query_params.get("window", "day")
+        if window not in WINDOW_NAMES:
+            raise InvalidInput(f"window must be one of {WINDOW_NAMES}.")
+        snapshots = MetricSnapshot.objects.filter(model_version=model_version, window=window)
+        if request.query_params.get("from"):
+            start = services.parse_moment(request.query_params["from"], "from")
+            snapshots = snapshots.filter(window_end__gt=start)
+        if request.query_params.get("to"):
+            end = services.parse_moment(request.query_params["to"], "to")
+            snapshots = snapshots.filter(window_start__lt=end)
+        snapshots = snapshots.order_by("window_start", "window_end")[:MAX_SNAPSHOTS]
+        return Response({"results": [snapshot_json(s) for s in snapshots]})
+
+    @extend_schema(
+        operation_id="monitoring_compute",
+        request=OpenApiTypes.OBJECT,
+        responses={202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, name: str, version: str):
+        actor = roles.actor_for(request)
+        model_version = roles.get_version_for_actor(actor, name, version)
+        snapshot = services.request_snapshot(
+            actor, model_version, request.data, ip=client_ip(request)
+        )
+        url = monitoring_url(model_version) + f"?window={snapshot.window}"
+        return Response(
+            {
+                "id": snapshot.pk,
+                "status": snapshot.status,
+                "window": snapshot.window,
+                "window_start": snapshot.window_start.isoformat(),
+                "window_end": snapshot.window_end.isoformat(),
+                "status_url": url,
+            },
+            status=202,
+        )
+
+
+class MonitoringSettingsView(APIView):
+    @extend_schema(operation_id="monitoring_settings", responses=OpenApiTypes.OBJECT)
+    def get(self, request, name: str, version: str):
+        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)
+        return Response(services.settings_json(config))
+
+    @extend_schema(
+        operation_id="monitoring_settings_update",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def put(self, request, name: str, version: str):
+        actor = roles.actor_for(request)
+        model_version = roles.get_version_for_actor(actor, name, version)
+        config = services.configure_monitoring(
+            actor, model_version, request.data, ip=client_ip(request)
+        )
+        return Response(services.settings_json(config))
+
+
+class AlertListView(APIView):
+    @extend_schema(
+        operation_id="alerts_list",
+        parameters=[
+            OpenApiParameter("model", str),
+            OpenApiParameter("version", str),
+            OpenApiParameter("state", str, enum=[*STATE_NAMES, "active"]),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request):
+        actor = roles.actor_for(request)
+        actor.require(roles.READ_MODELS)
+        alerts = Alert.objects.visible_to(actor).select_related(
+            "rule", "snapshot", "acknowledged_by", "model_version__registered_model"
+        )
+        params = request.query_params
+        if params.get("model"):
+            alerts = alerts.filter(model_version__registered_model__name=params["model"])
+        if params.get("version"):
+            alerts = alerts.filter(model_version__version=params["version"])
+        state = params.get("state")
+        if state == "active":
+            alerts = alerts.active()
+        elif state:
+            if state not in STATE_NAMES:
+                raise InvalidInput(f"state must be one of {[*STATE_NAMES, 'active']}.")
+            alerts = alerts.filter(state=state)
+        return Response({"results": [services.alert_json(a) for a in alerts[:MAX_ALERTS]]})
+
+
+class AlertAcknowledgeView(APIView):
+    @extend_schema(operation_id="alerts_acknowledge", request=None, responses=OpenApiTypes.OBJECT)
+    def post(self, request, alert_id: int):
+        actor = roles.actor_for(request)
+        alert = roles.get_alert_for_actor(actor, alert_id)
+        alert = services.acknowledge_alert(actor, alert, ip=client_ip(request))
+        return Response(services.alert_json(services.load_alert(alert.pk)))

@@ -1,0 +1,719 @@
+"""Monitoring metrics of one model version over one window, against its reference.
+
+`compute_window_metrics(model_version, start, end)` is the contract other apps
+(the compliance report) call: it returns a JSON-serialisable dict in the shape of
+API.md's monitoring snapshot. The figures come from scipy (KS, chi-squared),
+scikit-learn (performance, calibration, NDCG) and fairlearn (selection rates,
+demographic parity, equalised odds); PSI, which none of them provides, is the
+symmetrised relative entropy of binned shares (scipy's `rel_entr`).
+
+The window's data is fetched in one query (inputs, score, prediction, latest
+outcome, SHAP attributions) plus one aggregate over explanation statuses, and
+everything after that is numpy / pandas.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    selection_rate,
+)
+from scipy import special, stats
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from auditapp.registry.schema import Feature, Schema
+
+log = logging.getLogger(__name__)
+
+PSI_THRESHOLD = 0.2  # "significant shift" by the usual PSI reading (0.1 moderate, 0.25 major)
+P_VALUE = 0.05
+PSI_BINS = 10  # deciles of the reference
+PSI_SMOOTHING = 0.5  # pseudo-count per bin, so an empty bin does not make PSI infinite
+SCORE_BINS = 10  # histogram and calibration bins over [0, 1]
+FOUR_FIFTHS = 0.8
+REFERENCE_SHAP_ROWS = 200  # background rows explained once for the reference attributions
+MISSING = "missing"
+EN_DASH = "\u2013"
+NULL = "null"
+
+
+# --- data ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Observations:
+    """Decisions (of a window, or of a reference) as columns."""
+
+    frame: pd.DataFrame  # one column per schema feature, raw values
+    scores: np.ndarray  # float, NaN where there is no score
+    predictions: np.ndarray  # object
+    outcomes: np.ndarray  # object, None where no outcome is known
+    attributions: list[dict | None]  # SHAP per decision, None where not (yet) explained
+    explanations: dict[str, int]  # explanation rows by status
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+@dataclass
+class Reference:
+    kind: str  # "background" | "period" | "none"
+    observations: Observations | None
+    mean_abs_shap: dict[str, float] | None
+    roc_auc: float | None  # the version's training metric, or the reference period's
+    description: str
+
+
+def observations(
+    schema: Schema,
+    inputs: list[dict],
+    scores: list,
+    predictions: list,
+    outcomes: list | None = None,
+    attributions: list | None = None,
+    explanations: dict[str, int] | None = None,
+) -> Observations:
+    n = len(inputs)
+    frame = pd.DataFrame.from_records(inputs, columns=schema.names) if n else _empty(schema)
+    return Observations(
+        frame=frame,
+        scores=np.array([np.nan if s is None else s for s in scores], dtype=float),
+        predictions=np.array(predictions, dtype=object),
+        outcomes=np.array(outcomes if outcomes is not None else [None] * n, dtype=object),
+        attributions=attributions if attributions is not None else [None] * n,
+        explanations=explanations or {},
+    )
+
+
+def _empty(schema: Schema) -> pd.DataFrame:
+    return pd.DataFrame({name: pd.Series([], dtype=object) for name in schema.names})
+
+
+def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
+    """The version's decisions predicted in [start, end): one query, plus explanation counts."""
+    from django.db.models import (
+        Count,
+        FilteredRelation,
+        JSONField,
+        OuterRef,
+        Q,
+        Subquery,
+        TextField,
+    )
+    from django.db.models.functions import Cast
+
+    from auditapp.decisions.models import Decision, Outcome
+    from explain.models import Explanation
+
+    latest_outcome = (
+        Outcome.objects.filter(decision=OuterRef("pk"))
+        .order_by("-observed_at", "-id")
+        .values("outcome")[:1]
+    )
+    rows = list(
+        Decision.objects.filter(
+            model_version=model_version, predicted_at__gte=start, predicted_at__lt=end
+        )
+        .annotate(
+            shap=FilteredRelation(
+                "explanations",
+                condition=Q(explanations__method="shap", explanations__status=Explanation.DONE),
+            ),
+            # JSON as text, decoded below by orjson: several times faster than json.loads.
+            inputs_text=Cast("inputs", TextField()),
+            prediction_text=Cast("prediction", TextField()),
+            outcome_text=Cast(Subquery(latest_outcome, output_field=JSONField()), TextField()),
+            shap_text=Cast("shap__attributions", TextField()),
+        )
+        .values_list("inputs_text", "score", "prediction_text", "outcome_text", "shap_text")
+    )
+    statuses = dict(
+        Explanation.objects.filter(
+            decision__model_version=model_version,
+            decision__predicted_at__gte=start,
+            decision__predicted_at__lt=end,
+        )
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    return observations(
+        model_version.parsed_schema,
+        _decoded(columns[0]),
+        list(columns[1]),
+        _decoded(columns[2]),
+        _decoded(columns[3]),
+        _decoded(columns[4]),
+        statuses,
+    )
+
+
+def _decoded(texts) -> list:
+    loads = orjson.loads
+    return [None if text is None else loads(text) for text in texts]
+
+
+# --- the reference -------------------------------------------------------------------------
+
+_references: OrderedDict[tuple, Reference] = OrderedDict()
+_references_lock = threading.Lock()
+REFERENCE_CACHE_SIZE = 8
+
+
+def load_reference(model_version) -> Reference:
+    """The version's reference (background sample, or a period of its decisions), cached per
+    process; the model's scores and SHAP on the background are computed once and stored."""
+    from auditapp.monitoring.models import MonitoringSettings
+
+    config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)
+    key = (
+        model_version.pk,
+        config.reference_kind,
+        config.reference_start,
+        config.reference_end,
+        config.updated_at,
+        model_version.background_sha256,
+    )
+    with _references_lock:
+        if key in _references:
+            _references.move_to_end(key)
+            return _references[key]
+    if config.reference_kind == MonitoringSettings.PERIOD:
+        reference = _period_reference(model_version, config)
+    else:
+        reference = _background_reference(model_version, config)
+    with _references_lock:
+        _references[key] = reference
+        while len(_references) > REFERENCE_CACHE_SIZE:
+            _references.popitem(last=False)
+    return reference
+
+
+def training_auc(model_version) -> float | None:
+    """The ROC AUC on the version's card (`roc_auc`, or `auc`), if it has one."""
+    for name in ("roc_auc", "auc"):
+        value = (model_version.metrics or {}).get(name)
+        if isinstance(value, int | float) and math.isfinite(value):
+            return float(value)
+    return None
+
+
+def _period_reference(model_version, config) -> Reference:
+    data = fetch_window(model_version, config.reference_start, config.reference_end)
+    schema = model_version.parsed_schema
+    auc = (performance(schema, data) or {}).get("roc_auc")
+    return Reference(
+        kind="period",
+        observations=data,
+        mean_abs_shap=mean_abs_shap(schema, data.attributions),
+        roc_auc=auc if auc is not None else training_auc(model_version),
+        description=(
+            f"decisions from {config.reference_start.isoformat()} "
+            f"to {config.reference_end.isoformat()}"
+        ),
+    )
+
+
+def _background_reference(model_version, config) -> Reference:
+    if not model_version.background:
+        return Reference("none", None, None, training_auc(model_version), "no background sample")
+    from explain.tasks import cached_explainer
+
+    context, explainer = cached_explainer(model_version, "shap")
+    frame = context.background
+    cache_key = f"{model_version.artifact_sha256}:{model_version.background_sha256}"
+    cache = config.reference_cache if config.reference_cache_key == cache_key else {}
+    if not cache:
+        cache = _background_figures(context, explainer)
+        type(config).objects.filter(pk=config.pk).update(
+            reference_cache=cache, reference_cache_key=cache_key
+        )
+    rows = frame.to_dict(orient="records")
+    data = observations(model_version.parsed_schema, rows, cache["scores"], cache["predictions"])
+    return Reference(
+        kind="background",
+        observations=data,
+        mean_abs_shap=cache["mean_abs_shap"],
+        roc_auc=training_auc(model_version),
+        description=f"background sample ({len(frame)} rows)",
+    )
+
+
+def _background_figures(context, explainer) -> dict:
+    """The model's own scores and predictions on the background, and mean |SHAP| of its rows."""
+    from explain import engine
+
+    frame = context.background
+    predictions = [_plain(p) for p in context.model.predict(frame)]
+    if context.is_classifier:
+        scores = context.model.predict_proba(frame)[:, context.positive_index()].tolist()
+    else:
+        scores = [float(p) for p in predictions]
+    rows = _records(frame.head(REFERENCE_SHAP_ROWS))
+    results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
+    attributions = [r.attributions for r in results if r.ok]
+    return {
+        "scores": scores,
+        "predictions": predictions,
+        "mean_abs_shap": mean_abs_shap(context.schema, attributions),
+        "shap_rows": len(attributions),
+    }
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
+
+
+def _plain(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+# --- drift ---------------------------------------------------------------------------------
+
+
+def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
+    """Population stability index: sum((q - p) ln(q / p)) over bins, i.e. KL(q||p) + KL(p||q),
+    with a pseudo-count per bin so that an empty bin does not make it infinite."""
+    p = reference_counts + PSI_SMOOTHING
+    q = current_counts + PSI_SMOOTHING
+    p, q = p / p.sum(), q / q.sum()
+    return float(np.sum(special.rel_entr(q, p) + special.rel_entr(p, q)))
+
+
+def quantile_edges(reference: np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
+    """Inner bin edges at the reference's quantiles (repeated values collapse)."""
+    if reference.size == 0:
+        return np.array([])
+    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+
+
+def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts per bin: (-inf, e0), [e0, e1), ..., [e_last, inf)."""
+    return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+
+
+def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
+    """PSI over the reference's deciles, and the two-sample Kolmogorov-Smirnov test."""
+    ref, cur = reference[~np.isnan(reference)], current[~np.isnan(current)]
+    entry: dict[str, Any] = {
+        "type": "numeric",
+        "psi": None,
+        "ks_p": None,
+        "ks_statistic": None,
+        "drifted": False,
+        "reference_mean": float(ref.mean()) if ref.size else None,
+        "current_mean": float(cur.mean()) if cur.size else None,
+        "missing": int(current.size - cur.size),
+    }
+    if ref.size == 0 or cur.size == 0:
+        return entry
+    edges = quantile_edges(ref)
+    entry["psi"] = psi(binned(ref, edges), binned(cur, edges))
+    test = stats.ks_2samp(ref, cur)
+    entry["ks_p"], entry["ks_statistic"] = float(test.pvalue), float(test.statistic)
+    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["ks_p"] < P_VALUE
+    return entry
+
+
+def category_labels(values: pd.Series | np.ndarray) -> np.ndarray:
+    """Categories as text, so that True, "true" and None ("null") compare as one would expect."""
+    series = pd.Series(np.asarray(values, dtype=object), dtype=object)
+    labels = series.astype(str)
+    booleans = series.isin([True, False]).to_numpy()  # 1 and 0 too: lower() keeps them
+    labels[booleans] = labels[booleans].str.lower()
+    labels[series.isna().to_numpy()] = NULL
+    return labels.to_numpy(dtype=object)
+
+
+def categorical_drift(reference: np.ndarray, current: np.ndarray) -> dict:
+    """PSI over the categories, and the chi-squared test of the 2 x categories table."""
+    entry: dict[str, Any] = {"type": "categorical", "psi": None, "chi2_p": None, "drifted": False}
+    if reference.size == 0 or current.size == 0:
+        return entry
+    categories = sorted(set(reference.tolist()) | set(current.tolist()))
+    ref_counts = pd.Series(reference).value_counts().reindex(categories, fill_value=0).to_numpy()
+    cur_counts = pd.Series(current).value_counts().reindex(categories, fill_value=0).to_numpy()
+    entry["psi"] = psi(ref_counts, cur_counts)
+    table = np.vstack([ref_counts, cur_counts])
+    if table.shape[1] < 2:
+        entry["chi2_p"] = 1.0
+    else:
+        entry["chi2_p"] = float(stats.chi2_contingency(table).pvalue)
+    entry["reference_rates"] = dict(
+        zip(categories, (ref_counts / ref_counts.sum()).tolist(), strict=True)
+    )
+    entry["current_rates"] = dict(
+        zip(categories, (cur_counts / cur_counts.sum()).tolist(), strict=True)
+    )
+    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["chi2_p"] < P_VALUE
+    return entry
+
+
+def numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def input_drift(schema: Schema, reference: Observations, current: Observations) -> dict:
+    drift = {}
+    for feature in schema.features:
+        if feature.type in ("numeric", "integer"):
+            drift[feature.name] = numeric_drift(
+                numbers(reference.frame, feature.name), numbers(current.frame, feature.name)
+            )
+        else:
+            drift[feature.name] = categorical_drift(
+                category_labels(reference.frame[feature.name]),
+                category_labels(current.frame[feature.name]),
+            )
+    return drift
+
+
+def score_summary(scores: np.ndarray, classification: bool) -> dict:
+    present = scores[~np.isnan(scores)]
+    summary: dict[str, Any] = {"n": int(present.size)}
+    if present.size == 0:
+        return summary
+    q10, q50, q90 = np.quantile(present, [0.1, 0.5, 0.9]).tolist()
+    summary.update(mean=float(present.mean()), p10=q10, median=q50, p90=q90)
+    if classification:
+        edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+        counts, _ = np.histogram(present, bins=edges)
+        summary["histogram"] = {"edges": edges.tolist(), "counts": counts.tolist()}
+    return summary
+
+
+def score_drift(schema: Schema, reference: Observations, current: Observations) -> dict:
+    classification = schema.target.type == "classification"
+    entry = numeric_drift(reference.scores, current.scores)
+    entry.pop("type")
+    entry["current"] = score_summary(current.scores, classification)
+    entry["reference"] = score_summary(reference.scores, classification)
+    return entry
+
+
+def prediction_drift(schema: Schema, reference: Observations, current: Observations) -> dict:
+    if schema.target.type != "classification":
+        entry = numeric_drift(
+            reference.predictions.astype(float), current.predictions.astype(float)
+        )
+    else:
+        entry = categorical_drift(
+            category_labels(reference.predictions), category_labels(current.predictions)
+        )
+    entry.pop("type")
+    return entry
+
+
+def mean_abs_shap(schema: Schema, attributions: list[dict | None]) -> dict[str, float] | None:
+    """Global importance: mean |SHAP| per feature over the explained decisions."""
+    explained = [a for a in attributions if a]
+    if not explained:
+        return None
+    matrix = pd.DataFrame.from_records(explained, columns=schema.names).fillna(0.0).abs()
+    return dict(zip(schema.names, matrix.mean(axis=0).tolist(), strict=True))
+
+
+def attribution_drift(
+    schema: Schema, reference: dict[str, float] | None, current: Observations
+) -> dict:
+    """Change of mean |SHAP| per feature, and how well the current importance ranking keeps
+    the reference's (NDCG of the current order, graded by reference importance; 1 = same)."""
+    now = mean_abs_shap(schema, current.attributions)
+    explained = sum(1 for a in current.attributions if a)
+    result: dict[str, Any] = {"explained": explained, "mean_abs_shap": {}, "ranking_ndcg": None}
+    if now is None or reference is None:
+        return result
+    for name in schema.names:
+        before, after = reference.get(name, 0.0), now[name]
+        result["mean_abs_shap"][name] = {
+            "reference": before,
+            "current": after,
+            "change": after - before,
+            "relative_change": (after - before) / before if before else None,
+        }
+    if len(schema.names) > 1:
+        truth = np.array([[reference.get(n, 0.0) for n in schema.names]])
+        scores = np.array([[now[n] for n in schema.names]])
+        result["ranking_ndcg"] = float(skm.ndcg_score(truth, scores))
+    return result
+
+
+# --- performance ---------------------------------------------------------------------------
+
+
+def performance(schema: Schema, data: Observations, reference_auc: float | None = None):
+    """Scikit-learn's figures on the decisions whose outcome is known; None when there are none."""
+    known = np.array([o is not None for o in data.outcomes], dtype=bool)
+    if not known.any():
+        return None
+    if schema.target.type != "classification":
+        return _regression_performance(data, known)
+    positive = schema.target.positive_class
+    y_true = np.array([o == positive for o in data.outcomes[known]], dtype=int)
+    y_pred = np.array([p == positive for p in data.predictions[known]], dtype=int)
+    scores = data.scores[known]
+    result: dict[str, Any] = {
+        "outcomes": int(known.sum()),
+        "positive_rate": float(y_true.mean()),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
+        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
+        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
+        "roc_auc": None,
+        "brier": None,
+        "calibration": [],
+        "reference_roc_auc": reference_auc,
+        "roc_auc_drop": None,
+    }
+    if not np.isnan(scores).any():
+        result["brier"] = float(skm.brier_score_loss(y_true, scores))
+        result["calibration"] = calibration_bins(y_true, scores)
+        if 0 < y_true.sum() < y_true.size:
+            result["roc_auc"] = float(skm.roc_auc_score(y_true, scores))
+    if result["roc_auc"] is not None and reference_auc is not None:
+        result["roc_auc_drop"] = reference_auc - result["roc_auc"]
+    return result
+
+
+def calibration_bins(y_true: np.ndarray, scores: np.ndarray) -> list[dict]:
+    """Observed positive rate against mean score per bin (scikit-learn's calibration_curve)."""
+    observed, predicted = calibration_curve(y_true, scores, n_bins=SCORE_BINS)
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    # calibration_curve's own binning, to name each non-empty bin and count it.
+    counts = np.bincount(np.searchsorted(edges[1:-1], scores), minlength=SCORE_BINS)
+    filled = np.flatnonzero(counts)
+    return [
+        {
+            "bin_start": float(edges[i]),
+            "bin_end": float(edges[i + 1]),
+            "n": int(counts[i]),
+            "mean_score": float(p),
+            "observed_rate": float(o),
+        }
+        for i, p, o in zip(filled, predicted, observed, strict=True)
+    ]
+
+
+def _regression_performance(data: Observations, known: np.ndarray) -> dict:
+    y_true = np.array(data.outcomes[known], dtype=float)
+    y_pred = np.array(data.predictions[known], dtype=float)
+    return {
+        "outcomes": int(known.sum()),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "rmse": float(skm.root_mean_squared_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)) if known.sum() > 1 else None,
+    }
+
+
+# --- fairness ------------------------------------------------------------------------------
+
+
+def favourable_class(schema: Schema, configured: Any = None) -> Any:
+    """The class whose rate is the "selection rate". In Attest the positive class is the one
+    explanations push towards (the adverse one, e.g. "bad"), so for a binary target the
+    favourable class is the other one unless the version's monitoring settings say otherwise."""
+    target = schema.target
+    if configured is not None:
+        return configured
+    if len(target.classes) == 2:
+        return next(c for c in target.classes if c != target.positive_class)
+    return target.positive_class
+
+
+def group_edges(feature: Feature, schema: Schema, configured: dict, reference) -> list[float]:
+    """Bin edges for a numeric protected feature: the monitoring settings', the schema
+    feature's "groups", else the reference's quartiles."""
+    declared = configured.get(feature.name)
+    if declared is None:
+        raw = next((f for f in schema.raw.get("features", []) if f.get("name") == feature.name), {})
+        declared = raw.get("groups")
+    if declared:
+        return sorted(float(e) for e in declared)
+    values = numbers(reference.frame, feature.name) if reference is not None else np.array([])
+    values = values[~np.isnan(values)]
+    return np.unique(np.quantile(values, [0.25, 0.5, 0.75])).tolist() if values.size else []
+
+
+def numeric_groups(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """'< 25', '25-40' (with an en dash), ..., '≥ 60' for each value; 'missing' for NaN."""
+    labels = [f"< {edges[0]:g}"] if edges else ["all"]
+    labels += [f"{a:g}{EN_DASH}{b:g}" for a, b in itertools.pairwise(edges)]
+    labels += [f"≥ {edges[-1]:g}"] if edges else []
+    index = np.searchsorted(np.array(edges), values, side="right")
+    groups = np.array(labels, dtype=object)[np.minimum(index, len(labels) - 1)]
+    groups[np.isnan(values)] = MISSING
+    return groups
+
+
+def protected_groups(feature: Feature, schema: Schema, data: Observations, configured, reference):
+    if feature.type in ("numeric", "integer"):
+        edges = group_edges(feature, schema, configured, reference)
+        return numeric_groups(numbers(data.frame, feature.name), edges), edges
+    labels = category_labels(data.frame[feature.name])
+    labels[labels == NULL] = MISSING
+    return labels, None
+
+
+def fairness(
+    schema: Schema,
+    data: Observations,
+    reference: Observations | None,
+    *,
+    favourable: Any = None,
+    configured_groups: dict | None = None,
+) -> dict:
+    """Per protected feature: fairlearn's selection rate per group, demographic parity
+    difference and ratio (the disparate impact ratio; four-fifths rule), and the
+    equalised-odds difference on the decisions with an outcome."""
+    if schema.target.type != "classification" or len(data) == 0:
+        return {}
+    selected_class = favourable_class(schema, favourable)
+    selected = np.array([p == selected_class for p in data.predictions], dtype=int)
+    known = np.array([o is not None for o in data.outcomes], dtype=bool)
+    truth = np.array([o == selected_class for o in data.outcomes], dtype=int)
+    result = {}
+    for feature in (f for f in schema.features if f.protected):
+        groups, edges = protected_groups(feature, schema, data, configured_groups or {}, reference)
+        result[feature.name] = _fairness_entry(selected, truth, known, groups)
+        result[feature.name]["selected_class"] = selected_class
+        if edges is not None:
+            result[feature.name]["group_edges"] = edges
+    return result
+
+
+def _fairness_entry(selected, truth, known, groups) -> dict:
+    """fairlearn's figures, fed one row per distinct (group, labels) with its count as the
+    sample weight: the same numbers as on every decision, without fairlearn's per-row cost."""
+    rows, weight = _distinct(group=groups, selected=selected)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        frame = MetricFrame(
+            metrics=selection_rate,
+            y_true=rows["selected"],
+            y_pred=rows["selected"],
+            sensitive_features=rows["group"],
+            sample_params={"sample_weight": weight},
+        )
+        common = (rows["selected"], rows["selected"])
+        options = {"sensitive_features": rows["group"], "sample_weight": weight}
+        ratio = demographic_parity_ratio(*common, **options)
+        entry: dict[str, Any] = {
+            "selection_rate": {str(k): v for k, v in frame.by_group.items()},
+            "counts": {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()},
+            "demographic_parity_difference": demographic_parity_difference(*common, **options),
+            "disparate_impact_ratio": ratio,
+            "four_fifths_ok": bool(ratio >= FOUR_FIFTHS) if math.isfinite(ratio) else None,
+            "equalized_odds_difference": None,
+        }
+        if known.any() and 0 < truth[known].sum() < known.sum():
+            rows, weight = _distinct(
+                group=groups[known], truth=truth[known], selected=selected[known]
+            )
+            entry["equalized_odds_difference"] = equalized_odds_difference(
+                rows["truth"],
+                rows["selected"],
+                sensitive_features=rows["group"],
+                sample_weight=weight,
+            )
+    return entry
+
+
+def _distinct(**columns: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The distinct rows of these columns and how often each occurs."""
+    counts = pd.DataFrame(columns).groupby(list(columns), sort=True).size()
+    index = counts.index.to_frame(index=False)
+    return {name: index[name].to_numpy() for name in columns}, counts.to_numpy(dtype=float)
+
+
+# --- all together ------------------------------------------------------------------------
+
+
+def window_metrics(
+    schema: Schema,
+    reference: Reference,
+    data: Observations,
+    *,
+    favourable: Any = None,
+    configured_groups: dict | None = None,
+) -> dict:
+    """Every figure of one window against the reference, as plain JSON values."""
+    ref = reference.observations
+    finished = data.explanations.get("done", 0) + data.explanations.get("failed", 0)
+    result = {
+        "decisions": len(data),
+        "reference": {
+            "kind": reference.kind,
+            "description": reference.description,
+            "rows": len(ref) if ref is not None else 0,
+        },
+        "drift": input_drift(schema, ref, data) if ref is not None else {},
+        "score_drift": score_drift(schema, ref, data) if ref is not None else {},
+        "prediction_drift": prediction_drift(schema, ref, data) if ref is not None else {},
+        "attribution_drift": attribution_drift(schema, reference.mean_abs_shap, data),
+        "performance": performance(schema, data, reference.roc_auc),
+        "fairness": fairness(
+            schema, data, ref, favourable=favourable, configured_groups=configured_groups
+        ),
+        "explanations": {
+            **{
+                status: data.explanations.get(status, 0)
+                for status in ("pending", "running", "done", "failed")
+            },
+            "failure_rate": data.explanations.get("failed", 0) / finished if finished else None,
+        },
+    }
+    return jsonable(result)
+
+
+def compute_window_metrics(model_version, start: datetime, end: datetime) -> dict:
+    """The monitoring snapshot of one version for decisions predicted in [start, end).
+
+    The contract of API.md's snapshot (without the window bounds, which the caller knows):
+    decisions, drift, score_drift, attribution_drift, performance (None without outcomes)
+    and fairness, plus prediction_drift, explanations and reference.
+    """
+    from auditapp.monitoring.models import MonitoringSettings
+
+    reference = load_reference(model_version)
+    config = MonitoringSettings.objects.get(model_version=model_version)
+    data = fetch_window(model_version, start, end)
+    return window_metrics(
+        model_version.parsed_schema,
+        reference,
+        data,
+        favourable=config.favourable_class,
+        configured_groups=config.fairness_groups,
+    )
+
+
+def jsonable(value: Any) -> Any:
+    """Plain Python values; NaN and infinities become None (JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

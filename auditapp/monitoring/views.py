@@ -1,0 +1,248 @@
+"""Monitoring pages: the dashboard of every visible version, and one version over time."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import OuterRef, Subquery
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.monitoring import services
+from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.web import charts
+from auditapp.web.pages import page
+
+SERIES_LENGTH = 60  # windows per chart
+PERIOD_FORMATS = {HOUR: "%m-%d %H:00", DAY: "%Y-%m-%d", WEEK: "%G-W%V"}
+
+
+def _ordered(entries: dict, names: list[str]) -> list[tuple[str, dict]]:
+    """Per-feature entries in schema order (PostgreSQL's jsonb keeps its own key order)."""
+    return [(name, entries[name]) for name in names if name in entries]
+
+
+def _summary(snapshot: MetricSnapshot | None, names: list[str]) -> dict | None:
+    """The figures a dashboard row shows, from a snapshot's data."""
+    if snapshot is None:
+        return None
+    data = snapshot.data or {}
+    drift = [(e.get("psi"), name) for name, e in data.get("drift", {}).items() if e.get("psi")]
+    fairness = [
+        (e["disparate_impact_ratio"], name)
+        for name, e in data.get("fairness", {}).items()
+        if e.get("disparate_impact_ratio") is not None
+    ]
+    return {
+        "snapshot": snapshot,
+        "drifted": [n for n, e in _ordered(data.get("drift", {}), names) if e.get("drifted")],
+        "max_psi": max(drift) if drift else None,
+        "score_psi": data.get("score_drift", {}).get("psi"),
+        "roc_auc": (data.get("performance") or {}).get("roc_auc"),
+        "min_di": min(fairness) if fairness else None,
+        "failure_rate": data.get("explanations", {}).get("failure_rate"),
+        "ndcg": data.get("attribution_drift", {}).get("ranking_ndcg"),
+    }
+
+
+@login_required
+@page
+def dashboard(request):
+    actor = roles.actor_for(request)
+    actor.require(roles.READ_MODELS)
+    latest = MetricSnapshot.objects.filter(
+        model_version=OuterRef("pk"), status=MetricSnapshot.DONE
+    ).order_by("-window_start", "window")
+    versions = list(
+        ModelVersion.objects.filter(registered_model__in=RegisteredModel.objects.visible_to(actor))
+        .select_related("registered_model")
+        .annotate(latest_snapshot=Subquery(latest.values("pk")[:1]))
+        .order_by("registered_model__name", "-created_at")
+    )
+    snapshots = MetricSnapshot.objects.in_bulk(
+        [v.latest_snapshot for v in versions if v.latest_snapshot]
+    )
+    alerts = (
+        Alert.objects.visible_to(actor)
+        .active()
+        .select_related("model_version__registered_model", "acknowledged_by")[:200]
+    )
+    context = {
+        "rows": [
+            (v, _summary(snapshots.get(v.latest_snapshot), v.parsed_schema.names)) for v in versions
+        ],
+        "alerts": alerts,
+        "can_acknowledge": actor.can(roles.ACKNOWLEDGE_ALERTS),
+    }
+    return render(request, "monitoring/dashboard.html", context)
+
+
+def _label(snapshot: MetricSnapshot) -> str:
+    return snapshot.window_start.strftime(PERIOD_FORMATS.get(snapshot.window, "%Y-%m-%d %H:%M"))
+
+
+def _series(snapshots, pick) -> list[tuple[str, float | None]]:
+    return [(_label(s), pick(s.data or {})) for s in snapshots]
+
+
+def _figures(model_version, snapshots: list[MetricSnapshot]) -> dict:
+    schema = model_version.parsed_schema
+    labels = {f.name: f.label for f in schema.features}
+    latest = snapshots[-1] if snapshots else None
+    figures = {
+        "drift": [
+            charts.time_series(
+                _series(snapshots, lambda d, n=name: d.get("drift", {}).get(n, {}).get("psi")),
+                title=f"Drift of {labels[name]} (PSI against the reference)",
+                y_label="PSI",
+            )
+            for name in _by_latest_psi(schema.names, latest)
+        ],
+        "latest_psi": charts.bar_chart(
+            [
+                (labels[n], (latest.data or {}).get("drift", {}).get(n, {}).get("psi"))
+                for n in _by_latest_psi(schema.names, latest)
+            ]
+            if latest
+            else [],
+            title="Input drift per feature in the latest window (PSI; above 0.2 is a shift)",
+            value_label="PSI",
+            signed=False,
+        ),
+        "score_median": charts.time_series(
+            _series(snapshots, lambda d: d.get("score_drift", {}).get("current", {}).get("median")),
+            title="Median score per window",
+            y_label="median score",
+        ),
+        "score_psi": charts.time_series(
+            _series(snapshots, lambda d: d.get("score_drift", {}).get("psi")),
+            title="Score drift (PSI against the reference)",
+            y_label="PSI",
+        ),
+        "ndcg": charts.time_series(
+            _series(snapshots, lambda d: d.get("attribution_drift", {}).get("ranking_ndcg")),
+            title="Attribution ranking kept (NDCG against the reference; 1 = same order)",
+            y_label="NDCG",
+        ),
+        "roc_auc": charts.time_series(
+            _series(snapshots, lambda d: (d.get("performance") or {}).get("roc_auc")),
+            title="ROC AUC on decisions with an outcome",
+            y_label="ROC AUC",
+        ),
+        "accuracy": charts.time_series(
+            _series(snapshots, lambda d: (d.get("performance") or {}).get("accuracy")),
+            title="Accuracy on decisions with an outcome",
+            y_label="accuracy",
+        ),
+        "fairness": [
+            charts.time_series(
+                _series(
+                    snapshots,
+                    lambda d, n=f.name: (
+                        d.get("fairness", {}).get(n, {}).get("disparate_impact_ratio")
+                    ),
+                ),
+                title=f"Disparate impact ratio by {f.label} (below 0.8 fails the four-fifths rule)",
+                y_label="ratio",
+            )
+            for f in schema.features
+            if f.protected
+        ],
+        "score_histogram": None,
+        "importance": None,
+    }
+    histogram = (latest.data or {}).get("score_drift", {}).get("current", {}) if latest else {}
+    if histogram.get("histogram"):
+        figures["score_histogram"] = charts.histogram(
+            histogram["histogram"]["counts"],
+            histogram["histogram"]["edges"],
+            title=f"Score distribution, {_label(latest)}",
+            x_label="score",
+        )
+    shap = (latest.data or {}).get("attribution_drift", {}).get("mean_abs_shap") if latest else {}
+    if shap:
+        figures["importance"] = charts.bar_chart(
+            [(labels.get(n, n), e["change"]) for n, e in shap.items()],
+            title=f"Change of mean |SHAP| against the reference, {_label(latest)}",
+            value_label="change of mean |SHAP|",
+            legend=("More important now", "Less important now"),
+        )
+    return figures
+
+
+def _by_latest_psi(names: list[str], latest: MetricSnapshot | None) -> list[str]:
+    """Features, the most drifted in the latest window first (each chart has its own scale)."""
+    drift = (latest.data or {}).get("drift", {}) if latest else {}
+    return sorted(names, key=lambda n: -(drift.get(n, {}).get("psi") or 0.0))
+
+
+@login_required
+@page
+def version_monitoring(request, name: str, version: str):
+    actor = roles.actor_for(request)
+    model_version = roles.get_version_for_actor(actor, name, version)
+    window = request.GET.get("window", DAY)
+    if window not in PERIOD_FORMATS:
+        window = DAY
+    snapshots = list(
+        MetricSnapshot.objects.filter(
+            model_version=model_version, window=window, status=MetricSnapshot.DONE
+        ).order_by("-window_start")[:SERIES_LENGTH]
+    )[::-1]
+    config = MonitoringSettings.objects.filter(model_version=model_version).first()
+    names = model_version.parsed_schema.names
+    latest_data = (snapshots[-1].data or {}) if snapshots else {}
+    context = {
+        "model_version": model_version,
+        "window": window,
+        "windows": list(PERIOD_FORMATS),
+        "snapshots": snapshots,
+        "latest": _summary(snapshots[-1], names) if snapshots else None,
+        "latest_data": latest_data,
+        "drift_rows": _ordered(latest_data.get("drift", {}), names),
+        "fairness_rows": _ordered(latest_data.get("fairness", {}), names),
+        "figures": _figures(model_version, snapshots),
+        "alerts": model_version.alerts.select_related("acknowledged_by")[:20],
+        "recent": model_version.metric_snapshots.order_by("-created_at")[:10],
+        "settings": services.settings_json(config) if config else None,
+        "can_run": actor.can(roles.RUN_MONITORING),
+        "can_acknowledge": actor.can(roles.ACKNOWLEDGE_ALERTS),
+    }
+    return render(request, "monitoring/version.html", context)
+
+
+@login_required
+@require_POST
+@page
+def compute(request, name: str, version: str):
+    actor = roles.actor_for(request)
+    model_version = roles.get_version_for_actor(actor, name, version)
+    period = {"from": _moment(request.POST.get("from")), "to": _moment(request.POST.get("to"))}
+    snapshot = services.request_snapshot(actor, model_version, period, ip=client_ip(request))
+    messages.info(
+        request, f"Computing the {snapshot.window} from {snapshot.window_start:%Y-%m-%d %H:%M} UTC."
+    )
+    return redirect("monitoring-version", name=name, version=version)
+
+
+def _moment(value: str | None) -> str | None:
+    """An <input type="datetime-local"> value is UTC on this page (it says so)."""
+    if not value:
+        return value
+    return value if value.endswith("Z") or "+" in value else value + "Z"
+
+
+@login_required
+@require_POST
+@page
+def acknowledge(request, alert_id: int):
+    actor = roles.actor_for(request)
+    alert = roles.get_alert_for_actor(actor, alert_id)
+    services.acknowledge_alert(actor, alert, ip=client_ip(request))
+    target = request.POST.get("next", "")
+    if not target.startswith("/") or target.startswith("//"):
+        target = "/monitoring/"
+    return redirect(target)

@@ -1,0 +1,634 @@
+"""The data document of a compliance report: one model version, one period.
+
+Every section of ../shared/COMPLIANCE.md "A compliance report" is one key of
+the document. Figures are aggregated in the database (Count / Avg / TruncDate,
+JSON keys extracted in SQL), never by looping over decisions in Python, so a
+version with 100,000 decisions in the period takes seconds. The document is
+built once; the PDF, CSV and JSON renderers (render.py) all read it, so the
+three formats carry the same numbers. Its canonical JSON's sha256 is the
+report's content hash.
+
+The period is half-open: from <= predicted_at < to (UTC).
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from django.db.models import (
+    Avg,
+    CharField,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    JSONField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Abs, Cast, Floor, Least, TruncDate
+from django.utils import timezone
+
+import auditapp
+from auditapp.accounts.models import AuditEvent
+from auditapp.decisions import sealing
+from auditapp.decisions.hashing import canonical_time
+from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.reasons import adverse_reasons
+from auditapp.registry.models import ModelVersion
+from auditapp.reviews.models import Feedback, ReviewCase
+from auditapp.reviews.stats import AGE_BUCKETS
+from explain.models import Explanation
+
+log = logging.getLogger(__name__)
+
+SCORE_BINS = 20
+TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the search filter
+APPENDIX_SAMPLE = 10
+TOP_ERRORS = 5
+DOCUMENT_VERSION = 1
+
+Progress = Callable[[int, int], None]
+
+
+def build_compliance_document(
+    model_version: ModelVersion,
+    start: datetime,
+    end: datetime,
+    *,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Every section, in order; `progress(done, total)` is called after each one."""
+    context = _Context(model_version, start, end)
+    sections: dict[str, Any] = {}
+    for done, (key, build) in enumerate(SECTIONS, start=1):
+        sections[key] = build(context)
+        if progress is not None:
+            progress(done, len(SECTIONS))
+    return {
+        "attest_document": "model_compliance",
+        "document_version": DOCUMENT_VERSION,
+        "scope": {
+            "model": model_version.registered_model.name,
+            "version": model_version.version,
+            "from": canonical_time(start),
+            "to": canonical_time(end),
+            "period": "from <= predicted_at < to (UTC)",
+        },
+        "sections": sections,
+    }
+
+
+class _Context:
+    """What every section needs: the version, the period and its decisions."""
+
+    def __init__(self, model_version: ModelVersion, start: datetime, end: datetime):
+        self.model_version = model_version
+        self.start, self.end = start, end
+        self.schema = model_version.parsed_schema
+        self.labels = {f.name: f.label for f in self.schema.features}
+        self.decisions: QuerySet = Decision.objects.filter(
+            model_version=model_version, predicted_at__gte=start, predicted_at__lt=end
+        )
+        self.explanations: QuerySet = Explanation.objects.filter(
+            decision__model_version=model_version,
+            decision__predicted_at__gte=start,
+            decision__predicted_at__lt=end,
+        )
+
+
+# --- 1. cover ---------------------------------------------------------------------
+
+
+def cover(ctx: _Context) -> dict[str, Any]:
+    seal = sealing.latest_seal()
+    return {
+        "title": f"Compliance report: {ctx.model_version.registered_model.name} "
+        f"v{ctx.model_version.version}",
+        "product": "Attest",
+        "product_version": auditapp.__version__,
+        "latest_seal": None
+        if seal is None
+        else {
+            "index": seal.index,
+            "seal_hash": seal.seal_hash,
+            "sealed_at": canonical_time(seal.sealed_at),
+            "last_decision_id": seal.last_decision_id,
+        },
+    }
+
+
+# --- 2. model identity ------------------------------------------------------------
+
+
+def model_identity(ctx: _Context) -> dict[str, Any]:
+    version = ctx.model_version
+    model = version.registered_model
+    changes = version.stage_changes.select_related("changed_by").order_by("changed_at", "id")
+    return {
+        "model": model.name,
+        "version": version.version,
+        "task": model.task,
+        "purpose": model.description or version.description,
+        "owner": model.owner.get_username() if model.owner else None,
+        "intended_use": version.intended_use,
+        "limitations": version.limitations,
+        "training_data": version.training_data,
+        "training_metrics": version.metrics,
+        "artifact_format": version.artifact_format,
+        "artifact_sha256": version.artifact_sha256,
+        "schema_sha256": version.schema_sha256,
+        "background_sha256": version.background_sha256,
+        "background_rows": version.background_rows,
+        "stage": version.stage,
+        "registered_at": canonical_time(version.created_at),
+        "registered_by": version.created_by.get_username() if version.created_by else None,
+        "features": [
+            {
+                "feature": f.name,
+                "label": f.label,
+                "type": f.type,
+                "protected": f.protected,
+                "sensitive": f.sensitive,
+            }
+            for f in ctx.schema.features
+        ],
+        "stage_history": [
+            {
+                "at": canonical_time(change.changed_at),
+                "from": change.from_stage or None,
+                "to": change.to_stage,
+                "by": change.changed_by.get_username() if change.changed_by else None,
+            }
+            for change in changes
+        ],
+    }
+
+
+# --- 3. volumes and outcomes -------------------------------------------------------
+
+
+def volumes(ctx: _Context) -> dict[str, Any]:
+    decisions = ctx.decisions
+    per_day = (
+        decisions.annotate(day=TruncDate("predicted_at"))
+        .values("day")
+        .annotate(n=Count("id"))
+        .order_by("day")
+    )
+    mix = decisions.values("prediction").annotate(n=Count("id")).order_by("-n")
+    summary = decisions.aggregate(
+        n=Count("id"),
+        scored=Count("score"),
+        mean=Avg("score"),
+        low=Min("score"),
+        high=Max("score"),
+        first=Min("predicted_at"),
+        last=Max("predicted_at"),
+    )
+    total = summary["n"]
+    mix_rows = [
+        {"prediction": _label(row["prediction"]), "decisions": row["n"], "share": row["n"] / total}
+        for row in mix
+    ]
+    mix_rows.sort(key=lambda row: (-row["decisions"], row["prediction"]))
+    return {
+        "decisions": total,
+        "first_decision_at": _time_or_none(summary["first"]),
+        "last_decision_at": _time_or_none(summary["last"]),
+        "per_day": [{"day": row["day"].isoformat(), "decisions": row["n"]} for row in per_day],
+        "prediction_mix": mix_rows,
+        "score": {
+            "scored": summary["scored"],
+            "mean": summary["mean"],
+            "min": summary["low"],
+            "max": summary["high"],
+            "histogram": _score_histogram(decisions),
+        },
+        "outcomes": _outcome_metrics(ctx),
+    }
+
+
+def _score_histogram(decisions: QuerySet) -> list[dict[str, Any]]:
+    """SCORE_BINS equal bins over [0, 1], counted by the database (1.0 joins the last bin)."""
+    counts = dict(
+        decisions.exclude(score=None)
+        .annotate(bin=Cast(Least(Floor(F("score") * SCORE_BINS), SCORE_BINS - 1), IntegerField()))
+        .values_list("bin")
+        .annotate(n=Count("id"))
+        .values_list("bin", "n")
+    )
+    return [
+        {"from": i / SCORE_BINS, "to": (i + 1) / SCORE_BINS, "decisions": counts.get(i, 0)}
+        for i in range(SCORE_BINS)
+    ]
+
+
+def _outcome_metrics(ctx: _Context) -> dict[str, Any] | None:
+    """Performance on the decisions whose ground truth arrived (the latest outcome counts)."""
+    latest = Outcome.objects.filter(decision=OuterRef("pk")).order_by("-observed_at", "-id")
+    pairs = list(
+        ctx.decisions.filter(Exists(Outcome.objects.filter(decision=OuterRef("pk"))))
+        .annotate(outcome=Subquery(latest.values("outcome")[:1], output_field=JSONField()))
+        .values_list("prediction", "score", "outcome")
+    )
+    if not pairs:
+        return None
+    from sklearn import metrics
+
+    if ctx.schema.target.type == "regression":
+        truth = [float(o) for _, _, o in pairs]
+        predicted = [float(p) for p, _, _ in pairs]
+        return {
+            "with_outcome": len(pairs),
+            "mae": float(metrics.mean_absolute_error(truth, predicted)),
+            "rmse": float(metrics.root_mean_squared_error(truth, predicted)),
+            "r2": float(metrics.r2_score(truth, predicted)) if len(pairs) > 1 else None,
+        }
+    positive = ctx.schema.target.positive_class
+    truth = [o == positive for _, _, o in pairs]
+    predicted = [p == positive for p, _, _ in pairs]
+    scored = [(t, s) for t, (_, s, _) in zip(truth, pairs, strict=True) if s is not None]
+    auc = None
+    if scored and len({t for t, _ in scored}) == 2:
+        auc = float(metrics.roc_auc_score([t for t, _ in scored], [s for _, s in scored]))
+    return {
+        "with_outcome": len(pairs),
+        "positive_class": positive,
+        "accuracy": float(metrics.accuracy_score(truth, predicted)),
+        "precision": float(metrics.precision_score(truth, predicted, zero_division=0)),
+        "recall": float(metrics.recall_score(truth, predicted, zero_division=0)),
+        "roc_auc": auc,
+    }
+
+
+# --- 4. explanations ----------------------------------------------------------------
+
+
+def explanations(ctx: _Context) -> dict[str, Any]:
+    total = ctx.decisions.count()
+    by_status = {
+        (row["method"], row["status"]): row["n"]
+        for row in ctx.explanations.values("method", "status").annotate(n=Count("id"))
+    }
+    methods = {}
+    for method in ("shap", "lime"):
+        done = ctx.explanations.filter(method=method, status=Explanation.DONE)
+        timing = done.aggregate(mean=Avg("duration_ms"), longest=Max("duration_ms"))
+        counts = {s: by_status.get((method, s), 0) for s, _ in Explanation.STATUSES}
+        methods[method] = {
+            **counts,
+            "coverage": counts[Explanation.DONE] / total if total else None,
+            "mean_ms": timing["mean"],
+            "max_ms": timing["longest"],
+        }
+    shap_done = ctx.explanations.filter(method="shap", status=Explanation.DONE)
+    return {
+        "decisions": total,
+        "methods": methods,
+        "additivity_failures": shap_done.filter(quality__additivity_ok=False).count(),
+        "failures": _failures(ctx),
+        "global_importance": _importance(ctx, shap_done),
+        "top_reasons": _top_reasons(ctx, shap_done),
+        "shap_lime_agreement": _agreement(ctx),
+    }
+
+
+def _failures(ctx: _Context) -> list[dict[str, Any]]:
+    rows = (
+        ctx.explanations.filter(status=Explanation.FAILED)
+        .values("method", "error")
+        .annotate(n=Count("id"))
+        .order_by("-n", "method", "error")[:TOP_ERRORS]
+    )
+    return [
+        {"method": row["method"], "error": row["error"][:300], "explanations": row["n"]}
+        for row in rows
+    ]
+
+
+def _importance(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
+    """Mean |SHAP| per feature in one aggregate query over the JSON attributions."""
+    names = ctx.schema.names
+    aggregates = {
+        f"f{i}": Avg(Abs(Cast(KeyTextTransform(name, "attributions"), FloatField())))
+        for i, name in enumerate(names)
+    }
+    means = shap_done.aggregate(**aggregates) if names else {}
+    rows = [
+        {"feature": name, "label": ctx.labels[name], "mean_abs_shap": means.get(f"f{i}")}
+        for i, name in enumerate(names)
+        if means.get(f"f{i}") is not None
+    ]
+    rows.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
+    return rows
+
+
+def _top_reasons(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
+    """How often each feature is among the top 3 SHAP features: one GROUP BY per position."""
+    counts: Counter[str] = Counter()
+    for position in range(TOP_REASON_POSITIONS):
+        grouped = (
+            shap_done.annotate(feature=KeyTextTransform(str(position), "top_features"))
+            .exclude(feature=None)
+            .values_list("feature")
+            .annotate(n=Count("id"))
+            .values_list("feature", "n")
+        )
+        counts.update(dict(grouped))
+    explained = shap_done.count()
+    rows = [
+        {
+            "feature": name,
+            "label": ctx.labels.get(name, name),
+            "explanations": n,
+            "share": n / explained if explained else None,
+        }
+        for name, n in counts.items()
+    ]
+    rows.sort(key=lambda row: (-row["explanations"], row["feature"]))
+    return rows
+
+
+def _agreement(ctx: _Context) -> dict[str, Any]:
+    lime_done = ctx.explanations.filter(method="lime", status=Explanation.DONE)
+    figures = lime_done.aggregate(
+        compared=Count("id", filter=Q(quality__agreement_with_shap__top_k_overlap__isnull=False)),
+        overlap=Avg(
+            Cast(
+                KeyTextTransform(
+                    "top_k_overlap", KeyTextTransform("agreement_with_shap", "quality")
+                ),
+                FloatField(),
+            )
+        ),
+        correlation=Avg(
+            Cast(
+                KeyTextTransform(
+                    "rank_correlation", KeyTextTransform("agreement_with_shap", "quality")
+                ),
+                FloatField(),
+            )
+        ),
+        disagreeing=Count("id", filter=Q(quality__agreement_with_shap__top_k_overlap__lt=2 / 3)),
+    )
+    return {
+        "compared": figures["compared"],
+        "mean_top_k_overlap": figures["overlap"],
+        "mean_rank_correlation": figures["correlation"],
+        "disagreeing": figures["disagreeing"],
+    }
+
+
+# --- 5 and 6. drift and fairness (auditapp/monitoring) -----------------------------------
+
+
+def _window_metrics(ctx: _Context) -> dict[str, Any] | str:
+    """The monitoring app's figures for the period, or why they are not available."""
+    if not hasattr(ctx, "_metrics"):
+        try:
+            from auditapp.monitoring.metrics import compute_window_metrics
+        except ImportError:
+            ctx._metrics = "the monitoring module (auditapp.monitoring) is not installed"
+        else:
+            try:
+                ctx._metrics = compute_window_metrics(ctx.model_version, ctx.start, ctx.end)
+            except Exception as exc:  # the rest of the report stands without sections 5-6
+                log.exception("reports.monitoring.failed model_version=%s", ctx.model_version.pk)
+                ctx._metrics = f"the monitoring figures could not be computed ({exc})"
+    return ctx._metrics
+
+
+def drift(ctx: _Context) -> dict[str, Any]:
+    metrics = _window_metrics(ctx)
+    if isinstance(metrics, str):
+        return {"available": False, "reason": metrics}
+    return {
+        "available": True,
+        "decisions": metrics.get("decisions"),
+        "inputs": metrics.get("drift") or {},
+        "score": metrics.get("score_drift") or {},
+        "attributions": metrics.get("attribution_drift") or {},
+    }
+
+
+def fairness(ctx: _Context) -> dict[str, Any]:
+    protected = [f.name for f in ctx.schema.features if f.protected]
+    metrics = _window_metrics(ctx)
+    if isinstance(metrics, str):
+        return {"available": False, "reason": metrics, "protected_features": protected}
+    return {
+        "available": True,
+        "protected_features": protected,
+        "by_feature": metrics.get("fairness") or {},
+        "performance": metrics.get("performance"),
+    }
+
+
+# --- 7. human oversight ------------------------------------------------------------------
+
+
+def oversight(ctx: _Context) -> dict[str, Any]:
+    """The figures of reviews/stats.py (same definitions), for the period's decisions only."""
+    in_period = {"decision__in": ctx.decisions}
+    feedback = Feedback.objects.filter(**in_period)
+    cases = ReviewCase.objects.filter(**in_period)
+    verdicts = feedback.aggregate(total=Count("id"), agree=Count("id", filter=Q(verdict="agree")))
+    resolved = cases.filter(state=ReviewCase.RESOLVED)
+    resolution = resolved.aggregate(
+        total=Count("id"), overridden=Count("id", filter=Q(resolution=ReviewCase.OVERRIDDEN))
+    )
+    hours = [
+        (done - opened).total_seconds() / 3600
+        for opened, done in resolved.values_list("opened_at", "resolved_at")[:20_000]
+    ]
+    reviewed = (
+        ctx.decisions.filter(Q(feedback__isnull=False) | Q(review_cases__state=ReviewCase.RESOLVED))
+        .distinct()
+        .count()
+    )
+    total = ctx.decisions.count()
+    return {
+        "decisions": total,
+        "reviewed": reviewed,
+        "share_reviewed": reviewed / total if total else None,
+        "feedback": verdicts["total"],
+        "agreement_rate": verdicts["agree"] / verdicts["total"] if verdicts["total"] else None,
+        "cases": cases.count(),
+        "resolved_cases": resolution["total"],
+        "override_rate": resolution["overridden"] / resolution["total"]
+        if resolution["total"]
+        else None,
+        "median_hours_to_resolve": statistics.median(hours) if hours else None,
+        "open_cases": cases.unresolved().count(),
+        "open_by_age": _open_by_age(cases),
+    }
+
+
+def _open_by_age(cases: QuerySet) -> list[dict[str, Any]]:
+    now = timezone.now()
+    unresolved = cases.unresolved()
+    rows, newer_than = [], None
+    for label, age in AGE_BUCKETS:  # buckets: under a day, 1-7 days, over a week
+        bucket = unresolved
+        if age is not None:
+            bucket = bucket.filter(opened_at__gt=now - age)
+        if newer_than is not None:
+            bucket = bucket.filter(opened_at__lte=now - newer_than)
+        rows.append({"age": label, "cases": bucket.count()})
+        newer_than = age
+    return rows
+
+
+# --- 8. access and security --------------------------------------------------------------
+
+
+def access(ctx: _Context) -> dict[str, Any]:
+    """Who viewed and exported what about this version during the period; failed authorisations."""
+    version = ctx.model_version
+    name = version.registered_model.name
+    events = AuditEvent.objects.filter(at__gte=ctx.start, at__lt=ctx.end)
+    about = events.filter(
+        Q(object_type="decisions.decision", object_id__in=_decision_ids(version))
+        | Q(object_type="registry.modelversion", object_id=str(version.pk))
+        | Q(object_type="reports.report", details__model=name, details__version=version.version)
+        | Q(action__in=["decisions.searched", "decisions.exported"], details__params__model=name)
+        | Q(action="labelled_data.exported", details__model=name)
+    )
+    by_actor = (
+        about.values("actor_name", "action")
+        .annotate(n=Count("id"))
+        .order_by("actor_name", "action")
+    )
+    denied = events.filter(action="access.denied")
+    denials = denied.values("actor_name").annotate(n=Count("id")).order_by("-n", "actor_name")
+    return {
+        "events": about.count(),
+        "by_actor": [
+            {"actor": row["actor_name"] or "anonymous", "action": row["action"], "events": row["n"]}
+            for row in by_actor
+        ],
+        "failed_authorisations": denied.count(),
+        "failed_authorisations_by_actor": [
+            {"actor": row["actor_name"] or "anonymous", "events": row["n"]} for row in denials
+        ],
+        "failed_logins": events.filter(action="auth.login_failed").count(),
+        "note": "Failed authorisations and logins are counted across the application "
+        "for the period: a refused request does not reveal which model it was after.",
+    }
+
+
+def _decision_ids(version: ModelVersion) -> QuerySet:
+    """The version's decision ids as text, to match AuditEvent.object_id in SQL."""
+    return (
+        Decision.objects.filter(model_version=version)
+        .annotate(text_id=Cast("id", CharField()))
+        .values("text_id")
+    )
+
+
+# --- 9. integrity --------------------------------------------------------------------------
+
+
+def integrity(ctx: _Context) -> dict[str, Any]:
+    """The whole chain is verified (links make the period depend on all before it)."""
+    result = sealing.verify_chain()
+    seal = sealing.latest_seal()
+    last_sealed = (seal.last_decision_id or 0) if seal else 0
+    counts = ctx.decisions.aggregate(
+        n=Count("id"), sealed=Count("id", filter=Q(id__lte=last_sealed))
+    )
+    first_bad = result.first_bad
+    return {
+        "ok": result.ok,
+        "decisions_checked": result.decisions,
+        "events_checked": result.events,
+        "seals_checked": result.seals,
+        "first_bad": first_bad,
+        "period_decisions": counts["n"],
+        "period_decisions_sealed": counts["sealed"],
+        "period_decisions_unsealed": counts["n"] - counts["sealed"],
+        "latest_seal_hash": seal.seal_hash if seal else None,
+    }
+
+
+# --- 10. appendix --------------------------------------------------------------------------
+
+
+def appendix(ctx: _Context) -> dict[str, Any]:
+    """A reproducible sample: the decisions of the period with the smallest content hashes."""
+    sample = list(
+        ctx.decisions.order_by("content_hash", "id").values(
+            "id", "request_id", "predicted_at", "prediction", "score", "content_hash"
+        )[:APPENDIX_SAMPLE]
+    )
+    shap = {
+        e["decision_id"]: e
+        for e in Explanation.objects.filter(
+            decision_id__in=[d["id"] for d in sample], method="shap"
+        ).values("decision_id", "status", "attributions", "base_value")
+    }
+    rows = []
+    for decision in sample:
+        explanation = shap.get(decision["id"], {})
+        done = explanation.get("status") == Explanation.DONE
+        reasons = adverse_reasons(explanation["attributions"], ctx.labels) if done else []
+        rows.append(
+            {
+                "decision_id": decision["id"],
+                "request_id": decision["request_id"],
+                "predicted_at": canonical_time(decision["predicted_at"]),
+                "prediction": _label(decision["prediction"]),
+                "score": decision["score"],
+                "content_hash": decision["content_hash"],
+                "shap_status": explanation.get("status", "missing"),
+                "main_reasons": "; ".join(r.label for r in reasons),
+                "attributions": explanation["attributions"] if done else None,
+            }
+        )
+    return {"sample_size": len(rows), "method": "smallest content hashes", "decisions": rows}
+
+
+SECTIONS: list[tuple[str, Callable[[_Context], dict[str, Any]]]] = [
+    ("cover", cover),
+    ("model_identity", model_identity),
+    ("volumes", volumes),
+    ("explanations", explanations),
+    ("drift", drift),
+    ("fairness", fairness),
+    ("oversight", oversight),
+    ("access", access),
+    ("integrity", integrity),
+    ("appendix", appendix),
+]
+SECTION_TITLES = {
+    "cover": "1. Cover",
+    "model_identity": "2. Model identity",
+    "volumes": "3. Volumes and outcomes",
+    "explanations": "4. Explanations",
+    "drift": "5. Drift",
+    "fairness": "6. Fairness",
+    "oversight": "7. Human oversight",
+    "access": "8. Access and security",
+    "integrity": "9. Integrity attestation",
+    "appendix": "10. Appendix: sample decisions",
+}
+
+
+def _label(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _time_or_none(moment: datetime | None) -> str | None:
+    return canonical_time(moment) if moment else None

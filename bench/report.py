@@ -1,0 +1,329 @@
+"""Report benchmark: a compliance report PDF over 100,000 decisions, and verify_chain.
+
+Run with `.venv/bin/python bench/report.py` (`make bench` runs it). Not a test:
+it prints figures beside raw baselines.
+
+1. DATABASE_URL (default postgres://postgres@127.0.0.1:5432/attest_bench_report)
+   is created if missing and migrated; the demo credit model is registered.
+2. The version is topped up to --decisions decisions (default 100,000) spread
+   over 30 days, written with COPY and the product's own content hash, each
+   with a finished SHAP explanation (attributions drawn at random: the figure
+   measured is the report, not SHAP), LIME for one in ten, outcomes for one in
+   five.
+3. A compliance report for the whole period is requested and generated as PDF,
+   in this process, timed (target <= 30 s); the baseline is PostgreSQL alone
+   computing the headline aggregates (per day, prediction mix, mean |SHAP| per
+   feature) as raw SQL.
+4. bench/chain.py runs as a subprocess on its own database (attest_bench_chain):
+   verify_chain over 1,000,000 decisions (target >= 100,000 decisions/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/attest_bench_report"
+TARGET_SECONDS = 30.0
+DAYS = 30
+DISTINCT = 5_000
+
+
+def prepare():
+    os.environ["DATABASE_URL"] = os.environ.get("BENCH_REPORT_DATABASE_URL", DEFAULT_DATABASE_URL)
+    from bench import ingest
+
+    ingest.configure_env()
+    ingest.ensure_database()
+    ingest.setup_django()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+    user = ingest.bench_user()
+    version, model = ingest.bench_model(user)
+    return user, version, model
+
+
+def top_up(version, model, target: int, end: datetime) -> int:
+    """COPY decisions (with SHAP, some LIME, some outcomes) until the version has `target`."""
+    from django.db import connection
+
+    from auditapp.decisions.models import Decision
+    from auditapp.decisions.services import COPY_COLUMNS
+    from bench import ingest
+
+    missing = target - Decision.objects.filter(model_version=version).count()
+    if missing <= 0:
+        return 0
+    payloads = ingest.Payloads(model, DISTINCT, "5e9047").items
+    version.registered_model  # noqa: B018  (loaded now: no query may run inside a COPY)
+    names = version.parsed_schema.names
+    rng = np.random.default_rng(7)
+    scale = np.linspace(0.6, 0.02, len(names))  # some features matter more than others
+    began = time.perf_counter()
+    run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+    step = timedelta(days=DAYS) / missing
+    start = end - timedelta(days=DAYS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
+            "FROM generate_series(1, %s)",
+            [missing],
+        )
+        ids = [row[0] for row in cursor.fetchall()]
+        decision_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(decision_sql) as copy:
+            for n, decision_id in enumerate(ids):
+                payload = payloads[n % len(payloads)]
+                copy.write_row(
+                    _decision_row(version, payload, decision_id, run, n, start + n * step)
+                )
+        _copy_explanations(cursor, ids, names, rng, scale)
+        _copy_outcomes(cursor, ids, [payloads[n % len(payloads)] for n in range(len(ids))], end)
+    print(f"wrote {missing:,} decisions with explanations in {time.perf_counter() - began:.0f} s")
+    return missing
+
+
+def _decision_row(version, payload: dict, decision_id: int, run: str, n: int, at: datetime):
+    from auditapp.decisions.hashing import canonical_json, content_hash
+
+    recorded = at + timedelta(seconds=1)
+    fields = {
+        "model": version.registered_model.name,
+        "version": version.version,
+        "artifact_sha256": version.artifact_sha256,
+        "request_id": f"report-{run}-{n}",
+        "subject_ref": payload.get("subject_ref"),
+        "inputs": payload["inputs"],
+        "prediction": payload["prediction"],
+        "score": payload.get("score"),
+        "predicted_at": at,
+        "recorded_at": recorded,
+        "source": "import",
+        "metadata": {},
+    }
+    return (
+        decision_id,
+        version.registered_model_id,
+        version.pk,
+        fields["request_id"],
+        fields["subject_ref"],
+        canonical_json(fields["inputs"]),
+        canonical_json(fields["prediction"]),
+        fields["score"],
+        at,
+        recorded,
+        "import",
+        "{}",
+        content_hash(fields),
+        None,
+        "bench/report.py",
+    )
+
+
+EXPLANATION_COLUMNS = (
+    "decision_id",
+    "method",
+    "status",
+    "attempts",
+    "explainer",
+    "library_version",
+    "output_space",
+    "base_value",
+    "attributions",
+    "top_features",
+    "quality",
+    "config",
+    "seed",
+    "duration_ms",
+    "error",
+    "created_at",
+    "updated_at",
+)
+
+
+def _copy_explanations(cursor, ids: list[int], names: list[str], rng, scale) -> None:
+    import orjson
+
+    now = datetime.now(UTC)
+    sql = f"COPY explain_explanation ({', '.join(EXPLANATION_COLUMNS)}) FROM STDIN"
+    with cursor.cursor.copy(sql) as copy:
+        for n, decision_id in enumerate(ids):
+            values = rng.normal(0.0, scale)
+            attributions = dict(zip(names, values.round(6).tolist(), strict=True))
+            top = [names[i] for i in np.argsort(-np.abs(values), kind="stable")]
+            quality = {"additivity_error": 1e-7, "additivity_ok": True}
+            for method in ("shap", "lime") if n % 10 == 0 else ("shap",):
+                if method == "lime":
+                    overlap = float(rng.choice([1 / 3, 2 / 3, 1.0]))
+                    quality = {
+                        "fidelity_r2": 0.8,
+                        "agreement_with_shap": {
+                            "top_k": 3,
+                            "top_k_overlap": overlap,
+                            "rank_correlation": 0.7,
+                        },
+                    }
+                copy.write_row(
+                    (
+                        decision_id,
+                        method,
+                        "done",
+                        1,
+                        "TreeExplainer" if method == "shap" else "LimeTabularExplainer",
+                        "bench",
+                        "log_odds",
+                        -0.7,
+                        orjson.dumps(attributions).decode(),
+                        orjson.dumps(top).decode(),
+                        orjson.dumps(quality).decode(),
+                        "{}",
+                        n,
+                        1.5 if method == "shap" else 90.0,
+                        "",
+                        now,
+                        now,
+                    )
+                )
+
+
+def _copy_outcomes(cursor, ids: list[int], payloads: list[dict], end: datetime) -> None:
+    import orjson
+
+    rng = np.random.default_rng(11)
+    sql = (
+        "COPY decisions_outcome (decision_id, outcome, observed_at, recorded_at, source) FROM STDIN"
+    )
+    with cursor.cursor.copy(sql) as copy:
+        for n, decision_id in enumerate(ids):
+            if n % 5:
+                continue
+            score = payloads[n].get("score") or 0.5
+            outcome = "bad" if rng.random() < score else "good"
+            copy.write_row((decision_id, orjson.dumps(outcome).decode(), end, end, "import"))
+
+
+def raw_aggregates_seconds(version, start: datetime, end: datetime) -> float:
+    """The headline aggregates as PostgreSQL alone computes them (one statement each)."""
+    from django.db import connection
+
+    names = version.parsed_schema.names
+    importance = ", ".join(f"avg(abs((e.attributions->>'{n}')::float))" for n in names)
+    where = "d.model_version_id = %s AND d.predicted_at >= %s AND d.predicted_at < %s"
+    statements = [
+        f"SELECT date_trunc('day', predicted_at), count(*) FROM decisions_decision d "
+        f"WHERE {where} GROUP BY 1 ORDER BY 1",
+        f"SELECT prediction, count(*) FROM decisions_decision d WHERE {where} GROUP BY 1",
+        f"SELECT {importance} FROM explain_explanation e JOIN decisions_decision d "
+        f"ON d.id = e.decision_id WHERE {where} AND e.method = 'shap' AND e.status = 'done'",
+    ]
+    began = time.perf_counter()
+    with connection.cursor() as cursor:
+        for statement in statements:
+            cursor.execute(statement, [version.pk, start, end])
+            cursor.fetchall()
+    return time.perf_counter() - began
+
+
+def report_rows(decisions: int) -> list[tuple[str, str, str, str]]:
+    _user, version, model = prepare()
+    from django.db import connection
+
+    from auditapp.accounts import roles
+    from auditapp.accounts.services import create_user
+    from auditapp.decisions.models import Decision
+    from auditapp.reports import services
+
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    top_up(version, model, decisions, end)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    officer = roles.Actor(user=_officer(create_user))
+    first = Decision.objects.filter(model_version=version).order_by("predicted_at").first()
+    start = first.predicted_at.replace(hour=0, minute=0, second=0, microsecond=0)
+    period_end = end + timedelta(hours=1)
+    count = Decision.objects.filter(
+        model_version=version, predicted_at__gte=start, predicted_at__lt=period_end
+    ).count()
+    body = {
+        "kind": "model_compliance",
+        "model": version.registered_model.name,
+        "version": version.version,
+        "from": start.isoformat(),
+        "to": period_end.isoformat(),
+        "format": "pdf",
+    }
+    report = services.request_report(officer, body, via="bench")
+    began = time.perf_counter()
+    report = services.generate_report(report.pk)
+    seconds = time.perf_counter() - began
+    if report.status != "done":
+        sys.exit(f"the report failed: {report.error}")
+    raw = raw_aggregates_seconds(version, start, period_end)
+    met = "met" if seconds <= TARGET_SECONDS else "NOT met"
+    size = report.file.size
+    return [
+        (
+            f"compliance report PDF, {count:,} decisions, s",
+            f"{seconds:.1f} s ({size / 1024:.0f} KiB)",
+            f"{raw:.2f} s (3 raw SQL aggregates)",
+            f"target <= {TARGET_SECONDS:.0f} s {met}",
+        )
+    ]
+
+
+def _officer(create_user):
+    from django.contrib.auth import get_user_model
+
+    from auditapp.accounts import roles
+
+    user = get_user_model().objects.filter(username="bench-compliance").first()
+    return user or create_user("bench-compliance", roles.COMPLIANCE_OFFICER)
+
+
+def chain_rows(decisions: int) -> list[tuple[str, str, str, str]]:
+    """bench/chain.py in a subprocess on its own database (attest_bench_chain), read back."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "chain.py"), "--decisions", str(decisions)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = [line for line in out.splitlines() if line.count(" | ") == 3]
+    return [tuple(cell.strip() for cell in line.split(" | ")) for line in lines[1:]]
+
+
+def print_table(rows) -> None:
+    header = ("figure", "Attest", "raw baseline", "ratio / target")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+    for row in [header, *rows]:
+        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--decisions", type=int, default=100_000)
+    parser.add_argument("--chain-decisions", type=int, default=1_000_000)
+    parser.add_argument("--skip-chain", action="store_true")
+    args = parser.parse_args()
+    rows = report_rows(args.decisions)
+    if not args.skip_chain:
+        rows += chain_rows(args.chain_decisions)
+    print_table(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""The metrics of a window against independent scipy / scikit-learn / fairlearn computations,
+on decisions recorded through the real services (German credit, Adult)."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import skops.io
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    selection_rate,
+)
+from scipy import stats
+from sklearn import metrics as skm
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from auditapp.accounts import roles
+from auditapp.decisions.models import Decision
+from auditapp.decisions.services import record_decisions
+from auditapp.monitoring import metrics
+from auditapp.monitoring.models import MonitoringSettings
+from auditapp.monitoring.services import configure_monitoring
+from auditapp.registry.schema import parse_schema
+from auditapp.registry.services import VersionUpload, register_model_version
+from explain import tasks as explain_tasks
+from tests.datasets import adult, german_credit
+from tests.monitoring.conftest import FEATURES, a_day, plain, shifted
+
+
+def window(day):
+    return day, day + timedelta(days=1)
+
+
+def test_drift_is_flagged_on_a_shifted_stream_and_nowhere_else(german_version, stream, unseen):
+    day = a_day(3)
+    stream(shifted(unseen), day, "shifted")
+
+    result = metrics.compute_window_metrics(german_version, *window(day))
+
+    assert result["decisions"] == 300
+    assert result["reference"] == {
+        "kind": "background",
+        "description": "background sample (300 rows)",
+        "rows": 300,
+    }
+    drifted = {name for name, entry in result["drift"].items() if entry["drifted"]}
+    assert drifted == {"credit_amount", "age"}
+    assert result["drift"]["credit_amount"]["psi"] > 1.0
+    assert result["drift"]["credit_amount"]["ks_p"] < 1e-10
+    background = german_credit()["age"].iloc[:300].to_numpy(dtype=float)
+    independent = stats.ks_2samp(background, shifted(unseen)["age"].to_numpy(dtype=float))
+    assert result["drift"]["age"]["ks_p"] == pytest.approx(independent.pvalue, rel=1e-9)
+    assert result["drift"]["age"]["ks_statistic"] == pytest.approx(independent.statistic)
+    assert {"psi", "chi2_p", "drifted"} <= set(result["drift"]["purpose"])
+    json.dumps(result)  # JSON-serialisable as it is
+
+
+def test_an_unshifted_stream_is_not_flagged(german_version, stream, unseen):
+    day = a_day(3)
+    stream(unseen, day, "plain")
+
+    result = metrics.compute_window_metrics(german_version, *window(day))
+
+    assert result["decisions"] == 300
+    assert [n for n, e in result["drift"].items() if e["drifted"]] == []
+    assert max(e["psi"] for e in result["drift"].values()) < 0.2
+    assert result["score_drift"]["psi"] < 0.2
+    assert result["score_drift"]["drifted"] is False
+
+
+def test_categorical_drift_is_chi_squared_on_the_category_counts(german_version, stream, unseen):
+    day = a_day(3)
+    moved = unseen.copy()
+    moved.loc[: len(moved) // 2, "purpose"] = "A49"  # half the loans are now for business
+    stream(moved, day, "purpose")
+
+    entry = metrics.compute_window_metrics(german_version, *window(day))["drift"]["purpose"]
+
+    reference = german_credit()["purpose"].iloc[:300].value_counts()
+    current = moved["purpose"].value_counts()
+    categories = sorted(set(reference.index) | set(current.index))
+    table = np.vstack(
+        [reference.reindex(categories, fill_value=0), current.reindex(categories, fill_value=0)]
+    )
+    assert entry["chi2_p"] == pytest.approx(stats.chi2_contingency(table).pvalue, rel=1e-9)
+    assert entry["drifted"] is True
+    assert entry["current_rates"]["A49"] == pytest.approx(current["A49"] / len(moved))
+
+
+def test_score_and_attribution_drift_follow_the_shift(german_version, stream, unseen):
+    day = a_day(3)
+    decisions = stream(shifted(unseen), day, "shifted")
+    explain_tasks.explain_batch.run(german_version.pk, "shap", [d.pk for d in decisions])
+
+    result = metrics.compute_window_metrics(german_version, *window(day))
+
+    attribution = result["attribution_drift"]
+    assert attribution["explained"] == 300
+    amount = attribution["mean_abs_shap"]["credit_amount"]
+    assert amount["change"] == pytest.approx(amount["current"] - amount["reference"])
+    assert 0 < attribution["ranking_ndcg"] <= 1
+    reference = MonitoringSettings.objects.get(model_version=german_version).reference_cache
+    truth = [[reference["mean_abs_shap"][n] for n in german_version.parsed_schema.names]]
+    now = [[attribution["mean_abs_shap"][n]["current"] for n in german_version.parsed_schema.names]]
+    assert attribution["ranking_ndcg"] == pytest.approx(skm.ndcg_score(truth, now))
+    assert reference["shap_rows"] == 200
+    assert result["explanations"]["done"] == 300
+    assert result["explanations"]["failure_rate"] == 0.0
+
+
+def test_performance_equals_scikit_learn(german_version, stream, outcomes, unseen):
+    day = a_day(4)
+    decisions = stream(unseen, day, "perf")
+    labelled = decisions[:250]  # the rest have no outcome yet
+    outcomes(labelled, unseen["credit"].iloc[:250])
+
+    performance = metrics.compute_window_metrics(german_version, *window(day))["performance"]
+
+    y_true = (unseen["credit"].iloc[:250] == "bad").to_numpy(dtype=int)
+    y_pred = np.array([d.prediction == "bad" for d in labelled], dtype=int)
+    scores = np.array([d.score for d in labelled])
+    assert performance["outcomes"] == 250
+    assert performance["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred))
+    assert performance["precision"] == pytest.approx(skm.precision_score(y_true, y_pred))
+    assert performance["recall"] == pytest.approx(skm.recall_score(y_true, y_pred))
+    assert performance["f1"] == pytest.approx(skm.f1_score(y_true, y_pred))
+    assert performance["roc_auc"] == pytest.approx(skm.roc_auc_score(y_true, scores))
+    assert performance["brier"] == pytest.approx(skm.brier_score_loss(y_true, scores))
+    assert performance["reference_roc_auc"] == 0.78  # the card's training metric
+    assert performance["roc_auc_drop"] == pytest.approx(0.78 - performance["roc_auc"])
+    assert sum(b["n"] for b in performance["calibration"]) == 250
+    for entry in performance["calibration"]:
+        inside = (scores >= entry["bin_start"]) & (scores < entry["bin_end"])
+        assert entry["mean_score"] == pytest.approx(scores[inside].mean())
+        assert entry["observed_rate"] == pytest.approx(y_true[inside].mean())
+
+
+def test_without_outcomes_there_is_no_performance(german_version, stream, unseen):
+    day = a_day(3)
+    stream(unseen.head(50), day, "few")
+
+    assert metrics.compute_window_metrics(german_version, *window(day))["performance"] is None
+
+
+def test_an_empty_window_has_no_figures_but_does_not_fail(german_version):
+    result = metrics.compute_window_metrics(german_version, *window(a_day(30)))
+
+    assert result["decisions"] == 0
+    assert result["performance"] is None
+    assert result["fairness"] == {}
+    assert result["drift"]["age"]["psi"] is None
+
+
+# --- fairness on Adult -------------------------------------------------------------------
+
+ADULT_CATEGORICAL = [
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+]
+ADULT_NUMERIC = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+ADULT_FEATURES = ADULT_CATEGORICAL + ADULT_NUMERIC
+ADULT_ROWS = 3000
+
+
+@pytest.fixture(scope="module")
+def adult_data():
+    frame = adult()
+    train = frame[frame["split"] == "train"].iloc[:5000]
+    stream = frame[frame["split"] == "test"].iloc[:ADULT_ROWS].reset_index(drop=True)
+    prep = ColumnTransformer(
+        [
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), ADULT_CATEGORICAL),
+            ("numeric", StandardScaler(), ADULT_NUMERIC),
+        ]
+    )
+    model = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=500))])
+    model.fit(train[ADULT_FEATURES], train["income"])
+    schema = {
+        "features": [
+            {
+                "name": n,
+                "type": "categorical",
+                "categories": sorted(frame[n].unique().tolist()),
+                **({"protected": True} if n in ("race", "sex") else {}),
+            }
+            for n in ADULT_CATEGORICAL
+        ]
+        + [
+            {"name": n, "type": "numeric", **({"protected": True} if n == "age" else {})}
+            for n in ADULT_NUMERIC
+        ],
+        "target": {
+            "type": "classification",
+            "classes": ["<=50K", ">50K"],
+            "positive_class": ">50K",
+        },
+    }
+    return model, schema, train, stream
+
+
+@pytest.fixture
+def adult_version(adult_data, ml_engineer):
+    model, schema, train, _ = adult_data
+    upload = VersionUpload(
+        name="adult",
+        version="1",
+        artifact=skops.io.dumps(model),
+        artifact_format="skops",
+        schema=schema,
+        background=train[ADULT_FEATURES].head(200).to_csv(index=False).encode(),
+    )
+    actor = roles.Actor(user=ml_engineer)
+    version = register_model_version(actor, upload)
+    # The positive class ">50K" is the favourable one here; age in the usual bands.
+    configure_monitoring(
+        actor, version, {"favourable_class": ">50K", "fairness_groups": {"age": [25, 40, 60]}}
+    )
+    return version
+
+
+def test_fairness_equals_fairlearn_on_adult(adult_data, adult_version, ml_engineer, outcomes):
+    model, _, _, frame = adult_data
+    predictions = model.predict(frame[ADULT_FEATURES])
+    scores = model.predict_proba(frame[ADULT_FEATURES])[:, 1]
+    day = a_day(5)
+    items = [
+        {
+            "model": "adult",
+            "version": "1",
+            "request_id": f"adult-{i}",
+            "inputs": {k: plain(v) for k, v in row.items()},
+            "prediction": plain(predictions[i]),
+            "score": float(scores[i]),
+            "predicted_at": (day + timedelta(seconds=i + 1)).isoformat(),
+        }
+        for i, row in enumerate(frame[ADULT_FEATURES].to_dict(orient="records"))
+    ]
+    results = record_decisions(roles.Actor(user=ml_engineer), {"decisions": items})
+    decisions = list(Decision.objects.filter(pk__in=[r["id"] for r in results]).order_by("pk"))
+    outcomes(decisions[:2000], frame["income"].iloc[:2000])
+
+    fairness = metrics.compute_window_metrics(adult_version, *window(day))["fairness"]
+
+    assert set(fairness) == {"race", "sex", "age"}
+    selected = (predictions == ">50K").astype(int)
+    truth = (frame["income"].iloc[:2000] == ">50K").to_numpy(dtype=int)
+    age_groups = np.select(
+        [frame["age"] < 25, frame["age"] < 40, frame["age"] < 60],
+        ["< 25", "25\u201340", "40\u201360"],
+        "≥ 60",
+    )
+    for name, groups in (("sex", frame["sex"]), ("race", frame["race"]), ("age", age_groups)):
+        groups = np.asarray(groups, dtype=object)
+        entry = fairness[name]
+        by_group = MetricFrame(
+            metrics=selection_rate, y_true=selected, y_pred=selected, sensitive_features=groups
+        ).by_group
+        assert entry["selection_rate"] == pytest.approx(by_group.to_dict())
+        assert entry["demographic_parity_difference"] == pytest.approx(
+            demographic_parity_difference(selected, selected, sensitive_features=groups)
+        )
+        ratio = demographic_parity_ratio(selected, selected, sensitive_features=groups)
+        assert entry["disparate_impact_ratio"] == pytest.approx(ratio)
+        assert entry["four_fifths_ok"] is bool(ratio >= 0.8)
+        assert entry["equalized_odds_difference"] == pytest.approx(
+            equalized_odds_difference(truth, selected[:2000], sensitive_features=groups[:2000])
+        )
+        assert entry["selected_class"] == ">50K"
+    # Adult's well-known disparity: women are selected far less often than men.
+    assert fairness["sex"]["disparate_impact_ratio"] < 0.5
+    assert fairness["sex"]["four_fifths_ok"] is False
+    assert fairness["age"]["group_edges"] == [25.0, 40.0, 60.0]
+    assert fairness["sex"]["counts"] == frame["sex"].value_counts().to_dict()
+
+
+def test_numeric_protected_groups_default_to_reference_quartiles(german_version, stream, unseen):
+    day = a_day(3)
+    stream(unseen, day, "groups")
+
+    entry = metrics.compute_window_metrics(german_version, *window(day))["fairness"]["age"]
+
+    quartiles = np.quantile(german_credit()["age"].iloc[:300], [0.25, 0.5, 0.75])
+    assert entry["group_edges"] == pytest.approx(np.unique(quartiles).tolist())
+    assert sum(entry["counts"].values()) == 300
+    assert entry["selected_class"] == "good"  # not the positive (adverse) class "bad"
+
+
+def test_groups_declared_in_the_schema_bin_a_numeric_protected_attribute():
+    schema = parse_schema(
+        {
+            "features": [
+                {"name": "age", "type": "integer", "protected": True, "groups": [25, 40, 60]},
+                {"name": "income", "type": "numeric"},
+            ],
+            "target": {"type": "classification", "classes": ["good", "bad"]},
+        }
+    )
+    age = schema.features[0]
+
+    assert metrics.group_edges(age, schema, {}, None) == [25.0, 40.0, 60.0]
+    assert metrics.group_edges(age, schema, {"age": [30, 50]}, None) == [30.0, 50.0]
+    groups = metrics.numeric_groups(np.array([18.0, 25.0, 39.0, 61.0, np.nan]), [25.0, 40.0, 60.0])
+    assert list(groups) == ["< 25", "25\u201340", "25\u201340", "\u2265 60", "missing"]
+
+
+def test_a_period_of_decisions_can_be_the_reference(german_version, stream, unseen, ml_engineer):
+    reference_day, day = a_day(6), a_day(3)
+    stream(unseen, reference_day, "reference")
+    stream(unseen, day, "same")
+    configure_monitoring(
+        roles.Actor(user=ml_engineer),
+        german_version,
+        {
+            "reference": "period",
+            "reference_from": reference_day.isoformat(),
+            "reference_to": (reference_day + timedelta(days=1)).isoformat(),
+        },
+    )
+
+    result = metrics.compute_window_metrics(german_version, *window(day))
+
+    assert result["reference"]["kind"] == "period"
+    assert result["reference"]["rows"] == 300
+    # The very same applicants: no drift at all.
+    assert all(entry["psi"] == pytest.approx(0.0, abs=1e-12) for entry in result["drift"].values())
+    assert result["score_drift"]["psi"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_module_keeps_features_in_schema_order(german_version):
+    schema = german_version.parsed_schema
+    assert list(metrics.input_drift(schema, *(2 * [_tiny(schema)]))) == FEATURES
+
+
+def _tiny(schema):
+    rows = german_credit()[FEATURES].head(5).to_dict(orient="records")
+    return metrics.observations(schema, rows, [0.1] * 5, ["good"] * 5)

@@ -1,0 +1,113 @@
+"""Decision notices: the top adverse SHAP reasons, plain labels, deterministic content."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from auditapp.decisions.hashing import sha256_hex
+from auditapp.reports.models import Report
+from explain.models import Explanation
+from tests.factories import DecisionPayloadFactory
+from tests.reports.conftest import explain, pdf_text, read_file
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def explained(model_version, ingest):
+    """Twelve decisions with their SHAP explanations."""
+    results = ingest(*DecisionPayloadFactory.build_batch(12))
+    ids = [r["id"] for r in results]
+    explain(ids, model_version)
+    return ids
+
+
+def notice_body(decision_id: int, fmt: str = "json") -> dict:
+    return {"kind": "decision_notice", "decision_id": decision_id, "format": fmt}
+
+
+def expected_reasons(decision_id: int, labels: dict[str, str]) -> list[str]:
+    """Independently: the features pushing towards "bad", largest first, at most four."""
+    attributions = Explanation.objects.get(decision_id=decision_id, method="shap").attributions
+    pushing = sorted((v, n) for n, v in attributions.items() if v > 0)[::-1]
+    return [labels[n] for _, n in pushing[:4]]
+
+
+def test_a_notice_lists_exactly_the_top_adverse_shap_features_in_order(
+    explained, model_version, generate
+):
+    labels = {f.name: f.label for f in model_version.parsed_schema.features}
+    counts = set()
+    for decision_id in explained:
+        report = generate(notice_body(decision_id))
+        notice = orjson.loads(read_file(report))["data"]
+
+        reasons = [r["factor"] for r in notice["reasons"]]
+        assert reasons == expected_reasons(decision_id, labels)
+        assert [r["rank"] for r in notice["reasons"]] == list(range(1, len(reasons) + 1))
+        assert all(r["direction"] == "pushed towards the outcome “bad”" for r in notice["reasons"])
+        counts.add(len(reasons))
+    assert max(counts) == 4  # some decisions have more than four adverse features: cut to four
+
+
+def test_a_notice_says_what_took_part_and_how_to_contest_without_raw_weights_or_codes(
+    explained, model_version, generate, settings
+):
+    decision_id = explained[0]
+    report = generate(notice_body(decision_id))
+    text = read_file(report).decode()
+    notice = orjson.loads(text)["data"]
+
+    assert notice["automated_decision"] is True
+    assert notice["model"] == {
+        "name": "credit",
+        "version": "1",
+        "purpose": "Consumer credit default risk.",
+    }
+    assert notice["outcome"] in ("good", "bad")
+    assert notice["reference"] == f"D-{decision_id:08d}"
+    assert notice["data_used"] == [f.label for f in model_version.parsed_schema.features]
+    assert notice["contest"] == settings.ATTEST_CONTEST_TEXT
+    shap = Explanation.objects.get(decision_id=decision_id, method="shap")
+    for value in shap.attributions.values():
+        assert repr(value) not in text  # no raw weights
+    for code in ("debt_ratio", "employment_years", "prior_defaults", "has_guarantor"):
+        assert code not in text  # plain labels, not the schema's internal names
+    assert "request_id" not in text and "loan-" not in text
+
+
+def test_the_same_notice_twice_has_the_same_content_hash_and_the_same_files(explained, generate):
+    decision_id = explained[1]
+    first, second = (generate(notice_body(decision_id, "json")) for _ in range(2))
+    pdf_a, pdf_b = (generate(notice_body(decision_id, "pdf")) for _ in range(2))
+
+    assert first.pk != second.pk
+    assert first.content_sha256 == second.content_sha256 == pdf_a.content_sha256
+    assert sha256_hex(orjson.loads(read_file(first))["data"]) == first.content_sha256
+    assert first.sha256 == second.sha256  # the JSON file is byte-identical
+    assert pdf_a.sha256 == pdf_b.sha256  # and so is the PDF (no creation date, no random id)
+
+
+def test_the_pdf_notice_shows_the_reasons_in_order_and_the_content_hash(
+    explained, model_version, generate
+):
+    decision_id = explained[2]
+    report = generate(notice_body(decision_id, "pdf"))
+    text = " ".join(pdf_text(report).split())
+    labels = {f.name: f.label for f in model_version.parsed_schema.features}
+
+    assert "An automated model took part" in text
+    assert f"D-{decision_id:08d}" in text
+    assert report.content_sha256 in text
+    positions = [text.index(f"{label} — pushed") for label in expected_reasons(decision_id, labels)]
+    assert positions == sorted(positions)
+    assert "How to contest this decision" in text
+
+
+def test_a_notice_for_a_decision_not_explained_yet_is_a_conflict(decision, api_client, auditor):
+    response = api_client(auditor).post("/api/v1/reports", notice_body(decision.pk), format="json")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "not_explained"
+    assert not Report.objects.exists()
