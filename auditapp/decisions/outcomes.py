@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -33,17 +34,17 @@ def _decisions_for(actor: roles.Actor, items: list[Any]) -> tuple[dict, dict]:
     ids = {
         i["decision_id"] for i in items if isinstance(i, dict) and type(i.get("decision_id")) is int
     }
-    pairs = {
-        (i["model"], i["request_id"])
-        for i in items
-        if isinstance(i, dict)
-        and isinstance(i.get("model"), str)
-        and isinstance(i.get("request_id"), str)
-    }
+    request_ids: dict[str, set[str]] = defaultdict(set)
+    for i in items:
+        named = isinstance(i, dict) and isinstance(i.get("request_id"), str)
+        if named and isinstance(i.get("model"), str):
+            request_ids[i["model"]].add(i["request_id"])
+    # One condition per model, not per item: SQLite refuses expressions deeper than 1,000.
     query = Q(pk__in=ids)
-    for model, request_id in pairs:
-        query |= Q(registered_model__name=model, request_id=request_id)
-    found = Decision.objects.visible_to(actor).with_related().filter(query) if ids or pairs else []
+    for model, refs in request_ids.items():
+        query |= Q(registered_model__name=model, request_id__in=refs)
+    wanted = ids or request_ids
+    found = Decision.objects.visible_to(actor).with_related().filter(query) if wanted else []
     by_id = {d.pk: d for d in found}
     by_ref = {(d.registered_model.name, d.request_id): d for d in by_id.values()}
     return by_id, by_ref

@@ -49,6 +49,29 @@ def test_outcomes_are_recorded_by_request_id_or_decision_id(api_client, ml_engin
     assert AuditEvent.objects.get(action="outcomes.recorded").details["created"] == 2
 
 
+def test_a_large_batch_by_request_id_is_one_query_not_one_condition_per_item(
+    api_client, ml_engineer, model_version, ingest
+):
+    decisions = ingest(*DecisionPayloadFactory.build_batch(1500))
+    outcomes = [
+        {
+            "model": "credit",
+            "request_id": d["request_id"],
+            "outcome": "bad",
+            "observed_at": yesterday(),
+        }
+        for d in decisions
+    ]
+
+    response = api_client(ml_engineer).post(URL, {"outcomes": outcomes}, format="json")
+
+    assert response.status_code == 201, response.content[:300]
+    assert Outcome.objects.count() == 1500
+    assert set(Outcome.objects.values_list("decision_id", flat=True)) == {
+        d["id"] for d in decisions
+    }
+
+
 def test_unknown_decisions_and_bad_values_are_reported_and_nothing_is_stored(
     api_client, ml_engineer, recorded
 ):
