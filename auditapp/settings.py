@@ -154,6 +154,11 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery closes a worker's database connection around every task unless told to
+# reuse it: a new PostgreSQL backend per task (and its cold caches) costs more than
+# explaining a batch with a small tree model. Tasks still drop broken or old
+# connections first (explain/tasks.py: close_old_connections, CONN_MAX_AGE).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 100)
 CELERY_TASK_DEFAULT_QUEUE = "explain"
 # Declared so that a worker started without -Q serves every queue; production
 # runs dedicated workers per queue (see the README).

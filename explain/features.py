@@ -124,6 +124,41 @@ def dense(values: Any) -> np.ndarray:
     return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=float)
 
 
+def input_frame(schema: Schema, rows: list[dict]) -> pd.DataFrame:
+    """The frame Schema.frame builds from raw input rows (same columns and dtypes), faster.
+
+    Numbers go through one NumPy conversion instead of a pandas Series each (an
+    all-numeric schema becomes one 2-D block): a batch of TreeSHAP rows would
+    otherwise spend a third of its time building its frame.
+    """
+    names = schema.names
+    try:
+        table = [[row[name] for name in names] for row in rows]
+        if all(f.type == "numeric" for f in schema.features):
+            values = np.array(table, dtype=float).reshape(len(rows), len(names))
+            return pd.DataFrame(values, columns=names)
+        columns = {}
+        for feature, values in zip(schema.features, zip(*table, strict=True), strict=True):
+            if feature.type == "numeric":
+                columns[feature.name] = np.array(values, dtype=float)
+            else:
+                columns[feature.name] = _series(feature.type, list(values))
+    except (KeyError, TypeError, ValueError):
+        return schema.frame(rows)  # a missing or odd value: the reference path copes or says why
+    return pd.DataFrame(columns)
+
+
+def _series(kind: str, values: list) -> pd.Series:
+    """One column exactly as Schema.frame builds it."""
+    if kind == "categorical":
+        return pd.Series(values, dtype=object)
+    if kind == "boolean":
+        return pd.Series(values, dtype="boolean" if None in values else bool)
+    if kind == "integer" and None not in values:
+        return pd.Series(values, dtype="int64")
+    return pd.Series(values, dtype="float64")
+
+
 class CategoryCodes:
     """Categorical features as integer codes (their index in the schema's categories)."""
 

@@ -9,8 +9,13 @@ class Explanation(models.Model):
     STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED)]
     METHODS = [("shap", "SHAP"), ("lime", "LIME")]
 
+    # No index of its own: the unique (decision, method) index serves every lookup
+    # by decision, and each index is one more write per claimed and stored row.
     decision = models.ForeignKey(
-        "decisions.Decision", on_delete=models.PROTECT, related_name="explanations"
+        "decisions.Decision",
+        on_delete=models.PROTECT,
+        related_name="explanations",
+        db_index=False,
     )
     method = models.CharField(max_length=10, choices=METHODS)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)

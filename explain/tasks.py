@@ -13,16 +13,24 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+import orjson
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    transaction,
+)
 from django.db.models import F
 from django.utils import timezone
 
-from auditapp.decisions.hashing import canonical_json
+from auditapp.decisions.models import Decision
 from explain import engine
 from explain.models import Explanation
 
@@ -175,65 +183,176 @@ def default_seed(content_hash: str) -> int:
 # -- the batch ------------------------------------------------------------------------------------
 
 
-CLAIM_FIELDS = (
+@dataclass
+class ClaimedDecision:
+    """What a batch reads of a decision: its inputs, its hash (default seed) and its score."""
+
+    id: int
+    inputs: dict
+    content_hash: str
+    score: float | None
+
+
+@dataclass
+class ClaimedExplanation:
+    """An explanation row a batch has claimed: what it read, then what it will write.
+
+    A plain object rather than a model instance: building a few hundred Explanation
+    and Decision instances per batch costs more than TreeSHAP on a small model.
+    Its attributes are named as the model's, so the review rules read it alike.
+    """
+
+    id: int
+    decision: ClaimedDecision
+    method: str
+    status: str
+    attempts: int
+    seed: int | None
+    error: str
+    explainer: str = ""
+    library_version: str = ""
+    output_space: str = ""
+    base_value: float | None = None
+    attributions: dict | None = None
+    top_features: list | None = None
+    quality: dict | None = None
+    config: dict | None = None
+    duration_ms: float | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+    @property
+    def decision_id(self) -> int:
+        return self.decision.id
+
+
+GAVE_UP = f"gave up after {MAX_ATTEMPTS} attempts"
+
+# One statement claims the batch on PostgreSQL: lock the unfinished explanation
+# rows nobody else holds (of the explanations only: a SHAP and a LIME task of the
+# same decisions must not skip each other), count the attempt (or give up on rows
+# that used them all) and return what the engine reads, joined from the decision.
+CLAIM_SQL = """
+WITH candidates AS (
+    SELECT e.id FROM {explanations} AS e
+    JOIN {decisions} AS d ON d.id = e.decision_id
+    WHERE e.decision_id = ANY(%(decision_ids)s::bigint[]) AND e.method = %(method)s
+      AND d.model_version_id = %(model_version_id)s AND e.status <> %(done)s
+    FOR UPDATE OF e SKIP LOCKED
+)
+UPDATE {explanations} AS e SET
+    status = CASE WHEN e.attempts >= %(max_attempts)s THEN %(failed)s ELSE %(running)s END,
+    attempts = CASE WHEN e.attempts >= %(max_attempts)s THEN e.attempts ELSE e.attempts + 1 END,
+    error = CASE WHEN e.attempts >= %(max_attempts)s AND e.error = '' THEN %(gave_up)s
+                 ELSE e.error END,
+    updated_at = %(now)s
+FROM candidates AS c, {decisions} AS d
+WHERE e.id = c.id AND d.id = e.decision_id
+RETURNING e.id, e.decision_id, e.status, e.attempts, e.seed, e.error,
+          d.content_hash, d.score, d.inputs
+"""
+CLAIM_COLUMNS = (
     "id",
     "decision_id",
-    "method",
     "status",
     "attempts",
     "seed",
     "error",
-    "quality",
-    "decision__id",
-    "decision__inputs",
     "decision__content_hash",
     "decision__score",
+    "decision__inputs",
 )
 
 
-def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[Explanation]:
-    """Mark the batch's unfinished explanations running and count the attempt, atomically."""
+def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[ClaimedExplanation]:
+    """Mark the batch's unfinished explanations running and count the attempt, atomically.
+
+    Rows that used up their attempts are marked failed instead, and reviewed.
+    """
     now = timezone.now()
     with transaction.atomic():
-        rows = list(
-            # of=("self",): lock the explanation rows only, not the joined decisions,
-            # or a SHAP and a LIME task of the same decisions would skip each other.
-            Explanation.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(
-                decision_id__in=decision_ids,
-                decision__model_version_id=model_version_id,
-                method=method,
-            )
-            .exclude(status=Explanation.DONE)
-            .select_related("decision")
-            # Only what the batch reads: decoding every JSON column of a few hundred
-            # decisions costs more than explaining them with TreeSHAP.
-            .only(*CLAIM_FIELDS)
-        )
-        exhausted = [e for e in rows if e.attempts >= MAX_ATTEMPTS]
-        claimed = [e for e in rows if e.attempts < MAX_ATTEMPTS]
-        if claimed:
-            Explanation.objects.filter(pk__in=[e.pk for e in claimed]).update(
-                status=Explanation.RUNNING, attempts=F("attempts") + 1, updated_at=now
-            )
-            for explanation in claimed:
-                explanation.status = Explanation.RUNNING
-                explanation.attempts += 1
-                explanation.updated_at = now
+        if connection.vendor == "postgresql":
+            rows = _claim_postgresql(model_version_id, method, decision_ids, now)
+        else:
+            rows = _claim_portable(model_version_id, method, decision_ids, now)
+        exhausted = [row for row in rows if row.status == Explanation.FAILED]
         if exhausted:
-            _give_up(exhausted, now)
+            from auditapp.reviews.services import review_explanations
+
+            review_explanations(exhausted)
+    return [row for row in rows if row.status == Explanation.RUNNING]
+
+
+def _claim_postgresql(model_version_id, method, decision_ids, now) -> list[ClaimedExplanation]:
+    sql = CLAIM_SQL.format(
+        explanations=Explanation._meta.db_table, decisions=Decision._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql,
+            {
+                "decision_ids": _id_array(decision_ids),
+                "method": method,
+                "model_version_id": model_version_id,
+                "done": Explanation.DONE,
+                "failed": Explanation.FAILED,
+                "running": Explanation.RUNNING,
+                "max_attempts": MAX_ATTEMPTS,
+                "gave_up": GAVE_UP,
+                "now": now,
+            },
+        )
+        fetched = cursor.fetchall()
+    # Django leaves jsonb as text for JSONField to decode; orjson is several times faster.
+    return sorted(
+        (_claimed(method, now, *row[:-1], orjson.loads(row[-1])) for row in fetched),
+        key=lambda row: row.decision_id,
+    )
+
+
+def _claim_portable(model_version_id, method, decision_ids, now) -> list[ClaimedExplanation]:
+    """The same claim in ORM statements, for SQLite (one writer at a time: nothing to skip)."""
+    rows = (
+        Explanation.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(
+            decision_id__in=decision_ids,
+            decision__model_version_id=model_version_id,
+            method=method,
+        )
+        .exclude(status=Explanation.DONE)
+        .order_by("decision_id")
+        .values_list(*CLAIM_COLUMNS)
+    )
+    claimed = [_claimed(method, now, *row) for row in rows]
+    exhausted = [row for row in claimed if row.attempts >= MAX_ATTEMPTS]
+    running = [row for row in claimed if row.attempts < MAX_ATTEMPTS]
+    Explanation.objects.filter(pk__in=[row.id for row in running]).update(
+        status=Explanation.RUNNING, attempts=F("attempts") + 1, updated_at=now
+    )
+    for row in running:
+        row.status, row.attempts = Explanation.RUNNING, row.attempts + 1
+    for row in exhausted:
+        row.status, row.error = Explanation.FAILED, row.error or GAVE_UP
+    _write(exhausted, ["status", "error", "updated_at"])
     return claimed
 
 
-def _give_up(exhausted: list[Explanation], now) -> None:
-    from auditapp.reviews.services import review_explanations
-
-    for explanation in exhausted:
-        explanation.status = Explanation.FAILED
-        explanation.error = explanation.error or f"gave up after {MAX_ATTEMPTS} attempts"
-        explanation.updated_at = now
-    _write(exhausted, ["status", "error", "updated_at"])
-    review_explanations(exhausted)
+def _claimed(
+    method, now, pk, decision_id, status, attempts, seed, error, content_hash, score, inputs
+) -> ClaimedExplanation:
+    return ClaimedExplanation(
+        id=pk,
+        decision=ClaimedDecision(decision_id, inputs, content_hash, score),
+        method=method,
+        status=status,
+        attempts=attempts,
+        seed=seed,
+        error=error,
+        updated_at=now,
+    )
 
 
 # Column types, for writing many rows in one statement on PostgreSQL.
@@ -252,35 +371,68 @@ COLUMN_TYPES = {
     "duration_ms": "double precision",
     "updated_at": "timestamptz",
 }
+SCALARS = (str, int, float, bool, type(None), datetime)
 
 
-def _write(explanations: list[Explanation], fields: list[str]) -> None:
+def _write(explanations: list, fields: list[str]) -> None:
     """Write these fields of many explanations: one UPDATE on PostgreSQL.
 
+    A value every row shares (the explainer, its configuration, the time) is sent
+    once, as a parameter; only what differs per row travels in the JSON recordset.
     (Django's bulk_update spends seconds building CASE expressions for a few
     hundred rows; the database needs milliseconds for this statement.)
     """
     if not explanations:
         return
     if connection.vendor != "postgresql":
-        Explanation.objects.bulk_update(explanations, fields)
+        models = [Explanation(pk=e.pk, **{f: getattr(e, f) for f in fields}) for e in explanations]
+        Explanation.objects.bulk_update(models, fields)
         return
-    records = [{"id": e.pk, **{f: _jsonable(getattr(e, f)) for f in fields}} for e in explanations]
-    columns = ", ".join(f"{f} {COLUMN_TYPES[f]}" for f in ["id", *fields] if f != "id")
-    assignments = ", ".join(f"{f} = v.{f}" for f in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Explanation._meta.db_table} AS e SET {assignments} "
-            f"FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, {columns}) WHERE e.id = v.id",
-            [canonical_json(records)],
+    shared = [f for f in fields if _shared_by_all(explanations, f)]
+    varying = [f for f in fields if f not in shared]
+    assignments = [f"{f} = %s::{COLUMN_TYPES[f]}" for f in shared]
+    assignments += [f"{f} = v.{f}" for f in varying]
+    params: list = [_parameter(f, getattr(explanations[0], f)) for f in shared]
+    table = Explanation._meta.db_table
+    if varying:
+        records = [{"id": e.pk, **{f: getattr(e, f) for f in varying}} for e in explanations]
+        columns = ", ".join(f"{f} {COLUMN_TYPES[f]}" for f in varying)
+        sql = (
+            f"UPDATE {table} AS e SET {', '.join(assignments)} "
+            f"FROM jsonb_to_recordset(%s::jsonb) AS v(id bigint, {columns}) WHERE e.id = v.id"
         )
+        params.append(orjson.dumps(records).decode())
+    else:
+        sql = f"UPDATE {table} AS e SET {', '.join(assignments)} WHERE e.id = ANY(%s::bigint[])"
+        params.append(_id_array([e.pk for e in explanations]))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
-def _jsonable(value):
-    return value.isoformat() if hasattr(value, "isoformat") else value
+def _shared_by_all(explanations: list, field: str) -> bool:
+    """The same value on every row: the same object, or equal scalars of one type."""
+    values = [getattr(e, field) for e in explanations]
+    first = values[0]
+    if all(value is first for value in values):
+        return True
+    if isinstance(first, SCALARS):
+        kind = type(first)
+        return all(type(value) is kind and value == first for value in values)
+    return False
 
 
-def _apply(explanation: Explanation, result: engine.ExplanationResult, duration_ms: float, now):
+def _id_array(ids) -> str:
+    """A bigint[] literal: psycopg's client-side array quoting costs a few µs per element."""
+    return "{" + ",".join(str(int(i)) for i in ids) + "}"
+
+
+def _parameter(field: str, value):
+    if COLUMN_TYPES[field] == "jsonb":
+        return None if value is None else orjson.dumps(value).decode()
+    return value
+
+
+def _apply(explanation: ClaimedExplanation, result: engine.ExplanationResult, duration_ms, now):
     explanation.updated_at = now
     explanation.duration_ms = duration_ms
     explanation.seed = result.seed if result.seed is not None else explanation.seed
@@ -315,23 +467,64 @@ RESULT_FIELDS = [
     "duration_ms",
     "updated_at",
 ]
+# A failed attempt says why and when; what an earlier success stored stays.
+FAILURE_FIELDS = ["status", "error", "seed", "duration_ms", "updated_at"]
 
 
-def _fill_agreement(explanations: list[Explanation], method: str) -> list[Explanation]:
-    """Put SHAP-LIME agreement on the LIME rows of these decisions, whichever finished last."""
+@dataclass
+class Counterpart:
+    """The other method's finished explanation of a decision, for the agreement figures."""
+
+    id: int
+    decision_id: int
+    method: str
+    attributions: dict
+    quality: dict | None
+    status: str = Explanation.DONE
+    error: str = ""
+
+    @property
+    def pk(self) -> int:
+        return self.id
+
+
+def _counterparts(decision_ids: list[int], method: str) -> list[Counterpart]:
+    """The finished explanations of these decisions by `method`: one query, no model instances."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, decision_id, attributions, quality FROM {Explanation._meta.db_table} "
+                "WHERE decision_id = ANY(%s::bigint[]) AND method = %s AND status = %s",
+                [_id_array(decision_ids), method, Explanation.DONE],
+            )
+            return [
+                Counterpart(pk, decision_id, method, orjson.loads(attributions), _json(quality))
+                for pk, decision_id, attributions, quality in cursor.fetchall()
+            ]
+    rows = Explanation.objects.filter(
+        decision_id__in=decision_ids, method=method, status=Explanation.DONE
+    ).values_list("id", "decision_id", "attributions", "quality")
+    return [Counterpart(pk, decision_id, method, *values) for pk, decision_id, *values in rows]
+
+
+def _json(text: str | None):
+    return None if text is None else orjson.loads(text)
+
+
+def _fill_agreement(done: list[ClaimedExplanation], method: str) -> list[Counterpart]:
+    """Put SHAP-LIME agreement on the LIME rows of these decisions, whichever finished last.
+
+    A LIME batch fills its own rows (written with its results); a SHAP batch
+    returns the LIME rows it filled, to be written too.
+    """
+    if not done:
+        return []
     other = "shap" if method == "lime" else "lime"
-    counterparts = {
-        e.decision_id: e
-        for e in Explanation.objects.filter(
-            decision_id__in=[e.decision_id for e in explanations],
-            method=other,
-            status=Explanation.DONE,
-        )
-    }
+    counterparts = {c.decision_id: c for c in _counterparts([e.decision_id for e in done], other)}
     changed = []
-    for explanation in explanations:
+    for explanation in done:
         partner = counterparts.get(explanation.decision_id)
-        if explanation.status != Explanation.DONE or partner is None:
+        if partner is None:
             continue
         shap_row, lime_row = (explanation, partner) if method == "shap" else (partner, explanation)
         lime_row.quality = {
@@ -339,7 +532,7 @@ def _fill_agreement(explanations: list[Explanation], method: str) -> list[Explan
             "agreement_with_shap": engine.agreement(shap_row.attributions, lime_row.attributions),
         }
         changed.append(lime_row)
-    return changed
+    return changed if method == "shap" else []
 
 
 def run_batch(
@@ -420,11 +613,14 @@ def _store_results(claimed, results, method, elapsed_ms) -> None:
     from auditapp.reviews.services import review_explanations
 
     now = timezone.now()
+    duration_ms = elapsed_ms / len(claimed)  # one object: the write sends it once
     for explanation, result in zip(claimed, results, strict=True):
-        _apply(explanation, result, elapsed_ms / len(claimed), now)
+        _apply(explanation, result, duration_ms, now)
+    done = [e for e in claimed if e.status == Explanation.DONE]
     with transaction.atomic():
-        _write(claimed, RESULT_FIELDS)
-        partners = _fill_agreement(claimed, method)
+        partners = _fill_agreement(done, method)
+        _write(done, RESULT_FIELDS)
+        _write([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
         _write(partners, ["quality"])
         review_explanations([*claimed, *partners])
 
@@ -443,6 +639,11 @@ def _store_results(claimed, results, method, elapsed_ms) -> None:
 def explain_batch(
     model_version_id: int, method: str, decision_ids: list[int], new_seed: bool = False
 ) -> dict:
+    # Workers keep their connection between tasks (settings: CELERY_DB_REUSE_MAX);
+    # one that broke or outlived CONN_MAX_AGE is replaced here, as a request would
+    # (never inside a caller's transaction, e.g. a test calling the task directly).
+    if not connection.in_atomic_block:
+        close_old_connections()
     return run_batch(model_version_id, method, decision_ids, new_seed=new_seed)
 
 

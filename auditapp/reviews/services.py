@@ -99,14 +99,31 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
             .unresolved()
             .filter(decision_id__in=reasons_by_decision)
         }
+        # New cases in two statements, not two per case (the explanation workers
+        # open them for a whole batch at once).
+        opened = ReviewCase.objects.bulk_create(
+            [
+                ReviewCase(decision_id=decision_id, reasons=reasons)
+                for decision_id, reasons in reasons_by_decision.items()
+                if decision_id not in existing
+            ]
+        )
+        CaseEvent.objects.bulk_create(
+            [
+                CaseEvent(
+                    case=case,
+                    actor=user,
+                    action="opened",
+                    details={"reasons": case.reasons},
+                    at=now,
+                )
+                for case in opened
+            ]
+        )
+        touched.extend(opened)
         for decision_id, reasons in reasons_by_decision.items():
             case = existing.get(decision_id)
             if case is None:
-                case = ReviewCase.objects.create(decision_id=decision_id, reasons=reasons)
-                CaseEvent.objects.create(
-                    case=case, actor=user, action="opened", details={"reasons": reasons}, at=now
-                )
-                touched.append(case)
                 continue
             new = [r for r in reasons if r["rule"] not in {x["rule"] for x in case.reasons}]
             if new:

@@ -9,17 +9,21 @@ import shap
 from hypothesis import given
 from hypothesis import strategies as st
 from lightgbm import LGBMClassifier
+from pandas.testing import assert_frame_equal
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from xgboost import XGBClassifier
 
+from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
 from auditapp.registry.schema import parse_schema
 from explain import engine
+from explain.features import input_frame
 from explain.lime_backend import LimeExplainer
-from explain.shap_backend import ShapExplainer
+from explain.shap_backend import EXACT_TOLERANCE, SINGLE_PRECISION_TOLERANCE, ShapExplainer
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 
 FEATURES = GERMAN_CATEGORICAL + GERMAN_NUMERIC
@@ -117,6 +121,7 @@ def test_treeshap_of_a_one_hot_gbm_pipeline_equals_independent_shap(data, schema
     totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
     assert np.allclose(totals, positive_log_odds(model, explain_rows), atol=1e-9)
     assert all(r.quality["additivity_ok"] for r in results)
+    assert {r.quality["additivity_tolerance"] for r in results} == {EXACT_TOLERANCE}
 
 
 def test_treeshap_of_lightgbm_equals_independent_shap(data, schema):
@@ -137,6 +142,40 @@ def test_treeshap_of_lightgbm_equals_independent_shap(data, schema):
     totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
     assert np.allclose(totals, positive_log_odds(model, explain_rows), atol=1e-6)
     assert all(r.quality["additivity_ok"] for r in results)
+
+
+def german_schema_with_codes() -> dict:
+    """The German credit schema with the target as XGBoost's classes: 1 = bad (positive)."""
+    spec = german_schema()
+    spec["target"] = {"type": "classification", "classes": [0, 1], "positive_class": 1}
+    return spec
+
+
+def test_treeshap_of_xgboost_equals_independent_shap(data):
+    train, background, explain_rows = data
+    model = one_hot_pipeline(
+        XGBClassifier(n_estimators=60, max_depth=4, learning_rate=0.2, n_jobs=1, random_state=0)
+    )
+    model.fit(train[FEATURES], (train["credit"] == "bad").astype(int))
+    schema = parse_schema(german_schema_with_codes())
+
+    results = engine.explain(
+        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+    )
+
+    transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
+    reference = shap.TreeExplainer(model.named_steps["model"]).shap_values(transformed)
+    # XGBoost computes in float32; both sides add its values up in float64.
+    expected = independent_raw_attributions(model, np.asarray(reference, dtype=float))
+    assert np.abs(as_matrix(results) - expected).max() < EXACT
+    assert {r.explainer for r in results} == {"TreeExplainer"}
+    assert {r.output_space for r in results} == {"log_odds"}
+    probability = model.predict_proba(explain_rows[FEATURES])[:, 1]
+    totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
+    assert np.allclose(totals, np.log(probability / (1 - probability)), atol=1e-5)
+    # XGBoost adds up in float32: the check allows for that arithmetic, and says so.
+    assert all(r.quality["additivity_ok"] for r in results)
+    assert {r.quality["additivity_tolerance"] for r in results} == {SINGLE_PRECISION_TOLERANCE}
 
 
 def test_linear_shap_of_a_scaled_logistic_regression_equals_independent_shap(data, schema):
@@ -295,3 +334,54 @@ def test_rank_agreement_equals_scipys_spearman(pairs):
         assert np.ptp(a) == 0 or np.ptp(b) == 0
     else:
         assert ours == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=-3, max_value=3).map(float), min_size=12, max_size=12),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_ranking_a_whole_batch_orders_every_row_as_ranking_it_alone(matrix):
+    # Few distinct values, so that ties (broken by name) are common.
+    names = [f"f{i:02d}" for i in (7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6)]
+    ranked = engine.rank_rows(np.array(matrix), names)
+    assert ranked == [engine.rank_features(dict(zip(names, row, strict=True))) for row in matrix]
+
+
+def test_the_fast_input_frame_equals_the_schemas_frame_for_every_feature_type(schema):
+    german = rows_of(german_credit().iloc[:50])
+    assert_frame_equal(input_frame(schema, german), schema.frame(german))
+
+    credit = parse_schema(CREDIT_SCHEMA)  # integer, numeric, categorical and boolean features
+    rows = [
+        {
+            f.name: (
+                f.categories[i % len(f.categories)]
+                if f.type == "categorical"
+                else bool(i % 2)
+                if f.type == "boolean"
+                else i * 3
+                if f.type == "integer"
+                else i / 7
+            )
+            for f in credit.features
+        }
+        for i in range(6)
+    ]
+    assert_frame_equal(input_frame(credit, rows), credit.frame(rows))
+    nulls = [dict(row) for row in rows]
+    for feature in credit.features:
+        nulls[2][feature.name] = None  # nullable booleans and integers change dtype
+    assert_frame_equal(input_frame(credit, nulls), credit.frame(nulls))
+
+    numeric = parse_schema(
+        {
+            "features": [{"name": n, "type": "numeric", "nullable": True} for n in ("a", "b")],
+            "target": {"type": "regression"},
+        }
+    )
+    values = [{"a": 1, "b": 0.5}, {"a": None, "b": -2.25}]
+    assert_frame_equal(input_frame(numeric, values), numeric.frame(values))
+    assert_frame_equal(input_frame(numeric, [{"a": 1}]), numeric.frame([{"a": 1}]))  # missing

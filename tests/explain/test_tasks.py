@@ -179,3 +179,20 @@ def test_explanations_are_reproduced_from_their_record(decisions, model_version)
 
     again = {e.decision_id: e.attributions for e in Explanation.objects.filter(method="lime")}
     assert again == stored
+
+
+def test_a_batch_opens_every_review_case_it_finds_each_with_its_opening_event(
+    decisions, model_version, settings
+):
+    from auditapp.reviews.models import CaseEvent, ReviewCase
+
+    settings.ATTEST_REVIEW_THRESHOLD, settings.ATTEST_REVIEW_SCORE_BAND = 0.5, 1.0  # all near
+
+    tasks.run_batch(model_version.pk, "shap", ids(decisions))
+
+    cases = list(ReviewCase.objects.filter(decision__in=decisions))
+    assert sorted(c.decision_id for c in cases) == ids(decisions)
+    assert all([r["rule"] for r in c.reasons] == ["score_near_threshold"] for c in cases)
+    opened = CaseEvent.objects.filter(case__in=cases, action="opened")
+    assert sorted(e.case_id for e in opened) == sorted(c.pk for c in cases)
+    assert all(e.details["reasons"] == e.case.reasons for e in opened)
