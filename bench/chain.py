@@ -62,6 +62,9 @@ def top_up(version, model, target: int) -> int:
     began = time.perf_counter()
     run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     recorded = datetime.now(UTC)
+    # The related model is loaded now: a query on this connection in the middle of the
+    # COPY below would wait for the COPY to finish, for ever.
+    model_name = version.registered_model.name
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
@@ -72,21 +75,22 @@ def top_up(version, model, target: int) -> int:
         copy_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
         with cursor.cursor.copy(copy_sql) as copy:
             for n, decision_id in enumerate(ids):
-                copy.write_row(
-                    _row(version, payloads[n % len(payloads)], decision_id, run, n, recorded)
-                )
+                payload = payloads[n % len(payloads)]
+                copy.write_row(_row(version, model_name, payload, decision_id, run, n, recorded))
                 if n % 100_000 == 99_999:
                     print(f"  {n + 1:,} / {missing:,} written", flush=True)
     print(f"wrote {missing:,} decisions in {time.perf_counter() - began:.0f} s")
     return missing
 
 
-def _row(version, payload: dict, decision_id: int, run: str, n: int, recorded: datetime) -> tuple:
+def _row(
+    version, model_name: str, payload: dict, decision_id: int, run: str, n: int, recorded: datetime
+) -> tuple:
     from auditapp.decisions.hashing import canonical_json, content_hash
 
     predicted_at = datetime.fromisoformat(payload["predicted_at"]) + timedelta(microseconds=n)
     fields = {
-        "model": version.registered_model.name,
+        "model": model_name,
         "version": version.version,
         "artifact_sha256": version.artifact_sha256,
         "request_id": f"chain-{run}-{n}",

@@ -355,3 +355,24 @@ class TestTriggers:
         ):
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending checks before TRUNCATE
             cursor.execute(statement.format(t=table))
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_committed_rows_are_read_ahead_on_a_second_connection(model_version, ingest, monkeypatch):
+    """Outside a transaction, PostgreSQL rows are fetched by a second thread, chunk by chunk."""
+    from auditapp.decisions import sealing
+
+    monkeypatch.setattr(sealing, "CHUNK", 3)  # several chunks, so the read-ahead is exercised
+    ids = decision_ids(ingest, 10)
+    seal_new_records()
+    assert not connection.in_atomic_block
+
+    result = verify_chain()
+    assert result.ok, result.first_bad
+    assert (result.decisions, result.unsealed_decisions) == (10, 0)
+
+    with tampering() as cursor:
+        cursor.execute("UPDATE decisions_decision SET score = 0.5 WHERE id = %s", [ids[7]])
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["id"]) == ("decision", ids[7])
