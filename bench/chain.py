@@ -76,50 +76,22 @@ def top_up(version, model, target: int) -> int:
         with cursor.cursor.copy(copy_sql) as copy:
             for n, decision_id in enumerate(ids):
                 payload = payloads[n % len(payloads)]
-                copy.write_row(_row(version, model_name, payload, decision_id, run, n, recorded))
+                predicted_at = datetime.fromisoformat(payload["predicted_at"])
+                row = ingest.copy_decision_row(
+                    version,
+                    model_name,
+                    payload,
+                    decision_id=decision_id,
+                    request_id=f"chain-{run}-{n}",
+                    predicted_at=predicted_at + timedelta(microseconds=n),
+                    recorded_at=recorded,
+                    client="bench/chain.py",
+                )
+                copy.write_row(row)
                 if n % 100_000 == 99_999:
                     print(f"  {n + 1:,} / {missing:,} written", flush=True)
     print(f"wrote {missing:,} decisions in {time.perf_counter() - began:.0f} s")
     return missing
-
-
-def _row(
-    version, model_name: str, payload: dict, decision_id: int, run: str, n: int, recorded: datetime
-) -> tuple:
-    from auditapp.decisions.hashing import canonical_json, content_hash
-
-    predicted_at = datetime.fromisoformat(payload["predicted_at"]) + timedelta(microseconds=n)
-    fields = {
-        "model": model_name,
-        "version": version.version,
-        "artifact_sha256": version.artifact_sha256,
-        "request_id": f"chain-{run}-{n}",
-        "subject_ref": payload.get("subject_ref"),
-        "inputs": payload["inputs"],
-        "prediction": payload["prediction"],
-        "score": payload.get("score"),
-        "predicted_at": predicted_at,
-        "recorded_at": recorded,
-        "source": "import",
-        "metadata": {},
-    }
-    return (
-        decision_id,
-        version.registered_model_id,
-        version.pk,
-        fields["request_id"],
-        fields["subject_ref"],
-        canonical_json(fields["inputs"]),
-        canonical_json(fields["prediction"]),
-        fields["score"],
-        predicted_at,
-        recorded,
-        "import",
-        "{}",
-        content_hash(fields),
-        None,
-        "bench/chain.py",
-    )
 
 
 def raw_fetch_rate() -> tuple[float, int]:

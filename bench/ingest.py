@@ -415,6 +415,58 @@ class RawBaseline:
 # --- figures ---------------------------------------------------------------------
 
 
+def copy_decision_row(
+    version,
+    model_name: str,
+    payload: dict,
+    *,
+    decision_id: int,
+    request_id: str,
+    predicted_at: datetime,
+    recorded_at: datetime,
+    client: str,
+) -> tuple:
+    """A decisions_decision row in COPY_COLUMNS order, with the product's own content hash.
+
+    For benchmarks that fill a table fast (bench/chain.py, report.py, monitor.py):
+    `model_name` is passed in because a related-object query on the connection
+    that is running the COPY would wait for the COPY for ever.
+    """
+    from auditapp.decisions.hashing import canonical_json, content_hash
+
+    fields = {
+        "model": model_name,
+        "version": version.version,
+        "artifact_sha256": version.artifact_sha256,
+        "request_id": request_id,
+        "subject_ref": payload.get("subject_ref"),
+        "inputs": payload["inputs"],
+        "prediction": payload["prediction"],
+        "score": payload.get("score"),
+        "predicted_at": predicted_at,
+        "recorded_at": recorded_at,
+        "source": "import",
+        "metadata": {},
+    }
+    return (
+        decision_id,
+        version.registered_model_id,
+        version.pk,
+        request_id,
+        fields["subject_ref"],
+        canonical_json(fields["inputs"]),
+        canonical_json(fields["prediction"]),
+        fields["score"],
+        predicted_at,
+        recorded_at,
+        "import",
+        "{}",
+        content_hash(fields),
+        None,
+        client,
+    )
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     position = (len(ordered) - 1) * q

@@ -102,15 +102,19 @@ def _copy_chunk(cursor, version, payloads, attributions, run, first, count, star
         [count],
     )
     ids = [row[0] for row in cursor.fetchall()]
+    from bench import ingest
+
+    model_name = version.registered_model.name
     rows = [
-        _decision(
+        ingest.copy_decision_row(
             version,
+            model_name,
             payloads[n % DISTINCT],
-            decision_id,
-            run,
-            n,
-            start + spacing * (n + 1),
-            recorded,
+            decision_id=decision_id,
+            request_id=f"monitor-{run}-{n}",
+            predicted_at=start + spacing * (n + 1),
+            recorded_at=recorded,
+            client="bench/monitor.py",
         )
         for n, decision_id in enumerate(ids, start=first)
     ]
@@ -133,42 +137,6 @@ def shap_of(version, payloads: list[dict]) -> list[str]:
     rows = [p["inputs"] for p in payloads]
     results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
     return [canonical_json(r.attributions) for r in results]
-
-
-def _decision(version, payload, decision_id, run, n, moment, recorded) -> tuple:
-    from auditapp.decisions.hashing import canonical_json, content_hash
-
-    fields = {
-        "model": version.registered_model.name,
-        "version": version.version,
-        "artifact_sha256": version.artifact_sha256,
-        "request_id": f"monitor-{run}-{n}",
-        "subject_ref": payload.get("subject_ref"),
-        "inputs": payload["inputs"],
-        "prediction": payload["prediction"],
-        "score": payload.get("score"),
-        "predicted_at": moment,
-        "recorded_at": recorded,
-        "source": "import",
-        "metadata": {},
-    }
-    return (
-        decision_id,
-        version.registered_model_id,
-        version.pk,
-        fields["request_id"],
-        fields["subject_ref"],
-        canonical_json(fields["inputs"]),
-        canonical_json(fields["prediction"]),
-        fields["score"],
-        moment,
-        recorded,
-        "import",
-        "{}",
-        content_hash(fields),
-        None,
-        "bench/monitor.py",
-    )
 
 
 def _explanations(cursor, ids: list[int], first: int, attributions: list[str], now) -> None:

@@ -67,7 +67,7 @@ def top_up(version, model, target: int, end: datetime) -> int:
     if missing <= 0:
         return 0
     payloads = ingest.Payloads(model, DISTINCT, "5e9047").items
-    version.registered_model  # noqa: B018  (loaded now: no query may run inside a COPY)
+    model_name = version.registered_model.name  # loaded now: no query may run inside a COPY
     names = version.parsed_schema.names
     rng = np.random.default_rng(7)
     scale = np.linspace(0.6, 0.02, len(names))  # some features matter more than others
@@ -85,51 +85,22 @@ def top_up(version, model, target: int, end: datetime) -> int:
         decision_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
         with cursor.cursor.copy(decision_sql) as copy:
             for n, decision_id in enumerate(ids):
-                payload = payloads[n % len(payloads)]
-                copy.write_row(
-                    _decision_row(version, payload, decision_id, run, n, start + n * step)
+                payload, at = payloads[n % len(payloads)], start + n * step
+                row = ingest.copy_decision_row(
+                    version,
+                    model_name,
+                    payload,
+                    decision_id=decision_id,
+                    request_id=f"report-{run}-{n}",
+                    predicted_at=at,
+                    recorded_at=at + timedelta(seconds=1),
+                    client="bench/report.py",
                 )
+                copy.write_row(row)
         _copy_explanations(cursor, ids, names, rng, scale)
         _copy_outcomes(cursor, ids, [payloads[n % len(payloads)] for n in range(len(ids))], end)
     print(f"wrote {missing:,} decisions with explanations in {time.perf_counter() - began:.0f} s")
     return missing
-
-
-def _decision_row(version, payload: dict, decision_id: int, run: str, n: int, at: datetime):
-    from auditapp.decisions.hashing import canonical_json, content_hash
-
-    recorded = at + timedelta(seconds=1)
-    fields = {
-        "model": version.registered_model.name,
-        "version": version.version,
-        "artifact_sha256": version.artifact_sha256,
-        "request_id": f"report-{run}-{n}",
-        "subject_ref": payload.get("subject_ref"),
-        "inputs": payload["inputs"],
-        "prediction": payload["prediction"],
-        "score": payload.get("score"),
-        "predicted_at": at,
-        "recorded_at": recorded,
-        "source": "import",
-        "metadata": {},
-    }
-    return (
-        decision_id,
-        version.registered_model_id,
-        version.pk,
-        fields["request_id"],
-        fields["subject_ref"],
-        canonical_json(fields["inputs"]),
-        canonical_json(fields["prediction"]),
-        fields["score"],
-        at,
-        recorded,
-        "import",
-        "{}",
-        content_hash(fields),
-        None,
-        "bench/report.py",
-    )
 
 
 EXPLANATION_COLUMNS = (
