@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --host $(HOST):$(PORT)
-	@trap 'kill 0' INT TERM EXIT; \
+	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
 	$(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
 	  --schedule $${ATTEST_VAR_DIR:-var}/celerybeat-schedule & \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
