@@ -359,20 +359,36 @@ class TestTriggers:
 
 @pytest.mark.skipif("connection.vendor != 'postgresql'")
 @pytest.mark.django_db(transaction=True)
-def test_committed_rows_are_read_ahead_on_a_second_connection(model_version, ingest, monkeypatch):
-    """Outside a transaction, PostgreSQL rows are fetched by a second thread, chunk by chunk."""
+def test_committed_rows_are_hashed_in_processes_and_read_ahead(model_version, ingest, monkeypatch):
+    """Outside a transaction, PostgreSQL decisions are hashed by worker processes (a few ids a
+    task here) and audit events read ahead on a second connection; both still name tampering."""
     from auditapp.decisions import sealing
 
-    monkeypatch.setattr(sealing, "CHUNK", 3)  # several chunks, so the read-ahead is exercised
+    monkeypatch.setattr(sealing, "RANGE", 4)  # several tasks per process
+    monkeypatch.setattr(sealing, "CHUNK", 3)  # several read-ahead chunks
     ids = decision_ids(ingest, 10)
     seal_new_records()
-    assert not connection.in_atomic_block
+    assert not connection.in_atomic_block and sealing._can_use_processes()
 
     result = verify_chain()
     assert result.ok, result.first_bad
     assert (result.decisions, result.unsealed_decisions) == (10, 0)
+    assert result.events == AuditEvent.objects.count() > 3
+
+    event = AuditEvent.objects.order_by("id").first()
+    with tampering() as cursor:
+        cursor.execute("UPDATE accounts_auditevent SET action = 'x' WHERE id = %s", [event.pk])
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["id"]) == ("event", event.pk)
+    with tampering() as cursor:  # put it back, then tamper with decisions
+        cursor.execute(
+            "UPDATE accounts_auditevent SET action = %s WHERE id = %s", [event.action, event.pk]
+        )
+    assert verify_chain().ok
 
     with tampering() as cursor:
         cursor.execute("UPDATE decisions_decision SET score = 0.5 WHERE id = %s", [ids[7]])
-    bad = verify_chain().first_bad
-    assert (bad["kind"], bad["id"]) == ("decision", ids[7])
+        cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [ids[9]])
+    result = verify_chain()
+    assert (result.first_bad["kind"], result.first_bad["id"]) == ("decision", ids[7])
+    assert result.decisions == 9
