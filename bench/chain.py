@@ -66,12 +66,7 @@ def top_up(version, model, target: int) -> int:
     # COPY below would wait for the COPY to finish, for ever.
     model_name = version.registered_model.name
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
-            "FROM generate_series(1, %s)",
-            [missing],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+        ids = ingest.reserve_decision_ids(cursor, missing)
         copy_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
         with cursor.cursor.copy(copy_sql) as copy:
             for n, decision_id in enumerate(ids):

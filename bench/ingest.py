@@ -415,6 +415,16 @@ class RawBaseline:
 # --- figures ---------------------------------------------------------------------
 
 
+def reserve_decision_ids(cursor, count: int) -> list[int]:
+    """`count` new decision ids from the table's sequence, for rows written with COPY."""
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
+        "FROM generate_series(1, %s)",
+        [count],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
 def copy_decision_row(
     version,
     model_name: str,

@@ -94,16 +94,10 @@ def top_up(version, model, target: int) -> int:
 
 def _copy_chunk(cursor, version, payloads, attributions, run, first, count, start, spacing):
     from auditapp.decisions.services import COPY_COLUMNS
-
-    recorded = datetime.now(UTC)
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
-        "FROM generate_series(1, %s)",
-        [count],
-    )
-    ids = [row[0] for row in cursor.fetchall()]
     from bench import ingest
 
+    recorded = datetime.now(UTC)
+    ids = ingest.reserve_decision_ids(cursor, count)
     model_name = version.registered_model.name
     rows = [
         ingest.copy_decision_row(

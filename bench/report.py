@@ -76,12 +76,7 @@ def top_up(version, model, target: int, end: datetime) -> int:
     step = timedelta(days=DAYS) / missing
     start = end - timedelta(days=DAYS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
-            "FROM generate_series(1, %s)",
-            [missing],
-        )
-        ids = [row[0] for row in cursor.fetchall()]
+        ids = ingest.reserve_decision_ids(cursor, missing)
         decision_sql = f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
         with cursor.cursor.copy(decision_sql) as copy:
             for n, decision_id in enumerate(ids):
