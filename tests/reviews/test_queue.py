@@ -93,6 +93,37 @@ def test_flagging_twice_keeps_one_case(domain_expert, decisions):
     assert AuditEvent.objects.filter(action="review.flagged").count() == 2
 
 
+def test_a_worker_adds_its_reasons_to_the_case_already_open_and_opens_the_others(
+    domain_expert, decisions, model_version, settings
+):
+    settings.ATTEST_REVIEW_THRESHOLD, settings.ATTEST_REVIEW_SCORE_BAND = 0.5, 0.05
+    near = [d for d in decisions if abs(d.score - 0.5) <= 0.05]
+    flagged = flag_decision(roles.Actor(user=domain_expert), near[0], "odd applicant")
+
+    tasks.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
+
+    cases = {c.decision_id: c for c in ReviewCase.objects.all()}
+    assert set(cases) == {d.pk for d in near}
+    assert cases[near[0].pk].pk == flagged.pk
+    assert [r["rule"] for r in cases[near[0].pk].reasons] == [
+        rules.FLAGGED,
+        rules.SCORE_NEAR_THRESHOLD,
+    ]
+    events = {
+        (e.case.decision_id, e.action, e.actor_id): e.details
+        for e in CaseEvent.objects.select_related("case")
+    }
+    assert set(events) == {
+        (near[0].pk, "opened", domain_expert.pk),
+        (near[0].pk, "reasons_added", None),
+        *((d.pk, "opened", None) for d in near[1:]),
+    }
+    for decision in near[1:]:
+        (reason,) = events[(decision.pk, "opened", None)]["reasons"]
+        assert reason["rule"] == rules.SCORE_NEAR_THRESHOLD
+        assert f"score {decision.score:.3f}" in reason["detail"]
+
+
 def test_an_expert_takes_and_overrides_a_case_without_touching_the_decision(
     domain_expert, decisions
 ):
