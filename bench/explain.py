@@ -1015,7 +1015,65 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
     figures = {name: median(values) for name, values in steps.items()}
     figures.update({f"{name}_sql": median(values) for name, values in sql.items()})
     figures["raw"] = median(raw.call(_raw_tree_batches, key, rows, batch)) * 1000
+    figures.update(storage_floor(ids[-batch:], claimed))
     return figures
+
+
+FLOOR_TABLE = "bench_explain_floor"
+
+
+def storage_floor(ids: list[int], stored: list) -> dict:
+    """Median ms of the least any design must do per batch: read the inputs, write the results.
+
+    Read: the decisions' inputs by id, decoded. Write: one COPY of the batch's
+    stored results (the values run_batch wrote) into a copy of the explanations
+    table (same columns and indexes, no foreign keys), inserted rather than
+    updated, with nothing claimed and no review rules. Whatever Attest does on
+    top, the TreeSHAP ceiling is raw / (raw + read + write).
+    """
+    from statistics import median
+
+    import orjson
+    from django.db import connection
+
+    from auditapp.decisions.models import Decision
+    from explain.models import Explanation
+
+    columns = ("decision_id", "method", "status", "attempts", "explainer", "library_version")
+    columns += ("output_space", "base_value", "attributions", "top_features", "quality")
+    columns += ("config", "seed", "duration_ms", "error", "created_at", "updated_at")
+    id_array = "{" + ",".join(map(str, ids)) + "}"
+    reads, writes = [], []
+    raw = connection.connection  # the psycopg connection: COPY is not in Django's API
+    with raw.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
+        cursor.execute(
+            f"CREATE TABLE {FLOOR_TABLE} (LIKE {Explanation._meta.db_table} INCLUDING ALL)"
+        )
+        for _ in range(5):
+            began = time.perf_counter()
+            cursor.execute(
+                f"SELECT id, inputs FROM {Decision._meta.db_table} WHERE id = ANY(%s::bigint[])",
+                [id_array],
+            )
+            [orjson.loads(inputs) for _, inputs in cursor.fetchall()]
+            reads.append(time.perf_counter() - began)
+            cursor.execute(f"TRUNCATE {FLOOR_TABLE}")
+            began = time.perf_counter()
+            with cursor.copy(f"COPY {FLOOR_TABLE} ({', '.join(columns)}) FROM STDIN") as copy:
+                for e in stored:
+                    documents = (e.attributions, e.top_features, e.quality, e.config)
+                    copy.write_row(
+                        (
+                            *(e.decision_id, e.method, e.status, e.attempts, e.explainer),
+                            *(e.library_version, e.output_space, e.base_value),
+                            *(orjson.dumps(document).decode() for document in documents),
+                            *(e.seed, e.duration_ms, e.error, e.updated_at, e.updated_at),
+                        )
+                    )
+            writes.append(time.perf_counter() - began)
+        cursor.execute(f"DROP TABLE {FLOOR_TABLE}")
+    return {"floor_read": median(reads) * 1000, "floor_write": median(writes) * 1000}
 
 
 def decode_cost() -> dict:
@@ -1239,9 +1297,16 @@ def report(results: dict, context: dict) -> None:
             f"{k} {figures[k]:.0f} ms (SQL {figures[k + '_sql']:.0f})"
             for k in ("claim", "engine", "store", "setup")
         )
+        floor = figures["floor_read"] + figures["floor_write"]
         print(
             f"  {BENCHES[key].name}: {parts} = {total:.0f} ms; "
             f"raw shap_values {figures['raw']:.0f} ms"
+        )
+        print(
+            f"    storage floor: reading the inputs {figures['floor_read']:.1f} ms + one COPY "
+            f"of the results into a copy of the table {figures['floor_write']:.1f} ms: "
+            f"no design that stores each decision's explanation exceeds "
+            f"{figures['raw'] / (figures['raw'] + floor):.0%} of raw on this model"
         )
     decode = context["decode"]
     print(

@@ -550,19 +550,26 @@ def run_batch(
     except Exception as exc:  # the model or explainer cannot be used: every row fails with why
         log.exception("explain.setup.failed model_version=%s method=%s", model_version_id, method)
         setup_error = engine.describe(exc)
+    split = 0
     if not setup_error and _is_per_row(explainer) and len(decision_ids) > PER_ROW_BATCH:
-        # Slow per-row methods go to their own queue in small batches, so they
-        # never hold up TreeSHAP and stay well inside the time limit.
-        for start in range(0, len(decision_ids), PER_ROW_BATCH):
-            explain_batch.apply_async(
-                args=(model_version_id, method, decision_ids[start : start + PER_ROW_BATCH]),
-                kwargs={"new_seed": new_seed},
-                queue=PER_ROW_QUEUE,
-            )
-        return {"explained": 0, "failed": 0, "split": len(decision_ids)}
+        # Slow per-row methods: this task explains one small batch itself (no
+        # round trip through the broker for it) and sends the rest to their own
+        # queue in small batches, so they never hold up TreeSHAP for long and
+        # stay well inside the time limit.
+        decision_ids, rest = decision_ids[:PER_ROW_BATCH], decision_ids[PER_ROW_BATCH:]
+        with explain_batch.app.producer_or_acquire() as producer:
+            for start in range(0, len(rest), PER_ROW_BATCH):
+                explain_batch.apply_async(
+                    args=(model_version_id, method, rest[start : start + PER_ROW_BATCH]),
+                    kwargs={"new_seed": new_seed},
+                    queue=PER_ROW_QUEUE,
+                    producer=producer,
+                )
+        split = len(rest)
+    sent_on = {"split": split} if split else {}  # how many this task handed on
     claimed = _claim(model_version_id, method, decision_ids)
     if not claimed:
-        return {"explained": 0, "failed": 0}
+        return {"explained": 0, "failed": 0, **sent_on}
     started = time.perf_counter()
     if setup_error:
         results = [engine.ExplanationResult(method=method, error=setup_error)] * len(claimed)
@@ -579,7 +586,7 @@ def run_batch(
         failed,
         elapsed_ms,
     )
-    return {"explained": len(claimed) - failed, "failed": failed}
+    return {"explained": len(claimed) - failed, "failed": failed, **sent_on}
 
 
 def _is_per_row(explainer) -> bool:

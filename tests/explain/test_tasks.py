@@ -196,3 +196,60 @@ def test_a_batch_opens_every_review_case_it_finds_each_with_its_opening_event(
     opened = CaseEvent.objects.filter(case__in=cases, action="opened")
     assert sorted(e.case_id for e in opened) == sorted(c.pk for c in cases)
     assert all(e.details["reasons"] == e.case.reasons for e in opened)
+
+
+def taken_from(queue: str) -> list[tuple]:
+    """Take every task message off a broker queue: their args."""
+    from auditapp.celery import app as celery_app
+
+    found = []
+    with celery_app.connection_for_write() as connection:
+        channel = connection.default_channel
+        while (message := channel.basic_get(queue, no_ack=True)) is not None:
+            args, _kwargs, _embed = message.decode()
+            found.append(tuple(args))
+    return found
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_model_agnostic_batch_explains_one_small_batch_and_sends_the_rest_on(
+    register, ml_engineer, ingest
+):
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+
+    frame = applicants(300, seed=6)
+    mlp = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
+                    remainder=StandardScaler(),
+                ),
+            ),
+            ("model", MLPClassifier((8,), max_iter=200, random_state=0)),
+        ]
+    ).fit(frame[FEATURES], frame["outcome"])
+    version = register(
+        ml_engineer,
+        name="mlp",
+        artifact=skops.io.dumps(mlp),
+        background=frame[FEATURES].head(20).to_csv(index=False).encode(),
+    )
+    n = tasks.PER_ROW_BATCH
+    results = ingest(*DecisionPayloadFactory.build_batch(2 * n + 3, model="mlp"))
+    decision_ids = [r["id"] for r in results]
+    tasks.wait_until_published()
+    taken_from(tasks.PER_ROW_QUEUE)  # whatever ingestion queued there
+
+    outcome = tasks.run_batch(version.pk, "shap", decision_ids)
+
+    assert outcome == {"explained": n, "failed": 0, "split": n + 3}
+    done = Explanation.objects.filter(method="shap", status=Explanation.DONE)
+    assert sorted(done.values_list("decision_id", flat=True)) == decision_ids[:n]
+    assert {e.explainer for e in done} == {"PermutationExplainer"}
+    assert taken_from(tasks.PER_ROW_QUEUE) == [
+        (version.pk, "shap", decision_ids[n : 2 * n]),
+        (version.pk, "shap", decision_ids[2 * n :]),
+    ]
