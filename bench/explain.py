@@ -45,7 +45,10 @@ What it does, against PostgreSQL and Redis (nothing else is touched):
    a LIME task of the same decisions claiming at the same moment can cause it)
    are re-sent after 0.5 s of an idle broker, and counted in the report.
 7. With the workers stopped, one batch's steps are timed in-process (claim,
-   engine, store, and their SQL), the evidence for where the time goes.
+   engine, store, and their SQL), the evidence for where the time goes; beside
+   them the storage floor: reading the batch's inputs and one COPY of its
+   results into a copy of the explanations table, the least that any design
+   storing one explanation per decision pays (so the best ratio it could reach).
 8. Workers and server are stopped, the token revoked, the queues purged.
    BENCH_KEEP_WORKER_LOG=1 keeps the worker's log file and prints its path.
 """
