@@ -482,6 +482,24 @@ def backend_pids() -> list[int]:
 # --- the Attest side: Celery workers, HTTP ingestion, the database -----------------------
 
 
+def refuse_other_workers() -> None:
+    """Stop if some worker already consumes the bench's broker: it would take tasks unseen.
+
+    (A worker left behind by an interrupted run explains part of the decisions
+    in processes the bench neither counts nor warms up, and the figures are wrong.)
+    """
+    from auditapp.celery import app
+
+    replies = app.control.ping(timeout=1.0)
+    if replies:
+        names = ", ".join(sorted(name for reply in replies for name in reply))
+        raise SystemExit(
+            f"bench/explain.py: worker(s) {names} already consume "
+            f"{os.environ['CELERY_BROKER_URL']}; stop them first "
+            "(e.g. pkill -f 'celery -A auditapp worker')."
+        )
+
+
 class Workers:
     """`celery -A auditapp worker --concurrency N` in a subprocess, logging to a file."""
 
@@ -1339,6 +1357,7 @@ def main() -> None:
     from explain import shap_backend, tasks
 
     call_command("migrate", verbosity=0, interactive=False)
+    refuse_other_workers()
     print(f"broker: purged {purge_broker()} stale task message(s)")
     user = ingest.bench_user()
     frame, labels, background, pool = dataset()
