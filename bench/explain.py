@@ -1060,9 +1060,11 @@ def storage_floor(ids: list[int], stored: list) -> dict:
     from auditapp.decisions.models import Decision
     from explain.models import Explanation
 
-    columns = ("decision_id", "method", "status", "attempts", "explainer", "library_version")
-    columns += ("output_space", "base_value", "attributions", "top_features", "quality")
-    columns += ("config", "seed", "duration_ms", "error", "created_at", "updated_at")
+    columns = (
+        *("decision_id", "method", "status", "attempts", "explainer", "library_version"),
+        *("output_space", "base_value", "attributions", "top_features", "quality"),
+        *("config", "seed", "duration_ms", "error", "created_at", "updated_at"),
+    )
     id_array = "{" + ",".join(map(str, ids)) + "}"
     reads, writes = [], []
     raw = connection.connection  # the psycopg connection: COPY is not in Django's API

@@ -62,21 +62,33 @@ def enqueue_batches(
     sent = 0
     with explain_batch.app.producer_or_acquire() as producer:
         for (model_version_id, method), decision_ids in pending.items():
-            ids = list(decision_ids)
-            size = settings.ATTEST_EXPLAIN_BATCH_SIZE if method == "shap" else LIME_BATCH
-            queue = PRIORITY_QUEUE if priority else QUEUE_FOR_METHOD[method]
-            for start in range(0, len(ids), size):
-                batch = ids[start : start + size]
-                explain_batch.apply_async(
-                    args=(model_version_id, method, batch),
-                    kwargs={"new_seed": new_seed},
-                    queue=queue,
-                    producer=producer,
-                    # Celery would otherwise repr() every id list for its logs.
-                    argsrepr=f"({model_version_id}, {method!r}, <{len(batch)} decision ids>)",
-                )
-                sent += 1
+            sent += _send_in_batches(
+                producer,
+                model_version_id,
+                method,
+                list(decision_ids),
+                size=settings.ATTEST_EXPLAIN_BATCH_SIZE if method == "shap" else LIME_BATCH,
+                queue=PRIORITY_QUEUE if priority else QUEUE_FOR_METHOD[method],
+                new_seed=new_seed,
+            )
     return sent
+
+
+def _send_in_batches(
+    producer, model_version_id: int, method: str, ids: list[int], *, size, queue, new_seed
+) -> int:
+    """Send one version's ids for one method as tasks of `size` on `queue`; the task count."""
+    for start in range(0, len(ids), size):
+        batch = ids[start : start + size]
+        explain_batch.apply_async(
+            args=(model_version_id, method, batch),
+            kwargs={"new_seed": new_seed},
+            queue=queue,
+            producer=producer,
+            # Celery would otherwise repr() every id list for its logs.
+            argsrepr=f"({model_version_id}, {method!r}, <{len(batch)} decision ids>)",
+        )
+    return -(-len(ids) // size)
 
 
 # -- publishing off the request path ------------------------------------------------------
@@ -550,7 +562,7 @@ def run_batch(
     except Exception as exc:  # the model or explainer cannot be used: every row fails with why
         log.exception("explain.setup.failed model_version=%s method=%s", model_version_id, method)
         setup_error = engine.describe(exc)
-    split = 0
+    sent_on = {}  # how many decisions this task handed on to other tasks
     if not setup_error and _is_per_row(explainer) and len(decision_ids) > PER_ROW_BATCH:
         # Slow per-row methods: this task explains one small batch itself (no
         # round trip through the broker for it) and sends the rest to their own
@@ -558,15 +570,16 @@ def run_batch(
         # stay well inside the time limit.
         decision_ids, rest = decision_ids[:PER_ROW_BATCH], decision_ids[PER_ROW_BATCH:]
         with explain_batch.app.producer_or_acquire() as producer:
-            for start in range(0, len(rest), PER_ROW_BATCH):
-                explain_batch.apply_async(
-                    args=(model_version_id, method, rest[start : start + PER_ROW_BATCH]),
-                    kwargs={"new_seed": new_seed},
-                    queue=PER_ROW_QUEUE,
-                    producer=producer,
-                )
-        split = len(rest)
-    sent_on = {"split": split} if split else {}  # how many this task handed on
+            _send_in_batches(
+                producer,
+                model_version_id,
+                method,
+                rest,
+                size=PER_ROW_BATCH,
+                queue=PER_ROW_QUEUE,
+                new_seed=new_seed,
+            )
+        sent_on = {"split": len(rest)}
     claimed = _claim(model_version_id, method, decision_ids)
     if not claimed:
         return {"explained": 0, "failed": 0, **sent_on}
