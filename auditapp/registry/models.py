@@ -85,6 +85,12 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     lime_mode = models.CharField(max_length=10, choices=LIME_MODES, default="all")
     lime_sample_rate = models.FloatField(default=1.0)
+    # How this version's explanations are judged: thresholds of the review rules
+    # (SHAP-LIME agreement), the recorded-score tolerance, allow_approximate.
+    explain_settings = models.JSONField(default=dict, blank=True)
+    # The registration self-test: a seeded sample of the background explained and
+    # checked against the pipeline's own outputs (figures shown on the version page).
+    self_test = models.JSONField(default=dict, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
