@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 PSI_THRESHOLD = 0.2  # "significant shift" by the usual PSI reading (0.1 moderate, 0.25 major)
 P_VALUE = 0.05
-PSI_BINS = 10  # deciles of the reference
+PSI_BINS = 10  # bins of the reference: deciles, a value holding more than a tenth on its own
 PSI_SMOOTHING = 0.5  # pseudo-count per bin, so an empty bin does not make PSI infinite
 SCORE_BINS = 10  # histogram and calibration bins over [0, 1]
 FOUR_FIFTHS = 0.8
@@ -301,19 +301,41 @@ def psi(reference_counts: np.ndarray, current_counts: np.ndarray) -> float:
 
 
 def quantile_edges(reference: np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles (repeated values collapse)."""
-    if reference.size == 0:
+    """Inner bin edges, from the reference alone (so every window is binned the same way).
+
+    A value holding more than 1/`bins` of the reference (the zeros of a zero-inflated
+    feature, the 40 of hours per week, a constant) gets a bin of its own, [v, nextafter(v)):
+    plain deciles collapse onto such a mass and put it in one bin with everything above it,
+    so a shift in its share would not move PSI at all. The bins left (`bins` less the masses)
+    are the quantiles of the other values, so there are about `bins` bins whatever the
+    shape; with no mass they are the reference's deciles. NaN and infinities place no edge.
+    No sampling or randomness: the same reference always gives the same edges.
+    """
+    values = np.asarray(reference, dtype=float)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
         return np.array([])
-    return np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
+    distinct, counts = np.unique(values, return_counts=True)
+    masses = distinct[counts * bins > values.size]
+    rest = values[~np.isin(values, masses)]
+    edges = [masses, np.nextafter(masses, np.inf)]
+    if rest.size:
+        left = max(bins - masses.size, 1)
+        edges.append(np.quantile(rest, np.linspace(0, 1, left + 1)[1:-1]))
+    return np.unique(np.concatenate(edges))
 
 
 def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts per bin: (-inf, e0), [e0, e1), ..., [e_last, inf)."""
+    """Counts per bin: (-inf, e0), [e0, e1), ..., [e_last, inf); NaN is in none of them
+    (numeric_drift counts it as missing)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
     return np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
 
 
 def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
-    """PSI over the reference's deciles, and the two-sample Kolmogorov-Smirnov test."""
+    """PSI over the reference's bins (`quantile_edges`), and the two-sample Kolmogorov-Smirnov
+    test; drifted when PSI > PSI_THRESHOLD and the KS p-value < P_VALUE."""
     ref, cur = reference[~np.isnan(reference)], current[~np.isnan(current)]
     entry: dict[str, Any] = {
         "type": "numeric",
