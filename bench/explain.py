@@ -1002,7 +1002,7 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
     from auditapp.accounts import roles
     from auditapp.decisions.services import record_decisions
     from auditapp.registry.models import ModelVersion
-    from explain import tasks
+    from explain import engine, tasks
 
     bench = BENCHES[key]
     repeats = 3
@@ -1021,7 +1021,9 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
             claimed = tasks._claim(version.pk, "shap", ids[i * batch : (i + 1) * batch])
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
-            explained = tasks._explain_claimed(context, explainer, "shap", claimed, False)
+            explained = tasks._explain_claimed(
+                context, explainer, "shap", claimed, False, engine.SCORE_TOLERANCE
+            )
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
             tasks._store_results(claimed, explained, "shap", (marks[3] - marks[2]) * 1000)

@@ -20,6 +20,9 @@ from explain.features import input_frame
 
 TOP_FEATURES = 10
 AGREEMENT_TOP_K = 3
+# A recorded score may differ from the registered model's by rounding (three
+# decimals pass); more means production did not run the artifact registered here.
+SCORE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,27 @@ def _additivity(error: float, model_output: float, tolerance: float) -> dict[str
     }
 
 
+def score_quality(model_score: float, recorded_score: float, tolerance: float) -> dict:
+    """Does the score production recorded equal the registered model's own score?"""
+    error = abs(model_score - recorded_score)
+    return {
+        "recorded_score": recorded_score,
+        "score_error": error,
+        "score_tolerance": tolerance,
+        "score_ok": bool(error <= tolerance),
+    }
+
+
+def check_recorded_scores(
+    results: list[ExplanationResult], scores: Sequence[float | None], tolerance: float
+) -> None:
+    """Add the recorded-score check to every result that knows the model's own score."""
+    for result, recorded in zip(results, scores, strict=True):
+        model_score = result.quality.get("model_score")
+        if result.ok and recorded is not None and model_score is not None:
+            result.quality.update(score_quality(model_score, float(recorded), tolerance))
+
+
 def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float]:
     """How far SHAP and LIME tell the same story: top-k overlap and rank correlation."""
     names = sorted(shap_attr)
@@ -174,13 +198,26 @@ def explain(
     rows: list[dict],
     seeds: Sequence[int],
     options: dict | None = None,
+    *,
+    scores: Sequence[float | None] | None = None,
+    score_tolerance: float = SCORE_TOLERANCE,
 ) -> list[ExplanationResult]:
-    """Explain raw input rows (dicts of schema features) with one method, in one batch."""
+    """Explain raw input rows (dicts of schema features) with one method, in one batch.
+
+    `scores` are the scores production recorded with the rows, checked against
+    the registered model's own (a mismatch: the artifact is not what decided).
+    """
+    results = _explain(context, method, rows, seeds, options or {})
+    if scores is not None:
+        check_recorded_scores(results, scores, score_tolerance)
+    return results
+
+
+def _explain(context, method, rows, seeds, options) -> list[ExplanationResult]:
     methods = _methods()
     if method not in methods:
         raise ValueError(f"unknown explanation method {method!r}; known: {sorted(methods)}")
     explain_rows = methods[method]
-    options = options or {}
     try:
         return explain_rows(context, input_frame(context.schema, rows), seeds, options)
     except Exception:

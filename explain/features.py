@@ -3,8 +3,8 @@
 - `split_pipeline` separates a scikit-learn Pipeline into its preprocessing and
   final estimator.
 - `source_features` tells, for every column the preprocessing produces, which
-  raw feature it came from, using the transformers' own feature-name mapping,
-  so attributions of one-hot columns can be summed back onto their feature.
+  raw feature it came from, read from the fitted transformers' structure, so
+  attributions of one-hot columns can be summed back onto their feature.
 - `CategoryCodes` turns categorical columns into integer codes and back, for
   methods (LIME, model-agnostic SHAP) that perturb numeric arrays.
 """
@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import OneToOneFeatureMixin
 from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from auditapp.registry.schema import Schema
 
@@ -48,7 +51,13 @@ def _resolve_columns(columns: Any, names: list[str]) -> list[str]:
 
 
 def _map_transformer(transformer: Any, input_names: list[str]) -> list[str]:
-    """For each output column of a fitted transformer, the input column it comes from."""
+    """For each output column of a fitted transformer, the input column it comes from.
+
+    Read from the fitted transformer's structure (a one-hot encoder's category
+    blocks, a one-to-one transformer's identity), never guessed from column names:
+    a feature named like another's prefix ("income", "income_band") must not steal
+    its columns. A transformer that mixes inputs into one column cannot be mapped.
+    """
     if transformer == "passthrough":
         return list(input_names)
     if transformer == "drop":
@@ -58,34 +67,72 @@ def _map_transformer(transformer: Any, input_names: list[str]) -> list[str]:
         for _, step in transformer.steps:
             if step is None or step == "passthrough":
                 continue
-            outputs = _map_transformer(step, names)
-            names = outputs
+            names = _map_transformer(step, names)
         return names
     if isinstance(transformer, ColumnTransformer):
         return _map_column_transformer(transformer, input_names)
+    if isinstance(transformer, OneHotEncoder):
+        return _map_one_hot(transformer, input_names)
+    if isinstance(transformer, SimpleImputer):
+        return _map_imputer(transformer, input_names)
+    output_count = _output_count(transformer, input_names)
+    if len(input_names) == 1:
+        return [input_names[0]] * output_count
+    if _one_to_one(transformer) and output_count == len(input_names):
+        return list(input_names)
+    raise FeatureMappingError(
+        f"{type(transformer).__name__} combines {len(input_names)} input columns; its output "
+        "columns cannot be traced back to single raw features"
+    )
+
+
+def _one_to_one(transformer: Any) -> bool:
+    """Column i out comes from column i in: scalers, ordinal encoders, and a function
+    transformer that is the identity (a ColumnTransformer's passthrough remainder) or
+    is declared one-to-one."""
+    if isinstance(transformer, FunctionTransformer):
+        return transformer.func is None or transformer.feature_names_out == "one-to-one"
+    return isinstance(transformer, OneToOneFeatureMixin)
+
+
+def _output_count(transformer: Any, input_names: list[str]) -> int:
     try:
-        output_names = [str(n) for n in transformer.get_feature_names_out(input_names)]
+        return len(transformer.get_feature_names_out(input_names))
     except Exception as exc:
         raise FeatureMappingError(
-            f"{type(transformer).__name__} does not report its output feature names ({exc})"
+            f"{type(transformer).__name__} does not report its output columns ({exc})"
         ) from exc
-    if len(input_names) == 1:
-        return [input_names[0]] * len(output_names)
-    if len(output_names) == len(input_names) and all(
-        out == name or out.endswith(name)
-        for out, name in zip(output_names, input_names, strict=True)
-    ):
-        return list(input_names)
+
+
+def _map_one_hot(encoder: OneHotEncoder, input_names: list[str]) -> list[str]:
+    """One block of columns per input, in input order, sized as the fitted encoder sizes it."""
+    drop = getattr(encoder, "drop_idx_", None)
+    infrequent = getattr(encoder, "infrequent_categories_", None)
     mapped = []
-    for out in output_names:
-        # One-hot style names are "<input>_<category>": take the longest input that prefixes it.
-        candidates = [n for n in input_names if out == n or out.startswith(f"{n}_")]
-        if not candidates:
-            raise FeatureMappingError(
-                f"cannot tell which input column {type(transformer).__name__} output {out!r} "
-                "comes from"
-            )
-        mapped.append(max(candidates, key=len))
+    for i, (name, categories) in enumerate(zip(input_names, encoder.categories_, strict=True)):
+        size = len(categories)
+        if infrequent is not None and infrequent[i] is not None:
+            size -= len(infrequent[i]) - 1  # the infrequent ones share one column
+        if drop is not None and drop[i] is not None:
+            size -= 1
+        mapped += [name] * size
+    if len(mapped) != _output_count(encoder, input_names):
+        raise FeatureMappingError("the one-hot encoder's column blocks do not match its output")
+    return mapped
+
+
+def _map_imputer(imputer: SimpleImputer, input_names: list[str]) -> list[str]:
+    """The imputed columns it keeps (an all-missing one is dropped), then its indicators."""
+    keep = imputer.keep_empty_features or imputer.strategy == "constant"
+    mapped = [
+        name
+        for name, statistic in zip(input_names, imputer.statistics_, strict=True)
+        if keep or not pd.isna(statistic)
+    ]
+    if imputer.add_indicator:
+        mapped += [input_names[i] for i in imputer.indicator_.features_]
+    if len(mapped) != _output_count(imputer, input_names):
+        raise FeatureMappingError("the imputer's output columns do not match its inputs")
     return mapped
 
 

@@ -2,9 +2,22 @@
 
 - Tree ensembles (scikit-learn, XGBoost, LightGBM): TreeExplainer, exact, on the
   transformed rows (tree_path_dependent: no background needed).
-- Linear models: LinearExplainer on the transformed rows, background as masker.
-- Anything else: PermutationExplainer on the whole pipeline over raw features
+- Linear models: LinearExplainer on the transformed rows, every background row in
+  the masker.
+- Anything else, or a preprocessing whose columns cannot be traced back to raw
+  features: PermutationExplainer on the whole pipeline over raw features
   (categoricals as codes), on the positive-class probability.
+
+Two rules keep the numbers true to what production decided:
+
+- Each estimator gets its native input: whatever the preprocessing emits (a
+  sparse matrix, a DataFrame with categorical columns) reaches XGBoost and
+  LightGBM unchanged, because they read an absent sparse entry as *missing*,
+  not as 0. Only scikit-learn estimators, which read it as 0 and which shap
+  cannot take sparse, get a dense copy.
+- Additivity is checked against the pipeline's own output on the raw inputs
+  (`decision_function`, `predict_proba`, `predict(output_margin=True)`…: the call
+  production makes), never against a recomputation along the explainer's path.
 
 For pipelines, the attributions of the columns derived from one input feature
 are summed back onto that feature (exact, since SHAP values are additive).
@@ -12,16 +25,19 @@ are summed back onto that feature (exact, since SHAP values are additive).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse
 import shap
 
 from explain.engine import ExplanationResult, ModelContext, additivity_rows, rank_rows
 from explain.features import (
     CategoryCodes,
+    FeatureMappingError,
     aggregation_matrix,
     dense,
     source_features,
@@ -29,14 +45,18 @@ from explain.features import (
 )
 
 EXACT_TOLERANCE = 1e-6  # relative, for TreeSHAP and LinearSHAP
-# XGBoost computes its contributions and margins in single precision (float32,
+# XGBoost and LightGBM's native TreeSHAP compute in single precision (float32,
 # about 7 digits): sums of a few hundred trees drift by ~1e-5. Exact all the same,
 # so the check allows for the arithmetic the library used, not for approximation.
 SINGLE_PRECISION_TOLERANCE = 1e-4
 APPROXIMATE_TOLERANCE = 1e-6  # permutation SHAP is additive by construction too
 AGNOSTIC_BACKGROUND = 100
 AGNOSTIC_MAX_EVALS = 500
+BACKGROUND_SAMPLE_SEED = 0  # the model-agnostic explainer's background summary
 TREE_MODULES = ("xgboost", "lightgbm", "catboost")
+# Libraries that read their input natively: sparse stays sparse (absent = missing),
+# pandas categoricals stay categoricals (their own categorical splits).
+NATIVE_INPUT_MODULES = ("xgboost", "lightgbm", "catboost")
 TREE_CLASSES = (
     "GradientBoostingClassifier",
     "GradientBoostingRegressor",
@@ -49,16 +69,42 @@ TREE_CLASSES = (
     "DecisionTreeClassifier",
     "DecisionTreeRegressor",
 )
+PROBABILITY_TREES = ("RandomForest", "ExtraTrees", "DecisionTree")
+LINEAR_SVM_CLASSES = ("LinearSVC", "LinearSVR")
 
 
 def explainer_kind(estimator: Any) -> str:
     """'tree', 'linear' or 'agnostic', by the final estimator's class."""
     cls = type(estimator)
-    if cls.__name__ in TREE_CLASSES or cls.__module__.split(".")[0] in TREE_MODULES:
+    if cls.__name__ in TREE_CLASSES or _library(estimator) in TREE_MODULES:
         return "tree"
-    if cls.__module__.startswith("sklearn.linear_model") and hasattr(estimator, "coef_"):
+    if hasattr(estimator, "coef_") and (
+        cls.__module__.startswith("sklearn.linear_model") or cls.__name__ in LINEAR_SVM_CLASSES
+    ):
         return "linear"
     return "agnostic"
+
+
+def _library(estimator: Any) -> str:
+    return type(estimator).__module__.split(".")[0]
+
+
+def rows_sha256(frame: pd.DataFrame) -> str:
+    """sha256 of rows as CSV (no index): names exactly which background rows were used."""
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
+
+
+def output_space(kind: str, estimator: Any, is_classifier: bool) -> str:
+    """Where the attributions live: what base value + their sum equals."""
+    if not is_classifier:
+        return "raw"
+    if not hasattr(estimator, "predict_proba"):
+        return "decision_function"  # e.g. a linear SVM: its margin is not a log-odds
+    if kind == "agnostic" or (
+        kind == "tree" and type(estimator).__name__.startswith(PROBABILITY_TREES)
+    ):
+        return "probability"
+    return "log_odds"
 
 
 class ShapExplainer:
@@ -70,85 +116,115 @@ class ShapExplainer:
         self.preprocessing, self.estimator = split_pipeline(context.model)
         self.kind = explainer_kind(self.estimator)
         self.names = context.schema.names
+        self.fallback = ""
+        if self.kind != "agnostic" and self.options.get("model_agnostic"):
+            # The version's exact explainer failed its registration self-test and
+            # its owner accepted approximate explanations (explain.allow_approximate).
+            self.kind, self.fallback = "agnostic", "the exact explainer failed the self-test"
+        if self.kind != "agnostic":
+            try:
+                self.matrix = self._aggregation()
+            except FeatureMappingError as exc:
+                # Columns that mix raw features cannot be summed back onto one:
+                # explain the whole pipeline over raw features instead (exact too).
+                self.kind, self.fallback = "agnostic", str(exc)
+        self.output_space = output_space(self.kind, self.estimator, context.is_classifier)
+        self.negate = self._positive_is_first_class()
         if self.kind == "agnostic":
             self._init_agnostic()
         else:
             self._init_exact()
 
-    # -- exact explainers on the transformed rows -------------------------------------------
-    def _init_exact(self) -> None:
-        if self.preprocessing is not None:
-            sources = source_features(self.preprocessing, self.context.schema)
-            self.matrix = aggregation_matrix(sources, self.names)
+    # -- the model's own outputs: the reference every explanation must add up to -------------
+    def model_outputs(self, frame: pd.DataFrame) -> np.ndarray:
+        """The pipeline's own output on raw input rows, in this explanation's output space."""
+        model = self.context.model
+        if self.output_space == "raw":
+            return np.asarray(model.predict(frame), dtype=float).reshape(len(frame))
+        if self.output_space == "probability":
+            return self.model_scores(frame)
+        library = _library(self.estimator)
+        if library == "xgboost":
+            margin = model.predict(frame, output_margin=True)
+        elif library == "lightgbm":
+            margin = model.predict(frame, raw_score=True)
         else:
-            self.matrix = np.eye(len(self.names))
-        if self.kind == "tree":
-            self.explainer = shap.TreeExplainer(
-                self.estimator, feature_perturbation="tree_path_dependent"
-            )
-            self.config = {"feature_perturbation": "tree_path_dependent", "model_output": "raw"}
-        else:
-            if self.context.background is None:
-                raise ValueError("LinearExplainer needs the version's background sample")
-            masker = self._transform(self.context.background)
-            self.explainer = shap.LinearExplainer(self.estimator, masker)
-            self.config = {"background_rows": len(masker)}
-        self.output_space = self._output_space()
-        self.negate = self._positive_is_first_class()
+            margin = model.decision_function(frame)
+        margin = np.asarray(margin, dtype=float)
+        if margin.ndim == 2:  # multiclass: one margin per class
+            return margin[:, self.context.positive_index()]
+        return -margin if self.negate else margin
 
-    def _transform(self, frame: pd.DataFrame):
-        if self.preprocessing is None:
-            return frame  # the estimator was fitted on named columns: keep the names
-        return dense(self.preprocessing.transform(frame))
-
-    def _output_space(self) -> str:
-        if not self.context.is_classifier:
-            return "raw"
-        if self.kind == "tree" and type(self.estimator).__name__.startswith(
-            ("RandomForest", "ExtraTrees", "DecisionTree")
-        ):
-            return "probability"
-        return "log_odds"
+    def model_scores(self, frame: pd.DataFrame) -> np.ndarray | None:
+        """The pipeline's probability of the positive class (what a recorded score should be)."""
+        if not self.context.is_classifier or not hasattr(self.context.model, "predict_proba"):
+            return None
+        probabilities = self.context.model.predict_proba(frame)
+        return np.asarray(probabilities, dtype=float)[:, self.context.positive_index()]
 
     def _positive_is_first_class(self) -> bool:
         """Binary margins are for classes_[1]; flip them when the positive class is classes_[0]."""
         return (
             self.context.is_classifier
-            and self.output_space == "log_odds"
+            and self.output_space in ("log_odds", "decision_function")
             and len(self.estimator.classes_) == 2
             and self.context.positive_index() == 0
         )
 
-    def _margin(self, transformed: np.ndarray) -> np.ndarray:
-        module = type(self.estimator).__module__.split(".")[0]
-        if module == "xgboost":
-            return self.estimator.predict(transformed, output_margin=True)
-        if module == "lightgbm":
-            return self.estimator.predict(transformed, raw_score=True)
-        return self.estimator.decision_function(transformed)
+    # -- exact explainers on the transformed rows -------------------------------------------
+    def _aggregation(self) -> np.ndarray:
+        if self.preprocessing is None:
+            return np.eye(len(self.names))
+        sources = source_features(self.preprocessing, self.context.schema)
+        return aggregation_matrix(sources, self.names)
 
-    def _exact_outputs(self, transformed: np.ndarray) -> np.ndarray:
-        """The model's output for each row in the explanation's output space."""
-        if not self.context.is_classifier:
-            return np.asarray(self.estimator.predict(transformed), dtype=float)
-        if self.output_space == "probability":
-            return self.estimator.predict_proba(transformed)[:, self.context.positive_index()]
-        margin = np.asarray(self._margin(transformed), dtype=float)
-        if margin.ndim == 2:  # multiclass: one margin per class
-            return margin[:, self.context.positive_index()]
-        return -margin if self.negate else margin
+    def _init_exact(self) -> None:
+        if self.kind == "tree":
+            self.explainer = shap.TreeExplainer(
+                self.estimator, feature_perturbation="tree_path_dependent"
+            )
+            self.config = {"feature_perturbation": "tree_path_dependent", "model_output": "raw"}
+            return
+        background = self.context.background
+        if background is None:
+            raise ValueError("LinearExplainer needs the version's background sample")
+        rows = dense(self._transform(background))
+        # shap keeps 100 rows of a bare array; an explicit masker keeps every row we record.
+        masker = shap.maskers.Independent(rows, max_samples=len(rows))
+        self.explainer = shap.LinearExplainer(self.estimator, masker)
+        self.config = {
+            "feature_perturbation": "interventional",
+            "masker": "Independent",
+            "link": "identity",
+            "background_rows": len(rows),
+            "background_rows_sha256": rows_sha256(background),
+        }
+
+    def _transform(self, frame: pd.DataFrame):
+        """What the final estimator receives in production, as it receives it."""
+        if self.preprocessing is None:
+            return frame  # the estimator was fitted on named columns: keep the names
+        return self.preprocessing.transform(frame)
+
+    def _explainer_input(self, transformed):
+        if _library(self.estimator) in NATIVE_INPUT_MODULES:
+            return transformed
+        if scipy.sparse.issparse(transformed):
+            return transformed.toarray()  # scikit-learn reads an absent entry as 0 too
+        return transformed
 
     def _explain_exact(self, frame: pd.DataFrame):
-        transformed = self._transform(frame)
+        transformed = self._explainer_input(self._transform(frame))
         if self.kind == "tree":
             # shap's own check raises for the whole batch; ours below is per row,
-            # against the model's own output, and recorded (additivity_ok).
+            # against the pipeline's own output, and recorded (additivity_ok).
             values = self.explainer.shap_values(transformed, check_additivity=False)
         else:
-            values = self.explainer.shap_values(transformed)
+            values = self.explainer.shap_values(dense(transformed))
+        values = _dense_values(values)
         base = np.asarray(self.explainer.expected_value, dtype=float).reshape(-1)
-        single_precision = np.asarray(values).dtype == np.float32
-        values = np.asarray(values, dtype=float)
+        single_precision = values.dtype == np.float32
+        values = values.astype(float)
         if values.ndim == 3:  # (rows, columns, outputs): one output per class
             column = self.context.positive_index() if values.shape[2] > 1 else 0
             values, base_value = values[:, :, column], base[column]
@@ -156,34 +232,44 @@ class ShapExplainer:
             base_value = base[-1] if base.size > 1 else base[0]
         if self.negate:
             values, base_value = -values, -base_value
-        outputs = self._exact_outputs(transformed)
-        return values @ self.matrix, float(base_value), outputs, single_precision
+        return values @ self.matrix, float(base_value), single_precision
 
     # -- model-agnostic: permutation SHAP on raw features -------------------------------------
     def _init_agnostic(self) -> None:
-        if self.context.background is None:
+        background = self.context.background
+        if background is None:
             raise ValueError("model-agnostic SHAP needs the version's background sample")
         self.codes = CategoryCodes(self.context.schema)
-        background = self.codes.encode(self.context.background)
         size = int(self.options.get("background_size", AGNOSTIC_BACKGROUND))
         if len(background) > size:
-            background = shap.utils.sample(background, size, random_state=0)
-        self.background_array = background
-        self.masker = shap.maskers.Independent(background, max_samples=len(background))
+            # A documented, seeded summary: the same rows on every worker and re-run.
+            chosen = shap.utils.sample(
+                np.arange(len(background)), size, random_state=BACKGROUND_SAMPLE_SEED
+            )
+            background = background.iloc[np.sort(chosen)].reset_index(drop=True)
+        self.background_array = self.codes.encode(background)
+        self.masker = shap.maskers.Independent(
+            self.background_array, max_samples=len(self.background_array)
+        )
         self.max_evals = int(self.options.get("max_evals", AGNOSTIC_MAX_EVALS))
         self.explainer = shap.PermutationExplainer(self._predict_encoded, self.masker)
-        self.output_space = "probability" if self.context.is_classifier else "raw"
         self.config = {
-            "background_rows": len(background),
-            "max_evals": self.max_evals,
             "masker": "Independent",
+            "link": "identity",
+            "max_evals": self.max_evals,
+            "background_rows": len(background),
+            "background_rows_sha256": rows_sha256(background),
+            "background_sample": {
+                "of_rows": len(self.context.background),
+                "method": "shap.utils.sample",
+                "random_state": BACKGROUND_SAMPLE_SEED,
+            },
         }
+        if self.fallback:
+            self.config["why_model_agnostic"] = self.fallback
 
     def _predict_encoded(self, array: np.ndarray) -> np.ndarray:
-        frame = self.codes.decode(array)
-        if self.context.is_classifier:
-            return self.context.model.predict_proba(frame)[:, self.context.positive_index()]
-        return np.asarray(self.context.model.predict(frame), dtype=float)
+        return self.model_outputs(self.codes.decode(array))
 
     def _explain_agnostic(self, frame: pd.DataFrame, seeds: Sequence[int]):
         encoded = self.codes.encode(frame)
@@ -194,24 +280,28 @@ class ShapExplainer:
             result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, silent=True)
             values.append(result.values[0])
             bases.append(float(np.asarray(result.base_values).reshape(-1)[0]))
-        outputs = self._predict_encoded(encoded)
-        return np.asarray(values), bases, outputs
+        return np.asarray(values), bases
 
     # -- one batch ----------------------------------------------------------------------------
     def explain(self, frame: pd.DataFrame, seeds: Sequence[int]) -> list[ExplanationResult]:
         if self.kind == "agnostic":
-            values, bases, outputs = self._explain_agnostic(frame, seeds)
+            values, bases = self._explain_agnostic(frame, seeds)
             tolerance = float(self.options.get("tolerance", APPROXIMATE_TOLERANCE))
             seed_list: list[int | None] = list(seeds)
         else:
-            values, base, outputs, single_precision = self._explain_exact(frame)
+            values, base, single_precision = self._explain_exact(frame)
             bases = [base] * len(frame)
             tolerance = SINGLE_PRECISION_TOLERANCE if single_precision else EXACT_TOLERANCE
             seed_list = [None] * len(frame)
         values = np.asarray(values, dtype=float).reshape(len(frame), len(self.names))
+        outputs = self.model_outputs(frame)
+        scores = outputs if self.output_space == "probability" else self.model_scores(frame)
         # Whole-batch arithmetic, then one small dict per row: per-row Python work
         # would cost as much as TreeSHAP itself on a small ensemble.
         qualities = additivity_rows(np.asarray(bases, dtype=float), values, outputs, tolerance)
+        if scores is not None:
+            for quality, score in zip(qualities, scores.tolist(), strict=True):
+                quality["model_score"] = score
         tops = rank_rows(values, self.names)
         explainer = type(self.explainer).__name__
         version = f"shap {shap.__version__}"
@@ -237,6 +327,16 @@ class ShapExplainer:
                 values.tolist(), bases, tops, qualities, seed_list, strict=True
             )
         ]
+
+
+def _dense_values(values: Any) -> np.ndarray:
+    """shap's answer as one array: LightGBM answers sparse input with sparse values,
+    and some versions answer a list with one array per class."""
+    if isinstance(values, list):
+        values = np.stack([_dense_values(v) for v in values], axis=-1)
+    if scipy.sparse.issparse(values):
+        values = values.toarray()
+    return np.asarray(values)
 
 
 def explain_rows(

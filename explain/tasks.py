@@ -31,7 +31,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from auditapp.decisions.models import Decision
-from explain import engine
+from explain import engine, selftest
 from explain.models import Explanation
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,8 @@ def cached_explainer(model_version, method: str, options: dict | None = None):
         while len(_contexts) > CACHE_SIZE:
             _contexts.popitem(last=False)
     context, explainers = _contexts[key]
+    if options is None and method == "shap":
+        options = selftest.shap_options(model_version.self_test)
     option_key = (method, tuple(sorted((options or {}).items())))
     if option_key not in explainers:
         explainers[option_key] = _build_explainer(context, method, options or {})
@@ -587,7 +589,8 @@ def run_batch(
     if setup_error:
         results = [engine.ExplanationResult(method=method, error=setup_error)] * len(claimed)
     else:
-        results = _explain_claimed(context, explainer, method, claimed, new_seed)
+        tolerance = model_version.explain_settings.get("score_tolerance", engine.SCORE_TOLERANCE)
+        results = _explain_claimed(context, explainer, method, claimed, new_seed, tolerance)
     elapsed_ms = (time.perf_counter() - started) * 1000
     _store_results(claimed, results, method, elapsed_ms)
     failed = sum(e.status == Explanation.FAILED for e in claimed)
@@ -607,7 +610,7 @@ def _is_per_row(explainer) -> bool:
     return getattr(explainer, "kind", "") == "agnostic"
 
 
-def _explain_claimed(context, explainer, method, claimed, new_seed) -> list:
+def _explain_claimed(context, explainer, method, claimed, new_seed, score_tolerance) -> list:
     seeds = [
         random.SystemRandom().randrange(2**31)
         if new_seed
@@ -616,7 +619,13 @@ def _explain_claimed(context, explainer, method, claimed, new_seed) -> list:
     ]
     try:
         return engine.explain(
-            context, method, [e.decision.inputs for e in claimed], seeds, {"explainer": explainer}
+            context,
+            method,
+            [e.decision.inputs for e in claimed],
+            seeds,
+            {"explainer": explainer},
+            scores=[e.decision.score for e in claimed],
+            score_tolerance=score_tolerance,
         )
     except SoftTimeLimitExceeded:
         return [engine.ExplanationResult(method=method, error="time limit exceeded")] * len(claimed)

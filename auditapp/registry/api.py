@@ -50,7 +50,9 @@ def version_detail(model_version: ModelVersion) -> dict:
         "explain": {
             "lime": model_version.lime_mode,
             "lime_sample_rate": model_version.lime_sample_rate,
+            **model_version.explain_settings,
         },
+        "self_test": model_version.self_test,
         "created_by": model_version.created_by.get_username() if model_version.created_by else None,
         "created_at": model_version.created_at,
         "stage_history": [

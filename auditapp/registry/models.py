@@ -113,6 +113,11 @@ class ModelVersion(models.Model):
             raise ValueError("A model version is immutable; only its stage can change.")
         super().save(*args, **kwargs)
 
+    @property
+    def explained_approximately(self) -> bool:
+        """Its exact SHAP explainer failed the self-test; it was accepted as approximate."""
+        return (self.self_test or {}).get("shap", {}).get("passed") is False
+
     @cached_property
     def parsed_schema(self) -> Schema:
         return parse_schema(self.schema)

@@ -25,6 +25,7 @@ from auditapp.registry.artifacts import (
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel, StageChange
 from auditapp.registry.schema import Schema, SchemaError, parse_schema
+from auditapp.registry.signals import version_checking
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
@@ -121,7 +122,44 @@ def _parse_explain_config(config: Any) -> tuple[str, float]:
     return mode, float(rate)
 
 
-def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list[dict] | None]:
+def _parse_truth_settings(config: Any) -> dict:
+    """explain.allow_approximate (default false) and explain.score_tolerance (when given;
+    the engine's default applies otherwise)."""
+    config = _load_json(config, "explain") or {}
+    if not isinstance(config, dict):
+        return {"allow_approximate": False}
+    allow = config.get("allow_approximate", False)
+    if not isinstance(allow, bool):
+        raise InvalidInput(
+            "explain.allow_approximate must be true or false.", code="invalid_explain"
+        )
+    settings = {"allow_approximate": allow}
+    if "score_tolerance" in config:
+        tolerance = config["score_tolerance"]
+        if isinstance(tolerance, bool) or not isinstance(tolerance, int | float):
+            raise InvalidInput("explain.score_tolerance must be a number.", code="invalid_explain")
+        if not 0 <= tolerance < 1:
+            raise InvalidInput("explain.score_tolerance must be in [0, 1).", code="invalid_explain")
+        settings["score_tolerance"] = float(tolerance)
+    return settings
+
+
+def _self_test(upload: VersionUpload, model, schema: Schema, background, settings: dict) -> dict:
+    """Ask the apps above (the explanation engine) to try the version; they may refuse it."""
+    responses = version_checking.send(
+        sender=ModelVersion,
+        model=model,
+        schema=schema,
+        background=schema.frame(background) if background else None,
+        rows=background or probe_rows(schema),
+        background_sha256=sha256_hex(upload.background) if upload.background else "",
+        artifact_sha256=sha256_hex(upload.artifact),
+        settings=settings,
+    )
+    return {answer["key"]: answer["figures"] for _, answer in responses if answer}
+
+
+def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list | None, Any]:
     """Everything that can be checked before touching the database."""
     actor.require(roles.REGISTER_MODELS)
     if upload.artifact_format not in FORMATS:
@@ -146,14 +184,16 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, li
         check_model_fits_schema(model, schema, schema.frame(background or probe_rows(schema)))
     except ArtifactError as exc:
         raise InvalidInput(f"The artifact was refused: {exc}.", code="invalid_artifact") from None
-    return schema, background
+    return schema, background, model
 
 
 def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None) -> ModelVersion:
     """Check an uploaded model against its schema and background, then record it."""
-    schema, background = _check_upload(actor, upload)
+    schema, background, model = _check_upload(actor, upload)
     card = _parse_card(upload.card)
     lime_mode, lime_rate = _parse_explain_config(upload.explain)
+    explain_settings = _parse_truth_settings(upload.explain)
+    self_test = _self_test(upload, model, schema, background, explain_settings)
     sha256 = sha256_hex(upload.artifact)
     with transaction.atomic():
         registered = RegisteredModel.objects.select_for_update().filter(name=upload.name).first()
@@ -189,6 +229,8 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
             metrics=card.get("metrics", {}),
             lime_mode=lime_mode,
             lime_sample_rate=lime_rate,
+            explain_settings=explain_settings,
+            self_test=self_test,
             created_by=actor.user,
             **{f: card.get(f, "") for f in CARD_TEXT_FIELDS},
         )

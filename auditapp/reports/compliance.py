@@ -151,6 +151,8 @@ def model_identity(ctx: _Context) -> dict[str, Any]:
         "schema_sha256": version.schema_sha256,
         "background_sha256": version.background_sha256,
         "background_rows": version.background_rows,
+        "explanation_self_test": version.self_test.get("shap"),
+        "explained_approximately": version.explained_approximately,
         "stage": version.stage,
         "registered_at": canonical_time(version.created_at),
         "registered_by": version.created_by.get_username() if version.created_by else None,
