@@ -147,3 +147,66 @@ def test_linear_explainer_uses_every_background_row_it_records(adult_split, sche
     rows_used = context.background.to_csv(index=False).encode()
     assert results[0].config["background_rows_sha256"] == hashlib.sha256(rows_used).hexdigest()
     assert results[0].config["masker"] == "Independent"
+
+
+def test_one_hot_columns_go_to_their_own_feature_even_when_a_name_prefixes_another():
+    """ "income" must not take "income_band"'s columns (the names alone cannot tell)."""
+    frame = pd.DataFrame(
+        {
+            "income": ["low", "high", "low", "band_a"] * 25,
+            "income_band": ["a", "b", "b", "a"] * 25,
+            "age": np.arange(100, dtype=float),
+        }
+    )
+    target = ((frame["income"] == "high") | (frame["age"] > 70)).astype(int)
+    prep = ColumnTransformer(
+        [("onehot", OneHotEncoder(), ["income", "income_band"])], remainder="passthrough"
+    )
+    pipeline = Pipeline([("prep", prep), ("model", LogisticRegression())]).fit(frame, target)
+    schema = parse_schema(
+        {
+            "features": [
+                {"name": "income", "type": "categorical", "categories": ["band_a", "high", "low"]},
+                {"name": "income_band", "type": "categorical", "categories": ["a", "b"]},
+                {"name": "age", "type": "numeric"},
+            ],
+            "target": {"type": "classification", "classes": [0, 1], "positive_class": 1},
+        }
+    )
+    context = engine.ModelContext(pipeline, schema, frame, "b" * 64, "a" * 64)
+    row = {"income": "band_a", "income_band": "a", "age": 30.0}
+    (result,) = engine.explain(context, "shap", [row], [0])
+
+    coef = pipeline[-1].coef_[0]
+    mean = np.asarray(pipeline[:-1].transform(frame).mean(axis=0)).ravel()
+    phi = (pipeline[:-1].transform(pd.DataFrame([row])) - mean) * coef
+    assert result.attributions["income"] == pytest.approx(phi[0, :3].sum(), abs=1e-12)
+    assert result.attributions["income_band"] == pytest.approx(phi[0, 3:5].sum(), abs=1e-12)
+    assert result.attributions["age"] == pytest.approx(phi[0, 5], abs=1e-12)
+
+
+def test_a_recorded_score_that_is_not_the_models_own_is_flagged(adult_split, schema):
+    train, background, rows = adult_split
+    prep = ColumnTransformer(
+        [("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
+        remainder="passthrough",
+    )
+    model = XGBClassifier(n_estimators=10, max_depth=3, n_jobs=1, random_state=0)
+    pipeline = Pipeline([("prep", prep), ("model", model)]).fit(train[FEATURES], train["target"])
+    own = pipeline.predict_proba(rows[FEATURES].iloc[:3])[:, 1]
+    recorded = [round(float(own[0]), 3), float(own[1]) + 0.05, None]
+
+    results = engine.explain(
+        context_for(pipeline, schema, background),
+        "shap",
+        rows_of(rows.iloc[:3]),
+        [0, 0, 0],
+        scores=recorded,
+    )
+
+    assert results[0].quality["score_ok"] is True  # rounding to three decimals passes
+    assert results[0].quality["model_score"] == pytest.approx(own[0], abs=1e-7)
+    assert results[1].quality["score_ok"] is False
+    assert results[1].quality["score_error"] == pytest.approx(0.05, abs=1e-6)
+    assert results[1].quality["additivity_ok"] is True  # the explanation itself is right
+    assert "score_ok" not in results[2].quality  # nothing recorded, nothing to compare

@@ -15,6 +15,7 @@ import joblib
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
@@ -27,6 +28,7 @@ from auditapp.registry.services import load_model
 from explain import tasks
 from explain.models import Explanation
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
+from tests.factories import upload_form
 
 FEATURES = GERMAN_CATEGORICAL + GERMAN_NUMERIC
 URL = "/api/v1/models"
@@ -149,3 +151,59 @@ def test_allow_approximate_registers_it_explained_by_the_model_agnostic_explaine
 
 def version_model(version):
     return load_model(version)
+
+
+def test_the_version_page_and_api_show_the_self_test(model_version, compliance_officer, api_client):
+    client = Client()
+    client.force_login(compliance_officer)
+    page = client.get("/models/credit/versions/1/").content.decode()
+    figures = model_version.self_test["shap"]
+    assert "Explanation self-test" in page
+    assert "50 background rows (seed 0) were explained with TreeExplainer" in page
+    assert "every row adds up" in page
+    assert "Approximate explanations" not in page
+
+    body = api_client(compliance_officer).get("/api/v1/models/credit/versions/1").json()
+    assert body["self_test"]["shap"] == figures
+    assert body["explain"]["allow_approximate"] is False
+
+
+@pytest.mark.django_db
+def test_an_approximately_explained_version_is_warned_about_on_its_pages(
+    api_client, ml_engineer, admin, categorical_hgb, german_background
+):
+    response = upload(
+        api_client(ml_engineer),
+        categorical_hgb,
+        german_background,
+        explain=json.dumps({"allow_approximate": True}),
+    )
+    assert response.status_code == 201, response.content
+    client = Client()
+    client.force_login(admin)
+    page = client.get("/models/german-hgb/versions/1/").content.decode()
+    assert "Approximate explanations" in page
+    assert "rows do not add up" in page and "PermutationExplainer" in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("explain", "message"),
+    [
+        ({"allow_approximate": "yes"}, "explain.allow_approximate must be true or false."),
+        ({"score_tolerance": "0.1"}, "explain.score_tolerance must be a number."),
+        ({"score_tolerance": 1.5}, "explain.score_tolerance must be in [0, 1)."),
+    ],
+)
+def test_bad_explain_settings_are_refused_naming_the_key(
+    api_client, ml_engineer, skops_artifact, background_csv, explain, message
+):
+    form = upload_form(skops_artifact, background=background_csv, explain=json.dumps(explain))
+    response = api_client(ml_engineer).post(URL, form, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "code": "invalid_explain",
+        "message": message,
+        "details": None,
+    }
+    assert not ModelVersion.objects.exists()
