@@ -71,7 +71,12 @@ class TestReading:
             "training_data": "300 synthetic applicants.",
             "metrics": {"auc": 0.81},
         }
-        assert body["explain"] == {"lime": "all", "lime_sample_rate": 1.0}
+        assert body["explain"] == {
+            "lime": "all",
+            "lime_sample_rate": 1.0,
+            "allow_approximate": False,
+        }
+        assert body["self_test"]["shap"]["passed"] is True
         assert body["created_by"] == "ml_engineer"
         assert parse_datetime(body["created_at"]) == model_version.created_at
         assert [(h["from"], h["to"], h["by"]) for h in body["stage_history"]] == [
