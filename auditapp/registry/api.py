@@ -13,6 +13,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.registry import services
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.reviews import rules
 
 
 def version_url(model_version: ModelVersion) -> str:
@@ -50,6 +51,8 @@ def version_detail(model_version: ModelVersion) -> dict:
         "explain": {
             "lime": model_version.lime_mode,
             "lime_sample_rate": model_version.lime_sample_rate,
+            # The thresholds in force (a version registered before they existed: the defaults).
+            "agreement": rules.agreement_settings(model_version.explain_settings),
         },
         "created_by": model_version.created_by.get_username() if model_version.created_by else None,
         "created_at": model_version.created_at,

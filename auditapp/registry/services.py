@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from auditapp.registry.artifacts import (
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel, StageChange
 from auditapp.registry.schema import Schema, SchemaError, parse_schema
+from auditapp.reviews import rules
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
@@ -109,16 +111,72 @@ def _parse_card(card: Any) -> dict:
     return card
 
 
-def _parse_explain_config(config: Any) -> tuple[str, float]:
+@dataclass(frozen=True)
+class ExplainConfig:
+    """The client's `explain` object, resolved: when LIME runs, and how explanations are judged."""
+
+    lime_mode: str
+    lime_sample_rate: float
+    settings: dict  # stored as ModelVersion.explain_settings, defaults filled in
+
+
+def _parse_explain_config(config: Any) -> ExplainConfig:
+    """Parse the `explain` object; each key group has its own small parser below."""
     config = _load_json(config, "explain") or {}
-    mode = config.get("lime", "all") if isinstance(config, dict) else None
-    rate = config.get("lime_sample_rate", 0.1 if mode == "sample" else 1.0) if mode else None
+    if not isinstance(config, dict):
+        raise InvalidInput("explain must be a JSON object.", code="invalid_explain")
+    mode, rate = _lime_config(config)
+    return ExplainConfig(mode, rate, settings={"agreement": _agreement_config(config)})
+
+
+def _lime_config(config: dict) -> tuple[str, float]:
+    """explain.lime and explain.lime_sample_rate: when LIME runs."""
+    mode = config.get("lime", "all")
+    rate = config.get("lime_sample_rate", 0.1 if mode == "sample" else 1.0)
     valid_modes = [m for m, _ in ModelVersion.LIME_MODES]
     if mode not in valid_modes:
         raise InvalidInput(f"explain.lime must be one of {valid_modes}.", code="invalid_explain")
-    if not isinstance(rate, int | float) or not 0 < rate <= 1:
+    if not _is_number(rate) or not 0 < rate <= 1:
         raise InvalidInput("explain.lime_sample_rate must be in (0, 1].", code="invalid_explain")
     return mode, float(rate)
+
+
+# explain.agreement: the thresholds of the SHAP-LIME agreement rule, each with its range.
+AGREEMENT_RANGES = {
+    "min_fidelity": (0.0, 1.0),
+    "min_top_k_overlap": (0.0, 1.0),
+    "min_rank_correlation": (-1.0, 1.0),
+}
+
+
+def _agreement_config(config: dict) -> dict:
+    """explain.agreement: the version's agreement thresholds, the rule's defaults where absent."""
+    given = config.get("agreement", {})
+    if not isinstance(given, dict):
+        raise InvalidInput(
+            f"explain.agreement must be an object with any of {list(AGREEMENT_RANGES)}.",
+            code="invalid_explain",
+        )
+    problems = {
+        f"explain.agreement.{key}": f"is not a setting; allowed: {list(AGREEMENT_RANGES)}"
+        for key in given
+        if key not in AGREEMENT_RANGES
+    }
+    for key, value in given.items():
+        low, high = AGREEMENT_RANGES.get(key, (None, None))
+        if low is not None and not (_is_number(value) and low <= value <= high):
+            problems[f"explain.agreement.{key}"] = f"must be a number from {low:g} to {high:g}"
+    if problems:
+        raise InvalidInput(
+            f"explain.agreement is invalid: {', '.join(sorted(problems))}.",
+            code="invalid_explain",
+            details=problems,
+        )
+    return {**rules.AGREEMENT_DEFAULTS, **{key: float(value) for key, value in given.items()}}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list[dict] | None]:
@@ -153,7 +211,7 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
     """Check an uploaded model against its schema and background, then record it."""
     schema, background = _check_upload(actor, upload)
     card = _parse_card(upload.card)
-    lime_mode, lime_rate = _parse_explain_config(upload.explain)
+    explain = _parse_explain_config(upload.explain)
     sha256 = sha256_hex(upload.artifact)
     with transaction.atomic():
         registered = RegisteredModel.objects.select_for_update().filter(name=upload.name).first()
@@ -187,8 +245,9 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
             background_rows=len(background or []),
             background_sha256=sha256_hex(upload.background) if upload.background else "",
             metrics=card.get("metrics", {}),
-            lime_mode=lime_mode,
-            lime_sample_rate=lime_rate,
+            lime_mode=explain.lime_mode,
+            lime_sample_rate=explain.lime_sample_rate,
+            explain_settings=explain.settings,
             created_by=actor.user,
             **{f: card.get(f, "") for f in CARD_TEXT_FIELDS},
         )

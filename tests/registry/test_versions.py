@@ -71,7 +71,15 @@ class TestReading:
             "training_data": "300 synthetic applicants.",
             "metrics": {"auc": 0.81},
         }
-        assert body["explain"] == {"lime": "all", "lime_sample_rate": 1.0}
+        assert body["explain"] == {
+            "lime": "all",
+            "lime_sample_rate": 1.0,
+            "agreement": {
+                "min_fidelity": 0.5,
+                "min_top_k_overlap": 1 / 3,
+                "min_rank_correlation": 0.3,
+            },
+        }
         assert body["created_by"] == "ml_engineer"
         assert parse_datetime(body["created_at"]) == model_version.created_at
         assert [(h["from"], h["to"], h["by"]) for h in body["stage_history"]] == [

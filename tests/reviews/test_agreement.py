@@ -344,3 +344,47 @@ def test_an_honest_explanation_with_a_good_fit_opens_no_case(
     for figures in lime_agreement(decisions).values():
         assert (figures["judged"], figures["agrees"]) == (True, True)
         assert figures["why"].startswith("2 of the top 3 shared (minimum 1), rank correlation 0.")
+
+
+# -- thresholds per model version ----------------------------------------------------------
+
+
+def test_a_strict_version_opens_a_case_the_defaults_would_not(
+    register, ml_engineer, ingest, lime_weights
+):
+    lenient = register(ml_engineer, version="1")
+    strict = register(
+        ml_engineer,
+        version="2",
+        explain={"agreement": {"min_top_k_overlap": 1, "min_rank_correlation": 0.99}},
+    )
+    ids = {
+        version: [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(4, version=name))]
+        for version, name in ((lenient, "1"), (strict, "2"))
+    }
+    lime_weights(third_and_fourth_swapped, fidelity=0.9)
+    for version, decision_ids in ids.items():
+        run_both(version, decision_ids, lime_first=False)
+
+    cases = agreement_cases()
+    assert set(cases) == set(ids[strict])
+    for decision_id in ids[strict]:
+        correlation = lime_agreement([decision_id])[decision_id]["rank_correlation"]
+        assert cases[decision_id]["detail"] == (
+            f"2 of the top 3 shared (minimum 3), rank correlation {correlation:.2f} "
+            "(minimum 0.99), LIME fidelity R² 0.90 ≥ 0.50"
+        )
+
+
+def test_a_version_that_asks_for_a_better_fit_does_not_judge_a_fit_the_defaults_accept(
+    register, ml_engineer, ingest, lime_weights
+):
+    version = register(ml_engineer, explain={"agreement": {"min_fidelity": 0.95}})
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(4))]
+    lime_weights(reversed_ranks, fidelity=0.9)
+    run_both(version, ids, lime_first=False)
+
+    assert agreement_cases() == {}
+    assert {f["why"] for f in lime_agreement(ids).values()} == {
+        "not judged: LIME's local fit is too poor to be evidence (fidelity R² 0.90 < 0.95)"
+    }
