@@ -388,3 +388,45 @@ def test_a_version_that_asks_for_a_better_fit_does_not_judge_a_fit_the_defaults_
     assert {f["why"] for f in lime_agreement(ids).values()} == {
         "not judged: LIME's local fit is too poor to be evidence (fidelity R² 0.90 < 0.95)"
     }
+
+
+# -- what a reader sees -------------------------------------------------------------------
+
+
+def test_the_decision_page_and_api_say_agreement_was_not_judged_and_why(
+    decisions, model_version, lime_weights, api_client, domain_expert, client
+):
+    lime_weights(reversed_ranks, fidelity=0.3)
+    run_both(model_version, decisions, lime_first=False)
+    decision_id = decisions[0]
+
+    body = api_client(domain_expert).get(f"/api/v1/decisions/{decision_id}").json()
+    agreement = body["explanations"]["lime"]["quality"]["agreement_with_shap"]
+    assert (agreement["judged"], agreement["fidelity_r2"], agreement["min_fidelity"]) == (
+        False,
+        0.3,
+        0.5,
+    )
+    client.force_login(domain_expert)
+    page = client.get(f"/decisions/{decision_id}/explanations").content.decode()
+    assert (
+        '<li class="ok">Agreement of SHAP and LIME not judged: LIME&#x27;s local fit is too poor '
+        "to be evidence (fidelity R² 0.30 &lt; 0.50).</li>"
+    ) in page
+
+
+def test_the_decision_page_names_the_figures_of_a_disagreement(
+    decisions, model_version, lime_weights, domain_expert, client
+):
+    lime_weights(reversed_ranks, fidelity=0.9)
+    run_both(model_version, decisions, lime_first=False)
+    decision_id = decisions[0]
+    why = lime_agreement([decision_id])[decision_id]["why"]
+
+    client.force_login(domain_expert)
+    page = client.get(f"/decisions/{decision_id}/explanations").content.decode()
+    assert why.startswith("0 of the top 3 shared (minimum 1), rank correlation -")
+    assert (
+        f'<li class="warn">SHAP and LIME disagree: {why}. Read SHAP (exact) '
+        "and review this decision with care.</li>"
+    ) in page
