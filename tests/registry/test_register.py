@@ -121,7 +121,7 @@ class TestRegistering:
         assert ModelVersion.objects.get().explain_settings == {
             "agreement": {
                 "min_fidelity": 0.5,
-                "min_top_k_overlap": 1 / 3,
+                "min_top_k_overlap": 0.0,
                 "min_rank_correlation": 0.3,
             }
         }
@@ -131,7 +131,7 @@ class TestRegistering:
         response = post_upload(version="1", explain=json.dumps({"agreement": agreement}))
 
         assert response.status_code == 201, response.content
-        resolved = {**agreement, "min_top_k_overlap": 1 / 3}
+        resolved = {**agreement, "min_top_k_overlap": 0.0}
         assert ModelVersion.objects.get().explain_settings == {"agreement": resolved}
         body = engineer_client.get("/api/v1/models/credit/versions/1").json()
         assert body["explain"]["agreement"] == resolved

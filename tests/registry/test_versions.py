@@ -76,7 +76,7 @@ class TestReading:
             "lime_sample_rate": 1.0,
             "agreement": {
                 "min_fidelity": 0.5,
-                "min_top_k_overlap": 1 / 3,
+                "min_top_k_overlap": 0.0,
                 "min_rank_correlation": 0.3,
             },
         }
