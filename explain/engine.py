@@ -141,7 +141,14 @@ def check_recorded_scores(
 
 
 def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float]:
-    """How far SHAP and LIME tell the same story: top-k overlap and rank correlation."""
+    """How far SHAP and LIME tell the same story: top-k overlap and rank correlation.
+
+    Like is compared with like: both methods' attributions are per raw schema
+    feature, and only the ranks of their |attribution| are compared, never the
+    values (SHAP's may be in log-odds, LIME's are in probability). The verdict
+    on these figures, and whether LIME's fit makes them evidence at all, is the
+    review rule's (auditapp.reviews.rules.judge_agreement).
+    """
     names = sorted(shap_attr)
     k = min(AGREEMENT_TOP_K, len(names))
     overlap = len(set(rank_features(shap_attr, k)) & set(rank_features(lime_attr, k))) / k

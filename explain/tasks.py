@@ -31,6 +31,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from auditapp.decisions.models import Decision
+from auditapp.registry.models import agreement_settings
+from auditapp.reviews import rules
 from explain import engine, selftest
 from explain.models import Explanation
 
@@ -525,14 +527,20 @@ def _json(text: str | None):
     return None if text is None else orjson.loads(text)
 
 
-def _fill_agreement(done: list[ClaimedExplanation], method: str) -> list[Counterpart]:
+def _fill_agreement(
+    done: list[ClaimedExplanation], method: str, explain_settings: dict | None = None
+) -> list[Counterpart]:
     """Put SHAP-LIME agreement on the LIME rows of these decisions, whichever finished last.
 
+    The figures come with the verdict under the version's thresholds
+    (`explain_settings`): whether they were judged at all (LIME's fit good
+    enough), whether they agree, and why.
     A LIME batch fills its own rows (written with its results); a SHAP batch
     returns the LIME rows it filled, to be written too.
     """
     if not done:
         return []
+    thresholds = agreement_settings(explain_settings)
     other = "shap" if method == "lime" else "lime"
     counterparts = {c.decision_id: c for c in _counterparts([e.decision_id for e in done], other)}
     changed = []
@@ -541,10 +549,10 @@ def _fill_agreement(done: list[ClaimedExplanation], method: str) -> list[Counter
         if partner is None:
             continue
         shap_row, lime_row = (explanation, partner) if method == "shap" else (partner, explanation)
-        lime_row.quality = {
-            **(lime_row.quality or {}),
-            "agreement_with_shap": engine.agreement(shap_row.attributions, lime_row.attributions),
-        }
+        quality = lime_row.quality or {}
+        figures = engine.agreement(shap_row.attributions, lime_row.attributions)
+        verdict = rules.judge_agreement(figures, quality.get("fidelity_r2"), thresholds)
+        lime_row.quality = {**quality, "agreement_with_shap": {**figures, **verdict}}
         changed.append(lime_row)
     return changed if method == "shap" else []
 
@@ -592,7 +600,7 @@ def run_batch(
         tolerance = model_version.explain_settings.get("score_tolerance", engine.SCORE_TOLERANCE)
         results = _explain_claimed(context, explainer, method, claimed, new_seed, tolerance)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    _store_results(claimed, results, method, elapsed_ms)
+    _store_results(claimed, results, method, elapsed_ms, model_version.explain_settings)
     failed = sum(e.status == Explanation.FAILED for e in claimed)
     log.info(
         "explain.batch.done model_version=%s method=%s n=%d failed=%d ms=%.0f",
@@ -636,9 +644,12 @@ def _explain_claimed(context, explainer, method, claimed, new_seed, score_tolera
         return [engine.ExplanationResult(method=method, error=engine.describe(exc))] * len(claimed)
 
 
-def _store_results(claimed, results, method, elapsed_ms) -> None:
+def _store_results(claimed, results, method, elapsed_ms, explain_settings=None) -> None:
     """Write every result of the batch in one bulk statement (plus agreement figures),
-    and put the decisions the review rules pick in the review queue."""
+    and put the decisions the review rules pick in the review queue.
+
+    `explain_settings` is the batch's model version's (its agreement thresholds).
+    """
     from auditapp.reviews.services import review_explanations
 
     now = timezone.now()
@@ -647,11 +658,11 @@ def _store_results(claimed, results, method, elapsed_ms) -> None:
         _apply(explanation, result, duration_ms, now)
     done = [e for e in claimed if e.status == Explanation.DONE]
     with transaction.atomic():
-        partners = _fill_agreement(done, method)
+        partners = _fill_agreement(done, method, explain_settings)
         _write(done, RESULT_FIELDS)
         _write([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
         _write(partners, ["quality"])
-        review_explanations([*claimed, *partners])
+        review_explanations([*claimed, *partners], explain_settings)
 
 
 @shared_task(

@@ -82,8 +82,6 @@ def explanation_json(explanation) -> dict:
 
 # -- the decision page ---------------------------------------------------------------------
 
-AGREEMENT_WARNING = 2 / 3  # top-3 overlap below this: SHAP and LIME tell different stories
-
 
 def _sigmoid_text(value: float) -> str:
     import math
@@ -137,28 +135,30 @@ def quality_notes(shap, lime) -> list[dict]:
             )
         agreement = lime.quality.get("agreement_with_shap")
         if agreement:
-            overlap = agreement["top_k_overlap"]
-            disagree = overlap < AGREEMENT_WARNING
-            notes.append(
-                {
-                    "warning": disagree,
-                    "text": (
-                        f"SHAP and LIME share {round(overlap * agreement['top_k'])} of their top "
-                        f"{agreement['top_k']} features"
-                        + (
-                            f" (rank correlation {agreement['rank_correlation']:.2f})"
-                            if agreement.get("rank_correlation") is not None
-                            else ""
-                        )
-                        + (
-                            ": they disagree, read SHAP (exact) and review this decision with care."
-                            if disagree
-                            else "."
-                        )
-                    ),
-                }
-            )
+            notes.append(agreement_note(agreement))
     return notes
+
+
+def agreement_note(agreement: dict) -> dict:
+    """SHAP-LIME agreement as the worker judged it (reviews.rules.judge_agreement)."""
+    if agreement.get("judged") is False:
+        return {"warning": False, "text": f"Agreement of SHAP and LIME {agreement['why']}."}
+    if agreement.get("judged"):
+        if agreement["agrees"]:
+            return {"warning": False, "text": f"SHAP and LIME agree: {agreement['why']}."}
+        return {
+            "warning": True,
+            "text": f"SHAP and LIME disagree: {agreement['why']}. Read SHAP (exact) "
+            "and review this decision with care.",
+        }
+    # Figures stored before agreement was judged: shown, without a verdict.
+    correlation = agreement.get("rank_correlation")
+    return {
+        "warning": False,
+        "text": f"SHAP and LIME share {round(agreement['top_k_overlap'] * agreement['top_k'])} "
+        f"of their top {agreement['top_k']} features"
+        + (f" (rank correlation {correlation:.2f})." if correlation is not None else "."),
+    }
 
 
 def waterfall_chart(explanation, schema):

@@ -12,7 +12,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.registry import services
-from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.registry.models import ModelVersion, RegisteredModel, agreement_settings
 
 
 def version_url(model_version: ModelVersion) -> str:
@@ -51,6 +51,8 @@ def version_detail(model_version: ModelVersion) -> dict:
             "lime": model_version.lime_mode,
             "lime_sample_rate": model_version.lime_sample_rate,
             **model_version.explain_settings,
+            # The thresholds in force (a version registered before they existed: the defaults).
+            "agreement": agreement_settings(model_version.explain_settings),
         },
         "self_test": model_version.self_test,
         "created_by": model_version.created_by.get_username() if model_version.created_by else None,

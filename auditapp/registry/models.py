@@ -58,6 +58,20 @@ class RegisteredModel(models.Model):
         return self.name
 
 
+# The SHAP-LIME agreement rule's thresholds (auditapp/reviews/rules.py applies them);
+# a version's explain.agreement overrides any of them at registration.
+AGREEMENT_DEFAULTS = {
+    "min_fidelity": 0.5,
+    "min_top_k_overlap": 0.0,
+    "min_rank_correlation": 0.3,
+}
+
+
+def agreement_settings(explain_settings: dict | None) -> dict:
+    """The agreement thresholds in force for a version (its explain_settings), defaults filled."""
+    return {**AGREEMENT_DEFAULTS, **((explain_settings or {}).get("agreement") or {})}
+
+
 class ModelVersion(models.Model):
     """One trained artifact with its schema. Only `stage` ever changes."""
 

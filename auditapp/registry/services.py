@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,12 @@ from auditapp.registry.artifacts import (
     probe_rows,
     sha256_hex,
 )
-from auditapp.registry.models import ModelVersion, RegisteredModel, StageChange
+from auditapp.registry.models import (
+    AGREEMENT_DEFAULTS,
+    ModelVersion,
+    RegisteredModel,
+    StageChange,
+)
 from auditapp.registry.schema import Schema, SchemaError, parse_schema
 from auditapp.registry.signals import version_checking
 
@@ -110,14 +116,32 @@ def _parse_card(card: Any) -> dict:
     return card
 
 
-def _parse_explain_config(config: Any) -> tuple[str, float]:
+@dataclass(frozen=True)
+class ExplainConfig:
+    """The client's `explain` object, resolved: when LIME runs, and how explanations are judged."""
+
+    lime_mode: str
+    lime_sample_rate: float
+    settings: dict  # stored as ModelVersion.explain_settings, defaults filled in
+
+
+def _parse_explain_config(config: Any) -> ExplainConfig:
+    """Parse the `explain` object; each key group has its own small parser below."""
     config = _load_json(config, "explain") or {}
-    mode = config.get("lime", "all") if isinstance(config, dict) else None
-    rate = config.get("lime_sample_rate", 0.1 if mode == "sample" else 1.0) if mode else None
+    if not isinstance(config, dict):
+        raise InvalidInput("explain must be a JSON object.", code="invalid_explain")
+    mode, rate = _lime_config(config)
+    return ExplainConfig(mode, rate, settings={"agreement": _agreement_config(config)})
+
+
+def _lime_config(config: dict) -> tuple[str, float]:
+    """explain.lime and explain.lime_sample_rate: when LIME runs."""
+    mode = config.get("lime", "all")
+    rate = config.get("lime_sample_rate", 0.1 if mode == "sample" else 1.0)
     valid_modes = [m for m, _ in ModelVersion.LIME_MODES]
     if mode not in valid_modes:
         raise InvalidInput(f"explain.lime must be one of {valid_modes}.", code="invalid_explain")
-    if not isinstance(rate, int | float) or not 0 < rate <= 1:
+    if not _is_number(rate) or not 0 < rate <= 1:
         raise InvalidInput("explain.lime_sample_rate must be in (0, 1].", code="invalid_explain")
     return mode, float(rate)
 
@@ -159,6 +183,44 @@ def _self_test(upload: VersionUpload, model, schema: Schema, background, setting
     return {answer["key"]: answer["figures"] for _, answer in responses if answer}
 
 
+# explain.agreement: the thresholds of the SHAP-LIME agreement rule, each with its range.
+AGREEMENT_RANGES = {
+    "min_fidelity": (0.0, 1.0),
+    "min_top_k_overlap": (0.0, 1.0),
+    "min_rank_correlation": (-1.0, 1.0),
+}
+
+
+def _agreement_config(config: dict) -> dict:
+    """explain.agreement: the version's agreement thresholds, the rule's defaults where absent."""
+    given = config.get("agreement", {})
+    if not isinstance(given, dict):
+        raise InvalidInput(
+            f"explain.agreement must be an object with any of {list(AGREEMENT_RANGES)}.",
+            code="invalid_explain",
+        )
+    problems = {
+        f"explain.agreement.{key}": f"is not a setting; allowed: {list(AGREEMENT_RANGES)}"
+        for key in given
+        if key not in AGREEMENT_RANGES
+    }
+    for key, value in given.items():
+        low, high = AGREEMENT_RANGES.get(key, (None, None))
+        if low is not None and not (_is_number(value) and low <= value <= high):
+            problems[f"explain.agreement.{key}"] = f"must be a number from {low:g} to {high:g}"
+    if problems:
+        raise InvalidInput(
+            f"explain.agreement is invalid: {', '.join(sorted(problems))}.",
+            code="invalid_explain",
+            details=problems,
+        )
+    return {**AGREEMENT_DEFAULTS, **{key: float(value) for key, value in given.items()}}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list | None, Any]:
     """Everything that can be checked before touching the database."""
     actor.require(roles.REGISTER_MODELS)
@@ -191,8 +253,8 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
     """Check an uploaded model against its schema and background, then record it."""
     schema, background, model = _check_upload(actor, upload)
     card = _parse_card(upload.card)
-    lime_mode, lime_rate = _parse_explain_config(upload.explain)
-    explain_settings = _parse_truth_settings(upload.explain)
+    explain = _parse_explain_config(upload.explain)
+    explain_settings = {**explain.settings, **_parse_truth_settings(upload.explain)}
     self_test = _self_test(upload, model, schema, background, explain_settings)
     sha256 = sha256_hex(upload.artifact)
     with transaction.atomic():
@@ -227,8 +289,8 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
             background_rows=len(background or []),
             background_sha256=sha256_hex(upload.background) if upload.background else "",
             metrics=card.get("metrics", {}),
-            lime_mode=lime_mode,
-            lime_sample_rate=lime_rate,
+            lime_mode=explain.lime_mode,
+            lime_sample_rate=explain.lime_sample_rate,
             explain_settings=explain_settings,
             self_test=self_test,
             created_by=actor.user,

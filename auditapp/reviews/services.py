@@ -198,11 +198,16 @@ def _open_new_cases_postgresql(reasons_by_decision, user, now) -> list[ReviewCas
     return opened
 
 
-def review_explanations(explanations) -> list[ReviewCase]:
-    """Apply the queue's rules to freshly written explanations (called by the workers)."""
+def review_explanations(explanations, explain_settings: dict | None = None) -> list[ReviewCase]:
+    """Apply the queue's rules to freshly written explanations (called by the workers).
+
+    The explanations are of one model version (a worker's batch);
+    `explain_settings` is that version's, which holds its agreement thresholds.
+    """
+    agreement = rules.agreement_settings(explain_settings)
     reasons: dict[int, list[dict]] = {}
     for explanation in explanations:
-        found = rules.explanation_reasons(explanation)
+        found = rules.explanation_reasons(explanation, agreement)
         if explanation.method == "shap":
             found += rules.score_reasons(explanation.decision.score)
         if found:

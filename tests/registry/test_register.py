@@ -115,6 +115,27 @@ class TestRegistering:
         version = ModelVersion.objects.get()
         assert (version.lime_mode, version.lime_sample_rate) == ("sample", 0.25)
 
+    def test_it_stores_the_default_agreement_thresholds_when_none_are_sent(self, post_upload):
+        post_upload(version="1")
+
+        assert ModelVersion.objects.get().explain_settings == {
+            "agreement": {
+                "min_fidelity": 0.5,
+                "min_top_k_overlap": 0.0,
+                "min_rank_correlation": 0.3,
+            }
+        }
+
+    def test_it_stores_the_versions_own_agreement_thresholds(self, post_upload, engineer_client):
+        agreement = {"min_fidelity": 0.7, "min_rank_correlation": 0.5}
+        response = post_upload(version="1", explain=json.dumps({"agreement": agreement}))
+
+        assert response.status_code == 201, response.content
+        resolved = {**agreement, "min_top_k_overlap": 0.0}
+        assert ModelVersion.objects.get().explain_settings == {"agreement": resolved}
+        body = engineer_client.get("/api/v1/models/credit/versions/1").json()
+        assert body["explain"]["agreement"] == resolved
+
     def test_an_existing_version_is_a_409_and_nothing_changes(self, post_upload, model_version):
         response = post_upload(version="1")
 
@@ -432,5 +453,58 @@ def test_a_malformed_card_is_refused(post_upload, card, message):
     response = post_upload(card=card)
 
     assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(message)
+    assert nothing_registered()
+
+
+@pytest.mark.parametrize(
+    ("explain", "key", "problem"),
+    [
+        ({"agreement": {"min_fidelity": 1.5}}, "min_fidelity", "must be a number from 0 to 1"),
+        ({"agreement": {"min_fidelity": "high"}}, "min_fidelity", "must be a number from 0 to 1"),
+        ({"agreement": {"min_top_k_overlap": True}}, "min_top_k_overlap", "from 0 to 1"),
+        ({"agreement": {"min_top_k_overlap": -0.1}}, "min_top_k_overlap", "from 0 to 1"),
+        ({"agreement": {"min_rank_correlation": -2}}, "min_rank_correlation", "from -1 to 1"),
+        ({"agreement": {"min_rank_correlation": None}}, "min_rank_correlation", "from -1 to 1"),
+        ({"agreement": {"min_fidelty": 0.6}}, "min_fidelty", "is not a setting; allowed"),
+    ],
+)
+def test_a_bad_agreement_threshold_is_refused_naming_the_key(post_upload, explain, key, problem):
+    response = post_upload(version="1", explain=json.dumps(explain))
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_explain"
+    assert f"explain.agreement.{key}" in error["message"]
+    assert problem in error["details"][f"explain.agreement.{key}"]
+    assert nothing_registered()
+
+
+def test_every_bad_agreement_threshold_is_named_at_once(post_upload):
+    explain = {"agreement": {"min_fidelity": 2, "min_rank_correlation": "x", "top_k": 5}}
+    response = post_upload(version="1", explain=json.dumps(explain))
+
+    assert response.status_code == 400
+    assert sorted(response.json()["error"]["details"]) == [
+        "explain.agreement.min_fidelity",
+        "explain.agreement.min_rank_correlation",
+        "explain.agreement.top_k",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("explain", "message"),
+    [
+        ({"agreement": 0.6}, "explain.agreement must be an object"),
+        ([0.6], "explain must be a JSON object"),
+        ({"lime": "sometimes"}, "explain.lime must be one of"),
+        ({"lime": "sample", "lime_sample_rate": 0}, "explain.lime_sample_rate must be in (0, 1]"),
+    ],
+)
+def test_a_malformed_explain_object_is_refused(post_upload, explain, message):
+    response = post_upload(version="1", explain=json.dumps(explain))
+
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_explain"
     assert response.json()["error"]["message"].startswith(message)
     assert nothing_registered()

@@ -75,6 +75,11 @@ class TestReading:
             "lime": "all",
             "lime_sample_rate": 1.0,
             "allow_approximate": False,
+            "agreement": {
+                "min_fidelity": 0.5,
+                "min_top_k_overlap": 0.0,
+                "min_rank_correlation": 0.3,
+            },
         }
         assert body["self_test"]["shap"]["passed"] is True
         assert body["created_by"] == "ml_engineer"

@@ -64,11 +64,16 @@ def test_decisions_where_shap_and_lime_disagree_go_to_the_queue(decisions, model
     tasks.run_batch(model_version.pk, "shap", ids)
     tasks.run_batch(model_version.pk, "lime", ids)
 
-    expected = {
-        e.decision_id
-        for e in Explanation.objects.filter(method="lime", decision_id__in=ids)
-        if e.quality["agreement_with_shap"]["top_k_overlap"] < rules.AGREEMENT_THRESHOLD
-    }
+    limits = rules.AGREEMENT_DEFAULTS
+    expected = set()
+    for e in Explanation.objects.filter(method="lime", decision_id__in=ids):
+        figures = e.quality["agreement_with_shap"]
+        correlation = figures["rank_correlation"]
+        if e.quality["fidelity_r2"] >= limits["min_fidelity"] and (
+            figures["top_k_overlap"] < limits["min_top_k_overlap"]
+            or (correlation is not None and correlation < limits["min_rank_correlation"])
+        ):
+            expected.add(e.decision_id)
     found = {d for d, r in case_rules().items() if rules.METHODS_DISAGREE in r}
     assert found == expected
 
