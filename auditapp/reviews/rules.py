@@ -20,6 +20,7 @@ SCORE_NEAR_THRESHOLD = "score_near_threshold"
 EXPLANATION_FAILED = "explanation_failed"
 ADDITIVITY_FAILED = "additivity_failed"
 METHODS_DISAGREE = "shap_lime_disagree"
+SCORE_MISMATCH = "score_not_the_models"
 EXPERT_DISAGREES = "expert_disagrees"
 FLAGGED = "flagged"
 RULE_LABELS = {
@@ -27,6 +28,7 @@ RULE_LABELS = {
     EXPLANATION_FAILED: "the explanation failed",
     ADDITIVITY_FAILED: "SHAP values do not add up",
     METHODS_DISAGREE: "SHAP and LIME disagree",
+    SCORE_MISMATCH: "the recorded score is not the registered model's",
     EXPERT_DISAGREES: "a domain expert disagreed",
     FLAGGED: "flagged by hand",
 }
@@ -121,6 +123,14 @@ def explanation_reasons(explanation, agreement: dict | None = None) -> list[dict
     found = []
     if explanation.method == "shap" and quality.get("additivity_ok") is False:
         found.append(reason(ADDITIVITY_FAILED, f"error {quality.get('additivity_error'):.3g}"))
+    if explanation.method == "shap" and quality.get("score_ok") is False:
+        found.append(
+            reason(
+                SCORE_MISMATCH,
+                f"recorded {quality['recorded_score']:.4f}, the registered model gives "
+                f"{quality['model_score']:.4f} (tolerance {quality['score_tolerance']:g})",
+            )
+        )
     figures = quality.get("agreement_with_shap")
     if figures:
         verdict = judge_agreement(

@@ -14,6 +14,7 @@ engine's own path.
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from auditapp.registry.schema import parse_schema
+from auditapp.reviews import rules
 from explain import engine
 from tests.datasets import adult
 
@@ -210,3 +212,26 @@ def test_a_recorded_score_that_is_not_the_models_own_is_flagged(adult_split, sch
     assert results[1].quality["score_error"] == pytest.approx(0.05, abs=1e-6)
     assert results[1].quality["additivity_ok"] is True  # the explanation itself is right
     assert "score_ok" not in results[2].quality  # nothing recorded, nothing to compare
+
+
+def test_a_score_mismatch_is_a_reason_to_review_the_decision():
+    explanation = SimpleNamespace(
+        method="shap",
+        status="done",
+        quality={
+            "additivity_ok": True,
+            "model_score": 0.31,
+            "recorded_score": 0.72,
+            "score_error": 0.41,
+            "score_tolerance": 0.001,
+            "score_ok": False,
+        },
+    )
+    assert rules.explanation_reasons(explanation) == [
+        {
+            "rule": rules.SCORE_MISMATCH,
+            "detail": "recorded 0.7200, the registered model gives 0.3100 (tolerance 0.001)",
+        }
+    ]
+    explanation.quality["score_ok"] = True
+    assert rules.explanation_reasons(explanation) == []

@@ -123,7 +123,8 @@ class TestRegistering:
                 "min_fidelity": 0.5,
                 "min_top_k_overlap": 0.0,
                 "min_rank_correlation": 0.3,
-            }
+            },
+            "allow_approximate": False,
         }
 
     def test_it_stores_the_versions_own_agreement_thresholds(self, post_upload, engineer_client):
@@ -132,7 +133,10 @@ class TestRegistering:
 
         assert response.status_code == 201, response.content
         resolved = {**agreement, "min_top_k_overlap": 0.0}
-        assert ModelVersion.objects.get().explain_settings == {"agreement": resolved}
+        assert ModelVersion.objects.get().explain_settings == {
+            "agreement": resolved,
+            "allow_approximate": False,
+        }
         body = engineer_client.get("/api/v1/models/credit/versions/1").json()
         assert body["explain"]["agreement"] == resolved
 

@@ -254,8 +254,8 @@ def lime_weights(monkeypatch):
     def use(choose, fidelity: float) -> None:
         explain_claimed = tasks._explain_claimed
 
-        def explain(context, explainer, method, claimed, new_seed):
-            results = explain_claimed(context, explainer, method, claimed, new_seed)
+        def explain(context, explainer, method, claimed, *args):
+            results = explain_claimed(context, explainer, method, claimed, *args)
             if method == "lime":
                 # SHAP of the same rows (TreeSHAP: what the SHAP batch stores, before or after).
                 inputs = [row.decision.inputs for row in claimed]
