@@ -192,7 +192,12 @@ def test_a_batch_opens_every_review_case_it_finds_each_with_its_opening_event(
 
     cases = list(ReviewCase.objects.filter(decision__in=decisions))
     assert sorted(c.decision_id for c in cases) == ids(decisions)
-    assert all([r["rule"] for r in c.reasons] == ["score_near_threshold"] for c in cases)
+    # The factory's scores are not the model's own, so most cases also name that.
+    assert all(
+        {r["rule"] for r in c.reasons} <= {"score_near_threshold", "score_not_the_models"}
+        and "score_near_threshold" in {r["rule"] for r in c.reasons}
+        for c in cases
+    )
     opened = CaseEvent.objects.filter(case__in=cases, action="opened")
     assert sorted(e.case_id for e in opened) == sorted(c.pk for c in cases)
     assert all(e.details["reasons"] == e.case.reasons for e in opened)
