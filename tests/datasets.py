@@ -66,6 +66,20 @@ def german_schema() -> dict:
     }
 
 
+# Adult's features (the target is `income`; `split` says train or test).
+ADULT_CATEGORICAL = [
+    "workclass",
+    "education",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "native-country",
+]
+ADULT_NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+
+
 @cache
 def adult() -> pd.DataFrame:
     """8,000 rows of Adult: 5,000 of UCI's training split, then 3,000 of its test split."""

@@ -168,16 +168,16 @@ def _parse_truth_settings(config: Any) -> dict:
     return settings
 
 
-def _self_test(upload: VersionUpload, model, schema: Schema, background, settings: dict) -> dict:
+def _self_test(checked: CheckedUpload, settings: dict) -> dict:
     """Ask the apps above (the explanation engine) to try the version; they may refuse it."""
     responses = version_checking.send(
         sender=ModelVersion,
-        model=model,
-        schema=schema,
-        background=schema.frame(background) if background else None,
-        rows=background or probe_rows(schema),
-        background_sha256=sha256_hex(upload.background) if upload.background else "",
-        artifact_sha256=sha256_hex(upload.artifact),
+        model=checked.model,
+        schema=checked.schema,
+        background=checked.frame if checked.background else None,
+        rows=checked.background or probe_rows(checked.schema),
+        background_sha256=checked.background_sha256,
+        artifact_sha256=checked.sha256,
         settings=settings,
     )
     return {answer["key"]: answer["figures"] for _, answer in responses if answer}
@@ -221,7 +221,19 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, list | None, Any]:
+@dataclass
+class CheckedUpload:
+    """What checking an upload produced, so that nothing is parsed or hashed twice."""
+
+    schema: Schema
+    background: list[dict] | None
+    model: Any
+    frame: Any  # the rows the model was tried on: the background's, else probe rows
+    sha256: str
+    background_sha256: str
+
+
+def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
     """Everything that can be checked before touching the database."""
     actor.require(roles.REGISTER_MODELS)
     if upload.artifact_format not in FORMATS:
@@ -243,20 +255,28 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> tuple[Schema, li
     background = parse_background(upload.background, schema) if upload.background else None
     try:
         model = load_artifact(upload.artifact, upload.artifact_format)
-        check_model_fits_schema(model, schema, schema.frame(background or probe_rows(schema)))
+        frame = schema.frame(background or probe_rows(schema))
+        check_model_fits_schema(model, schema, frame)
     except ArtifactError as exc:
         raise InvalidInput(f"The artifact was refused: {exc}.", code="invalid_artifact") from None
-    return schema, background, model
+    return CheckedUpload(
+        schema=schema,
+        background=background,
+        model=model,
+        frame=frame,
+        sha256=sha256_hex(upload.artifact),
+        background_sha256=sha256_hex(upload.background) if upload.background else "",
+    )
 
 
 def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None) -> ModelVersion:
     """Check an uploaded model against its schema and background, then record it."""
-    schema, background, model = _check_upload(actor, upload)
+    checked = _check_upload(actor, upload)
+    schema, sha256 = checked.schema, checked.sha256
     card = _parse_card(upload.card)
     explain = _parse_explain_config(upload.explain)
     explain_settings = {**explain.settings, **_parse_truth_settings(upload.explain)}
-    self_test = _self_test(upload, model, schema, background, explain_settings)
-    sha256 = sha256_hex(upload.artifact)
+    self_test = _self_test(checked, explain_settings)
     with transaction.atomic():
         registered = RegisteredModel.objects.select_for_update().filter(name=upload.name).first()
         if registered is None:
@@ -286,8 +306,8 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
             artifact_sha256=sha256,
             schema=schema.raw,
             schema_sha256=sha256_hex(json.dumps(schema.raw, sort_keys=True).encode()),
-            background_rows=len(background or []),
-            background_sha256=sha256_hex(upload.background) if upload.background else "",
+            background_rows=len(checked.background or []),
+            background_sha256=checked.background_sha256,
             metrics=card.get("metrics", {}),
             lime_mode=explain.lime_mode,
             lime_sample_rate=explain.lime_sample_rate,

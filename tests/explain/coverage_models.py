@@ -31,20 +31,17 @@ from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
 from auditapp.registry.schema import Schema, parse_schema
-from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, adult, german_credit, german_schema
+from tests.datasets import (
+    ADULT_CATEGORICAL,
+    ADULT_NUMERIC,
+    GERMAN_CATEGORICAL,
+    GERMAN_NUMERIC,
+    adult,
+    german_credit,
+    german_schema,
+)
 
 GERMAN_FEATURES = GERMAN_CATEGORICAL + GERMAN_NUMERIC
-ADULT_CATEGORICAL = [
-    "workclass",
-    "education",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "native-country",
-]
-ADULT_NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 ADULT_REGRESSION_TARGET = "hours-per-week"
 
 EXPLAINED_ROWS = 40

@@ -142,15 +142,11 @@ def test_allow_approximate_registers_it_explained_by_the_model_agnostic_explaine
         e.config["why_model_agnostic"] == "the exact explainer failed the self-test" for e in stored
     )
     # The permutation values add up to the model's own probability of "bad".
-    model = version_model(version)
+    model = load_model(version)
     frame = version.parsed_schema.frame([e.decision.inputs for e in stored])
     probabilities = model.predict_proba(frame)[:, list(model.classes_).index("bad")]
     totals = [e.base_value + sum(e.attributions.values()) for e in stored]
     np.testing.assert_allclose(totals, probabilities, atol=1e-6)
-
-
-def version_model(version):
-    return load_model(version)
 
 
 def test_the_version_page_and_api_show_the_self_test(model_version, compliance_officer, api_client):

@@ -29,7 +29,7 @@ from auditapp.reviews import rules
 from auditapp.reviews.models import ReviewCase
 from explain import engine, tasks
 from explain.models import Explanation
-from tests.datasets import adult
+from tests.datasets import ADULT_CATEGORICAL, ADULT_NUMERIC, adult
 from tests.factories import DecisionPayloadFactory
 
 DECISIONS = 200
@@ -37,17 +37,6 @@ DECISIONS = 200
 JUDGED = {"credit": (0.0, 0.05), "adult": (0.9, 1.0)}
 SMALL_SHARE = 0.02  # the rule may open cases on at most this share of decisions
 
-ADULT_CATEGORICAL = [
-    "workclass",
-    "education",
-    "marital-status",
-    "occupation",
-    "relationship",
-    "race",
-    "sex",
-    "native-country",
-]
-ADULT_NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
 ADULT_FEATURES = ADULT_CATEGORICAL + ADULT_NUMERIC
 
 
