@@ -136,30 +136,36 @@ class ShapExplainer:
             self._init_exact()
 
     # -- the model's own outputs: the reference every explanation must add up to -------------
+    # A Pipeline's decision_function / predict_proba / predict is its preprocessing's
+    # transform followed by the final estimator's method on that native output; doing
+    # the two steps here lets one transform serve the explainer and both references.
     def model_outputs(self, frame: pd.DataFrame) -> np.ndarray:
         """The pipeline's own output on raw input rows, in this explanation's output space."""
-        model = self.context.model
+        return self._outputs(self._transform(frame))
+
+    def _outputs(self, transformed) -> np.ndarray:
+        estimator = self.estimator
         if self.output_space == "raw":
-            return np.asarray(model.predict(frame), dtype=float).reshape(len(frame))
+            return np.asarray(estimator.predict(transformed), dtype=float).reshape(-1)
         if self.output_space == "probability":
-            return self.model_scores(frame)
-        library = _library(self.estimator)
+            return self._scores(transformed)
+        library = _library(estimator)
         if library == "xgboost":
-            margin = model.predict(frame, output_margin=True)
+            margin = estimator.predict(transformed, output_margin=True)
         elif library == "lightgbm":
-            margin = model.predict(frame, raw_score=True)
+            margin = estimator.predict(transformed, raw_score=True)
         else:
-            margin = model.decision_function(frame)
+            margin = estimator.decision_function(transformed)
         margin = np.asarray(margin, dtype=float)
         if margin.ndim == 2:  # multiclass: one margin per class
             return margin[:, self.context.positive_index()]
         return -margin if self.negate else margin
 
-    def model_scores(self, frame: pd.DataFrame) -> np.ndarray | None:
-        """The pipeline's probability of the positive class (what a recorded score should be)."""
-        if not self.context.is_classifier or not hasattr(self.context.model, "predict_proba"):
+    def _scores(self, transformed) -> np.ndarray | None:
+        """The model's probability of the positive class (what a recorded score should be)."""
+        if not self.context.is_classifier or not hasattr(self.estimator, "predict_proba"):
             return None
-        probabilities = self.context.model.predict_proba(frame)
+        probabilities = self.estimator.predict_proba(transformed)
         return np.asarray(probabilities, dtype=float)[:, self.context.positive_index()]
 
     def _positive_is_first_class(self) -> bool:
@@ -213,8 +219,8 @@ class ShapExplainer:
             return transformed.toarray()  # scikit-learn reads an absent entry as 0 too
         return transformed
 
-    def _explain_exact(self, frame: pd.DataFrame):
-        transformed = self._explainer_input(self._transform(frame))
+    def _explain_exact(self, transformed):
+        transformed = self._explainer_input(transformed)
         if self.kind == "tree":
             # shap's own check raises for the whole batch; ours below is per row,
             # against the pipeline's own output, and recorded (additivity_ok).
@@ -284,18 +290,19 @@ class ShapExplainer:
 
     # -- one batch ----------------------------------------------------------------------------
     def explain(self, frame: pd.DataFrame, seeds: Sequence[int]) -> list[ExplanationResult]:
+        transformed = self._transform(frame)  # once, for the explainer and the references
         if self.kind == "agnostic":
             values, bases = self._explain_agnostic(frame, seeds)
             tolerance = float(self.options.get("tolerance", APPROXIMATE_TOLERANCE))
             seed_list: list[int | None] = list(seeds)
         else:
-            values, base, single_precision = self._explain_exact(frame)
+            values, base, single_precision = self._explain_exact(transformed)
             bases = [base] * len(frame)
             tolerance = SINGLE_PRECISION_TOLERANCE if single_precision else EXACT_TOLERANCE
             seed_list = [None] * len(frame)
         values = np.asarray(values, dtype=float).reshape(len(frame), len(self.names))
-        outputs = self.model_outputs(frame)
-        scores = outputs if self.output_space == "probability" else self.model_scores(frame)
+        outputs = self._outputs(transformed)
+        scores = outputs if self.output_space == "probability" else self._scores(transformed)
         # Whole-batch arithmetic, then one small dict per row: per-row Python work
         # would cost as much as TreeSHAP itself on a small ensemble.
         qualities = additivity_rows(np.asarray(bases, dtype=float), values, outputs, tolerance)
