@@ -383,12 +383,15 @@ def _agreement(ctx: _Context) -> dict[str, Any]:
                 FloatField(),
             )
         ),
-        disagreeing=Count("id", filter=Q(quality__agreement_with_shap__top_k_overlap__lt=2 / 3)),
+        # The review rule's own verdict, stored with the figures (reviews.rules).
+        judged=Count("id", filter=Q(quality__agreement_with_shap__judged=True)),
+        disagreeing=Count("id", filter=Q(quality__agreement_with_shap__agrees=False)),
     )
     return {
         "compared": figures["compared"],
         "mean_top_k_overlap": figures["overlap"],
         "mean_rank_correlation": figures["correlation"],
+        "judged": figures["judged"],
         "disagreeing": figures["disagreeing"],
     }
 

@@ -135,6 +135,33 @@ def test_explanation_figures_equal_independent_queries(period, model_version, js
     assert figures["shap_lime_agreement"]["compared"] == len(overlaps)
     expected = np.mean(overlaps) if overlaps else None
     assert figures["shap_lime_agreement"]["mean_top_k_overlap"] == pytest.approx(expected)
+    verdicts = [q["agreement_with_shap"] for q in qualities if "agreement_with_shap" in q]
+    assert figures["shap_lime_agreement"]["judged"] == sum(
+        v.get("judged") is True for v in verdicts
+    )
+    assert figures["shap_lime_agreement"]["disagreeing"] == sum(
+        v.get("agrees") is False for v in verdicts
+    )
+
+
+def test_the_agreement_figures_count_the_review_rules_own_verdicts(period, generate):
+    """Judged and disagreeing are the verdicts stored with each LIME row, not a second rule."""
+    lime = [
+        e
+        for e in Explanation.objects.filter(decision_id__in=period.ids, method="lime")
+        if "agreement_with_shap" in (e.quality or {})
+    ]
+    assert len(lime) >= 3
+    verdicts = [{"judged": True, "agrees": False}, {"judged": True, "agrees": True}]
+    verdicts += [{"judged": False, "agrees": None}] * (len(lime) - 2)
+    for explanation, verdict in zip(lime, verdicts, strict=True):
+        quality = explanation.quality
+        quality["agreement_with_shap"] = {**quality["agreement_with_shap"], **verdict}
+        Explanation.objects.filter(pk=explanation.pk).update(quality=quality)
+
+    figures = sections(generate(period.body("json")))["explanations"]["shap_lime_agreement"]
+
+    assert (figures["compared"], figures["judged"], figures["disagreeing"]) == (len(lime), 2, 1)
 
 
 def test_oversight_identity_integrity_and_appendix(period, model_version, json_report):
