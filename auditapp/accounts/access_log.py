@@ -22,6 +22,7 @@ CSV_COLUMNS = (
     "object_id",
     "ip",
     "details",
+    "sensitive_details",
     "content_hash",
 )
 EXPORT_LIMIT = 1_000_000
@@ -87,7 +88,13 @@ def note_read(actor: roles.Actor, params, *, ip=None, via: str, exported: bool =
     record_event(action, actor=actor, ip=ip, via=via, params=filters)
 
 
-def event_row(event: AuditEvent) -> dict:
+def event_row(event: AuditEvent, show_sensitive: bool) -> dict:
+    """An event as readers see it; its sensitive part only to those with view_sensitive."""
+    sensitive = None
+    if event.salt is not None:
+        sensitive = {"commitment": event.sensitive_commitment()}
+        if show_sensitive:
+            sensitive.update(values=event.sensitive_details, salt=bytes(event.salt).hex())
     return {
         "id": event.pk,
         "at": canonical_time(event.at),
@@ -97,12 +104,16 @@ def event_row(event: AuditEvent) -> dict:
         "object_id": event.object_id,
         "ip": event.ip,
         "details": event.details,
+        "sensitive_details": sensitive,
         "content_hash": event.content_hash,
     }
 
 
-def csv_rows(queryset: QuerySet) -> Iterator[list]:
+def csv_rows(queryset: QuerySet, show_sensitive: bool) -> Iterator[list]:
     for event in queryset[:EXPORT_LIMIT].iterator(chunk_size=5000):
-        row = event_row(event)
+        row = event_row(event, show_sensitive)
         row["details"] = canonical_json(row["details"])
+        row["sensitive_details"] = (
+            canonical_json(row["sensitive_details"]) if row["sensitive_details"] else ""
+        )
         yield [row[name] for name in CSV_COLUMNS]

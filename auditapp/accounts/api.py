@@ -39,4 +39,6 @@ class AuditEventListView(APIView):
             parse_limit(request.query_params.get("limit")),
         )
         access_log.note_read(actor, request.query_params, ip=client_ip(request), via="api")
-        return Response({"results": [access_log.event_row(e) for e in rows], "next": next_cursor})
+        show = actor.can(roles.VIEW_SENSITIVE)
+        results = [access_log.event_row(e, show) for e in rows]
+        return Response({"results": results, "next": next_cursor})

@@ -9,6 +9,7 @@ from django.db import models, transaction
 from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.roles import Actor
 from auditapp.appendonly import hold_insert_order
+from auditapp.decisions.hashing import new_salt
 
 
 def client_ip(request) -> str | None:
@@ -25,9 +26,14 @@ def record_event(
     object_id: str = "",
     ip: str | None = None,
     actor_name: str = "",
+    sensitive_details: dict | None = None,
     **details: Any,
 ) -> AuditEvent:
-    """Append one AuditEvent. `action` is dotted: `model_version.registered`."""
+    """Append one AuditEvent. `action` is dotted: `model_version.registered`.
+
+    `sensitive_details` are values only readers with view_sensitive may see; the
+    hash covers a salted commitment to them (hashing.commitment).
+    """
     if actor is not None:
         user = actor.user
         actor_name = actor_name or (actor.label if actor.system else "")
@@ -47,6 +53,8 @@ def record_event(
         ip=ip,
         details=details,
     )
+    if sensitive_details:
+        event.sensitive_details, event.salt = sensitive_details, new_salt()
     event.content_hash = event.compute_content_hash()
     with transaction.atomic(savepoint=False):
         hold_insert_order()

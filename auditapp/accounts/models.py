@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
-from auditapp.decisions.hashing import canonical_ip, sha256_hex
+from auditapp.decisions.hashing import canonical_ip, commitment, sha256_hex
 
 
 class ApiToken(models.Model):
@@ -49,6 +49,10 @@ class AuditEvent(AppendOnlyModel):
     object_id = models.CharField(max_length=200, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # Values only readers with view_sensitive may see (a search on a sensitive
+    # feature): the hash covers a salted commitment to them, not the values.
+    sensitive_details = models.JSONField(default=dict, blank=True)
+    salt = models.BinaryField(null=True, blank=True)
     # sha256 of the fields above (canonical JSON), sealed into the hash chain like decisions.
     content_hash = models.CharField(max_length=64, blank=True)
 
@@ -60,16 +64,30 @@ class AuditEvent(AppendOnlyModel):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name or '-'} {self.action}"
 
     def hashed_fields(self) -> dict:
-        return {
-            "at": self.at,
-            "actor_id": self.actor_id,
-            "actor_name": self.actor_name,
-            "action": self.action,
-            "object_type": self.object_type,
-            "object_id": self.object_id,
-            "ip": canonical_ip(self.ip),
-            "details": self.details,
-        }
+        return event_document(
+            {
+                "at": self.at,
+                "actor_id": self.actor_id,
+                "actor_name": self.actor_name,
+                "action": self.action,
+                "object_type": self.object_type,
+                "object_id": self.object_id,
+                "ip": canonical_ip(self.ip),
+                "details": self.details,
+            },
+            self.sensitive_details,
+            None if self.salt is None else bytes(self.salt),
+        )
+
+    def sensitive_commitment(self) -> str | None:
+        return self.hashed_fields().get("sensitive_details")
 
     def compute_content_hash(self) -> str:
         return sha256_hex(self.hashed_fields())
+
+
+def event_document(fields: dict, sensitive: dict, salt: bytes | None) -> dict:
+    """What an event's content hash covers: its fields, and a commitment to any sensitive part."""
+    if salt is None:
+        return fields
+    return {**fields, "sensitive_details": commitment(salt, sensitive)}

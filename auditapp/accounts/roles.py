@@ -47,6 +47,10 @@ RUN_MONITORING = "run_monitoring"  # compute a window's metrics on demand
 ACKNOWLEDGE_ALERTS = "acknowledge_alerts"
 CONFIGURE_MONITORING = "configure_monitoring"  # the reference and fairness settings
 
+# A decision notice is the person's own inputs at work (its reasons say which way a
+# masked value pushed): exporting one needs both.
+EXPORT_NOTICES = (EXPORT_REPORTS, VIEW_SENSITIVE)
+
 CAPABILITIES = frozenset(
     {
         MANAGE_USERS,
@@ -180,10 +184,11 @@ class Actor:
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
 
-    def require(self, capability: str) -> None:
-        """Raise PermissionDenied (403) unless the actor has the capability."""
-        if not self.can(capability):
-            raise PermissionDenied(f"Your role does not allow this ({capability}).")
+    def require(self, *capabilities: str) -> None:
+        """Raise PermissionDenied (403) unless the actor has every capability named."""
+        for capability in capabilities:
+            if not self.can(capability):
+                raise PermissionDenied(f"Your role does not allow this ({capability}).")
 
     @property
     def model_scope(self) -> ModelScope:

@@ -44,7 +44,7 @@ class DecisionListView(APIView):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)
         queryset = filter_decisions(
-            Decision.objects.visible_to(actor).with_related(), request.query_params
+            Decision.objects.visible_to(actor).with_related(), request.query_params, actor
         )
         rows, next_cursor = keyset_page(
             queryset,

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 import django_filters
+from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.presenters import MASK
 from auditapp.errors import InvalidInput
-from auditapp.registry.models import ModelVersion
+from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
 from explain.models import Explanation
 
@@ -30,7 +35,9 @@ class DecisionFilter(django_filters.FilterSet):
     score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
     top_reason = django_filters.CharFilter(method="filter_top_reason")
-    has_outcome = django_filters.BooleanFilter(method="filter_has_outcome")
+    has_outcome = django_filters.ChoiceFilter(
+        choices=[("true", "true"), ("false", "false")], method="filter_has_outcome"
+    )
     review = django_filters.ChoiceFilter(
         choices=[("open", "open"), ("resolved", "resolved")], method="filter_review"
     )
@@ -53,7 +60,7 @@ class DecisionFilter(django_filters.FilterSet):
 
     def filter_has_outcome(self, queryset, name, value):
         outcomes = Exists(Outcome.objects.filter(decision=OuterRef("pk")))
-        return queryset.filter(outcomes if value else ~outcomes)
+        return queryset.filter(outcomes if value == "true" else ~outcomes)
 
     def filter_feedback(self, queryset, name, value):
         """By the latest verdict given on the decision ("none": no feedback yet)."""
@@ -81,8 +88,13 @@ DecisionFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
 )
 
 
-def filter_decisions(queryset: QuerySet, params) -> QuerySet:
-    """Apply the search parameters, or raise InvalidInput naming the bad ones."""
+def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
+    """Apply the search parameters, or raise InvalidInput naming the bad ones.
+
+    Raises PermissionDenied (403, audited) for a filter on a feature the actor
+    may not see: its yes/no answer would disclose the value.
+    """
+    refuse_control_characters(params)
     filterset = DecisionFilter(params, queryset=queryset)
     if not filterset.is_valid():
         raise InvalidInput(
@@ -90,65 +102,138 @@ def filter_decisions(queryset: QuerySet, params) -> QuerySet:
             code="invalid_parameters",
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
-    return filter_features(filterset.qs, params)
+    return filter_features(filterset.qs, params, actor)
 
 
-# Feature filters: feature.<name>=value (exact), feature.<name>__gte / __lte.
-FEATURE_PARAM = re.compile(r"^feature\.([A-Za-z0-9_]+?)(?:__(gte|lte))?$")
+def refuse_control_characters(params) -> None:
+    """NUL and other control characters in a query are never a search; name the parameter."""
+    bad = sorted(
+        key
+        for key in params
+        if CONTROL.search(key) or any(CONTROL.search(v) for v in params.getlist(key))
+    )
+    if bad:
+        raise InvalidInput(
+            "Search parameters may not contain control characters.",
+            code="invalid_parameters",
+            details={key: ["contains a control character (such as NUL)"] for key in bad},
+        )
 
 
-def feature_types(model_name: str | None) -> dict[str, str]:
-    """Feature name -> schema type, from the model's newest version (for typing values)."""
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Feature filters: feature.<name>=value (exact), feature.<name>__gte / __lte. No other
+# lookup exists: __regex, __startswith, __in... would be new ways to probe a value.
+FEATURE_PARAM = re.compile(r"^feature\.([A-Za-z0-9]+(?:_[A-Za-z0-9]+)*_?)(?:__(gte|lte))?$")
+FEATURE_FILTER_HELP = "use feature.<name>, feature.<name>__gte or feature.<name>__lte"
+
+
+@dataclass(frozen=True)
+class SearchSchema:
+    """What the feature filters of one model need: each feature's type, and which are sensitive."""
+
+    types: dict[str, str]
+    sensitive: frozenset[str]
+
+
+def search_schema(actor: Actor, model_name: str | None) -> SearchSchema | None:
+    """The model's features as the newest version defines them; None if the actor cannot see it."""
     if not model_name:
-        return {}
-    version = (
-        ModelVersion.objects.filter(registered_model__name=model_name)
+        return None
+    visible = RegisteredModel.objects.visible_to(actor)
+    return _schema_of(ModelVersion.objects.filter(registered_model__in=visible), model_name)
+
+
+def _schema_of(versions: QuerySet, model_name: str) -> SearchSchema | None:
+    """A feature counts as sensitive if any version marks it so."""
+    schemas = [
+        version.parsed_schema
+        for version in versions.filter(registered_model__name=model_name)
         .order_by("-created_at")
         .only("schema")
-        .first()
+    ]
+    if not schemas:
+        return None
+    return SearchSchema(
+        types={f.name: f.type for f in schemas[0].features},
+        sensitive=frozenset().union(*(schema.sensitive_names for schema in schemas)),
     )
-    if version is None:
-        return {}
-    return {f.name: f.type for f in version.parsed_schema.features}
 
 
-def _typed(raw: str, kind: str | None):
-    """A query-string value as the JSON value it stands for."""
+def split_sensitive_filters(params) -> tuple[dict, dict]:
+    """A search's filters as the audit log keeps them: (shown, withheld).
+
+    The values of filters on a sensitive feature are withheld (the log commits to
+    them), whoever searched: the log's readers include roles that may not see them.
+    """
+    filters = {k: v for k, v in params.items() if k != "cursor"}
+    model_name = filters.get("model")
+    schema = _schema_of(ModelVersion.objects.all(), model_name) if model_name else None
+    sensitive = schema.sensitive if schema else frozenset()
+    withheld = {}
+    for key in filters:
+        match = FEATURE_PARAM.match(key)
+        if match and match.group(1) in sensitive:
+            withheld[key] = filters[key]
+    return {k: (MASK if k in withheld else v) for k, v in filters.items()}, withheld
+
+
+def _typed(raw: str, kind: str, bounded: bool):
+    """A query-string value as the JSON value it stands for, by the feature's type."""
+    if bounded and kind not in ("numeric", "integer"):
+        raise ValueError(f"__gte and __lte compare numbers; this feature is {kind}")
     if kind == "categorical":
         return raw
-    if kind == "boolean" or (kind is None and raw.lower() in ("true", "false")):
+    if kind == "boolean":
         if raw.lower() not in ("true", "false"):
             raise ValueError("must be true or false")
         return raw.lower() == "true"
     try:
         number = float(raw)
     except ValueError:
-        if kind in ("numeric", "integer"):
-            raise ValueError("must be a number") from None
-        return raw
-    return int(number) if number.is_integer() else number
+        raise ValueError("must be a number") from None
+    if not math.isfinite(number):
+        raise ValueError("must be a finite number")
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
 
 
-def filter_features(queryset: QuerySet, params) -> QuerySet:
-    wanted = [
-        (key, FEATURE_PARAM.match(key))
-        for key in params
-        if key.startswith("feature.") and params.get(key, "") != ""
-    ]
+def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
+    wanted = [key for key in params if key.startswith("feature.") and params.get(key, "") != ""]
     if not wanted:
         return queryset
-    types = feature_types(params.get("model"))
     problems: dict[str, list[str]] = {}
-    for key, match in wanted:
+    parsed = []
+    for key in wanted:
+        match = FEATURE_PARAM.match(key)
         if match is None:
-            problems[key] = ["use feature.<name>, feature.<name>__gte or feature.<name>__lte"]
-            continue
-        name, bound = match.groups()
-        if types and name not in types:
+            problems[key] = [FEATURE_FILTER_HELP]
+        else:
+            parsed.append((key, *match.groups()))
+    if not params.get("model"):
+        for key, _, _ in parsed:
+            problems[key] = ["feature filters need model=<name>: the model defines its features"]
+    if problems:
+        raise InvalidInput(
+            "Some feature filters are invalid.", code="invalid_parameters", details=problems
+        )
+    schema = search_schema(actor, params.get("model"))
+    if schema is None:  # no such model, or one the actor may not see: alike, nothing found
+        return queryset.none()
+    hidden = sorted(
+        {name for _, name, _ in parsed if name in schema.sensitive}
+        if not actor.can(VIEW_SENSITIVE)
+        else set()
+    )
+    if hidden:
+        raise PermissionDenied(
+            f"Your role may not see {', '.join(hidden)}, so it may not filter on "
+            f"{'it' if len(hidden) == 1 else 'them'} ({VIEW_SENSITIVE})."
+        )
+    for key, name, bound in parsed:
+        if name not in schema.types:
             problems[key] = [f"{name!r} is not a feature of this model"]
             continue
         try:
-            value = _typed(params.get(key, ""), "numeric" if bound else types.get(name))
+            value = _typed(params.get(key, ""), schema.types[name], bound is not None)
         except ValueError as exc:
             problems[key] = [str(exc)]
             continue

@@ -5,12 +5,20 @@ beyond what JSON requires), numbers in their shortest round-trip form as orjson
 writes them (1e-7, 52000.0, 12), timestamps as UTC ISO-8601 with microseconds
 ("2026-11-20T10:00:00.000000+00:00"). Anyone can recompute it from an exported
 decision: in Python, orjson.dumps(document, option=orjson.OPT_SORT_KEYS).
+
+Sensitive inputs are not in the document as values but as one salted commitment
+(`commitment`): sha256 over {"salt", "values"} with 16 random bytes of salt kept
+per decision. Whoever may see the values gets the salt and can check them; whoever
+may not cannot test guesses against the hash, since each guess would also need the
+salt. Decisions recorded before commitments (no salt) hash their inputs in clear.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import secrets
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +39,7 @@ HASHED_FIELDS = (
     "version",
 )
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
+SALT_BYTES = 16
 
 
 def canonical_time(moment: datetime) -> str:
@@ -62,6 +71,32 @@ def sha256_hex(document: Any) -> str:
     return hashlib.sha256(canonical_bytes(document)).hexdigest()
 
 
-def content_hash(fields: dict[str, Any]) -> str:
-    """sha256 hex of the canonical JSON of HASHED_FIELDS taken from `fields`."""
-    return sha256_hex({name: fields[name] for name in HASHED_FIELDS})
+def new_salt() -> bytes:
+    return secrets.token_bytes(SALT_BYTES)
+
+
+def commitment(salt: bytes, values: dict[str, Any]) -> str:
+    """A salted commitment to `values`: binding, and no dictionary oracle without the salt."""
+    return sha256_hex({"salt": salt.hex(), "values": values})
+
+
+def decision_document(
+    fields: dict[str, Any], sensitive: Collection[str], salt: bytes | None
+) -> dict[str, Any]:
+    """What a decision's content hash covers: HASHED_FIELDS, sensitive inputs committed to."""
+    document = {name: fields[name] for name in HASHED_FIELDS}
+    if salt is None:  # recorded before commitments existed
+        return document
+    inputs = fields["inputs"]
+    document["inputs"] = {k: v for k, v in inputs.items() if k not in sensitive}
+    document["sensitive_inputs"] = commitment(
+        salt, {k: v for k, v in inputs.items() if k in sensitive}
+    )
+    return document
+
+
+def content_hash(
+    fields: dict[str, Any], sensitive: Collection[str] = (), salt: bytes | None = None
+) -> str:
+    """sha256 hex of the canonical JSON of the decision's document (decision_document)."""
+    return sha256_hex(decision_document(fields, sensitive, salt))

@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
-from auditapp.decisions.hashing import content_hash
+from auditapp.decisions.hashing import content_hash, decision_document
 from auditapp.registry.models import ModelVersion, RegisteredModel, visible_models_q
 
 
@@ -41,6 +41,8 @@ class Decision(AppendOnlyModel):
     source = models.CharField(max_length=10, choices=SOURCES)
     metadata = models.JSONField(default=dict, blank=True)
     content_hash = models.CharField(max_length=64)
+    # The salt of the sensitive inputs' commitment (hashing.py); null before commitments.
+    salt = models.BinaryField(null=True, blank=True)
     recorded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -79,8 +81,22 @@ class Decision(AppendOnlyModel):
             "metadata": self.metadata,
         }
 
+    @property
+    def sensitive_names(self) -> frozenset[str]:
+        """The inputs this decision commits to rather than hashes in clear."""
+        return self.model_version.parsed_schema.sensitive_names
+
+    @property
+    def salt_bytes(self) -> bytes | None:
+        return None if self.salt is None else bytes(self.salt)
+
+    def sensitive_commitment(self) -> str | None:
+        """The commitment to the sensitive inputs that the content hash covers."""
+        document = decision_document(self.hashed_fields(), self.sensitive_names, self.salt_bytes)
+        return document.get("sensitive_inputs")
+
     def compute_content_hash(self) -> str:
-        return content_hash(self.hashed_fields())
+        return content_hash(self.hashed_fields(), self.sensitive_names, self.salt_bytes)
 
 
 class Outcome(AppendOnlyModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.reviews.services import feedback_json
@@ -27,6 +29,10 @@ class DecisionPresenter:
     def summary(self, decision: Decision) -> dict:
         masked = self.masked_features(decision)
         inputs = {k: (MASK if k in masked else v) for k, v in decision.inputs.items()}
+        salt = decision.salt_bytes
+        # Recorded before commitments, a masked value's hash covers it in clear: a
+        # dictionary of candidates would find it, so the hash is withheld.
+        hash_shown = salt is not None or not masked
         return {
             "id": decision.pk,
             "model": decision.registered_model.name,
@@ -41,15 +47,18 @@ class DecisionPresenter:
             "recorded_at": decision.recorded_at,
             "source": decision.source,
             "metadata": decision.metadata,
-            "content_hash": decision.content_hash,
+            "content_hash": decision.content_hash if hash_shown else None,
+            "sensitive_inputs_commitment": decision.sensitive_commitment(),
+            "salt": salt.hex() if salt is not None and self.show_sensitive else None,
         }
 
     def detail(self, decision: Decision) -> dict:
         data = self.summary(decision)
         data["artifact_sha256"] = decision.model_version.artifact_sha256
         data["client"] = decision.client
+        masked = self.masked_features(decision)
         data["explanations"] = {
-            explanation.method: explanation_json(explanation)
+            explanation.method: explanation_json(explanation, masked)
             for explanation in decision.explanations.all()
         }
         data["outcomes"] = [
@@ -60,16 +69,25 @@ class DecisionPresenter:
         return data
 
 
-def explanation_json(explanation) -> dict:
+def explanation_json(explanation, masked: Collection[str] = ()) -> dict:
+    """An explanation; a masked feature's attribution is withheld with its value.
+
+    An attribution is a function of the value (for a linear model it gives the
+    value exactly), so whoever may not see the value sees neither its weight, its
+    rank nor its LIME rule.
+    """
     data = {"status": explanation.status, "attempts": explanation.attempts}
     if explanation.status == explanation.DONE:
+        attributions = explanation.attributions
+        if masked:
+            attributions = {k: (None if k in masked else v) for k, v in attributions.items()}
         data.update(
             explainer=explanation.explainer,
             library_version=explanation.library_version,
             output_space=explanation.output_space,
             base_value=explanation.base_value,
-            attributions=explanation.attributions,
-            top_features=explanation.top_features,
+            attributions=attributions,
+            top_features=[name for name in explanation.top_features if name not in masked],
             quality=explanation.quality,
             config=explanation.config,
             seed=explanation.seed,
@@ -161,11 +179,20 @@ def agreement_note(agreement: dict) -> dict:
     }
 
 
-def waterfall_chart(explanation, schema):
+def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
+    """The SHAP waterfall; masked features are one bar together, so it still adds up.
+
+    Their total is no secret: it is the output minus the others' contributions.
+    """
     from auditapp.web import charts
 
     labels = {f.name: f.label for f in schema.features}
-    contributions = [(labels.get(k, k), v) for k, v in explanation.attributions.items()]
+    contributions = [
+        (labels.get(k, k), v) for k, v in explanation.attributions.items() if k not in masked
+    ]
+    if masked:
+        hidden = sum(v for k, v in explanation.attributions.items() if k in masked)
+        contributions.append((f"Masked features ({len(masked)})", hidden))
     output = explanation.base_value + sum(explanation.attributions.values())
     space = explanation.output_space.replace("_", "-")
     return charts.waterfall(
@@ -178,11 +205,12 @@ def waterfall_chart(explanation, schema):
     )
 
 
-def lime_chart(explanation, schema):
+def lime_chart(explanation, schema, masked: Collection[str] = ()):
     from auditapp.web import charts
 
     labels = {f.name: f.label for f in schema.features}
-    items = sorted(explanation.attributions.items(), key=lambda kv: -abs(kv[1]))
+    shown = {k: v for k, v in explanation.attributions.items() if k not in masked}
+    items = sorted(shown.items(), key=lambda kv: -abs(kv[1]))
     return charts.bar_chart(
         [(labels.get(k, k), v) for k, v in items],
         title="LIME: local weights (change in probability)",

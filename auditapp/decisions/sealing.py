@@ -27,13 +27,20 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.models import AuditEvent, event_document
 from auditapp.appendonly import SEALING_LOCK
 from auditapp.decisions import merkle
-from auditapp.decisions.hashing import canonical_bytes, canonical_ip, canonical_time, sha256_hex
+from auditapp.decisions.hashing import (
+    canonical_bytes,
+    canonical_ip,
+    canonical_time,
+    decision_document,
+    sha256_hex,
+)
 from auditapp.decisions.models import Decision, Seal
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.registry.models import ModelVersion
+from auditapp.registry.schema import parse_schema
 
 GENESIS = "0" * 64  # the "previous hash" of the first seal
 MAX_SEAL_ROWS = 100_000  # decisions (and events) per seal at most
@@ -492,6 +499,7 @@ DECISION_COLUMNS = (
     "recorded_at",
     "source",
     "metadata",
+    "salt",
     "content_hash",
 )
 RANGE = 50_000  # decision ids per task when hashing in processes
@@ -509,9 +517,9 @@ def _decision_columns() -> list[str]:
 def _decision_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
     """(id, content hash recomputed from the stored fields, stored hash), in chunks by id."""
     versions = {
-        pk: (name, version, sha)
-        for pk, name, version, sha in ModelVersion.objects.values_list(
-            "pk", "registered_model__name", "version", "artifact_sha256"
+        pk: (name, version, sha, parse_schema(schema).sensitive_names)
+        for pk, name, version, sha, schema in ModelVersion.objects.values_list(
+            "pk", "registered_model__name", "version", "artifact_sha256", "schema"
         )
     }
     table = Decision._meta.db_table
@@ -523,13 +531,17 @@ def _decision_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
 
 
 def hash_decision_rows(rows: list[tuple], versions: dict) -> list[tuple[int, bytes, str]]:
-    """Each row's content hash, recomputed from its stored columns (DECISION_COLUMNS)."""
+    """Each row's content hash, recomputed from its stored columns (DECISION_COLUMNS).
+
+    The sensitive features are the version's schema's: a schema edited to unmask
+    one no longer reproduces the hashes of the decisions it recorded.
+    """
     sha256, dumps, loads = hashlib.sha256, orjson.dumps, orjson.loads
     out = []
     for pk, version_id, request_id, subject, inputs, prediction, score, *rest in rows:
-        predicted_at, recorded_at, source, metadata, stored = rest
-        model, version, artifact = versions[version_id]
-        document = {
+        predicted_at, recorded_at, source, metadata, salt, stored = rest
+        model, version, artifact, sensitive = versions[version_id]
+        fields = {
             "artifact_sha256": artifact,
             "inputs": loads(inputs),
             "metadata": loads(metadata),
@@ -543,6 +555,7 @@ def hash_decision_rows(rows: list[tuple], versions: dict) -> list[tuple[int, byt
             "subject_ref": subject,
             "version": version,
         }
+        document = decision_document(fields, sensitive, None if salt is None else bytes(salt))
         out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored))
     return out
 
@@ -606,13 +619,15 @@ def _event_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
         "object_id",
         ip,
         _json("details"),
+        _json("sensitive_details"),
+        "salt",
         "content_hash",
     ]
     for chunk in _chunks(table, columns):
         out = []
         for pk, at, actor_id, actor_name, action, object_type, object_id, ip_text, *rest in chunk:
-            details, stored = rest
-            document = {
+            details, sensitive, salt, stored = rest
+            fields = {
                 "at": at,
                 "actor_id": actor_id,
                 "actor_name": actor_name,
@@ -622,6 +637,9 @@ def _event_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
                 "ip": canonical_ip(ip_text),
                 "details": orjson.loads(details),
             }
+            document = event_document(
+                fields, orjson.loads(sensitive), None if salt is None else bytes(salt)
+            )
             out.append((pk, hashlib.sha256(canonical_bytes(document)).digest(), stored))
         yield out
 

@@ -16,7 +16,8 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash
+from auditapp.decisions.filters import split_sensitive_filters
+from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash, new_salt
 from auditapp.decisions.models import Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -246,6 +247,7 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
     fields = _submitted_fields(decision)
     fields["recorded_at"] = stamp.recorded_text
     fields["source"] = stamp.source
+    salt = new_salt()
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,
@@ -258,7 +260,10 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
         "recorded_at": stamp.recorded_at,
         "source": stamp.source,
         "metadata": decision.metadata,
-        "content_hash": content_hash(fields),
+        "content_hash": content_hash(
+            fields, decision.model_version.parsed_schema.sensitive_names, salt
+        ),
+        "salt": salt,
         "recorded_by_id": stamp.recorded_by_id,
         "client": stamp.client,
     }
@@ -278,6 +283,7 @@ COPY_COLUMNS = (
     "source",
     "metadata",
     "content_hash",
+    "salt",
     "recorded_by_id",
     "client",
 )
@@ -325,6 +331,7 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["source"],
                         canonical_json(row["metadata"]),
                         row["content_hash"],
+                        row["salt"],
                         row["recorded_by_id"],
                         row["client"],
                     )
@@ -371,8 +378,15 @@ def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
 
 def note_search(actor: roles.Actor, params, *, ip=None, via: str = "page") -> None:
     """Searches are reads of many decisions: logged with their filters (not the cursor)."""
-    filters = {k: v for k, v in params.items() if k != "cursor"}
-    record_event("decisions.searched", actor=actor, ip=ip, params=filters, via=via)
+    filters, withheld = split_sensitive_filters(params)
+    record_event(
+        "decisions.searched",
+        actor=actor,
+        ip=ip,
+        params=filters,
+        via=via,
+        sensitive_details={"params": withheld} if withheld else None,
+    )
 
 
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):

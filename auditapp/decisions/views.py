@@ -10,7 +10,13 @@ from django.views.decorators.http import require_POST
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
 from auditapp.decisions import presenters, sealing, services
-from auditapp.decisions.filters import feature_types, filter_decisions, keyset_page, parse_limit
+from auditapp.decisions.filters import (
+    filter_decisions,
+    keyset_page,
+    parse_limit,
+    search_schema,
+    split_sensitive_filters,
+)
 from auditapp.decisions.hashing import canonical_json
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
@@ -26,7 +32,7 @@ EXPORT_LIMIT = 100_000
 
 def _search(request, actor):
     actor.require(roles.READ_DECISIONS)
-    return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET)
+    return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET, actor)
 
 
 def _search_form(actor, params) -> dict:
@@ -41,6 +47,11 @@ def _search_form(actor, params) -> dict:
             .first()
         )
         schema = version.parsed_schema if version else None
+    # No filter on a feature the actor may not see: filter_features would refuse it.
+    hidden = search_schema(actor, model).sensitive if model else frozenset()
+    if actor.can(roles.VIEW_SENSITIVE):
+        hidden = frozenset()
+    shown = [f for f in (schema.features if schema else ()) if f.name not in hidden]
     feature_filters = [
         {
             "feature": f,
@@ -48,7 +59,7 @@ def _search_form(actor, params) -> dict:
             "gte": params.get(f"feature.{f.name}__gte", ""),
             "lte": params.get(f"feature.{f.name}__lte", ""),
         }
-        for f in (schema.features if schema else ())
+        for f in shown
     ]
     return {
         "models": models,
@@ -97,13 +108,16 @@ def export_csv(request):
     actor = roles.actor_for(request)
     queryset = _search(request, actor).order_by("-predicted_at", "-pk")[:EXPORT_LIMIT]
     presenter = presenters.DecisionPresenter(actor)
-    names = list(feature_types(request.GET.get("model")))
+    schema = search_schema(actor, request.GET.get("model"))
+    names = list(schema.types) if schema else []
+    params, withheld = split_sensitive_filters(request.GET)
     record_event(
         "decisions.exported",
         actor=actor,
         ip=client_ip(request),
         format="csv",
-        params={k: v for k, v in request.GET.items() if k != "cursor"},
+        params=params,
+        sensitive_details={"params": withheld} if withheld else None,
     )
 
     fixed = [
@@ -135,17 +149,20 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
     by_method = {e.method: e for e in decision.explanations.all()}
     shap, lime = by_method.get("shap"), by_method.get("lime")
     labels = {f.name: f.label for f in schema.features}
+    masked = presenters.DecisionPresenter(actor).masked_features(decision)
     done = Explanation.DONE
+    shap_done, lime_done = shap and shap.status == done, lime and lime.status == done
     return {
         "decision": decision,
         "shap": shap,
         "lime": lime,
-        "waterfall": presenters.waterfall_chart(shap, schema)
-        if shap and shap.status == done
-        else None,
-        "lime_chart": presenters.lime_chart(lime, schema) if lime and lime.status == done else None,
-        "reasons": adverse_reasons(shap.attributions, labels)
-        if shap and shap.status == done
+        "masked_features": masked,
+        "waterfall": presenters.waterfall_chart(shap, schema, masked) if shap_done else None,
+        "lime_chart": presenters.lime_chart(lime, schema, masked) if lime_done else None,
+        "reasons": adverse_reasons(
+            {k: v for k, v in shap.attributions.items() if k not in masked}, labels
+        )
+        if shap_done
         else [],
         "positive_class": schema.target.positive_class,
         "quality": presenters.quality_notes(shap, lime),
@@ -169,10 +186,12 @@ def detail(request, decision_id: int):
 def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
     schema = decision.model_version.parsed_schema
     return {
+        "record": presenter.summary(decision),
         "inputs": presenters.input_rows(decision, presenter),
         "outcomes": decision.outcomes.all(),
         "feedback_history": decision.feedback.select_related("author"),
         "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
+        "can_export_notices": all(actor.can(c) for c in roles.EXPORT_NOTICES),
         "classes": schema.target.classes,
         "feedback_errors": feedback_errors,
         "seal": sealing.seal_of(decision),

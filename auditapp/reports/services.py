@@ -39,10 +39,12 @@ KINDS = dict(Report.KINDS)
 
 
 def visible_reports(actor: roles.Actor) -> QuerySet:
+    """A notice is the person's own data: not even listed for roles that may not export it."""
     actor.require(roles.EXPORT_REPORTS)
-    return Report.objects.visible_to(actor).select_related(
-        "registered_model", "model_version", "requested_by"
-    )
+    reports = Report.objects.visible_to(actor)
+    if not all(actor.can(capability) for capability in roles.EXPORT_NOTICES):
+        reports = reports.exclude(kind=Report.NOTICE)
+    return reports.select_related("registered_model", "model_version", "requested_by")
 
 
 def get_report_for_actor(actor: roles.Actor, report_id: int) -> Report:
@@ -198,6 +200,7 @@ def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> Mo
 
 
 def _notice_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
+    actor.require(*roles.EXPORT_NOTICES)
     errors: dict[str, list[str]] = {}
     fmt = _check_format(Report.NOTICE, data.get("format"), errors)
     decision_id = data.get("decision_id")

@@ -110,7 +110,7 @@ def report_download(request, report_id: int):
 def decision_notice(request, decision_id: int):
     """The decision page's "Decision notice" button."""
     actor = roles.actor_for(request)
-    actor.require(roles.EXPORT_REPORTS)
+    actor.require(*roles.EXPORT_NOTICES)
     roles.get_decision_for_actor(actor, decision_id)  # from the URL: unseen is a 404 here
     data = {
         "kind": Report.NOTICE,

@@ -28,11 +28,11 @@ def browser(user) -> Client:
     return client
 
 
-def page_status(who: str, capability: str) -> int:
-    """What a page needing `capability` answers: login for anonymous, else as the API."""
+def page_status(who: str, *needed: str) -> int:
+    """What a page needing the capabilities answers: login for anonymous, else as the API."""
     if who == "anonymous":
         return 302
-    status = expected_status(who, capability, scoped=False)
+    status = expected_status(who, *needed, scoped=False)
     return status
 
 

@@ -35,11 +35,11 @@ def sees_credit(who: str) -> bool:
     return roles.ALL_MODELS in capabilities(who) or who in ASSIGNED
 
 
-def expected_status(who: str, capability: str, *, ok: int = 200, scoped: bool = True) -> int:
-    """What a request needing `capability` on the credit model answers to `who`."""
+def expected_status(who: str, *needed: str, ok: int = 200, scoped: bool = True) -> int:
+    """What a request needing every capability `needed` on the credit model answers to `who`."""
     if who == "anonymous":
         return 401
-    if capability not in capabilities(who):
+    if not set(needed) <= capabilities(who):
         return 403
     if scoped and not sees_credit(who):
         return 404

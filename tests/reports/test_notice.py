@@ -105,8 +105,12 @@ def test_the_pdf_notice_shows_the_reasons_in_order_and_the_content_hash(
     assert "How to contest this decision" in text
 
 
-def test_a_notice_for_a_decision_not_explained_yet_is_a_conflict(decision, api_client, auditor):
-    response = api_client(auditor).post("/api/v1/reports", notice_body(decision.pk), format="json")
+def test_a_notice_for_a_decision_not_explained_yet_is_a_conflict(
+    decision, api_client, compliance_officer
+):
+    response = api_client(compliance_officer).post(
+        "/api/v1/reports", notice_body(decision.pk), format="json"
+    )
 
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_explained"
