@@ -55,10 +55,21 @@ AuditEventFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
 FILTERS = ("actor", "action", "object_type", "object_id", "from", "to")
 
 
+def visible_events(actor: roles.Actor) -> QuerySet:
+    """An actor limited to some models (a token's --models) reads only their events."""
+    events = AuditEvent.objects.all()
+    scope = actor.model_scope
+    if scope.names is not None:
+        events = events.filter(model__in=scope.names)
+    if not scope.all_models:
+        events = events.filter(model__in=actor.user.assigned_models.values("name"))
+    return events
+
+
 def search_events(actor: roles.Actor, params) -> QuerySet:
     """The events matching the filters, newest first; raises InvalidInput naming bad filters."""
     actor.require(roles.READ_AUDIT)
-    filterset = AuditEventFilter(params, queryset=AuditEvent.objects.all())
+    filterset = AuditEventFilter(params, queryset=visible_events(actor))
     if not filterset.is_valid():
         raise InvalidInput(
             "Some access-log filters are invalid.",

@@ -16,6 +16,22 @@ def client_ip(request) -> str | None:
     return request.META.get("REMOTE_ADDR") if request is not None else None
 
 
+def _model_of(target: models.Model | None, details: dict) -> str:
+    """The name of the registered model an event concerns, from its details or target."""
+    named = details.get("model") or (details.get("params") or {}).get("model")
+    if isinstance(named, str):
+        return named[:100]
+    for path in ("registered_model", "model_version.registered_model", "decision.registered_model"):
+        obj = target
+        for attribute in path.split("."):
+            obj = getattr(obj, attribute, None)
+        if obj is not None:
+            return obj.name
+    if target is not None and target._meta.label_lower == "registry.registeredmodel":
+        return target.name
+    return ""
+
+
 def record_event(
     action: str,
     *,
@@ -45,6 +61,7 @@ def record_event(
         object_type = object_type or target._meta.label_lower
         object_id = object_id or str(target.pk)
     event = AuditEvent(
+        model=_model_of(target, details),
         actor=user,
         actor_name=user.get_username() if user is not None else actor_name,
         action=action,

@@ -49,6 +49,10 @@ class AuditEvent(AppendOnlyModel):
     object_id = models.CharField(max_length=200, blank=True)
     ip = models.GenericIPAddressField(null=True, blank=True)
     details = models.JSONField(default=dict, blank=True)
+    # The registered model the event concerns (blank: none), so that an actor who
+    # may see only some models reads only their events. Derived from the target and
+    # details at recording time; not hashed, as it restates what they say.
+    model = models.CharField(max_length=100, blank=True, db_index=True)
     # Values only readers with view_sensitive may see (a search on a sensitive
     # feature): the hash covers a salted commitment to them, not the values.
     sensitive_details = models.JSONField(default=dict, blank=True)

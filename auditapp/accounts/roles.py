@@ -123,16 +123,44 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     ),
 }
 
-# What an API token's scopes allow; a token never exceeds its user's role.
-SCOPES = ("ingest", "read", "report", "admin")
+# What an API token's scopes allow: the one table (README: "API token scopes" is
+# generated from it, see scope_table). A token never exceeds its user's role.
+SCOPES = ("read", "ingest", "report", "admin")
 SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
-    "ingest": frozenset({INGEST}),
+    # Every read, plus the computations a reader asks for: explanations, monitoring
+    # windows, verification of the chain.
     "read": frozenset(
-        {READ_MODELS, READ_DECISIONS, ALL_MODELS, VIEW_SENSITIVE, READ_AUDIT, VERIFY_CHAIN}
+        {
+            READ_MODELS,
+            READ_DECISIONS,
+            VIEW_SENSITIVE,
+            READ_AUDIT,
+            VERIFY_CHAIN,
+            REQUEST_EXPLANATIONS,
+            RUN_MONITORING,
+        }
     ),
-    "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, ALL_MODELS}),
+    # Decisions and outcomes, from a production system.
+    "ingest": frozenset({INGEST}),
+    # Reports and notices (which need the person's inputs), labelled-data exports.
+    "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, VIEW_SENSITIVE}),
+    # Everything else too: the registry, stages, users and tokens, monitoring settings,
+    # alerts, feedback and reviews.
     "admin": CAPABILITIES,
 }
+# Not actions but the reach of the role: which models it sees. Scopes never narrow
+# them (an admin's ingest token still ingests into every model); --models does.
+ROLE_REACH = frozenset({ALL_MODELS})
+
+
+def scope_table() -> str:
+    """The README's table of scopes and the capabilities each allows (kept equal by a test)."""
+    rows = ["| capability | " + " | ".join(f"`{scope}`" for scope in SCOPES) + " |"]
+    rows.append("| --- |" + " --- |" * len(SCOPES))
+    for capability in sorted(CAPABILITIES - ROLE_REACH):
+        marks = " | ".join("yes" if capability in SCOPE_CAPABILITIES[s] else "" for s in SCOPES)
+        rows.append(f"| `{capability}` | {marks} |")
+    return "\n".join(rows)
 
 
 def role_names(user: AbstractBaseUser) -> list[str]:
@@ -178,7 +206,7 @@ class Actor:
             allowed = frozenset().union(
                 *(SCOPE_CAPABILITIES.get(scope, frozenset()) for scope in self.token.scopes)
             )
-            granted &= allowed
+            granted &= allowed | ROLE_REACH
         return granted
 
     def can(self, capability: str) -> bool:

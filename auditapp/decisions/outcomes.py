@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.validation import FUTURE_TOLERANCE, parse_timestamp
 from auditapp.errors import InvalidInput, PayloadTooLarge
+from auditapp.registry.models import RegisteredModel
 
 OUTCOME_FIELDS = frozenset({"request_id", "decision_id", "model", "outcome", "observed_at"})
 MAX_OUTCOMES = 10_000
@@ -151,13 +152,19 @@ def store_outcomes(actor, valid, *, source: str, ip=None, now=None) -> list[dict
             }
         )
     Outcome.objects.bulk_create(new)
-    record_event(
-        "outcomes.recorded",
-        actor=actor,
-        ip=ip,
-        object_type="decisions.outcome",
-        created=len(new),
-        duplicates=len(valid) - len(new),
-        source=source,
-    )
+    # One event per model, so that an actor limited to some models reads theirs.
+    names = dict(RegisteredModel.objects.values_list("pk", "name"))
+    sent = Counter(names[d.registered_model_id] for d, _, _ in valid)
+    created = Counter(names[o.decision.registered_model_id] for o in new)
+    for model_name in sorted(sent):
+        record_event(
+            "outcomes.recorded",
+            actor=actor,
+            ip=ip,
+            object_type="decisions.outcome",
+            model=model_name,
+            created=created[model_name],
+            duplicates=sent[model_name] - created[model_name],
+            source=source,
+        )
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -212,16 +212,20 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 "status": "created",
             }
         pending = _insert_pending_explanations(new_rows, ids, recorded_at)
-        record_event(
-            "decisions.ingested",
-            actor=actor,
-            ip=ip,
-            object_type="decisions.decision",
-            created=len(new),
-            duplicates=len(checked) - len(new),
-            source=source,
-            models=sorted({d.model_version.registered_model.name for d in checked}),
-        )
+        # One event per model, so that an actor limited to some models reads theirs.
+        sent = Counter(d.model_version.registered_model.name for d in checked)
+        created = Counter(checked[p].model_version.registered_model.name for p in new)
+        for model_name in sorted(sent):
+            record_event(
+                "decisions.ingested",
+                actor=actor,
+                ip=ip,
+                object_type="decisions.decision",
+                model=model_name,
+                created=created[model_name],
+                duplicates=sent[model_name] - created[model_name],
+                source=source,
+            )
         if pending:
             transaction.on_commit(lambda: enqueue_explanations(pending), robust=True)
     return results

@@ -584,10 +584,18 @@ def appendix(ctx: _Context) -> dict[str, Any]:
             decision_id__in=[d["id"] for d in sample], method="shap"
         ).values("decision_id", "status", "attributions", "base_value")
     }
+    # A report is read by roles that may not see sensitive inputs, and one
+    # decision's attribution is a function of its value: those are left out here
+    # (the aggregate sections keep them).
+    sensitive = ctx.schema.sensitive_names
     rows = []
     for decision in sample:
         explanation = shap.get(decision["id"], {})
         done = explanation.get("status") == Explanation.DONE
+        if done:
+            explanation["attributions"] = {
+                k: v for k, v in explanation["attributions"].items() if k not in sensitive
+            }
         reasons = adverse_reasons(explanation["attributions"], ctx.labels) if done else []
         rows.append(
             {
@@ -602,7 +610,12 @@ def appendix(ctx: _Context) -> dict[str, Any]:
                 "attributions": explanation["attributions"] if done else None,
             }
         )
-    return {"sample_size": len(rows), "method": "smallest content hashes", "decisions": rows}
+    return {
+        "sample_size": len(rows),
+        "method": "smallest content hashes",
+        "sensitive_features_left_out": sorted(sensitive),
+        "decisions": rows,
+    }
 
 
 SECTIONS: list[tuple[str, Callable[[_Context], dict[str, Any]]]] = [

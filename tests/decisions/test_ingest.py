@@ -120,7 +120,7 @@ class TestRecording:
             (i, "shap") for i in sorted(ids)
         ]
 
-    def test_it_records_one_audit_event_per_request_with_the_counts(
+    def test_it_records_one_audit_event_per_request_and_model_with_the_counts(
         self, engineer_client, ml_engineer
     ):
         engineer_client.post(
@@ -134,8 +134,9 @@ class TestRecording:
             "created": 4,
             "duplicates": 0,
             "source": "api",
-            "models": ["credit"],
+            "model": "credit",
         }
+        assert event.model == "credit"
 
 
 @pytest.mark.usefixtures("model_version")

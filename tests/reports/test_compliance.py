@@ -179,6 +179,15 @@ def test_oversight_identity_integrity_and_appendix(period, model_version, json_r
     sample = Decision.objects.filter(pk__in=period.ids).order_by("content_hash", "id")[:10]
     assert [d["decision_id"] for d in s["appendix"]["decisions"]] == [d.pk for d in sample]
     assert not set(d["decision_id"] for d in s["appendix"]["decisions"]) & set(period.outside)
+    # One decision's attribution of a sensitive feature is a function of its value:
+    # the report, which auditors read, leaves them out of the per-decision appendix.
+    assert s["appendix"]["sensitive_features_left_out"] == ["income", "sex"]
+    for row in s["appendix"]["decisions"]:
+        assert set(row["attributions"]) == set(model_version.parsed_schema.names) - {
+            "income",
+            "sex",
+        }
+        assert "Annual income" not in row["main_reasons"] and "Sex" not in row["main_reasons"]
 
 
 def test_the_cover_names_the_latest_seal_and_the_integrity_section_counts_sealed_decisions(

@@ -1,0 +1,99 @@
+"""A model the actor may not see answers exactly as a model that does not exist.
+
+The findings: `/decisions/export.csv?model=hr` printed hr's feature names in its
+header; `feature.zzz=1` answered "'zzz' is not a feature of this model" for a
+hidden model but 200 for a made-up one; a token narrowed with `--models` read
+every model's events in the audit log.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from auditapp.accounts.models import AuditEvent
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def recorded(model_version, ingest):
+    return ingest(*DecisionPayloadFactory.build_batch(3))
+
+
+def csv_text(response) -> str:
+    return b"".join(response.streaming_content).decode()
+
+
+def test_the_csv_export_of_a_hidden_model_is_that_of_a_missing_one(client, outsider, recorded):
+    client.force_login(outsider)
+
+    hidden = client.get("/decisions/export.csv", {"model": "credit"})
+    missing = client.get("/decisions/export.csv", {"model": "no-such-model"})
+
+    assert hidden.status_code == missing.status_code == 200
+    assert csv_text(hidden) == csv_text(missing)
+    assert "income" not in csv_text(hidden)
+
+
+@pytest.mark.parametrize(
+    "feature", [{"feature.zzz": "1"}, {"feature.income__gte": "1"}, {"feature.age": "x"}]
+)
+def test_feature_filters_on_a_hidden_model_answer_as_on_a_missing_one(
+    api_client, outsider, recorded, feature
+):
+    client = api_client(outsider)
+
+    hidden = client.get("/api/v1/decisions", {"model": "credit", **feature})
+    missing = client.get("/api/v1/decisions", {"model": "no-such-model", **feature})
+
+    assert (hidden.status_code, hidden.json()) == (missing.status_code, missing.json())
+    assert hidden.json() == {"results": [], "next": None}
+
+
+def test_the_search_page_of_a_hidden_model_is_that_of_a_missing_one(client, outsider, recorded):
+    client.force_login(outsider)
+
+    hidden = client.get("/decisions/", {"model": "credit", "feature.zzz": "1"})
+    missing = client.get("/decisions/", {"model": "no-such-model", "feature.zzz": "1"})
+
+    assert hidden.status_code == missing.status_code == 200
+    assert "Annual income" not in hidden.content.decode()
+    assert without_csrf(hidden).replace("credit", "no-such-model") == without_csrf(missing)
+
+
+def without_csrf(response) -> str:
+    text = re.sub(r'"X-CSRFToken": "[^"]+"', "", response.content.decode())
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", text)
+
+
+def test_a_token_narrowed_to_models_reads_only_their_events(
+    token_client, register, admin, ml_engineer, ingest, compliance_officer, recorded
+):
+    register(ml_engineer, name="hr")
+    ingest(DecisionPayloadFactory(model="hr"))
+    narrowed, _ = token_client(compliance_officer, ["read"], models=["hr"])
+
+    rows = narrowed.get("/api/v1/audit/events", {"limit": 500}).json()["results"]
+
+    assert rows, "the hr events are listed"
+    assert {row["id"] for row in rows} == set(
+        AuditEvent.objects.filter(model="hr").values_list("id", flat=True)
+    )
+    everyone = AuditEvent.objects.exclude(model="hr")
+    assert everyone.filter(model="credit").exists() and everyone.filter(model="").exists()
+    text = str(rows)
+    assert "credit" not in text
+
+
+def test_ingesting_two_models_at_once_records_an_event_for_each(model_version, register, ingest):
+    hr = register(model_version.created_by, name="hr")
+    ingest(
+        DecisionPayloadFactory(),
+        DecisionPayloadFactory(),
+        DecisionPayloadFactory(model="hr", version=hr.version),
+    )
+    events = AuditEvent.objects.filter(action="decisions.ingested").order_by("model")
+    assert [(e.model, e.details["created"]) for e in events] == [("credit", 2), ("hr", 1)]
