@@ -19,6 +19,7 @@ from auditapp.errors import Conflict, InvalidInput
 from auditapp.registry.artifacts import (
     FORMATS,
     ArtifactError,
+    UntrustedTypesError,
     check_model_fits_schema,
     load_artifact,
     probe_rows,
@@ -258,7 +259,10 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
         frame = schema.frame(background or probe_rows(schema))
         check_model_fits_schema(model, schema, frame)
     except ArtifactError as exc:
-        raise InvalidInput(f"The artifact was refused: {exc}.", code="invalid_artifact") from None
+        details = {"untrusted_types": exc.types} if isinstance(exc, UntrustedTypesError) else None
+        raise InvalidInput(
+            f"The artifact was refused: {exc}.", code="invalid_artifact", details=details
+        ) from None
     return CheckedUpload(
         schema=schema,
         background=background,
