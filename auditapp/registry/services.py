@@ -234,8 +234,15 @@ class CheckedUpload:
     background_sha256: str
 
 
+def _require_assigned(actor: roles.Actor, name: str) -> None:
+    """New versions of an existing model come only from those who may see it (its assignees)."""
+    existing = RegisteredModel.objects.filter(name=name)
+    if existing.exists() and not existing.visible_to(actor).exists():
+        raise Conflict(f"A model named {name!r} exists and you are not assigned to it.")
+
+
 def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
-    """Everything that can be checked before touching the database."""
+    """Everything that can be checked before writing to the database."""
     actor.require(roles.REGISTER_MODELS)
     if upload.artifact_format not in FORMATS:
         raise InvalidInput(f"artifact_format must be one of {list(FORMATS)}.")
@@ -245,6 +252,8 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
         raise InvalidInput("name must be lower-case letters, digits, '-' or '_' (≤ 100).")
     if not VERSION_PATTERN.match(upload.version or ""):
         raise InvalidInput("version must be letters, digits, '.', '-' or '_' (≤ 50).")
+    # Before the artifact is loaded: a joblib file is a pickle, and loading one runs its code.
+    _require_assigned(actor, upload.name)
     if not upload.artifact:
         raise InvalidInput("artifact is required (the model file).")
     try:
@@ -291,9 +300,9 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
                 owner=actor.user,
             )
             registered.assignees.add(actor.user)
-        elif not RegisteredModel.objects.visible_to(actor).filter(pk=registered.pk).exists():
-            raise Conflict(f"A model named {upload.name!r} exists and you are not assigned to it.")
-        elif registered.task != schema.target.type:
+        else:
+            _require_assigned(actor, upload.name)  # again, under the row lock
+        if registered.task != schema.target.type:
             raise InvalidInput(
                 f"{upload.name!r} is a {registered.task} model; "
                 f"this schema says {schema.target.type}."

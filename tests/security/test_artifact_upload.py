@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import io
 import json
+import pickle
 import zipfile
 
 import numpy as np
@@ -31,9 +32,12 @@ from sklearn.preprocessing import (
 )
 from sklearn.tree import DecisionTreeClassifier
 
+from auditapp.accounts import roles
+from auditapp.accounts.services import create_user
 from auditapp.demo.credit import FEATURES
 from auditapp.registry import artifacts
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from tests.conftest import PASSWORD
 from tests.factories import upload_form
 
 URL = "/api/v1/models"
@@ -376,3 +380,83 @@ def test_hist_gradient_boosting_needs_joblib(credit_frame):
 
     with pytest.raises(artifacts.UntrustedTypesError, match="TreePredictor"):
         artifacts.load_artifact(skops.io.dumps(model), "skops")
+
+
+# -- joblib: only from an engineer assigned to the model, checked before loading -----------------
+
+
+class Exploit:
+    """Pickles into exec(<code that writes the marker>): what a hostile joblib file holds."""
+
+    def __init__(self, marker):
+        self.code = write_marker(marker)
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+@pytest.fixture
+def other_engineer(role_groups):
+    """An ML engineer (may upload joblib) who is not assigned to the credit model."""
+    return create_user("other_engineer", roles.ML_ENGINEER, password=PASSWORD)
+
+
+def stored_files(media_root) -> set:
+    return {p for p in media_root.rglob("*") if p.is_file()}
+
+
+def test_an_unassigned_engineers_pickle_is_refused_before_it_is_loaded(
+    model_version, other_engineer, api_client, post, skops_artifact, tmp_path, media_root
+):
+    control = tmp_path / "control"
+    artifacts.load_artifact(pickle.dumps(Exploit(control)), "joblib")
+    assert control.exists()  # loading the pickle runs it
+
+    files_before = stored_files(media_root)
+    marker = tmp_path / "marker"
+    client = api_client(other_engineer)
+    response = post(pickle.dumps(Exploit(marker)), client=client, artifact_format="joblib")
+
+    assert not marker.exists()
+    assert response.status_code in (404, 409), response.content  # wording: not settled here
+    # The same answer as for a harmless skops file: the format changes nothing.
+    assert response.json() == post(skops_artifact, client=client).json()
+    assert list(ModelVersion.objects.values_list("version", flat=True)) == [model_version.version]
+    assert stored_files(media_root) == files_before
+
+
+def test_a_token_limited_to_other_models_cannot_load_a_pickle(
+    model_version, ml_engineer, token_client, post, tmp_path
+):
+    """The engineer is assigned to credit; a token limited to other models does not see it."""
+    client, _ = token_client(ml_engineer, ["admin"], models=["some-other-model"])
+    marker = tmp_path / "marker"
+
+    response = post(pickle.dumps(Exploit(marker)), client=client, artifact_format="joblib")
+
+    assert not marker.exists()
+    assert response.status_code in (404, 409), response.content
+    assert ModelVersion.objects.count() == 1
+
+
+def test_an_ingest_token_cannot_upload_a_pickle(
+    model_version, ml_engineer, token_client, post, tmp_path
+):
+    client, _ = token_client(ml_engineer, ["ingest"])
+    marker = tmp_path / "marker"
+
+    response = post(pickle.dumps(Exploit(marker)), client=client, artifact_format="joblib")
+
+    assert response.status_code == 403
+    assert not marker.exists()
+
+
+def test_the_assigned_engineers_pickle_is_loaded(model_version, post, tmp_path):
+    """The boundary of the rule above: joblib is trusted from an assigned ML engineer."""
+    marker = tmp_path / "marker"
+
+    response = post(pickle.dumps(Exploit(marker)), artifact_format="joblib", version="3")
+
+    assert marker.exists()  # loaded, as trusted roles' pickles are
+    assert response.status_code == 400  # and refused afterwards: exec() returns no model
+    assert ModelVersion.objects.count() == 1
