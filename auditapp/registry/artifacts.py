@@ -1,29 +1,63 @@
 """Loading model artifacts safely, and checking that a model fits its schema.
 
 An artifact is never deserialised before its sha256 matches the one recorded
-at registration. skops artifacts are loaded with an explicit list of trusted
-types; joblib artifacts are pickles and are accepted only from trusted roles
-(see accounts/roles.py: upload_joblib). No Django here.
+at registration. A skops file is audited first: every type it names beyond
+skops' own defaults must be on an exact allowlist of classes, because skops
+calls what a file names (a function named there runs with the file's
+arguments). joblib artifacts are pickles and are accepted only from trusted
+roles, for models they are assigned to (services.py checks both before
+loading; accounts/roles.py: upload_joblib). No Django here.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import json
+import zipfile
 from typing import Any
 
 import joblib
 import numpy as np
 import pandas as pd
 import skops.io
+from sklearn.utils import all_estimators
 
 from auditapp.registry.schema import Schema
 
 FORMATS = ("skops", "joblib")
-# Types outside skops' own default list that we accept in an artifact: the
-# internals of scikit-learn, NumPy/SciPy and the gradient-boosting libraries.
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "scipy.", "xgboost.", "lightgbm.")
-TRUSTED_TYPES = frozenset({"collections.OrderedDict"})  # plain containers LightGBM keeps
+
+# Beyond scikit-learn's public estimators (trusted_types() adds them), the exact
+# types that skops reports for fitted models of the kinds we support, found by
+# dumping each kind and reading skops.io.get_untrusted_types; each with the skops
+# loader(s) that build it in such a file. Classes only, and never a prefix:
+# "numpy." also matched numpy.testing's runstring, which execs a string. The
+# loader matters because some loaders call the named class with arguments from
+# the file (xgboost's Booster(model_file=...) reads a path); these never do.
+# Not here on purpose: sparse matrices (skops builds them without checking their
+# indices, which scipy's C++ code then trusts), HistGradientBoosting's
+# TreePredictor (the same), functions such as SelectKBest's f_classif. Such
+# models can be registered as joblib by an ML engineer assigned to the model.
+OBJECT = "ObjectNode"  # cls.__new__(cls), then the saved state: the class is never called
+TRUSTED_INTERNAL_TYPES: dict[str, frozenset[str]] = {
+    # DecisionTree*, RandomForest*, ExtraTrees*, GradientBoosting*, AdaBoost*, Bagging*
+    "sklearn.tree._tree.Tree": frozenset({"TreeNode"}),
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer": frozenset({OBJECT}),  # MLP*
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer": frozenset({OBJECT}),
+    "sklearn.calibration._CalibratedClassifier": frozenset({OBJECT}),  # CalibratedClassifierCV
+    "sklearn.calibration._SigmoidCalibration": frozenset({OBJECT}),
+    "sklearn.utils._bunch.Bunch": frozenset({"DictNode"}),  # Voting*, Stacking*
+    "numpy.dtype": frozenset({"DTypeNode"}),  # SimpleImputer, KBinsDiscretizer
+    "xgboost.sklearn.XGBClassifier": frozenset({OBJECT}),
+    "xgboost.sklearn.XGBRegressor": frozenset({OBJECT}),
+    "xgboost.core.Booster": frozenset({OBJECT}),
+    "lightgbm.sklearn.LGBMClassifier": frozenset({OBJECT}),
+    "lightgbm.sklearn.LGBMRegressor": frozenset({OBJECT}),
+    "lightgbm.basic.Booster": frozenset({OBJECT}),
+    "collections.OrderedDict": frozenset({"TypeNode", "DictNode"}),  # LightGBM's parameters
+}
+MAX_NAMED_TYPES = 20  # an error names at most this many refused types
 
 
 class ArtifactError(ValueError):
@@ -34,25 +68,76 @@ class ArtifactIntegrityError(ArtifactError):
     """The artifact's bytes are not the ones registered."""
 
 
+class UntrustedTypesError(ArtifactError):
+    """A skops file names types that are not on the allowlist (`types`, sorted)."""
+
+    def __init__(self, message: str, types: list[str]):
+        super().__init__(message)
+        self.types = types
+
+
+def type_name(cls: type) -> str:
+    """A class's name as skops reports it: module and class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@functools.cache
+def trusted_types() -> dict[str, frozenset[str]]:
+    """The allowlist, type name -> loaders: scikit-learn's public estimator classes
+    (as objects) and TRUSTED_INTERNAL_TYPES.
+
+    Computed once per process from the installed scikit-learn, as skops computes
+    its defaults, so that the classes' module paths are current.
+    """
+    estimators = {type_name(cls) for _, cls in all_estimators() if isinstance(cls, type)}
+    return {name: frozenset({OBJECT}) for name in estimators} | TRUSTED_INTERNAL_TYPES
+
+
+def _nodes(data: bytes):
+    """(loader, type name) of every node in a skops file's schema.json."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        stack = [json.loads(archive.read("schema.json"))]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if "__loader__" in item:
+                yield item["__loader__"], f"{item.get('__module__')}.{item.get('__class__')}"
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def trusted_skops_types(data: bytes) -> list[str]:
-    """The non-default types in a skops file, if all are on our allowlist."""
+    """The non-default types in a skops file, if all are on our allowlist, each
+    built by a loader the allowlist names for it.
+
+    Only the file's schema is read: nothing is imported or called before this passes.
+    """
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
         raise ArtifactError(f"the artifact is not a readable skops file ({exc})") from exc
-    refused = [
-        name
-        for name in untrusted
-        if not name.startswith(TRUSTED_TYPE_PREFIXES) and name not in TRUSTED_TYPES
-    ]
+    allowed = trusted_types()
+    refused = {name for name in untrusted if name not in allowed}
+    refused |= {
+        f"{name} (as {loader})"
+        for loader, name in _nodes(data)
+        if name in untrusted and name in allowed and loader not in allowed[name]
+    }
+    refused = sorted(refused)
     if refused:
-        raise ArtifactError(
-            f"the skops artifact contains types that are not trusted: {refused}; "
-            "only scikit-learn, NumPy, SciPy, XGBoost and LightGBM types are accepted"
+        named = refused[:MAX_NAMED_TYPES]
+        more = f" and {len(refused) - len(named)} more" if len(refused) > len(named) else ""
+        raise UntrustedTypesError(
+            f"the skops artifact contains types that are not trusted: {named}{more}; "
+            "only scikit-learn estimators and the NumPy, XGBoost and LightGBM classes "
+            "they keep are accepted (a model that needs more can be registered as joblib "
+            "by an ML engineer assigned to it)",
+            types=named,
         )
     return untrusted
 

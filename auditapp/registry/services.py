@@ -19,6 +19,7 @@ from auditapp.errors import Conflict, InvalidInput
 from auditapp.registry.artifacts import (
     FORMATS,
     ArtifactError,
+    UntrustedTypesError,
     check_model_fits_schema,
     load_artifact,
     probe_rows,
@@ -233,8 +234,15 @@ class CheckedUpload:
     background_sha256: str
 
 
+def _require_assigned(actor: roles.Actor, name: str) -> None:
+    """New versions of an existing model come only from those who may see it (its assignees)."""
+    existing = RegisteredModel.objects.filter(name=name)
+    if existing.exists() and not existing.visible_to(actor).exists():
+        raise Conflict(f"A model named {name!r} exists and you are not assigned to it.")
+
+
 def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
-    """Everything that can be checked before touching the database."""
+    """Everything that can be checked before writing to the database."""
     actor.require(roles.REGISTER_MODELS)
     if upload.artifact_format not in FORMATS:
         raise InvalidInput(f"artifact_format must be one of {list(FORMATS)}.")
@@ -244,6 +252,8 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
         raise InvalidInput("name must be lower-case letters, digits, '-' or '_' (≤ 100).")
     if not VERSION_PATTERN.match(upload.version or ""):
         raise InvalidInput("version must be letters, digits, '.', '-' or '_' (≤ 50).")
+    # Before the artifact is loaded: a joblib file is a pickle, and loading one runs its code.
+    _require_assigned(actor, upload.name)
     if not upload.artifact:
         raise InvalidInput("artifact is required (the model file).")
     try:
@@ -258,7 +268,10 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
         frame = schema.frame(background or probe_rows(schema))
         check_model_fits_schema(model, schema, frame)
     except ArtifactError as exc:
-        raise InvalidInput(f"The artifact was refused: {exc}.", code="invalid_artifact") from None
+        details = {"untrusted_types": exc.types} if isinstance(exc, UntrustedTypesError) else None
+        raise InvalidInput(
+            f"The artifact was refused: {exc}.", code="invalid_artifact", details=details
+        ) from None
     return CheckedUpload(
         schema=schema,
         background=background,
@@ -287,9 +300,9 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
                 owner=actor.user,
             )
             registered.assignees.add(actor.user)
-        elif not RegisteredModel.objects.visible_to(actor).filter(pk=registered.pk).exists():
-            raise Conflict(f"A model named {upload.name!r} exists and you are not assigned to it.")
-        elif registered.task != schema.target.type:
+        else:
+            _require_assigned(actor, upload.name)  # again, under the row lock
+        if registered.task != schema.target.type:
             raise InvalidInput(
                 f"{upload.name!r} is a {registered.task} model; "
                 f"this schema says {schema.target.type}."

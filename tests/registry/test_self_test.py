@@ -45,7 +45,7 @@ def categorical_hgb() -> bytes:
     )
     pipeline = Pipeline([("prep", prep), ("model", model)])
     pipeline.fit(frame[FEATURES].iloc[:700], frame["credit"].iloc[:700])
-    buffer = io.BytesIO()  # joblib: skops does not trust the functools.partial HGB keeps
+    buffer = io.BytesIO()  # joblib: the registry does not trust HGB's TreePredictor in skops
     joblib.dump(pipeline, buffer)
     return buffer.getvalue()
 
