@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import django_filters
+from django import forms
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -26,13 +27,19 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
+class FloatFilter(django_filters.NumberFilter):
+    """A score is a float: NaN, Infinity and 1e400 are not numbers it can be compared with."""
+
+    field_class = forms.FloatField
+
+
 class DecisionFilter(django_filters.FilterSet):
     model = django_filters.CharFilter(field_name="registered_model__name")
     version = django_filters.CharFilter(field_name="model_version__version")
     to = django_filters.IsoDateTimeFilter(field_name="predicted_at", lookup_expr="lt")
     prediction = django_filters.CharFilter(field_name="prediction")
-    score_min = django_filters.NumberFilter(field_name="score", lookup_expr="gte")
-    score_max = django_filters.NumberFilter(field_name="score", lookup_expr="lte")
+    score_min = FloatFilter(field_name="score", lookup_expr="gte")
+    score_max = FloatFilter(field_name="score", lookup_expr="lte")
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
     top_reason = django_filters.CharFilter(method="filter_top_reason")
     has_outcome = django_filters.ChoiceFilter(

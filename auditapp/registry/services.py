@@ -235,10 +235,14 @@ class CheckedUpload:
 
 
 def _require_assigned(actor: roles.Actor, name: str) -> None:
-    """New versions of an existing model come only from those who may see it (its assignees)."""
+    """New versions of an existing model come only from those who may see it (its assignees).
+
+    Names are unique, so that a name is taken is the one thing a hidden model
+    cannot keep to itself; the answer says no more (not who may see it, nor why).
+    """
     existing = RegisteredModel.objects.filter(name=name)
     if existing.exists() and not existing.visible_to(actor).exists():
-        raise Conflict(f"A model named {name!r} exists and you are not assigned to it.")
+        raise Conflict(f"The name {name!r} is taken; choose another.", code="name_taken")
 
 
 def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:

@@ -12,8 +12,10 @@ import re
 
 import pytest
 
+from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
-from tests.factories import DecisionPayloadFactory
+from auditapp.accounts.services import create_user
+from tests.factories import DecisionPayloadFactory, upload_form
 
 pytestmark = pytest.mark.django_db
 
@@ -97,3 +99,19 @@ def test_ingesting_two_models_at_once_records_an_event_for_each(model_version, r
     )
     events = AuditEvent.objects.filter(action="decisions.ingested").order_by("model")
     assert [(e.model, e.details["created"]) for e in events] == [("credit", 2), ("hr", 1)]
+
+
+def test_registering_a_hidden_models_name_says_only_that_the_name_is_taken(
+    api_client, model_version, skops_artifact, background_csv
+):
+    stranger = create_user("ml_engineer_2", roles.ML_ENGINEER, password="a-long-passphrase")
+    form = upload_form(skops_artifact, name="credit", version="9", background=background_csv)
+
+    response = api_client(stranger).post("/api/v1/models", form, format="multipart")
+
+    assert response.status_code == 409
+    assert response.json()["error"] == {
+        "code": "name_taken",
+        "message": "The name 'credit' is taken; choose another.",
+        "details": None,
+    }
