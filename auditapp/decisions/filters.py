@@ -109,7 +109,20 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             code="invalid_parameters",
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
+    reason = params.get("top_reason")
+    if reason and not actor.can(VIEW_SENSITIVE) and reason in _sensitive_anywhere(actor):
+        raise PermissionDenied(
+            f"Your role may not see {reason}, so it may not search by it ({VIEW_SENSITIVE})."
+        )
     return filter_features(filterset.qs, params, actor)
+
+
+def _sensitive_anywhere(actor: Actor) -> frozenset[str]:
+    """Features that some version of a model the actor sees marks sensitive."""
+    versions = ModelVersion.objects.filter(
+        registered_model__in=RegisteredModel.objects.visible_to(actor)
+    ).only("schema")
+    return frozenset().union(*(version.parsed_schema.sensitive_names for version in versions))
 
 
 def refuse_control_characters(params) -> None:

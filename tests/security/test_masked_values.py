@@ -62,6 +62,16 @@ def test_a_filter_on_a_masked_feature_is_refused_and_audited(api_client, auditor
     assert denial.details["path"] == "/api/v1/decisions"
 
 
+@pytest.mark.parametrize("model", [{"model": "credit"}, {}])
+def test_searching_by_a_masked_features_rank_among_the_reasons_is_refused(
+    api_client, auditor, compliance_officer, target, model
+):
+    params = {"top_reason": "income", **model}
+    assert api_client(auditor).get("/api/v1/decisions", params).status_code == 403
+    assert api_client(auditor).get("/api/v1/decisions", {"top_reason": "age"}).status_code == 200
+    assert api_client(compliance_officer).get("/api/v1/decisions", params).status_code == 200
+
+
 def test_the_search_page_refuses_it_too_and_offers_no_such_filter(client, auditor, target):
     client.force_login(auditor)
 
