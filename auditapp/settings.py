@@ -5,10 +5,12 @@ Celery broker under var/. DATABASE_URL and CELERY_BROKER_URL switch to
 PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 """
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from auditapp.env import env_bool, env_int, env_list, env_str, filesystem_broker_options
@@ -150,6 +152,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 # --- Sign-in lockout (django-axes) ----------------------------------------------
 # ATTEST_LOGIN_FAILURE_LIMIT failed sign-ins for one username (from anywhere) or from
@@ -174,8 +178,6 @@ AXES_CLIENT_IP_CALLABLE = "auditapp.accounts.throttling.client_address"
 AXES_LOCKOUT_CALLABLE = "auditapp.accounts.lockout.lockout_response"
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in Attest's own audit log
 AXES_ENABLE_ADMIN = False  # the admin shows records read-only; unlock with axes_reset_*
-LOGIN_REDIRECT_URL = "/"
-LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -235,6 +237,10 @@ REST_FRAMEWORK |= {
 }
 ATTEST_TOKEN_FAILURE_LIMIT = env_int("ATTEST_TOKEN_FAILURE_LIMIT", 20)
 ATTEST_TOKEN_FAILURE_WINDOW = env_int("ATTEST_TOKEN_FAILURE_WINDOW", 600)  # seconds
+for _scope, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    if not re.fullmatch(r"[0-9]+/[smhd][a-z]*", _rate):  # DRF would fail on every request
+        raise ImproperlyConfigured(f"The API rate per {_scope} must look like 1200/min: {_rate!r}")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Attest API",
     "DESCRIPTION": "Audit trail and explanations for machine-learning decisions.",
