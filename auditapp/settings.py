@@ -5,9 +5,12 @@ Celery broker under var/. DATABASE_URL and CELERY_BROKER_URL switch to
 PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 """
 
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from auditapp.env import env_bool, env_int, env_list, env_str, filesystem_broker_options
@@ -36,6 +39,9 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI served from /static/, pinned with the package
+    "csp",
+    "axes",
     "auditapp.accounts",
     "auditapp.registry",
     "auditapp.decisions",
@@ -55,7 +61,30 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- Content Security Policy (django-csp) ---------------------------------------
+# Scripts and styles come from our own /static/ only: no inline <script>, no event
+# handler attributes, no eval (htmx runs with allowEval off, see base.html), no inline
+# style. Charts are SVG with presentation attributes, which CSP does not govern.
+# data: images are the favicon placeholder and the icons inside Swagger UI's CSS.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
 
 ROOT_URLCONF = "auditapp.urls"
 WSGI_APPLICATION = "auditapp.wsgi.application"
@@ -92,6 +121,31 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache: API rate counters and failed-token counts ---------------------------
+# Shared by every web worker, so that a limit holds across gunicorn processes:
+# Redis when ATTEST_CACHE_URL (or a redis:// CELERY_BROKER_URL) names one, else
+# files under var/cache/ (one host). Never a per-process memory cache.
+_cache_url = env_str("ATTEST_CACHE_URL", "")
+if not _cache_url and env_str("CELERY_BROKER_URL", "").startswith(("redis://", "rediss://")):
+    _cache_url = env_str("CELERY_BROKER_URL")
+if _cache_url:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": _cache_url,
+            "KEY_PREFIX": "attest",
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(VAR_DIR / "cache"),
+            "KEY_PREFIX": "attest",
+            "OPTIONS": {"MAX_ENTRIES": 10_000},
+        }
+    }
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -100,6 +154,30 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+
+# --- Sign-in lockout (django-axes) ----------------------------------------------
+# ATTEST_LOGIN_FAILURE_LIMIT failed sign-ins for one username (from anywhere) or from
+# one address (any usernames) lock that username or address out for the cool-off;
+# every attempt meanwhile is refused. The site login and /admin/ go through the
+# same backend. Attempts are counted in the database (shared by all workers); the
+# lockout itself is written to the audit log (accounts/signals.py).
+AUTHENTICATION_BACKENDS = [
+    "auditapp.accounts.lockout.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("ATTEST_LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("ATTEST_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+# A success does not wipe the count: else signing in to one's own account would
+# reset an address's count between guesses at someone else's.
+AXES_RESET_ON_SUCCESS = False
+# Attempts refused during a lockout do not restart it: the cool-off ends at most
+# ATTEST_LOGIN_COOLOFF_MINUTES after the failure that caused it (Retry-After).
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "auditapp.accounts.throttling.client_address"
+AXES_LOCKOUT_CALLABLE = "auditapp.accounts.lockout.lockout_response"
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in Attest's own audit log
+AXES_ENABLE_ADMIN = False  # the admin shows records read-only; unlock with axes_reset_*
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -136,11 +214,46 @@ REST_FRAMEWORK = {
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# --- API rate limits ------------------------------------------------------------
+# Per token (or signed-in user) and per client address, counted in CACHES per
+# fixed window; over the limit: 429 with Retry-After. Failed token
+# authentications are limited per address before any token is looked up
+# (accounts/authentication.py). The defaults are far above what the demo, the
+# tests or a well-behaved client send.
+ATTEST_PROXY_COUNT = env_int("ATTEST_PROXY_COUNT", 0)
+REST_FRAMEWORK |= {
+    "DEFAULT_THROTTLE_CLASSES": [
+        "auditapp.accounts.throttling.TokenRateThrottle",
+        "auditapp.accounts.throttling.AddressRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "token": env_str("ATTEST_API_RATE_PER_TOKEN", "1200/min"),
+        "address": env_str("ATTEST_API_RATE_PER_ADDRESS", "6000/min"),
+    },
+    # Reverse proxies in front of the app: the client is the address they add to
+    # X-Forwarded-For. With none, X-Forwarded-For is the client's own claim: ignored.
+    "NUM_PROXIES": ATTEST_PROXY_COUNT,
+}
+ATTEST_TOKEN_FAILURE_LIMIT = env_int("ATTEST_TOKEN_FAILURE_LIMIT", 20)
+ATTEST_TOKEN_FAILURE_WINDOW = env_int("ATTEST_TOKEN_FAILURE_WINDOW", 600)  # seconds
+for _scope, _rate in REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].items():
+    if not re.fullmatch(r"[0-9]+/[smhd][a-z]*", _rate):  # DRF would fail on every request
+        raise ImproperlyConfigured(f"The API rate per {_scope} must look like 1200/min: {_rate!r}")
+
 SPECTACULAR_SETTINGS = {
     "TITLE": "Attest API",
     "DESCRIPTION": "Audit trail and explanations for machine-learning decisions.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are for signed-in users (or a token) only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI from drf-spectacular-sidecar under /static/: pinned, no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No badge fetched from the public validator service.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")

@@ -5,9 +5,12 @@ The database and broker are whatever DATABASE_URL / CELERY_BROKER_URL say
 started by tests use this module too, so they read the tests' broker folder.
 """
 
+import os
+import time
+
 from auditapp.env import env_str, filesystem_broker_options
 from auditapp.settings import *  # noqa: F403
-from auditapp.settings import CELERY_BROKER_URL, DATABASES, INSTALLED_APPS, VAR_DIR
+from auditapp.settings import CACHES, CELERY_BROKER_URL, DATABASES, INSTALLED_APPS, VAR_DIR
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # First, so its `flush` (append-only tables on PostgreSQL) replaces Django's.
@@ -20,3 +23,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     # Tasks enqueued by tests go to their own folder, never to the queue a
     # development worker (make run) is reading.
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(VAR_DIR / "test-broker")
+# Rate-limit counters: a test run never counts what an earlier run (or the development
+# server, or another checkout on the same Redis database) left in the cache.
+CACHES = {
+    "default": {**CACHES["default"], "KEY_PREFIX": f"attest-test-{os.getpid()}-{time.time_ns()}"}
+}
+if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
+    CACHES["default"]["LOCATION"] = str(VAR_DIR / "test-cache")

@@ -1,8 +1,9 @@
 """URLs: pages, the REST API v1 (API.md), and the OpenAPI document."""
 
 from django.contrib import admin
+from django.contrib.auth.decorators import login_required
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from auditapp.accounts import api as accounts_api
 from auditapp.decisions import api as decisions_api
@@ -65,8 +66,15 @@ api_v1 = [
 urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/v1/", include("auditapp.monitoring.api_urls")),
+    # Signed-in users only (SERVE_PERMISSIONS): anonymous gets 401 for the schema and
+    # the sign-in page for the docs. The split view serves Swagger UI's start-up code
+    # as a script file (?script), as the Content-Security-Policy requires.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path(
+        "api/docs/",
+        login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path("admin/", admin.site.urls),
     path("", include("auditapp.web.urls")),
 ]

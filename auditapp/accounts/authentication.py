@@ -1,4 +1,9 @@
-"""`Authorization: Token <key>` against hashed, scoped ApiTokens."""
+"""`Authorization: Token <key>` against hashed, scoped ApiTokens.
+
+Failed token authentications are limited per client address here, before the
+token is looked up: DRF's throttles run only after authentication, so a bad token
+would otherwise always get its 401 and never a 429.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from auditapp.accounts.models import ApiToken
+from auditapp.accounts.throttling import client_address, note_token_failure, token_block_remaining
 
 # Writing last_used_at on every request would double the cost of a small
 # ingestion call; once a minute is precise enough to audit token use.
@@ -22,6 +28,23 @@ def hash_key(key: str) -> str:
 class ApiTokenAuthentication(authentication.TokenAuthentication):
     keyword = "Token"
     model = ApiToken
+
+    def authenticate(self, request):
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None  # no token presented: nothing to count
+        address = client_address(request)
+        remaining = token_block_remaining(address)
+        if remaining is not None:
+            raise exceptions.Throttled(
+                wait=remaining,
+                detail="Too many failed token authentications from this address.",
+            )
+        try:
+            return super().authenticate(request)
+        except exceptions.AuthenticationFailed:
+            note_token_failure(address)
+            raise
 
     def authenticate_credentials(self, key: str):
         token = (

@@ -1,5 +1,8 @@
-"""Logins, logouts and failed logins go to the audit log."""
+"""Logins, logouts, failed logins and sign-in lockouts go to the audit log."""
 
+from axes.helpers import get_cool_off
+from axes.signals import user_locked_out
+from django.conf import settings
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
@@ -22,4 +25,24 @@ def _on_login_failed(sender, credentials, request=None, **kwargs):
         "auth.login_failed",
         ip=client_ip(request),
         actor_name=str(credentials.get("username", ""))[:150],
+    )
+
+
+@receiver(user_locked_out)
+def _on_locked_out(sender, request, username=None, ip_address=None, **kwargs):
+    """The failure that starts a lockout. django-axes sends the signal again for every
+    attempt refused while locked; those have no failure count and are already
+    recorded as auth.login_failed."""
+    failures = getattr(request, "axes_failures_since_start", None)
+    if failures is None:
+        return
+    cool_off = get_cool_off(request)
+    record_event(
+        "auth.locked_out",
+        ip=ip_address,
+        actor_name=str(username or "")[:150],
+        failures=failures,
+        limit=settings.AXES_FAILURE_LIMIT,
+        cooloff_seconds=int(cool_off.total_seconds()) if cool_off else None,
+        path=request.path,
     )

@@ -1,5 +1,7 @@
 """The reviewer's path in a real headless Chromium (Debian's package, driven by Playwright).
 
+Every page runs under the site's Content-Security-Policy: a violation, or a request to
+anything but the test server, fails the test (the `chromium` fixture watches each page).
 Screenshots go to test-artifacts/screenshots/ (ignored by git) for a person to look at.
 """
 
@@ -8,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -29,7 +32,48 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# Chromium reports a refused resource or inline code on the console; the listener
+# added to every page reports the securitypolicyviolation event too (init scripts
+# are not subject to the page's policy).
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("CSP violation: " + event.violatedDirective + " " + event.blockedURI);
+});
+"""
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class WatchedBrowser:
+    """Playwright's Browser, whose new pages record CSP violations and non-local requests."""
+
+    def __init__(self, browser):
+        self.browser = browser
+        self.violations: list[str] = []
+        self.external: list[str] = []
+
+    def new_page(self, **options):
+        page = self.browser.new_page(**options)
+        page.add_init_script(REPORT_VIOLATIONS)
+        page.on("console", self._console)
+        page.route("**/*", self._local_only)
+        return page
+
+    def _console(self, message) -> None:
+        text = message.text
+        if "Content Security Policy" in text or "CSP violation" in text:
+            self.violations.append(text)
+
+    def _local_only(self, route) -> None:
+        if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+            route.continue_()
+        else:
+            self.external.append(route.request.url)
+            route.abort()
+
+    def assert_clean(self) -> None:
+        assert self.violations == [], self.violations
+        assert self.external == [], self.external
 
 
 @pytest.fixture
@@ -43,8 +87,10 @@ def chromium(monkeypatch):
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
+        watched = WatchedBrowser(browser)
+        yield watched
         browser.close()
+        watched.assert_clean()
 
 
 def log_in(page, base: str, username: str) -> None:
@@ -141,3 +187,37 @@ def test_a_domain_expert_disagrees_then_works_the_case_to_an_override(
     expect(page.locator("#review .stage")).to_have_text("resolved")
     expect(page.locator(".override")).to_contain_text("Overridden to good")
     page.screenshot(path=SHOTS / "case-overridden.png", full_page=True)
+
+
+def test_the_review_queue_filters_change_without_inline_handlers(
+    live_server, chromium, model_version, ingest, domain_expert
+):
+    ingest(DecisionPayloadFactory(prediction="bad", score=0.9))
+    page = chromium.new_page()
+    log_in(page, live_server.url, "domain_expert")
+    page.goto(f"{live_server.url}/review/")
+
+    page.select_option("select[name=show]", "resolved")  # static/js/attest.js submits the form
+    page.wait_for_url(re.compile(r"show=resolved"))
+    expect(page.locator("select[name=show]")).to_have_value("resolved")
+
+
+def test_the_api_docs_render_from_local_files_under_the_policy(live_server, chromium, auditor):
+    page = chromium.new_page(viewport={"width": 1280, "height": 1000})
+    log_in(page, live_server.url, "auditor")
+    page.click("nav >> text=API")
+
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Attest API")
+    operations = page.locator(".opblock-summary-path")
+    expect(operations.filter(has_text=re.compile(r"^/api/v1/decisions$"))).to_have_count(2)
+    assert operations.count() > 20
+    models = page.locator(".opblock-get").filter(
+        has=page.locator(".opblock-summary-path", has_text=re.compile(r"^/api/v1/models$"))
+    )
+    models.locator(".opblock-summary").click()
+    models.locator("text=Try it out").click()
+    models.locator("text=Execute").click()  # Swagger UI's own request, under connect-src 'self'
+    expect(models.locator(".live-responses-table tbody .response-col_status")).to_contain_text(
+        "200"
+    )
+    page.screenshot(path=SHOTS / "api-docs.png", full_page=True)
