@@ -5,6 +5,7 @@ Celery broker under var/. DATABASE_URL and CELERY_BROKER_URL switch to
 PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 """
 
+import base64
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -302,6 +303,34 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"queue": "reports"},
     },
 }
+
+# --- Seals: signing key, verification -------------------------------------------
+# Every seal is a signed tree head of the log (README: Audit log). The key is the
+# base64 of a 32-byte Ed25519 seed, from the environment: production must set it
+# (start-up stops without it); the embedded default makes one once and keeps it in
+# ATTEST_SEAL_KEY_FILE. A malformed key stops start-up instead of failing each seal.
+ATTEST_SEAL_SIGNING_KEY = (
+    env_str("ATTEST_SEAL_SIGNING_KEY") if PRODUCTION else env_str("ATTEST_SEAL_SIGNING_KEY", "")
+)
+ATTEST_SEAL_KEY_FILE = VAR_DIR / "seal-signing.key"
+if ATTEST_SEAL_SIGNING_KEY:
+    try:
+        if len(base64.b64decode(ATTEST_SEAL_SIGNING_KEY.strip(), validate=True)) != 32:
+            raise ValueError
+    except ValueError:
+        raise ImproperlyConfigured(
+            "ATTEST_SEAL_SIGNING_KEY must be the base64 of a 32-byte Ed25519 seed "
+            "(e.g. openssl rand -base64 32)."
+        ) from None
+# GET /api/v1/audit/verify verifies in the request up to this many decisions and
+# audit events together; beyond, it answers 409 and POST runs it as a job.
+ATTEST_VERIFY_NOW_LIMIT = env_int("ATTEST_VERIFY_NOW_LIMIT", 50_000)
+# Verification jobs run on their own queue (decisions/tasks.py), declared here so
+# that a worker started without -Q serves it too.
+CELERY_TASK_QUEUES = [
+    *CELERY_TASK_QUEUES,
+    Queue("verify", Exchange("verify"), routing_key="verify"),
+]
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)
 ATTEST_MAX_BATCH = 10_000

@@ -32,6 +32,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         DJANGO_ENV="production",
         SECRET_KEY="k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d",
         ALLOWED_HOSTS="attest.example.com",
+        ATTEST_SEAL_SIGNING_KEY="c2VlZCBvZiBhIHRlc3Qgc2lnbmluZyBrZXksIDMyIGI=",
         ATTEST_VAR_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -42,3 +43,18 @@ def test_production_refuses_to_start_without_a_secret_key(tmp_path):
     result = manage("check", DJANGO_ENV="production", ATTEST_VAR_DIR=str(tmp_path))
     assert result.returncode != 0
     assert "SECRET_KEY" in result.stderr
+
+
+def test_production_refuses_to_start_without_a_seal_signing_key(tmp_path):
+    """Seals signed by a key made up on the spot would name no key an auditor kept."""
+    secret = "k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d"
+    result = manage(
+        "check", DJANGO_ENV="production", SECRET_KEY=secret, ATTEST_VAR_DIR=str(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "ATTEST_SEAL_SIGNING_KEY" in result.stderr
+    assert not (tmp_path / "seal-signing.key").exists()
+
+    malformed = manage("check", ATTEST_SEAL_SIGNING_KEY="not base64!", ATTEST_VAR_DIR=str(tmp_path))
+    assert malformed.returncode != 0
+    assert "32-byte Ed25519 seed" in malformed.stderr
