@@ -53,7 +53,16 @@ api_v1 = [
     ),
     path("audit/events", accounts_api.AuditEventListView.as_view(), name="api-audit-events"),
     path("audit/verify", decisions_api.AuditVerifyView.as_view(), name="api-audit-verify"),
+    path(
+        "audit/verify/<int:job_id>",
+        decisions_api.VerificationJobView.as_view(),
+        name="api-audit-verify-job",
+    ),
+    path("audit/seals", decisions_api.SealListView.as_view(), name="api-seals"),
     path("audit/seals/latest", decisions_api.LatestSealView.as_view(), name="api-latest-seal"),
+    path("audit/seals/<int:tree_size>", decisions_api.SealDetailView.as_view(), name="api-seal"),
+    path("audit/public-key", decisions_api.PublicKeyView.as_view(), name="api-public-key"),
+    path("audit/consistency", decisions_api.ConsistencyView.as_view(), name="api-consistency"),
     path("reports", reports_api.ReportListView.as_view(), name="api-reports"),
     path("reports/<int:report_id>", reports_api.ReportDetailView.as_view(), name="api-report"),
     path(

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions import outcomes, sealing, services
+from auditapp.decisions import jobs, outcomes, sealing, services
 from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
@@ -103,50 +103,121 @@ class AuditVerifyView(APIView):
     @extend_schema(
         operation_id="audit_verify",
         parameters=[
-            OpenApiParameter("seal_index", OpenApiTypes.INT, description="exported seal index"),
+            OpenApiParameter("tree_size", OpenApiTypes.INT, description="a kept seal's tree size"),
+            OpenApiParameter("root_hash", OpenApiTypes.STR, description="and its root hash"),
+            OpenApiParameter("seal_index", OpenApiTypes.INT, description="former chain seal"),
             OpenApiParameter("seal_hash", OpenApiTypes.STR, description="and its seal_hash"),
         ],
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request):
-        """Recompute every hash, root and link; optionally check against an exported seal."""
+        """Verify now, in this request, up to ATTEST_VERIFY_NOW_LIMIT records (else 409: POST)."""
+        params = request.query_params
         against = None
-        if "seal_index" in request.query_params or "seal_hash" in request.query_params:
-            against = {
-                "index": request.query_params.get("seal_index"),
-                "seal_hash": request.query_params.get("seal_hash"),
-            }
-        return self._verify(request, against)
-
-    @extend_schema(
-        operation_id="audit_verify_against",
-        request=OpenApiTypes.OBJECT,
-        responses=OpenApiTypes.OBJECT,
-    )
-    def post(self, request):
-        """Verify against an exported seal sent as the body (the JSON seals/latest returned)."""
-        return self._verify(request, request.data)
-
-    def _verify(self, request, against):
-        result = sealing.verify_as(
-            roles.actor_for(request), against=against, ip=client_ip(request), via="api"
-        )
+        if "tree_size" in params or "root_hash" in params:
+            against = {"tree_size": params.get("tree_size"), "root_hash": params.get("root_hash")}
+        elif "seal_index" in params or "seal_hash" in params:
+            against = {"index": params.get("seal_index"), "seal_hash": params.get("seal_hash")}
+        actor = roles.actor_for(request)
+        actor.require(roles.VERIFY_CHAIN)
+        jobs.check_small_enough_to_verify_now()
+        result = sealing.verify_as(actor, against=against, ip=client_ip(request), via="api")
         return Response(result.as_dict())
 
+    @extend_schema(
+        operation_id="audit_verify_job",
+        request=OpenApiTypes.OBJECT,
+        responses={202: OpenApiTypes.OBJECT},
+    )
+    def post(self, request):
+        """Verify as a job (poll status_url); a kept seal as the body is verified against."""
+        against = request.data if request.data else None
+        job = jobs.request_verification(
+            roles.actor_for(request), against, ip=client_ip(request), via="api"
+        )
+        return Response({"id": job.pk, "status_url": f"/api/v1/audit/verify/{job.pk}"}, 202)
 
-class LatestSealView(APIView):
-    @extend_schema(operation_id="audit_latest_seal", responses=OpenApiTypes.OBJECT)
+
+class VerificationJobView(APIView):
+    @extend_schema(operation_id="audit_verify_status", responses=OpenApiTypes.OBJECT)
+    def get(self, request, job_id: int):
+        """A verification job: status, progress (0-100) and, once done, GET verify's body."""
+        return Response(jobs.job_json(jobs.get_job_for_actor(roles.actor_for(request), job_id)))
+
+
+class SealListView(APIView):
+    @extend_schema(
+        operation_id="audit_seals",
+        parameters=[
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next` of the last page"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="page size, 1-500"),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request):
-        """The latest seal, to keep outside the database and verify against later."""
-        actor = roles.actor_for(request)
-        document = sealing.export_latest_seal(actor, ip=client_ip(request), via="api")
+        """Every seal (signed tree head), newest first."""
+        rows, next_cursor = sealing.seals_page(
+            roles.actor_for(request),
+            request.query_params.get("cursor"),
+            parse_limit(request.query_params.get("limit")),
+        )
+        return Response({"results": rows, "next": next_cursor})
+
+
+class SealDetailView(APIView):
+    @extend_schema(operation_id="audit_seal", responses=OpenApiTypes.OBJECT)
+    def get(self, request, tree_size: int | None = None):
+        """One seal, to keep outside the database and check proofs against; audited."""
+        document = sealing.export_seal(
+            roles.actor_for(request), tree_size, ip=client_ip(request), via="api"
+        )
         return Response(document)
 
 
+class LatestSealView(SealDetailView):
+    @extend_schema(operation_id="audit_latest_seal", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        """The latest seal, to keep outside the database and verify against later; audited."""
+        return super().get(request)
+
+
+class PublicKeyView(APIView):
+    @extend_schema(operation_id="audit_public_key", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        """The Ed25519 public key the seals are signed with, for auditors to keep."""
+        return Response(sealing.public_key(roles.actor_for(request)))
+
+
+class ConsistencyView(APIView):
+    @extend_schema(
+        operation_id="audit_consistency",
+        parameters=[
+            OpenApiParameter("first", OpenApiTypes.INT, description="an earlier seal's tree size"),
+            OpenApiParameter("second", OpenApiTypes.INT, description="a later one (latest)"),
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request):
+        """RFC 6962 proof that the tree of seal `second` extends the tree of seal `first`."""
+        params = request.query_params
+        first = sealing.parse_tree_size(params.get("first"), "first")
+        second = params.get("second")
+        second = None if second in (None, "") else sealing.parse_tree_size(second, "second")
+        return Response(sealing.consistency_proof(roles.actor_for(request), first, second))
+
+
 class DecisionProofView(APIView):
-    @extend_schema(operation_id="decision_inclusion_proof", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="decision_inclusion_proof",
+        parameters=[
+            OpenApiParameter("tree_size", OpenApiTypes.INT, description="a seal (the latest)")
+        ],
+        responses=OpenApiTypes.OBJECT,
+    )
     def get(self, request, decision_id: int):
-        """The RFC 6962 inclusion proof of the decision in its seal."""
+        """RFC 6962 inclusion proof of the decision in the tree of a seal."""
         actor = roles.actor_for(request)
         decision = roles.get_decision_for_actor(actor, decision_id)
-        return Response(sealing.inclusion_proof(decision))
+        raw = request.query_params.get("tree_size")
+        tree_size = None if raw in (None, "") else sealing.parse_tree_size(raw)
+        return Response(sealing.inclusion_proof(decision, tree_size))

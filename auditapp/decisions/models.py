@@ -121,33 +121,79 @@ class Outcome(AppendOnlyModel):
 
 
 class Seal(AppendOnlyModel):
-    """A block of the hash chain: Merkle roots over newly recorded decisions and audit events.
+    """A signed tree head of the log, and the records it appended.
 
-    A seal covers every decision and audit event whose id is above the previous
-    seal's and at most its own last id, in id (insertion) order. It keeps their
-    ids and content hashes (the leaves) so verification can name the first row
-    that no longer matches, and it is chained to the previous seal by hash.
-    The chain's fields and their canonical form are in `sealing.seal_document`.
+    The log is one Merkle tree (RFC 6962) over every sealed record in sealing
+    order: a seal appends the decisions, then the audit events, recorded since
+    the previous seal, each kind in id order (leaf formats: `decisions/log.py`).
+    Its tree head (tree_size, root_hash, sealed_at) is signed with Ed25519.
+
+    It keeps the ids and content hashes it appended, so verification can name
+    the first row that no longer matches, and the tree's frontier and the roots
+    of the large subtrees it completed, so that proofs read a few hashes instead
+    of hashing the log again.
     """
 
     index = models.PositiveIntegerField(unique=True)
     sealed_at = models.DateTimeField(default=timezone.now)
-    previous_hash = models.CharField(max_length=64)
+    first_leaf = models.BigIntegerField()  # the previous seal's tree_size
+    tree_size = models.BigIntegerField(unique=True)
+    root_hash = models.CharField(max_length=64)
+    signature = models.CharField(max_length=88)  # base64 Ed25519, see decisions/signing.py
+    key_id = models.CharField(max_length=16)
     decision_count = models.PositiveIntegerField()
     last_decision_id = models.BigIntegerField(null=True)
-    decisions_root = models.CharField(max_length=64)
     event_count = models.PositiveIntegerField()
     last_event_id = models.BigIntegerField(null=True)
-    events_root = models.CharField(max_length=64)
-    seal_hash = models.CharField(max_length=64, unique=True)
     # Packed little-endian int64 ids and 32-byte content hashes, in id order.
     decision_ids = models.BinaryField()
     decision_leaves = models.BinaryField()
     event_ids = models.BinaryField()
     event_leaves = models.BinaryField()
+    # The roots of the perfect subtrees making up the tree of tree_size leaves, left
+    # to right; and those of 2^8, 2^16, ... leaves this seal completed, by size then
+    # position (log.STORED_HEIGHTS).
+    frontier = models.BinaryField()
+    nodes = models.BinaryField()
 
     class Meta:
         ordering = ["index"]
 
     def __str__(self) -> str:
-        return f"seal {self.index} ({self.seal_hash[:12]}…)"
+        return f"seal {self.index} (tree size {self.tree_size})"
+
+
+class VerificationJob(models.Model):
+    """One verification of the whole log run by a worker, with its progress and result.
+
+    Verification reads and hashes every record: a web request must not wait for
+    it, nor fork processes to speed it up (POST /api/v1/audit/verify, the
+    /audit/ page's button).
+    """
+
+    PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED)]
+
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)  # 0-100: records checked / total
+    against = models.JSONField(null=True, blank=True)  # a seal kept outside, to check against
+    result = models.JSONField(null=True, blank=True)  # what GET /api/v1/audit/verify answers
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    via = models.CharField(max_length=10, default="api")
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"verification {self.pk} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.DONE, self.FAILED)

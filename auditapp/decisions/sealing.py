@@ -1,17 +1,21 @@
-"""The hash chain: sealing new decisions and audit events into blocks, and verifying it all.
+"""The log: sealing new decisions and audit events into it, proofs, and verifying it all.
 
-A seal holds two RFC 6962 Merkle roots, over the content hashes of the
-decisions and of the audit events recorded since the previous seal (in id
-order), and the previous seal's hash. Verification recomputes every content
-hash from the stored fields, every root and every link, and names the first
-record or seal that does not match. An exported seal, kept outside the
-database, lets a later verification prove that nothing up to it was rewritten,
-even by someone able to recompute the whole chain.
+The log is one RFC 6962 Merkle tree over every sealed record (`decisions/log.py`).
+Every minute a seal appends what was recorded since the previous one and signs
+the new tree head (tree size, root hash, time) with Ed25519. An inclusion proof
+shows a decision is in the tree of a seal; a consistency proof shows a later
+seal's tree extends an earlier one's. Verification recomputes every content
+hash from the stored fields, rebuilds the tree, checks every signature, and
+names the first record or seal that does not match. A seal kept outside the
+database lets a later verification prove that nothing up to it was rewritten,
+even by someone able to recompute and re-sign everything.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import multiprocessing
 import os
 import queue
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -29,7 +34,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, event_document
 from auditapp.appendonly import SEALING_LOCK
-from auditapp.decisions import merkle
+from auditapp.decisions import log, merkle, signing
 from auditapp.decisions.hashing import (
     canonical_bytes,
     canonical_ip,
@@ -42,67 +47,124 @@ from auditapp.errors import InvalidInput, NotFound
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.schema import parse_schema
 
-GENESIS = "0" * 64  # the "previous hash" of the first seal
+GENESIS = "0" * 64  # the "previous hash" of the first seal of the former hash chain
 MAX_SEAL_ROWS = 100_000  # decisions (and events) per seal at most
 CHUNK = 20_000  # rows fetched per round trip while verifying
 _SORTED = orjson.OPT_SORT_KEYS
 
 
-# --- sealing -------------------------------------------------------------------
-
-
-def seal_document(seal: Seal) -> dict[str, Any]:
-    """What a seal's hash covers, and what an auditor keeps when exporting it."""
-    return {
-        "index": seal.index,
-        "sealed_at": canonical_time(seal.sealed_at),
-        "previous_hash": seal.previous_hash,
-        "decisions": {
-            "count": seal.decision_count,
-            "last_id": seal.last_decision_id,
-            "root": seal.decisions_root,
-        },
-        "events": {
-            "count": seal.event_count,
-            "last_id": seal.last_event_id,
-            "root": seal.events_root,
-        },
-    }
+# --- seals -----------------------------------------------------------------------
 
 
 def exported_seal(seal: Seal) -> dict[str, Any]:
-    """A seal as a small JSON document to keep outside the database."""
+    """A seal as the API answers it and an auditor keeps it: a signed tree head."""
     return {
-        "attest_seal": 1,
-        **seal_document(seal),
-        "seal_hash": seal.seal_hash,
-        "hashing": "sha256 over canonical JSON (sorted keys, no spaces) of the other fields; "
-        "roots are RFC 6962 Merkle tree hashes over content hashes as 32-byte leaves",
+        "tree_size": seal.tree_size,
+        "root_hash": seal.root_hash,
+        "sealed_at": canonical_time(seal.sealed_at),
+        "signature": seal.signature,
+        "key_id": seal.key_id,
     }
 
 
-def export_latest_seal(actor: roles.Actor, *, ip: str | None = None, via: str) -> dict[str, Any]:
-    """The latest seal for someone allowed to verify the chain; the export is audited."""
-    actor.require(roles.VERIFY_CHAIN)
-    seal = latest_seal()
+def require_seal_reader(actor: roles.Actor) -> None:
+    """Seals, the public key and consistency proofs: for who verifies the log or reads decisions.
+
+    They hold only sizes, hashes and times; whoever may get a decision's
+    inclusion proof needs them to check it.
+    """
+    if not (actor.can(roles.VERIFY_CHAIN) or actor.can(roles.READ_DECISIONS)):
+        raise PermissionDenied(
+            f"Your role does not allow this ({roles.VERIFY_CHAIN} or {roles.READ_DECISIONS})."
+        )
+
+
+def export_seal(
+    actor: roles.Actor, tree_size: int | None = None, *, ip: str | None = None, via: str
+) -> dict[str, Any]:
+    """One seal (the latest when no size is given) to keep outside; the export is audited."""
+    require_seal_reader(actor)
+    seal = latest_seal() if tree_size is None else seal_of_size(tree_size)
     if seal is None:
         raise NotFound("There is no seal yet: decisions are sealed every minute.")
-    record_event("seal.exported", actor=actor, target=seal, ip=ip, via=via, index=seal.index)
+    record_event(
+        "seal.exported", actor=actor, target=seal, ip=ip, via=via, tree_size=seal.tree_size
+    )
     return exported_seal(seal)
+
+
+def public_key(actor: roles.Actor) -> dict[str, str]:
+    require_seal_reader(actor)
+    return signing.public_key_document()
 
 
 def latest_seal() -> Seal | None:
     return Seal.objects.defer(*_BODY).order_by("-index").first()
 
 
-_BODY = ("decision_ids", "decision_leaves", "event_ids", "event_leaves")
+def seal_of_size(tree_size: int) -> Seal:
+    seal = Seal.objects.defer(*_BODY).filter(tree_size=tree_size).first()
+    if seal is None:
+        raise NotFound(
+            f"No seal has tree size {tree_size}: GET /api/v1/audit/seals lists them.",
+            code="no_such_seal",
+        )
+    return seal
+
+
+_BODY = ("decision_ids", "decision_leaves", "event_ids", "event_leaves", "nodes")
+
+
+def seals_page(
+    actor: roles.Actor, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Seals newest first, `limit` a page; the cursor is the last tree size shown."""
+    require_seal_reader(actor)
+    seals = Seal.objects.defer(*_BODY, "frontier").order_by("-tree_size")
+    if cursor:
+        seals = seals.filter(tree_size__lt=_decode_cursor(cursor))
+    rows = list(seals[: limit + 1])
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [exported_seal(s) for s in rows], _encode_cursor(rows[-1].tree_size) if more else None
+
+
+def _encode_cursor(tree_size: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps([tree_size]).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        (tree_size,) = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return int(tree_size)
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            "cursor is not valid; use the `next` value of a previous page."
+        ) from None
+
+
+def parse_tree_size(raw: Any, name: str = "tree_size") -> int:
+    """A tree size from a request: a positive integer, or InvalidInput naming the parameter."""
+    try:
+        size = int(raw)
+    except (TypeError, ValueError):
+        size = 0
+    if size < 1 or str(raw).strip() != str(size):
+        raise InvalidInput(
+            f"{name} must be a positive integer: the tree size of a seal.",
+            details={name: [f"not a tree size: {raw!r}"]},
+        )
+    return size
+
+
+# --- sealing -------------------------------------------------------------------------
 
 
 def seal_new_records(max_rows: int = MAX_SEAL_ROWS) -> list[Seal]:
     """Seal every decision and audit event recorded since the last seal.
 
     Called by a periodic task and by `manage.py seal_records`. Two sealers at
-    once cannot fork the chain: the seal index is unique, and the loser stops.
+    once cannot fork the log: index and tree size are unique, and the loser stops.
     """
     last_decision, last_event = _horizon()
     made: list[Seal] = []
@@ -152,22 +214,31 @@ def _seal_next(horizon_decision: int, horizon_event: int, max_rows: int) -> Seal
         return None
     decision_ids, decision_leaves = _pack(decisions)
     event_ids, event_leaves = _pack(events)
+    first_leaf = previous.tree_size if previous else 0
+    leaves = log.leaf_hashes("decision", decision_leaves) + log.leaf_hashes("event", event_leaves)
+    frontier, nodes, root_hash = log.grow(
+        bytes(previous.frontier) if previous else b"", first_leaf, leaves
+    )
     seal = Seal(
         index=previous.index + 1 if previous else 0,
         sealed_at=timezone.now(),
-        previous_hash=previous.seal_hash if previous else GENESIS,
+        first_leaf=first_leaf,
+        tree_size=first_leaf + len(leaves),
+        root_hash=root_hash,
         decision_count=len(decisions),
         last_decision_id=decisions[-1][0] if decisions else (after_decision or None),
-        decisions_root=_root(decision_leaves),
         event_count=len(events),
         last_event_id=events[-1][0] if events else (after_event or None),
-        events_root=_root(event_leaves),
         decision_ids=decision_ids,
         decision_leaves=decision_leaves,
         event_ids=event_ids,
         event_leaves=event_leaves,
+        frontier=frontier,
+        nodes=nodes,
     )
-    seal.seal_hash = sha256_hex(seal_document(seal))
+    seal.signature, seal.key_id = signing.sign(
+        seal.tree_size, seal.root_hash, canonical_time(seal.sealed_at)
+    )
     seal.save(force_insert=True)
     return seal
 
@@ -177,49 +248,86 @@ def _pack(rows: list[tuple[int, str]]) -> tuple[bytes, bytes]:
     return ids.tobytes(), b"".join(bytes.fromhex(row[1]) for row in rows)
 
 
-def _leaves(packed: bytes) -> list[bytes]:
-    return [packed[i : i + 32] for i in range(0, len(packed), 32)]
+# --- proofs ----------------------------------------------------------------------------
 
 
-def _root(packed_leaves: bytes) -> str:
-    return merkle.root(_leaves(packed_leaves)).hex()
-
-
-# --- inclusion proofs ------------------------------------------------------------
-
-
-def seal_of(decision: Decision, *, with_body: bool = False) -> Seal | None:
-    """The seal covering the decision, None while it is not sealed yet."""
+def seal_of(decision: Decision, *, with_ids: bool = False) -> Seal | None:
+    """The seal that appended the decision, None while it is not sealed yet."""
     seals = Seal.objects.filter(last_decision_id__gte=decision.pk, decision_count__gt=0)
-    if not with_body:
-        seals = seals.defer(*_BODY)
+    seals = seals.defer(*(f for f in _BODY if not (with_ids and f == "decision_ids")))
     return seals.order_by("index").first()
 
 
-def inclusion_proof(decision: Decision) -> dict[str, Any]:
-    """The RFC 6962 audit path proving the decision is in its seal's Merkle tree."""
-    seal = seal_of(decision, with_body=True)
-    base = {"decision_id": decision.pk, "content_hash": decision.content_hash}
+def decision_leaf(decision: Decision) -> tuple[Seal, int, str]:
+    """(the seal that appended it, its leaf index in the log, the content hash sealed)."""
+    seal = seal_of(decision, with_ids=True)
     if seal is None:
-        return {**base, "sealed": False, "note": "Not sealed yet; seals are made every minute."}
+        raise NotFound(
+            f"Decision {decision.pk} is not sealed yet; seals are made every minute.",
+            code="not_sealed",
+        )
     ids = np.frombuffer(bytes(seal.decision_ids), dtype="<i8")
     position = int(np.searchsorted(ids, decision.pk))
     if position >= len(ids) or ids[position] != decision.pk:
         raise NotFound(f"Decision {decision.pk} is missing from seal {seal.index}.")
-    leaves = _leaves(bytes(seal.decision_leaves))
-    path = merkle.inclusion_proof(leaves, position)
-    root = bytes.fromhex(seal.decisions_root)
+    sealed = Seal.objects.filter(pk=seal.pk).values_list("decision_leaves", flat=True).get()
+    content_hash = bytes(sealed)[32 * position : 32 * position + 32].hex()
+    return seal, seal.first_leaf + position, content_hash
+
+
+def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[str, Any]:
+    """The RFC 6962 audit path from the decision's leaf to the root of a seal's tree.
+
+    The seal is the latest unless `tree_size` names another one that holds the
+    decision: a proof against a seal kept long ago is as good as against today's.
+    """
+    sealed_in, leaf_index, content_hash = decision_leaf(decision)
+    seal = latest_seal() if tree_size is None else seal_of_size(tree_size)
+    if seal.tree_size <= leaf_index:
+        raise InvalidInput(
+            f"Decision {decision.pk} is leaf {leaf_index}, first sealed in the tree of size "
+            f"{sealed_in.tree_size}: tree_size must be at least that.",
+            details={"tree_size": [f"at least {sealed_in.tree_size}"]},
+        )
+    path = log.inclusion_path(leaf_index, seal.tree_size)
     return {
-        **base,
-        "sealed": True,
-        "seal": {"index": seal.index, "seal_hash": seal.seal_hash, **seal_document(seal)},
-        "leaf_index": position,
-        "tree_size": len(leaves),
+        "decision_id": decision.pk,
+        "content_hash": content_hash,
+        "leaf_index": leaf_index,
+        "tree_size": seal.tree_size,
+        "root_hash": seal.root_hash,
         "audit_path": [node.hex() for node in path],
-        "verified": merkle.verify_inclusion(
-            bytes.fromhex(decision.content_hash), position, len(leaves), path, root
-        ),
-        "algorithm": "RFC 6962 Merkle audit path; leaf data = the content hash as 32 bytes",
+    }
+
+
+def inclusion_holds(proof: dict[str, Any]) -> bool:
+    """Whether a decision's inclusion proof leads to its root (RFC 9162 verification)."""
+    return merkle.verify_inclusion(
+        log.leaf_data("decision", bytes.fromhex(proof["content_hash"])),
+        proof["leaf_index"],
+        proof["tree_size"],
+        [bytes.fromhex(node) for node in proof["audit_path"]],
+        bytes.fromhex(proof["root_hash"]),
+    )
+
+
+def consistency_proof(actor: roles.Actor, first: int, second: int | None) -> dict[str, Any]:
+    """The RFC 6962 proof that the tree of seal `second` (default: the latest) extends `first`'s."""
+    require_seal_reader(actor)
+    old = seal_of_size(first)
+    new = latest_seal() if second is None else seal_of_size(second)
+    if new.tree_size < old.tree_size:
+        raise InvalidInput(
+            "first must not be larger than second: a later tree extends an earlier one.",
+            details={"first": [f"larger than second ({new.tree_size})"]},
+        )
+    path = log.consistency_path(old.tree_size, new.tree_size)
+    return {
+        "first": old.tree_size,
+        "second": new.tree_size,
+        "first_root": old.root_hash,
+        "second_root": new.root_hash,
+        "consistency_proof": [node.hex() for node in path],
     }
 
 
@@ -253,7 +361,7 @@ class Verification:
         }
 
     def problem(self, seal_index: int, order: int, **what: Any) -> None:
-        """Note a mismatch; the first in chain order (seal, then its rows) is reported."""
+        """Note a mismatch; the first in log order (seal, then its rows) is reported."""
         self._problems.append(((seal_index, order), what))
 
 
@@ -264,10 +372,16 @@ def verify_as(
     ip: str | None = None,
     via: str = "api",
     progress: Callable[[str, int], None] | None = None,
+    processes: bool = False,
 ) -> Verification:
     """Verify for someone allowed to; the verification and its result are audit events."""
     actor.require(roles.VERIFY_CHAIN)
-    result = verify_chain(against=against, progress=progress)
+    result = verify_chain(against=against, progress=progress, processes=processes)
+    note_verified(actor, result, ip=ip, via=via)
+    return result
+
+
+def note_verified(actor: roles.Actor, result: Verification, *, ip: str | None, via: str, **more):
     record_event(
         "chain.verified",
         actor=actor,
@@ -279,28 +393,34 @@ def verify_as(
         seals=result.seals,
         first_bad=result.first_bad,
         against=result.checked_against,
+        **more,
     )
-    return result
 
 
 def verify_chain(
     against: dict[str, Any] | None = None,
     progress: Callable[[str, int], None] | None = None,
+    *,
+    processes: bool = False,
 ) -> Verification:
-    """Recompute every content hash, root and link; name the first record that does not match."""
+    """Recompute every content hash, the tree and every signature; name the first mismatch.
+
+    `processes`: hash decisions in worker processes where that is safe (see
+    `_can_use_processes`); only `manage.py verify_chain` asks for it: a web
+    process must never fork, and a Celery prefork child may not.
+    """
+    if against is not None:
+        check_kept_seal(against)
     result = Verification()
     seals = list(Seal.objects.order_by("index"))
     result.seals = len(seals)
-    sealed = {
-        "decision": _check_seals(seals, result, "decision"),
-        "event": _check_seals(seals, result, "event"),
-    }
-    result.decisions = _check_rows(
-        "decision", _decision_hashes(), sealed["decision"], result, progress
-    )
+    roots = _check_seals(seals, result)
+    sealed = {kind: _sealed(seals, kind) for kind in ("decision", "event")}
+    decision_rows = _decision_hashes(processes)
+    result.decisions = _check_rows("decision", decision_rows, sealed["decision"], result, progress)
     result.events = _check_rows("event", _event_hashes(), sealed["event"], result, progress)
     if against is not None:
-        _check_against(against, seals, result)
+        _check_against(against, seals, roots, result)
     if seals:
         result.latest_seal = exported_seal(seals[-1])
     if result._problems:
@@ -309,59 +429,67 @@ def verify_chain(
     return result
 
 
+def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
+    """Each seal's own fields, its place in the log, its tree and its signature.
+
+    Returns the root rebuilt from the leaves at each seal's size.
+    """
+    own_key = signing.signing_key().public_key()
+    own_id = signing.key_id(signing.raw_public_key(own_key))
+    roots: dict[int, str] = {}
+    size, last_ids = 0, {"decision": 0, "event": 0}
+    for position, (seal, root, tree_problem) in enumerate(log.rebuild(seals)):
+
+        def bad(reason: str, seal: Seal = seal) -> None:
+            # a seal's own problems come before those of its rows
+            result.problem(seal.index, -1, kind="seal", index=seal.index, reason=reason)
+
+        roots[seal.tree_size] = root
+        if seal.index != position:
+            result.problem(position, -1, kind="seal", index=position, reason="missing")
+        if seal.first_leaf != size:
+            bad("its first leaf does not follow the seal before it")
+        appended = 0
+        for kind in ("decision", "event"):
+            ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
+            leaves = bytes(getattr(seal, f"{kind}_leaves"))
+            count, seal_last = getattr(seal, f"{kind}_count"), getattr(seal, f"last_{kind}_id")
+            if len(ids) != count or len(leaves) != 32 * count:
+                bad(f"its {kind} leaves do not match its {kind} count")
+            last_id = last_ids[kind]
+            expected_last = int(ids[-1]) if len(ids) else (last_id or None)
+            increasing = bool(np.all(np.diff(ids) > 0)) and (not len(ids) or ids[0] > last_id)
+            if seal_last != expected_last or not increasing:
+                bad(f"its {kind} range is wrong")
+            last_ids[kind] = max(last_id, seal_last or 0)
+            appended += len(leaves) // 32
+        if seal.tree_size != seal.first_leaf + appended:
+            bad("its tree_size does not match its leaves")
+        if tree_problem:
+            bad(tree_problem)
+        if seal.key_id != own_id:
+            bad(f"it is signed by another key ({seal.key_id}) than this log's ({own_id})")
+        elif not signing.signature_holds(exported_seal(seal), signing.raw_public_key(own_key)):
+            bad("its signature does not match its tree head")
+        size = seal.tree_size
+    return roots
+
+
 @dataclass
 class _Sealed:
-    """The ids and leaves of one kind of record over the whole chain, and their seals."""
+    """The ids and content hashes of one kind of record over the whole log, and their seals."""
 
     ids: np.ndarray
     leaves: bytes
     seal_of: np.ndarray  # seal index per position
 
 
-def _check_seals(seals: list[Seal], result: Verification, kind: str) -> _Sealed:
+def _sealed(seals: list[Seal], kind: str) -> _Sealed:
     ids_parts, leaf_parts, seal_parts = [], [], []
-    previous_hash, last_id = GENESIS, 0
-    for position, seal in enumerate(seals):
-        order = -1  # a seal's own problems come before those of its rows
+    for seal in seals:
         ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
-        leaves = bytes(getattr(seal, f"{kind}_leaves"))
-        count, seal_last = getattr(seal, f"{kind}_count"), getattr(seal, f"last_{kind}_id")
-        if kind == "decision":  # the seal's own fields are checked once
-            if seal.index != position:
-                result.problem(position, order, kind="seal", index=position, reason="missing")
-            if seal.previous_hash != previous_hash:
-                result.problem(
-                    seal.index,
-                    order,
-                    kind="seal",
-                    index=seal.index,
-                    reason="its previous_hash does not match the seal before it",
-                )
-            if sha256_hex(seal_document(seal)) != seal.seal_hash:
-                result.problem(
-                    seal.index,
-                    order,
-                    kind="seal",
-                    index=seal.index,
-                    reason="its fields do not match its seal_hash",
-                )
-        stored_root = seal.decisions_root if kind == "decision" else seal.events_root
-        if len(ids) != count or len(leaves) != 32 * count or _root(leaves) != stored_root:
-            result.problem(
-                seal.index,
-                order,
-                kind="seal",
-                index=seal.index,
-                reason=f"its {kind} leaves do not match its {kind}s root",
-            )
-        expected_last = int(ids[-1]) if count else (last_id or None)
-        increasing = bool(np.all(np.diff(ids) > 0)) and (not count or ids[0] > last_id)
-        if seal_last != expected_last or not increasing:
-            reason = f"its {kind} range is wrong"
-            result.problem(seal.index, order, kind="seal", index=seal.index, reason=reason)
-        previous_hash, last_id = seal.seal_hash, max(last_id, seal_last or 0)
         ids_parts.append(ids)
-        leaf_parts.append(leaves)
+        leaf_parts.append(bytes(getattr(seal, f"{kind}_leaves")))
         seal_parts.append(np.full(len(ids), seal.index, dtype="<i8"))
     if not ids_parts:
         empty = np.zeros(0, dtype="<i8")
@@ -460,28 +588,109 @@ def read_exported_seal(data: bytes) -> dict[str, Any]:
     return document
 
 
-def _check_against(exported: dict[str, Any], seals: list[Seal], result: Verification) -> None:
-    """Compare the chain with a seal exported earlier and kept outside the database."""
-    try:
-        index, seal_hash = int(exported["index"]), str(exported["seal_hash"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise InvalidInput(
-            "An exported seal needs its 'index' and 'seal_hash' (the JSON that "
-            "`verify_chain --export-seal` or GET /api/v1/audit/seals/latest wrote).",
-            code="invalid_seal",
-        ) from error
+def _check_against(
+    kept: dict[str, Any], seals: list[Seal], roots: dict[int, str], result: Verification
+) -> None:
+    """Compare the log with a seal kept outside the database since it was exported.
+
+    A signed tree head (tree_size, root_hash...) must be this log's at that size,
+    rebuilt from the leaves; a seal of the former hash chain (index, seal_hash,
+    exported before the log was one tree) must be the chain recomputed from them.
+    """
+    if check_kept_seal(kept) == "tree head":
+        _check_against_tree_head(kept, seals, roots, result)
+    else:
+        _check_against_chain_seal(kept, seals, result)
+
+
+def check_kept_seal(kept: Any) -> str:
+    """Which kind of kept seal this is ("tree head" or "chain seal"), or InvalidInput."""
+    if isinstance(kept, dict):
+        try:
+            if "tree_size" in kept:
+                _ = int(kept["tree_size"]), str(kept["root_hash"])
+                return "tree head"
+            if "seal_hash" in kept:
+                _ = int(kept["index"]), str(kept["seal_hash"])
+                return "chain seal"
+        except (KeyError, TypeError, ValueError):
+            pass
+    raise InvalidInput(
+        "A kept seal is the JSON object GET /api/v1/audit/seals/latest answered (or "
+        "`verify_chain --export-seal` wrote): it needs an integer 'tree_size' and its "
+        "'root_hash' (seals of the former hash chain: 'index' and 'seal_hash').",
+        code="invalid_seal",
+    )
+
+
+def _check_against_tree_head(
+    kept: dict[str, Any], seals: list[Seal], roots: dict[int, str], result: Verification
+) -> None:
+    tree_size, root_hash = int(kept["tree_size"]), str(kept["root_hash"])
+    result.checked_against = {"tree_size": tree_size, "root_hash": root_hash}
+    by_size = {seal.tree_size: seal for seal in seals}
+    seal = by_size.get(tree_size)
+    index = seal.index if seal else len(seals)
+
+    def bad(reason: str) -> None:
+        result.problem(index, -1, kind="seal", index=index, tree_size=tree_size, reason=reason)
+
+    if "signature" in kept:
+        public = signing.raw_public_key(signing.signing_key().public_key())
+        if kept.get("key_id") != signing.key_id(public):
+            bad("the kept seal is signed by another key than this log's")
+        elif not signing.signature_holds(kept, public):
+            bad("the kept seal's signature does not match its tree head")
+    if seal is None:
+        bad("the kept seal is missing from the log")
+    elif roots[tree_size] != root_hash or seal.root_hash != root_hash:
+        bad("it differs from the kept copy: the log was rewritten up to here")
+
+
+def _check_against_chain_seal(kept: dict[str, Any], seals: list[Seal], result: Verification):
+    index, seal_hash = int(kept["index"]), str(kept["seal_hash"])
     result.checked_against = {"index": index, "seal_hash": seal_hash}
+    hashes = chain_seal_hashes(seals[: index + 1])
     if index >= len(seals):
-        reason = "the exported seal is missing from the chain"
+        reason = "the kept seal is missing from the log"
         result.problem(index, -1, kind="seal", index=index, reason=reason)
-    elif seals[index].seal_hash != seal_hash:
+    elif hashes[index] != seal_hash:
         result.problem(
             index,
             -1,
             kind="seal",
             index=index,
-            reason="it differs from the exported copy: the chain was rewritten up to here",
+            reason="it differs from the kept copy: the log was rewritten up to here",
         )
+
+
+def chain_seal_hashes(seals: list[Seal]) -> list[str]:
+    """The seal_hash each seal had in the former hash chain, recomputed from its leaves.
+
+    Before the log was one tree, a seal held Merkle roots over its own decisions
+    and events and was chained to the previous one by hash; seals exported then
+    (`"attest_seal": 1`) can still be checked against the log.
+    """
+    hashes, previous = [], GENESIS
+    for seal in seals:
+        document = {
+            "index": seal.index,
+            "sealed_at": canonical_time(seal.sealed_at),
+            "previous_hash": previous,
+            "decisions": {
+                "count": seal.decision_count,
+                "last_id": seal.last_decision_id,
+                "root": merkle.root(log.split(bytes(seal.decision_leaves))).hex(),
+            },
+            "events": {
+                "count": seal.event_count,
+                "last_id": seal.last_event_id,
+                "root": merkle.root(log.split(bytes(seal.event_leaves))).hex(),
+            },
+        }
+        previous = sha256_hex(document)
+        hashes.append(previous)
+    return hashes
 
 
 # --- recomputing content hashes from the stored fields ----------------------------
@@ -514,7 +723,7 @@ def _decision_columns() -> list[str]:
     ]
 
 
-def _decision_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
+def _decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str]]]:
     """(id, content hash recomputed from the stored fields, stored hash), in chunks by id."""
     versions = {
         pk: (name, version, sha, parse_schema(schema).sensitive_names)
@@ -523,7 +732,7 @@ def _decision_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
         )
     }
     table = Decision._meta.db_table
-    if _can_use_processes():
+    if processes and _can_use_processes():
         yield from _hashed_in_processes(table, versions)
         return
     for chunk in _chunks(table, _decision_columns()):

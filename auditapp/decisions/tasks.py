@@ -1,11 +1,27 @@
-"""Periodic sealing of new decisions and audit events into the hash chain."""
+"""Periodic sealing of new records into the log, and verification jobs."""
 
 from celery import shared_task
 
+from auditapp.decisions import jobs
 from auditapp.decisions.sealing import seal_new_records
+
+VERIFY_QUEUE = "verify"
 
 
 @shared_task(name="audit.seal", acks_late=True, soft_time_limit=300, time_limit=360)
 def seal_records() -> int:
     """Beat runs this every minute; a missed run only delays the next seal."""
     return len(seal_new_records())
+
+
+@shared_task(
+    name="audit.verify",
+    queue=VERIFY_QUEUE,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=3000,
+    time_limit=3300,  # below the broker's visibility timeout (3600 s)
+)
+def verify_log(job_id: int) -> str:
+    """Verify the whole log for a VerificationJob, in this process (a prefork child never forks)."""
+    return jobs.run_verification(job_id)

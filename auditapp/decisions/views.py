@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
-from auditapp.decisions import presenters, sealing, services
+from auditapp.decisions import jobs, presenters, sealing, services
 from auditapp.decisions.filters import (
     filter_decisions,
     keyset_page,
@@ -20,7 +20,7 @@ from auditapp.decisions.filters import (
 from auditapp.decisions.hashing import canonical_json
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
-from auditapp.errors import InvalidInput
+from auditapp.errors import InvalidInput, NotFound
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
@@ -264,30 +264,44 @@ def explain(request, decision_id: int):
 @require_POST
 @page
 def verify_chain(request):
-    """Verify the whole chain now, optionally against an uploaded exported seal."""
+    """Verify the whole log as a job, optionally against an uploaded kept seal; poll its panel."""
     actor = roles.actor_for(request)
     against = None
     if upload := request.FILES.get("seal"):
         against = sealing.read_exported_seal(upload.read())
-    result = sealing.verify_as(actor, against=against, ip=client_ip(request), via="page")
-    return render(request, "decisions/_verification.html", {"result": result})
+    job = jobs.request_verification(actor, against, ip=client_ip(request), via="page")
+    if is_htmx(request):
+        return render(request, "decisions/_verification.html", {"job": job})
+    return redirect(f"/audit/?verification={job.pk}#chain")
+
+
+@login_required
+@page
+def verification(request, job_id: int):
+    """The verification panel alone, polled by htmx until the job is finished."""
+    job = jobs.get_job_for_actor(roles.actor_for(request), job_id)
+    return render(request, "decisions/_verification.html", {"job": job})
 
 
 @login_required
 @page
 def latest_seal_download(request):
     """The latest seal as a JSON file for the auditor to keep; audited."""
-    document = sealing.export_latest_seal(
-        roles.actor_for(request), ip=client_ip(request), via="page"
-    )
+    document = sealing.export_seal(roles.actor_for(request), ip=client_ip(request), via="page")
     response = JsonResponse(document, json_dumps_params={"indent": 2})
-    response["Content-Disposition"] = f'attachment; filename="attest-seal-{document["index"]}.json"'
+    filename = f"attest-seal-{document['tree_size']}.json"
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
 
 @login_required
 @page
 def proof(request, decision_id: int):
-    """The decision's inclusion proof, loaded on request (it reads the whole seal)."""
+    """The decision's inclusion proof in the latest seal's tree, loaded on request."""
     decision = roles.get_decision_for_actor(roles.actor_for(request), decision_id)
-    return render(request, "decisions/_proof.html", {"proof": sealing.inclusion_proof(decision)})
+    try:
+        proof = sealing.inclusion_proof(decision)
+    except NotFound as missing:
+        return render(request, "decisions/_proof.html", {"note": missing.message})
+    context = {"proof": proof, "verified": sealing.inclusion_holds(proof)}
+    return render(request, "decisions/_proof.html", context)

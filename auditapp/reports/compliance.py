@@ -122,7 +122,8 @@ def cover(ctx: _Context) -> dict[str, Any]:
         if seal is None
         else {
             "index": seal.index,
-            "seal_hash": seal.seal_hash,
+            "tree_size": seal.tree_size,
+            "root_hash": seal.root_hash,
             "sealed_at": canonical_time(seal.sealed_at),
             "last_decision_id": seal.last_decision_id,
         },
@@ -564,7 +565,7 @@ def integrity(ctx: _Context) -> dict[str, Any]:
         "period_decisions": counts["n"],
         "period_decisions_sealed": counts["sealed"],
         "period_decisions_unsealed": counts["n"] - counts["sealed"],
-        "latest_seal_hash": seal.seal_hash if seal else None,
+        "latest_seal_root_hash": seal.root_hash if seal else None,
     }
 
 

@@ -40,6 +40,7 @@ urlpatterns = [
     path("audit/", account_views.audit_log, name="audit-log"),
     path("audit/events.csv", account_views.audit_log_csv, name="audit-log-export"),
     path("audit/verify", decision_views.verify_chain, name="audit-verify"),
+    path("audit/verify/<int:job_id>", decision_views.verification, name="audit-verification"),
     path("audit/seal.json", decision_views.latest_seal_download, name="audit-latest-seal"),
     path("reports/", report_views.report_list, name="report-list"),
     path("reports/<int:report_id>/row", report_views.report_row, name="report-row"),

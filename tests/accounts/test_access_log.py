@@ -14,7 +14,14 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
-from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
+from auditapp.decisions.jobs import run_verification
+from auditapp.decisions.models import VerificationJob
+from auditapp.decisions.sealing import (
+    exported_seal,
+    inclusion_holds,
+    latest_seal,
+    seal_new_records,
+)
 from tests.accounts.test_role_matrix import expected_status, request_as, world  # noqa: F401
 from tests.conftest import EVERYONE
 
@@ -66,13 +73,22 @@ def test_verify_api(world, who):  # noqa: F811
         assert "ok" not in response.json()
 
 
+def seal_reader_status(who: str) -> int:
+    """Seals and the public key: for those who verify the log or read decisions."""
+    statuses = {expected_status(who, c, scoped=False) for c in SEAL_READERS}
+    return 200 if 200 in statuses else min(statuses)
+
+
+SEAL_READERS = (roles.VERIFY_CHAIN, roles.READ_DECISIONS)
+
+
 @pytest.mark.parametrize("who", EVERYONE)
 def test_latest_seal_api(world, who):  # noqa: F811
     seal_new_records()
 
     response = request_as(world, who, "get", "/api/v1/audit/seals/latest")
 
-    assert response.status_code == expected_status(who, roles.VERIFY_CHAIN, scoped=False)
+    assert response.status_code == seal_reader_status(who)
     if response.status_code == 200:
         assert response.json() == json.loads(json.dumps(exported_seal(latest_seal())))
         assert AuditEvent.objects.filter(action="seal.exported").count() == 1
@@ -88,9 +104,22 @@ def test_inclusion_proof_api(world, who):  # noqa: F811
     assert response.status_code == expected_status(who, roles.READ_DECISIONS)
     if response.status_code == 200:
         body = response.json()
-        assert body["verified"] is True
-        assert (body["leaf_index"], body["tree_size"]) == (0, 1)
+        assert inclusion_holds(body)
+        assert (body["leaf_index"], body["tree_size"]) == (0, latest_seal().tree_size)
         assert body["content_hash"] == decision.content_hash
+
+
+@pytest.mark.parametrize("who", EVERYONE)
+@pytest.mark.parametrize(
+    "url", ["/api/v1/audit/seals", "/api/v1/audit/public-key", "/api/v1/audit/consistency?first=1"]
+)
+def test_seals_public_key_and_consistency_api(world, who, url):  # noqa: F811
+    seal_new_records()
+    url = url.replace("first=1", f"first={latest_seal().tree_size}")
+
+    response = request_as(world, who, "get", url)
+
+    assert response.status_code == seal_reader_status(who)
 
 
 @pytest.mark.parametrize("who", EVERYONE)
@@ -118,13 +147,18 @@ def test_chain_pages(world, who):  # noqa: F811
     user = world["users"][who]
     expected = page_status(who, roles.VERIFY_CHAIN)
 
-    verify = browser(user).post("/audit/verify")
+    verify = browser(user).post("/audit/verify", HTTP_HX_REQUEST="true")
     seal = browser(user).get("/audit/seal.json")
 
-    assert verify.status_code == seal.status_code == expected
+    assert verify.status_code == expected
+    assert seal.status_code == (302 if who == "anonymous" else seal_reader_status(who))
     if expected == 200:
-        assert "Verified." in verify.content.decode()
-        assert seal.json()["seal_hash"] == latest_seal().seal_hash
+        job = VerificationJob.objects.get()
+        assert f'hx-get="/audit/verify/{job.pk}"' in verify.content.decode()
+        run_verification(job.pk)
+        assert "Verified." in browser(user).get(f"/audit/verify/{job.pk}").content.decode()
+    if seal.status_code == 200:
+        assert seal.json() == exported_seal(latest_seal())
 
 
 # --- what the log shows ---------------------------------------------------------
@@ -214,7 +248,12 @@ def test_verification_against_an_uploaded_seal_on_the_page(compliance_officer, d
 
     response = browser(compliance_officer).post("/audit/verify", {"seal": upload})
 
-    assert "agrees with your kept seal #0" in response.content.decode()
+    job = VerificationJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/audit/?verification={job.pk}#chain"
+    run_verification(job.pk)
+    panel = browser(compliance_officer).get(f"/audit/verify/{job.pk}").content.decode()
+    assert f"agrees with your kept seal of tree size {latest_seal().tree_size}" in panel
     bad = io.BytesIO(b"not json")
     bad.name = "seal.json"
     refused = browser(compliance_officer).post("/audit/verify", {"seal": bad})
@@ -230,6 +269,6 @@ def test_the_decision_page_shows_its_seal_and_proof(compliance_officer, decision
     page = client.get(f"/decisions/{decision.pk}/").content.decode()
     proof = client.get(f"/decisions/{decision.pk}/proof").content.decode()
 
-    assert "in seal #0 of the hash chain" in page
+    assert f"in seal #0 (tree size {latest_seal().tree_size}) of the log" in page
     assert "leads from this decision" in proof
-    assert latest_seal().decisions_root in proof
+    assert latest_seal().root_hash in proof

@@ -1,4 +1,4 @@
-"""The hash chain: seals, verification against every tamper scenario, exported seals, proofs.
+"""The log: seals, verification against every tamper scenario, exported seals, proofs.
 
 Tampering goes through raw SQL, as someone with database access would do it;
 on PostgreSQL with the append-only triggers switched off for the session, as a
@@ -20,11 +20,13 @@ from auditapp.decisions import merkle
 from auditapp.decisions.models import Decision, Seal
 from auditapp.decisions.sealing import (
     exported_seal,
+    inclusion_holds,
     inclusion_proof,
     latest_seal,
     seal_new_records,
     verify_chain,
 )
+from auditapp.errors import NotFound
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db
@@ -57,22 +59,35 @@ def sealed(model_version, ingest):
     return first + second
 
 
-def test_seals_cover_every_decision_and_event_in_order_and_chain_up(sealed):
+def log_leaves() -> list[bytes]:
+    """The leaf data of the whole log, as the README defines it, rebuilt from the rows."""
+    leaves, after_decision, after_event = [], 0, 0
+    for seal in Seal.objects.order_by("index"):
+        for model, after, last, prefix in (
+            (Decision, after_decision, seal.last_decision_id or 0, b""),
+            (AuditEvent, after_event, seal.last_event_id or 0, b"event:"),
+        ):
+            rows = model.objects.filter(pk__gt=after, pk__lte=last).order_by("id")
+            leaves += [
+                prefix + bytes.fromhex(h) for h in rows.values_list("content_hash", flat=True)
+            ]
+        after_decision, after_event = seal.last_decision_id or 0, seal.last_event_id or 0
+    return leaves
+
+
+def test_seals_append_every_decision_then_event_to_one_tree(sealed):
     seals = list(Seal.objects.order_by("index"))
 
     assert [s.index for s in seals] == [0, 1]
-    assert seals[0].previous_hash == "0" * 64
-    assert seals[1].previous_hash == seals[0].seal_hash
+    assert seals[0].first_leaf == 0 and seals[1].first_leaf == seals[0].tree_size
     assert seals[0].decision_count + seals[1].decision_count == Decision.objects.count() == 8
     assert seals[1].last_decision_id == sealed[-1]
     assert seals[1].last_event_id == AuditEvent.objects.order_by("id").last().pk
-    hashes = [
-        bytes.fromhex(h)
-        for h in Decision.objects.filter(pk__in=sealed[5:])
-        .order_by("id")
-        .values_list("content_hash", flat=True)
-    ]
-    assert seals[1].decisions_root == merkle.root(hashes).hex()
+    assert seals[1].tree_size == Decision.objects.count() + AuditEvent.objects.count()
+    leaves = log_leaves()
+    assert len(leaves) == seals[1].tree_size
+    for seal in seals:
+        assert seal.root_hash == merkle.root(leaves[: seal.tree_size]).hex()
     assert seal_new_records() == []  # nothing new since
 
 
@@ -85,7 +100,7 @@ def test_an_untouched_chain_verifies(sealed):
     assert (result.decisions, result.seals) == (8, 2)
     assert result.events == AuditEvent.objects.count()
     assert result.unsealed_events == 1
-    assert result.latest_seal["seal_hash"] == latest_seal().seal_hash
+    assert result.latest_seal == exported_seal(latest_seal())
 
 
 def test_a_field_edited_behind_the_applications_back_is_named(sealed):
@@ -191,7 +206,42 @@ def test_an_altered_seal_is_named(sealed):
 
     bad = verify_chain().first_bad
 
-    assert bad == {"kind": "seal", "index": 0, "reason": "its fields do not match its seal_hash"}
+    assert bad == {
+        "kind": "seal",
+        "index": 0,
+        "reason": "its decision leaves do not match its decision count",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("root_hash = %s", "its root_hash does not match the log's leaves"),
+        (
+            "sealed_at = sealed_at + interval '1 second'",
+            "its signature does not match its tree head",
+        ),
+        ("signature = %s", "its signature does not match its tree head"),
+        ("key_id = 'ffffffffffffffff'", "it is signed by another key"),
+        ("nodes = %s", "its stored tree nodes do not match the log's leaves"),
+    ],
+)
+def test_a_seal_whose_tree_head_or_signature_was_altered_is_named(sealed, change, reason):
+    seal = Seal.objects.get(index=1)
+    values = {
+        "root_hash = %s": ["0" * 64],
+        "signature = %s": [Seal.objects.get(index=0).signature],
+        "nodes = %s": [b"\x00" * 32],
+    }.get(change, [])
+    if "interval" in change and connection.vendor != "postgresql":
+        change = "sealed_at = datetime(sealed_at, '+1 second')"
+    with tampering() as cursor:
+        cursor.execute(f'UPDATE decisions_seal SET {change} WHERE "index" = 1', values)
+
+    bad = verify_chain().first_bad
+
+    assert (bad["kind"], bad["index"]) == ("seal", seal.index)
+    assert bad["reason"].startswith(reason)
 
 
 def test_an_edited_audit_event_is_named(sealed):
@@ -207,8 +257,8 @@ def test_an_edited_audit_event_is_named(sealed):
 
 
 def test_a_rewritten_chain_passes_alone_but_fails_against_the_exported_seal(sealed, tmp_path):
-    """Someone who recomputes every hash and seal is caught by the seal the auditor kept."""
-    kept = exported_seal(latest_seal())
+    """Someone who recomputes every hash and seal (with the key) is caught by the kept seal."""
+    kept = exported_seal(Seal.objects.get(index=0))
     target = Decision.objects.get(pk=sealed[0])
     target.score = 0.5
     with tampering() as cursor:
@@ -224,45 +274,68 @@ def test_a_rewritten_chain_passes_alone_but_fails_against_the_exported_seal(seal
 
     assert not result.ok
     assert result.first_bad["kind"] == "seal"
-    assert result.first_bad["index"] == kept["index"]
+    assert result.first_bad["tree_size"] == kept["tree_size"]
+    assert result.first_bad["reason"] in (
+        "the kept seal is missing from the log",
+        "it differs from the kept copy: the log was rewritten up to here",
+    )
 
 
 def test_the_exported_seal_checks_out_on_an_intact_chain(sealed):
-    kept = json.loads(json.dumps(exported_seal(latest_seal())))
+    kept = json.loads(json.dumps(exported_seal(Seal.objects.get(index=0))))
     result = verify_chain(against=kept)
 
     assert result.ok
-    assert result.checked_against == {"index": 1, "seal_hash": kept["seal_hash"]}
+    assert result.checked_against == {
+        "tree_size": kept["tree_size"],
+        "root_hash": kept["root_hash"],
+    }
 
 
-def test_each_sealed_decision_has_an_inclusion_proof(sealed):
+def test_a_forged_kept_seal_is_refused(sealed):
+    kept = exported_seal(latest_seal())
+    kept["root_hash"] = "ab" * 32
+
+    bad = verify_chain(against=kept).first_bad
+
+    assert bad["reason"] == "the kept seal's signature does not match its tree head"
+
+
+def test_a_seal_kept_from_the_former_hash_chain_is_still_checked(sealed):
+    """Seals exported before the log was one tree named their index and seal_hash."""
+    from auditapp.decisions.sealing import chain_seal_hashes
+
+    (hash_0, hash_1) = chain_seal_hashes(list(Seal.objects.order_by("index")))
+    kept = {"attest_seal": 1, "index": 1, "seal_hash": hash_1}
+
+    assert verify_chain(against=kept).ok
+    bad = verify_chain(against={**kept, "seal_hash": hash_0}).first_bad
+    assert bad["reason"] == "it differs from the kept copy: the log was rewritten up to here"
+
+
+def test_each_sealed_decision_has_an_inclusion_proof_in_every_later_seal(sealed):
     decision = Decision.objects.get(pk=sealed[6])
+    leaves = log_leaves()
+    first, latest = Seal.objects.order_by("index")
 
     proof = inclusion_proof(decision)
 
-    assert proof["sealed"] and proof["verified"]
-    assert proof["seal"]["index"] == 1
-    assert (proof["leaf_index"], proof["tree_size"]) == (1, 3)
-    leaves = [
-        bytes.fromhex(h)
-        for h in Decision.objects.filter(pk__in=sealed[5:])
-        .order_by("id")
-        .values_list("content_hash", flat=True)
+    assert inclusion_holds(proof)
+    assert (proof["leaf_index"], proof["tree_size"]) == (first.tree_size + 1, latest.tree_size)
+    assert proof["root_hash"] == latest.root_hash
+    assert proof["content_hash"] == decision.content_hash
+    assert proof["audit_path"] == [
+        p.hex() for p in merkle.inclusion_proof(leaves, proof["leaf_index"])
     ]
-    assert proof["audit_path"] == [p.hex() for p in merkle.inclusion_proof(leaves, 1)]
-    assert merkle.verify_inclusion(
-        bytes.fromhex(decision.content_hash),
-        1,
-        3,
-        [bytes.fromhex(p) for p in proof["audit_path"]],
-        bytes.fromhex(proof["seal"]["decisions"]["root"]),
-    )
+    early = inclusion_proof(Decision.objects.get(pk=sealed[0]), tree_size=first.tree_size)
+    assert inclusion_holds(early) and early["root_hash"] == first.root_hash
 
 
 def test_an_unsealed_decision_says_so(model_version, ingest):
     (decision_id,) = decision_ids(ingest, 1)
 
-    assert inclusion_proof(Decision.objects.get(pk=decision_id))["sealed"] is False
+    with pytest.raises(NotFound, match="not sealed yet"):
+        inclusion_proof(Decision.objects.get(pk=decision_id))
 
 
 def test_seals_split_large_backlogs(model_version, ingest):
@@ -281,7 +354,7 @@ class TestVerifyChainCommand:
         call_command("verify_chain", "--no-progress", "--export-seal", str(out))
 
         assert "OK: every record and seal matches." in capsys.readouterr().out
-        assert json.loads(out.read_text())["seal_hash"] == latest_seal().seal_hash
+        assert json.loads(out.read_text()) == exported_seal(latest_seal())
         event = AuditEvent.objects.filter(action="chain.verified").first()
         assert event.details["ok"] is True and event.actor_name == "system (manage.py)"
 
@@ -305,6 +378,7 @@ class TestVerifyChainCommand:
         call_command("seal_records")
 
         assert "seal 0: 2 decisions" in capsys.readouterr().out
+        assert Seal.objects.get().tree_size == 2 + AuditEvent.objects.count()
 
 
 @pytest.mark.postgres
@@ -370,7 +444,7 @@ def test_committed_rows_are_hashed_in_processes_and_read_ahead(model_version, in
     seal_new_records()
     assert not connection.in_atomic_block and sealing._can_use_processes()
 
-    result = verify_chain()
+    result = verify_chain(processes=True)
     assert result.ok, result.first_bad
     assert (result.decisions, result.unsealed_decisions) == (10, 0)
     assert result.events == AuditEvent.objects.count() > 3
@@ -378,17 +452,17 @@ def test_committed_rows_are_hashed_in_processes_and_read_ahead(model_version, in
     event = AuditEvent.objects.order_by("id").first()
     with tampering() as cursor:
         cursor.execute("UPDATE accounts_auditevent SET action = 'x' WHERE id = %s", [event.pk])
-    bad = verify_chain().first_bad
+    bad = verify_chain(processes=True).first_bad
     assert (bad["kind"], bad["id"]) == ("event", event.pk)
     with tampering() as cursor:  # put it back, then tamper with decisions
         cursor.execute(
             "UPDATE accounts_auditevent SET action = %s WHERE id = %s", [event.action, event.pk]
         )
-    assert verify_chain().ok
+    assert verify_chain(processes=True).ok
 
     with tampering() as cursor:
         cursor.execute("UPDATE decisions_decision SET score = 0.5 WHERE id = %s", [ids[7]])
         cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [ids[9]])
-    result = verify_chain()
+    result = verify_chain(processes=True)
     assert (result.first_bad["kind"], result.first_bad["id"]) == ("decision", ids[7])
     assert result.decisions == 9

@@ -197,7 +197,7 @@ def test_the_cover_names_the_latest_seal_and_the_integrity_section_counts_sealed
 
     s = sections(generate(period.body("json")))
 
-    assert s["cover"]["latest_seal"]["seal_hash"] == seal.seal_hash
+    assert s["cover"]["latest_seal"]["root_hash"] == seal.root_hash
     assert s["cover"]["latest_seal"]["index"] == seal.index
     assert s["integrity"]["period_decisions_sealed"] == len(period.ids)
     assert s["integrity"]["seals_checked"] == 1

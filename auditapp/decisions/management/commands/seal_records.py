@@ -5,8 +5,8 @@ from auditapp.decisions.sealing import seal_new_records
 
 class Command(BaseCommand):
     help = (
-        "Seal the decisions and audit events recorded since the last seal into the hash "
-        "chain now (a Celery beat task does this every minute)."
+        "Seal the decisions and audit events recorded since the last seal into the log now, "
+        "signing the new tree head (a Celery beat task does this every minute)."
     )
 
     def handle(self, *args, **options):
@@ -14,7 +14,7 @@ class Command(BaseCommand):
         for seal in seals:
             self.stdout.write(
                 f"seal {seal.index}: {seal.decision_count} decisions, {seal.event_count} "
-                f"audit events, hash {seal.seal_hash}"
+                f"audit events, tree size {seal.tree_size}, root {seal.root_hash}"
             )
         if not seals:
             self.stdout.write("Nothing new to seal.")

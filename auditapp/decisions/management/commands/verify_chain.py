@@ -13,10 +13,11 @@ from auditapp.errors import ServiceError
 class Command(BaseCommand):
     help = (
         "Recompute every decision's and audit event's content hash from its stored fields, "
-        "every seal's Merkle roots and every link of the chain. Exits 0 when all match; "
-        "otherwise exits 1 and names the first record or seal that does not match. "
-        "--against checks the chain against a seal exported earlier and kept elsewhere; "
-        "--export-seal writes the latest seal for you to keep."
+        "rebuild the log's Merkle tree and check every seal's root and signature. Exits 0 "
+        "when all match; otherwise exits 1 and names the first record or seal that does not "
+        "match. --against checks the log against a seal exported earlier and kept elsewhere; "
+        "--export-seal writes the latest seal for you to keep. Decisions are hashed by one "
+        "process per core (PostgreSQL)."
     )
 
     def add_arguments(self, parser):
@@ -42,7 +43,11 @@ class Command(BaseCommand):
 
         try:
             result = verify_as(
-                roles.system_actor(), against=against, via="command", progress=progress
+                roles.system_actor(),
+                against=against,
+                via="command",
+                progress=progress,
+                processes=True,
             )
         except ServiceError as error:
             raise CommandError(str(error)) from error
@@ -55,13 +60,21 @@ class Command(BaseCommand):
             "not sealed yet)."
         )
         if against is not None and result.ok:
-            self.stdout.write(f"The chain matches the exported seal {against['index']}.")
+            kept = result.checked_against
+            what = (
+                f"of tree size {kept['tree_size']}"
+                if "tree_size" in kept
+                else f"{kept['index']} of the former hash chain"
+            )
+            self.stdout.write(f"The log matches the kept seal {what}.")
         if options["export_seal"]:
             seal = latest_seal()
             if seal is None:
                 raise CommandError("There is no seal to export yet (run seal_records).")
             options["export_seal"].write_text(json.dumps(exported_seal(seal), indent=2) + "\n")
-            self.stdout.write(f"Latest seal {seal.index} written to {options['export_seal']}.")
+            self.stdout.write(
+                f"Latest seal (tree size {seal.tree_size}) written to {options['export_seal']}."
+            )
         if not result.ok:
             bad = result.first_bad
             what = f"seal {bad['index']}" if bad["kind"] == "seal" else f"{bad['kind']} {bad['id']}"
