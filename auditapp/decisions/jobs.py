@@ -134,7 +134,11 @@ def _progress_writer(job: VerificationJob):
         now = time.monotonic()
         if now - last["at"] >= PROGRESS_EVERY:
             last["at"] = now
-            percent = min(99, int(100 * sum(done.values()) / total))
-            VerificationJob.objects.filter(pk=job.pk).update(progress=percent)
+            write_progress(job.pk, min(99, int(100 * sum(done.values()) / total)))
 
     return progress
+
+
+def write_progress(job_id: int, percent: int) -> None:
+    """Written at once (autocommit), so the page and the API show it while the job runs."""
+    VerificationJob.objects.filter(pk=job_id).update(progress=percent)
