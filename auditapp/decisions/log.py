@@ -24,7 +24,8 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from django.db.models import Subquery
+from django.db.models import BinaryField, Subquery
+from django.db.models.functions import Substr
 
 from auditapp.decisions import merkle
 
@@ -38,6 +39,7 @@ KINDS = (
 )
 PREFIX = {kind: prefix for kind, prefix, _, _ in KINDS}
 STRIDE = 8  # the roots of subtrees of 2^8, 2^16, 2^24, ... leaves are stored
+READ_WHOLE = 4096  # leaves of a seal up to which a proof reads all of them at once
 
 
 def leaf_data(kind: str, content_hash: bytes) -> bytes:
@@ -97,7 +99,7 @@ class StoredTree:
 
     def __init__(self) -> None:
         self._perfect: dict[tuple[int, int], bytes] = {}
-        self._seals: dict[int, tuple] = {}  # tree_size -> (first_leaf, leaf parts)
+        self._seals: dict[int, list] = {}  # tree_size -> the parts of a small seal
 
     def subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a range RFC 6962's recursion asks for."""
@@ -134,35 +136,62 @@ class StoredTree:
     def _leaves(self, low: int, high: int) -> list[bytes]:
         """The leaf hashes low..high-1, read from the seals that appended them."""
         found: list[bytes] = []
-        for first_leaf, parts in self._seals_with_leaves(low, high):
-            position = first_leaf
-            for kind, packed in parts:
-                count = len(packed) // 32
-                begin, end = max(low, position), min(high, position + count)
+        for parts in self._seal_parts(low, high):
+            for kind, position, packed in parts:
+                begin, end = max(low, position), min(high, position + len(packed) // 32)
                 if begin < end:
-                    window = packed[32 * (begin - position) : 32 * (end - position)]
-                    found += leaf_hashes(kind, window)
-                position += count
+                    found += leaf_hashes(
+                        kind, packed[32 * (begin - position) : 32 * (end - position)]
+                    )
         if len(found) != high - low:
             raise LookupError(f"the log has no leaves {low}-{high}")
         return found
 
-    def _seals_with_leaves(self, low: int, high: int) -> Iterator[tuple[int, list]]:
-        """The seals holding leaves low..high-1, read once per proof (their leaves can be large)."""
+    def _seal_parts(self, low: int, high: int) -> Iterator[list[tuple[str, int, bytes]]]:
+        """Per seal holding leaves low..high-1: (kind, index of its first leaf here, hashes).
+
+        A small seal is read whole, once per proof; of a large one, only the slice
+        needed is read (SUBSTRING of its packed content hashes).
+        """
         from auditapp.decisions.models import Seal
 
-        sizes = list(_seals_between(low + 1, high, "tree_size", flat=True))
-        missing = [size for size in sizes if size not in self._seals]
+        counts = [count for _, _, count, _ in KINDS]
+        heads = list(_seals_between(low + 1, high, "tree_size", "first_leaf", *counts))
+        small = [h[0] for h in heads if h[0] - h[1] <= READ_WHOLE and h[0] not in self._seals]
         fields = [field for _, _, _, field in KINDS]
-        for row in Seal.objects.filter(tree_size__in=missing).values_list(
+        for size, first_leaf, *packed in Seal.objects.filter(tree_size__in=small).values_list(
             "tree_size", "first_leaf", *fields
         ):
-            parts = [
-                (kind, bytes(packed)) for (kind, *_), packed in zip(KINDS, row[2:], strict=True)
-            ]
-            self._seals[row[0]] = (row[1], parts)
-        for size in sizes:
-            yield self._seals[size]
+            self._seals[size] = _parts(first_leaf, [bytes(p) for p in packed])
+        for size, first_leaf, *sizes in heads:
+            if size - first_leaf <= READ_WHOLE:
+                yield self._seals[size]
+            else:
+                yield _slices(size, first_leaf, sizes, low, high)
+
+
+def _parts(first_leaf: int, packed: list[bytes]) -> list[tuple[str, int, bytes]]:
+    parts, position = [], first_leaf
+    for (kind, *_), hashes in zip(KINDS, packed, strict=True):
+        parts.append((kind, position, hashes))
+        position += len(hashes) // 32
+    return parts
+
+
+def _slices(size: int, first_leaf: int, counts: list[int], low: int, high: int) -> list:
+    """Of the seal of tree size `size`, the content hashes of leaves low..high-1 only."""
+    from auditapp.decisions.models import Seal
+
+    slices, starts, position = {}, {}, first_leaf
+    for (kind, _, _, field), count in zip(KINDS, counts, strict=True):
+        begin, end = max(low, position), min(high, position + count)
+        if begin < end:
+            start, length = 32 * (begin - position) + 1, 32 * (end - begin)
+            slices[kind] = Substr(field, start, length, output_field=BinaryField())
+            starts[kind] = begin
+        position += count
+    row = Seal.objects.filter(tree_size=size).annotate(**slices).values_list(*slices).get()
+    return [(kind, starts[kind], bytes(value)) for kind, value in zip(slices, row, strict=True)]
 
 
 def _seals_between(lowest_end: int, highest_start: int, *fields: str, flat: bool = False):
