@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.core.management import call_command
 from django.db import connection
+from playwright.sync_api import expect
 
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
@@ -36,6 +37,7 @@ from auditapp.decisions.sealing import (
 from explain import tasks as explain_tasks
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
+from tests.web.test_browser import SHOTS, chromium, log_in  # noqa: F401 (a fixture)
 from tests.workers import ROOT, Worker, wait_until
 
 pytestmark = pytest.mark.django_db
@@ -497,3 +499,33 @@ def test_a_real_worker_runs_the_verification_job_requested_through_the_api(
     assert status["result"]["ok"] is False
     assert status["result"]["first_bad"]["kind"] == "decision"
     assert status["result"]["decisions"] == Decision.objects.count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_audit_page_runs_the_job_and_shows_its_progress_under_the_csp(
+    live_server,
+    chromium,  # noqa: F811 (the fixture imported above)
+    model_version,
+    ingest,
+    compliance_officer,
+    media_root,
+    tmp_path,
+):
+    grow_log(ingest, batches=(5,))
+    explain_tasks.wait_until_published()
+    celery_app.control.purge()  # no explanations to wait for: the worker verifies only
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, live_server.url, "compliance_officer")
+    page.goto(f"{live_server.url}/audit/")
+
+    page.click("text=Verify the whole chain now")
+    expect(page.locator("#verification progress")).to_be_visible()  # pending: no worker yet
+    expect(page.locator("#verification")).to_contain_text("pending · 0%")
+    worker = Worker(media_root, tmp_path / "worker.log")
+    try:
+        expect(page.locator("#verification")).to_contain_text("Verified.", timeout=120_000)
+    finally:
+        worker.stop()
+        celery_app.control.purge()
+    expect(page.locator("#verification progress")).to_have_count(0)
+    page.screenshot(path=SHOTS / "audit-verified.png", full_page=True)
