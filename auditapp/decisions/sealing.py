@@ -28,6 +28,8 @@ import numpy as np
 import orjson
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
+from django.db.models import BinaryField
+from django.db.models.functions import Substr
 from django.utils import timezone
 
 from auditapp.accounts import roles
@@ -270,9 +272,9 @@ def decision_leaf(decision: Decision) -> tuple[Seal, int, str]:
     position = int(np.searchsorted(ids, decision.pk))
     if position >= len(ids) or ids[position] != decision.pk:
         raise NotFound(f"Decision {decision.pk} is missing from seal {seal.index}.")
-    sealed = Seal.objects.filter(pk=seal.pk).values_list("decision_leaves", flat=True).get()
-    content_hash = bytes(sealed)[32 * position : 32 * position + 32].hex()
-    return seal, seal.first_leaf + position, content_hash
+    sealed = Substr("decision_leaves", 32 * position + 1, 32, output_field=BinaryField())
+    content_hash = Seal.objects.filter(pk=seal.pk).values_list(sealed, flat=True).get()
+    return seal, seal.first_leaf + position, bytes(content_hash).hex()
 
 
 def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[str, Any]:
