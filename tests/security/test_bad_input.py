@@ -205,6 +205,25 @@ def test_the_body_limit_is_the_setting(engineer, settings):
     assert "1000 bytes" in error["message"].replace(",", "")
 
 
+def test_a_multipart_upload_counts_its_fields_not_its_files(
+    api_client, ml_engineer, skops_artifact, role_groups, settings
+):
+    """A model artifact may exceed the limit; text fields beyond it are a JSON 413."""
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = len(skops_artifact) // 2
+    form = upload_form(skops_artifact)
+    client = api_client(ml_engineer)
+
+    registered = client.post("/api/v1/models", form, format="multipart")
+    too_large = client.post(
+        "/api/v1/models",
+        upload_form(skops_artifact, version="3", card={"description": "x" * len(skops_artifact)}),
+        format="multipart",
+    )
+
+    assert registered.status_code == 201, registered.content[:300]
+    assert error_of(too_large, 413)["code"] == "too_large"
+
+
 def test_an_oversized_form_post_to_a_page_is_a_413(domain_expert, decision, settings):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
     browser = Client()
