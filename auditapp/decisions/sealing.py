@@ -464,12 +464,18 @@ def _check_against(exported: dict[str, Any], seals: list[Seal], result: Verifica
     """Compare the chain with a seal exported earlier and kept outside the database."""
     try:
         index, seal_hash = int(exported["index"]), str(exported["seal_hash"])
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, OverflowError) as error:
         raise InvalidInput(
             "An exported seal needs its 'index' and 'seal_hash' (the JSON that "
             "`verify_chain --export-seal` or GET /api/v1/audit/seals/latest wrote).",
             code="invalid_seal",
         ) from error
+    if index < 0:  # seals[-1] would be the latest seal, not the one exported
+        raise InvalidInput(
+            f"An exported seal's index is 0 or more, not {index}.",
+            code="invalid_seal",
+            details={"index": ["must be 0 or more"]},
+        )
     result.checked_against = {"index": index, "seal_hash": seal_hash}
     if index >= len(seals):
         reason = "the exported seal is missing from the chain"
