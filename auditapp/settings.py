@@ -374,3 +374,26 @@ if PRODUCTION:
     SECURE_CONTENT_TYPE_NOSNIFF = True
     SECURE_REFERRER_POLICY = "same-origin"
     X_FRAME_OPTIONS = "DENY"
+
+# Input limits --------------------------------------------------------------------------
+# What the API and pages accept (README: Security > Input limits). Every refusal is a
+# 4xx naming the field, never a 500.
+# The largest request body; DATA_UPLOAD_MAX_MEMORY_SIZE above reads ATTEST_MAX_REQUEST_BYTES.
+# A larger body (other than a multipart upload) is a 413 before it is read.
+ATTEST_MAX_JSON_DEPTH = env_int("ATTEST_MAX_JSON_DEPTH", 32)
+ATTEST_METADATA_MAX_DEPTH = env_int("ATTEST_METADATA_MAX_DEPTH", 5)
+ATTEST_METADATA_MAX_KEYS = env_int("ATTEST_METADATA_MAX_KEYS", 1000)
+ATTEST_METADATA_MAX_BYTES = env_int("ATTEST_METADATA_MAX_BYTES", 64 * 1024)
+# predicted_at (and an outcome's observed_at) must lie in this window around the server's clock.
+ATTEST_PREDICTED_AT_MAX_AGE_DAYS = env_int("ATTEST_PREDICTED_AT_MAX_AGE_DAYS", 3650)
+ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES = env_int("ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES", 1440)
+# The longest period a compliance report covers.
+ATTEST_REPORT_MAX_DAYS = env_int("ATTEST_REPORT_MAX_DAYS", 3660)
+REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
+    "auditapp.web.parsers.JSONParser",
+    *(p for p in REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] if not p.endswith(".JSONParser")),
+]
+MIDDLEWARE.insert(
+    MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+    "auditapp.web.limits.InputLimitsMiddleware",
+)

@@ -12,6 +12,7 @@ from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.hashing import canonical_json, canonical_time
 from auditapp.errors import InvalidInput
+from auditapp.filtering import MomentFilter, refuse_control_characters
 
 CSV_COLUMNS = (
     "id",
@@ -35,7 +36,7 @@ class AuditEventFilter(django_filters.FilterSet):
     )
     object_type = django_filters.CharFilter(field_name="object_type")
     object_id = django_filters.CharFilter(field_name="object_id")
-    to = django_filters.IsoDateTimeFilter(field_name="at", lookup_expr="lt")
+    to = MomentFilter(field_name="at", lookup_expr="lt")
 
     class Meta:
         model = AuditEvent
@@ -48,9 +49,7 @@ class AuditEventFilter(django_filters.FilterSet):
 
 
 # "from" is a Python keyword, so it is added after the class body.
-AuditEventFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
-    field_name="at", lookup_expr="gte"
-)
+AuditEventFilter.base_filters["from"] = MomentFilter(field_name="at", lookup_expr="gte")
 
 FILTERS = ("actor", "action", "object_type", "object_id", "from", "to")
 
@@ -69,6 +68,7 @@ def visible_events(actor: roles.Actor) -> QuerySet:
 def search_events(actor: roles.Actor, params) -> QuerySet:
     """The events matching the filters, newest first; raises InvalidInput naming bad filters."""
     actor.require(roles.READ_AUDIT)
+    refuse_control_characters(params)
     filterset = AuditEventFilter(params, queryset=visible_events(actor))
     if not filterset.is_valid():
         raise InvalidInput(

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import django_filters
-from django import forms
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -19,6 +18,7 @@ from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK
 from auditapp.errors import InvalidInput
+from auditapp.filtering import FloatFilter, MomentFilter, refuse_control_characters
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
 from explain.models import Explanation
@@ -27,16 +27,10 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 
-class FloatFilter(django_filters.NumberFilter):
-    """A score is a float: NaN, Infinity and 1e400 are not numbers it can be compared with."""
-
-    field_class = forms.FloatField
-
-
 class DecisionFilter(django_filters.FilterSet):
     model = django_filters.CharFilter(field_name="registered_model__name")
     version = django_filters.CharFilter(field_name="model_version__version")
-    to = django_filters.IsoDateTimeFilter(field_name="predicted_at", lookup_expr="lt")
+    to = MomentFilter(field_name="predicted_at", lookup_expr="lt")
     prediction = django_filters.CharFilter(field_name="prediction")
     score_min = FloatFilter(field_name="score", lookup_expr="gte")
     score_max = FloatFilter(field_name="score", lookup_expr="lte")
@@ -90,9 +84,7 @@ class DecisionFilter(django_filters.FilterSet):
 
 
 # "from" is a Python keyword, so it is added after the class body.
-DecisionFilter.base_filters["from"] = django_filters.IsoDateTimeFilter(
-    field_name="predicted_at", lookup_expr="gte"
-)
+DecisionFilter.base_filters["from"] = MomentFilter(field_name="predicted_at", lookup_expr="gte")
 
 
 def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
@@ -125,22 +117,6 @@ def _sensitive_anywhere(actor: Actor) -> frozenset[str]:
     return frozenset().union(*(version.parsed_schema.sensitive_names for version in versions))
 
 
-def refuse_control_characters(params) -> None:
-    """NUL and other control characters in a query are never a search; name the parameter."""
-    bad = sorted(
-        key
-        for key in params
-        if CONTROL.search(key) or any(CONTROL.search(v) for v in params.getlist(key))
-    )
-    if bad:
-        raise InvalidInput(
-            "Search parameters may not contain control characters.",
-            code="invalid_parameters",
-            details={key: ["contains a control character (such as NUL)"] for key in bad},
-        )
-
-
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Feature filters: feature.<name>=value (exact), feature.<name>__gte / __lte. No other
 # lookup exists: __regex, __startswith, __in... would be new ways to probe a value.
 FEATURE_PARAM = re.compile(r"^feature\.([A-Za-z0-9]+(?:_[A-Za-z0-9]+)*_?)(?:__(gte|lte))?$")

@@ -88,7 +88,7 @@ def _jsonl_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, 
                 continue
             try:
                 item = json.loads(text)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # nested thousands deep: RecursionError
                 yield line, {"errors": [("", f"is not valid JSON ({exc})")], "request_id": None}
                 continue
             if isinstance(item, dict):

@@ -13,9 +13,10 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision, Outcome
-from auditapp.decisions.validation import FUTURE_TOLERANCE, parse_timestamp
+from auditapp.decisions.validation import parse_timestamp, window_error
 from auditapp.errors import InvalidInput, PayloadTooLarge
 from auditapp.registry.models import RegisteredModel
+from auditapp.textcheck import INT64, identifier_problem, text_problem
 
 OUTCOME_FIELDS = frozenset({"request_id", "decision_id", "model", "outcome", "observed_at"})
 MAX_OUTCOMES = 10_000
@@ -33,12 +34,15 @@ def outcome_items(payload: Any) -> list[Any]:
 def _decisions_for(actor: roles.Actor, items: list[Any]) -> tuple[dict, dict]:
     """Visible decisions named by the items: by id, and by (model, request_id)."""
     ids = {
-        i["decision_id"] for i in items if isinstance(i, dict) and type(i.get("decision_id")) is int
+        i["decision_id"]
+        for i in items
+        if isinstance(i, dict)
+        and type(i.get("decision_id")) is int
+        and -INT64 <= i["decision_id"] < INT64
     }
     request_ids: dict[str, set[str]] = defaultdict(set)
     for i in items:
-        named = isinstance(i, dict) and isinstance(i.get("request_id"), str)
-        if named and isinstance(i.get("model"), str):
+        if isinstance(i, dict) and _storable(i.get("request_id")) and _storable(i.get("model")):
             request_ids[i["model"]].add(i["request_id"])
     # One condition per model, not per item: SQLite refuses expressions deeper than 1,000.
     query = Q(pk__in=ids)
@@ -51,17 +55,27 @@ def _decisions_for(actor: roles.Actor, items: list[Any]) -> tuple[dict, dict]:
     return by_id, by_ref
 
 
+def _storable(value: Any) -> bool:
+    """A string the database can compare (a NUL would fail the query, not the item)."""
+    return isinstance(value, str) and text_problem(value) is None
+
+
 def _check(item: Any, by_id: dict, by_ref: dict, now: datetime):
     """(decision, outcome value, observed_at) or a list of (field, reason)."""
     if not isinstance(item, dict):
         return [("", "must be an object")]
     errors = [(name, "is not an outcome field") for name in item if name not in OUTCOME_FIELDS]
+    for name in ("model", "request_id"):
+        if isinstance(item.get(name), str) and (reason := identifier_problem(item[name])):
+            errors.append((name, reason))
     if "decision_id" in item:
-        decision = by_id.get(item["decision_id"])
+        decision_id = item["decision_id"]
+        decision = by_id.get(decision_id) if type(decision_id) is int else None
         if decision is None:
             errors.append(("decision_id", f"no decision {item['decision_id']!r}"))
     elif "request_id" in item and "model" in item:
-        decision = by_ref.get((item["model"], item["request_id"]))
+        reference = (item["model"], item["request_id"])
+        decision = by_ref.get(reference) if all(isinstance(r, str) for r in reference) else None
         if decision is None:
             errors.append(
                 ("request_id", f"no decision {item['request_id']!r} of model {item['model']!r}")
@@ -76,10 +90,8 @@ def _check(item: Any, by_id: dict, by_ref: dict, now: datetime):
     ):
         errors.append(("outcome", reason))
     observed_at, reason = parse_timestamp(item.get("observed_at"))
-    if reason:
+    if reason or (reason := window_error(item["observed_at"], observed_at, now)):
         errors.append(("observed_at", reason))
-    elif observed_at > now + FUTURE_TOLERANCE:
-        errors.append(("observed_at", "is in the future"))
     return errors or (decision, item["outcome"], observed_at)
 
 

@@ -52,6 +52,7 @@ from auditapp.registry.schema import parse_schema
 GENESIS = "0" * 64  # the "previous hash" of the first seal of the former hash chain
 MAX_SEAL_ROWS = 100_000  # decisions (and events) per seal at most
 CHUNK = 20_000  # rows fetched per round trip while verifying
+MAX_TREE_SIZE = 2**63 - 1  # a 64-bit integer column
 _SORTED = orjson.OPT_SORT_KEYS
 
 
@@ -138,8 +139,10 @@ def _encode_cursor(tree_size: int) -> str:
 def _decode_cursor(cursor: str) -> int:
     try:
         (tree_size,) = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not 1 <= int(tree_size) <= MAX_TREE_SIZE:
+            raise ValueError(tree_size)
         return int(tree_size)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise InvalidInput(
             "cursor is not valid; use the `next` value of a previous page."
         ) from None
@@ -149,9 +152,9 @@ def parse_tree_size(raw: Any, name: str = "tree_size") -> int:
     """A tree size from a request: a positive integer, or InvalidInput naming the parameter."""
     try:
         size = int(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         size = 0
-    if size < 1 or str(raw).strip() != str(size):
+    if not 1 <= size <= MAX_TREE_SIZE or str(raw).strip() != str(size):
         raise InvalidInput(
             f"{name} must be a positive integer: the tree size of a seal.",
             details={name: [f"not a tree size: {raw!r}"]},
@@ -610,12 +613,14 @@ def check_kept_seal(kept: Any) -> str:
     if isinstance(kept, dict):
         try:
             if "tree_size" in kept:
-                _ = int(kept["tree_size"]), str(kept["root_hash"])
-                return "tree head"
-            if "seal_hash" in kept:
-                _ = int(kept["index"]), str(kept["seal_hash"])
-                return "chain seal"
-        except (KeyError, TypeError, ValueError):
+                _ = str(kept["root_hash"])
+                if 1 <= int(kept["tree_size"]) <= MAX_TREE_SIZE:
+                    return "tree head"
+            elif "seal_hash" in kept:
+                _ = str(kept["seal_hash"])
+                if 0 <= int(kept["index"]) <= MAX_TREE_SIZE:  # seals[-1] is not seal -1
+                    return "chain seal"
+        except (KeyError, TypeError, ValueError, OverflowError):
             pass
     raise InvalidInput(
         "A kept seal is the JSON object GET /api/v1/audit/seals/latest answered (or "

@@ -405,7 +405,12 @@ def request_explanations(
     """(Re)compute explanations of one decision now, on the priority queue, with a new seed."""
     actor.require(roles.REQUEST_EXPLANATIONS)
     known = [m for m, _ in Explanation.METHODS]
-    if not isinstance(methods, list) or not methods or set(methods) - set(known):
+    if (
+        not isinstance(methods, list)
+        or not methods
+        or not all(isinstance(m, str) for m in methods)
+        or set(methods) - set(known)
+    ):
         raise InvalidInput(f"methods must be a non-empty list drawn from {known}.")
     now = timezone.now()
     for method in dict.fromkeys(methods):

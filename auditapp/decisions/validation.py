@@ -7,12 +7,15 @@ the inputs, prediction and score are checked by the version's schema
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+from django.conf import settings
+
 from auditapp.registry.models import ModelVersion
+from auditapp.textcheck import count_keys, format_path, identifier_problem, json_problem
 
 FIELDS = frozenset(
     {
@@ -29,8 +32,6 @@ FIELDS = frozenset(
 )
 REQUIRED = ("model", "version", "request_id", "inputs", "prediction", "predicted_at")
 MAX_ID_LENGTH = 200
-# Clocks drift; a prediction from further in the future than this is a bug.
-FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
 @dataclass
@@ -49,6 +50,11 @@ class CheckedDecision:
 
 
 def parse_timestamp(value: Any) -> tuple[datetime | None, str | None]:
+    """An aware datetime in UTC, or the reason why not.
+
+    A moment that UTC cannot hold (year 1 east of Greenwich, year 9999 west of
+    it) comes back as the earliest or latest datetime, for the window to refuse.
+    """
     if not isinstance(value, str):
         return None, f"must be an ISO-8601 string, got {value!r}"
     try:
@@ -57,51 +63,83 @@ def parse_timestamp(value: Any) -> tuple[datetime | None, str | None]:
         return None, f"{value!r} is not an ISO-8601 timestamp"
     if moment.tzinfo is None:
         return None, f"{value!r} has no time zone (add Z or +00:00)"
-    return moment, None
+    try:
+        return moment.astimezone(UTC), None
+    except OverflowError:
+        earliest, latest = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+        return (earliest if moment.year < 5000 else latest), None
+
+
+def window_error(value: str, moment: datetime, now: datetime) -> str | None:
+    """Why a moment is too far from the server's clock to be a real one, or None.
+
+    The window (ATTEST_PREDICTED_AT_MAX_AGE_DAYS before now,
+    ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES after) allows for clock drift and
+    late batches; year 1 or a prediction a week ahead is a bug in the sender.
+    """
+    age = settings.ATTEST_PREDICTED_AT_MAX_AGE_DAYS
+    ahead = settings.ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES
+    if moment < now - timedelta(days=age):
+        return f"{value} is more than {age} days before the server's clock"
+    if moment > now + timedelta(minutes=ahead):
+        return f"{value} is in the future: more than {ahead} minutes after the server's clock"
+    return None
+
+
+def timestamp_error(value: Any, now: datetime) -> str | None:
+    moment, error = parse_timestamp(value)
+    return error or window_error(value, moment, now)
+
+
+def _identifier_error(value: Any, *, required: bool) -> str | None:
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        if required:
+            return f"must be a non-empty string of at most {MAX_ID_LENGTH}"
+        return f"must be a string of at most {MAX_ID_LENGTH} or null"
+    return identifier_problem(value)
+
+
+def metadata_errors(metadata: Any) -> list[tuple[str, str]]:
+    """Metadata is a small JSON object: limited depth, key count and size (settings)."""
+    if not isinstance(metadata, dict):
+        return [("metadata", "must be an object")]
+    depth = settings.ATTEST_METADATA_MAX_DEPTH
+    if problem := json_problem(metadata, max_depth=depth):
+        path, reason = problem
+        return [(format_path(("metadata", *path)), reason)]
+    keys, max_keys = count_keys(metadata), settings.ATTEST_METADATA_MAX_KEYS
+    if keys > max_keys:
+        return [("metadata", f"has {keys} keys; at most {max_keys:,} are accepted")]
+    size, max_size = len(orjson.dumps(metadata)), settings.ATTEST_METADATA_MAX_BYTES
+    if size > max_size:
+        return [("metadata", f"is {size:,} bytes of JSON; at most {max_size:,} are accepted")]
+    return []
 
 
 def _envelope_errors(item: dict, now: datetime) -> list[tuple[str, str]]:
     errors = [(name, "is required") for name in REQUIRED if name not in item]
     errors += [(name, "is not a decision field") for name in item if name not in FIELDS]
-    request_id = item.get("request_id")
-    if "request_id" in item and (
-        not isinstance(request_id, str) or not request_id or len(request_id) > MAX_ID_LENGTH
-    ):
-        errors.append(("request_id", f"must be a non-empty string of at most {MAX_ID_LENGTH}"))
-    subject_ref = item.get("subject_ref")
-    if subject_ref is not None and (
-        not isinstance(subject_ref, str) or len(subject_ref) > MAX_ID_LENGTH
-    ):
-        errors.append(("subject_ref", f"must be a string of at most {MAX_ID_LENGTH} or null"))
-    if not isinstance(item.get("metadata", {}), dict):
-        errors.append(("metadata", "must be an object"))
-    elif not _json_is_finite(item.get("metadata", {})):
-        errors.append(("metadata", "must not contain NaN, Infinity or integers beyond 64 bits"))
-    if "predicted_at" in item:
-        moment, error = parse_timestamp(item["predicted_at"])
-        if error:
-            errors.append(("predicted_at", error))
-        elif moment > now + FUTURE_TOLERANCE:
-            errors.append(("predicted_at", f"{item['predicted_at']} is in the future"))
+    if "request_id" in item and (reason := _identifier_error(item["request_id"], required=True)):
+        errors.append(("request_id", reason))
+    if reason := _identifier_error(item.get("subject_ref"), required=False):
+        errors.append(("subject_ref", reason))
+    if "model" in item and not isinstance(item["model"], str):
+        errors.append(("model", f"must be a string (a model name), got {item['model']!r}"))
+    version = item.get("version")
+    if "version" in item and not isinstance(version, str):
+        number = isinstance(version, int | float) and not isinstance(version, bool)
+        shown = f"the number {version}" if number else repr(version)
+        errors.append(("version", f'must be a string such as "1", got {shown}'))
+    errors += metadata_errors(item.get("metadata", {}))
+    if "predicted_at" in item and (reason := timestamp_error(item["predicted_at"], now)):
+        errors.append(("predicted_at", reason))
     return errors
-
-
-def _json_is_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, int):
-        return -(2**63) <= value < 2**63
-    if isinstance(value, dict):
-        return all(_json_is_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_json_is_finite(v) for v in value)
-    return True
 
 
 def version_key(item: dict) -> tuple[str, str] | None:
     model, version = item.get("model"), item.get("version")
-    if isinstance(version, int) and not isinstance(version, bool):
-        version = str(version)
     if isinstance(model, str) and isinstance(version, str):
         return model, version
     return None
@@ -125,7 +163,7 @@ def check_decisions(
         errors = _envelope_errors(item, now)
         key = version_key(item)
         model_version = versions.get(key) if key else None
-        if "model" in item and "version" in item and model_version is None:
+        if key and model_version is None:
             errors.append(
                 ("version", f"unknown model or version {item['model']!r} / {item['version']!r}")
             )

@@ -107,6 +107,9 @@ def export_csv(request):
     """The current search as CSV, sensitive features masked as on screen; audited."""
     actor = roles.actor_for(request)
     queryset = _search(request, actor).order_by("-predicted_at", "-pk")[:EXPORT_LIMIT]
+    # The query runs once before anything is streamed: a search the database refuses
+    # fails here, as an error page, not as a 200 whose file stops mid-stream.
+    list(queryset[:1])
     presenter = presenters.DecisionPresenter(actor)
     schema = search_schema(actor, request.GET.get("model"))
     names = list(schema.types) if schema else []

@@ -81,7 +81,10 @@ def parse_moment(value: Any, field: str) -> datetime:
         raise InvalidInput(f"{field} must be an ISO-8601 date-time, e.g. 2026-11-20T00:00:00Z.")
     if timezone.is_naive(moment):
         raise InvalidInput(f"{field} must carry a time zone (e.g. Z for UTC).")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+        raise InvalidInput(f"{field} is outside the years 1 to 9999 in UTC.") from None
 
 
 def parse_period(data: Any) -> tuple[datetime, datetime]:

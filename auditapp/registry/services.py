@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
@@ -33,9 +34,11 @@ from auditapp.registry.models import (
 )
 from auditapp.registry.schema import Schema, SchemaError, parse_schema
 from auditapp.registry.signals import version_checking
+from auditapp.textcheck import format_path, json_problem
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
-VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}$")
+# \Z, not $: "$" also matches before a final newline ("credit\n").
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}\Z")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,49}\Z")
 CARD_TEXT_FIELDS = ("description", "intended_use", "limitations", "training_data")
 MAX_BACKGROUND_ROWS = 10_000
 MAX_REPORTED_ROWS = 20
@@ -57,11 +60,19 @@ class VersionUpload:
 
 def _load_json(value: Any, field: str) -> Any:
     if value is None or isinstance(value, dict | list):
-        return value
-    try:
-        return json.loads(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"{field} is not valid JSON ({exc}).", code="invalid_json") from None
+        loaded = value
+    else:
+        try:
+            loaded = json.loads(value)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidInput(f"{field} is not valid JSON ({exc}).", code="invalid_json") from None
+    # What the database cannot store (NUL, lone surrogates, deep nesting) is named here.
+    if problem := json_problem(loaded, max_depth=settings.ATTEST_MAX_JSON_DEPTH):
+        path = format_path((field, *problem[0]))
+        raise InvalidInput(
+            f"{path} {problem[1]}.", code="invalid_json", details={path: [problem[1]]}
+        )
+    return loaded
 
 
 def parse_background(data: bytes, schema: Schema) -> list[dict]:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 from django.template.loader import render_to_string
 
+from auditapp.csvcells import safe_cell
 from auditapp.decisions.hashing import sha256_hex
 from auditapp.web import charts
 
@@ -116,12 +117,21 @@ def csv_value(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def csv_cell(value: Any) -> str:
+    """The value column's cell: csv_value, text through safe_cell (no spreadsheet formulas).
+
+    Model-card text or a class name may start like a formula; numbers stay numbers.
+    """
+    return safe_cell(value) if isinstance(value, str) else csv_value(value)
+
+
 def render_csv(envelope: dict[str, Any]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    # CRLF (RFC 4180): a text with a carriage return is then quoted, not cut in two.
+    writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     for section, name, value in csv_rows(envelope):
-        writer.writerow([section, name, csv_value(value)])
+        writer.writerow([safe_cell(section), safe_cell(name), csv_cell(value)])
     return buffer.getvalue().encode()
 
 

@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import QuerySet
@@ -28,6 +29,7 @@ from auditapp.reports import render
 from auditapp.reports.compliance import SECTION_TITLES, build_compliance_document
 from auditapp.reports.models import Report
 from auditapp.reports.notice import build_notice_document, shap_explanation
+from auditapp.textcheck import identifier_problem
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +136,7 @@ def _compliance_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
     fmt = _check_format(Report.COMPLIANCE, data.get("format"), errors)
     start = _moment(data, "from", errors)
     end = _moment(data, "to", errors)
-    if start and end and start >= end:
-        errors["to"] = ["the period is empty: from must be before to"]
+    _check_period(start, end, errors)
     version = _version(actor, data, errors)
     if errors:
         raise InvalidInput("The report request is invalid.", code="invalid", details=errors)
@@ -151,6 +152,28 @@ def _compliance_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
         "registered_model": version.registered_model,
         "model_version": version,
     }
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _check_period(start, end, errors: dict[str, list[str]]) -> None:
+    """A period a report can cover: after 1970, not starting in the future, not too long."""
+    longest = settings.ATTEST_REPORT_MAX_DAYS
+    for key, moment in (("from", start), ("to", end)):
+        if moment is not None and moment < EPOCH:
+            errors[key] = [f"{canonical_time(moment)} is before 1970; no decision can be there"]
+    if errors.keys() & {"from", "to"} or not (start and end):
+        return
+    if start >= end:
+        errors["to"] = ["the period is empty: from must be before to"]
+    elif start > timezone.now():
+        errors["from"] = ["is in the future; no decision can be in the period yet"]
+    elif end - start > timedelta(days=longest):
+        errors["to"] = [
+            f"the period is {(end - start).days} days long; a report covers at most "
+            f"{longest} days (ATTEST_REPORT_MAX_DAYS)"
+        ]
 
 
 def _moment(data: dict, key: str, errors: dict[str, list[str]]) -> datetime | None:
@@ -175,7 +198,11 @@ def _moment(data: dict, key: str, errors: dict[str, list[str]]) -> datetime | No
     if timezone.is_naive(moment):
         errors[key] = [f"{value!r} has no time zone (add Z or +00:00)"]
         return None
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+        errors[key] = [f"{value!r} is before 1970 or after 9999"]
+        return None
 
 
 def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> ModelVersion | None:
@@ -184,8 +211,17 @@ def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> Mo
     if not isinstance(name, str) or not name:
         errors["model"] = ["this field is required (a model name)"]
         return None
+    if reason := identifier_problem(name):
+        errors["model"] = [reason]
+        return None
     if version is None or version == "":
         errors["version"] = ["this field is required"]
+        return None
+    if not isinstance(version, str):
+        errors["version"] = [f'must be a string such as "1", got {version!r}']
+        return None
+    if reason := identifier_problem(version):
+        errors["version"] = [reason]
         return None
     try:
         roles.get_model_for_actor(actor, name)
@@ -193,7 +229,7 @@ def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> Mo
         errors["model"] = [exc.message]
         return None
     try:
-        return roles.get_version_for_actor(actor, name, str(version))
+        return roles.get_version_for_actor(actor, name, version)
     except NotFound as exc:
         errors["version"] = [exc.message]
         return None

@@ -12,9 +12,11 @@ from datetime import datetime
 
 import pandas as pd
 from django.db.models import Exists, OuterRef
+from pandas.api.types import is_object_dtype, is_string_dtype
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.csvcells import safe_cell
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK, DecisionPresenter
 from auditapp.errors import InvalidInput
@@ -101,7 +103,7 @@ def export_labelled(
     frame = labelled_frame(actor, model_version, start, end)
     buffer = io.BytesIO()
     if fmt == "csv":
-        frame.to_csv(buffer, index=False)
+        _formula_safe(frame).to_csv(buffer, index=False)
     else:
         # Mixed-type label columns (classes may be text or numbers) are stored as text.
         for column in ("prediction", "outcome", "corrected_label", "override_outcome"):
@@ -120,6 +122,16 @@ def export_labelled(
         },
     )
     return buffer.getvalue()
+
+
+def _formula_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells and headers through safe_cell (no spreadsheet formulas); numbers as they are."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if is_object_dtype(safe[column]) or is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(safe_cell)
+    safe.columns = [safe_cell(str(column)) for column in safe.columns]
+    return safe
 
 
 def parse_period(params) -> tuple[datetime | None, datetime | None]:

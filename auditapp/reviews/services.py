@@ -14,6 +14,7 @@ from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
+from auditapp.textcheck import text_problem
 
 FEEDBACK_FIELDS = {"verdict", "corrected_label", "explanation_rating", "comment"}
 MAX_COMMENT = 5000
@@ -38,6 +39,8 @@ def _feedback_errors(data: Any, decision: Decision) -> dict[str, str]:
     comment = data.get("comment", "")
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
         errors["comment"] = f"must be text of at most {MAX_COMMENT} characters"
+    elif reason := text_problem(comment):
+        errors["comment"] = reason
     return errors
 
 
@@ -219,6 +222,8 @@ def flag_decision(actor: roles.Actor, decision: Decision, note: str, *, ip=None)
     actor.require(roles.WORK_REVIEWS)
     if not isinstance(note, str) or not note.strip():
         raise InvalidInput("Say why the decision needs a review.", code="invalid_flag")
+    if reason := text_problem(note):
+        raise InvalidInput(f"The note {reason}.", code="invalid_flag", details={"note": [reason]})
     (case,) = open_cases(
         {decision.pk: [rules.reason(rules.FLAGGED, note.strip()[:500])]}, actor=actor
     ) or [ReviewCase.objects.unresolved().get(decision=decision)]
@@ -267,6 +272,10 @@ def resolve_case(
     if resolution not in (ReviewCase.CONFIRMED, ReviewCase.OVERRIDDEN):
         raise InvalidInput("resolution must be confirmed or overridden.")
     rationale = (rationale or "").strip()
+    if reason := text_problem(rationale):
+        raise InvalidInput(
+            f"The rationale {reason}.", code="invalid_override", details={"rationale": [reason]}
+        )
     if resolution == ReviewCase.OVERRIDDEN:
         target = case.decision.model_version.parsed_schema.target
         errors = {}

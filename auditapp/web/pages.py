@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 
+from auditapp.csvcells import safe_row
 from auditapp.errors import NotFound, ServiceError
 
 
@@ -53,13 +54,17 @@ class _Echo:
 
 
 def csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence]):
-    """Stream rows as a CSV download without holding them all in memory."""
+    """Stream rows as a CSV download without holding them all in memory.
+
+    Every cell goes through safe_cell (no spreadsheet formulas). Rows are read
+    while streaming: a view checks its query first (see decisions.views.export_csv).
+    """
 
     def lines():
         writer = csv.writer(_Echo())
-        yield writer.writerow(header)
+        yield writer.writerow(safe_row(header))
         for row in rows:
-            yield writer.writerow(row)
+            yield writer.writerow(safe_row(row))
 
     response = StreamingHttpResponse(lines(), content_type="text/csv")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'

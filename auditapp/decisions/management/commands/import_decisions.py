@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from auditapp.accounts import roles
+from auditapp.csvcells import safe_row
 from auditapp.decisions.importing import count_rows, import_decisions
 from auditapp.errors import NotFound, ServiceError
 
@@ -76,5 +77,6 @@ class Command(BaseCommand):
             writer = csv.writer(handle)
             writer.writerow(["line", "request_id", "errors"])
             for reject in rejected:
-                writer.writerow([reject["line"], reject["request_id"], "; ".join(reject["errors"])])
+                row = [reject["line"], reject["request_id"], "; ".join(reject["errors"])]
+                writer.writerow(safe_row(row))  # request ids come from the file: no formulas
         self.stdout.write(f"Rejected rows written to {path}.")

@@ -1,0 +1,126 @@
+"""Checks of text and JSON that came from outside, before a database or a reader sees them.
+
+PostgreSQL stores no NUL character, and UTF-8 has no lone surrogates (JSON's
+"\\ud800" makes one): either would fail at the database, not as a 400 naming
+the field. Identifiers (request_id, subject_ref, names) must also be free of
+invisible or direction-changing characters (zero-width spaces, bidi overrides,
+other control and format characters), which make two ids that look alike differ.
+Walks are iterative: a value nested thousands deep is reported, never a RecursionError.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+INT64 = 2**63
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Control, format (zero-width, bidi, BOM), surrogate, line and paragraph separators.
+_REFUSED_IN_IDENTIFIERS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+Path = tuple[str | int, ...]
+
+
+def _character(ch: str) -> str:
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character')})"
+
+
+def text_problem(value: str) -> str | None:
+    """Why free text cannot be stored (NUL, a lone surrogate), or None."""
+    if "\x00" in value:
+        return "must not contain the NUL character U+0000"
+    if not value.isascii() and (found := _SURROGATE.search(value)):
+        return f"must not contain the lone surrogate U+{ord(found.group()):04X} (not UTF-8)"
+    return None
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why a string cannot be an identifier (control or invisible characters), or None."""
+    if value.isascii():
+        if found := _ASCII_CONTROL.search(value):
+            return f"must not contain the control character {_character(found.group())}"
+        return None
+    for ch in value:
+        if unicodedata.category(ch) in _REFUSED_IN_IDENTIFIERS:
+            return f"must not contain the invisible or control character {_character(ch)}"
+    return None
+
+
+def format_path(path: Iterable[str | int]) -> str:
+    """("decisions", 0, "metadata", "a") -> "decisions[0].metadata.a"; unprintables escaped."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            shown = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in part)
+            text += f".{shown}" if text else shown
+    return text
+
+
+def json_problem(
+    value: Any, *, max_depth: int, text: bool = True, ints: bool = True, floats: bool = True
+) -> tuple[Path, str] | None:
+    """The first (path, reason) that makes a parsed JSON value unstorable, or None.
+
+    Always checks nesting (at most `max_depth` levels of objects and arrays);
+    `text`: keys and strings (text_problem); `ints`: integers beyond 64 bits;
+    `floats`: NaN and Infinity. With all three off only containers are visited.
+    """
+    stack: list[tuple[Any, Path, int]] = [(value, (), 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        kind = type(item)
+        if kind is dict or kind is list:
+            if depth >= max_depth:
+                return path, f"is nested deeper than {max_depth} levels"
+            pairs = item.items() if kind is dict else enumerate(item)
+            children = []
+            for key, child in pairs:
+                if kind is dict and text and (reason := text_problem(key)):
+                    return (*path, key), f"the key {reason}"
+                if text or ints or floats or type(child) in (dict, list):
+                    children.append((child, (*path, key), depth + 1))
+            stack.extend(reversed(children))
+        elif kind is str:
+            if text and (reason := text_problem(item)):
+                return path, reason
+        elif kind is int:
+            if ints and not -INT64 <= item < INT64:
+                return path, "must be an integer within 64 bits (±9.2e18)"
+        elif kind is float and floats and not math.isfinite(item):
+            return path, f"must be a finite number, got {item}"
+    return None
+
+
+def nests_deeper(value: Any, max_depth: int) -> bool:
+    """Whether objects and arrays nest more than `max_depth` levels (level by level: cheap)."""
+    level, depth = ([value] if type(value) in (dict, list) else []), 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        level = [
+            child
+            for item in level
+            for child in (item.values() if type(item) is dict else item)
+            if type(child) is dict or type(child) is list
+        ]
+    return False
+
+
+def count_keys(value: Any) -> int:
+    """Keys of every object inside a JSON value (iterative)."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            total += len(item)
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return total

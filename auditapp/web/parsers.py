@@ -1,0 +1,60 @@
+"""The API's JSON parser: DRF's, refusing what no endpoint can store, by path.
+
+Kept apart from the views (DRF's settings import it while APIView is defined).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+
+from django.conf import settings
+from rest_framework import parsers
+
+from auditapp.errors import InvalidInput
+from auditapp.textcheck import format_path, json_problem, nests_deeper
+
+# Cheap scans of the raw body: only when one of these occurs is every string walked.
+_NUL_OR_SURROGATE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_LONG_NUMBER = re.compile(rb"\d{19}")  # 2**63 has 19 digits
+
+
+def _too_deep(limit: int) -> str:
+    return f"is nested deeper than {limit} levels"
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing what no endpoint can store, by path.
+
+    Nesting beyond ATTEST_MAX_JSON_DEPTH (json's own recursion stops near 1,000
+    levels with a RecursionError, a 500 before this), NUL characters and lone
+    surrogates in keys or strings, and integers beyond 64 bits. NaN and Infinity
+    are still parsed, so that validation can name the field (STRICT_JSON).
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.ATTEST_MAX_JSON_DEPTH
+        raw = stream.read() if stream is not None else b""
+        try:
+            data = super().parse(io.BytesIO(raw), media_type, parser_context)
+        except RecursionError:
+            raise InvalidInput(
+                f"The JSON body {_too_deep(limit)}.",
+                code="invalid_json",
+                details={"body": [_too_deep(limit)]},
+            ) from None
+        utf8 = parsers.get_encoding(parser_context or {}).lower().replace("-", "") == "utf8"
+        text = not utf8 or bool(_NUL_OR_SURROGATE_ESCAPE.search(raw))
+        ints = not utf8 or bool(_LONG_NUMBER.search(raw))
+        # The walk that names a path runs only when a cheap check found something.
+        if (text or ints or nests_deeper(data, limit)) and (
+            problem := json_problem(data, max_depth=limit, text=text, ints=ints, floats=False)
+        ):
+            path, reason = problem
+            field = format_path(path) or "body"
+            raise InvalidInput(
+                f"The JSON body is invalid at {field}: {reason}.",
+                code="invalid_json",
+                details={field: [reason]},
+            )
+        return data
