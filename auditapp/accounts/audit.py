@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from django.db import models, transaction
@@ -77,3 +78,15 @@ def record_event(
         hold_insert_order()
         event.save(force_insert=True)
     return event
+
+
+def record_counts_per_model(action: str, sent: Counter, created: Counter, **fields: Any) -> None:
+    """One event per model of a batch, so that an actor limited to some models reads theirs."""
+    for model_name in sorted(sent):
+        record_event(
+            action,
+            model=model_name,
+            created=created[model_name],
+            duplicates=sent[model_name] - created[model_name],
+            **fields,
+        )

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from auditapp.accounts import roles
-from auditapp.accounts.audit import record_event
+from auditapp.accounts.audit import record_counts_per_model
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.validation import parse_timestamp, window_error
 from auditapp.errors import InvalidInput, PayloadTooLarge
@@ -164,19 +164,14 @@ def store_outcomes(actor, valid, *, source: str, ip=None, now=None) -> list[dict
             }
         )
     Outcome.objects.bulk_create(new)
-    # One event per model, so that an actor limited to some models reads theirs.
     names = dict(RegisteredModel.objects.values_list("pk", "name"))
-    sent = Counter(names[d.registered_model_id] for d, _, _ in valid)
-    created = Counter(names[o.decision.registered_model_id] for o in new)
-    for model_name in sorted(sent):
-        record_event(
-            "outcomes.recorded",
-            actor=actor,
-            ip=ip,
-            object_type="decisions.outcome",
-            model=model_name,
-            created=created[model_name],
-            duplicates=sent[model_name] - created[model_name],
-            source=source,
-        )
+    record_counts_per_model(
+        "outcomes.recorded",
+        Counter(names[d.registered_model_id] for d, _, _ in valid),
+        Counter(names[o.decision.registered_model_id] for o in new),
+        actor=actor,
+        ip=ip,
+        object_type="decisions.outcome",
+        source=source,
+    )
     return results

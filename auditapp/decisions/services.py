@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from auditapp.accounts import roles
-from auditapp.accounts.audit import record_event
+from auditapp.accounts.audit import record_counts_per_model, record_event
 from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.filters import split_sensitive_filters
 from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash, new_salt
@@ -212,20 +212,15 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 "status": "created",
             }
         pending = _insert_pending_explanations(new_rows, ids, recorded_at)
-        # One event per model, so that an actor limited to some models reads theirs.
-        sent = Counter(d.model_version.registered_model.name for d in checked)
-        created = Counter(checked[p].model_version.registered_model.name for p in new)
-        for model_name in sorted(sent):
-            record_event(
-                "decisions.ingested",
-                actor=actor,
-                ip=ip,
-                object_type="decisions.decision",
-                model=model_name,
-                created=created[model_name],
-                duplicates=sent[model_name] - created[model_name],
-                source=source,
-            )
+        record_counts_per_model(
+            "decisions.ingested",
+            Counter(d.model_version.registered_model.name for d in checked),
+            Counter(checked[p].model_version.registered_model.name for p in new),
+            actor=actor,
+            ip=ip,
+            object_type="decisions.decision",
+            source=source,
+        )
         if pending:
             transaction.on_commit(lambda: enqueue_explanations(pending), robust=True)
     return results

@@ -441,11 +441,19 @@ def api_schema(world):
     request signals; the WSGI handler needs the same.
     """
     report_services.generate_report(world["report_id"])  # so that its download is fuzzed too
+    # The document is for signed-in users only: read it as one (through the test
+    # client, before the signals change), then send the cases to the WSGI app.
+    document = world["browsers"]["admin"].get(
+        "/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json"
+    )
+    assert document.status_code == 200, document.content[:200]
+    config = SchemathesisConfig.from_dict({"seed": 20261205})
+    schema = schemathesis.openapi.from_dict(json.loads(document.content), config=config)
+    schema.app = application
     for signal in (request_started, request_finished):
         signal.disconnect(close_old_connections)
     try:
-        config = SchemathesisConfig.from_dict({"seed": 20261205})
-        yield schemathesis.openapi.from_wsgi("/api/schema/", application, config=config)
+        yield schema
     finally:
         for signal in (request_started, request_finished):
             signal.connect(close_old_connections)
