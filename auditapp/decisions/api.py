@@ -199,11 +199,12 @@ class ConsistencyView(APIView):
     )
     def get(self, request):
         """RFC 6962 proof that the tree of seal `second` extends the tree of seal `first`."""
-        params = request.query_params
+        actor, params = roles.actor_for(request), request.query_params
+        sealing.require_seal_reader(actor)  # 403 before any 400
         first = sealing.parse_tree_size(params.get("first"), "first")
         second = params.get("second")
         second = None if second in (None, "") else sealing.parse_tree_size(second, "second")
-        return Response(sealing.consistency_proof(roles.actor_for(request), first, second))
+        return Response(sealing.consistency_proof(actor, first, second))
 
 
 class DecisionProofView(APIView):
