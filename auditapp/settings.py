@@ -6,6 +6,7 @@ PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 """
 
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -105,9 +106,18 @@ TEMPLATES = [
     },
 ]
 
+# The development server (`make run`) serves each client connection on a thread of
+# its own, and clients keep their connections alive: a database connection kept for
+# CONN_MAX_AGE on each of those threads is one idle PostgreSQL backend per open client
+# connection, until PostgreSQL refuses more. There, each request closes its own.
+DEV_SERVER = sys.argv[1:2] == ["runserver"]
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'attest.sqlite3'}"), conn_max_age=60
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'attest.sqlite3'}"),
+        conn_max_age=0 if DEV_SERVER else 60,
+        # A kept connection is checked before a request reuses it: after PostgreSQL
+        # restarts, the first request of each process reconnects instead of failing.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
