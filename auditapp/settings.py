@@ -278,8 +278,8 @@ SPECTACULAR_SETTINGS = {
 # and pending rows that never reached a worker (the broker was down or lost them):
 # after ATTEST_UNSENT_GRACE when no explanation task waits in the broker, else after
 # ATTEST_PENDING_GRACE (they may be waiting in the backlog). A dead worker's rows are
-# back in the queue within lease + sweep interval (75 s by default); unsent rows,
-# within grace + sweep interval (60 s) of the broker's return.
+# back in the queue within lease + sweep interval (60 s by default); unsent rows,
+# within grace + sweep interval (30 s) of the broker's return.
 # The order that must hold, checked below:
 #   renewal interval < lease: a renewal or two late (a long call holding the GIL, the
 #     database away for seconds) does not take a live worker's rows away;
@@ -291,8 +291,8 @@ SPECTACULAR_SETTINGS = {
 # timeout: a dead worker's message comes back an hour later and finds its rows done.
 ATTEST_EXPLAIN_LEASE = env_int("ATTEST_EXPLAIN_LEASE", 45)
 ATTEST_EXPLAIN_HEARTBEAT = ATTEST_EXPLAIN_LEASE / 3
-ATTEST_SWEEP_INTERVAL = env_int("ATTEST_SWEEP_INTERVAL", 30)
-ATTEST_UNSENT_GRACE = env_int("ATTEST_UNSENT_GRACE", 30)
+ATTEST_SWEEP_INTERVAL = env_int("ATTEST_SWEEP_INTERVAL", 15)
+ATTEST_UNSENT_GRACE = env_int("ATTEST_UNSENT_GRACE", 15)
 ATTEST_PENDING_GRACE = env_int("ATTEST_PENDING_GRACE", 300)
 ATTEST_EXPLAIN_SOFT_TIME_LIMIT = env_int("ATTEST_EXPLAIN_SOFT_TIME_LIMIT", 300)
 ATTEST_EXPLAIN_TIME_LIMIT = env_int("ATTEST_EXPLAIN_TIME_LIMIT", 360)

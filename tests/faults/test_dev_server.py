@@ -73,6 +73,7 @@ def test_fifty_concurrent_clients_leave_no_database_connections_open(ml_engineer
             wait_until(lambda: idle_backends() <= 2, "the database connections to close", 10)
         except AssertionError:
             pytest.fail(f"{idle_backends()} database connections open for {CLIENTS} idle clients")
+        print(f"\n{idle_backends()} database connections open for {CLIENTS} idle clients")
     finally:
         for conn in clients:
             conn.close()

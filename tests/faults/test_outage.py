@@ -115,6 +115,20 @@ def test_pages_answer_a_plain_503_page_never_a_traceback(unreachable, compliance
     )
 
 
+@pytest.mark.django_db
+def test_the_api_answers_503_while_the_cache_of_rate_counters_is_unreachable(settings, ml_engineer):
+    """By default the counters live in the broker's Redis: it going away is an outage too."""
+    _, key = create_api_token(ml_engineer, scopes=["read"])
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nobody listens
+        }
+    }
+
+    assert_api_unavailable(Client(HTTP_AUTHORIZATION=f"Token {key}").get("/api/v1/models"))
+
+
 # A view that writes the session, then loses the database: the session is saved by
 # SessionMiddleware after the view, so the error is raised outside the view.
 def write_session_then_lose_the_database(request):
