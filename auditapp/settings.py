@@ -280,7 +280,7 @@ SPECTACULAR_SETTINGS = {
 # ATTEST_PENDING_GRACE (they may be waiting in the backlog). A dead worker's rows are
 # back in the queue within lease + sweep interval (60 s by default); unsent rows,
 # within grace + sweep interval (30 s) of the broker's return.
-# The order that must hold, checked below:
+# The order that must hold (the first by construction, the others checked below):
 #   renewal interval < lease: a renewal or two late (a long call holding the GIL, the
 #     database away for seconds) does not take a live worker's rows away;
 #   soft < hard time limit: a batch that overruns stores why before it is killed;
