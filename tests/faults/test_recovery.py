@@ -81,7 +81,7 @@ def empty_queues():
 
 @pytest.fixture
 def rows(model_version, ingest, empty_queues) -> dict[int, list[Explanation]]:
-    """Four decisions' explanation rows, by decision id, not yet sent to any broker."""
+    """Four decisions' explanation rows, by decision id; no worker runs here."""
     results = ingest(*DecisionPayloadFactory.build_batch(4))
     ids = [r["id"] for r in results]
     return {i: list(Explanation.objects.filter(decision_id=i).order_by("method")) for i in ids}
