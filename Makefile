@@ -16,7 +16,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 install: $(VENV)/.installed
 
 # The quick start: migrate, load the demo, then the web server, a Celery
-# worker and beat together (Ctrl-C stops all three).
+# worker and beat together (Ctrl-C stops all three). The worker serves every
+# queue, the sweeper's `maintenance` among them (README: Outages and recovery);
+# runserver closes each request's database connection (settings: DEV_SERVER).
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --host $(HOST):$(PORT)
@@ -26,6 +28,7 @@ run: install
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
 	wait
 
+# Every queue, `maintenance` (the sweeper) included; see the README for production.
 worker: install
 	$(VENV)/bin/celery -A auditapp worker --loglevel INFO
 

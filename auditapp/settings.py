@@ -7,6 +7,7 @@ PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 
 import base64
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -56,6 +57,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside every middleware that reads the database (sessions, auth, axes): while
+    # the database, the cache or the broker is unreachable, a 503 with Retry-After.
+    "auditapp.web.outage.OutageMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -106,9 +110,18 @@ TEMPLATES = [
     },
 ]
 
+# The development server (`make run`) serves each client connection on a thread of
+# its own, and clients keep their connections alive: a database connection kept for
+# CONN_MAX_AGE on each of those threads is one idle PostgreSQL backend per open client
+# connection, until PostgreSQL refuses more. There, each request closes its own.
+DEV_SERVER = sys.argv[1:2] == ["runserver"]
 DATABASES = {
     "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'attest.sqlite3'}"), conn_max_age=60
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'attest.sqlite3'}"),
+        conn_max_age=0 if DEV_SERVER else 60,
+        # A kept connection is checked before a request reuses it: after PostgreSQL
+        # restarts, the first request of each process reconnects instead of failing.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -257,13 +270,54 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
+# --- Recovery: leases, time limits, queues -----------------------------------------
+# A worker that claims explanations holds a lease on them (their updated_at) and renews
+# it every ATTEST_EXPLAIN_LEASE / 3 seconds while it computes. The sweeper runs every
+# ATTEST_SWEEP_INTERVAL seconds on a queue of its own, `maintenance`, which every worker
+# started without -Q serves (so no backlog delays it), and sends again what is lost:
+# rows whose lease expired (their worker died, or was killed at the hard time limit),
+# and pending rows that never reached a worker (the broker was down or lost them):
+# after ATTEST_UNSENT_GRACE when no explanation task waits in the broker, else after
+# ATTEST_PENDING_GRACE (they may be waiting in the backlog). A dead worker's rows are
+# back in the queue within lease + sweep interval (60 s by default); unsent rows,
+# within grace + sweep interval (30 s) of the broker's return.
+# The order that must hold (the first by construction, the others checked below):
+#   renewal interval < lease: a renewal or two late (a long call holding the GIL, the
+#     database away for seconds) does not take a live worker's rows away;
+#   soft < hard time limit: a batch that overruns stores why before it is killed;
+#   hard limit + the longest retry countdown (120 s) < the broker's visibility timeout:
+#     Redis never hands a message to a second worker while the first still runs it.
+# The lease need not exceed the time limits: renewal, not a guess at how long a batch
+# takes, tells a live worker from a dead one. Nor does recovery wait for the visibility
+# timeout: a dead worker's message comes back an hour later and finds its rows done.
+ATTEST_EXPLAIN_LEASE = env_int("ATTEST_EXPLAIN_LEASE", 45)
+ATTEST_EXPLAIN_HEARTBEAT = ATTEST_EXPLAIN_LEASE / 3
+ATTEST_SWEEP_INTERVAL = env_int("ATTEST_SWEEP_INTERVAL", 15)
+ATTEST_UNSENT_GRACE = env_int("ATTEST_UNSENT_GRACE", 15)
+ATTEST_PENDING_GRACE = env_int("ATTEST_PENDING_GRACE", 300)
+ATTEST_EXPLAIN_SOFT_TIME_LIMIT = env_int("ATTEST_EXPLAIN_SOFT_TIME_LIMIT", 300)
+ATTEST_EXPLAIN_TIME_LIMIT = env_int("ATTEST_EXPLAIN_TIME_LIMIT", 360)
+ATTEST_BROKER_VISIBILITY_TIMEOUT = env_int("ATTEST_BROKER_VISIBILITY_TIMEOUT", 3600)
+# Tasks that set no limits of their own (each of ours does: reports 900/960 s are the longest).
+CELERY_TASK_SOFT_TIME_LIMIT = 300
+CELERY_TASK_TIME_LIMIT = 360
+if not (
+    0
+    < ATTEST_EXPLAIN_SOFT_TIME_LIMIT
+    < ATTEST_EXPLAIN_TIME_LIMIT
+    < ATTEST_BROKER_VISIBILITY_TIMEOUT - 120
+    and ATTEST_EXPLAIN_LEASE > 0
+):
+    raise ImproperlyConfigured(
+        "Need 0 < ATTEST_EXPLAIN_SOFT_TIME_LIMIT < ATTEST_EXPLAIN_TIME_LIMIT < "
+        "ATTEST_BROKER_VISIBILITY_TIMEOUT - 120 and a positive ATTEST_EXPLAIN_LEASE."
+    )
+
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(VAR_DIR / "broker")
 else:
-    # Time limits of tasks stay below this, so a task is never re-delivered
-    # while it is still running.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": ATTEST_BROKER_VISIBILITY_TIMEOUT}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -278,8 +332,16 @@ CELERY_TASK_DEFAULT_QUEUE = "explain"
 # runs dedicated workers per queue (see the README).
 CELERY_TASK_QUEUES = [
     Queue(name, Exchange(name), routing_key=name)
-    for name in ("explain", "explain-lime", "explain-priority", "reports", "monitoring")
+    for name in (
+        "explain",
+        "explain-lime",
+        "explain-priority",
+        "reports",
+        "monitoring",
+        "maintenance",
+    )
 ]
+CELERY_TASK_ROUTES = {"explain.sweep": {"queue": "maintenance"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a
 # broker that is down: the sweeper re-sends what could not be enqueued.
@@ -293,7 +355,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"queue": "monitoring"},
     },
-    "explain-sweep": {"task": "explain.sweep", "schedule": 60.0, "options": {"queue": "explain"}},
+    # Lost explanations back to the queue (see "Recovery" above), never behind a backlog.
+    "explain-sweep": {
+        "task": "explain.sweep",
+        "schedule": float(ATTEST_SWEEP_INTERVAL),
+        "options": {"queue": "maintenance"},
+    },
     # New decisions and audit events join the hash chain within a minute.
     "audit-seal": {"task": "audit.seal", "schedule": 60.0, "options": {"queue": "reports"}},
     # Report requests whose message never reached a worker are sent again.

@@ -13,6 +13,7 @@ import threading
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -25,9 +26,10 @@ from django.db import (
     OperationalError,
     close_old_connections,
     connection,
+    connections,
     transaction,
 )
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from auditapp.decisions.models import Decision
@@ -46,9 +48,15 @@ PER_ROW_BATCH = 10  # model-agnostic SHAP takes seconds a row: small tasks
 # every queue (the quick start) turns to waiting SHAP batches often.
 LIME_BATCH = 25
 MAX_ATTEMPTS = 5
-SOFT_TIME_LIMIT = 300  # below the broker's visibility timeout (settings: 3600 s)
-HARD_TIME_LIMIT = 360
-PENDING_GRACE = timedelta(minutes=5)
+# Settings, "Recovery: leases, time limits, queues", say why these values and this order.
+SOFT_TIME_LIMIT = settings.ATTEST_EXPLAIN_SOFT_TIME_LIMIT
+HARD_TIME_LIMIT = settings.ATTEST_EXPLAIN_TIME_LIMIT
+LEASE = timedelta(seconds=settings.ATTEST_EXPLAIN_LEASE)
+HEARTBEAT = settings.ATTEST_EXPLAIN_HEARTBEAT
+UNSENT_GRACE = timedelta(seconds=settings.ATTEST_UNSENT_GRACE)
+PENDING_GRACE = timedelta(seconds=settings.ATTEST_PENDING_GRACE)
+# The queues explanation tasks wait in; the sweeper's own is `maintenance`.
+EXPLAIN_QUEUES = ("explain", "explain-lime", "explain-priority")
 CACHE_SIZE = 8
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
@@ -594,11 +602,16 @@ def run_batch(
     if not claimed:
         return {"explained": 0, "failed": 0, **sent_on}
     started = time.perf_counter()
-    if setup_error:
-        results = [engine.ExplanationResult(method=method, error=setup_error)] * len(claimed)
-    else:
-        tolerance = model_version.explain_settings.get("score_tolerance", engine.SCORE_TOLERANCE)
-        results = _explain_claimed(context, explainer, method, claimed, new_seed, tolerance)
+    # Not inside a caller's transaction (a test calling the task): the renewal's own
+    # connection would wait for the caller's row locks, and the caller for it.
+    with nullcontext() if connection.in_atomic_block else lease_kept([e.id for e in claimed]):
+        if setup_error:
+            results = [engine.ExplanationResult(method=method, error=setup_error)] * len(claimed)
+        else:
+            tolerance = model_version.explain_settings.get(
+                "score_tolerance", engine.SCORE_TOLERANCE
+            )
+            results = _explain_claimed(context, explainer, method, claimed, new_seed, tolerance)
     elapsed_ms = (time.perf_counter() - started) * 1000
     _store_results(claimed, results, method, elapsed_ms, model_version.explain_settings)
     failed = sum(e.status == Explanation.FAILED for e in claimed)
@@ -687,28 +700,91 @@ def explain_batch(
     return run_batch(model_version_id, method, decision_ids, new_seed=new_seed)
 
 
+# -- leases and the sweeper ---------------------------------------------------------------
+# A claimed (running) row is its worker's while the worker renews its lease (updated_at)
+# every HEARTBEAT seconds. A worker that dies, or is killed at the hard time limit,
+# stops renewing; the sweeper then returns its rows to the queue.
+
+
+@contextmanager
+def lease_kept(explanation_ids: list[int], every: float = HEARTBEAT):
+    """Renew the lease on these claimed rows every `every` seconds until the block ends.
+
+    A thread with a connection of its own: the batch is one long call into the engine
+    and cannot stop to renew it. Stopped before the results are stored, so that the
+    renewal never waits on the store's row locks (nor the store on its).
+    """
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(explanation_ids, every, stop), name="explain-lease", daemon=True
+    )
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join()
+
+
+def _renew(explanation_ids: list[int], every: float, stop: threading.Event) -> None:
+    try:
+        while not stop.wait(every):
+            try:
+                Explanation.objects.filter(
+                    pk__in=explanation_ids, status=Explanation.RUNNING
+                ).update(updated_at=timezone.now())
+            except TRANSIENT_ERRORS:  # the database is away: try again at the next beat
+                log.warning("explain.lease.renew_failed n=%d", len(explanation_ids))
+                connection.close()
+    finally:
+        connections.close_all()  # this thread's own connection
+
+
+def explain_queues_empty() -> bool:
+    """No explanation task waits in the broker (a task a worker holds is not counted)."""
+    with explain_batch.app.connection_for_read() as broker:
+        for name in EXPLAIN_QUEUES:
+            with broker.channel() as channel:
+                try:
+                    if channel.queue_declare(queue=name, passive=True).message_count:
+                        return False
+                except broker.channel_errors:  # Redis keeps no key for an empty queue
+                    continue
+    return True
+
+
 def sweep(now=None, limit: int = 20_000) -> int:
-    """Re-send explanations left pending (broker down) or running too long (worker died)."""
+    """Return lost explanations to the queue; how many were sent.
+
+    Lost are running rows whose lease expired (their worker died), and pending rows
+    nobody will send: the broker was down when they were recorded, or lost them (a
+    restart without persistence), or the recording process died first. A row still
+    pending UNSENT_GRACE after it was recorded, when no explanation task waits in the
+    broker, cannot be on its way; while tasks wait it may be among them, so it waits
+    PENDING_GRACE. Rows sent are set pending and touched: sent again only once stale again.
+    """
     now = now or timezone.now()
-    stale = (
-        Explanation.objects.filter(status=Explanation.PENDING, updated_at__lt=now - PENDING_GRACE)
-        | Explanation.objects.filter(
-            status=Explanation.RUNNING,
-            updated_at__lt=now - timedelta(seconds=HARD_TIME_LIMIT + 60),
+    grace = UNSENT_GRACE if explain_queues_empty() else PENDING_GRACE
+    stale = Q(status=Explanation.RUNNING, updated_at__lt=now - LEASE) | Q(
+        status=Explanation.PENDING, updated_at__lt=now - grace
+    )
+    with transaction.atomic():
+        rows = list(
+            Explanation.objects.filter(stale)
+            # A row being claimed or renewed right now is not lost.
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("id", "decision__model_version_id", "method", "decision_id")[:limit]
         )
-    ).values_list("decision__model_version_id", "method", "decision_id")[:limit]
+        Explanation.objects.filter(pk__in=[row[0] for row in rows]).update(
+            status=Explanation.PENDING, updated_at=now
+        )
     pending: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for model_version_id, method, decision_id in stale:
+    for _, model_version_id, method, decision_id in rows:
         pending[(model_version_id, method)].append(decision_id)
     if pending:
-        # Touch them, so a backlog that is merely slow is not re-sent every minute.
-        for (_, method), decision_ids in pending.items():
-            Explanation.objects.filter(
-                decision_id__in=decision_ids, method=method, status=Explanation.PENDING
-            ).update(updated_at=now)
         enqueue_batches(pending)
-        log.info("explain.sweep.resent n=%d", sum(len(v) for v in pending.values()))
-    return sum(len(v) for v in pending.values())
+        log.info("explain.sweep.resent n=%d", len(rows))
+    return len(rows)
 
 
 @shared_task(name="explain.sweep", acks_late=True, soft_time_limit=120, time_limit=150)
