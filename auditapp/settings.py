@@ -338,10 +338,14 @@ CELERY_TASK_QUEUES = [
         "explain-priority",
         "reports",
         "monitoring",
+        "verify",
         "maintenance",
     )
 ]
-CELERY_TASK_ROUTES = {"explain.sweep": {"queue": "maintenance"}}
+CELERY_TASK_ROUTES = {
+    "explain.sweep": {"queue": "maintenance"},
+    "audit.verify": {"queue": "verify"},  # decisions/tasks.py: verification jobs
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a
 # broker that is down: the sweeper re-sends what could not be enqueued.
@@ -392,12 +396,6 @@ if ATTEST_SEAL_SIGNING_KEY:
 # GET /api/v1/audit/verify verifies in the request up to this many decisions and
 # audit events together; beyond, it answers 409 and POST runs it as a job.
 ATTEST_VERIFY_NOW_LIMIT = env_int("ATTEST_VERIFY_NOW_LIMIT", 50_000)
-# Verification jobs run on their own queue (decisions/tasks.py), declared here so
-# that a worker started without -Q serves it too.
-CELERY_TASK_QUEUES = [
-    *CELERY_TASK_QUEUES,
-    Queue("verify", Exchange("verify"), routing_key="verify"),
-]
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)
 ATTEST_MAX_BATCH = 10_000

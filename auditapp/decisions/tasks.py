@@ -16,7 +16,6 @@ def seal_records() -> int:
 
 @shared_task(
     name="audit.verify",
-    queue=VERIFY_QUEUE,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=3000,
