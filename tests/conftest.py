@@ -20,12 +20,15 @@ from rest_framework.test import APIClient
 
 from auditapp.accounts import roles
 from auditapp.accounts.services import create_api_token, create_user
+from auditapp.celery import app as celery_app
 from auditapp.decisions.models import Decision
 from auditapp.decisions.services import record_decisions
 from auditapp.demo.credit import FEATURES, applicants, train_model
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.services import VersionUpload, assign_models, register_model_version
+from explain import tasks as explain_tasks
 from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, credit_schema
+from tests.workers import Worker
 
 # Who may appear in a request: every role, a domain expert not assigned to the
 # model, a user without any role, and nobody at all.
@@ -239,3 +242,14 @@ def ingest(ml_engineer):
 def decision(model_version, ingest) -> Decision:
     (result,) = ingest(DecisionPayloadFactory())
     return Decision.objects.get(pk=result["id"])
+
+
+@pytest.fixture
+def worker(media_root, tmp_path):
+    """A real Celery worker on an empty broker; stopped, and the broker emptied, afterwards."""
+    celery_app.control.purge()
+    started = Worker(media_root, tmp_path / "worker.log")
+    yield started
+    started.stop()
+    explain_tasks.wait_until_published()
+    celery_app.control.purge()

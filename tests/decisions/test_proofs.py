@@ -465,16 +465,6 @@ def insert_chain_seals(seal_hash: str | None = None) -> None:
 # --- a real worker ---------------------------------------------------------------
 
 
-@pytest.fixture
-def worker(media_root, tmp_path):
-    celery_app.control.purge()
-    started = Worker(media_root, tmp_path / "worker.log")
-    yield started
-    started.stop()
-    explain_tasks.wait_until_published()
-    celery_app.control.purge()
-
-
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_runs_the_verification_job_requested_through_the_api(
     worker, model_version, ingest, client

@@ -25,16 +25,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def worker(media_root, tmp_path):
-    celery_app.control.purge()
-    started = Worker(media_root, tmp_path / "worker.log")
-    yield started
-    started.stop()
-    tasks.wait_until_published()
-    celery_app.control.purge()
-
-
-@pytest.fixture
 def fast_lime(model_version):
     """Explanations are the subject here, not LIME's precision: fewer samples per row."""
     tasks._contexts.clear()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import pytest
 
 from auditapp.accounts import roles
-from auditapp.celery import app as celery_app
 from auditapp.reports import services, tasks
 from auditapp.reports.models import Report
-from explain import tasks as explain_tasks
 from tests.reports.conftest import read_file
 from tests.reports.test_api import compliance_body
-from tests.workers import Worker, wait_until
+from tests.workers import wait_until
 
 
 def test_task_names_queues_and_limits_are_a_wire_contract():
@@ -64,16 +62,6 @@ def test_a_report_already_done_is_not_generated_again(compliance_officer, model_
         done.file.name,
         done.finished_at,
     )
-
-
-@pytest.fixture
-def worker(media_root, tmp_path):
-    celery_app.control.purge()
-    started = Worker(media_root, tmp_path / "worker.log")
-    yield started
-    started.stop()
-    explain_tasks.wait_until_published()
-    celery_app.control.purge()
 
 
 @pytest.mark.django_db(transaction=True)
