@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -45,10 +46,9 @@ def request_verification(
 
 
 def enqueue(job_id: int) -> None:
-    from auditapp.decisions.tasks import VERIFY_QUEUE, verify_log
-
+    """Sent by name (tasks.py imports this module); CELERY_TASK_ROUTES puts it on `verify`."""
     try:
-        verify_log.apply_async(args=(job_id,), queue=VERIFY_QUEUE)
+        current_app.send_task("audit.verify", args=(job_id,))
     except Exception:  # the broker being down must not fail a committed request
         log.warning("audit.verify.enqueue_failed job=%s", job_id, exc_info=True)
         VerificationJob.objects.filter(pk=job_id).update(

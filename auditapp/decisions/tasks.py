@@ -5,8 +5,6 @@ from celery import shared_task
 from auditapp.decisions import jobs
 from auditapp.decisions.sealing import seal_new_records
 
-VERIFY_QUEUE = "verify"
-
 
 @shared_task(name="audit.seal", acks_late=True, soft_time_limit=300, time_limit=360)
 def seal_records() -> int:
