@@ -396,6 +396,10 @@ if ATTEST_SEAL_SIGNING_KEY:
 # GET /api/v1/audit/verify verifies in the request up to this many decisions and
 # audit events together; beyond, it answers 409 and POST runs it as a job.
 ATTEST_VERIFY_NOW_LIMIT = env_int("ATTEST_VERIFY_NOW_LIMIT", 50_000)
+# How far back a row of the log may be dated against the row written before it
+# and the seals around it (concurrent writers, clocks of several hosts) before
+# verification calls it backdated (decisions/sealing.py, _Clock).
+ATTEST_LOG_CLOCK_TOLERANCE = env_int("ATTEST_LOG_CLOCK_TOLERANCE", 300)
 
 ATTEST_EXPLAIN_BATCH_SIZE = env_int("ATTEST_EXPLAIN_BATCH_SIZE", 250)
 ATTEST_MAX_BATCH = 10_000

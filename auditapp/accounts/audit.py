@@ -80,7 +80,14 @@ def record_event(
     return event
 
 
-def record_counts_per_model(action: str, sent: Counter, created: Counter, **fields: Any) -> None:
+def record_counts_per_model(
+    action: str,
+    sent: Counter,
+    created: Counter,
+    *,
+    per_model: dict[str, dict] | None = None,
+    **fields: Any,
+) -> None:
     """One event per model of a batch, so that an actor limited to some models reads theirs."""
     for model_name in sorted(sent):
         record_event(
@@ -88,5 +95,17 @@ def record_counts_per_model(action: str, sent: Counter, created: Counter, **fiel
             model=model_name,
             created=created[model_name],
             duplicates=sent[model_name] - created[model_name],
+            **(per_model or {}).get(model_name, {}),
             **fields,
         )
+
+
+def id_runs(ids: list[int]) -> list[list[int]]:
+    """Ids as [first, last] runs of consecutive ids: a batch of 10,000 is usually one run."""
+    runs: list[list[int]] = []
+    for row_id in sorted(ids):
+        if runs and row_id == runs[-1][1] + 1:
+            runs[-1][1] = row_id
+        else:
+            runs.append([row_id, row_id])
+    return runs

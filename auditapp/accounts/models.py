@@ -95,3 +95,22 @@ def event_document(fields: dict, sensitive: dict, salt: bytes | None) -> dict:
     if salt is None:
         return fields
     return {**fields, "sensitive_details": commitment(salt, sensitive)}
+
+
+class LogRecord(AppendOnlyModel):
+    """One record of a row an auditor relies on (a model version, an outcome, ...) in the log.
+
+    Registered kinds and their documents: accounts/records.py. The seal after it
+    appends it to the Merkle tree as a leaf b"record:" + content hash.
+    """
+
+    kind = models.CharField(max_length=32)
+    object_id = models.BigIntegerField()
+    content_hash = models.CharField(max_length=64)
+    recorded_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["kind", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"record {self.pk}: {self.kind} {self.object_id}"

@@ -9,6 +9,7 @@ class DecisionsConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_save
 
+        from auditapp.decisions import records  # noqa: F401  (registers the outcome kind)
         from auditapp.decisions.services import clear_version_cache
         from auditapp.registry.models import ModelVersion
 

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from auditapp.accounts import roles
-from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import sealing
 from auditapp.decisions.models import Decision, VerificationJob
 from auditapp.errors import Conflict, NotFound
@@ -61,7 +61,7 @@ def enqueue(job_id: int) -> None:
 def check_small_enough_to_verify_now() -> None:
     """GET verifies within the request only a small log; else 409, pointing to the job."""
     limit = settings.ATTEST_VERIFY_NOW_LIMIT
-    records = Decision.objects.count() + AuditEvent.objects.count()
+    records = Decision.objects.count() + AuditEvent.objects.count() + LogRecord.objects.count()
     if records > limit:
         raise Conflict(
             f"The log holds {records} decisions and audit events, more than the {limit} "
@@ -125,7 +125,9 @@ def run_verification(job_id: int) -> str:
 
 def _progress_writer(job: VerificationJob):
     """Progress = records checked / records at the start, written at most twice a second."""
-    total = max(1, Decision.objects.count() + AuditEvent.objects.count())
+    total = max(
+        1, Decision.objects.count() + AuditEvent.objects.count() + LogRecord.objects.count()
+    )
     done = {"decision": 0, "event": 0}
     last = {"at": 0.0}
 

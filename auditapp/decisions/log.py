@@ -1,15 +1,18 @@
 """The log: one RFC 6962 Merkle tree over every sealed record, and its proofs.
 
 Leaves are appended in sealing order: each seal appends the decisions it
-covers by id, then the audit events it covers by id (KINDS, in that order).
+covers by id, then the audit events, then the records of every other kind
+(accounts/records.py: model versions, outcomes, reviews, explanations...), each
+by id (KINDS, in that order).
 A leaf hash is sha256(0x00 || leaf data), where the leaf data is
 
 - a decision: its content hash, 32 raw bytes;
-- an audit event: b"event:" followed by its content hash's 32 raw bytes.
+- an audit event: b"event:" followed by its content hash's 32 raw bytes;
+- any other record: b"record:" followed by the 32 bytes of the hash of
+  {"kind", "id", "record": its document}.
 
-A new kind of record (outcomes, feedback, ...) joins with a prefix of its own
-("outcome:"), so no two kinds' leaves can be taken for one another, and the
-decisions' leaves stay what inclusion proofs have always proven.
+Each kind has a prefix of its own, so no two kinds' leaves can be taken for one
+another, and the decisions' leaves stay what inclusion proofs have always proven.
 
 Storage: each seal keeps the content hashes it appended (the leaves), the
 tree's frontier at its size, and the roots of the subtrees of 2^8, 2^16, ...
@@ -36,7 +39,9 @@ if TYPE_CHECKING:
 KINDS = (
     ("decision", b"", "decision_count", "decision_leaves"),
     ("event", b"event:", "event_count", "event_leaves"),
+    ("record", b"record:", "record_count", "record_leaves"),
 )
+NAMES = tuple(kind for kind, *_ in KINDS)
 PREFIX = {kind: prefix for kind, prefix, _, _ in KINDS}
 STRIDE = 8  # the roots of subtrees of 2^8, 2^16, 2^24, ... leaves are stored
 READ_WHOLE = 4096  # leaves of a seal up to which a proof reads all of them at once
@@ -52,10 +57,10 @@ def leaf_hashes(kind: str, packed: bytes) -> list[bytes]:
     return [sha256(head + packed[i : i + 32]).digest() for i in range(0, len(packed), 32)]
 
 
-def seal_leaf_hashes(seal: Seal) -> list[bytes]:
-    """Every leaf hash a seal appended, in log order."""
+def seal_leaf_hashes(seal: Seal, kinds=KINDS) -> list[bytes]:
+    """Every leaf hash a seal appended, in log order (`kinds`: of an older migration state)."""
     hashes: list[bytes] = []
-    for kind, _, _, field in KINDS:
+    for kind, _, _, field in kinds:
         hashes += leaf_hashes(kind, bytes(getattr(seal, field)))
     return hashes
 

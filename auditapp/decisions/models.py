@@ -10,6 +10,10 @@ from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
 from auditapp.decisions.hashing import content_hash, decision_document
 from auditapp.registry.models import ModelVersion, RegisteredModel, visible_models_q
 
+# The audit event a request that records decisions writes, one per model, naming
+# the ids it created ([first, last] runs): verification reconciles the two.
+INGESTED_EVENT = "decisions.ingested"
+
 
 class DecisionQuerySet(AppendOnlyQuerySet):
     def visible_to(self, actor) -> DecisionQuerySet:
@@ -124,8 +128,9 @@ class Seal(AppendOnlyModel):
     """A signed tree head of the log, and the records it appended.
 
     The log is one Merkle tree (RFC 6962) over every sealed record in sealing
-    order: a seal appends the decisions, then the audit events, recorded since
-    the previous seal, each kind in id order (leaf formats: `decisions/log.py`).
+    order: a seal appends the decisions, then the audit events, then the other
+    records (accounts/records.py), written since the previous seal, each in id
+    order (leaf formats: `decisions/log.py`).
     Its tree head (tree_size, root_hash, sealed_at) is signed with Ed25519.
 
     It keeps the ids and content hashes it appended, so verification can name
@@ -145,11 +150,15 @@ class Seal(AppendOnlyModel):
     last_decision_id = models.BigIntegerField(null=True)
     event_count = models.PositiveIntegerField()
     last_event_id = models.BigIntegerField(null=True)
+    record_count = models.PositiveIntegerField(default=0)
+    last_record_id = models.BigIntegerField(null=True)
     # Packed little-endian int64 ids and 32-byte content hashes, in id order.
     decision_ids = models.BinaryField()
     decision_leaves = models.BinaryField()
     event_ids = models.BinaryField()
     event_leaves = models.BinaryField()
+    record_ids = models.BinaryField(default=b"")
+    record_leaves = models.BinaryField(default=b"")
     # The roots of the perfect subtrees making up the tree of tree_size leaves, left
     # to right; and those of 2^8, 2^16, ... leaves this seal completed, by size then
     # position (log.STORED_HEIGHTS).

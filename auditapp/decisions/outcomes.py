@@ -10,9 +10,10 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_counts_per_model
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.records import OUTCOME
 from auditapp.decisions.validation import parse_timestamp, window_error
 from auditapp.errors import InvalidInput, PayloadTooLarge
 from auditapp.registry.models import RegisteredModel
@@ -164,6 +165,7 @@ def store_outcomes(actor, valid, *, source: str, ip=None, now=None) -> list[dict
             }
         )
     Outcome.objects.bulk_create(new)
+    records.append(OUTCOME.name, [outcome.pk for outcome in new])
     names = dict(RegisteredModel.objects.values_list("pk", "name"))
     record_counts_per_model(
         "outcomes.recorded",

@@ -22,19 +22,21 @@ import queue
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, connection, transaction
 from django.db.models import BinaryField
 from django.db.models.functions import Substr
 from django.utils import timezone
 
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
-from auditapp.accounts.models import AuditEvent, event_document
+from auditapp.accounts.models import AuditEvent, LogRecord, event_document
 from auditapp.appendonly import SEALING_LOCK
 from auditapp.decisions import log, merkle, signing
 from auditapp.decisions.hashing import (
@@ -44,7 +46,7 @@ from auditapp.decisions.hashing import (
     decision_document,
     sha256_hex,
 )
-from auditapp.decisions.models import Decision, Seal
+from auditapp.decisions.models import INGESTED_EVENT, Decision, Seal
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.schema import parse_schema
@@ -115,7 +117,7 @@ def seal_of_size(tree_size: int) -> Seal:
     return seal
 
 
-_BODY = ("decision_ids", "decision_leaves", "event_ids", "event_leaves", "nodes")
+_BODY = (*(f"{kind}_{part}" for kind in log.NAMES for part in ("ids", "leaves")), "nodes")
 
 
 def seals_page(
@@ -166,16 +168,16 @@ def parse_tree_size(raw: Any, name: str = "tree_size") -> int:
 
 
 def seal_new_records(max_rows: int = MAX_SEAL_ROWS) -> list[Seal]:
-    """Seal every decision and audit event recorded since the last seal.
+    """Seal every decision, audit event and record written since the last seal.
 
     Called by a periodic task and by `manage.py seal_records`. Two sealers at
     once cannot fork the log: index and tree size are unique, and the loser stops.
     """
-    last_decision, last_event = _horizon()
+    horizon = _horizon()
     made: list[Seal] = []
     while True:
         try:
-            seal = _seal_next(last_decision, last_event, max_rows)
+            seal = _seal_next(horizon, max_rows)
         except IntegrityError:
             break  # another sealer took this index; it carries on from here
         if seal is None:
@@ -184,43 +186,51 @@ def seal_new_records(max_rows: int = MAX_SEAL_ROWS) -> list[Seal]:
     return made
 
 
-def _horizon() -> tuple[int, int]:
-    """The newest ids that can be sealed: every transaction that drew a smaller id has ended.
+SEALED_TABLES = {"decision": Decision, "event": AuditEvent, "record": LogRecord}
+
+
+def _horizon() -> dict[str, int]:
+    """Per kind, the newest id that can be sealed: every transaction that drew a smaller one ended.
 
     Writers hold the shared side of the sealing lock while they insert (see
     `appendonly.hold_insert_order`), so taking the exclusive side waits them out.
     """
+    horizon = {}
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SEALING_LOCK])
-        cursor.execute(f"SELECT max(id) FROM {Decision._meta.db_table}")
-        last_decision = cursor.fetchone()[0] or 0
-        cursor.execute(f"SELECT max(id) FROM {AuditEvent._meta.db_table}")
-        last_event = cursor.fetchone()[0] or 0
-    return last_decision, last_event
+        for kind in log.NAMES:
+            cursor.execute(f"SELECT max(id) FROM {SEALED_TABLES[kind]._meta.db_table}")
+            horizon[kind] = cursor.fetchone()[0] or 0
+    return horizon
 
 
 @transaction.atomic
-def _seal_next(horizon_decision: int, horizon_event: int, max_rows: int) -> Seal | None:
+def _seal_next(horizon: dict[str, int], max_rows: int) -> Seal | None:
     previous = latest_seal()
-    after_decision = (previous.last_decision_id or 0) if previous else 0
-    after_event = (previous.last_event_id or 0) if previous else 0
-    decisions = list(
-        Decision.objects.filter(id__gt=after_decision, id__lte=horizon_decision)
-        .order_by("id")
-        .values_list("id", "content_hash")[:max_rows]
-    )
-    events = list(
-        AuditEvent.objects.filter(id__gt=after_event, id__lte=horizon_event)
-        .order_by("id")
-        .values_list("id", "content_hash")[:max_rows]
-    )
-    if not decisions and not events:
-        return None
-    decision_ids, decision_leaves = _pack(decisions)
-    event_ids, event_leaves = _pack(events)
     first_leaf = previous.tree_size if previous else 0
-    leaves = log.leaf_hashes("decision", decision_leaves) + log.leaf_hashes("event", event_leaves)
+    fields: dict[str, Any] = {}
+    leaves: list[bytes] = []
+    for kind in log.NAMES:
+        after = (getattr(previous, f"last_{kind}_id") or 0) if previous else 0
+        rows = list(
+            SEALED_TABLES[kind]
+            .objects.filter(id__gt=after, id__lte=horizon[kind])
+            .order_by("id")
+            .values_list("id", "content_hash")[:max_rows]
+        )
+        ids, packed = _pack(rows)
+        fields.update(
+            {
+                f"{kind}_count": len(rows),
+                f"last_{kind}_id": rows[-1][0] if rows else (after or None),
+                f"{kind}_ids": ids,
+                f"{kind}_leaves": packed,
+            }
+        )
+        leaves += log.leaf_hashes(kind, packed)
+    if not leaves:
+        return None
     frontier, nodes, root_hash = log.grow(
         bytes(previous.frontier) if previous else b"", first_leaf, leaves
     )
@@ -230,16 +240,9 @@ def _seal_next(horizon_decision: int, horizon_event: int, max_rows: int) -> Seal
         first_leaf=first_leaf,
         tree_size=first_leaf + len(leaves),
         root_hash=root_hash,
-        decision_count=len(decisions),
-        last_decision_id=decisions[-1][0] if decisions else (after_decision or None),
-        event_count=len(events),
-        last_event_id=events[-1][0] if events else (after_event or None),
-        decision_ids=decision_ids,
-        decision_leaves=decision_leaves,
-        event_ids=event_ids,
-        event_leaves=event_leaves,
         frontier=frontier,
         nodes=nodes,
+        **fields,
     )
     seal.signature, seal.key_id = signing.sign(
         seal.tree_size, seal.root_hash, canonical_time(seal.sealed_at)
@@ -344,30 +347,41 @@ class Verification:
     ok: bool = True
     decisions: int = 0
     events: int = 0
+    records: dict[str, int] = field(default_factory=dict)  # rows of each other kind checked
     seals: int = 0
     unsealed_decisions: int = 0
     unsealed_events: int = 0
+    unsealed_records: int = 0
     first_bad: dict[str, Any] | None = None
     latest_seal: dict[str, Any] | None = None
     checked_against: dict[str, Any] | None = None
-    _problems: list[tuple[tuple[int, int], dict]] = field(default_factory=list, repr=False)
+    _problems: list[tuple[tuple[int, int, int], dict]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "decisions": self.decisions,
             "events": self.events,
+            "records": self.records,
+            "records_checked": sum(self.records.values()),
             "seals": self.seals,
             "unsealed_decisions": self.unsealed_decisions,
             "unsealed_events": self.unsealed_events,
+            "unsealed_records": self.unsealed_records,
             "first_bad": self.first_bad,
             "latest_seal": self.latest_seal,
             "checked_against": self.checked_against,
         }
 
+    def problems(self) -> list[dict]:
+        """Everything found, in log order (first_bad is the first of them)."""
+        return [what for _, what in sorted(self._problems, key=lambda item: item[0])]
+
     def problem(self, seal_index: int, order: int, **what: Any) -> None:
-        """Note a mismatch; the first in log order (seal, then its rows) is reported."""
-        self._problems.append(((seal_index, order), what))
+        """Note a mismatch; the first in log order is reported: by seal, then within a seal
+        its own problems, its decisions, its events, its records (`order`: the row's id)."""
+        rank = {"seal": -1, "decision": 0, "event": 1}.get(what.get("kind"), 2)
+        self._problems.append(((seal_index, rank, order), what))
 
 
 def verify_as(
@@ -410,6 +424,11 @@ def verify_chain(
 ) -> Verification:
     """Recompute every content hash, the tree and every signature; name the first mismatch.
 
+    Beyond the hashes: times must not go back (each row against the one before
+    it and against the seals around it, see `_Clock`), every decision must be
+    named by the ingestion event that recorded it, and every record's row must
+    still hash to what was recorded (`_check_record_rows`).
+
     `processes`: hash decisions in worker processes where that is safe (see
     `_can_use_processes`); only `manage.py verify_chain` asks for it: a web
     process must never fork, and a Celery prefork child may not.
@@ -420,10 +439,20 @@ def verify_chain(
     seals = list(Seal.objects.order_by("index"))
     result.seals = len(seals)
     roots = _check_seals(seals, result)
-    sealed = {kind: _sealed(seals, kind) for kind in ("decision", "event")}
-    decision_rows = _decision_hashes(processes)
-    result.decisions = _check_rows("decision", decision_rows, sealed["decision"], result, progress)
-    result.events = _check_rows("event", _event_hashes(), sealed["event"], result, progress)
+    sealed = {kind: _sealed(seals, kind) for kind in log.NAMES}
+    clock = _Clock(seals)
+    rows = {"decision": _decision_hashes(processes), "event": _event_hashes(), "record": _records()}
+    counts = {
+        kind: _check_rows(kind, rows[kind], sealed[kind], clock, result, progress)
+        for kind in log.NAMES
+    }
+    result.decisions, result.events = counts["decision"], counts["event"]
+    recorded = _recorded()
+    for record_kind in records.kinds():
+        result.records[record_kind.name] = _check_record_rows(
+            record_kind, recorded.get(record_kind.name, {}), sealed["record"], result
+        )
+    _reconcile_ingestion(sealed["decision"], result)
     if against is not None:
         _check_against(against, seals, roots, result)
     if seals:
@@ -442,7 +471,8 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
     own_key = signing.signing_key().public_key()
     own_id = signing.key_id(signing.raw_public_key(own_key))
     roots: dict[int, str] = {}
-    size, last_ids = 0, {"decision": 0, "event": 0}
+    size, last_ids = 0, dict.fromkeys(log.NAMES, 0)
+    last_time = None
     for position, (seal, root, tree_problem) in enumerate(log.rebuild(seals)):
 
         def bad(reason: str, seal: Seal = seal) -> None:
@@ -454,8 +484,11 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
             result.problem(position, -1, kind="seal", index=position, reason="missing")
         if seal.first_leaf != size:
             bad("its first leaf does not follow the seal before it")
+        if last_time is not None and seal.sealed_at < last_time:
+            bad("it is dated before the seal before it")
+        last_time = max(last_time or seal.sealed_at, seal.sealed_at)
         appended = 0
-        for kind in ("decision", "event"):
+        for kind in log.NAMES:
             ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
             leaves = bytes(getattr(seal, f"{kind}_leaves"))
             count, seal_last = getattr(seal, f"{kind}_count"), getattr(seal, f"last_{kind}_id")
@@ -488,6 +521,13 @@ class _Sealed:
     leaves: bytes
     seal_of: np.ndarray  # seal index per position
 
+    def seal_holding(self, row_id: int) -> int | None:
+        """The index of the seal that appended this id, None if none did."""
+        position = int(np.searchsorted(self.ids, row_id))
+        if position < len(self.ids) and self.ids[position] == row_id:
+            return int(self.seal_of[position])
+        return None
+
 
 def _sealed(seals: list[Seal], kind: str) -> _Sealed:
     ids_parts, leaf_parts, seal_parts = [], [], []
@@ -502,76 +542,99 @@ def _sealed(seals: list[Seal], kind: str) -> _Sealed:
     return _Sealed(np.concatenate(ids_parts), b"".join(leaf_parts), np.concatenate(seal_parts))
 
 
+UNSEALED = 1 << 62  # the order of problems with rows no seal holds yet: after every seal's
+CHANGED = "its stored fields do not match the content hash it was sealed with"
+CHANGED_UNSEALED = "its stored fields do not match its content hash (not sealed yet)"
+
+
+class _Clock:
+    """Times in the log must not go back: backdating a row is named, not just hashed along.
+
+    A row may not be dated more than the tolerance (ATTEST_LOG_CLOCK_TOLERANCE)
+    before the row of its kind written before it, before the seal preceding the
+    one that holds it (it was written after that seal's horizon), nor after the
+    seal that holds it. Rows of one kind are written by concurrent transactions
+    and hosts whose clocks differ slightly; the tolerance absorbs that, while a
+    row dated a day back cannot hide. Writers take their time after the sealing
+    lock (`appendonly.hold_insert_order`), so the bounds hold by construction.
+    """
+
+    def __init__(self, seals: list[Seal]) -> None:
+        self.tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
+        self.sealed_at = [seal.sealed_at for seal in seals]
+
+    def problem(
+        self, at: datetime, previous: datetime | None, seal_index: int | None
+    ) -> str | None:
+        slack = self.tolerance
+        if previous is not None and at < previous - slack:
+            return (
+                f"it is dated {canonical_time(at)}, before the row written before it "
+                f"({canonical_time(previous)}): backdated"
+            )
+        after = seal_index - 1 if seal_index is not None else len(self.sealed_at) - 1
+        if after >= 0 and at < self.sealed_at[after] - slack:
+            return (
+                f"it is dated {canonical_time(at)}, before seal {after} "
+                f"({canonical_time(self.sealed_at[after])}) that it follows: backdated"
+            )
+        if seal_index is not None and at > self.sealed_at[seal_index] + slack:
+            return f"it is dated {canonical_time(at)}, after seal {seal_index} that holds it"
+        return None
+
+
 def _check_rows(
     kind: str,
-    rows: Iterator[list[tuple[int, bytes, str]]],
+    rows: Iterator[list[tuple[int, bytes, str, str]]],
     sealed: _Sealed,
+    clock: _Clock,
     result: Verification,
     progress: Callable[[str, int], None] | None,
 ) -> int:
-    """Walk the rows in id order beside the sealed ids; note deleted, inserted and changed rows."""
+    """Walk rows in id order beside the sealed ids: note deleted, inserted, changed, backdated."""
     count, pointer, total = 0, 0, len(sealed.ids)
     last_sealed = int(sealed.ids[-1]) if total else 0
     unsealed = 0
     sealed_ids = sealed.ids.tolist()
     leaves = sealed.leaves
+    previous_time = None
+    parse = datetime.fromisoformat
+
+    def bad(seal_index: int | None, row_id: int, reason: str) -> None:
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(order, row_id, kind=kind, id=row_id, seal=seal_index, reason=reason)
+
     for chunk in rows:
-        for row_id, recomputed, stored in chunk:
+        for row_id, recomputed, stored, time_text in chunk:
             while pointer < total and sealed_ids[pointer] < row_id:
                 _missing(kind, sealed, pointer, result)
                 pointer += 1
+            seal_index = None
             if pointer < total and sealed_ids[pointer] == row_id:
                 seal_index = int(sealed.seal_of[pointer])
                 if recomputed != leaves[32 * pointer : 32 * pointer + 32]:
-                    result.problem(
-                        seal_index,
-                        row_id,
-                        kind=kind,
-                        id=row_id,
-                        seal=seal_index,
-                        reason="its stored fields do not match the content hash it was sealed with",
-                    )
+                    bad(seal_index, row_id, CHANGED)
                 elif recomputed.hex() != stored:
-                    result.problem(
-                        seal_index,
-                        row_id,
-                        kind=kind,
-                        id=row_id,
-                        seal=seal_index,
-                        reason="its content_hash column was changed",
-                    )
+                    bad(seal_index, row_id, "its content_hash column was changed")
                 pointer += 1
             elif row_id <= last_sealed:
                 seal_index = int(sealed.seal_of[min(pointer, total - 1)])
-                result.problem(
-                    seal_index,
-                    row_id,
-                    kind=kind,
-                    id=row_id,
-                    seal=seal_index,
-                    reason="it was inserted inside a sealed range",
-                )
+                bad(seal_index, row_id, "it was inserted inside a sealed range")
             else:
                 unsealed += 1
                 if recomputed.hex() != stored:
-                    result.problem(
-                        1 << 62,
-                        row_id,
-                        kind=kind,
-                        id=row_id,
-                        seal=None,
-                        reason="its stored fields do not match its content hash (not sealed yet)",
-                    )
+                    bad(None, row_id, CHANGED_UNSEALED)
+            at = parse(time_text)
+            if reason := clock.problem(at, previous_time, seal_index):
+                bad(seal_index, row_id, reason)
+            previous_time = at if previous_time is None else max(previous_time, at)
         count += len(chunk)
         if progress:
             progress(kind, count)
     while pointer < total:
         _missing(kind, sealed, pointer, result)
         pointer += 1
-    if kind == "decision":
-        result.unsealed_decisions = unsealed
-    else:
-        result.unsealed_events = unsealed
+    setattr(result, f"unsealed_{kind}s", unsealed)
     return count
 
 
@@ -580,6 +643,114 @@ def _missing(kind: str, sealed: _Sealed, pointer: int, result: Verification) -> 
     result.problem(
         seal_index, row_id, kind=kind, id=row_id, seal=seal_index, reason="it was deleted"
     )
+
+
+def _recorded() -> dict[str, dict[int, tuple[int, str, datetime, int]]]:
+    """Per kind and object id: (its latest record's id and hash, its first record's time, count)."""
+    recorded: dict[str, dict[int, tuple[int, str, datetime, int]]] = {}
+    rows = (
+        LogRecord.objects.order_by("kind", "object_id", "id")
+        .values_list("kind", "id", "object_id", "content_hash", "recorded_at")
+        .iterator(chunk_size=CHUNK)
+    )
+    for kind, record_id, object_id, digest, at in rows:
+        of_kind = recorded.setdefault(kind, {})
+        first = of_kind.get(object_id)
+        if first is None:
+            of_kind[object_id] = (record_id, digest, at, 1)
+        else:
+            of_kind[object_id] = (record_id, digest, first[2], first[3] + 1)
+    return recorded
+
+
+def _check_record_rows(
+    record_kind: records.RecordKind,
+    recorded: dict[int, tuple[int, str, datetime, int]],
+    sealed: _Sealed,
+    result: Verification,
+) -> int:
+    """The rows of one kind against their records: every row recorded, and as it is now.
+
+    Records (LogRecord rows) are checked against the seals like decisions; this
+    checks what they stand for. A row's document is rebuilt from its stored
+    values and hashed: it must equal its latest record. A row without a record,
+    a record whose row is gone, a second record of an insert-only row, and a row
+    dated away from the time it was recorded (backdated) are named.
+    """
+    name = record_kind.name
+
+    def bad(record_id: int | None, object_id: int, reason: str) -> None:
+        seal_index = sealed.seal_holding(record_id) if record_id is not None else None
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(
+            order,
+            record_id or 0,
+            kind=name,
+            label=record_kind.label,
+            id=object_id,
+            record=record_id,
+            seal=seal_index,
+            reason=reason,
+        )
+
+    tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
+    count = 0
+    for row in records.values_of(record_kind).iterator(chunk_size=CHUNK):
+        count += 1
+        object_id = row["pk"]
+        found = recorded.pop(object_id, None)
+        if found is None:
+            bad(None, object_id, "it is not in the log: no record of it was written")
+            continue
+        record_id, digest, first_at, times = found
+        if records.record_hash(name, object_id, record_kind.document(row)) != digest:
+            bad(record_id, object_id, "its stored fields do not match its latest record")
+        if times > 1 and not record_kind.stateful:
+            bad(record_id, object_id, f"it was recorded {times} times; it is insert-only")
+        made_at = row.get(record_kind.time_field) if record_kind.time_field else None
+        if made_at is not None and abs(made_at - first_at) > tolerance:
+            bad(
+                record_id,
+                object_id,
+                f"it is dated {canonical_time(made_at)} but was recorded "
+                f"{canonical_time(first_at)}: backdated",
+            )
+    for object_id, (record_id, *_) in recorded.items():
+        bad(record_id, object_id, "it was deleted: its record remains")
+    return count
+
+
+def _reconcile_ingestion(sealed: _Sealed, result: Verification) -> None:
+    """Every decision must be named by the ingestion event that recorded it, exactly once.
+
+    `decisions.ingested` events list the ids they created as [first, last] runs.
+    A decision inserted by hand, even with a valid hash and a fresh time, has no
+    such event; one named twice was claimed by a forged event.
+    """
+    runs = []
+    events = AuditEvent.objects.filter(action=INGESTED_EVENT).values_list("details", flat=True)
+    for details in events.iterator(chunk_size=CHUNK):
+        runs += [(first, last) for first, last in (details or {}).get("ids", [])]
+    runs.sort()
+    ids = Decision.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=CHUNK)
+
+    def bad(decision_id: int, reason: str) -> None:
+        seal_index = sealed.seal_holding(decision_id)
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(
+            order, decision_id, kind="decision", id=decision_id, seal=seal_index, reason=reason
+        )
+
+    position, covered_until = 0, 0
+    for decision_id in ids:
+        while position < len(runs) and runs[position][0] <= decision_id:
+            first, last = runs[position]
+            if first <= covered_until:
+                bad(first, "two ingestion events claim to have recorded it")
+            covered_until = max(covered_until, last)
+            position += 1
+        if decision_id > covered_until:
+            bad(decision_id, "no ingestion event recorded it: it was not written by Attest")
 
 
 def read_exported_seal(data: bytes) -> dict[str, Any]:
@@ -730,7 +901,7 @@ def _decision_columns() -> list[str]:
     ]
 
 
-def _decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str]]]:
+def _decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str, str]]]:
     """(id, content hash recomputed from the stored fields, stored hash), in chunks by id."""
     versions = {
         pk: (name, version, sha, parse_schema(schema).sensitive_names)
@@ -746,7 +917,7 @@ def _decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str]]]:
         yield hash_decision_rows(chunk, versions)
 
 
-def hash_decision_rows(rows: list[tuple], versions: dict) -> list[tuple[int, bytes, str]]:
+def hash_decision_rows(rows: list[tuple], versions: dict) -> list[tuple[int, bytes, str, str]]:
     """Each row's content hash, recomputed from its stored columns (DECISION_COLUMNS).
 
     The sensitive features are the version's schema's: a schema edited to unmask
@@ -772,7 +943,7 @@ def hash_decision_rows(rows: list[tuple], versions: dict) -> list[tuple[int, byt
             "version": version,
         }
         document = decision_document(fields, sensitive, None if salt is None else bytes(salt))
-        out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored))
+        out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored, recorded_at))
     return out
 
 
@@ -790,7 +961,7 @@ def _can_use_processes() -> bool:
     )
 
 
-def _hashed_in_processes(table: str, versions: dict) -> Iterator[list[tuple[int, bytes, str]]]:
+def _hashed_in_processes(table: str, versions: dict) -> Iterator[list[tuple[int, bytes, str, str]]]:
     """The decisions hashed by one process per core, RANGE ids a task, returned in id order.
 
     Hashing is Python's work under one lock; a million decisions take half the
@@ -812,7 +983,7 @@ def _hashed_in_processes(table: str, versions: dict) -> Iterator[list[tuple[int,
         yield from pool.imap(_hash_range, tasks)
 
 
-def _hash_range(task) -> list[tuple[int, bytes, str]]:
+def _hash_range(task) -> list[tuple[int, bytes, str, str]]:
     """In a worker process: read one id range on a new connection and hash it."""
     import psycopg
 
@@ -822,7 +993,7 @@ def _hash_range(task) -> list[tuple[int, bytes, str]]:
         return hash_decision_rows(cursor.fetchall(), versions)
 
 
-def _event_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
+def _event_hashes() -> Iterator[list[tuple[int, bytes, str, str]]]:
     table = AuditEvent._meta.db_table
     ip = "host(ip)" if connection.vendor == "postgresql" else "ip"
     columns = [
@@ -856,8 +1027,18 @@ def _event_hashes() -> Iterator[list[tuple[int, bytes, str]]]:
             document = event_document(
                 fields, orjson.loads(sensitive), None if salt is None else bytes(salt)
             )
-            out.append((pk, hashlib.sha256(canonical_bytes(document)).digest(), stored))
+            out.append((pk, hashlib.sha256(canonical_bytes(document)).digest(), stored, at))
         yield out
+
+
+def _records() -> Iterator[list[tuple[int, bytes, str, str]]]:
+    """The log's records (LogRecord rows): what was sealed is their stored hash itself.
+
+    Whether each still stands for its row is `_check_record_rows`'s question.
+    """
+    columns = ["id", "content_hash", _time("recorded_at")]
+    for chunk in _chunks(LogRecord._meta.db_table, columns):
+        yield [(pk, bytes.fromhex(stored), stored, at) for pk, stored, at in chunk]
 
 
 def _json(column: str) -> str:

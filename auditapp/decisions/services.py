@@ -14,11 +14,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from auditapp.accounts import roles
-from auditapp.accounts.audit import record_counts_per_model, record_event
+from auditapp.accounts.audit import id_runs, record_counts_per_model, record_event
 from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.filters import split_sensitive_filters
 from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash, new_salt
-from auditapp.decisions.models import Decision
+from auditapp.decisions.models import INGESTED_EVENT, Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.registry.models import ModelVersion, RegisteredModel
@@ -201,6 +201,11 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 code="request_id_conflict",
                 details=conflicts,
             )
+        # The time is taken once this transaction holds the sealing lock, so that
+        # it cannot predate the seal before the one that will hold these rows
+        # (verification's backdating rule, sealing._Clock).
+        hold_insert_order()
+        recorded_at = timezone.now()
         # Rows are built (encoded, hashed) while they stream into the database,
         # so the server parses one part while Python prepares the next.
         stamp = _Stamp(recorded_at, _time_text(recorded_at), source, actor)
@@ -212,10 +217,14 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 "status": "created",
             }
         pending = _insert_pending_explanations(new_rows, ids, recorded_at)
+        created_ids: dict[str, list[int]] = defaultdict(list)
+        for position, decision_id in zip(new, ids, strict=True):
+            created_ids[checked[position].model_version.registered_model.name].append(decision_id)
         record_counts_per_model(
-            "decisions.ingested",
+            INGESTED_EVENT,
             Counter(d.model_version.registered_model.name for d in checked),
             Counter(checked[p].model_version.registered_model.name for p in new),
+            per_model={name: {"ids": id_runs(found)} for name, found in created_ids.items()},
             actor=actor,
             ip=ip,
             object_type="decisions.decision",

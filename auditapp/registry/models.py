@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from auditapp.appendonly import AppendOnlyModel
 from auditapp.registry.schema import Schema, parse_schema
 
 
@@ -137,7 +138,7 @@ class ModelVersion(models.Model):
         return parse_schema(self.schema)
 
 
-class StageChange(models.Model):
+class StageChange(AppendOnlyModel):
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="stage_changes"
     )

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.registry.artifacts import (
@@ -32,6 +32,7 @@ from auditapp.registry.models import (
     RegisteredModel,
     StageChange,
 )
+from auditapp.registry.records import MODEL_VERSION, STAGE_CHANGE
 from auditapp.registry.schema import Schema, SchemaError, parse_schema
 from auditapp.registry.signals import version_checking
 from auditapp.textcheck import format_path, json_problem
@@ -351,9 +352,11 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
         if upload.background:
             model_version.background.save(f"{stem}.csv", ContentFile(upload.background), save=False)
         model_version.save()
-        StageChange.objects.create(
+        change = StageChange.objects.create(
             model_version=model_version, to_stage=model_version.stage, changed_by=actor.user
         )
+        records.append(MODEL_VERSION.name, [model_version.pk])
+        records.append(STAGE_CHANGE.name, [change.pk])
         record_event(
             "model_version.registered",
             actor=actor,
@@ -385,6 +388,8 @@ def change_stage(actor: roles.Actor, model_version: ModelVersion, stage: str, *,
     )
     model_version.stage = stage
     model_version.save(update_fields=["stage"])
+    records.append(STAGE_CHANGE.name, [change.pk])
+    records.append(MODEL_VERSION.name, [model_version.pk])
     record_event(
         "model_version.stage_changed",
         actor=actor,

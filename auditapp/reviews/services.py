@@ -8,12 +8,13 @@ import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
+from auditapp.reviews.records import CASE_EVENT, FEEDBACK, OVERRIDE, REVIEW_CASE
 from auditapp.textcheck import text_problem
 
 FEEDBACK_FIELDS = {"verdict", "corrected_label", "explanation_rating", "comment"}
@@ -59,6 +60,7 @@ def submit_feedback(actor: roles.Actor, decision: Decision, data: Any, *, ip=Non
         explanation_rating=data.get("explanation_rating"),
         comment=data.get("comment", "").strip(),
     )
+    records.append(FEEDBACK.name, [feedback.pk])
     if feedback.verdict == Feedback.DISAGREE:
         detail = f"{actor.user.get_username()}: {feedback.comment[:200]}".rstrip(": ")
         open_cases({decision.pk: [rules.reason(rules.EXPERT_DISAGREES, detail)]}, actor=actor)
@@ -95,11 +97,13 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
         return []
     user = actor.user if actor is not None and actor.user.is_authenticated else None
     now = timezone.now()
-    touched = []
+    touched: list[ReviewCase] = []
+    new_events: list[int] = []
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            opened = _open_new_cases_postgresql(reasons_by_decision, user, now)
+            opened, opened_events = _open_new_cases_postgresql(reasons_by_decision, user, now)
             touched.extend(opened)
+            new_events.extend(opened_events)
             opened_for = {case.decision_id for case in opened}
             reasons_by_decision = {
                 d: r for d, r in reasons_by_decision.items() if d not in opened_for
@@ -119,7 +123,7 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
                 if decision_id not in existing
             ]
         )
-        CaseEvent.objects.bulk_create(
+        events = CaseEvent.objects.bulk_create(
             [
                 CaseEvent(
                     case=case,
@@ -131,6 +135,7 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
                 for case in opened
             ]
         )
+        new_events.extend(event.pk for event in events)
         touched.extend(opened)
         for decision_id, reasons in reasons_by_decision.items():
             case = existing.get(decision_id)
@@ -141,10 +146,13 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
                 case.reasons = [*case.reasons, *new]
                 case.updated_at = now
                 case.save(update_fields=["reasons", "updated_at"])
-                CaseEvent.objects.create(
+                event = CaseEvent.objects.create(
                     case=case, actor=user, action="reasons_added", details={"reasons": new}, at=now
                 )
+                new_events.append(event.pk)
                 touched.append(case)
+        records.append(REVIEW_CASE.name, [case.pk for case in touched])
+        records.append(CASE_EVENT.name, new_events)
     return touched
 
 
@@ -163,12 +171,16 @@ WITH wanted AS (
 ), events AS (
     INSERT INTO {events} (case_id, actor_id, action, details, at)
     SELECT id, %(actor)s, 'opened', jsonb_build_object('reasons', reasons), %(now)s FROM opened
+    RETURNING id, case_id
 )
-SELECT id, decision_id FROM opened
+SELECT opened.id, opened.decision_id, events.id
+FROM opened JOIN events ON events.case_id = opened.id
 """
 
 
-def _open_new_cases_postgresql(reasons_by_decision, user, now) -> list[ReviewCase]:
+def _open_new_cases_postgresql(
+    reasons_by_decision, user, now
+) -> tuple[list[ReviewCase], list[int]]:
     """The common case of a worker's batch, without building model instances to insert.
 
     (Django's two bulk_create calls cost more than TreeSHAP on the batch's few cases.)
@@ -188,7 +200,7 @@ def _open_new_cases_postgresql(reasons_by_decision, user, now) -> list[ReviewCas
         )
         rows = cursor.fetchall()
     opened = []
-    for pk, decision_id in rows:
+    for pk, decision_id, _ in rows:
         case = ReviewCase(
             pk=pk,
             decision_id=decision_id,
@@ -198,7 +210,7 @@ def _open_new_cases_postgresql(reasons_by_decision, user, now) -> list[ReviewCas
         )
         case._state.adding = False
         opened.append(case)
-    return opened
+    return opened, [event_id for _, _, event_id in rows]
 
 
 def review_explanations(explanations, explain_settings: dict | None = None) -> list[ReviewCase]:
@@ -231,11 +243,15 @@ def flag_decision(actor: roles.Actor, decision: Decision, note: str, *, ip=None)
     return case
 
 
-def _transition(actor, case: ReviewCase, action: str, ip, **details) -> None:
+def _transition(actor, case: ReviewCase, action: str, ip, changed: list[str], **details) -> None:
+    """Save a case's change with the event saying who made it; both join the log."""
     case.updated_at = timezone.now()
-    CaseEvent.objects.create(
+    event = CaseEvent.objects.create(
         case=case, actor=actor.user, action=action, details=details, at=case.updated_at
     )
+    case.save(update_fields=[*changed, "updated_at"])
+    records.append(CASE_EVENT.name, [event.pk])
+    records.append(REVIEW_CASE.name, [case.pk])
     record_event(
         f"review.{action}", actor=actor, target=case, ip=ip, decision=case.decision_id, **details
     )
@@ -249,8 +265,7 @@ def take_case(actor: roles.Actor, case: ReviewCase, *, ip=None) -> ReviewCase:
     if case.state == ReviewCase.RESOLVED:
         raise Conflict("This case is already resolved.", code="case_resolved")
     case.state, case.assignee = ReviewCase.IN_REVIEW, actor.user
-    _transition(actor, case, "taken", ip)
-    case.save(update_fields=["state", "assignee", "updated_at"])
+    _transition(actor, case, "taken", ip, ["state", "assignee"])
     return case
 
 
@@ -287,18 +302,25 @@ def resolve_case(
             raise InvalidInput(
                 "The override is incomplete.", code="invalid_override", details=errors
             )
-        Override.objects.create(
+        override = Override.objects.create(
             decision=case.decision,
             case=case,
             outcome=outcome,
             rationale=rationale,
             author=actor.user,
         )
+        records.append(OVERRIDE.name, [override.pk])
     case.state, case.resolution = ReviewCase.RESOLVED, resolution
     case.assignee = case.assignee or actor.user
     case.resolved_at = timezone.now()
     _transition(
-        actor, case, "resolved", ip, resolution=resolution, rationale=rationale, outcome=outcome
+        actor,
+        case,
+        "resolved",
+        ip,
+        ["state", "resolution", "assignee", "resolved_at"],
+        resolution=resolution,
+        rationale=rationale,
+        outcome=outcome,
     )
-    case.save(update_fields=["state", "resolution", "assignee", "resolved_at", "updated_at"])
     return case

@@ -123,18 +123,23 @@ class TestRecording:
     def test_it_records_one_audit_event_per_request_and_model_with_the_counts(
         self, engineer_client, ml_engineer
     ):
-        engineer_client.post(
+        answer = engineer_client.post(
             URL, {"decisions": DecisionPayloadFactory.build_batch(4)}, format="json"
         )
+        ids = sorted(result["id"] for result in answer.json()["results"])
 
         (event,) = ingested_events()
         assert event.actor == ml_engineer
         assert event.object_type == "decisions.decision"
+        assert ids == list(range(ids[0], ids[0] + 4))
         assert event.details == {
             "created": 4,
             "duplicates": 0,
             "source": "api",
             "model": "credit",
+            "ids": [
+                [ids[0], ids[-1]]
+            ],  # the decisions it created, as runs: verification reads them
         }
         assert event.model == "credit"
 

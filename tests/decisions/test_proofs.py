@@ -24,7 +24,7 @@ from django.db import connection
 from playwright.sync_api import expect
 
 from auditapp.accounts.audit import record_event
-from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.celery import app as celery_app
 from auditapp.decisions import jobs, log
 from auditapp.decisions.models import Decision, Seal, VerificationJob
@@ -216,17 +216,23 @@ def test_every_proof_from_the_api_checks_out_with_an_independent_verifier(
 
 
 def test_the_roots_are_the_rfc_6962_tree_of_the_documented_leaves(model_version, ingest):
-    """Each seal appends its decisions by id, then its audit events by id (b"event:" + hash)."""
+    """Each seal appends its decisions by id, its audit events (b"event:" + hash), then its
+    other records (b"record:" + hash)."""
     grow_log(ingest, batches=(5, 300))
-    leaves, after_decision, after_event = [], 0, 0
+    leaves, after = [], {"decision": 0, "event": 0, "record": 0}
     for seal in Seal.objects.order_by("index"):
-        decisions = Decision.objects.filter(pk__gt=after_decision, pk__lte=seal.last_decision_id)
-        events = AuditEvent.objects.filter(pk__gt=after_event, pk__lte=seal.last_event_id)
-        leaves += [bytes.fromhex(d.content_hash) for d in decisions.order_by("id")]
-        leaves += [b"event:" + bytes.fromhex(e.content_hash) for e in events.order_by("id")]
-        after_decision, after_event = seal.last_decision_id, seal.last_event_id
+        for kind, model, prefix in (
+            ("decision", Decision, b""),
+            ("event", AuditEvent, b"event:"),
+            ("record", LogRecord, b"record:"),
+        ):
+            last = getattr(seal, f"last_{kind}_id") or after[kind]
+            rows = model.objects.filter(pk__gt=after[kind], pk__lte=last).order_by("id")
+            leaves += [prefix + bytes.fromhex(r.content_hash) for r in rows]
+            after[kind] = last
         assert len(leaves) == seal.tree_size
         assert seal.root_hash == mth(leaves).hex()
+    assert any(leaf.startswith(b"record:") for leaf in leaves)
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -416,10 +422,12 @@ def insert_chain_seals(seal_hash: str | None = None) -> None:
     """One seal as the former sealer wrote it: per-block roots, chained by seal_hash."""
     decisions = list(Decision.objects.order_by("id").values_list("id", "content_hash"))
     events = list(AuditEvent.objects.order_by("id").values_list("id", "content_hash"))
-    sealed_at = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    # sealed after the rows it holds, as the former sealer did (a seal dated before its
+    # rows is a backdating problem verification names)
+    sealed_at = datetime.now(UTC).replace(microsecond=0)
     document = {
         "index": 0,
-        "sealed_at": "2026-11-20T10:00:00.000000+00:00",
+        "sealed_at": sealed_at.isoformat(timespec="microseconds"),
         "previous_hash": "0" * 64,
         "decisions": {"count": len(decisions), "last_id": decisions[-1][0], "root": ""},
         "events": {"count": len(events), "last_id": events[-1][0], "root": ""},

@@ -15,7 +15,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
 from auditapp.accounts.audit import record_event
-from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import merkle
 from auditapp.decisions.models import Decision, Seal
 from auditapp.decisions.sealing import (
@@ -61,17 +61,19 @@ def sealed(model_version, ingest):
 
 def log_leaves() -> list[bytes]:
     """The leaf data of the whole log, as the README defines it, rebuilt from the rows."""
-    leaves, after_decision, after_event = [], 0, 0
+    leaves, after = [], {"decision": 0, "event": 0, "record": 0}
     for seal in Seal.objects.order_by("index"):
-        for model, after, last, prefix in (
-            (Decision, after_decision, seal.last_decision_id or 0, b""),
-            (AuditEvent, after_event, seal.last_event_id or 0, b"event:"),
+        for kind, model, prefix in (
+            ("decision", Decision, b""),
+            ("event", AuditEvent, b"event:"),
+            ("record", LogRecord, b"record:"),
         ):
-            rows = model.objects.filter(pk__gt=after, pk__lte=last).order_by("id")
+            last = getattr(seal, f"last_{kind}_id") or 0
+            rows = model.objects.filter(pk__gt=after[kind], pk__lte=last).order_by("id")
             leaves += [
                 prefix + bytes.fromhex(h) for h in rows.values_list("content_hash", flat=True)
             ]
-        after_decision, after_event = seal.last_decision_id or 0, seal.last_event_id or 0
+            after[kind] = last
     return leaves
 
 
@@ -83,7 +85,10 @@ def test_seals_append_every_decision_then_event_to_one_tree(sealed):
     assert seals[0].decision_count + seals[1].decision_count == Decision.objects.count() == 8
     assert seals[1].last_decision_id == sealed[-1]
     assert seals[1].last_event_id == AuditEvent.objects.order_by("id").last().pk
-    assert seals[1].tree_size == Decision.objects.count() + AuditEvent.objects.count()
+    assert seals[1].tree_size == (
+        Decision.objects.count() + AuditEvent.objects.count() + LogRecord.objects.count()
+    )
+    assert LogRecord.objects.count() == 2  # the version's registration and its first stage
     leaves = log_leaves()
     assert len(leaves) == seals[1].tree_size
     for seal in seals:
@@ -378,7 +383,9 @@ class TestVerifyChainCommand:
         call_command("seal_records")
 
         assert "seal 0: 2 decisions" in capsys.readouterr().out
-        assert Seal.objects.get().tree_size == 2 + AuditEvent.objects.count()
+        assert Seal.objects.get().tree_size == (
+            2 + AuditEvent.objects.count() + LogRecord.objects.count()
+        )
 
 
 @pytest.mark.postgres
@@ -398,6 +405,8 @@ class TestTriggers:
         "reviews_feedback",
         "reviews_caseevent",
         "reviews_override",
+        "registry_stagechange",
+        "accounts_logrecord",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):
@@ -416,7 +425,14 @@ class TestTriggers:
         assert guarded == no_truncate == set(self.APPEND_ONLY)
 
     @pytest.mark.parametrize(
-        "table", ["decisions_decision", "decisions_seal", "accounts_auditevent"]
+        "table",
+        [
+            "decisions_decision",
+            "decisions_seal",
+            "accounts_auditevent",
+            "accounts_logrecord",
+            "registry_stagechange",
+        ],
     )
     @pytest.mark.parametrize(
         "statement", ["UPDATE {t} SET id = id", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"]

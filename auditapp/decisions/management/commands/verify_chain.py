@@ -54,10 +54,12 @@ class Command(BaseCommand):
         finally:
             for bar in bars.values():
                 bar.close()
+        others = ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in result.records.items())
         self.stdout.write(
             f"{result.decisions} decisions, {result.events} audit events, {result.seals} seals "
-            f"checked ({result.unsealed_decisions} decisions and {result.unsealed_events} events "
-            "not sealed yet)."
+            f"checked ({result.unsealed_decisions} decisions, {result.unsealed_events} events and "
+            f"{result.unsealed_records} other records not sealed yet); in the log beside them: "
+            f"{others or 'nothing else'}."
         )
         if against is not None and result.ok:
             kept = result.checked_against
