@@ -36,7 +36,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, event_document
 from auditapp.appendonly import SEALING_LOCK
-from auditapp.decisions import log, merkle, signing
+from auditapp.decisions import log, merkle, seal_keys, signing
 from auditapp.decisions.hashing import (
     canonical_bytes,
     canonical_ip,
@@ -96,9 +96,9 @@ def export_seal(
     return exported_seal(seal)
 
 
-def public_key(actor: roles.Actor) -> dict[str, str]:
+def public_key(actor: roles.Actor) -> dict[str, Any]:
     require_seal_reader(actor)
-    return signing.public_key_document()
+    return seal_keys.public_keys_document()
 
 
 def latest_seal() -> Seal | None:
@@ -439,8 +439,7 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
 
     Returns the root rebuilt from the leaves at each seal's size.
     """
-    own_key = signing.signing_key().public_key()
-    own_id = signing.key_id(signing.raw_public_key(own_key))
+    keys = signing.known_keys()
     roots: dict[int, str] = {}
     size, last_ids = 0, {"decision": 0, "event": 0}
     for position, (seal, root, tree_problem) in enumerate(log.rebuild(seals)):
@@ -472,10 +471,8 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
             bad("its tree_size does not match its leaves")
         if tree_problem:
             bad(tree_problem)
-        if seal.key_id != own_id:
-            bad(f"it is signed by another key ({seal.key_id}) than this log's ({own_id})")
-        elif not signing.signature_holds(exported_seal(seal), signing.raw_public_key(own_key)):
-            bad("its signature does not match its tree head")
+        if signature_problem := signing.seal_signature_problem(exported_seal(seal), keys):
+            bad(signature_problem)
         size = seal.tree_size
     return roots
 
@@ -643,11 +640,9 @@ def _check_against_tree_head(
         result.problem(index, -1, kind="seal", index=index, tree_size=tree_size, reason=reason)
 
     if "signature" in kept:
-        public = signing.raw_public_key(signing.signing_key().public_key())
-        if kept.get("key_id") != signing.key_id(public):
-            bad("the kept seal is signed by another key than this log's")
-        elif not signing.signature_holds(kept, public):
-            bad("the kept seal's signature does not match its tree head")
+        keys = signing.known_keys()
+        if signature_problem := signing.seal_signature_problem(kept, keys, "the kept seal"):
+            bad(signature_problem)
     if seal is None:
         bad("the kept seal is missing from the log")
     elif roots[tree_size] != root_hash or seal.root_hash != root_hash:
