@@ -256,47 +256,74 @@ def _pack(rows: list[tuple[int, str]]) -> tuple[bytes, bytes]:
 # --- proofs ----------------------------------------------------------------------------
 
 
+# What an inclusion proof calls each kind of record it can prove (its `<kind>_id`).
+RECORD_NAMES = {"decision": "Decision", "event": "Audit event"}
+
+
 def seal_of(decision: Decision, *, with_ids: bool = False) -> Seal | None:
     """The seal that appended the decision, None while it is not sealed yet."""
-    seals = Seal.objects.filter(last_decision_id__gte=decision.pk, decision_count__gt=0)
-    seals = seals.defer(*(f for f in _BODY if not (with_ids and f == "decision_ids")))
+    return _seal_of("decision", decision.pk, with_ids=with_ids)
+
+
+def _seal_of(kind: str, record_id: int, *, with_ids: bool = False) -> Seal | None:
+    """The seal that appended record `record_id` of a kind, None while it is not sealed yet."""
+    seals = Seal.objects.filter(
+        **{f"last_{kind}_id__gte": record_id, f"{kind}_count__gt": 0}
+    ).defer(*(f for f in _BODY if not (with_ids and f == f"{kind}_ids")))
     return seals.order_by("index").first()
 
 
 def decision_leaf(decision: Decision) -> tuple[Seal, int, str]:
     """(the seal that appended it, its leaf index in the log, the content hash sealed)."""
-    seal = seal_of(decision, with_ids=True)
+    return record_leaf("decision", decision.pk)
+
+
+def record_leaf(kind: str, record_id: int) -> tuple[Seal, int, str]:
+    """Where a record of a kind is in the log: (its seal, its leaf index, the content hash sealed).
+
+    A seal appends each kind's records in id order after the kinds before it
+    (log.KINDS), so the leaf index is the seal's first leaf, plus the counts of
+    the kinds before, plus the record's position among its kind's ids.
+    """
+    name = RECORD_NAMES.get(kind, kind)
+    seal = _seal_of(kind, record_id, with_ids=True)
     if seal is None:
         raise NotFound(
-            f"Decision {decision.pk} is not sealed yet; seals are made every minute.",
+            f"{name} {record_id} is not sealed yet; seals are made every minute.",
             code="not_sealed",
         )
-    ids = np.frombuffer(bytes(seal.decision_ids), dtype="<i8")
-    position = int(np.searchsorted(ids, decision.pk))
-    if position >= len(ids) or ids[position] != decision.pk:
-        raise NotFound(f"Decision {decision.pk} is missing from seal {seal.index}.")
-    sealed = Substr("decision_leaves", 32 * position + 1, 32, output_field=BinaryField())
+    ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
+    position = int(np.searchsorted(ids, record_id))
+    if position >= len(ids) or ids[position] != record_id:
+        raise NotFound(f"{name} {record_id} is missing from seal {seal.index}.")
+    before = 0
+    for other, _, count_field, _ in log.KINDS:
+        if other == kind:
+            break
+        before += getattr(seal, count_field)
+    sealed = Substr(f"{kind}_leaves", 32 * position + 1, 32, output_field=BinaryField())
     content_hash = Seal.objects.filter(pk=seal.pk).values_list(sealed, flat=True).get()
-    return seal, seal.first_leaf + position, bytes(content_hash).hex()
+    return seal, seal.first_leaf + before + position, bytes(content_hash).hex()
 
 
-def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[str, Any]:
-    """The RFC 6962 audit path from the decision's leaf to the root of a seal's tree.
+def inclusion_proof(record: Decision | AuditEvent, tree_size: int | None = None) -> dict[str, Any]:
+    """The RFC 6962 audit path from a decision's or audit event's leaf to a seal's root.
 
     The seal is the latest unless `tree_size` names another one that holds the
-    decision: a proof against a seal kept long ago is as good as against today's.
+    record: a proof against a seal kept long ago is as good as against today's.
     """
-    sealed_in, leaf_index, content_hash = decision_leaf(decision)
+    kind = "event" if isinstance(record, AuditEvent) else "decision"
+    sealed_in, leaf_index, content_hash = record_leaf(kind, record.pk)
     seal = latest_seal() if tree_size is None else seal_of_size(tree_size)
     if seal.tree_size <= leaf_index:
         raise InvalidInput(
-            f"Decision {decision.pk} is leaf {leaf_index}, first sealed in the tree of size "
-            f"{sealed_in.tree_size}: tree_size must be at least that.",
+            f"{RECORD_NAMES[kind]} {record.pk} is leaf {leaf_index}, first sealed in the tree "
+            f"of size {sealed_in.tree_size}: tree_size must be at least that.",
             details={"tree_size": [f"at least {sealed_in.tree_size}"]},
         )
     path = log.inclusion_path(leaf_index, seal.tree_size)
     return {
-        "decision_id": decision.pk,
+        f"{kind}_id": record.pk,
         "content_hash": content_hash,
         "leaf_index": leaf_index,
         "tree_size": seal.tree_size,
@@ -306,9 +333,10 @@ def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[st
 
 
 def inclusion_holds(proof: dict[str, Any]) -> bool:
-    """Whether a decision's inclusion proof leads to its root (RFC 9162 verification)."""
+    """Whether an inclusion proof leads to its root (RFC 9162 verification)."""
+    kind = next((kind for kind in log.PREFIX if f"{kind}_id" in proof), "decision")
     return merkle.verify_inclusion(
-        log.leaf_data("decision", bytes.fromhex(proof["content_hash"])),
+        log.leaf_data(kind, bytes.fromhex(proof["content_hash"])),
         proof["leaf_index"],
         proof["tree_size"],
         [bytes.fromhex(node) for node in proof["audit_path"]],
