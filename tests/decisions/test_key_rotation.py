@@ -315,6 +315,7 @@ def test_verify_proof_takes_every_key_the_endpoint_listed_and_spans_the_rotation
         old.stderr + new.stderr + across.stderr
     )
     assert across.stdout.startswith(f"VALID: the tree of {documents['new_seal']['tree_size']}")
+    assert across.stdout.strip().endswith(f"signed by key {A} (the later seal by key {B}).")
     assert only_new.returncode == 1
     assert f"the seal is signed by key {A}, the public key given is {B}" in only_new.stderr
 

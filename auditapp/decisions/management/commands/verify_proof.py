@@ -66,9 +66,11 @@ class Command(BaseCommand):
         if problems:
             self.stderr.write("INVALID: " + "; ".join(problems) + ".")
             raise SystemExit(1)
+        later_key = later["key_id"] if "consistency_proof" in proof else seal["key_id"]
         self.stdout.write(
             f"VALID: {what} the tree of {seal['tree_size']} leaves, root {seal['root_hash']}, "
-            f"sealed at {seal['sealed_at']}, signed by key {seal['key_id']}."
+            f"sealed at {seal['sealed_at']}, signed by key {seal['key_id']}"
+            + (f" (the later seal by key {later_key})." if later_key != seal["key_id"] else ".")
         )
 
     def _json(self, path: Path) -> dict[str, Any]:
