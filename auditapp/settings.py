@@ -15,6 +15,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
+from auditapp.decisions.signing import parse_public_keys, public_key_of_seed
 from auditapp.env import env_bool, env_int, env_list, env_str, filesystem_broker_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -393,6 +394,21 @@ if ATTEST_SEAL_SIGNING_KEY:
             "ATTEST_SEAL_SIGNING_KEY must be the base64 of a 32-byte Ed25519 seed "
             "(e.g. openssl rand -base64 32)."
         ) from None
+# The public keys of earlier signing keys, oldest first, comma-separated base64 (the
+# `public_key` of GET /api/v1/audit/public-key): they stay trusted for the seals they
+# signed (README: rotating the signing key). Checked here, so a typo stops start-up.
+ATTEST_SEAL_RETIRED_KEYS = tuple(
+    entry.strip() for entry in env_str("ATTEST_SEAL_RETIRED_KEYS", "").split(",") if entry.strip()
+)
+try:
+    _retired = parse_public_keys(ATTEST_SEAL_RETIRED_KEYS)
+    if ATTEST_SEAL_SIGNING_KEY and public_key_of_seed(ATTEST_SEAL_SIGNING_KEY) in _retired:
+        raise ValueError(
+            "ATTEST_SEAL_RETIRED_KEYS lists the public key of ATTEST_SEAL_SIGNING_KEY, the "
+            "current key: list only the keys that signed earlier seals"
+        )
+except ValueError as _error:
+    raise ImproperlyConfigured(f"{_error}.") from None
 # GET /api/v1/audit/verify verifies in the request up to this many decisions and
 # audit events together; beyond, it answers 409 and POST runs it as a job.
 ATTEST_VERIFY_NOW_LIMIT = env_int("ATTEST_VERIFY_NOW_LIMIT", 50_000)

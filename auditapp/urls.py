@@ -52,6 +52,11 @@ api_v1 = [
         name="api-decision-proof",
     ),
     path("audit/events", accounts_api.AuditEventListView.as_view(), name="api-audit-events"),
+    path(
+        "audit/events/<int:event_id>/proof",
+        decisions_api.AuditEventProofView.as_view(),
+        name="api-audit-event-proof",
+    ),
     path("audit/verify", decisions_api.AuditVerifyView.as_view(), name="api-audit-verify"),
     path(
         "audit/verify/<int:job_id>",

@@ -11,7 +11,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.hashing import canonical_json, canonical_time
-from auditapp.errors import InvalidInput
+from auditapp.errors import InvalidInput, NotFound
 from auditapp.filtering import MomentFilter, refuse_control_characters
 
 CSV_COLUMNS = (
@@ -63,6 +63,15 @@ def visible_events(actor: roles.Actor) -> QuerySet:
     if not scope.all_models:
         events = events.filter(model__in=actor.user.assigned_models.values("name"))
     return events
+
+
+def get_event_for_actor(actor: roles.Actor, event_id: int) -> AuditEvent:
+    """One event the actor may read; one they may not see answers as a missing one (404)."""
+    actor.require(roles.READ_AUDIT)
+    event = visible_events(actor).filter(pk=event_id).first()
+    if event is None:
+        raise NotFound("No such audit event.")  # the same words whether missing or hidden
+    return event
 
 
 def search_events(actor: roles.Actor, params) -> QuerySet:

@@ -6,7 +6,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from auditapp.accounts import roles
+from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import jobs, outcomes, sealing, services
 from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
@@ -207,18 +207,38 @@ class ConsistencyView(APIView):
         return Response(sealing.consistency_proof(actor, first, second))
 
 
+PROOF_PARAMETERS = [
+    OpenApiParameter("tree_size", OpenApiTypes.INT, description="a seal (default: the latest)")
+]
+
+
+def requested_tree_size(request) -> int | None:
+    """?tree_size= of a proof request: None for the latest seal, else a positive integer (400)."""
+    raw = request.query_params.get("tree_size")
+    return None if raw in (None, "") else sealing.parse_tree_size(raw)
+
+
 class DecisionProofView(APIView):
     @extend_schema(
         operation_id="decision_inclusion_proof",
-        parameters=[
-            OpenApiParameter("tree_size", OpenApiTypes.INT, description="a seal (the latest)")
-        ],
+        parameters=PROOF_PARAMETERS,
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request, decision_id: int):
         """RFC 6962 inclusion proof of the decision in the tree of a seal."""
         actor = roles.actor_for(request)
         decision = roles.get_decision_for_actor(actor, decision_id)
-        raw = request.query_params.get("tree_size")
-        tree_size = None if raw in (None, "") else sealing.parse_tree_size(raw)
-        return Response(sealing.inclusion_proof(decision, tree_size))
+        return Response(sealing.inclusion_proof(decision, requested_tree_size(request)))
+
+
+class AuditEventProofView(APIView):
+    @extend_schema(
+        operation_id="audit_event_inclusion_proof",
+        parameters=PROOF_PARAMETERS,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request, event_id: int):
+        """RFC 6962 inclusion proof of an audit event in the tree of a seal (as readable as it)."""
+        actor = roles.actor_for(request)
+        event = access_log.get_event_for_actor(actor, event_id)
+        return Response(sealing.inclusion_proof(event, requested_tree_size(request)))

@@ -38,7 +38,7 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord, event_document
 from auditapp.appendonly import SEALING_LOCK
-from auditapp.decisions import log, merkle, signing
+from auditapp.decisions import log, merkle, seal_keys, signing
 from auditapp.decisions.hashing import (
     canonical_bytes,
     canonical_ip,
@@ -98,9 +98,9 @@ def export_seal(
     return exported_seal(seal)
 
 
-def public_key(actor: roles.Actor) -> dict[str, str]:
+def public_key(actor: roles.Actor) -> dict[str, Any]:
     require_seal_reader(actor)
-    return signing.public_key_document()
+    return seal_keys.public_keys_document()
 
 
 def latest_seal() -> Seal | None:
@@ -259,47 +259,74 @@ def _pack(rows: list[tuple[int, str]]) -> tuple[bytes, bytes]:
 # --- proofs ----------------------------------------------------------------------------
 
 
+# What an inclusion proof calls each kind of record it can prove (its `<kind>_id`).
+RECORD_NAMES = {"decision": "Decision", "event": "Audit event"}
+
+
 def seal_of(decision: Decision, *, with_ids: bool = False) -> Seal | None:
     """The seal that appended the decision, None while it is not sealed yet."""
-    seals = Seal.objects.filter(last_decision_id__gte=decision.pk, decision_count__gt=0)
-    seals = seals.defer(*(f for f in _BODY if not (with_ids and f == "decision_ids")))
+    return _seal_of("decision", decision.pk, with_ids=with_ids)
+
+
+def _seal_of(kind: str, record_id: int, *, with_ids: bool = False) -> Seal | None:
+    """The seal that appended record `record_id` of a kind, None while it is not sealed yet."""
+    seals = Seal.objects.filter(
+        **{f"last_{kind}_id__gte": record_id, f"{kind}_count__gt": 0}
+    ).defer(*(f for f in _BODY if not (with_ids and f == f"{kind}_ids")))
     return seals.order_by("index").first()
 
 
 def decision_leaf(decision: Decision) -> tuple[Seal, int, str]:
     """(the seal that appended it, its leaf index in the log, the content hash sealed)."""
-    seal = seal_of(decision, with_ids=True)
+    return record_leaf("decision", decision.pk)
+
+
+def record_leaf(kind: str, record_id: int) -> tuple[Seal, int, str]:
+    """Where a record of a kind is in the log: (its seal, its leaf index, the content hash sealed).
+
+    A seal appends each kind's records in id order after the kinds before it
+    (log.KINDS), so the leaf index is the seal's first leaf, plus the counts of
+    the kinds before, plus the record's position among its kind's ids.
+    """
+    name = RECORD_NAMES.get(kind, kind)
+    seal = _seal_of(kind, record_id, with_ids=True)
     if seal is None:
         raise NotFound(
-            f"Decision {decision.pk} is not sealed yet; seals are made every minute.",
+            f"{name} {record_id} is not sealed yet; seals are made every minute.",
             code="not_sealed",
         )
-    ids = np.frombuffer(bytes(seal.decision_ids), dtype="<i8")
-    position = int(np.searchsorted(ids, decision.pk))
-    if position >= len(ids) or ids[position] != decision.pk:
-        raise NotFound(f"Decision {decision.pk} is missing from seal {seal.index}.")
-    sealed = Substr("decision_leaves", 32 * position + 1, 32, output_field=BinaryField())
+    ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
+    position = int(np.searchsorted(ids, record_id))
+    if position >= len(ids) or ids[position] != record_id:
+        raise NotFound(f"{name} {record_id} is missing from seal {seal.index}.")
+    before = 0
+    for other, _, count_field, _ in log.KINDS:
+        if other == kind:
+            break
+        before += getattr(seal, count_field)
+    sealed = Substr(f"{kind}_leaves", 32 * position + 1, 32, output_field=BinaryField())
     content_hash = Seal.objects.filter(pk=seal.pk).values_list(sealed, flat=True).get()
-    return seal, seal.first_leaf + position, bytes(content_hash).hex()
+    return seal, seal.first_leaf + before + position, bytes(content_hash).hex()
 
 
-def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[str, Any]:
-    """The RFC 6962 audit path from the decision's leaf to the root of a seal's tree.
+def inclusion_proof(record: Decision | AuditEvent, tree_size: int | None = None) -> dict[str, Any]:
+    """The RFC 6962 audit path from a decision's or audit event's leaf to a seal's root.
 
     The seal is the latest unless `tree_size` names another one that holds the
-    decision: a proof against a seal kept long ago is as good as against today's.
+    record: a proof against a seal kept long ago is as good as against today's.
     """
-    sealed_in, leaf_index, content_hash = decision_leaf(decision)
+    kind = "event" if isinstance(record, AuditEvent) else "decision"
+    sealed_in, leaf_index, content_hash = record_leaf(kind, record.pk)
     seal = latest_seal() if tree_size is None else seal_of_size(tree_size)
     if seal.tree_size <= leaf_index:
         raise InvalidInput(
-            f"Decision {decision.pk} is leaf {leaf_index}, first sealed in the tree of size "
-            f"{sealed_in.tree_size}: tree_size must be at least that.",
+            f"{RECORD_NAMES[kind]} {record.pk} is leaf {leaf_index}, first sealed in the tree "
+            f"of size {sealed_in.tree_size}: tree_size must be at least that.",
             details={"tree_size": [f"at least {sealed_in.tree_size}"]},
         )
     path = log.inclusion_path(leaf_index, seal.tree_size)
     return {
-        "decision_id": decision.pk,
+        f"{kind}_id": record.pk,
         "content_hash": content_hash,
         "leaf_index": leaf_index,
         "tree_size": seal.tree_size,
@@ -309,9 +336,10 @@ def inclusion_proof(decision: Decision, tree_size: int | None = None) -> dict[st
 
 
 def inclusion_holds(proof: dict[str, Any]) -> bool:
-    """Whether a decision's inclusion proof leads to its root (RFC 9162 verification)."""
+    """Whether an inclusion proof leads to its root (RFC 9162 verification)."""
+    kind = next((kind for kind in log.PREFIX if f"{kind}_id" in proof), "decision")
     return merkle.verify_inclusion(
-        log.leaf_data("decision", bytes.fromhex(proof["content_hash"])),
+        log.leaf_data(kind, bytes.fromhex(proof["content_hash"])),
         proof["leaf_index"],
         proof["tree_size"],
         [bytes.fromhex(node) for node in proof["audit_path"]],
@@ -468,8 +496,7 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
 
     Returns the root rebuilt from the leaves at each seal's size.
     """
-    own_key = signing.signing_key().public_key()
-    own_id = signing.key_id(signing.raw_public_key(own_key))
+    keys = signing.known_keys()
     roots: dict[int, str] = {}
     size, last_ids = 0, dict.fromkeys(log.NAMES, 0)
     last_time = None
@@ -505,10 +532,8 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
             bad("its tree_size does not match its leaves")
         if tree_problem:
             bad(tree_problem)
-        if seal.key_id != own_id:
-            bad(f"it is signed by another key ({seal.key_id}) than this log's ({own_id})")
-        elif not signing.signature_holds(exported_seal(seal), signing.raw_public_key(own_key)):
-            bad("its signature does not match its tree head")
+        if signature_problem := signing.seal_signature_problem(exported_seal(seal), keys):
+            bad(signature_problem)
         size = seal.tree_size
     return roots
 
@@ -814,11 +839,9 @@ def _check_against_tree_head(
         result.problem(index, -1, kind="seal", index=index, tree_size=tree_size, reason=reason)
 
     if "signature" in kept:
-        public = signing.raw_public_key(signing.signing_key().public_key())
-        if kept.get("key_id") != signing.key_id(public):
-            bad("the kept seal is signed by another key than this log's")
-        elif not signing.signature_holds(kept, public):
-            bad("the kept seal's signature does not match its tree head")
+        keys = signing.known_keys()
+        if signature_problem := signing.seal_signature_problem(kept, keys, "the kept seal"):
+            bad(signature_problem)
     if seal is None:
         bad("the kept seal is missing from the log")
     elif roots[tree_size] != root_hash or seal.root_hash != root_hash:

@@ -4,6 +4,10 @@ A signature lets an auditor who keeps the log's public key check a seal, or a
 proof against it, without trusting the database it came from: someone able to
 rewrite the tables cannot sign a rewritten log without the private key, which
 lives in the environment (ATTEST_SEAL_SIGNING_KEY), not in the database.
+
+Keys rotate: the current key signs new seals, and the public keys of earlier
+ones (ATTEST_SEAL_RETIRED_KEYS) stay trusted for the seals they signed, so that
+a log outlives any one key. Each seal names its key by `key_id`.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import functools
 import hashlib
 import os
 import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +54,9 @@ def sign(tree_size: int, root_hash: str, sealed_at: str) -> tuple[str, str]:
     return base64.b64encode(signature).decode(), key_id(raw_public_key(private.public_key()))
 
 
-def public_key_document() -> dict[str, str]:
-    """What GET /api/v1/audit/public-key answers, and what an auditor keeps."""
-    raw = raw_public_key(signing_key().public_key())
+def public_key_document(raw: bytes | None = None) -> dict[str, str]:
+    """A public key as an auditor keeps it (default: the current key's)."""
+    raw = raw_public_key(signing_key().public_key()) if raw is None else raw
     return {
         "key_id": key_id(raw),
         "algorithm": ALGORITHM,
@@ -60,6 +66,75 @@ def public_key_document() -> dict[str, str]:
 
 def own_key_id() -> str:
     return public_key_document()["key_id"]
+
+
+@dataclass(frozen=True)
+class KnownKey:
+    """A public key seals of this log may be signed with: the current one or a retired one."""
+
+    key_id: str
+    public_key: bytes
+    current: bool
+
+
+def known_keys() -> dict[str, KnownKey]:
+    """Every key this log trusts, by key_id: the retired ones oldest first, then the current one."""
+    current = raw_public_key(signing_key().public_key())
+    keys = {
+        key_id(raw): KnownKey(key_id(raw), raw, False)
+        for raw in parse_public_keys(settings.ATTEST_SEAL_RETIRED_KEYS)
+        if raw != current
+    }
+    keys[key_id(current)] = KnownKey(key_id(current), current, True)
+    return keys
+
+
+def seal_signature_problem(
+    seal: dict[str, Any], keys: dict[str, KnownKey], name: str = "it"
+) -> str | None:
+    """What is wrong with a seal's signature, checked with the key its key_id names; or None.
+
+    A seal naming no known key is refused rather than trusted: a forged seal
+    must not be able to bring its own key. `name` is how the answer calls the seal.
+    """
+    whose = "its" if name == "it" else f"{name}'s"
+    key = keys.get(str(seal.get("key_id")))
+    if key is None:
+        current = next(k.key_id for k in keys.values() if k.current)
+        return (
+            f"{name} is signed by another key ({seal.get('key_id')}) than this log's: neither "
+            f"the current key ({current}) nor a retired one (ATTEST_SEAL_RETIRED_KEYS)"
+        )
+    if not signature_holds(seal, key.public_key):
+        retired = "" if key.current else f" (retired key {key.key_id})"
+        return f"{whose} signature does not match its tree head{retired}"
+    return None
+
+
+def parse_public_keys(
+    given: str | Iterable[str], *, name: str = "ATTEST_SEAL_RETIRED_KEYS"
+) -> list[bytes]:
+    """Base64 Ed25519 public keys, comma-separated: their raw bytes, or ValueError naming one.
+
+    Each is the `public_key` GET /api/v1/audit/public-key answered while it was
+    current. Blank entries (a trailing comma, line breaks) are ignored.
+    """
+    entries = [e.strip() for e in (given.split(",") if isinstance(given, str) else given)]
+    entries = [entry for entry in entries if entry]
+    keys: list[bytes] = []
+    for number, entry in enumerate(entries, 1):
+        shown = entry if len(entry) <= 20 else entry[:16] + "..."
+        where = f"{name}: entry {number} of {len(entries)} ({shown!r})"
+        try:
+            raw = decode_key(entry, what="public key")
+        except ValueError as error:
+            raise ValueError(
+                f"{where}: {error}; give the base64 `public_key` of GET /api/v1/audit/public-key"
+            ) from None
+        if raw in keys:
+            raise ValueError(f"{where} repeats key {key_id(raw)}")
+        keys.append(raw)
+    return keys
 
 
 def signature_holds(seal: dict[str, Any], public_key: bytes) -> bool:
@@ -82,6 +157,11 @@ def decode_key(text: str, *, what: str = "key") -> bytes:
     if len(raw) != 32:
         raise ValueError(f"the {what} must be 32 bytes, got {len(raw)}")
     return raw
+
+
+def public_key_of_seed(seed: str) -> bytes:
+    """The raw public key of a base64 seed (the form ATTEST_SEAL_SIGNING_KEY takes)."""
+    return raw_public_key(Ed25519PrivateKey.from_private_bytes(decode_key(seed)).public_key())
 
 
 def signing_key() -> Ed25519PrivateKey:

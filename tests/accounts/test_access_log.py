@@ -110,6 +110,24 @@ def test_inclusion_proof_api(world, who):  # noqa: F811
 
 
 @pytest.mark.parametrize("who", EVERYONE)
+def test_event_inclusion_proof_api(world, who):  # noqa: F811
+    """Who reads the access log gets its events' proofs; a role that does not gets 403."""
+    seal_new_records()
+    event = AuditEvent.objects.get(action="decisions.ingested")
+
+    response = request_as(world, who, "get", f"/api/v1/audit/events/{event.pk}/proof")
+
+    assert response.status_code == expected_status(who, roles.READ_AUDIT, scoped=False)
+    if response.status_code == 200:
+        body = response.json()
+        assert inclusion_holds(body)
+        assert (body["event_id"], body["content_hash"]) == (event.pk, event.content_hash)
+        assert body["tree_size"] == latest_seal().tree_size
+    else:
+        assert "audit_path" not in response.json()
+
+
+@pytest.mark.parametrize("who", EVERYONE)
 @pytest.mark.parametrize(
     "url", ["/api/v1/audit/seals", "/api/v1/audit/public-key", "/api/v1/audit/consistency?first=1"]
 )

@@ -480,7 +480,7 @@ def test_a_real_worker_runs_the_verification_job_requested_through_the_api(
     grow_log(ingest, batches=(20,))
     with tampering() as cursor:
         cursor.execute(
-            "UPDATE decisions_decision SET score = 0.01 WHERE id = %s",
+            "UPDATE decisions_decision SET score = 0.015 WHERE id = %s",
             [Decision.objects.order_by("id").first().pk],
         )
 

@@ -111,7 +111,7 @@ def test_an_untouched_chain_verifies(sealed):
 def test_a_field_edited_behind_the_applications_back_is_named(sealed):
     with tampering() as cursor:
         cursor.execute(
-            "UPDATE decisions_decision SET score = 0.01 WHERE id IN (%s, %s)",
+            "UPDATE decisions_decision SET score = 0.015 WHERE id IN (%s, %s)",
             [sealed[2], sealed[6]],
         )
 
@@ -265,10 +265,10 @@ def test_a_rewritten_chain_passes_alone_but_fails_against_the_exported_seal(seal
     """Someone who recomputes every hash and seal (with the key) is caught by the kept seal."""
     kept = exported_seal(Seal.objects.get(index=0))
     target = Decision.objects.get(pk=sealed[0])
-    target.score = 0.5
+    target.score = 0.505
     with tampering() as cursor:
         cursor.execute(
-            "UPDATE decisions_decision SET score = 0.5, content_hash = %s WHERE id = %s",
+            "UPDATE decisions_decision SET score = 0.505, content_hash = %s WHERE id = %s",
             [target.compute_content_hash(), target.pk],
         )
         cursor.execute("DELETE FROM decisions_seal")
@@ -477,7 +477,7 @@ def test_committed_rows_are_hashed_in_processes_and_read_ahead(model_version, in
     assert verify_chain(processes=True).ok
 
     with tampering() as cursor:
-        cursor.execute("UPDATE decisions_decision SET score = 0.5 WHERE id = %s", [ids[7]])
+        cursor.execute("UPDATE decisions_decision SET score = 0.505 WHERE id = %s", [ids[7]])
         cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [ids[9]])
     result = verify_chain(processes=True)
     assert (result.first_bad["kind"], result.first_bad["id"]) == ("decision", ids[7])
