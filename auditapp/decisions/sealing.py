@@ -497,6 +497,8 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
     Returns the root rebuilt from the leaves at each seal's size.
     """
     keys = signing.known_keys()
+    key_rank = {key_id: rank for rank, key_id in enumerate(keys)}  # retired oldest first
+    newest_rank, newest_key = -1, None
     roots: dict[int, str] = {}
     size, last_ids = 0, dict.fromkeys(log.NAMES, 0)
     last_time = None
@@ -534,6 +536,12 @@ def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
             bad(tree_problem)
         if signature_problem := signing.seal_signature_problem(exported_seal(seal), keys):
             bad(signature_problem)
+        elif (rank := key_rank.get(seal.key_id, 0)) < newest_rank:
+            # a retired key signs nothing after its successor took over: whoever kept
+            # the old seed cannot add seals that pass (a rollback is named, too)
+            bad(f"it is signed by retired key {seal.key_id} after key {newest_key} took over")
+        else:
+            newest_rank, newest_key = rank, seal.key_id
         size = seal.tree_size
     return roots
 

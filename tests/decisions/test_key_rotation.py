@@ -127,6 +127,21 @@ def test_a_seal_signed_by_the_new_key_but_labelled_with_the_retired_one_is_named
     )
 
 
+def test_the_retired_key_cannot_sign_after_its_successor_took_over(rotated, settings, ingest):
+    """Whoever kept the old seed (or a rollback to it) cannot add seals that pass."""
+    settings.ATTEST_SEAL_SIGNING_KEY = SEED_A  # the old key, with B listed as known too
+    settings.ATTEST_SEAL_RETIRED_KEYS = (public_of(SEED_B),)
+    ingest(DecisionPayloadFactory())
+    (late,) = seal_new_records()
+    assert late.key_id == A
+
+    settings.ATTEST_SEAL_SIGNING_KEY = SEED_B  # verified where B is current and A retired
+    settings.ATTEST_SEAL_RETIRED_KEYS = (public_of(SEED_A),)
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["index"]) == ("seal", late.index)
+    assert bad["reason"] == f"it is signed by retired key {A} after key {B} took over"
+
+
 def test_a_seal_of_a_key_no_longer_listed_is_named(rotated, settings):
     settings.ATTEST_SEAL_RETIRED_KEYS = ()  # A forgotten at the next deployment
 
