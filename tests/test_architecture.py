@@ -1,0 +1,223 @@
+"""The apps depend one way: a new upward, sideways or hidden import fails here.
+
+Order (lower may not import higher, nor an app its sibling on the same floor):
+
+    shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...)
+    accounts -> registry -> decisions -> {explain, reviews, monitoring} -> reports -> web -> demo
+
+`auditapp.settings`, `celery`, `urls` and `wsgi` wire the project together and
+may import anything. An import of a project module inside a function (not at a
+module's top level) counts as a violation too: that is how cycles hide
+(AppConfig.ready() aside, where Django wants signal handlers imported).
+
+The imports that break the order today are listed in ARCHITECTURE_DEBT below.
+The test fails on any violation not listed (do not add one: fix the import)
+and on a listed one that is gone (delete its line): the list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOORS = {
+    "shared": 0,
+    "accounts": 1,
+    "registry": 2,
+    "decisions": 3,
+    "explain": 4,
+    "reviews": 4,
+    "monitoring": 4,
+    "reports": 5,
+    "web": 6,
+    "demo": 7,
+    "project": 8,
+}
+PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
+
+
+def app_of(module: str) -> str | None:
+    """The app a dotted module belongs to; None if it is not the project's."""
+    parts = module.split(".")
+    if parts[0] == "explain":
+        return "explain"
+    if parts[0] != "auditapp":
+        return None
+    if len(parts) == 1:
+        return "project"  # auditapp/__init__.py loads the Celery app, as Celery's Django setup does
+    if parts[1] in FLOORS:
+        return parts[1]
+    return "project" if parts[1] in PROJECT else "shared"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path):
+    """(imported module, hidden in a function?) for each project import of a file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = (
+        module_name(path).rsplit(".", 1)[0] if path.name != "__init__.py" else module_name(path)
+    )
+
+    def visit(node, hidden: bool):
+        for child in ast.iter_child_nodes(node):
+            function = isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
+            # AppConfig.ready() is where Django wants signal handlers imported
+            inner = hidden or (function and not (path.name == "apps.py" and child.name == "ready"))
+            if isinstance(child, ast.If) and _is_type_checking(child.test):
+                continue  # annotations only: no import at run time
+            if isinstance(child, ast.Import):
+                for alias in child.names:
+                    yield alias.name, hidden
+            elif isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    anchor = package.split(".")[: len(package.split(".")) - child.level + 1]
+                    base = ".".join([*anchor, base] if base else anchor)
+                for alias in child.names:
+                    yield f"{base}.{alias.name}" if app_of(base) else base, hidden
+            yield from visit(child, inner)
+
+    yield from visit(tree, False)
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def violations() -> set[str]:
+    found = set()
+    for path in sorted([*ROOT.glob("auditapp/**/*.py"), *ROOT.glob("explain/**/*.py")]):
+        if "migrations" in path.parts:
+            continue  # migrations are history: they import what they need of their time
+        importer = module_name(path)
+        here = app_of(importer)
+        for imported, hidden in imports(path):
+            there = app_of(imported)
+            if there is None or there == here:
+                if hidden and there == here and here not in ("project",):
+                    found.add(f"{importer} -> {_trim(imported)} (hidden)")
+                continue
+            if here == "project":
+                continue
+            if FLOORS[there] > FLOORS[here]:
+                found.add(f"{importer} -> {_trim(imported)} (upward)")
+            elif FLOORS[there] == FLOORS[here]:
+                found.add(f"{importer} -> {_trim(imported)} (sideways)")
+            elif hidden:
+                found.add(f"{importer} -> {_trim(imported)} (hidden)")
+    return found
+
+
+def _trim(module: str) -> str:
+    """A module, not the name imported from it: auditapp.reviews.rules.reason -> ...rules."""
+    path = ROOT.joinpath(*module.split("."))
+    while module.count(".") and not (path.with_suffix(".py").exists() or path.is_dir()):
+        module, path = module.rsplit(".", 1)[0], path.parent
+    return module
+
+
+ARCHITECTURE_DEBT = (
+    "auditapp.accounts.access_log -> auditapp.decisions.hashing (upward)",
+    "auditapp.accounts.api -> auditapp.decisions.filters (upward)",
+    "auditapp.accounts.audit -> auditapp.decisions.hashing (upward)",
+    "auditapp.accounts.management.commands.assign_models -> auditapp.registry.services (upward)",
+    "auditapp.accounts.models -> auditapp.decisions.hashing (upward)",
+    "auditapp.accounts.records -> auditapp.decisions.hashing (upward)",
+    "auditapp.accounts.roles -> auditapp.accounts.models (hidden)",
+    "auditapp.accounts.roles -> auditapp.decisions.models (upward)",
+    "auditapp.accounts.roles -> auditapp.errors (hidden)",
+    "auditapp.accounts.roles -> auditapp.monitoring.models (upward)",
+    "auditapp.accounts.roles -> auditapp.registry.models (upward)",
+    "auditapp.accounts.views -> auditapp.decisions.filters (upward)",
+    "auditapp.accounts.views -> auditapp.decisions.sealing (upward)",
+    "auditapp.accounts.views -> auditapp.web.pages (upward)",
+    "auditapp.decisions.filters -> auditapp.reviews.models (upward)",
+    "auditapp.decisions.filters -> explain.models (upward)",
+    "auditapp.decisions.log -> auditapp.decisions.models (hidden)",
+    "auditapp.decisions.presenters -> auditapp.reviews.services (upward)",
+    "auditapp.decisions.presenters -> auditapp.web.charts (upward)",
+    "auditapp.decisions.services -> explain.models (upward)",
+    "auditapp.decisions.services -> explain.tasks (upward)",
+    "auditapp.decisions.views -> auditapp.reviews.models (upward)",
+    "auditapp.decisions.views -> auditapp.reviews.services (upward)",
+    "auditapp.decisions.views -> auditapp.web.pages (upward)",
+    "auditapp.decisions.views -> explain.models (upward)",
+    "auditapp.monitoring.metrics -> auditapp.decisions.models (hidden)",
+    "auditapp.monitoring.metrics -> auditapp.monitoring.models (hidden)",
+    "auditapp.monitoring.metrics -> explain.engine (sideways)",
+    "auditapp.monitoring.metrics -> explain.models (sideways)",
+    "auditapp.monitoring.metrics -> explain.tasks (sideways)",
+    "auditapp.monitoring.services -> auditapp.decisions.models (hidden)",
+    "auditapp.monitoring.services -> auditapp.monitoring.tasks (hidden)",
+    "auditapp.monitoring.signals -> auditapp.monitoring.services (hidden)",
+    "auditapp.monitoring.views -> auditapp.web.charts (upward)",
+    "auditapp.monitoring.views -> auditapp.web.pages (upward)",
+    "auditapp.registry.stats -> auditapp.decisions.models (upward)",
+    "auditapp.registry.stats -> explain.models (upward)",
+    "auditapp.registry.views -> auditapp.reviews.stats (upward)",
+    "auditapp.registry.views -> auditapp.web.charts (upward)",
+    "auditapp.registry.views -> auditapp.web.pages (upward)",
+    "auditapp.reports.compliance -> auditapp (upward)",
+    "auditapp.reports.compliance -> auditapp.monitoring.metrics (hidden)",
+    "auditapp.reports.render -> auditapp.web.charts (upward)",
+    "auditapp.reports.services -> auditapp.reports.tasks (hidden)",
+    "auditapp.reports.views -> auditapp.web.pages (upward)",
+    "auditapp.reviews.models -> auditapp.registry.models (hidden)",
+    "auditapp.reviews.models -> auditapp.reviews.rules (hidden)",
+    "auditapp.reviews.views -> auditapp.web.pages (upward)",
+    "explain.engine -> explain.lime_backend (hidden)",
+    "explain.engine -> explain.shap_backend (hidden)",
+    "explain.tasks -> auditapp.registry.artifacts (hidden)",
+    "explain.tasks -> auditapp.registry.models (hidden)",
+    "explain.tasks -> auditapp.registry.services (hidden)",
+    "explain.tasks -> auditapp.reviews.rules (sideways)",
+    "explain.tasks -> auditapp.reviews.services (sideways)",
+    "explain.tasks -> explain.lime_backend (hidden)",
+    "explain.tasks -> explain.shap_backend (hidden)",
+)
+
+
+def test_apps_depend_one_way():
+    debt = set(ARCHITECTURE_DEBT)
+    found = violations()
+
+    new = sorted(found - debt)
+    gone = sorted(debt - found)
+    assert not new, "imports against the apps' order (fix them, do not list them):\n" + "\n".join(
+        new
+    )
+    assert not gone, "fixed: delete these lines from ARCHITECTURE_DEBT:\n" + "\n".join(gone)
+
+
+def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
+    """The walk itself can fail: an upward, a sideways and a hidden import are each found."""
+    package = tmp_path / "auditapp"
+    for app in ("accounts", "reviews", "explain_like"):
+        (package / app).mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for app, module in (("reports", "services"), ("monitoring", "x")):
+        (package / app).mkdir()
+        (package / app / f"{module}.py").write_text("")
+    (package / "accounts" / "__init__.py").write_text("")
+    (package / "accounts" / "up.py").write_text("from auditapp.reports import services\n")
+    (package / "reviews" / "__init__.py").write_text("")
+    (package / "reviews" / "side.py").write_text(
+        "def f():\n    from auditapp.accounts import roles\n\nfrom auditapp.monitoring import x\n"
+    )
+    (tmp_path / "explain").mkdir()
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+
+    assert violations() == {
+        "auditapp.accounts.up -> auditapp.reports.services (upward)",
+        "auditapp.reviews.side -> auditapp.accounts (hidden)",  # (roles.py does not exist)
+        "auditapp.reviews.side -> auditapp.monitoring.x (sideways)",
+    }
