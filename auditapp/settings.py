@@ -346,6 +346,11 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_ROUTES = {
     "explain.sweep": {"queue": "maintenance"},
     "audit.verify": {"queue": "verify"},  # decisions/tasks.py: verification jobs
+    # Sent by name from services modules (the task modules import those, not the reverse).
+    "reports.generate": {"queue": "reports"},
+    "monitoring.compute_window": {"queue": "monitoring"},
+    "monitoring.deliver_webhook": {"queue": "monitoring"},
+    "monitoring.deliver_email": {"queue": "monitoring"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a

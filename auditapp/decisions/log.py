@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
 
 from django.db.models import BinaryField, Subquery
 from django.db.models.functions import Substr
 
 from auditapp.decisions import merkle
-
-if TYPE_CHECKING:
-    from auditapp.decisions.models import Seal
+from auditapp.decisions.models import Seal
 
 # (kind, leaf-data prefix, the Seal fields holding its count and its content hashes)
 KINDS = (
@@ -158,7 +155,6 @@ class StoredTree:
         A small seal is read whole, once per proof; of a large one, only the slice
         needed is read (SUBSTRING of its packed content hashes).
         """
-        from auditapp.decisions.models import Seal
 
         counts = [count for _, _, count, _ in KINDS]
         heads = list(_seals_between(low + 1, high, "tree_size", "first_leaf", *counts))
@@ -185,7 +181,6 @@ def _parts(first_leaf: int, packed: list[bytes]) -> list[tuple[str, int, bytes]]
 
 def _slices(size: int, first_leaf: int, counts: list[int], low: int, high: int) -> list:
     """Of the seal of tree size `size`, the content hashes of leaves low..high-1 only."""
-    from auditapp.decisions.models import Seal
 
     slices, starts, position = {}, {}, first_leaf
     for (kind, _, _, field), count in zip(KINDS, counts, strict=True):
@@ -205,7 +200,6 @@ def _seals_between(lowest_end: int, highest_start: int, *fields: str, flat: bool
     Both bounds are on the unique tree_size, so the database reads an index range:
     up to the first seal reaching `highest_start`.
     """
-    from auditapp.decisions.models import Seal
 
     last = Seal.objects.filter(tree_size__gte=highest_start).order_by("tree_size")
     return (

@@ -38,6 +38,8 @@ from scipy import special, stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from auditapp.decisions.models import Decision, Outcome
+from auditapp.monitoring.models import MonitoringSettings
 from auditapp.registry.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
@@ -119,7 +121,6 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
     )
     from django.db.models.functions import Cast
 
-    from auditapp.decisions.models import Decision, Outcome
     from explain.models import Explanation
 
     latest_outcome = (
@@ -181,7 +182,6 @@ REFERENCE_CACHE_SIZE = 8
 def load_reference(model_version) -> Reference:
     """The version's reference (background sample, or a period of its decisions), cached per
     process; the model's scores and SHAP on the background are computed once and stored."""
-    from auditapp.monitoring.models import MonitoringSettings
 
     config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)
     key = (
@@ -714,7 +714,6 @@ def compute_window_metrics(model_version, start: datetime, end: datetime) -> dic
     decisions, drift, score_drift, attribution_drift, performance (None without outcomes)
     and fairness, plus prediction_drift, explanations and reference.
     """
-    from auditapp.monitoring.models import MonitoringSettings
 
     reference = load_reference(model_version)
     config = MonitoringSettings.objects.get(model_version=model_version)

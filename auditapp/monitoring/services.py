@@ -15,6 +15,7 @@ import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -25,6 +26,7 @@ from django.utils.dateparse import parse_datetime
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.decisions.models import Decision, Outcome
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import (
@@ -136,9 +138,8 @@ def _pending_snapshot(model_version, start, end, user=None) -> MetricSnapshot:
 
 
 def enqueue_snapshot(snapshot_id: int) -> None:
-    from auditapp.monitoring.tasks import compute_window
-
-    compute_window.apply_async(args=(snapshot_id,), queue="monitoring")
+    """Sent by name (tasks.py imports this module); CELERY_TASK_ROUTES: the `monitoring` queue."""
+    current_app.send_task("monitoring.compute_window", args=(snapshot_id,))
 
 
 def request_snapshot(
@@ -222,7 +223,6 @@ def due_snapshots(now: datetime | None = None) -> list[int]:
     completed hour, day and week of every non-archived version with decisions in it, day /
     week windows whose decisions received outcomes after they were computed, and snapshots
     left pending for more than 15 minutes."""
-    from auditapp.decisions.models import Decision, Outcome
 
     now = now or timezone.now()
     wanted: set[tuple[int, datetime, datetime]] = set()
@@ -431,12 +431,10 @@ class TransientDeliveryError(Exception):
 
 
 def enqueue_delivery(alert_id: int) -> None:
-    from auditapp.monitoring.tasks import deliver_email, deliver_webhook
-
     if settings.ATTEST_ALERT_WEBHOOK_URL:
-        deliver_webhook.apply_async(args=(alert_id,), queue="monitoring")
+        current_app.send_task("monitoring.deliver_webhook", args=(alert_id,))
     if settings.ATTEST_ALERT_EMAILS:
-        deliver_email.apply_async(args=(alert_id,), queue="monitoring")
+        current_app.send_task("monitoring.deliver_email", args=(alert_id,))
 
 
 def alert_json(alert: Alert) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
+from auditapp.monitoring.services import ensure_monitoring
 from auditapp.registry.models import ModelVersion
 
 
@@ -12,6 +13,4 @@ from auditapp.registry.models import ModelVersion
 def create_monitoring_defaults(sender, instance: ModelVersion, created: bool, **kwargs) -> None:
     """In the registering transaction, so a version is never watched without its rules."""
     if created and not kwargs.get("raw"):
-        from auditapp.monitoring.services import ensure_monitoring
-
         ensure_monitoring(instance)

@@ -13,6 +13,7 @@ import logging
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, transaction
@@ -265,11 +266,12 @@ def _notice_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
 
 
 def enqueue_generation(report_id: int) -> None:
-    """Send the generation to the workers; if the broker is down, the resender retries."""
-    from auditapp.reports.tasks import QUEUE, generate_report
+    """Send the generation to the workers; if the broker is down, the resender retries.
 
+    Sent by name (tasks.py imports this module); CELERY_TASK_ROUTES puts it on `reports`.
+    """
     try:
-        generate_report.apply_async(args=(report_id,), queue=QUEUE)
+        current_app.send_task("reports.generate", args=(report_id,))
     except Exception:  # the broker being down must not fail a committed request
         log.warning("reports.enqueue.failed report=%s", report_id, exc_info=True)
 

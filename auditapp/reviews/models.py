@@ -5,6 +5,8 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
+from auditapp.registry.models import visible_models_q
+from auditapp.reviews.rules import RULE_LABELS
 
 
 class Feedback(AppendOnlyModel):
@@ -33,7 +35,6 @@ class Feedback(AppendOnlyModel):
 
 class ReviewCaseQuerySet(models.QuerySet):
     def visible_to(self, actor):
-        from auditapp.registry.models import visible_models_q
 
         scope = visible_models_q(actor, prefix="decision__registered_model__")
         return self.filter(scope) if scope else self
@@ -80,7 +81,6 @@ class ReviewCase(models.Model):
 
     def reason_texts(self) -> list[tuple[str, str]]:
         """(plain label, detail) for each reason, for people to read."""
-        from auditapp.reviews.rules import RULE_LABELS
 
         return [(RULE_LABELS.get(r["rule"], r["rule"]), r.get("detail", "")) for r in self.reasons]
 
