@@ -398,6 +398,8 @@ class TestTriggers:
         "reviews_feedback",
         "reviews_caseevent",
         "reviews_override",
+        "explain_explanationconfig",
+        "explain_explanationresult",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):
