@@ -1,6 +1,7 @@
 """Celery tasks for explanations: thin wrappers that take ids, reload rows, call the engine.
 
-The only explain/ modules that know the ORM and Celery are this one and models.py.
+The explain/ modules that know the ORM are this one, models.py and results.py (which
+stores and reads back results); only this one knows Celery.
 """
 
 from __future__ import annotations
