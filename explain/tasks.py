@@ -406,8 +406,8 @@ SCALARS = (str, int, float, bool, type(None), datetime)
 def _write(explanations: list, fields: list[str]) -> None:
     """Write these fields of many explanations' work rows: one UPDATE on PostgreSQL.
 
-    A value every row shares (the explainer, its configuration, the time) is sent
-    once, as a parameter; only what differs per row travels in the JSON recordset.
+    A value every row shares (the status, the time, no agreement) is sent once, as a
+    parameter; only what differs per row travels in the JSON recordset.
     (Django's bulk_update spends seconds building CASE expressions for a few
     hundred rows; the database needs milliseconds for this statement.)
     """
@@ -685,6 +685,7 @@ def _store_results(claimed, results, model_version, method, elapsed_ms) -> list[
 
 
 def _lock(explanation_ids: list[int]) -> None:
+    """Lock these work rows until the transaction ends."""
     list(
         Explanation.objects.select_for_update(of=("self",))
         .filter(pk__in=explanation_ids)
