@@ -6,10 +6,13 @@ them back here. No Celery.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
+from django.db import connection
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
@@ -60,6 +63,53 @@ def insert_results(
             )
         keyed.append((decision_id, outcome, digests[key]))
     config_ids = _config_ids(model_version, method, {d: o for _, o, d in keyed})
+    decision_ids = [decision_id for decision_id, _, _ in keyed]
+    if connection.vendor == "postgresql" and len(set(decision_ids)) == len(decision_ids):
+        ids = _insert_postgresql(keyed, config_ids, names, duration_ms, computed_at)
+    else:
+        ids = _insert_portable(keyed, config_ids, names, duration_ms, computed_at)
+    return [
+        Stored(pk, decision_id, _values(decision_id, method, outcome, computed_at))
+        for pk, (decision_id, outcome, _) in zip(ids, keyed, strict=True)
+    ]
+
+
+# One statement for a batch on PostgreSQL: what every row shares is sent once, the rest
+# as one JSON recordset (the packed attributions in base64). Django's bulk_create spends
+# more time building and binding its parameters than the database needs to insert them.
+INSERT_SQL = """
+INSERT INTO {table} (decision_id, config_id, base_value, attributions, top_features, quality,
+                     seed, duration_ms, computed_at)
+SELECT v.decision_id, v.config_id, v.base_value, decode(v.attributions, 'base64'),
+       v.top_features, v.quality, v.seed, %s, %s
+FROM jsonb_to_recordset(%s::jsonb) AS v(decision_id bigint, config_id bigint,
+     base_value double precision, attributions text, top_features jsonb, quality jsonb,
+     seed bigint)
+RETURNING id, decision_id
+"""
+
+
+def _insert_postgresql(keyed, config_ids, names, duration_ms, computed_at) -> list[int]:
+    rows = [
+        {
+            "decision_id": decision_id,
+            "config_id": config_ids[digest],
+            "base_value": outcome.base_value,
+            "attributions": base64.b64encode(records.pack(outcome.attributions, names)).decode(),
+            "top_features": outcome.top_features[: records.STORED_TOP],
+            "quality": outcome.quality,
+            "seed": outcome.seed,
+        }
+        for decision_id, outcome, digest in keyed
+    ]
+    sql = INSERT_SQL.format(table=ExplanationResult._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [duration_ms, computed_at, orjson.dumps(rows).decode()])
+        inserted = dict((decision_id, pk) for pk, decision_id in cursor.fetchall())
+    return [inserted[decision_id] for decision_id, _, _ in keyed]
+
+
+def _insert_portable(keyed, config_ids, names, duration_ms, computed_at) -> list[int]:
     rows = [
         ExplanationResult(
             decision_id=decision_id,
@@ -75,10 +125,7 @@ def insert_results(
         for decision_id, outcome, digest in keyed
     ]
     ExplanationResult.objects.bulk_create(rows)
-    return [
-        Stored(row.pk, decision_id, _values(decision_id, method, outcome, computed_at))
-        for row, (decision_id, outcome, _) in zip(rows, keyed, strict=True)
-    ]
+    return [row.pk for row in rows]
 
 
 def _values(decision_id: int, method: str, outcome: Computed, computed_at: datetime) -> dict:
