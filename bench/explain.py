@@ -1026,7 +1026,7 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
             )
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
-            tasks._store_results(claimed, explained, "shap", (marks[3] - marks[2]) * 1000)
+            tasks._store_results(claimed, explained, version, "shap", (marks[3] - marks[2]) * 1000)
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
         if i:  # the first round builds this process's explainer
@@ -1038,21 +1038,21 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
     figures = {name: median(values) for name, values in steps.items()}
     figures.update({f"{name}_sql": median(values) for name, values in sql.items()})
     figures["raw"] = median(raw.call(_raw_tree_batches, key, rows, batch)) * 1000
-    figures.update(storage_floor(ids[-batch:], claimed))
+    figures.update(storage_floor(ids[-batch:], claimed, version))
     return figures
 
 
 FLOOR_TABLE = "bench_explain_floor"
 
 
-def storage_floor(ids: list[int], stored: list) -> dict:
+def storage_floor(ids: list[int], stored: list, version) -> dict:
     """Median ms of the least any design must do per batch: read the inputs, write the results.
 
     Read: the decisions' inputs by id, decoded. Write: one COPY of the batch's
-    stored results (the values run_batch wrote) into a copy of the explanations
-    table (same columns and indexes, no foreign keys), inserted rather than
-    updated, with nothing claimed and no review rules. Whatever Attest does on
-    top, the TreeSHAP ceiling is raw / (raw + read + write).
+    stored results (the values run_batch inserted) into a copy of the results
+    table (same columns and indexes, no foreign keys), with nothing claimed, no
+    work row pointed at them and no review rules. Whatever Attest does on top,
+    the TreeSHAP ceiling is raw / (raw + read + write).
     """
     from statistics import median
 
@@ -1060,20 +1060,22 @@ def storage_floor(ids: list[int], stored: list) -> dict:
     from django.db import connection
 
     from auditapp.decisions.models import Decision
-    from explain.models import Explanation
+    from explain import records
+    from explain.models import ExplanationResult
 
     columns = (
-        *("decision_id", "method", "status", "attempts", "explainer", "library_version"),
-        *("output_space", "base_value", "attributions", "top_features", "quality"),
-        *("config", "seed", "duration_ms", "error", "created_at", "updated_at"),
+        *("decision_id", "config_id", "base_value", "attributions", "top_features"),
+        *("quality", "seed", "duration_ms", "computed_at"),
     )
+    names = version.parsed_schema.names
+    config_id = ExplanationResult.objects.get(pk=stored[0].result_id).config_id
     id_array = "{" + ",".join(map(str, ids)) + "}"
     reads, writes = [], []
     raw = connection.connection  # the psycopg connection: COPY is not in Django's API
     with raw.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {FLOOR_TABLE}")
         cursor.execute(
-            f"CREATE TABLE {FLOOR_TABLE} (LIKE {Explanation._meta.db_table} INCLUDING ALL)"
+            f"CREATE TABLE {FLOOR_TABLE} (LIKE {ExplanationResult._meta.db_table} INCLUDING ALL)"
         )
         for _ in range(5):
             began = time.perf_counter()
@@ -1087,13 +1089,14 @@ def storage_floor(ids: list[int], stored: list) -> dict:
             began = time.perf_counter()
             with cursor.copy(f"COPY {FLOOR_TABLE} ({', '.join(columns)}) FROM STDIN") as copy:
                 for e in stored:
-                    documents = (e.attributions, e.top_features, e.quality, e.config)
+                    r = e.outcome
                     copy.write_row(
                         (
-                            *(e.decision_id, e.method, e.status, e.attempts, e.explainer),
-                            *(e.library_version, e.output_space, e.base_value),
-                            *(orjson.dumps(document).decode() for document in documents),
-                            *(e.seed, e.duration_ms, e.error, e.updated_at, e.updated_at),
+                            *(e.decision_id, config_id, r.base_value),
+                            records.pack(r.attributions, names),
+                            orjson.dumps(r.top_features[: records.STORED_TOP]).decode(),
+                            orjson.dumps(r.quality).decode(),
+                            *(r.seed, 1.0, e.updated_at),
                         )
                     )
             writes.append(time.perf_counter() - began)

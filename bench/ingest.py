@@ -425,6 +425,54 @@ def reserve_decision_ids(cursor, count: int) -> list[int]:
     return [row[0] for row in cursor.fetchall()]
 
 
+def bench_config_id(version, method: str) -> int:
+    """The id of a configuration row for results the benches write with COPY."""
+    from explain import records
+    from explain.models import ExplanationConfig
+
+    digest = records.config_digest(method, "bench", "bench", "log_odds", {})
+    return ExplanationConfig.objects.get_or_create(
+        model_version=version,
+        method=method,
+        digest=digest,
+        defaults={
+            "explainer": "bench",
+            "library_version": "bench",
+            "output_space": "log_odds",
+            "content": {},
+        },
+    )[0].pk
+
+
+RESULT_COPY_COLUMNS = (
+    *("id", "decision_id", "config_id", "base_value", "attributions", "top_features"),
+    *("quality", "seed", "duration_ms", "computed_at"),
+)
+
+
+def copy_explanations(cursor, rows: list[tuple], now) -> None:
+    """COPY finished explanations: a result row each, then its work row pointing to it.
+
+    `rows` are (decision_id, method, config_id, base_value, packed attributions,
+    top-3 JSON, quality JSON, seed, duration_ms, agreement JSON or None).
+    """
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('explain_explanationresult', 'id')) "
+        "FROM generate_series(1, %s)",
+        [len(rows)],
+    )
+    result_ids = [row[0] for row in cursor.fetchall()]
+    sql = f"COPY explain_explanationresult ({', '.join(RESULT_COPY_COLUMNS)}) FROM STDIN"
+    with cursor.cursor.copy(sql) as copy:
+        for result_id, row in zip(result_ids, rows, strict=True):
+            decision_id, _method, config_id, *values, _agreement = row
+            copy.write_row((result_id, decision_id, config_id, *values, now))
+    columns = "decision_id, method, status, attempts, result_id, agreement, created_at, updated_at"
+    with cursor.cursor.copy(f"COPY explain_explanation ({columns}) FROM STDIN") as copy:
+        for result_id, row in zip(result_ids, rows, strict=True):
+            copy.write_row((row[0], row[1], "done", 1, result_id, row[-1], now, now))
+
+
 def copy_decision_row(
     version,
     model_name: str,

@@ -76,6 +76,7 @@ def top_up(version, model, target: int) -> int:
         return 0
     payloads = ingest.Payloads(model, DISTINCT, "0b5e7e01").items
     attributions = shap_of(version, payloads)
+    config_id = ingest.bench_config_id(version, "shap")
     began = time.perf_counter()
     run = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
     spacing = (end - start) / (missing + 1)
@@ -83,7 +84,17 @@ def top_up(version, model, target: int) -> int:
     for first in range(0, missing, CHUNK):
         count = min(CHUNK, missing - first)
         with transaction.atomic(), connection.cursor() as cursor:
-            _copy_chunk(cursor, version, payloads, attributions, run, first, count, start, spacing)
+            _copy_chunk(
+                cursor,
+                version,
+                payloads,
+                (attributions, config_id),
+                run,
+                first,
+                count,
+                start,
+                spacing,
+            )
         print(f"  {first + count:,} / {missing:,} written", flush=True)
     print(
         f"wrote {missing:,} decisions (+ explanations, outcomes) in "
@@ -92,7 +103,7 @@ def top_up(version, model, target: int) -> int:
     return missing
 
 
-def _copy_chunk(cursor, version, payloads, attributions, run, first, count, start, spacing):
+def _copy_chunk(cursor, version, payloads, shap, run, first, count, start, spacing):
     from auditapp.decisions.services import COPY_COLUMNS
     from bench import ingest
 
@@ -117,27 +128,40 @@ def _copy_chunk(cursor, version, payloads, attributions, run, first, count, star
     ) as copy:
         for row in rows:
             copy.write_row(row)
-    _explanations(cursor, ids, first, attributions, recorded)
+    _explanations(cursor, ids, first, shap, recorded)
     _outcomes(cursor, ids, first, payloads, start, recorded)
 
 
-def shap_of(version, payloads: list[dict]) -> list[str]:
-    """TreeSHAP attributions of the distinct applicants, as JSON text for COPY."""
-    from auditapp.decisions.hashing import canonical_json
-    from explain import engine
+def shap_of(version, payloads: list[dict]) -> list[tuple[bytes, str, str]]:
+    """TreeSHAP of the distinct applicants for COPY: (packed attributions, top 3, quality)."""
+    import orjson
+
+    from explain import engine, records
     from explain.tasks import cached_explainer
 
     context, explainer = cached_explainer(version, "shap")
     rows = [p["inputs"] for p in payloads]
     results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
-    return [canonical_json(r.attributions) for r in results]
+    names = version.parsed_schema.names
+    return [
+        (
+            records.pack(r.attributions, names),
+            orjson.dumps(r.top_features[: records.STORED_TOP]).decode(),
+            orjson.dumps(r.quality).decode(),
+        )
+        for r in results
+    ]
 
 
-def _explanations(cursor, ids: list[int], first: int, attributions: list[str], now) -> None:
-    columns = "decision_id, method, status, attempts, attributions, created_at, updated_at"
-    with cursor.cursor.copy(f"COPY explain_explanation ({columns}) FROM STDIN") as copy:
-        for n, decision_id in enumerate(ids, start=first):
-            copy.write_row((decision_id, "shap", "done", 1, attributions[n % DISTINCT], now, now))
+def _explanations(cursor, ids: list[int], first: int, shap: tuple, now) -> None:
+    from bench import ingest
+
+    computed, config_id = shap
+    rows = []
+    for n, decision_id in enumerate(ids, start=first):
+        packed, top, quality = computed[n % DISTINCT]
+        rows.append((decision_id, "shap", config_id, -0.7, packed, top, quality, None, 1.5, None))
+    ingest.copy_explanations(cursor, rows, now)
 
 
 def _outcomes(cursor, ids: list[int], first: int, payloads: list[dict], start, now) -> None:
@@ -163,9 +187,10 @@ def raw_fetch_seconds(version) -> float:
     sql = (
         "SELECT d.inputs::text, d.score, d.prediction::text, "
         "(SELECT o.outcome::text FROM decisions_outcome o WHERE o.decision_id = d.id "
-        " ORDER BY o.observed_at DESC, o.id DESC LIMIT 1), e.attributions::text "
+        " ORDER BY o.observed_at DESC, o.id DESC LIMIT 1), r.attributions "
         "FROM decisions_decision d LEFT JOIN explain_explanation e "
         "ON e.decision_id = d.id AND e.method = 'shap' AND e.status = 'done' "
+        "LEFT JOIN explain_explanationresult r ON r.id = e.result_id "
         "WHERE d.model_version_id = %s AND d.predicted_at >= %s AND d.predicted_at < %s"
     )
     began = time.perf_counter()
@@ -187,7 +212,8 @@ def run(decisions: int) -> list[tuple[str, str, str, str]]:
     top_up(version, model, decisions)
     with connection.cursor() as cursor:
         cursor.execute(
-            "ANALYZE decisions_decision; ANALYZE explain_explanation; ANALYZE decisions_outcome"
+            "ANALYZE decisions_decision; ANALYZE explain_explanation; "
+            "ANALYZE explain_explanationresult; ANALYZE decisions_outcome"
         )
     start, end = the_day()
     MonitoringSettings.objects.filter(model_version=version).update(

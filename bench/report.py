@@ -92,76 +92,44 @@ def top_up(version, model, target: int, end: datetime) -> int:
                     client="bench/report.py",
                 )
                 copy.write_row(row)
-        _copy_explanations(cursor, ids, names, rng, scale)
+        _copy_explanations(cursor, version, ids, names, rng, scale)
         _copy_outcomes(cursor, ids, [payloads[n % len(payloads)] for n in range(len(ids))], end)
     print(f"wrote {missing:,} decisions with explanations in {time.perf_counter() - began:.0f} s")
     return missing
 
 
-EXPLANATION_COLUMNS = (
-    "decision_id",
-    "method",
-    "status",
-    "attempts",
-    "explainer",
-    "library_version",
-    "output_space",
-    "base_value",
-    "attributions",
-    "top_features",
-    "quality",
-    "config",
-    "seed",
-    "duration_ms",
-    "error",
-    "created_at",
-    "updated_at",
-)
-
-
-def _copy_explanations(cursor, ids: list[int], names: list[str], rng, scale) -> None:
+def _copy_explanations(cursor, version, ids: list[int], names: list[str], rng, scale) -> None:
     import orjson
 
+    from bench import ingest
+    from explain import records
+
     now = datetime.now(UTC)
-    sql = f"COPY explain_explanation ({', '.join(EXPLANATION_COLUMNS)}) FROM STDIN"
-    with cursor.cursor.copy(sql) as copy:
-        for n, decision_id in enumerate(ids):
-            values = rng.normal(0.0, scale)
-            attributions = dict(zip(names, values.round(6).tolist(), strict=True))
-            top = [names[i] for i in np.argsort(-np.abs(values), kind="stable")]
-            quality = {"additivity_error": 1e-7, "additivity_ok": True}
-            for method in ("shap", "lime") if n % 10 == 0 else ("shap",):
-                if method == "lime":
-                    overlap = float(rng.choice([1 / 3, 2 / 3, 1.0]))
-                    quality = {
-                        "fidelity_r2": 0.8,
-                        "agreement_with_shap": {
-                            "top_k": 3,
-                            "top_k_overlap": overlap,
-                            "rank_correlation": 0.7,
-                        },
-                    }
-                copy.write_row(
-                    (
-                        decision_id,
-                        method,
-                        "done",
-                        1,
-                        "TreeExplainer" if method == "shap" else "LimeTabularExplainer",
-                        "bench",
-                        "log_odds",
-                        -0.7,
-                        orjson.dumps(attributions).decode(),
-                        orjson.dumps(top).decode(),
-                        orjson.dumps(quality).decode(),
-                        "{}",
-                        n,
-                        1.5 if method == "shap" else 90.0,
-                        "",
-                        now,
-                        now,
-                    )
+    config_ids = {method: ingest.bench_config_id(version, method) for method in ("shap", "lime")}
+    rows = []
+    for n, decision_id in enumerate(ids):
+        values = rng.normal(0.0, scale)
+        attributions = dict(zip(names, values.round(6).tolist(), strict=True))
+        top = [names[i] for i in np.argsort(-np.abs(values), kind="stable")][: records.STORED_TOP]
+        quality = {"additivity_error": 1e-7, "additivity_ok": True}
+        agreement = None
+        for method in ("shap", "lime") if n % 10 == 0 else ("shap",):
+            if method == "lime":
+                overlap = float(rng.choice([1 / 3, 2 / 3, 1.0]))
+                quality = {"fidelity_r2": 0.8}
+                agreement = {"top_k": 3, "top_k_overlap": overlap, "rank_correlation": 0.7}
+            rows.append(
+                (
+                    *(decision_id, method, config_ids[method], -0.7),
+                    records.pack(attributions, names),
+                    orjson.dumps(top).decode(),
+                    orjson.dumps(quality).decode(),
+                    n,
+                    1.5 if method == "shap" else 90.0,
+                    None if agreement is None else orjson.dumps(agreement).decode(),
                 )
+            )
+    ingest.copy_explanations(cursor, rows, now)
 
 
 def _copy_outcomes(cursor, ids: list[int], payloads: list[dict], end: datetime) -> None:
@@ -181,24 +149,28 @@ def _copy_outcomes(cursor, ids: list[int], payloads: list[dict], end: datetime) 
 
 
 def raw_aggregates_seconds(version, start: datetime, end: datetime) -> float:
-    """The headline aggregates as PostgreSQL alone computes them (one statement each)."""
+    """The headline aggregates as PostgreSQL alone computes them (one statement each; mean
+    |SHAP| streams the packed attributions and sums them with NumPy, as the report does)."""
     from django.db import connection
 
-    names = version.parsed_schema.names
-    importance = ", ".join(f"avg(abs((e.attributions->>'{n}')::float))" for n in names)
+    from explain.records import unpack_matrix
+
+    width = len(version.parsed_schema.names)
     where = "d.model_version_id = %s AND d.predicted_at >= %s AND d.predicted_at < %s"
     statements = [
         f"SELECT date_trunc('day', predicted_at), count(*) FROM decisions_decision d "
         f"WHERE {where} GROUP BY 1 ORDER BY 1",
         f"SELECT prediction, count(*) FROM decisions_decision d WHERE {where} GROUP BY 1",
-        f"SELECT {importance} FROM explain_explanation e JOIN decisions_decision d "
-        f"ON d.id = e.decision_id WHERE {where} AND e.method = 'shap' AND e.status = 'done'",
+        f"SELECT r.attributions FROM explain_explanation e JOIN decisions_decision d "
+        f"ON d.id = e.decision_id JOIN explain_explanationresult r ON r.id = e.result_id "
+        f"WHERE {where} AND e.method = 'shap' AND e.status = 'done'",
     ]
     began = time.perf_counter()
     with connection.cursor() as cursor:
         for statement in statements:
             cursor.execute(statement, [version.pk, start, end])
-            cursor.fetchall()
+            rows = cursor.fetchall()
+        np.abs(unpack_matrix([packed for (packed,) in rows], width)).mean(axis=0)
     return time.perf_counter() - began
 
 

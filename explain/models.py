@@ -1,10 +1,118 @@
-"""Explanation: one per (decision, method), computed asynchronously by workers."""
+"""Explanations: the work per (decision, method), and every result ever computed.
+
+Explanation is work state (status, attempts, error, the worker's lease in
+updated_at): mutable. ExplanationResult is one computed result: insert-only,
+never changed; a recomputation adds a new one and the work row points to the
+newest. ExplanationConfig is an explainer configuration, stored once per
+(model version, method, configuration) and referenced by the results.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
 
 from django.db import models
 from django.utils import timezone
 
+from auditapp.appendonly import AppendOnlyModel
+from explain import records
+
+
+class ExplanationConfig(AppendOnlyModel):
+    """How a model version's explanations were computed: one row per distinct configuration."""
+
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    method = models.CharField(max_length=10)
+    explainer = models.CharField(max_length=100)
+    library_version = models.CharField(max_length=50)
+    output_space = models.CharField(max_length=20)
+    # The explainer's configuration, less the version's artifact and background
+    # sha256 when it named them (version_hashes): the version holds those.
+    content = models.JSONField()
+    version_hashes = models.BooleanField(default=False)
+    # sha256 of the whole configuration (records.config_digest): what makes it one row.
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "method", "digest"], name="one_config_per_version_method"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.method} configuration {self.pk} of version {self.model_version_id}"
+
+    @cached_property
+    def config(self) -> dict:
+        """The configuration as the explainer gave it."""
+        version = self.model_version
+        return records.full_config(
+            self.content, self.version_hashes, version.artifact_sha256, version.background_sha256
+        )
+
+
+class ExplanationResult(AppendOnlyModel):
+    """One computed explanation of a decision. Never updated nor deleted."""
+
+    decision = models.ForeignKey(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="explanation_results"
+    )
+    config = models.ForeignKey(
+        ExplanationConfig, on_delete=models.PROTECT, related_name="results", db_index=False
+    )
+    base_value = models.FloatField()
+    # float64 little-endian, one per feature in the version's schema order (records.pack).
+    attributions = models.BinaryField()
+    # The names of the three largest |attributions|: what the top_reason search matches.
+    top_features = models.JSONField()
+    quality = models.JSONField(default=dict)
+    seed = models.BigIntegerField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"result {self.pk} of decision {self.decision_id}"
+
+    @cached_property
+    def attribution_map(self) -> dict[str, float]:
+        return records.unpack(self.attributions, self.config.model_version.parsed_schema.names)
+
+    def document(self) -> dict:
+        """What this result's hash covers (records.result_document)."""
+        config = self.config
+        version = config.model_version
+        row = {
+            "decision_id": self.decision_id,
+            "base_value": self.base_value,
+            "attributions": self.attributions,
+            "quality": self.quality,
+            "seed": self.seed,
+            "computed_at": self.computed_at,
+            "config__method": config.method,
+            "config__explainer": config.explainer,
+            "config__library_version": config.library_version,
+            "config__output_space": config.output_space,
+            "config__content": config.content,
+            "config__version_hashes": config.version_hashes,
+            "config__model_version__artifact_sha256": version.artifact_sha256,
+            "config__model_version__background_sha256": version.background_sha256,
+        }
+        return records.result_document(records.stored_values(row, version.parsed_schema.names))
+
+
+class ExplanationQuerySet(models.QuerySet):
+    def with_results(self) -> ExplanationQuerySet:
+        """With each row's newest result and its configuration, read in the same query."""
+        return self.select_related("result__config__model_version")
+
 
 class Explanation(models.Model):
+    """The work on one (decision, method): mutable state, plus a pointer to its newest result."""
+
     PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
     STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED)]
     METHODS = [("shap", "SHAP"), ("lime", "LIME")]
@@ -20,19 +128,23 @@ class Explanation(models.Model):
     method = models.CharField(max_length=10, choices=METHODS)
     status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
-    explainer = models.CharField(max_length=100, blank=True, default="", db_default="")
-    library_version = models.CharField(max_length=50, blank=True, default="", db_default="")
-    output_space = models.CharField(max_length=20, blank=True, default="", db_default="")
-    base_value = models.FloatField(null=True, blank=True)
-    attributions = models.JSONField(null=True, blank=True)
-    top_features = models.JSONField(null=True, blank=True)
-    quality = models.JSONField(null=True, blank=True)
-    config = models.JSONField(null=True, blank=True)
-    seed = models.BigIntegerField(null=True, blank=True)
-    duration_ms = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True, default="", db_default="")
+    # The newest result of (decision, method); records.stale_pointers() checks it is.
+    result = models.ForeignKey(
+        ExplanationResult,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    # On a LIME row: its agreement with the decision's SHAP result, judged when the
+    # later of the two was stored. Derived from two kept results, so not one itself.
+    agreement = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ExplanationQuerySet.as_manager()
 
     class Meta:
         constraints = [
@@ -44,3 +156,54 @@ class Explanation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.method} of decision {self.decision_id}: {self.status}"
+
+    # The newest result's fields, read as the row's own (presenters, pages, rules).
+    def _of_result(self, name: str, default=None):
+        return default if self.result is None else getattr(self.result, name)
+
+    def _of_config(self, name: str, default=""):
+        return default if self.result is None else getattr(self.result.config, name)
+
+    @property
+    def explainer(self) -> str:
+        return self._of_config("explainer")
+
+    @property
+    def library_version(self) -> str:
+        return self._of_config("library_version")
+
+    @property
+    def output_space(self) -> str:
+        return self._of_config("output_space")
+
+    @property
+    def config(self) -> dict | None:
+        return self._of_config("config", None)
+
+    @property
+    def base_value(self) -> float | None:
+        return self._of_result("base_value")
+
+    @property
+    def seed(self) -> int | None:
+        return self._of_result("seed")
+
+    @property
+    def duration_ms(self) -> float | None:
+        return self._of_result("duration_ms")
+
+    @property
+    def attributions(self) -> dict[str, float] | None:
+        return self._of_result("attribution_map")
+
+    @property
+    def top_features(self) -> list[str] | None:
+        """Every feature by decreasing |attribution| (up to engine.TOP_FEATURES)."""
+        attributions = self.attributions
+        return None if attributions is None else records.ranked(attributions)
+
+    @property
+    def quality(self) -> dict | None:
+        if self.result is None:
+            return None
+        return records.with_agreement(self.result.quality, self.agreement)

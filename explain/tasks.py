@@ -1,6 +1,7 @@
 """Celery tasks for explanations: thin wrappers that take ids, reload rows, call the engine.
 
-The only explain/ modules that know the ORM and Celery are this one and models.py.
+The explain/ modules that know the ORM are this one, models.py and results.py (which
+stores and reads back results); only this one knows Celery.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from django.utils import timezone
 from auditapp.decisions.models import Decision
 from auditapp.registry.models import agreement_settings
 from auditapp.reviews import rules
-from explain import engine, selftest
-from explain.models import Explanation
+from explain import engine, records, selftest
+from explain.models import Explanation, ExplanationResult
+from explain.results import Stored, insert_results
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +226,8 @@ class ClaimedExplanation:
     A plain object rather than a model instance: building a few hundred Explanation
     and Decision instances per batch costs more than TreeSHAP on a small model.
     Its attributes are named as the model's, so the review rules read it alike.
+    `seed` is its newest result's (the one a re-run reproduces); `outcome` what
+    this batch computed, stored as a new result (`result_id`).
     """
 
     id: int
@@ -233,15 +237,9 @@ class ClaimedExplanation:
     attempts: int
     seed: int | None
     error: str
-    explainer: str = ""
-    library_version: str = ""
-    output_space: str = ""
-    base_value: float | None = None
-    attributions: dict | None = None
-    top_features: list | None = None
-    quality: dict | None = None
-    config: dict | None = None
-    duration_ms: float | None = None
+    outcome: engine.ExplanationResult | None = None
+    result_id: int | None = None
+    agreement: dict | None = None
     updated_at: datetime | None = None
 
     @property
@@ -252,16 +250,27 @@ class ClaimedExplanation:
     def decision_id(self) -> int:
         return self.decision.id
 
+    @property
+    def attributions(self) -> dict | None:
+        return None if self.outcome is None else self.outcome.attributions
+
+    @property
+    def quality(self) -> dict | None:
+        if self.outcome is None:
+            return None
+        return records.with_agreement(self.outcome.quality, self.agreement)
+
 
 GAVE_UP = f"gave up after {MAX_ATTEMPTS} attempts"
 
 # One statement claims the batch on PostgreSQL: lock the unfinished explanation
 # rows nobody else holds (of the explanations only: a SHAP and a LIME task of the
 # same decisions must not skip each other), count the attempt (or give up on rows
-# that used them all) and return what the engine reads, joined from the decision.
+# that used them all) and return what the engine reads, joined from the decision
+# (and the seed of its newest result, if any).
 CLAIM_SQL = """
 WITH candidates AS (
-    SELECT e.id FROM {explanations} AS e
+    SELECT e.id, e.decision_id, e.result_id FROM {explanations} AS e
     JOIN {decisions} AS d ON d.id = e.decision_id
     WHERE e.decision_id = ANY(%(decision_ids)s::bigint[]) AND e.method = %(method)s
       AND d.model_version_id = %(model_version_id)s AND e.status <> %(done)s
@@ -273,9 +282,11 @@ UPDATE {explanations} AS e SET
     error = CASE WHEN e.attempts >= %(max_attempts)s AND e.error = '' THEN %(gave_up)s
                  ELSE e.error END,
     updated_at = %(now)s
-FROM candidates AS c, {decisions} AS d
-WHERE e.id = c.id AND d.id = e.decision_id
-RETURNING e.id, e.decision_id, e.status, e.attempts, e.seed, e.error,
+FROM candidates AS c
+    JOIN {decisions} AS d ON d.id = c.decision_id
+    LEFT JOIN {results} AS r ON r.id = c.result_id
+WHERE e.id = c.id
+RETURNING e.id, e.decision_id, e.status, e.attempts, r.seed, e.error,
           d.content_hash, d.score, d.inputs
 """
 CLAIM_COLUMNS = (
@@ -283,7 +294,7 @@ CLAIM_COLUMNS = (
     "decision_id",
     "status",
     "attempts",
-    "seed",
+    "result__seed",
     "error",
     "decision__content_hash",
     "decision__score",
@@ -312,7 +323,9 @@ def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[
 
 def _claim_postgresql(model_version_id, method, decision_ids, now) -> list[ClaimedExplanation]:
     sql = CLAIM_SQL.format(
-        explanations=Explanation._meta.db_table, decisions=Decision._meta.db_table
+        explanations=Explanation._meta.db_table,
+        decisions=Decision._meta.db_table,
+        results=ExplanationResult._meta.db_table,
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -379,30 +392,22 @@ def _claimed(
     )
 
 
-# Column types, for writing many rows in one statement on PostgreSQL.
+# Column types, for writing many work rows in one statement on PostgreSQL.
 COLUMN_TYPES = {
     "status": "text",
     "error": "text",
-    "explainer": "text",
-    "library_version": "text",
-    "output_space": "text",
-    "base_value": "double precision",
-    "attributions": "jsonb",
-    "top_features": "jsonb",
-    "quality": "jsonb",
-    "config": "jsonb",
-    "seed": "bigint",
-    "duration_ms": "double precision",
+    "result_id": "bigint",
+    "agreement": "jsonb",
     "updated_at": "timestamptz",
 }
 SCALARS = (str, int, float, bool, type(None), datetime)
 
 
 def _write(explanations: list, fields: list[str]) -> None:
-    """Write these fields of many explanations: one UPDATE on PostgreSQL.
+    """Write these fields of many explanations' work rows: one UPDATE on PostgreSQL.
 
-    A value every row shares (the explainer, its configuration, the time) is sent
-    once, as a parameter; only what differs per row travels in the JSON recordset.
+    A value every row shares (the status, the time, no agreement) is sent once, as a
+    parameter; only what differs per row travels in the JSON recordset.
     (Django's bulk_update spends seconds building CASE expressions for a few
     hundred rows; the database needs milliseconds for this statement.)
     """
@@ -456,54 +461,35 @@ def _parameter(field: str, value):
     return value
 
 
-def _apply(explanation: ClaimedExplanation, result: engine.ExplanationResult, duration_ms, now):
+def _apply(explanation: ClaimedExplanation, result: engine.ExplanationResult, now):
     explanation.updated_at = now
-    explanation.duration_ms = duration_ms
-    explanation.seed = result.seed if result.seed is not None else explanation.seed
     if not result.ok:
         explanation.status = Explanation.FAILED
         explanation.error = result.error
         return
     explanation.status = Explanation.DONE
     explanation.error = ""
-    explanation.explainer = result.explainer
-    explanation.library_version = result.library_version
-    explanation.output_space = result.output_space
-    explanation.base_value = result.base_value
-    explanation.attributions = result.attributions
-    explanation.top_features = result.top_features
-    explanation.quality = result.quality
-    explanation.config = result.config
+    explanation.outcome = result
+    explanation.agreement = None  # judged again against this new result, if there is a partner
 
 
-RESULT_FIELDS = [
-    "status",
-    "error",
-    "explainer",
-    "library_version",
-    "output_space",
-    "base_value",
-    "attributions",
-    "top_features",
-    "quality",
-    "config",
-    "seed",
-    "duration_ms",
-    "updated_at",
-]
-# A failed attempt says why and when; what an earlier success stored stays.
-FAILURE_FIELDS = ["status", "error", "seed", "duration_ms", "updated_at"]
+# A success points the work row at its new result (its agreement is judged anew).
+DONE_FIELDS = ["status", "error", "result_id", "agreement", "updated_at"]
+# A failed attempt says why and when; the results stored before stay, and the newest shows.
+FAILURE_FIELDS = ["status", "error", "updated_at"]
 
 
 @dataclass
 class Counterpart:
-    """The other method's finished explanation of a decision, for the agreement figures."""
+    """The other method's finished explanation of a decision (its newest result), for the
+    agreement figures."""
 
     id: int
     decision_id: int
     method: str
     attributions: dict
-    quality: dict | None
+    result_quality: dict
+    agreement: dict | None = None
     status: str = Explanation.DONE
     error: str = ""
 
@@ -511,34 +497,38 @@ class Counterpart:
     def pk(self) -> int:
         return self.id
 
+    @property
+    def quality(self) -> dict:
+        return records.with_agreement(self.result_quality, self.agreement)
 
-def _counterparts(decision_ids: list[int], method: str) -> list[Counterpart]:
+
+def _counterparts(decision_ids: list[int], method: str, names: list[str]) -> list[Counterpart]:
     """The finished explanations of these decisions by `method`: one query, no model instances."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, decision_id, attributions, quality FROM {Explanation._meta.db_table} "
-                "WHERE decision_id = ANY(%s::bigint[]) AND method = %s AND status = %s",
+                f"SELECT e.id, e.decision_id, r.attributions, r.quality "
+                f"FROM {Explanation._meta.db_table} AS e "
+                f"JOIN {ExplanationResult._meta.db_table} AS r ON r.id = e.result_id "
+                "WHERE e.decision_id = ANY(%s::bigint[]) AND e.method = %s AND e.status = %s",
                 [_id_array(decision_ids), method, Explanation.DONE],
             )
-            return [
-                Counterpart(pk, decision_id, method, orjson.loads(attributions), _json(quality))
-                for pk, decision_id, attributions, quality in cursor.fetchall()
-            ]
-    rows = Explanation.objects.filter(
-        decision_id__in=decision_ids, method=method, status=Explanation.DONE
-    ).values_list("id", "decision_id", "attributions", "quality")
-    return [Counterpart(pk, decision_id, method, *values) for pk, decision_id, *values in rows]
-
-
-def _json(text: str | None):
-    return None if text is None else orjson.loads(text)
+            rows = [(*row[:3], orjson.loads(row[3])) for row in cursor.fetchall()]
+    else:
+        rows = Explanation.objects.filter(
+            decision_id__in=decision_ids, method=method, status=Explanation.DONE
+        ).values_list("id", "decision_id", "result__attributions", "result__quality")
+    return [
+        Counterpart(pk, decision_id, method, records.unpack(packed, names), quality)
+        for pk, decision_id, packed, quality in rows
+    ]
 
 
 def _fill_agreement(
-    done: list[ClaimedExplanation], method: str, explain_settings: dict | None = None
+    done: list[ClaimedExplanation], method: str, names: list[str], explain_settings=None
 ) -> list[Counterpart]:
-    """Put SHAP-LIME agreement on the LIME rows of these decisions, whichever finished last.
+    """Put SHAP-LIME agreement on the LIME work rows of these decisions, whichever finished
+    last (the results compared are kept; the agreement is derived from them).
 
     The figures come with the verdict under the version's thresholds
     (`explain_settings`): whether they were judged at all (LIME's fit good
@@ -550,17 +540,19 @@ def _fill_agreement(
         return []
     thresholds = agreement_settings(explain_settings)
     other = "shap" if method == "lime" else "lime"
-    counterparts = {c.decision_id: c for c in _counterparts([e.decision_id for e in done], other)}
+    counterparts = {
+        c.decision_id: c for c in _counterparts([e.decision_id for e in done], other, names)
+    }
     changed = []
     for explanation in done:
         partner = counterparts.get(explanation.decision_id)
         if partner is None:
             continue
         shap_row, lime_row = (explanation, partner) if method == "shap" else (partner, explanation)
-        quality = lime_row.quality or {}
+        fidelity = (lime_row.quality or {}).get("fidelity_r2")
         figures = engine.agreement(shap_row.attributions, lime_row.attributions)
-        verdict = rules.judge_agreement(figures, quality.get("fidelity_r2"), thresholds)
-        lime_row.quality = {**quality, "agreement_with_shap": {**figures, **verdict}}
+        verdict = rules.judge_agreement(figures, fidelity, thresholds)
+        lime_row.agreement = {**figures, **verdict}
         changed.append(lime_row)
     return changed if method == "shap" else []
 
@@ -613,7 +605,7 @@ def run_batch(
             )
             results = _explain_claimed(context, explainer, method, claimed, new_seed, tolerance)
     elapsed_ms = (time.perf_counter() - started) * 1000
-    _store_results(claimed, results, method, elapsed_ms, model_version.explain_settings)
+    _store_results(claimed, results, model_version, method, elapsed_ms)
     failed = sum(e.status == Explanation.FAILED for e in claimed)
     log.info(
         "explain.batch.done model_version=%s method=%s n=%d failed=%d ms=%.0f",
@@ -657,25 +649,49 @@ def _explain_claimed(context, explainer, method, claimed, new_seed, score_tolera
         return [engine.ExplanationResult(method=method, error=engine.describe(exc))] * len(claimed)
 
 
-def _store_results(claimed, results, method, elapsed_ms, explain_settings=None) -> None:
-    """Write every result of the batch in one bulk statement (plus agreement figures),
-    and put the decisions the review rules pick in the review queue.
-
-    `explain_settings` is the batch's model version's (its agreement thresholds).
+def _store_results(claimed, results, model_version, method, elapsed_ms) -> list[Stored]:
+    """Insert every new result of the batch in one bulk statement, point the work rows at
+    them (with the agreement figures), and put the decisions the review rules pick in the
+    review queue. Returns the results inserted.
     """
     from auditapp.reviews.services import review_explanations
 
     now = timezone.now()
-    duration_ms = elapsed_ms / len(claimed)  # one object: the write sends it once
     for explanation, result in zip(claimed, results, strict=True):
-        _apply(explanation, result, duration_ms, now)
+        _apply(explanation, result, now)
     done = [e for e in claimed if e.status == Explanation.DONE]
+    explain_settings = model_version.explain_settings
     with transaction.atomic():
-        partners = _fill_agreement(done, method, explain_settings)
-        _write(done, RESULT_FIELDS)
+        # Locked first: the newest result of a row is the last stored, so ids and
+        # pointers agree even when two tasks explain the same decision at once.
+        _lock([e.id for e in claimed])
+        partners = _fill_agreement(
+            done, method, model_version.parsed_schema.names, explain_settings
+        )
+        stored = insert_results(
+            model_version,
+            method,
+            [(e.decision_id, e.outcome) for e in done],
+            elapsed_ms / len(claimed),
+            now,
+        )
+        for explanation, inserted in zip(done, stored, strict=True):
+            explanation.result_id = inserted.id
+        _write(done, DONE_FIELDS)
         _write([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
-        _write(partners, ["quality"])
+        _write(partners, ["agreement"])
         review_explanations([*claimed, *partners], explain_settings)
+    return stored
+
+
+def _lock(explanation_ids: list[int]) -> None:
+    """Lock these work rows until the transaction ends."""
+    list(
+        Explanation.objects.select_for_update(of=("self",))
+        .filter(pk__in=explanation_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 @shared_task(

@@ -72,8 +72,14 @@ class DecisionFilter(django_filters.FilterSet):
         return queryset.annotate(latest_verdict=latest).filter(latest_verdict=value)
 
     def filter_top_reason(self, queryset, name, value):
-        """Decisions whose SHAP explanation ranks `value` among its top 3 features."""
-        top3 = Q(top_features__0=value) | Q(top_features__1=value) | Q(top_features__2=value)
+        """Decisions whose SHAP explanation (its newest result) ranks `value` among its top 3
+        features: found from each decision by the unique (decision, method) index, then the
+        result by its id."""
+        top3 = (
+            Q(result__top_features__0=value)
+            | Q(result__top_features__1=value)
+            | Q(result__top_features__2=value)
+        )
         return queryset.filter(
             Exists(
                 Explanation.objects.filter(

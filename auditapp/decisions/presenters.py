@@ -59,7 +59,7 @@ class DecisionPresenter:
         masked = self.masked_features(decision)
         data["explanations"] = {
             explanation.method: explanation_json(explanation, masked)
-            for explanation in decision.explanations.all()
+            for explanation in decision.explanations.with_results()
         }
         data["outcomes"] = [
             {"outcome": o.outcome, "observed_at": o.observed_at, "recorded_at": o.recorded_at}

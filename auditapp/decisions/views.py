@@ -149,7 +149,7 @@ def export_csv(request):
 
 def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
     schema = decision.model_version.parsed_schema
-    by_method = {e.method: e for e in decision.explanations.all()}
+    by_method = {e.method: e for e in decision.explanations.with_results()}
     shap, lime = by_method.get("shap"), by_method.get("lime")
     labels = {f.name: f.label for f in schema.features}
     masked = presenters.DecisionPresenter(actor).masked_features(decision)

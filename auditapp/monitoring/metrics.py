@@ -41,6 +41,7 @@ from sklearn.calibration import calibration_curve
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.registry.schema import Feature, Schema
+from explain import records
 
 log = logging.getLogger(__name__)
 
@@ -141,9 +142,10 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
             inputs_text=Cast("inputs", TextField()),
             prediction_text=Cast("prediction", TextField()),
             outcome_text=Cast(Subquery(latest_outcome, output_field=JSONField()), TextField()),
-            shap_text=Cast("shap__attributions", TextField()),
         )
-        .values_list("inputs_text", "score", "prediction_text", "outcome_text", "shap_text")
+        .values_list(
+            "inputs_text", "score", "prediction_text", "outcome_text", "shap__result__attributions"
+        )
     )
     statuses = dict(
         Explanation.objects.filter(
@@ -156,13 +158,14 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
         .values_list("status", "n")
     )
     columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    schema = model_version.parsed_schema
     return observations(
-        model_version.parsed_schema,
+        schema,
         _decoded(columns[0]),
         list(columns[1]),
         _decoded(columns[2]),
         _decoded(columns[3]),
-        _decoded(columns[4]),
+        [None if packed is None else records.unpack(packed, schema.names) for packed in columns[4]],
         statuses,
     )
 

@@ -1,7 +1,7 @@
 """Figures about one model version's decisions, for its page (and later its reports).
 
 Counting and grouping happen in the database; only the explanation sample
-(bounded) is summarised in Python, because attributions are JSON.
+(bounded) is summarised in Python, from the packed attributions.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from django.db.models.functions import TruncDate
 from auditapp.decisions.models import Decision
 from auditapp.registry.models import ModelVersion
 from explain.models import Explanation
+from explain.records import unpack_matrix
 
 EXPLANATION_SAMPLE = 5000
 SCORE_BINS = 20
@@ -62,11 +63,11 @@ def _attribution_summary(model_version: ModelVersion):
             decision__model_version=model_version, method="shap", status=Explanation.DONE
         )
         .order_by("-decision_id")
-        .values_list("attributions", flat=True)[:EXPLANATION_SAMPLE]
+        .values_list("result__attributions", flat=True)[:EXPLANATION_SAMPLE]
     )
     if not sample:
         return [], [], 0
-    matrix = np.array([[row.get(n, 0.0) for n in names] for row in sample], dtype=float)
+    matrix = unpack_matrix(sample, len(names))
     mean_abs = np.abs(matrix).mean(axis=0)
     order = np.argsort(-mean_abs, kind="stable")
     importance = [(names[i], float(mean_abs[i])) for i in order]

@@ -13,6 +13,7 @@ The period is half-open: from <= predicted_at < to (UTC).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import statistics
 from collections import Counter
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from django.db.models import (
     Avg,
     CharField,
@@ -37,7 +39,7 @@ from django.db.models import (
     Subquery,
 )
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Abs, Cast, Floor, Least, TruncDate
+from django.db.models.functions import Cast, Floor, Least, TruncDate
 from django.utils import timezone
 
 import auditapp
@@ -50,6 +52,7 @@ from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from explain.models import Explanation
+from explain.records import unpack, unpack_matrix
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ SCORE_BINS = 20
 TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the search filter
 APPENDIX_SAMPLE = 10
 TOP_ERRORS = 5
+IMPORTANCE_CHUNK = 5000  # packed attribution rows summed at a time
 DOCUMENT_VERSION = 1
 
 Progress = Callable[[int, int], None]
@@ -288,7 +292,7 @@ def explanations(ctx: _Context) -> dict[str, Any]:
     methods = {}
     for method in ("shap", "lime"):
         done = ctx.explanations.filter(method=method, status=Explanation.DONE)
-        timing = done.aggregate(mean=Avg("duration_ms"), longest=Max("duration_ms"))
+        timing = done.aggregate(mean=Avg("result__duration_ms"), longest=Max("result__duration_ms"))
         counts = {s: by_status.get((method, s), 0) for s, _ in Explanation.STATUSES}
         methods[method] = {
             **counts,
@@ -300,7 +304,7 @@ def explanations(ctx: _Context) -> dict[str, Any]:
     return {
         "decisions": total,
         "methods": methods,
-        "additivity_failures": shap_done.filter(quality__additivity_ok=False).count(),
+        "additivity_failures": shap_done.filter(result__quality__additivity_ok=False).count(),
         "failures": _failures(ctx),
         "global_importance": _importance(ctx, shap_done),
         "top_reasons": _top_reasons(ctx, shap_done),
@@ -322,17 +326,17 @@ def _failures(ctx: _Context) -> list[dict[str, Any]]:
 
 
 def _importance(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
-    """Mean |SHAP| per feature in one aggregate query over the JSON attributions."""
+    """Mean |SHAP| per feature: the packed attributions summed in chunks with NumPy."""
     names = ctx.schema.names
-    aggregates = {
-        f"f{i}": Avg(Abs(Cast(KeyTextTransform(name, "attributions"), FloatField())))
-        for i, name in enumerate(names)
-    }
-    means = shap_done.aggregate(**aggregates) if names else {}
+    totals, count = np.zeros(len(names)), 0
+    packed = shap_done.values_list("result__attributions", flat=True).iterator(IMPORTANCE_CHUNK)
+    for chunk in iter(lambda: list(itertools.islice(packed, IMPORTANCE_CHUNK)), []):
+        totals += np.abs(unpack_matrix(chunk, len(names))).sum(axis=0)
+        count += len(chunk)
     rows = [
-        {"feature": name, "label": ctx.labels[name], "mean_abs_shap": means.get(f"f{i}")}
+        {"feature": name, "label": ctx.labels[name], "mean_abs_shap": float(totals[i] / count)}
         for i, name in enumerate(names)
-        if means.get(f"f{i}") is not None
+        if count
     ]
     rows.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
     return rows
@@ -343,7 +347,7 @@ def _top_reasons(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
     counts: Counter[str] = Counter()
     for position in range(TOP_REASON_POSITIONS):
         grouped = (
-            shap_done.annotate(feature=KeyTextTransform(str(position), "top_features"))
+            shap_done.annotate(feature=KeyTextTransform(str(position), "result__top_features"))
             .exclude(feature=None)
             .values_list("feature")
             .annotate(n=Count("id"))
@@ -367,26 +371,12 @@ def _top_reasons(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
 def _agreement(ctx: _Context) -> dict[str, Any]:
     lime_done = ctx.explanations.filter(method="lime", status=Explanation.DONE)
     figures = lime_done.aggregate(
-        compared=Count("id", filter=Q(quality__agreement_with_shap__top_k_overlap__isnull=False)),
-        overlap=Avg(
-            Cast(
-                KeyTextTransform(
-                    "top_k_overlap", KeyTextTransform("agreement_with_shap", "quality")
-                ),
-                FloatField(),
-            )
-        ),
-        correlation=Avg(
-            Cast(
-                KeyTextTransform(
-                    "rank_correlation", KeyTextTransform("agreement_with_shap", "quality")
-                ),
-                FloatField(),
-            )
-        ),
+        compared=Count("id", filter=Q(agreement__top_k_overlap__isnull=False)),
+        overlap=Avg(Cast(KeyTextTransform("top_k_overlap", "agreement"), FloatField())),
+        correlation=Avg(Cast(KeyTextTransform("rank_correlation", "agreement"), FloatField())),
         # The review rule's own verdict, stored with the figures (reviews.rules).
-        judged=Count("id", filter=Q(quality__agreement_with_shap__judged=True)),
-        disagreeing=Count("id", filter=Q(quality__agreement_with_shap__agrees=False)),
+        judged=Count("id", filter=Q(agreement__judged=True)),
+        disagreeing=Count("id", filter=Q(agreement__agrees=False)),
     )
     return {
         "compared": figures["compared"],
@@ -583,7 +573,7 @@ def appendix(ctx: _Context) -> dict[str, Any]:
         e["decision_id"]: e
         for e in Explanation.objects.filter(
             decision_id__in=[d["id"] for d in sample], method="shap"
-        ).values("decision_id", "status", "attributions", "base_value")
+        ).values("decision_id", "status", "result__attributions")
     }
     # A report is read by roles that may not see sensitive inputs, and one
     # decision's attribution is a function of its value: those are left out here
@@ -595,7 +585,9 @@ def appendix(ctx: _Context) -> dict[str, Any]:
         done = explanation.get("status") == Explanation.DONE
         if done:
             explanation["attributions"] = {
-                k: v for k, v in explanation["attributions"].items() if k not in sensitive
+                k: v
+                for k, v in unpack(explanation["result__attributions"], ctx.schema.names).items()
+                if k not in sensitive
             }
         reasons = adverse_reasons(explanation["attributions"], ctx.labels) if done else []
         rows.append(

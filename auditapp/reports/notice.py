@@ -32,7 +32,7 @@ def notice_reference(decision: Decision) -> str:
 
 def shap_explanation(decision: Decision) -> Explanation:
     """The decision's finished SHAP explanation; a notice needs its reasons."""
-    explanation = decision.explanations.filter(method="shap").first()
+    explanation = decision.explanations.with_results().filter(method="shap").first()
     if explanation is None or explanation.status != Explanation.DONE:
         status = explanation.status if explanation else "missing"
         raise Conflict(

@@ -407,6 +407,8 @@ class TestTriggers:
         "reviews_override",
         "registry_stagechange",
         "accounts_logrecord",
+        "explain_explanationconfig",
+        "explain_explanationresult",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):

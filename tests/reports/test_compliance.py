@@ -24,6 +24,7 @@ from auditapp.decisions.sealing import seal_new_records
 from auditapp.reports import render
 from auditapp.reports.compliance import SECTIONS
 from auditapp.reports.models import Report
+from explain import engine
 from explain.models import Explanation
 from tests.reports.conftest import LIME_DECISIONS, PER_DAY, pdf_text, read_file
 
@@ -112,9 +113,10 @@ def test_explanation_figures_equal_independent_queries(period, model_version, js
     figures = sections(json_report)["explanations"]
     shap = Explanation.objects.filter(decision_id__in=period.ids, method="shap", status="done")
     names = model_version.parsed_schema.names
-    matrix = np.array([[a[n] for n in names] for a in shap.values_list("attributions", flat=True)])
+    stored = [e.attributions for e in shap.with_results()]
+    matrix = np.array([[a[n] for n in names] for a in stored])
     mean_abs = dict(zip(names, np.abs(matrix).mean(axis=0), strict=True))
-    top3 = Counter(f for top in shap.values_list("top_features", flat=True) for f in top[:3])
+    top3 = Counter(f for a in stored for f in engine.rank_features(a)[:3])
 
     assert figures["methods"]["shap"]["done"] == shap.count() == len(period.ids)
     assert figures["methods"]["shap"]["coverage"] == pytest.approx(1.0)
@@ -128,7 +130,7 @@ def test_explanation_figures_equal_independent_queries(period, model_version, js
         assert row["mean_abs_shap"] == pytest.approx(mean_abs[row["feature"]])
     assert {row["feature"]: row["explanations"] for row in figures["top_reasons"]} == top3
     lime = Explanation.objects.filter(decision_id__in=period.ids, method="lime", status="done")
-    qualities = lime.values_list("quality", flat=True)
+    qualities = [e.quality for e in lime.with_results()]
     overlaps = [
         q["agreement_with_shap"]["top_k_overlap"] for q in qualities if "agreement_with_shap" in q
     ]
@@ -155,9 +157,8 @@ def test_the_agreement_figures_count_the_review_rules_own_verdicts(period, gener
     verdicts = [{"judged": True, "agrees": False}, {"judged": True, "agrees": True}]
     verdicts += [{"judged": False, "agrees": None}] * (len(lime) - 2)
     for explanation, verdict in zip(lime, verdicts, strict=True):
-        quality = explanation.quality
-        quality["agreement_with_shap"] = {**quality["agreement_with_shap"], **verdict}
-        Explanation.objects.filter(pk=explanation.pk).update(quality=quality)
+        agreement = {**explanation.agreement, **verdict}
+        Explanation.objects.filter(pk=explanation.pk).update(agreement=agreement)
 
     figures = sections(generate(period.body("json")))["explanations"]["shap_lime_agreement"]
 

@@ -285,7 +285,7 @@ def run_both(model_version, ids, lime_first: bool) -> None:
 def lime_agreement(ids) -> dict[int, dict]:
     return dict(
         Explanation.objects.filter(decision_id__in=ids, method="lime").values_list(
-            "decision_id", "quality__agreement_with_shap"
+            "decision_id", "agreement"
         )
     )
 

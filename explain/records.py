@@ -1,0 +1,202 @@
+"""Explanation results as records: their compact storage and the one document a result's
+hash covers.
+
+Plain functions, no ORM and no Celery: the write path (explain.results, called by
+the workers), the migration of older rows and a verifier all use these, so that a
+result reads back as exactly what was written.
+
+The document (result_document) is built from a result's stored values; a verifier
+reads VERIFIER_COLUMNS of ExplanationResult (`.values(*VERIFIER_COLUMNS)`), turns each
+row into those values with stored_values and the version's feature names, and
+rebuilds it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from auditapp.decisions.hashing import canonical_time, sha256_hex
+from explain.engine import rank_features
+
+# Names of the largest |attributions| stored per result, for the top_reason search.
+STORED_TOP = 3
+# What a result's document holds (result_document's argument has these keys).
+DOCUMENT_FIELDS = (
+    "decision_id",
+    "method",
+    "explainer",
+    "library_version",
+    "output_space",
+    "config",
+    "attributions",
+    "base_value",
+    "quality",
+    "seed",
+    "computed_at",
+)
+# What a verifier reads of an ExplanationResult (ORM paths, for .values()) to rebuild its
+# document; the feature names come from the version's schema (config__model_version_id).
+VERIFIER_COLUMNS = (
+    "id",
+    "decision_id",
+    "base_value",
+    "attributions",
+    "quality",
+    "seed",
+    "computed_at",
+    "config__method",
+    "config__explainer",
+    "config__library_version",
+    "config__output_space",
+    "config__content",
+    "config__version_hashes",
+    "config__model_version_id",
+    "config__model_version__artifact_sha256",
+    "config__model_version__background_sha256",
+)
+# The configuration keys that repeat the version's own hashes (not stored per configuration).
+VERSION_HASH_KEYS = ("background_sha256", "artifact_sha256")
+
+
+def result_document(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The document that stands for one computed result (what its hash covers).
+
+    `values` are DOCUMENT_FIELDS: the configuration's content (not its id), the
+    attributions keyed by feature name, computed_at a datetime. Numbers are
+    normalised so that a value reads back identically from any database: -0.0 is
+    0.0 (PostgreSQL's jsonb has no negative zero).
+    """
+    return {
+        "decision_id": int(values["decision_id"]),
+        "method": values["method"],
+        "explainer": values["explainer"],
+        "library_version": values["library_version"],
+        "output_space": values["output_space"],
+        "config": _normalised(values["config"]),
+        "attributions": _normalised(values["attributions"]),
+        "base_value": _normalised(values["base_value"]),
+        "quality": _normalised(values["quality"]),
+        "seed": values["seed"],
+        "computed_at": _moment(values["computed_at"]),
+    }
+
+
+def result_hash(values: Mapping[str, Any]) -> str:
+    """sha256 of the result's document, as every sealed record is hashed."""
+    return sha256_hex(result_document(values))
+
+
+def stored_values(row: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The document's values from a stored row (VERIFIER_COLUMNS) and the version's names."""
+    return {
+        "decision_id": row["decision_id"],
+        "method": row["config__method"],
+        "explainer": row["config__explainer"],
+        "library_version": row["config__library_version"],
+        "output_space": row["config__output_space"],
+        "config": full_config(
+            row["config__content"],
+            row["config__version_hashes"],
+            row["config__model_version__artifact_sha256"],
+            row["config__model_version__background_sha256"],
+        ),
+        "attributions": unpack(row["attributions"], names),
+        "base_value": row["base_value"],
+        "quality": row["quality"],
+        "seed": row["seed"],
+        "computed_at": row["computed_at"],
+    }
+
+
+def _normalised(value):
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} cannot be recorded")
+        return 0.0 if value == 0 else value
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normalised(item) for item in value]
+    return value
+
+
+def _moment(value) -> str:
+    return canonical_time(value) if isinstance(value, datetime) else value
+
+
+# -- compact storage ------------------------------------------------------------------------
+
+
+def pack(attributions: Mapping[str, float], names: Sequence[str]) -> bytes:
+    """Attributions as float64 little-endian in the version's feature order (8 bytes each)."""
+    if len(attributions) != len(names) or set(attributions) != set(names):
+        raise ValueError(
+            f"attributions name {sorted(attributions)}, the version's features {sorted(names)}"
+        )
+    return struct.pack(f"<{len(names)}d", *(attributions[name] for name in names))
+
+
+def unpack(data, names: Sequence[str]) -> dict[str, float]:
+    """pack's inverse (PostgreSQL gives a memoryview, SQLite bytes)."""
+    data = bytes(data)
+    if len(data) != 8 * len(names):
+        raise ValueError(f"{len(data)} bytes of attributions for {len(names)} features")
+    return dict(zip(names, struct.unpack(f"<{len(names)}d", data), strict=True))
+
+
+def unpack_matrix(packed_rows, width: int) -> np.ndarray:
+    """Many packed rows as one (rows x features) float64 matrix, without a dict per row."""
+    if not packed_rows:
+        return np.zeros((0, width))
+    data = b"".join(bytes(packed) for packed in packed_rows)
+    return np.frombuffer(data, dtype="<f8").reshape(-1, width).astype(float)
+
+
+def ranked(attributions: Mapping[str, float]) -> list[str]:
+    """The features by decreasing |attribution| as the engine ranks them (derived, not stored)."""
+    return rank_features(dict(attributions))
+
+
+def with_agreement(quality: dict, agreement: dict | None) -> dict:
+    """A LIME result's quality as shown: with its agreement with SHAP, kept on the work row."""
+    return {**quality, "agreement_with_shap": agreement} if agreement else quality
+
+
+def stripped_config(config: dict, artifact_sha256: str, background_sha256: str):
+    """(content, version_hashes): the configuration less the hashes its version holds."""
+    if all(key in config for key in VERSION_HASH_KEYS) and (
+        config["artifact_sha256"],
+        config["background_sha256"],
+    ) == (artifact_sha256, background_sha256):
+        return {k: v for k, v in config.items() if k not in VERSION_HASH_KEYS}, True
+    return config, False
+
+
+def full_config(
+    content: dict, version_hashes: bool, artifact_sha256: str, background_sha256: str
+) -> dict:
+    """stripped_config's inverse."""
+    if not version_hashes:
+        return content
+    return {**content, "background_sha256": background_sha256, "artifact_sha256": artifact_sha256}
+
+
+def config_digest(
+    method: str, explainer: str, library_version: str, output_space: str, config: dict
+) -> str:
+    """What makes a configuration one row (per model version): sha256 of all of it."""
+    return sha256_hex(
+        {
+            "method": method,
+            "explainer": explainer,
+            "library_version": library_version,
+            "output_space": output_space,
+            "config": config,
+        }
+    )

@@ -1,0 +1,257 @@
+"""Explanation results are insert-only records: kept through recomputation, refused any
+change, stored compactly, and read back as exactly the document written."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+from django.db.migrations.executor import MigrationExecutor
+
+from auditapp.accounts import roles
+from auditapp.appendonly import AppendOnlyError
+from auditapp.decisions.hashing import sha256_hex
+from auditapp.decisions.models import Decision
+from auditapp.decisions.presenters import explanation_json
+from auditapp.decisions.services import request_explanations
+from explain import records, tasks
+from explain.models import Explanation, ExplanationConfig, ExplanationResult
+from explain.results import latest_result, result_documents, stale_pointers
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+RESULT_TABLES = ["explain_explanationconfig", "explain_explanationresult"]
+
+
+@pytest.fixture
+def decisions(model_version, ingest) -> list[Decision]:
+    results = ingest(*DecisionPayloadFactory.build_batch(4))
+    return list(Decision.objects.filter(pk__in=[r["id"] for r in results]).order_by("pk"))
+
+
+@pytest.fixture
+def explained(decisions, model_version) -> list[Decision]:
+    ids = [d.pk for d in decisions]
+    tasks.run_batch(model_version.pk, "shap", ids)
+    tasks.run_batch(model_version.pk, "lime", ids)
+    return decisions
+
+
+def store(model_version, method: str, decision_ids: list[int], mutate=None):
+    """Claim, explain and store a batch as run_batch does; the results as inserted."""
+    claimed = tasks._claim(model_version.pk, method, decision_ids)
+    context, explainer = tasks.cached_explainer(model_version, method)
+    computed = tasks._explain_claimed(context, explainer, method, claimed, False, 1e-3)
+    if mutate:
+        mutate(computed)
+    return tasks._store_results(claimed, computed, model_version, method, 12.5)
+
+
+# -- insert-only -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", [ExplanationResult, ExplanationConfig])
+def test_the_model_layer_refuses_to_change_results_and_configurations(explained, model):
+    row = model.objects.first()
+
+    with pytest.raises(AppendOnlyError):
+        row.save()
+    with pytest.raises(AppendOnlyError):
+        row.delete()
+    with pytest.raises(AppendOnlyError):
+        model.objects.all().update(pk=row.pk)
+    with pytest.raises(AppendOnlyError):
+        model.objects.all().delete()
+    assert model.objects.filter(pk=row.pk).exists()
+
+
+def refused(sql: str) -> str:
+    with pytest.raises(DatabaseError) as error, transaction.atomic(), connection.cursor() as cur:
+        cur.execute(sql)
+    return str(error.value)
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.parametrize("table", RESULT_TABLES)
+def test_postgresql_triggers_refuse_to_change_results_and_configurations(explained, table):
+    before = list(ExplanationResult.objects.order_by("id").values_list("id", "attributions"))
+
+    assert "append-only (UPDATE refused)" in refused(f"UPDATE {table} SET id = id")
+    assert "append-only (DELETE refused)" in refused(f"DELETE FROM {table}")
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    assert "append-only (TRUNCATE refused)" in refused(f"TRUNCATE {table} CASCADE")
+
+    after = list(ExplanationResult.objects.order_by("id").values_list("id", "attributions"))
+    assert [(pk, bytes(b)) for pk, b in after] == [(pk, bytes(b)) for pk, b in before]
+
+
+# -- recomputation ---------------------------------------------------------------------------
+
+
+def test_a_recomputation_keeps_the_old_result_and_shows_the_new_one(
+    explained, model_version, compliance_officer
+):
+    decision = explained[0]
+    lime = Explanation.objects.with_results().get(decision=decision, method="lime")
+    old = lime.result
+    old_document, old_json = old.document(), explanation_json(lime)
+
+    request_explanations(roles.Actor(user=compliance_officer), decision, ["lime"])
+    tasks.run_batch(model_version.pk, "lime", [decision.pk], new_seed=True)
+
+    kept = ExplanationResult.objects.filter(decision=decision, config__method="lime")
+    assert kept.count() == 2
+    assert ExplanationResult.objects.get(pk=old.pk).document() == old_document  # unchanged
+    lime = Explanation.objects.with_results().get(decision=decision, method="lime")
+    newest = latest_result(decision.pk, "lime")
+    assert lime.result_id == newest.pk and newest.pk > old.pk
+    shown = explanation_json(lime)
+    assert shown["seed"] == newest.seed != old_json["seed"]
+    assert shown["attributions"] == newest.attribution_map != old_json["attributions"]
+    assert shown["attributions"] != old.attribution_map
+    # One configuration serves both results: it is stored once.
+    assert newest.config_id == old.config_id
+    assert stale_pointers() == []
+
+
+def test_a_tampered_pointer_is_detected(explained, model_version):
+    decision = explained[0]
+    old = ExplanationResult.objects.get(decision=decision, config__method="shap")
+    Explanation.objects.filter(decision=decision, method="shap").update(status="pending")
+    tasks.run_batch(model_version.pk, "shap", [decision.pk])
+    assert stale_pointers() == []
+
+    shap_row = Explanation.objects.get(decision=decision, method="shap")
+    Explanation.objects.filter(pk=shap_row.pk).update(result=old)  # back to the older result
+    assert stale_pointers() == [shap_row.pk]
+    Explanation.objects.filter(pk=shap_row.pk).update(result=None)  # or no result at all
+    assert stale_pointers() == [shap_row.pk]
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def test_results_are_stored_compactly_and_read_back_as_computed(explained, model_version):
+    names = model_version.parsed_schema.names
+    for explanation in Explanation.objects.with_results().filter(decision__in=explained):
+        result = explanation.result
+        packed = bytes(result.attributions)
+        assert len(packed) == 8 * len(names)
+        values = struct.unpack(f"<{len(names)}d", packed)
+        assert explanation.attributions == dict(zip(names, values, strict=True))
+        ranked = records.ranked(explanation.attributions)
+        assert explanation.top_features == ranked and result.top_features == ranked[:3]
+        # The configuration does not repeat the version's hashes; it shows them.
+        assert "artifact_sha256" not in result.config.content
+        assert explanation.config["artifact_sha256"] == model_version.artifact_sha256
+        assert explanation.config["background_sha256"] == model_version.background_sha256
+    assert ExplanationConfig.objects.count() == 2  # one per method, for 8 results
+    assert ExplanationResult.objects.count() == 8
+
+
+def test_the_document_written_is_the_document_read_back(decisions, model_version):
+    ids = [d.pk for d in decisions]
+    name = model_version.parsed_schema.names[0]
+
+    def negative_zero(computed):
+        computed[0].attributions[name] = -0.0  # jsonb has no -0.0; bytes keep it
+        computed[0].quality["negative_zero"] = -0.0
+        computed[0].base_value = -0.0
+
+    written = store(model_version, "shap", ids, negative_zero)
+    written += store(model_version, "lime", ids)
+
+    assert len(written) == 8
+    read = dict(result_documents(ExplanationResult.objects.filter(decision__in=ids)))
+    for stored in written:
+        document = stored.document()
+        assert read[stored.id] == document
+        assert ExplanationResult.objects.get(pk=stored.id).document() == document
+        assert sha256_hex(document) == records.result_hash(stored.values)
+        assert set(document) == set(records.DOCUMENT_FIELDS)
+    first = read[written[0].id]
+    assert first["attributions"][name] == 0.0 and first["quality"]["negative_zero"] == 0.0
+    assert first["base_value"] == 0.0
+    assert first["method"] == "shap" and first["seed"] is None
+    assert first["config"]["artifact_sha256"] == model_version.artifact_sha256
+    assert read[written[4].id]["method"] == "lime" and read[written[4].id]["seed"] is not None
+    assert first["computed_at"].endswith("+00:00")
+
+
+# -- the migration of rows computed before results were records --------------------------------
+
+OLD = ("explain", "0002_decision_served_by_the_unique_index")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_makes_a_result_of_every_explanation_that_holds_one(model_version, ingest):
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
+    names = model_version.parsed_schema.names
+    attributions = {name: (i - 4) / 7 for i, name in enumerate(names)}
+    attributions[names[1]] = -0.0
+    ranked = records.ranked(attributions)
+    agreement = {"top_k": 3, "top_k_overlap": 1.0, "judged": True, "agrees": True, "why": "x"}
+    config = {
+        "num_samples": 5000,
+        "background_sha256": model_version.background_sha256,
+        "artifact_sha256": model_version.artifact_sha256,
+    }
+    call_command("migrate", "explain", OLD[1], verbosity=0)
+    try:
+        Old = (
+            MigrationExecutor(connection)
+            .loader.project_state(OLD)
+            .apps.get_model("explain", "Explanation")
+        )
+        done = {
+            "status": "done",
+            "explainer": "LimeTabularExplainer",
+            "library_version": "lime 0.2.0.1",
+            "output_space": "probability",
+            "base_value": 0.25,
+            "attributions": attributions,
+            "top_features": ranked,
+            "config": config,
+            "seed": 7,
+            "duration_ms": 3.5,
+        }
+        Old.objects.filter(decision_id=ids[0], method="lime").update(
+            **done, quality={"fidelity_r2": 0.5, "agreement_with_shap": agreement}
+        )
+        Old.objects.filter(decision_id=ids[1], method="lime").update(
+            **{**done, "status": "failed", "error": "boom", "seed": 8}, quality={"fidelity_r2": 0.4}
+        )
+        stamped = Old.objects.get(decision_id=ids[0], method="lime").updated_at
+    finally:
+        call_command("migrate", "explain", verbosity=0)
+
+    rows = {e.decision_id: e for e in Explanation.objects.with_results().filter(method="lime")}
+    first, second, third = rows[ids[0]], rows[ids[1]], rows[ids[2]]
+    assert ExplanationResult.objects.count() == 2 and ExplanationConfig.objects.count() == 1
+    assert third.result is None and third.status == "pending"
+    assert explanation_json(first) == {
+        "status": "done",
+        "attempts": 0,
+        "explainer": "LimeTabularExplainer",
+        "library_version": "lime 0.2.0.1",
+        "output_space": "probability",
+        "base_value": 0.25,
+        "attributions": attributions,
+        "top_features": ranked,
+        "quality": {"fidelity_r2": 0.5, "agreement_with_shap": agreement},
+        "config": config,
+        "seed": 7,
+        "duration_ms": 3.5,
+    }
+    assert first.agreement == agreement and first.result.quality == {"fidelity_r2": 0.5}
+    assert first.result.top_features == ranked[:3]
+    assert first.result.computed_at == stamped
+    assert (second.status, second.error, second.result.seed) == ("failed", "boom", 8)
+    assert first.result.config.content == {"num_samples": 5000}
+    assert stale_pointers() == []
+    document = first.result.document()
+    assert document["attributions"][names[1]] == 0.0 and document["config"] == config
