@@ -59,6 +59,7 @@ VERIFIER_COLUMNS = (
     "config__model_version_id",
     "config__model_version__artifact_sha256",
     "config__model_version__background_sha256",
+    "config__model_version__schema_sha256",  # which feature names to read (see results.py)
 )
 # The configuration keys that repeat the version's own hashes (not stored per configuration).
 VERSION_HASH_KEYS = ("background_sha256", "artifact_sha256")

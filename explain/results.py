@@ -10,12 +10,14 @@ import base64
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import orjson
 from django.db import connection
 from django.db.models import F, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
+from auditapp.accounts.records import RecordKind, record_hash, register, write
 from auditapp.registry.models import ModelVersion
 from explain import records
 from explain.engine import ExplanationResult as Computed
@@ -68,10 +70,17 @@ def insert_results(
         ids = _insert_postgresql(keyed, config_ids, names, duration_ms, computed_at)
     else:
         ids = _insert_portable(keyed, config_ids, names, duration_ms, computed_at)
-    return [
+    stored = [
         Stored(pk, decision_id, _values(decision_id, method, outcome, computed_at))
         for pk, (decision_id, outcome, _) in zip(ids, keyed, strict=True)
     ]
+    # Into the log in the same transaction. The document built here equals the one
+    # rebuilt from the stored row (tests/explain/test_results.py): no read back.
+    write(
+        EXPLANATION.name,
+        [(s.id, record_hash(EXPLANATION.name, s.id, s.document())) for s in stored],
+    )
+    return stored
 
 
 # One statement for a batch on PostgreSQL: what every row shares is sent once, the rest
@@ -191,12 +200,43 @@ def _config_row(model_version, method, digest, outcome: Computed) -> Explanation
 def result_documents(results: QuerySet | None = None) -> Iterator[tuple[int, dict]]:
     """(id, document) of these results (all by default), rebuilt from what is stored."""
     results = ExplanationResult.objects.all() if results is None else results
-    names: dict[int, list[str]] = {}
     for row in results.order_by("id").values(*records.VERIFIER_COLUMNS).iterator(2000):
-        version_id = row["config__model_version_id"]
-        if version_id not in names:
-            names[version_id] = ModelVersion.objects.get(pk=version_id).parsed_schema.names
-        yield row["id"], records.result_document(records.stored_values(row, names[version_id]))
+        yield row["id"], stored_document(row)
+
+
+def stored_document(row: dict) -> dict:
+    """A result's document from its stored values (VERIFIER_COLUMNS)."""
+    names = _feature_names(
+        row["config__model_version_id"], row["config__model_version__schema_sha256"]
+    )
+    return records.result_document(records.stored_values(row, names))
+
+
+@lru_cache(maxsize=256)
+def _feature_names(version_id: int, schema_sha256: str) -> tuple[str, ...]:
+    """The version's features in schema order (keyed by the schema's hash too: it may change)."""
+    return tuple(ModelVersion.objects.get(pk=version_id).parsed_schema.names)
+
+
+def _stale_pointer_problems() -> list[tuple[int, str]]:
+    return [
+        (work_id, "its work row points to another result than the newest: readers see that one")
+        for work_id in stale_pointers()
+    ]
+
+
+# Each result is a record of the sealed log (accounts/records.py), written with it.
+EXPLANATION = register(
+    RecordKind(
+        name="explanation",
+        label="Explanation result",
+        model=ExplanationResult,
+        fields=tuple(column for column in records.VERIFIER_COLUMNS if column != "id"),
+        document=stored_document,
+        time_field="computed_at",
+        consistency=_stale_pointer_problems,
+    )
+)
 
 
 def stale_pointers(explanations: QuerySet | None = None) -> list[int]:

@@ -108,6 +108,10 @@ class LogRecord(AppendOnlyModel):
     object_id = models.BigIntegerField()
     content_hash = models.CharField(max_length=64)
     recorded_at = models.DateTimeField(default=timezone.now)
+    # Written by an upgrade's migration for a row older than its kind's place in the
+    # log: its own time is not checked against the record's (and such records must
+    # come before every other record of their kind).
+    backfilled = models.BooleanField(default=False)
 
     class Meta:
         indexes = [models.Index(fields=["kind", "object_id"])]

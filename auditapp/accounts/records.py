@@ -47,6 +47,9 @@ class RecordKind:
     document: Callable[[dict[str, Any]], dict[str, Any]] = stored_values
     time_field: str | None = None  # when the row says it was made: checked against its record
     stateful: bool = False  # True: rows change, and each change is recorded again
+    # Checks beyond each row's own document, as (object id, reason) problems: for
+    # explanations, that each work row points to its newest result.
+    consistency: Callable[[], list[tuple[int, str]]] | None = None
 
 
 _KINDS: dict[str, RecordKind] = {}
@@ -98,12 +101,20 @@ def append(kind_name: str, ids: Iterable[int], *, manager=None) -> int:
     return write(kind_name, hashes)
 
 
-def write(kind_name: str, hashes: list[tuple[int, str]], model=LogRecord) -> int:
+def write(
+    kind_name: str, hashes: list[tuple[int, str]], model=LogRecord, *, backfilled: bool = False
+) -> int:
     hold_insert_order()
     now = timezone.now()
     model.objects.bulk_create(
         [
-            model(kind=kind_name, object_id=object_id, content_hash=digest, recorded_at=now)
+            model(
+                kind=kind_name,
+                object_id=object_id,
+                content_hash=digest,
+                recorded_at=now,
+                backfilled=backfilled,
+            )
             for object_id, digest in hashes
         ]
     )
@@ -123,4 +134,4 @@ def backfill(apps, schema_editor, kind_names: Iterable[str]) -> None:
             if row["pk"] not in recorded
         ]
         if rows:
-            write(name, hashes_of(record_kind, rows), model=log_record)
+            write(name, hashes_of(record_kind, rows), model=log_record, backfilled=True)

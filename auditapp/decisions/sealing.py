@@ -678,21 +678,38 @@ def _missing(kind: str, sealed: _Sealed, pointer: int, result: Verification) -> 
     )
 
 
-def _recorded() -> dict[str, dict[int, tuple[int, str, datetime, int]]]:
-    """Per kind and object id: (its latest record's id and hash, its first record's time, count)."""
-    recorded: dict[str, dict[int, tuple[int, str, datetime, int]]] = {}
+MISPLACED_BACKFILL = -1  # in _recorded's answer: a kind's misplaced backfilled record
+
+
+def _recorded() -> dict[str, dict[int, tuple[int, str, datetime | None, int]]]:
+    """Per kind and object id: (its latest record's id and hash, its first record's time, count).
+
+    The time is None for a row recorded by an upgrade's backfill (its own time
+    predates its record); such records must precede every other of their kind.
+    """
+    recorded: dict[str, dict[int, tuple[int, str, datetime | None, int]]] = {}
+    last_backfilled: dict[str, int] = {}
     rows = (
         LogRecord.objects.order_by("kind", "object_id", "id")
-        .values_list("kind", "id", "object_id", "content_hash", "recorded_at")
+        .values_list("kind", "id", "object_id", "content_hash", "recorded_at", "backfilled")
         .iterator(chunk_size=CHUNK)
     )
-    for kind, record_id, object_id, digest, at in rows:
+    first_regular: dict[str, int] = {}
+    for kind, record_id, object_id, digest, at, backfilled in rows:
+        if backfilled:
+            last_backfilled[kind] = max(last_backfilled.get(kind, 0), record_id)
+        else:
+            first_regular[kind] = min(first_regular.get(kind, record_id), record_id)
         of_kind = recorded.setdefault(kind, {})
         first = of_kind.get(object_id)
         if first is None:
-            of_kind[object_id] = (record_id, digest, at, 1)
+            of_kind[object_id] = (record_id, digest, None if backfilled else at, 1)
         else:
             of_kind[object_id] = (record_id, digest, first[2], first[3] + 1)
+    for kind, last in last_backfilled.items():
+        if last > first_regular.get(kind, last):
+            # a record marked as an upgrade's after regular ones: a forged exemption
+            recorded[kind][MISPLACED_BACKFILL] = (last, "", None, 0)
     return recorded
 
 
@@ -727,6 +744,8 @@ def _check_record_rows(
         )
 
     tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
+    if misplaced := recorded.pop(MISPLACED_BACKFILL, None):
+        bad(misplaced[0], 0, "a record marked as written by an upgrade follows regular ones")
     count = 0
     for row in records.values_of(record_kind).iterator(chunk_size=CHUNK):
         count += 1
@@ -741,7 +760,7 @@ def _check_record_rows(
         if times > 1 and not record_kind.stateful:
             bad(record_id, object_id, f"it was recorded {times} times; it is insert-only")
         made_at = row.get(record_kind.time_field) if record_kind.time_field else None
-        if made_at is not None and abs(made_at - first_at) > tolerance:
+        if made_at is not None and first_at is not None and abs(made_at - first_at) > tolerance:
             bad(
                 record_id,
                 object_id,
@@ -750,6 +769,8 @@ def _check_record_rows(
             )
     for object_id, (record_id, *_) in recorded.items():
         bad(record_id, object_id, "it was deleted: its record remains")
+    for object_id, reason in record_kind.consistency() if record_kind.consistency else ():
+        bad(None, object_id, reason)
     return count
 
 

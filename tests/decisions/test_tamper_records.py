@@ -31,6 +31,8 @@ from auditapp.registry.models import StageChange
 from auditapp.registry.services import change_stage
 from auditapp.reviews.models import CaseEvent, ReviewCase
 from auditapp.reviews.services import open_cases, submit_feedback, take_case
+from explain import tasks as explain_tasks
+from explain.models import ExplanationResult
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
 
@@ -74,6 +76,7 @@ def test_every_kind_is_in_the_log_with_its_own_record(recorded):
 
     assert result.records == {
         "case_event": 2,  # the case opened by the disagreement, then taken
+        "explanation": 0,  # no worker ran here
         "feedback": 1,
         "model_version": 1,
         "outcome": 1,
@@ -332,3 +335,31 @@ def test_a_forged_ingestion_event_claiming_existing_decisions_is_named(recorded)
     bad = verify_chain().first_bad
     assert (bad["kind"], bad["id"]) == ("decision", recorded[2])
     assert bad["reason"] == "two ingestion events claim to have recorded it"
+
+
+def test_results_of_explanations_are_records_and_a_rewrite_is_named(model_version, ingest):
+    """A worker's SHAP result joins the log; rewriting its base value is named."""
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(2))]
+    explain_tasks.run_batch(model_version.pk, "shap", ids)  # the workers' own code
+    seal_new_records()
+    result = verify_chain()
+    assert result.ok, result.first_bad
+    assert result.records["explanation"] == ExplanationResult.objects.count() == 2
+
+    target = ExplanationResult.objects.order_by("id").first()
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE explain_explanationresult SET base_value = base_value + 0.5 WHERE id = %s",
+            [target.pk],
+        )
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["id"]) == ("explanation", target.pk)
+    assert bad["reason"] == "its stored fields do not match its latest record"
+
+
+def test_a_record_falsely_marked_as_backfilled_is_named(recorded):
+    forged = LogRecord(kind="outcome", object_id=10**9, content_hash="0" * 64, backfilled=True)
+    forged.save()
+
+    problems = [p["reason"] for p in verify_chain().problems() if p["kind"] == "outcome"]
+    assert "a record marked as written by an upgrade follows regular ones" in problems

@@ -21,6 +21,7 @@ class Migration(migrations.Migration):
                 ('object_id', models.BigIntegerField()),
                 ('content_hash', models.CharField(max_length=64)),
                 ('recorded_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('backfilled', models.BooleanField(default=False)),
             ],
             options={
                 'indexes': [models.Index(fields=['kind', 'object_id'], name='accounts_lo_kind_bc25ae_idx')],
