@@ -27,12 +27,13 @@ run: install
 # worker serves every queue, the sweeper's `maintenance` among them (README: Outages
 # and recovery); runserver closes each request's database connection (settings:
 # DEV_SERVER). The worker runs in a session of its own, and this shell passes Ctrl-C
-# or SIGTERM on to its main process alone, which stops its pool once the running
-# tasks end (a warm shutdown); SIGQUIT, as a second Ctrl-C would, is a cold one.
+# (SIGINT) or SIGTERM on to its main process alone, which stops its pool once the
+# running tasks end (a warm shutdown); a second Ctrl-C or SIGQUIT is a cold one.
 # A SIGTERM to the whole process group killed the pool's processes mid-task, and
 # the main process could then wait for them forever (tests/faults/test_stop.py).
 serve: install
-	@trap 'kill -TERM $$worker $$server 2>/dev/null' INT TERM; \
+	@trap 'kill -INT $$worker 2>/dev/null; kill -TERM $$server 2>/dev/null' INT; \
+	trap 'kill -TERM $$worker $$server 2>/dev/null' TERM; \
 	trap 'kill -QUIT $$worker 2>/dev/null' QUIT; \
 	setsid $(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
 	  --schedule $(SCHEDULE) & worker=$$!; \
