@@ -6,6 +6,8 @@ PORT ?= 8000
 HOST ?= 127.0.0.1
 # Celery beat's schedule file.
 SCHEDULE ?= $${ATTEST_VAR_DIR:-var}/celerybeat-schedule
+# Runs a command in a session (and process group) of its own: setsid(1) is not everywhere.
+NEW_SESSION = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])'
 
 .PHONY: install run serve demo worker test lint format bench clean
 
@@ -35,7 +37,7 @@ serve: install
 	@trap 'kill -INT $$worker 2>/dev/null; kill -TERM $$server 2>/dev/null' INT; \
 	trap 'kill -TERM $$worker $$server 2>/dev/null' TERM; \
 	trap 'kill -QUIT $$worker 2>/dev/null' QUIT; \
-	setsid $(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
+	$(NEW_SESSION) $(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
 	  --schedule $(SCHEDULE) & worker=$$!; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & server=$$!; \
 	while kill -0 $$worker 2>/dev/null || kill -0 $$server 2>/dev/null; do wait; done
