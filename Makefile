@@ -4,8 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 HOST ?= 127.0.0.1
+# Celery beat's schedule file.
+SCHEDULE ?= $${ATTEST_VAR_DIR:-var}/celerybeat-schedule
+# Runs a command in a session (and process group) of its own: setsid(1) is not everywhere.
+NEW_SESSION = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])'
 
-.PHONY: install run demo worker test lint format bench clean
+.PHONY: install run serve demo worker test lint format bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,18 +19,28 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 install: $(VENV)/.installed
 
-# The quick start: migrate, load the demo, then the web server, a Celery
-# worker and beat together (Ctrl-C stops all three). The worker serves every
-# queue, the sweeper's `maintenance` among them (README: Outages and recovery);
-# runserver closes each request's database connection (settings: DEV_SERVER).
+# The quick start: migrate, load the demo, then serve.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --host $(HOST):$(PORT)
-	@trap 'trap - INT TERM EXIT; kill 0' INT TERM EXIT; \
-	$(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
-	  --schedule $${ATTEST_VAR_DIR:-var}/celerybeat-schedule & \
-	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & \
-	wait
+	@$(MAKE) --no-print-directory serve
+
+# The web server, a Celery worker and beat together (Ctrl-C stops all three). The
+# worker serves every queue, the sweeper's `maintenance` among them (README: Outages
+# and recovery); runserver closes each request's database connection (settings:
+# DEV_SERVER). The worker runs in a session of its own, and this shell passes Ctrl-C
+# (SIGINT) or SIGTERM on to its main process alone, which stops its pool once the
+# running tasks end (a warm shutdown); a second Ctrl-C or SIGQUIT is a cold one.
+# A SIGTERM to the whole process group killed the pool's processes mid-task, and
+# the main process could then wait for them forever (tests/faults/test_stop.py).
+serve: install
+	@trap 'kill -INT $$worker 2>/dev/null; kill -TERM $$server 2>/dev/null' INT; \
+	trap 'kill -TERM $$worker $$server 2>/dev/null' TERM; \
+	trap 'kill -QUIT $$worker 2>/dev/null' QUIT; \
+	$(NEW_SESSION) $(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
+	  --schedule $(SCHEDULE) & worker=$$!; \
+	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & server=$$!; \
+	while kill -0 $$worker 2>/dev/null || kill -0 $$server 2>/dev/null; do wait; done
 
 # Every queue, `maintenance` (the sweeper) included; see the README for production.
 worker: install

@@ -277,11 +277,12 @@ SPECTACULAR_SETTINGS = {
 # ATTEST_SWEEP_INTERVAL seconds on a queue of its own, `maintenance`, which every worker
 # started without -Q serves (so no backlog delays it), and sends again what is lost:
 # rows whose lease expired (their worker died, or was killed at the hard time limit),
-# and pending rows that never reached a worker (the broker was down or lost them):
-# after ATTEST_UNSENT_GRACE when no explanation task waits in the broker, else after
-# ATTEST_PENDING_GRACE (they may be waiting in the backlog). A dead worker's rows are
-# back in the queue within lease + sweep interval (60 s by default); unsent rows,
-# within grace + sweep interval (30 s) of the broker's return.
+# pending rows whose task the broker refused (the publisher marks them: at the next
+# sweep), and pending rows the broker lost: after ATTEST_UNSENT_GRACE when no
+# explanation task waits in the broker, else after ATTEST_PENDING_GRACE (they may be
+# waiting in the backlog). A dead worker's rows are back in the queue within lease +
+# sweep interval (60 s by default); refused rows, within a sweep interval (15 s) of
+# the worker's reconnection; lost rows, within grace + sweep interval (30 s).
 # The order that must hold (the first by construction, the others checked below):
 #   renewal interval < lease: a renewal or two late (a long call holding the GIL, the
 #     database away for seconds) does not take a live worker's rows away;

@@ -16,7 +16,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from celery import shared_task
@@ -59,6 +59,9 @@ UNSENT_GRACE = timedelta(seconds=settings.ATTEST_UNSENT_GRACE)
 PENDING_GRACE = timedelta(seconds=settings.ATTEST_PENDING_GRACE)
 # The queues explanation tasks wait in; the sweeper's own is `maintenance`.
 EXPLAIN_QUEUES = ("explain", "explain-lime", "explain-priority")
+# The work-state time of a pending row whose task could not be sent (the broker was
+# down): older than any grace, so the next sweep sends it whatever waits in the broker.
+NOT_SENT = datetime(1970, 1, 1, tzinfo=UTC)
 CACHE_SIZE = 8
 TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 
@@ -70,43 +73,87 @@ def enqueue_batches(
 
     All messages go through one producer (one broker connection): a 10,000
     decision request is about 80 messages, not a connection per message.
+    When the broker fails, NotSent names the batches that were not sent.
     """
+    batches = [
+        (model_version_id, method, batch)
+        for (model_version_id, method), decision_ids in pending.items()
+        for batch in _chunks(list(decision_ids), _batch_size(method))
+    ]
     sent = 0
-    with explain_batch.app.producer_or_acquire() as producer:
-        for (model_version_id, method), decision_ids in pending.items():
-            sent += _send_in_batches(
-                producer,
-                model_version_id,
-                method,
-                list(decision_ids),
-                size=settings.ATTEST_EXPLAIN_BATCH_SIZE if method == "shap" else LIME_BATCH,
-                queue=PRIORITY_QUEUE if priority else QUEUE_FOR_METHOD[method],
-                new_seed=new_seed,
-            )
+    try:
+        with explain_batch.app.producer_or_acquire() as producer:
+            for model_version_id, method, batch in batches:
+                queue = PRIORITY_QUEUE if priority else QUEUE_FOR_METHOD[method]
+                _send(producer, model_version_id, method, batch, queue=queue, new_seed=new_seed)
+                sent += 1
+    except Exception as exc:
+        raise NotSent(batches[sent:]) from exc
     return sent
+
+
+class NotSent(Exception):
+    """The broker failed: these (model version, method, decision ids) batches were not sent."""
+
+    def __init__(self, batches: list[tuple[int, str, list[int]]]):
+        super().__init__(f"{len(batches)} explanation batches not sent")
+        self.batches = batches
+
+
+def _batch_size(method: str) -> int:
+    return settings.ATTEST_EXPLAIN_BATCH_SIZE if method == "shap" else LIME_BATCH
+
+
+def _chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
 
 
 def _send_in_batches(
     producer, model_version_id: int, method: str, ids: list[int], *, size, queue, new_seed
 ) -> int:
     """Send one version's ids for one method as tasks of `size` on `queue`; the task count."""
-    for start in range(0, len(ids), size):
-        batch = ids[start : start + size]
-        explain_batch.apply_async(
-            args=(model_version_id, method, batch),
-            kwargs={"new_seed": new_seed},
-            queue=queue,
-            producer=producer,
-            # Celery would otherwise repr() every id list for its logs.
-            argsrepr=f"({model_version_id}, {method!r}, <{len(batch)} decision ids>)",
-        )
-    return -(-len(ids) // size)
+    batches = _chunks(ids, size)
+    for batch in batches:
+        _send(producer, model_version_id, method, batch, queue=queue, new_seed=new_seed)
+    return len(batches)
+
+
+def _send(producer, model_version_id: int, method: str, batch: list[int], *, queue, new_seed):
+    explain_batch.apply_async(
+        args=(model_version_id, method, batch),
+        kwargs={"new_seed": new_seed},
+        queue=queue,
+        producer=producer,
+        # Celery would otherwise repr() every id list for its logs.
+        argsrepr=f"({model_version_id}, {method!r}, <{len(batch)} decision ids>)",
+    )
+
+
+def mark_not_sent(batches: list[tuple[int, str, list[int]]], before: datetime) -> int:
+    """Mark the pending rows of batches that could not be sent, for the next sweep; how many.
+
+    Only rows nobody touched since `before` (the time they were handed over): a row a
+    sweep has sent again since, or a worker has claimed, is not marked.
+    """
+    ids_by_method: dict[str, list[int]] = defaultdict(list)
+    for _, method, batch in batches:
+        ids_by_method[method].extend(batch)
+    return sum(
+        Explanation.objects.filter(
+            decision_id__in=ids,
+            method=method,
+            status=Explanation.PENDING,
+            updated_at__lte=before,
+        ).update(updated_at=NOT_SENT)
+        for method, ids in ids_by_method.items()
+    )
 
 
 # -- publishing off the request path ------------------------------------------------------
 # A client recording decisions should not wait for the broker: the ids go to a
-# publisher thread of this process. If the process dies before they are sent,
-# or the broker is down, the rows stay pending and the sweeper re-sends them.
+# publisher thread of this process. If the broker is down, the publisher marks the
+# rows NOT_SENT and the next sweep sends them; if the process dies before they are
+# sent, they stay pending and the sweeper sends them after its grace.
 
 _outbox: queue.Queue = queue.Queue()
 _publisher: threading.Thread | None = None
@@ -115,13 +162,28 @@ _publisher_lock = threading.Lock()
 
 def _publish_forever() -> None:
     while True:
-        pending = _outbox.get()
+        handed_at, pending = _outbox.get()
         try:
-            enqueue_batches(pending)
-        except Exception:
-            log.exception("explain.enqueue.failed batches=%d", len(pending))
+            _publish(handed_at, pending)
         finally:
             _outbox.task_done()
+
+
+def _publish(handed_at: datetime, pending) -> None:
+    """Send; what the broker refused is marked, so that the next sweep sends it at once."""
+    try:
+        enqueue_batches(pending)
+    except NotSent as failure:
+        log.warning("explain.enqueue.failed batches=%d", len(failure.batches), exc_info=True)
+        try:
+            marked = mark_not_sent(failure.batches, handed_at)
+            log.info("explain.enqueue.marked_not_sent n=%d", marked)
+        except TRANSIENT_ERRORS:  # the database too: the sweep's grace finds them
+            log.exception("explain.enqueue.mark_failed")
+        finally:
+            connections.close_all()  # this thread's own, seldom used
+    except Exception:
+        log.exception("explain.enqueue.failed batches=%d", len(pending))
 
 
 def enqueue_soon(pending: dict[tuple[int, str], Iterable[int]]) -> None:
@@ -135,11 +197,11 @@ def enqueue_soon(pending: dict[tuple[int, str], Iterable[int]]) -> None:
             # Commands (import_decisions, load_demo) exit right after recording:
             # send what is queued first.
             atexit.register(wait_until_published)
-    _outbox.put(pending)
+    _outbox.put((timezone.now(), pending))
 
 
 def wait_until_published() -> None:
-    """Block until everything handed to enqueue_soon has been sent (or failed)."""
+    """Block until everything handed to enqueue_soon has been sent (or marked not sent)."""
     _outbox.join()
 
 
@@ -773,11 +835,14 @@ def sweep(now=None, limit: int = 20_000) -> int:
     """Return lost explanations to the queue; how many were sent.
 
     Lost are running rows whose lease expired (their worker died), and pending rows
-    nobody will send: the broker was down when they were recorded, or lost them (a
-    restart without persistence), or the recording process died first. A row still
-    pending UNSENT_GRACE after it was recorded, when no explanation task waits in the
-    broker, cannot be on its way; while tasks wait it may be among them, so it waits
-    PENDING_GRACE. Rows sent are set pending and touched: sent again only once stale again.
+    nobody will send. Rows the publisher could not send (the broker was down) are
+    marked NOT_SENT, older than any grace: sent at once. Others may have been lost
+    by the broker (a restart without persistence) or by a recording process that
+    died first: a row still pending UNSENT_GRACE after it was recorded, when no
+    explanation task waits in the broker, cannot be on its way; while tasks wait it
+    may be among them, so it waits PENDING_GRACE. Rows sent are set pending and
+    touched: sent again only once stale again; those the broker refuses are marked
+    NOT_SENT again.
     """
     now = now or timezone.now()
     grace = UNSENT_GRACE if explain_queues_empty() else PENDING_GRACE
@@ -797,9 +862,15 @@ def sweep(now=None, limit: int = 20_000) -> int:
     pending: dict[tuple[int, str], list[int]] = defaultdict(list)
     for _, model_version_id, method, decision_id in rows:
         pending[(model_version_id, method)].append(decision_id)
-    if pending:
+    if not pending:
+        return 0
+    try:
         enqueue_batches(pending)
-        log.info("explain.sweep.resent n=%d", len(rows))
+    except NotSent as failure:
+        mark_not_sent(failure.batches, now)
+        log.warning("explain.sweep.not_sent batches=%d", len(failure.batches), exc_info=True)
+        return len(rows) - sum(len(batch) for _, _, batch in failure.batches)
+    log.info("explain.sweep.resent n=%d", len(rows))
     return len(rows)
 
 

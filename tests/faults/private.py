@@ -186,8 +186,10 @@ class Process:
         self.process.wait()
 
     def stop(self) -> None:
+        """SIGTERM to the main process alone, as `make serve` does: a worker's pool
+        processes that get it too die mid-task (tests/faults/test_stop.py)."""
         if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
