@@ -7,4 +7,7 @@ class ExplainConfig(AppConfig):
     verbose_name = "Explanations"
 
     def ready(self) -> None:
-        from explain import receivers  # noqa: F401  (connects the registration self-test)
+        from explain import (  # noqa: F401
+            receivers,  # connects the registration self-test
+            results,  # registers explanation results as records of the log
+        )

@@ -261,11 +261,26 @@ def test_a_worker_killed_whole_mid_batch_is_recovered_within_the_bound(
     print(f"\n{DECISIONS} decisions, worker killed mid-batch: all explained {recovered_in} s later")
 
 
-def worker_alive(process) -> bool:
-    """Fails at once, with the worker's last words, if it exited (on a broker outage,
-    Celery 5.7 with kombu 5.7 sometimes ends with an "Unrecoverable error")."""
-    assert process.process.poll() is None, process.log.read_text()[-3000:]
-    return True
+class Supervised:
+    """A worker as production runs it, under a supervisor that restarts it if it exits.
+
+    On a broker outage Celery 5.7 with kombu 5.7 sometimes ends its worker with an
+    "Unrecoverable error" (README: Outages and recovery, run workers supervised);
+    the bound holds for a supervised worker, and the restarts are counted.
+    """
+
+    def __init__(self, start) -> None:
+        self.start, self.restarts = start, 0
+        self.running = start(0)
+
+    def check(self) -> bool:
+        if self.running.process.poll() is not None:
+            self.restarts += 1
+            self.running = self.start(self.restarts)
+        return True
+
+    def stop(self) -> None:
+        self.running.stop()
 
 
 def use_broker(url: str, options: dict) -> None:
@@ -302,7 +317,9 @@ def test_a_broker_outage_is_recovered_within_the_bound(
 ):
     client, _ = token_client(ml_engineer, ["ingest"])
     env = {**recovery_env, "CELERY_BROKER_URL": private_broker.url}
-    running = worker(env, tmp_path / "worker.log", beat=tmp_path / "beat")
+    running = Supervised(
+        lambda n: worker(env, tmp_path / f"worker-{n}.log", beat=tmp_path / f"beat-{n}")
+    )
 
     def post(n: int) -> list[int]:
         response = client.post(
@@ -330,12 +347,14 @@ def test_a_broker_outage_is_recovered_within_the_bound(
         private_broker.start()
         back_at = time.monotonic()
         wait_until(
-            lambda: worker_alive(running) and not not_sent.exists(),
+            lambda: running.check() and not not_sent.exists(),
             "the refused rows to be sent",
             RESEND_BOUND,
         )
         resent_in = elapsed_since(back_at)
-        wait_until(lambda: unfinished() == 0, "every explanation", RECOVERY_BOUND)
+        wait_until(
+            lambda: running.check() and unfinished() == 0, "every explanation", RECOVERY_BOUND
+        )
         recovered_in = elapsed_since(back_at)
     finally:
         running.stop()
@@ -348,5 +367,6 @@ def test_a_broker_outage_is_recovered_within_the_bound(
     assert set(refused_rows.values_list("attempts", flat=True)) == {1}
     print(
         f"\n{len(decision_ids)} decisions, broker down: the {len(refused)} recorded meanwhile "
-        f"sent {resent_in} s after its return, all explained {recovered_in} s after"
+        f"sent {resent_in} s after its return, all explained {recovered_in} s after "
+        f"({running.restarts} worker restarts by the supervisor)"
     )
