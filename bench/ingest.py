@@ -490,7 +490,7 @@ def copy_decision_row(
     `model_name` is passed in because a related-object query on the connection
     that is running the COPY would wait for the COPY for ever.
     """
-    from auditapp.decisions.hashing import canonical_json, content_hash
+    from auditapp.hashing import canonical_json, content_hash
 
     fields = {
         "model": model_name,

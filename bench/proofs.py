@@ -52,8 +52,8 @@ def build_log(leaves: int, per_seal: int, seed: int = 7) -> float:
     from django.utils import timezone
 
     from auditapp.decisions import log, signing
-    from auditapp.decisions.hashing import canonical_time
     from auditapp.decisions.models import Seal
+    from auditapp.hashing import canonical_time
 
     rng = random.Random(seed)
     began = time.perf_counter()

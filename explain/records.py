@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from auditapp.decisions.hashing import canonical_time, sha256_hex
+from auditapp.hashing import canonical_time, sha256_hex
 from explain.engine import rank_features
 
 # Names of the largest |attributions| stored per result, for the top_reason search.

@@ -126,12 +126,8 @@ def _trim(module: str) -> str:
 
 
 ARCHITECTURE_DEBT = (
-    "auditapp.accounts.access_log -> auditapp.decisions.hashing (upward)",
     "auditapp.accounts.api -> auditapp.decisions.filters (upward)",
-    "auditapp.accounts.audit -> auditapp.decisions.hashing (upward)",
     "auditapp.accounts.management.commands.assign_models -> auditapp.registry.services (upward)",
-    "auditapp.accounts.models -> auditapp.decisions.hashing (upward)",
-    "auditapp.accounts.records -> auditapp.decisions.hashing (upward)",
     "auditapp.accounts.roles -> auditapp.accounts.models (hidden)",
     "auditapp.accounts.roles -> auditapp.decisions.models (upward)",
     "auditapp.accounts.roles -> auditapp.errors (hidden)",

@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
-from auditapp.decisions.hashing import canonical_json, canonical_time
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.filtering import MomentFilter, refuse_control_characters
+from auditapp.hashing import canonical_json, canonical_time
 
 CSV_COLUMNS = (
     "id",

@@ -10,7 +10,7 @@ from django.db import models, transaction
 from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.roles import Actor
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.hashing import new_salt
+from auditapp.hashing import new_salt
 
 
 def client_ip(request) -> str | None:

@@ -5,7 +5,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
-from auditapp.decisions.hashing import canonical_ip, commitment, sha256_hex
+from auditapp.hashing import canonical_ip, commitment, sha256_hex
 
 
 class ApiToken(models.Model):

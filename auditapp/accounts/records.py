@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from auditapp.accounts.models import LogRecord
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.hashing import sha256_hex
+from auditapp.hashing import sha256_hex
 
 
 def stored_values(row: dict[str, Any]) -> dict[str, Any]:

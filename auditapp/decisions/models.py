@@ -7,7 +7,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
-from auditapp.decisions.hashing import content_hash, decision_document
+from auditapp.hashing import content_hash, decision_document
 from auditapp.registry.models import ModelVersion, RegisteredModel, visible_models_q
 
 # The audit event a request that records decisions writes, one per model, naming

@@ -39,15 +39,15 @@ from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord, event_document
 from auditapp.appendonly import SEALING_LOCK
 from auditapp.decisions import log, merkle, seal_keys, signing
-from auditapp.decisions.hashing import (
+from auditapp.decisions.models import INGESTED_EVENT, Decision, Seal
+from auditapp.errors import InvalidInput, NotFound
+from auditapp.hashing import (
     canonical_bytes,
     canonical_ip,
     canonical_time,
     decision_document,
     sha256_hex,
 )
-from auditapp.decisions.models import INGESTED_EVENT, Decision, Seal
-from auditapp.errors import InvalidInput, NotFound
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.schema import parse_schema
 

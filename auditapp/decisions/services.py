@@ -17,10 +17,10 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import id_runs, record_counts_per_model, record_event
 from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.filters import split_sensitive_filters
-from auditapp.decisions.hashing import canonical_json, canonical_time, content_hash, new_salt
 from auditapp.decisions.models import INGESTED_EVENT, Decision
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
+from auditapp.hashing import canonical_json, canonical_time, content_hash, new_salt
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from explain.models import Explanation
 

@@ -17,10 +17,10 @@ from auditapp.decisions.filters import (
     search_schema,
     split_sensitive_filters,
 )
-from auditapp.decisions.hashing import canonical_json
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.errors import InvalidInput, NotFound
+from auditapp.hashing import canonical_json
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback

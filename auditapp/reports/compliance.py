@@ -45,9 +45,9 @@ from django.utils import timezone
 import auditapp
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing
-from auditapp.decisions.hashing import canonical_time
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons
+from auditapp.hashing import canonical_time
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS

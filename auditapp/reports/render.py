@@ -21,7 +21,7 @@ import orjson
 from django.template.loader import render_to_string
 
 from auditapp.csvcells import safe_cell
-from auditapp.decisions.hashing import sha256_hex
+from auditapp.hashing import sha256_hex
 from auditapp.web import charts
 
 # List items keyed by the first of these fields that is unique in the list (else by index).

@@ -23,8 +23,8 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.decisions.hashing import canonical_time
 from auditapp.errors import Conflict, InvalidInput, NotFound
+from auditapp.hashing import canonical_time
 from auditapp.registry.models import ModelVersion
 from auditapp.reports import render
 from auditapp.reports.compliance import SECTION_TITLES, build_compliance_document

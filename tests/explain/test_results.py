@@ -12,10 +12,10 @@ from django.db.migrations.executor import MigrationExecutor
 
 from auditapp.accounts import roles
 from auditapp.appendonly import AppendOnlyError
-from auditapp.decisions.hashing import sha256_hex
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import explanation_json
 from auditapp.decisions.services import request_explanations
+from auditapp.hashing import sha256_hex
 from explain import records, tasks
 from explain.models import Explanation, ExplanationConfig, ExplanationResult
 from explain.results import latest_result, result_documents, stale_pointers

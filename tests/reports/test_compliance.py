@@ -18,9 +18,9 @@ from django.utils import timezone
 from sklearn import metrics
 
 from auditapp.accounts.models import AuditEvent
-from auditapp.decisions.hashing import sha256_hex
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.sealing import seal_new_records
+from auditapp.hashing import sha256_hex
 from auditapp.reports import render
 from auditapp.reports.compliance import SECTIONS
 from auditapp.reports.models import Report

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from auditapp.decisions.hashing import sha256_hex
+from auditapp.hashing import sha256_hex
 from auditapp.reports.models import Report
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory

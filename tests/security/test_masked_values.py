@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from auditapp.accounts.models import AuditEvent
-from auditapp.decisions.hashing import sha256_hex
 from auditapp.decisions.models import Decision
 from auditapp.decisions.sealing import verify_chain
+from auditapp.hashing import sha256_hex
 from explain import tasks
 from tests.factories import DecisionPayloadFactory
 

@@ -2,7 +2,7 @@
 
 from django.db import migrations, models
 
-from auditapp.decisions.hashing import sha256_hex
+from auditapp.hashing import sha256_hex
 
 
 def hash_existing_events(apps, schema_editor):

@@ -7,7 +7,7 @@ from auditapp.accounts.audit import id_runs
 from auditapp.accounts.models import event_document
 from auditapp.accounts.records import backfill
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.hashing import sha256_hex
+from auditapp.hashing import sha256_hex
 
 
 def name_existing_decisions(apps, schema_editor):
