@@ -147,7 +147,7 @@ def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[
     feature, and only the ranks of their |attribution| are compared, never the
     values (SHAP's may be in log-odds, LIME's are in probability). The verdict
     on these figures, and whether LIME's fit makes them evidence at all, is the
-    review rule's (auditapp.reviews.rules.judge_agreement).
+    review rule's (auditapp.registry.agreement.judge_agreement).
     """
     names = sorted(shap_attr)
     k = min(AGREEMENT_TOP_K, len(names))

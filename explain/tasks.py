@@ -34,8 +34,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from auditapp.decisions.models import Decision
+from auditapp.decisions.signals import explanations_stored
+from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import agreement_settings
-from auditapp.reviews import rules
 from explain import engine, records, selftest
 from explain.models import Explanation, ExplanationResult
 from explain.results import Stored, insert_results
@@ -377,9 +378,7 @@ def _claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[
             rows = _claim_portable(model_version_id, method, decision_ids, now)
         exhausted = [row for row in rows if row.status == Explanation.FAILED]
         if exhausted:
-            from auditapp.reviews.services import review_explanations
-
-            review_explanations(exhausted)
+            explanations_stored.send(Explanation, explanations=exhausted, explain_settings=None)
     return [row for row in rows if row.status == Explanation.RUNNING]
 
 
@@ -613,7 +612,7 @@ def _fill_agreement(
         shap_row, lime_row = (explanation, partner) if method == "shap" else (partner, explanation)
         fidelity = (lime_row.quality or {}).get("fidelity_r2")
         figures = engine.agreement(shap_row.attributions, lime_row.attributions)
-        verdict = rules.judge_agreement(figures, fidelity, thresholds)
+        verdict = judge_agreement(figures, fidelity, thresholds)
         lime_row.agreement = {**figures, **verdict}
         changed.append(lime_row)
     return changed if method == "shap" else []
@@ -713,11 +712,9 @@ def _explain_claimed(context, explainer, method, claimed, new_seed, score_tolera
 
 def _store_results(claimed, results, model_version, method, elapsed_ms) -> list[Stored]:
     """Insert every new result of the batch in one bulk statement, point the work rows at
-    them (with the agreement figures), and put the decisions the review rules pick in the
-    review queue. Returns the results inserted.
+    them (with the agreement figures), and tell who listens (decisions.signals: the review
+    queue picks its cases in this transaction). Returns the results inserted.
     """
-    from auditapp.reviews.services import review_explanations
-
     now = timezone.now()
     for explanation, result in zip(claimed, results, strict=True):
         _apply(explanation, result, now)
@@ -742,7 +739,9 @@ def _store_results(claimed, results, model_version, method, elapsed_ms) -> list[
         _write(done, DONE_FIELDS)
         _write([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
         _write(partners, ["agreement"])
-        review_explanations([*claimed, *partners], explain_settings)
+        explanations_stored.send(
+            Explanation, explanations=[*claimed, *partners], explain_settings=explain_settings
+        )
     return stored
 
 

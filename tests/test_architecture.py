@@ -168,8 +168,6 @@ ARCHITECTURE_DEBT = (
     "explain.tasks -> auditapp.registry.artifacts (hidden)",
     "explain.tasks -> auditapp.registry.models (hidden)",
     "explain.tasks -> auditapp.registry.services (hidden)",
-    "explain.tasks -> auditapp.reviews.rules (sideways)",
-    "explain.tasks -> auditapp.reviews.services (sideways)",
     "explain.tasks -> explain.lime_backend (hidden)",
     "explain.tasks -> explain.shap_backend (hidden)",
 )

@@ -158,7 +158,7 @@ def quality_notes(shap, lime) -> list[dict]:
 
 
 def agreement_note(agreement: dict) -> dict:
-    """SHAP-LIME agreement as the worker judged it (reviews.rules.judge_agreement)."""
+    """SHAP-LIME agreement as the worker judged it (registry.agreement.judge_agreement)."""
     if agreement.get("judged") is False:
         return {"warning": False, "text": f"Agreement of SHAP and LIME {agreement['why']}."}
     if agreement.get("judged"):

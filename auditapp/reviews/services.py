@@ -213,6 +213,11 @@ def _open_new_cases_postgresql(
     return opened, [event_id for _, _, event_id in rows]
 
 
+def on_explanations_stored(sender, explanations, explain_settings=None, **kwargs) -> None:
+    """Receiver of decisions.signals.explanations_stored (connected in apps.py)."""
+    review_explanations(explanations, explain_settings)
+
+
 def review_explanations(explanations, explain_settings: dict | None = None) -> list[ReviewCase]:
     """Apply the queue's rules to freshly written explanations (called by the workers).
 

@@ -24,6 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from auditapp.demo import credit
+from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.services import assign_models
 from auditapp.reviews import rules
 from auditapp.reviews.models import ReviewCase
@@ -438,7 +439,7 @@ FIGURES = {"top_k": 3, "top_k_overlap": 1 / 3, "rank_correlation": 0.5}
 def test_a_share_of_the_top_k_asks_for_whole_features(min_top_k_overlap, needed, agrees):
     thresholds = {**rules.AGREEMENT_DEFAULTS, "min_top_k_overlap": min_top_k_overlap}
 
-    verdict = rules.judge_agreement(FIGURES, 0.7, thresholds)
+    verdict = judge_agreement(FIGURES, 0.7, thresholds)
 
     assert (verdict["min_top_k_shared"], verdict["agrees"]) == (needed, agrees)
     shared = "1 of the top 3 shared" + (f" (minimum {needed})" if needed else "")
@@ -450,7 +451,7 @@ def test_a_share_of_the_top_k_asks_for_whole_features(min_top_k_overlap, needed,
 def test_without_a_rank_correlation_only_the_top_k_is_judged():
     figures = {**FIGURES, "rank_correlation": None}  # e.g. every SHAP value equal
 
-    verdict = rules.judge_agreement(figures, 0.7, rules.AGREEMENT_DEFAULTS)
+    verdict = judge_agreement(figures, 0.7, rules.AGREEMENT_DEFAULTS)
 
     assert (verdict["judged"], verdict["agrees"]) == (True, True)
     assert "rank correlation n/a (minimum 0.30)" in verdict["why"]
@@ -472,6 +473,6 @@ def test_without_a_rank_correlation_only_the_top_k_is_judged():
 )
 def test_no_fit_or_a_poor_fit_is_not_judged(fidelity, why):
     """(A fit just under the minimum is shown with the digits that make it so.)"""
-    verdict = rules.judge_agreement(FIGURES, fidelity, rules.AGREEMENT_DEFAULTS)
+    verdict = judge_agreement(FIGURES, fidelity, rules.AGREEMENT_DEFAULTS)
 
     assert (verdict["judged"], verdict["agrees"], verdict["why"]) == (False, None, why)
