@@ -6,14 +6,17 @@ import pytest
 from django.db import DatabaseError, connection, transaction
 
 from auditapp.accounts import roles
-from auditapp.accounts.models import AuditEvent
+from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.appendonly import AppendOnlyError
 from auditapp.decisions.models import Decision, Outcome, Seal
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.tasks import seal_records
+from auditapp.registry.models import StageChange
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback
+from explain import tasks as explain_tasks
+from explain.models import ExplanationConfig, ExplanationResult
 
 pytestmark = pytest.mark.django_db
 
@@ -25,6 +28,10 @@ TABLES = [
     "reviews_feedback",
     "reviews_caseevent",
     "reviews_override",
+    "registry_stagechange",
+    "accounts_logrecord",
+    "explain_explanationresult",
+    "explain_explanationconfig",
 ]
 
 
@@ -49,6 +56,7 @@ def records(decision, domain_expert, ml_engineer):
     submit_feedback(expert, decision, {"verdict": "agree"})
     case = flag_decision(expert, decision, "income looks mistyped")
     resolve_case(expert, case, ReviewCase.OVERRIDDEN, outcome="good", rationale="payslips")
+    explain_tasks.run_batch(decision.model_version_id, "shap", [decision.pk])  # a result
     seal_new_records()
     return decision
 
@@ -81,7 +89,20 @@ def test_postgresql_triggers_refuse_update_delete_and_truncate(records, table):
 
 
 @pytest.mark.parametrize(
-    "model", [Decision, Outcome, Feedback, CaseEvent, Override, AuditEvent, Seal]
+    "model",
+    [
+        Decision,
+        Outcome,
+        Feedback,
+        CaseEvent,
+        Override,
+        AuditEvent,
+        Seal,
+        StageChange,
+        LogRecord,
+        ExplanationResult,
+        ExplanationConfig,
+    ],
 )
 def test_the_model_layer_refuses_changes_on_every_database(records, model):
     row = model.objects.first()

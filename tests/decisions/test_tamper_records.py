@@ -20,9 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from auditapp.accounts import records, roles
-from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord
-from auditapp.appendonly import AppendOnlyError
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records, verify_chain
@@ -312,29 +310,6 @@ def test_cases_opened_by_workers_are_recorded_with_their_events(model_version, i
     assert LogRecord.objects.filter(kind="review_case").count() == 2
     assert LogRecord.objects.filter(kind="case_event").count() == 2
     assert verify_chain().ok
-
-
-# --- append-only ---------------------------------------------------------------------
-
-
-def test_stage_changes_and_records_are_append_only(recorded):
-    change, record = StageChange.objects.first(), LogRecord.objects.first()
-
-    for row in (change, record):
-        with pytest.raises(AppendOnlyError):
-            row.save()
-        with pytest.raises(AppendOnlyError):
-            row.delete()
-        with pytest.raises(AppendOnlyError):
-            type(row).objects.all().update(id=row.pk)
-
-
-def test_a_forged_ingestion_event_claiming_existing_decisions_is_named(recorded):
-    record_event("decisions.ingested", model="credit", created=1, ids=[[recorded[2], recorded[2]]])
-
-    bad = verify_chain().first_bad
-    assert (bad["kind"], bad["id"]) == ("decision", recorded[2])
-    assert bad["reason"] == "two ingestion events claim to have recorded it"
 
 
 def test_results_of_explanations_are_records_and_a_rewrite_is_named(model_version, ingest):

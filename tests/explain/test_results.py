@@ -7,11 +7,10 @@ import struct
 
 import pytest
 from django.core.management import call_command
-from django.db import DatabaseError, connection, transaction
+from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
 from auditapp.accounts import roles
-from auditapp.appendonly import AppendOnlyError
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import explanation_json
 from auditapp.decisions.services import request_explanations
@@ -22,8 +21,6 @@ from explain.results import latest_result, result_documents, stale_pointers
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db
-
-RESULT_TABLES = ["explain_explanationconfig", "explain_explanationresult"]
 
 
 @pytest.fixture
@@ -53,40 +50,8 @@ def store(model_version, method: str, decision_ids: list[int], mutate=None):
 # -- insert-only -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", [ExplanationResult, ExplanationConfig])
-def test_the_model_layer_refuses_to_change_results_and_configurations(explained, model):
-    row = model.objects.first()
-
-    with pytest.raises(AppendOnlyError):
-        row.save()
-    with pytest.raises(AppendOnlyError):
-        row.delete()
-    with pytest.raises(AppendOnlyError):
-        model.objects.all().update(pk=row.pk)
-    with pytest.raises(AppendOnlyError):
-        model.objects.all().delete()
-    assert model.objects.filter(pk=row.pk).exists()
-
-
-def refused(sql: str) -> str:
-    with pytest.raises(DatabaseError) as error, transaction.atomic(), connection.cursor() as cur:
-        cur.execute(sql)
-    return str(error.value)
-
-
-@pytest.mark.skipif("connection.vendor != 'postgresql'")
-@pytest.mark.parametrize("table", RESULT_TABLES)
-def test_postgresql_triggers_refuse_to_change_results_and_configurations(explained, table):
-    before = list(ExplanationResult.objects.order_by("id").values_list("id", "attributions"))
-
-    assert "append-only (UPDATE refused)" in refused(f"UPDATE {table} SET id = id")
-    assert "append-only (DELETE refused)" in refused(f"DELETE FROM {table}")
-    with connection.cursor() as cursor:
-        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-    assert "append-only (TRUNCATE refused)" in refused(f"TRUNCATE {table} CASCADE")
-
-    after = list(ExplanationResult.objects.order_by("id").values_list("id", "attributions"))
-    assert [(pk, bytes(b)) for pk, b in after] == [(pk, bytes(b)) for pk, b in before]
+# Refused changes at the model layer and by PostgreSQL's triggers: with every other
+# append-only table in tests/decisions/test_append_only.py.
 
 
 # -- recomputation ---------------------------------------------------------------------------
