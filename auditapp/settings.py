@@ -372,7 +372,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(ATTEST_SWEEP_INTERVAL),
         "options": {"queue": "maintenance"},
     },
-    # New decisions and audit events join the hash chain within a minute.
+    # New decisions, audit events and records join the log within a minute.
     "audit-seal": {"task": "audit.seal", "schedule": 60.0, "options": {"queue": "reports"}},
     # Report requests whose message never reached a worker are sent again.
     "reports-resend": {

@@ -64,7 +64,7 @@ def check_small_enough_to_verify_now() -> None:
     records = Decision.objects.count() + AuditEvent.objects.count() + LogRecord.objects.count()
     if records > limit:
         raise Conflict(
-            f"The log holds {records} decisions and audit events, more than the {limit} "
+            f"The log holds {records} decisions, audit events and records, more than the {limit} "
             "verified within a request: POST /api/v1/audit/verify runs the verification "
             "as a job, and its status_url shows the progress and then the result.",
             code="verify_as_job",

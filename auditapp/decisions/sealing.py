@@ -1,4 +1,4 @@
-"""The log: sealing new decisions and audit events into it, proofs, and verifying it all.
+"""The log: sealing new decisions, audit events and records into it, proofs, verifying it all.
 
 The log is one RFC 6962 Merkle tree over every sealed record (`decisions/log.py`).
 Every minute a seal appends what was recorded since the previous one and signs
