@@ -27,7 +27,13 @@ from auditapp.demo.credit import FEATURES, applicants, train_model
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.services import VersionUpload, assign_models, register_model_version
 from explain import tasks as explain_tasks
-from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, credit_schema
+from tests.factories import (
+    MODEL_CARD,
+    MODEL_NAME,
+    VERSION,
+    DecisionPayloadFactory,
+    credit_schema,
+)
 from tests.workers import Worker
 
 # Who may appear in a request: every role, a domain expert not assigned to the
@@ -204,13 +210,7 @@ def register(skops_artifact, background_csv):
             artifact_format="skops",
             schema=credit_schema(),
             background=background_csv,
-            card={
-                "description": "Consumer credit default risk.",
-                "intended_use": "Pre-screening of loan applications.",
-                "limitations": "Synthetic training data.",
-                "training_data": "300 synthetic applicants.",
-                "metrics": {"auc": 0.81},
-            },
+            card=MODEL_CARD,
         )
         for key, value in overrides.items():
             setattr(upload, key, value)

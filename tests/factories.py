@@ -15,6 +15,14 @@ from auditapp.demo.credit import FEATURES, SCHEMA, applicants
 
 MODEL_NAME = "credit"
 VERSION = "1"
+# The model card the tests register their credit versions with.
+MODEL_CARD = {
+    "description": "Consumer credit default risk.",
+    "intended_use": "Pre-screening of loan applications.",
+    "limitations": "Synthetic training data.",
+    "training_data": "300 synthetic applicants.",
+    "metrics": {"auc": 0.81},
+}
 # Cheap to compute (no model involved), so module level is fine.
 APPLICANTS = applicants(300, seed=11)[FEATURES]
 

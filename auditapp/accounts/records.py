@@ -67,10 +67,6 @@ def kinds() -> list[RecordKind]:
     return [_KINDS[name] for name in sorted(_KINDS)]
 
 
-def kind(name: str) -> RecordKind:
-    return _KINDS[name]
-
-
 def record_hash(kind_name: str, object_id: int, document: dict[str, Any]) -> str:
     return sha256_hex({"kind": kind_name, "id": object_id, "record": document})
 
@@ -88,13 +84,13 @@ def hashes_of(record_kind: RecordKind, rows: Iterable[dict[str, Any]]) -> list[t
     ]
 
 
-def append(kind_name: str, ids: Iterable[int], *, manager=None) -> int:
+def append(kind_name: str, ids: Iterable[int]) -> int:
     """Record rows of a kind in the log (call in the transaction that wrote them)."""
     ids = list(ids)
     if not ids:
         return 0
     record_kind = _KINDS[kind_name]
-    rows = values_of(record_kind, manager).filter(pk__in=ids)
+    rows = values_of(record_kind).filter(pk__in=ids)
     hashes = hashes_of(record_kind, rows)
     if len(hashes) != len(set(ids)):
         raise LookupError(f"{kind_name}: some of {ids[:5]}... were not found to record")

@@ -475,10 +475,14 @@ def verify_chain(
         for kind in log.NAMES
     }
     result.decisions, result.events = counts["decision"], counts["event"]
-    recorded = _recorded()
+    recorded, misplaced = _recorded()
     for record_kind in records.kinds():
         result.records[record_kind.name] = _check_record_rows(
-            record_kind, recorded.get(record_kind.name, {}), sealed["record"], result
+            record_kind,
+            recorded.get(record_kind.name, {}),
+            misplaced.get(record_kind.name),
+            sealed["record"],
+            result,
         )
     _reconcile_ingestion(sealed["decision"], result)
     if against is not None:
@@ -678,23 +682,22 @@ def _missing(kind: str, sealed: _Sealed, pointer: int, result: Verification) -> 
     )
 
 
-MISPLACED_BACKFILL = -1  # in _recorded's answer: a kind's misplaced backfilled record
-
-
-def _recorded() -> dict[str, dict[int, tuple[int, str, datetime | None, int]]]:
-    """Per kind and object id: (its latest record's id and hash, its first record's time, count).
+def _recorded() -> tuple[dict[str, dict[int, tuple[int, str, datetime | None, int]]], dict]:
+    """Per kind and object id: (its latest record's id and hash, its first record's time, count);
+    and per kind, a backfilled record that follows regular ones, if any.
 
     The time is None for a row recorded by an upgrade's backfill (its own time
-    predates its record); such records must precede every other of their kind.
+    predates its record); such records must precede every other of their kind,
+    or the mark would exempt a forged row from the time rule.
     """
     recorded: dict[str, dict[int, tuple[int, str, datetime | None, int]]] = {}
     last_backfilled: dict[str, int] = {}
+    first_regular: dict[str, int] = {}
     rows = (
         LogRecord.objects.order_by("kind", "object_id", "id")
         .values_list("kind", "id", "object_id", "content_hash", "recorded_at", "backfilled")
         .iterator(chunk_size=CHUNK)
     )
-    first_regular: dict[str, int] = {}
     for kind, record_id, object_id, digest, at, backfilled in rows:
         if backfilled:
             last_backfilled[kind] = max(last_backfilled.get(kind, 0), record_id)
@@ -706,16 +709,16 @@ def _recorded() -> dict[str, dict[int, tuple[int, str, datetime | None, int]]]:
             of_kind[object_id] = (record_id, digest, None if backfilled else at, 1)
         else:
             of_kind[object_id] = (record_id, digest, first[2], first[3] + 1)
-    for kind, last in last_backfilled.items():
-        if last > first_regular.get(kind, last):
-            # a record marked as an upgrade's after regular ones: a forged exemption
-            recorded[kind][MISPLACED_BACKFILL] = (last, "", None, 0)
-    return recorded
+    misplaced = {
+        kind: last for kind, last in last_backfilled.items() if last > first_regular.get(kind, last)
+    }
+    return recorded, misplaced
 
 
 def _check_record_rows(
     record_kind: records.RecordKind,
-    recorded: dict[int, tuple[int, str, datetime, int]],
+    recorded: dict[int, tuple[int, str, datetime | None, int]],
+    misplaced_backfill: int | None,
     sealed: _Sealed,
     result: Verification,
 ) -> int:
@@ -744,8 +747,8 @@ def _check_record_rows(
         )
 
     tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
-    if misplaced := recorded.pop(MISPLACED_BACKFILL, None):
-        bad(misplaced[0], 0, "a record marked as written by an upgrade follows regular ones")
+    if misplaced_backfill is not None:
+        bad(misplaced_backfill, 0, "a record marked as written by an upgrade follows regular ones")
     count = 0
     for row in records.values_of(record_kind).iterator(chunk_size=CHUNK):
         count += 1

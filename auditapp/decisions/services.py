@@ -301,7 +301,7 @@ def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
     """Insert decision rows; COPY on PostgreSQL (several times faster), bulk INSERT elsewhere."""
     if count == 0:
         return [], []
-    hold_insert_order()
+    # (the caller holds the sealing lock already: it took its time under it)
     if connection.vendor == "postgresql" and count > 1:
         return _copy_decisions(rows, count)
     rows = list(rows)

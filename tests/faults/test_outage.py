@@ -27,7 +27,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from django.urls import include, path
 
 from auditapp.accounts.services import create_api_token
-from tests.factories import DecisionPayloadFactory, upload_form
+from tests.factories import MODEL_CARD, DecisionPayloadFactory, upload_form
 from tests.faults.private import (
     PrivatePostgres,
     dev_server,
@@ -238,13 +238,7 @@ def private_site(tmp_path, skops_artifact, background_csv):
             skops_artifact,
             version="1",
             background=background_csv,
-            card={
-                "description": "Consumer credit default risk.",
-                "intended_use": "Pre-screening of loan applications.",
-                "limitations": "Synthetic training data.",
-                "training_data": "300 synthetic applicants.",
-                "metrics": {"auc": 0.81},
-            },
+            card=MODEL_CARD,
         )
         status, _, body = request(
             port,
