@@ -50,6 +50,7 @@ from auditapp.hashing import (
 )
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.schema import parse_schema
+from auditapp.snapshots import one_moment
 
 GENESIS = "0" * 64  # the "previous hash" of the first seal of the former hash chain
 MAX_SEAL_ROWS = 100_000  # decisions (and events) per seal at most
@@ -475,16 +476,17 @@ def verify_chain(
         for kind in log.NAMES
     }
     result.decisions, result.events = counts["decision"], counts["event"]
-    recorded, misplaced = _recorded()
-    for record_kind in records.kinds():
-        result.records[record_kind.name] = _check_record_rows(
-            record_kind,
-            recorded.get(record_kind.name, {}),
-            misplaced.get(record_kind.name),
-            sealed["record"],
-            result,
-        )
-    _reconcile_ingestion(sealed["decision"], result)
+    with one_moment():  # a row and its record (or ingestion event) are committed together
+        recorded, misplaced = _recorded()
+        for record_kind in records.kinds():
+            result.records[record_kind.name] = _check_record_rows(
+                record_kind,
+                recorded.get(record_kind.name, {}),
+                misplaced.get(record_kind.name),
+                sealed["record"],
+                result,
+            )
+        _reconcile_ingestion(sealed["decision"], result)
     if against is not None:
         _check_against(against, seals, roots, result)
     if seals:

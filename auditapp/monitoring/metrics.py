@@ -41,6 +41,7 @@ from sklearn.calibration import calibration_curve
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.registry.schema import Feature, Schema
+from auditapp.snapshots import write_now
 from explain import records
 
 log = logging.getLogger(__name__)
@@ -246,8 +247,12 @@ def _background_reference(model_version, config) -> Reference:
     cache = config.reference_cache if config.reference_cache_key == cache_key else {}
     if not cache:
         cache = _background_figures(context, explainer)
-        type(config).objects.filter(pk=config.pk).update(
-            reference_cache=cache, reference_cache_key=cache_key
+        write_now(  # also from inside a report's read-only snapshot
+            lambda: (
+                type(config)
+                .objects.filter(pk=config.pk)
+                .update(reference_cache=cache, reference_cache_key=cache_key)
+            )
         )
     rows = frame.to_dict(orient="records")
     data = observations(model_version.parsed_schema, rows, cache["scores"], cache["predictions"])

@@ -51,6 +51,7 @@ from auditapp.hashing import canonical_time
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
+from auditapp.snapshots import one_moment
 from explain.models import Explanation
 from explain.records import unpack, unpack_matrix
 
@@ -73,13 +74,15 @@ def build_compliance_document(
     *,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Every section, in order; `progress(done, total)` is called after each one."""
+    """Every section, in order, read at one moment; `progress(done, total)` is called after
+    each one (inside that moment's read-only snapshot: write with `snapshots.write_now`)."""
     context = _Context(model_version, start, end)
     sections: dict[str, Any] = {}
-    for done, (key, build) in enumerate(SECTIONS, start=1):
-        sections[key] = build(context)
-        if progress is not None:
-            progress(done, len(SECTIONS))
+    with one_moment():  # decisions keep arriving: every section counts the same ones
+        for done, (key, build) in enumerate(SECTIONS, start=1):
+            sections[key] = build(context)
+            if progress is not None:
+                progress(done, len(SECTIONS))
     return {
         "attest_document": "model_compliance",
         "document_version": DOCUMENT_VERSION,

@@ -30,6 +30,7 @@ from auditapp.reports import render
 from auditapp.reports.compliance import SECTION_TITLES, build_compliance_document
 from auditapp.reports.models import Report
 from auditapp.reports.notice import build_notice_document, shap_explanation
+from auditapp.snapshots import write_now
 from auditapp.textcheck import identifier_problem
 
 log = logging.getLogger(__name__)
@@ -327,8 +328,9 @@ def fail_report(report_id: int, exc: BaseException) -> None:
 
 
 def _progress(report: Report, done: int, total: int) -> None:
-    """Written at once (autocommit), so the page and the API show it while the task runs."""
-    Report.objects.filter(pk=report.pk).update(progress=min(99, int(100 * done / total)))
+    """Written at once, so the page and the API show it while the task runs."""
+    percent = min(99, int(100 * done / total))
+    write_now(lambda: Report.objects.filter(pk=report.pk).update(progress=percent))
 
 
 def _build(report: Report) -> tuple[bytes, str]:

@@ -7,11 +7,15 @@ import threading
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
+from auditapp.decisions.outcomes import record_outcomes
+from auditapp.decisions.sealing import seal_new_records, verify_chain
 from auditapp.decisions.services import record_decisions
+from auditapp.hashing import canonical_time
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 
@@ -40,9 +44,7 @@ def send_together(payload: dict, user_id: int, senders: int = 2) -> list:
     return outcomes
 
 
-# serialized_rollback: the flush after a transactional test would otherwise also
-# remove the role groups that a data migration created, and later tests need them.
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_concurrent_identical_requests_store_one_decision(model_version, ml_engineer):
     item = DecisionPayloadFactory()
 
@@ -63,7 +65,7 @@ def test_two_concurrent_identical_requests_store_one_decision(model_version, ml_
     assert sorted(e.details["created"] for e in events) == [0, 1]
 
 
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+@pytest.mark.django_db(transaction=True)
 def test_two_concurrent_identical_batches_store_each_decision_once(model_version, ml_engineer):
     # Batches take the bulk path (COPY on PostgreSQL), single decisions do not.
     items = DecisionPayloadFactory.build_batch(3)
@@ -81,3 +83,68 @@ def test_two_concurrent_identical_batches_store_each_decision_once(model_version
     stored = dict(Decision.objects.values_list("request_id", "id"))
     assert [stored[i["request_id"]] for i in items] == [r["id"] for r in first]
     assert Explanation.objects.count() == 6
+
+
+def write_between(table: str, write) -> object:
+    """An execute wrapper: right after the first read of `table`, `write` commits on another
+    connection, as a worker or a client would while a verification is under way."""
+    done: list = []
+
+    def wrapper(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if (
+            not done
+            and f'FROM "{table}"' in sql
+            and sql.lstrip().upper().startswith(("SELECT", "DECLARE"))
+        ):
+            done.append(True)
+            failure: list = []
+
+            def other_client() -> None:
+                try:
+                    write()
+                except Exception as exc:  # handed to the main thread
+                    failure.append(exc)
+                finally:
+                    connection.close()
+
+            thread = threading.Thread(target=other_client)
+            thread.start()
+            thread.join(timeout=60)
+            assert not failure, failure
+        return result
+
+    wrapper.done = done
+    return wrapper
+
+
+# The finding (CI's quick start smoke run): `verify_chain` run while the demo's worker
+# stored explanations said "explanation 2676: it is not in the log": it read the log's
+# records, then the rows, and a row committed between the two reads had no record yet.
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "first_read",
+    ["accounts_logrecord", "accounts_auditevent"],
+    ids=["records-then-rows", "ingestion-events-then-decisions"],
+)
+def test_verification_reads_one_moment_while_writers_commit(
+    model_version, ingest, ml_engineer, first_read
+):
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
+    seal_new_records()
+
+    def write() -> None:
+        # A decision (with its ingestion event) and an outcome (with its record).
+        ingest(DecisionPayloadFactory())
+        actor = roles.Actor(user=get_user_model().objects.get(pk=ml_engineer.pk))
+        outcome = {"decision_id": ids[0], "outcome": "bad"}
+        outcome["observed_at"] = canonical_time(timezone.now())
+        record_outcomes(actor, {"outcomes": [outcome]})
+
+    wrapper = write_between(first_read, write)
+    with connection.execute_wrapper(wrapper):
+        result = verify_chain()
+
+    assert wrapper.done, f"verification never read {first_read}"
+    assert result.ok, result.problems()
+    assert verify_chain().ok  # and what was written meanwhile verifies afterwards

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import threading
 from collections import Counter
 from datetime import timedelta
 from decimal import Decimal
@@ -13,19 +14,22 @@ from decimal import Decimal
 import numpy as np
 import orjson
 import pytest
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 from sklearn import metrics
 
+from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.hashing import sha256_hex
-from auditapp.reports import render
-from auditapp.reports.compliance import SECTIONS
+from auditapp.reports import render, services
+from auditapp.reports.compliance import SECTIONS, build_compliance_document
 from auditapp.reports.models import Report
 from explain import engine
 from explain.models import Explanation
+from tests.factories import DecisionPayloadFactory
 from tests.reports.conftest import LIME_DECISIONS, PER_DAY, pdf_text, read_file
 
 pytestmark = pytest.mark.django_db
@@ -50,9 +54,6 @@ def all_formats(period, compliance_officer) -> dict[str, Report]:
     """The same report in the three formats, requested first and then generated: between
     the generations nothing changes (a request is itself an audit event, which section 9's
     whole-chain verification would count)."""
-    from auditapp.accounts import roles
-    from auditapp.reports import services
-
     actor = roles.Actor(user=compliance_officer)
     requested = {f: services.request_report(actor, period.body(f)) for f in ("json", "csv", "pdf")}
     return {f: services.generate_report(r.pk) for f, r in requested.items()}
@@ -338,3 +339,38 @@ def test_json_export_is_valid_json_with_the_scope(period, json_report):
     }
     assert document["generated_by"] == "compliance_officer"
     assert Q  # (imported for readers: the period filter is predicted_at__gte/__lt)
+
+
+# Found beside the verification's own race (a row committed between two reads): the
+# report's sections read one after another, so a decision arriving meanwhile was
+# counted by "explanations" but not by "volumes".
+@pytest.mark.django_db(transaction=True)
+def test_every_section_counts_the_same_decisions_while_new_ones_arrive(
+    period, model_version, ingest, compliance_officer
+):
+    arrived = []
+
+    def another_client_sends_one() -> None:
+        moment = period.start + timedelta(hours=5)
+        try:
+            arrived.extend(ingest(DecisionPayloadFactory(predicted_at=moment.isoformat())))
+        finally:
+            connection.close()
+
+    def progress(done: int, total: int) -> None:
+        if SECTIONS[done - 1][0] == "volumes":
+            client = threading.Thread(target=another_client_sends_one)
+            client.start()
+            client.join(timeout=60)
+
+    document = build_compliance_document(model_version, period.start, period.end, progress=progress)
+
+    assert arrived, "the other client's decision was not stored"
+    figures = document["sections"]
+    assert figures["volumes"]["decisions"] == len(period.ids)
+    assert figures["explanations"]["decisions"] == len(period.ids)
+    assert figures["integrity"]["period_decisions"] == len(period.ids)
+    # and the report's task, which writes its progress meanwhile, still completes
+    report = services.request_report(roles.Actor(user=compliance_officer), period.body("json"))
+    report = services.generate_report(report.pk)
+    assert sections(report)["volumes"]["decisions"] == len(period.ids) + 1

@@ -1,0 +1,85 @@
+"""Reads that see the database at one moment while writers go on.
+
+A check that compares two tables (a row and the record written with it, a
+decision and its ingestion event) or a document whose numbers must add up (a
+compliance report) would otherwise see a row committed between two of its
+reads on one side only.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+
+from django.db import connection, transaction
+
+_open = threading.local()  # whether this thread is inside one_moment's snapshot
+
+
+@contextmanager
+def one_moment() -> Iterator[None]:
+    """Every read inside sees one snapshot; nothing inside may write on this connection.
+
+    PostgreSQL: one REPEATABLE READ, READ ONLY transaction. SQLite in WAL mode: a
+    DEFERRED transaction, whose reads share one snapshot and take no write lock
+    (the IMMEDIATE mode the settings choose for writers would block every writer
+    meanwhile), with `query_only` as PostgreSQL's READ ONLY. Inside a caller's
+    transaction its reads are already its own: nothing changes.
+    """
+    if connection.in_atomic_block:
+        yield
+        return
+    _open.snapshot = True
+    try:
+        if connection.vendor == "postgresql":
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield
+        else:
+            with _deferred(), connection.cursor() as cursor:
+                cursor.execute("PRAGMA query_only = ON")
+                try:
+                    yield
+                finally:
+                    cursor.execute("PRAGMA query_only = OFF")
+    finally:
+        _open.snapshot = False
+
+
+@contextmanager
+def _deferred() -> Iterator[None]:
+    """A transaction that SQLite begins DEFERRED, whatever the settings' mode for writers."""
+    with ExitStack() as stack:
+        connection.ensure_connection()
+        mode, connection.transaction_mode = connection.transaction_mode, "DEFERRED"
+        try:
+            stack.enter_context(transaction.atomic())  # BEGIN is sent here
+        finally:
+            connection.transaction_mode = mode
+        yield
+
+
+def write_now(write: Callable[[], object]) -> None:
+    """Run `write` and commit it at once, even inside `one_moment` (on a connection of its own).
+
+    For progress that a poller must see while a long read is under way.
+    """
+    if not getattr(_open, "snapshot", False):
+        write()
+        return
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            write()
+        except BaseException as exc:  # raised again in the caller's thread
+            failure.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name="write-beside")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
