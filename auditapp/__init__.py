@@ -1,6 +1,6 @@
 """Attest: the audit trail for machine-learning decisions."""
 
 from .celery import app as celery_app
+from .version import __version__
 
-__all__ = ["celery_app"]
-__version__ = "0.1.0"
+__all__ = ["__version__", "celery_app"]

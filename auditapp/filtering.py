@@ -11,6 +11,9 @@ from django_filters.fields import IsoDateTimeField
 
 from auditapp.errors import InvalidInput
 
+DEFAULT_LIMIT = 50  # rows per page of a search, unless ?limit= says otherwise
+MAX_LIMIT = 500
+
 
 class FloatFilter(django_filters.NumberFilter):
     """A score is a float: NaN, Infinity and 1e400 are not numbers it can be compared with."""
@@ -51,3 +54,15 @@ def refuse_control_characters(params) -> None:
             code="invalid_parameters",
             details={key: ["contains a control character (such as NUL)"] for key in bad},
         )
+
+
+def parse_limit(raw: str | None) -> int:
+    if raw in (None, ""):
+        return DEFAULT_LIMIT
+    try:
+        limit = int(raw)
+    except ValueError:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.")
+    return limit

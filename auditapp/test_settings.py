@@ -7,10 +7,39 @@ started by tests use this module too, so they read the tests' broker folder.
 
 import os
 import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from auditapp.env import env_str, filesystem_broker_options
-from auditapp.settings import *  # noqa: F403
-from auditapp.settings import CACHES, CELERY_BROKER_URL, DATABASES, INSTALLED_APPS, VAR_DIR
+
+
+def _isolate_test_process() -> None:
+    """Under `pytest -n`, each test process gets a var folder (SQLite, filesystem broker,
+    media, cache, seal key) and a Redis database of its own.
+
+    Through the environment, so that the Celery workers and servers a test starts
+    inherit them; ATTEST_TEST_PROCESS marks it done, so that they do not move again.
+    Redis databases count down from the one named: CI's /15 gives gw0 15, gw1 14.
+    """
+    name = os.environ.get("PYTEST_XDIST_WORKER")
+    if not name or os.environ.get("ATTEST_TEST_PROCESS") == name:
+        return
+    os.environ["ATTEST_TEST_PROCESS"] = name
+    index = int(name.removeprefix("gw"))
+    var = Path(env_str("ATTEST_VAR_DIR", str(Path(__file__).resolve().parent.parent / "var")))
+    os.environ["ATTEST_VAR_DIR"] = str(var / f"pytest-{name}")
+    broker = urlsplit(env_str("CELERY_BROKER_URL", ""))
+    if broker.scheme in ("redis", "rediss"):
+        database = int(broker.path.strip("/") or 0) - index
+        if database < 0:
+            raise RuntimeError(f"no Redis database left for test process {name}: name a higher one")
+        os.environ["CELERY_BROKER_URL"] = urlunsplit(broker._replace(path=f"/{database}"))
+
+
+_isolate_test_process()
+
+from auditapp.settings import *  # noqa: E402, F403
+from auditapp.settings import CACHES, CELERY_BROKER_URL, DATABASES, INSTALLED_APPS, VAR_DIR  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # First, so its `flush` (append-only tables on PostgreSQL) replaces Django's.

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions.filters import parse_limit
+from auditapp.filtering import parse_limit
 
 EVENT_PARAMETERS = [
     OpenApiParameter(name, OpenApiTypes.STR, description=text)

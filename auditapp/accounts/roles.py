@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
+
+from auditapp.accounts.models import ApiToken
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
-    from auditapp.accounts.models import ApiToken
 
 ADMIN = "admin"
 ML_ENGINEER = "ml_engineer"
@@ -237,75 +239,10 @@ class Actor:
 
 def system_actor() -> Actor:
     """The actor of management commands run by an operator with shell access."""
-    from django.contrib.auth.models import AnonymousUser
-
     return Actor(user=AnonymousUser(), system=True)
 
 
 def actor_for(request) -> Actor:
     """The Actor of a Django or DRF request."""
     token = getattr(request, "auth", None)
-    from auditapp.accounts.models import ApiToken
-
     return Actor(user=request.user, token=token if isinstance(token, ApiToken) else None)
-
-
-# Scoped lookups: nothing outside looks a scoped object up by id alone. An
-# object the actor may not see is "not found", so its existence is not revealed.
-
-
-def get_model_for_actor(actor: Actor, name: str):
-    from auditapp.errors import NotFound
-    from auditapp.registry.models import RegisteredModel
-
-    actor.require(READ_MODELS)
-    model = RegisteredModel.objects.visible_to(actor).filter(name=name).first()
-    if model is None:
-        raise NotFound(f"No model named {name!r}.")
-    return model
-
-
-def get_version_for_actor(actor: Actor, name: str, version: str):
-    from auditapp.errors import NotFound
-    from auditapp.registry.models import ModelVersion, RegisteredModel
-
-    actor.require(READ_MODELS)
-    model_version = (
-        ModelVersion.objects.select_related("registered_model")
-        .filter(
-            registered_model__in=RegisteredModel.objects.visible_to(actor),
-            registered_model__name=name,
-            version=version,
-        )
-        .first()
-    )
-    if model_version is None:
-        raise NotFound(f"No version {version!r} of a model named {name!r}.")
-    return model_version
-
-
-def get_alert_for_actor(actor: Actor, alert_id: int):
-    from auditapp.errors import NotFound
-    from auditapp.monitoring.models import Alert
-
-    actor.require(READ_MODELS)
-    alert = (
-        Alert.objects.visible_to(actor)
-        .select_related("model_version__registered_model", "rule")
-        .filter(pk=alert_id)
-        .first()
-    )
-    if alert is None:
-        raise NotFound(f"No alert {alert_id}.")
-    return alert
-
-
-def get_decision_for_actor(actor: Actor, decision_id: int):
-    from auditapp.decisions.models import Decision
-    from auditapp.errors import NotFound
-
-    actor.require(READ_DECISIONS)
-    decision = Decision.objects.visible_to(actor).with_related().filter(pk=decision_id).first()
-    if decision is None:
-        raise NotFound(f"No decision {decision_id}.")
-    return decision

@@ -9,9 +9,11 @@ from rest_framework.views import APIView
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import jobs, outcomes, sealing, services
-from auditapp.decisions.filters import filter_decisions, keyset_page, parse_limit
+from auditapp.decisions.filters import filter_decisions, keyset_page
+from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.filtering import parse_limit
 
 SEARCH_PARAMETERS = [
     OpenApiParameter(name, OpenApiTypes.STR, description=text)
@@ -68,7 +70,7 @@ class DecisionDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, decision_id: int):
         actor = roles.actor_for(request)
-        decision = roles.get_decision_for_actor(actor, decision_id)
+        decision = get_decision_for_actor(actor, decision_id)
         services.note_decision_viewed(actor, decision, ip=client_ip(request))
         return Response(DecisionPresenter(actor).detail(decision))
 
@@ -77,7 +79,7 @@ class DecisionExplainView(APIView):
     @extend_schema(request=OpenApiTypes.OBJECT, responses={202: OpenApiTypes.OBJECT})
     def post(self, request, decision_id: int):
         actor = roles.actor_for(request)
-        decision = roles.get_decision_for_actor(actor, decision_id)
+        decision = get_decision_for_actor(actor, decision_id)
         methods = (
             request.data.get("methods", ["shap", "lime"])
             if isinstance(request.data, dict)
@@ -227,7 +229,7 @@ class DecisionProofView(APIView):
     def get(self, request, decision_id: int):
         """RFC 6962 inclusion proof of the decision in the tree of a seal."""
         actor = roles.actor_for(request)
-        decision = roles.get_decision_for_actor(actor, decision_id)
+        decision = get_decision_for_actor(actor, decision_id)
         return Response(sealing.inclusion_proof(decision, requested_tree_size(request)))
 
 

@@ -18,13 +18,14 @@ from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK
 from auditapp.errors import InvalidInput
-from auditapp.filtering import FloatFilter, MomentFilter, refuse_control_characters
+from auditapp.filtering import (
+    FloatFilter,
+    MomentFilter,
+    refuse_control_characters,
+)
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
 from explain.models import Explanation
-
-DEFAULT_LIMIT = 50
-MAX_LIMIT = 500
 
 
 class DecisionFilter(django_filters.FilterSet):
@@ -274,18 +275,6 @@ def _decode_cursor(cursor: str, field: str):
         raise InvalidInput(
             "cursor is not valid; use the `next` value of a previous page."
         ) from None
-
-
-def parse_limit(raw: str | None) -> int:
-    if raw in (None, ""):
-        return DEFAULT_LIMIT
-    try:
-        limit = int(raw)
-    except ValueError:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.")
-    return limit
 
 
 def keyset_page(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.reviews.services import feedback_json
@@ -184,8 +185,6 @@ def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
 
     Their total is no secret: it is the output minus the others' contributions.
     """
-    from auditapp.web import charts
-
     labels = {f.name: f.label for f in schema.features}
     contributions = [
         (labels.get(k, k), v) for k, v in explanation.attributions.items() if k not in masked
@@ -206,8 +205,6 @@ def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
 
 
 def lime_chart(explanation, schema, masked: Collection[str] = ()):
-    from auditapp.web import charts
-
     labels = {f.name: f.label for f in schema.features}
     shown = {k: v for k, v in explanation.attributions.items() if k not in masked}
     items = sorted(shown.items(), key=lambda kv: -abs(kv[1]))

@@ -13,18 +13,19 @@ from auditapp.decisions import jobs, presenters, sealing, services
 from auditapp.decisions.filters import (
     filter_decisions,
     keyset_page,
-    parse_limit,
     search_schema,
     split_sensitive_filters,
 )
+from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.errors import InvalidInput, NotFound
+from auditapp.filtering import parse_limit
 from auditapp.hashing import canonical_json
+from auditapp.pages import csv_response, is_htmx, page, query_string
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
-from auditapp.web.pages import csv_response, is_htmx, page, query_string
 from explain.models import Explanation
 
 EXPORT_LIMIT = 100_000
@@ -180,7 +181,7 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
 @page
 def detail(request, decision_id: int):
     actor = roles.actor_for(request)
-    decision = roles.get_decision_for_actor(actor, decision_id)
+    decision = get_decision_for_actor(actor, decision_id)
     services.note_decision_viewed(actor, decision, ip=client_ip(request), via="page")
     presenter = presenters.DecisionPresenter(actor)
     return render(request, "decisions/detail.html", _detail_context(decision, actor, presenter))
@@ -209,7 +210,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
 def feedback(request, decision_id: int):
     """The feedback form of the decision page (the API takes the same fields as JSON)."""
     actor = roles.actor_for(request)
-    decision = roles.get_decision_for_actor(actor, decision_id)
+    decision = get_decision_for_actor(actor, decision_id)
     data = {"verdict": request.POST.get("verdict"), "comment": request.POST.get("comment", "")}
     if request.POST.get("corrected_label"):
         target = decision.model_version.parsed_schema.target
@@ -247,7 +248,7 @@ def _as_int(text: str):
 def explanations(request, decision_id: int):
     """The explanation panel alone, polled by htmx while an explanation is being computed."""
     actor = roles.actor_for(request)
-    decision = roles.get_decision_for_actor(actor, decision_id)
+    decision = get_decision_for_actor(actor, decision_id)
     return render(request, "decisions/_explanations.html", _explanation_context(decision, actor))
 
 
@@ -256,7 +257,7 @@ def explanations(request, decision_id: int):
 @page
 def explain(request, decision_id: int):
     actor = roles.actor_for(request)
-    decision = roles.get_decision_for_actor(actor, decision_id)
+    decision = get_decision_for_actor(actor, decision_id)
     services.request_explanations(actor, decision, ["shap", "lime"], ip=client_ip(request))
     if is_htmx(request):
         return explanations(request, decision_id)
@@ -301,7 +302,7 @@ def latest_seal_download(request):
 @page
 def proof(request, decision_id: int):
     """The decision's inclusion proof in the latest seal's tree, loaded on request."""
-    decision = roles.get_decision_for_actor(roles.actor_for(request), decision_id)
+    decision = get_decision_for_actor(roles.actor_for(request), decision_id)
     try:
         proof = sealing.inclusion_proof(decision)
     except NotFound as missing:

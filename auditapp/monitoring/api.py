@@ -11,7 +11,9 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.monitoring import services
+from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.registry.lookups import get_version_for_actor
 
 MAX_SNAPSHOTS = 1000
 MAX_ALERTS = 500
@@ -58,7 +60,7 @@ class MonitoringView(APIView):
         responses=OpenApiTypes.OBJECT,
     )
     def get(self, request, name: str, version: str):
-        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        model_version = get_version_for_actor(roles.actor_for(request), name, version)
         window = request.query_params.get("window", "day")
         if window not in WINDOW_NAMES:
             raise InvalidInput(f"window must be one of {WINDOW_NAMES}.")
@@ -79,7 +81,7 @@ class MonitoringView(APIView):
     )
     def post(self, request, name: str, version: str):
         actor = roles.actor_for(request)
-        model_version = roles.get_version_for_actor(actor, name, version)
+        model_version = get_version_for_actor(actor, name, version)
         snapshot = services.request_snapshot(
             actor, model_version, request.data, ip=client_ip(request)
         )
@@ -100,7 +102,7 @@ class MonitoringView(APIView):
 class MonitoringSettingsView(APIView):
     @extend_schema(operation_id="monitoring_settings", responses=OpenApiTypes.OBJECT)
     def get(self, request, name: str, version: str):
-        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        model_version = get_version_for_actor(roles.actor_for(request), name, version)
         config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)
         return Response(services.settings_json(config))
 
@@ -111,7 +113,7 @@ class MonitoringSettingsView(APIView):
     )
     def put(self, request, name: str, version: str):
         actor = roles.actor_for(request)
-        model_version = roles.get_version_for_actor(actor, name, version)
+        model_version = get_version_for_actor(actor, name, version)
         config = services.configure_monitoring(
             actor, model_version, request.data, ip=client_ip(request)
         )
@@ -153,6 +155,6 @@ class AlertAcknowledgeView(APIView):
     @extend_schema(operation_id="alerts_acknowledge", request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request, alert_id: int):
         actor = roles.actor_for(request)
-        alert = roles.get_alert_for_actor(actor, alert_id)
+        alert = get_alert_for_actor(actor, alert_id)
         alert = services.acknowledge_alert(actor, alert, ip=client_ip(request))
         return Response(services.alert_json(services.load_alert(alert.pk)))

@@ -8,13 +8,15 @@ from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.monitoring import services
+from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.pages import page
+from auditapp.registry.lookups import get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
-from auditapp.web import charts
-from auditapp.web.pages import page
 
 SERIES_LENGTH = 60  # windows per chart
 PERIOD_FORMATS = {HOUR: "%m-%d %H:00", DAY: "%Y-%m-%d", WEEK: "%G-W%V"}
@@ -183,7 +185,7 @@ def _by_latest_psi(names: list[str], latest: MetricSnapshot | None) -> list[str]
 @page
 def version_monitoring(request, name: str, version: str):
     actor = roles.actor_for(request)
-    model_version = roles.get_version_for_actor(actor, name, version)
+    model_version = get_version_for_actor(actor, name, version)
     window = request.GET.get("window", DAY)
     if window not in PERIOD_FORMATS:
         window = DAY
@@ -219,7 +221,7 @@ def version_monitoring(request, name: str, version: str):
 @page
 def compute(request, name: str, version: str):
     actor = roles.actor_for(request)
-    model_version = roles.get_version_for_actor(actor, name, version)
+    model_version = get_version_for_actor(actor, name, version)
     period = {"from": _moment(request.POST.get("from")), "to": _moment(request.POST.get("to"))}
     snapshot = services.request_snapshot(actor, model_version, period, ip=client_ip(request))
     messages.info(
@@ -240,7 +242,7 @@ def _moment(value: str | None) -> str | None:
 @page
 def acknowledge(request, alert_id: int):
     actor = roles.actor_for(request)
-    alert = roles.get_alert_for_actor(actor, alert_id)
+    alert = get_alert_for_actor(actor, alert_id)
     services.acknowledge_alert(actor, alert, ip=client_ip(request))
     target = request.POST.get("next", "")
     if not target.startswith("/") or target.startswith("//"):

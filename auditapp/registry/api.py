@@ -12,6 +12,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.registry import services
+from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel, agreement_settings
 
 
@@ -136,7 +137,7 @@ class ModelListView(APIView):
 class ModelDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, name: str):
-        model = roles.get_model_for_actor(roles.actor_for(request), name)
+        model = get_model_for_actor(roles.actor_for(request), name)
         versions = model.versions.select_related("registered_model")
         return Response(model_json(model, versions))
 
@@ -144,7 +145,7 @@ class ModelDetailView(APIView):
 class ModelVersionView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
     def get(self, request, name: str, version: str):
-        model_version = roles.get_version_for_actor(roles.actor_for(request), name, version)
+        model_version = get_version_for_actor(roles.actor_for(request), name, version)
         return Response(version_detail(model_version))
 
 
@@ -156,7 +157,7 @@ class ModelVersionStageView(APIView):
     @extend_schema(request=StageRequest, responses=OpenApiTypes.OBJECT)
     def post(self, request, name: str, version: str):
         actor = roles.actor_for(request)
-        model_version = roles.get_version_for_actor(actor, name, version)
+        model_version = get_version_for_actor(actor, name, version)
         stage = request.data.get("stage") if isinstance(request.data, dict) else None
         model_version = services.change_stage(actor, model_version, stage, ip=client_ip(request))
         return Response(version_detail(model_version))

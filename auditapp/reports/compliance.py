@@ -42,16 +42,17 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Floor, Least, TruncDate
 from django.utils import timezone
 
-import auditapp
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.hashing import canonical_time
+from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment
+from auditapp.version import __version__
 from explain.models import Explanation
 from explain.records import unpack, unpack_matrix
 
@@ -124,7 +125,7 @@ def cover(ctx: _Context) -> dict[str, Any]:
         "title": f"Compliance report: {ctx.model_version.registered_model.name} "
         f"v{ctx.model_version.version}",
         "product": "Attest",
-        "product_version": auditapp.__version__,
+        "product_version": __version__,
         "latest_seal": None
         if seal is None
         else {
@@ -397,15 +398,10 @@ def _window_metrics(ctx: _Context) -> dict[str, Any] | str:
     """The monitoring app's figures for the period, or why they are not available."""
     if not hasattr(ctx, "_metrics"):
         try:
-            from auditapp.monitoring.metrics import compute_window_metrics
-        except ImportError:
-            ctx._metrics = "the monitoring module (auditapp.monitoring) is not installed"
-        else:
-            try:
-                ctx._metrics = compute_window_metrics(ctx.model_version, ctx.start, ctx.end)
-            except Exception as exc:  # the rest of the report stands without sections 5-6
-                log.exception("reports.monitoring.failed model_version=%s", ctx.model_version.pk)
-                ctx._metrics = f"the monitoring figures could not be computed ({exc})"
+            ctx._metrics = compute_window_metrics(ctx.model_version, ctx.start, ctx.end)
+        except Exception as exc:  # the rest of the report stands without sections 5-6
+            log.exception("reports.monitoring.failed model_version=%s", ctx.model_version.pk)
+            ctx._metrics = f"the monitoring figures could not be computed ({exc})"
     return ctx._metrics
 
 

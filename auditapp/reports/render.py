@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 from django.template.loader import render_to_string
 
+from auditapp import charts
 from auditapp.csvcells import safe_cell
 from auditapp.hashing import sha256_hex
-from auditapp.web import charts
 
 # List items keyed by the first of these fields that is unique in the list (else by index).
 KEY_FIELDS = ("day", "prediction", "feature", "age", "decision_id", "rank")

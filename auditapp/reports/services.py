@@ -23,8 +23,10 @@ from django.utils.dateparse import parse_date, parse_datetime
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.hashing import canonical_time
+from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion
 from auditapp.reports import render
 from auditapp.reports.compliance import SECTION_TITLES, build_compliance_document
@@ -226,12 +228,12 @@ def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> Mo
         errors["version"] = [reason]
         return None
     try:
-        roles.get_model_for_actor(actor, name)
+        get_model_for_actor(actor, name)
     except NotFound as exc:
         errors["model"] = [exc.message]
         return None
     try:
-        return roles.get_version_for_actor(actor, name, version)
+        return get_version_for_actor(actor, name, version)
     except NotFound as exc:
         errors["version"] = [exc.message]
         return None
@@ -251,7 +253,7 @@ def _notice_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
         ]
     else:
         try:
-            decision = roles.get_decision_for_actor(actor, decision_id)
+            decision = get_decision_for_actor(actor, decision_id)
         except NotFound as exc:
             errors["decision_id"] = [exc.message]
     if errors:

@@ -12,12 +12,13 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import InvalidInput
+from auditapp.pages import page
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reports import services
 from auditapp.reports.api import download_response
 from auditapp.reports.models import Report
-from auditapp.web.pages import page
 
 PAGE_SIZE = 100
 
@@ -111,7 +112,7 @@ def decision_notice(request, decision_id: int):
     """The decision page's "Decision notice" button."""
     actor = roles.actor_for(request)
     actor.require(*roles.EXPORT_NOTICES)
-    roles.get_decision_for_actor(actor, decision_id)  # from the URL: unseen is a 404 here
+    get_decision_for_actor(actor, decision_id)  # from the URL: unseen is a 404 here
     data = {
         "kind": Report.NOTICE,
         "decision_id": decision_id,

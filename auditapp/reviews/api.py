@@ -9,6 +9,8 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.decisions.lookups import get_decision_for_actor
+from auditapp.registry.lookups import get_version_for_actor
 from auditapp.reviews.exports import FORMATS, export_labelled, parse_period
 from auditapp.reviews.services import feedback_json, submit_feedback
 
@@ -17,7 +19,7 @@ class DecisionFeedbackView(APIView):
     @extend_schema(request=OpenApiTypes.OBJECT, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, decision_id: int):
         actor = roles.actor_for(request)
-        decision = roles.get_decision_for_actor(actor, decision_id)
+        decision = get_decision_for_actor(actor, decision_id)
         feedback = submit_feedback(actor, decision, request.data, ip=client_ip(request))
         return Response(feedback_json(feedback), status=201)
 
@@ -32,7 +34,7 @@ class LabelledDataView(APIView):
 
 def labelled_download(request, name: str, version: str, fmt: str) -> HttpResponse:
     actor = roles.actor_for(request)
-    model_version = roles.get_version_for_actor(actor, name, version)
+    model_version = get_version_for_actor(actor, name, version)
     start, end = parse_period(request.GET)
     data = export_labelled(actor, model_version, fmt, start, end, ip=client_ip(request))
     response = HttpResponse(data, content_type=FORMATS[fmt])

@@ -8,12 +8,13 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import NotFound
+from auditapp.pages import page
 from auditapp.registry.models import RegisteredModel
 from auditapp.reviews import services
 from auditapp.reviews.api import labelled_download
 from auditapp.reviews.models import ReviewCase
-from auditapp.web.pages import page
 
 SHOW = {"open": ["open", "in_review"], "resolved": ["resolved"], "all": None}
 
@@ -89,7 +90,7 @@ def resolve(request, case_id: int):
 @page
 def flag(request, decision_id: int):
     actor = roles.actor_for(request)
-    decision = roles.get_decision_for_actor(actor, decision_id)
+    decision = get_decision_for_actor(actor, decision_id)
     services.flag_decision(actor, decision, request.POST.get("note", ""), ip=client_ip(request))
     return redirect("decision-detail", decision_id=decision_id)
 

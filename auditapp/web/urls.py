@@ -1,9 +1,10 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from auditapp.accounts import views as account_views
+from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.registry import views as registry_views
+from auditapp.reports import version_page
 from auditapp.reports import views as report_views
 from auditapp.reviews import views as review_views
 from auditapp.web import views
@@ -37,8 +38,8 @@ urlpatterns = [
         review_views.labelled_data,
         name="labelled-data",
     ),
-    path("audit/", account_views.audit_log, name="audit-log"),
-    path("audit/events.csv", account_views.audit_log_csv, name="audit-log-export"),
+    path("audit/", audit_pages.audit_log, name="audit-log"),
+    path("audit/events.csv", audit_pages.audit_log_csv, name="audit-log-export"),
     path("audit/verify", decision_views.verify_chain, name="audit-verify"),
     path("audit/verify/<int:job_id>", decision_views.verification, name="audit-verification"),
     path("audit/seal.json", decision_views.latest_seal_download, name="audit-latest-seal"),
@@ -51,7 +52,7 @@ urlpatterns = [
     path("models/", registry_views.model_list, name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",
-        registry_views.version_detail,
+        version_page.version_detail,
         name="model-version",
     ),
 ]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditapp.web import charts
-from auditapp.web.charts import Chart, nice_ticks
+from auditapp import charts
+from auditapp.charts import Chart, nice_ticks
 
 NS = "{http://www.w3.org/2000/svg}"
 GEOMETRY = ("x", "y", "width", "height", "x1", "y1", "x2", "y2", "cx", "cy", "r")

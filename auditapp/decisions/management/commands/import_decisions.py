@@ -7,6 +7,7 @@ from auditapp.accounts import roles
 from auditapp.csvcells import safe_row
 from auditapp.decisions.importing import count_rows, import_decisions
 from auditapp.errors import NotFound, ServiceError
+from auditapp.registry.lookups import get_version_for_actor
 
 SHOWN_REJECTS = 20
 
@@ -37,9 +38,7 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {path}")
         actor = roles.system_actor()
         try:
-            model_version = roles.get_version_for_actor(
-                actor, options["model"], options["model_version"]
-            )
+            model_version = get_version_for_actor(actor, options["model"], options["model_version"])
         except NotFound as exc:
             raise CommandError(exc.message) from None
         with tqdm(

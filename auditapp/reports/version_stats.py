@@ -1,4 +1,4 @@
-"""Figures about one model version's decisions, for its page (and later its reports).
+"""Figures about one model version's decisions, for its page (reports/version_page.py).
 
 Counting and grouping happen in the database; only the explanation sample
 (bounded) is summarised in Python, from the packed attributions.

@@ -1,4 +1,8 @@
-"""The access-log page (/audit/) and its CSV download."""
+"""The access-log page (/audit/) and its CSV download.
+
+Beside the events it shows the latest seal of the log they are sealed in, so it
+lives with the log, above the accounts whose events it lists.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from django.shortcuts import render
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions.filters import parse_limit
 from auditapp.decisions.sealing import latest_seal
-from auditapp.web.pages import csv_response, is_htmx, page, query_string
+from auditapp.filtering import parse_limit
+from auditapp.pages import csv_response, is_htmx, page, query_string
 
 
 @login_required

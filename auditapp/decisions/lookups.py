@@ -1,0 +1,15 @@
+"""A decision looked up for an actor: one the actor may not see is "not found"."""
+
+from __future__ import annotations
+
+from auditapp.accounts import roles
+from auditapp.decisions.models import Decision
+from auditapp.errors import NotFound
+
+
+def get_decision_for_actor(actor: roles.Actor, decision_id: int) -> Decision:
+    actor.require(roles.READ_DECISIONS)
+    decision = Decision.objects.visible_to(actor).with_related().filter(pk=decision_id).first()
+    if decision is None:
+        raise NotFound(f"No decision {decision_id}.")
+    return decision

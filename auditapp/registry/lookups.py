@@ -1,0 +1,35 @@
+"""Models and versions looked up for an actor: what the actor may not see is "not found".
+
+Nothing outside looks a scoped object up by name or id alone; answering 404
+rather than 403 keeps a hidden model's existence unrevealed.
+"""
+
+from __future__ import annotations
+
+from auditapp.accounts import roles
+from auditapp.errors import NotFound
+from auditapp.registry.models import ModelVersion, RegisteredModel
+
+
+def get_model_for_actor(actor: roles.Actor, name: str) -> RegisteredModel:
+    actor.require(roles.READ_MODELS)
+    model = RegisteredModel.objects.visible_to(actor).filter(name=name).first()
+    if model is None:
+        raise NotFound(f"No model named {name!r}.")
+    return model
+
+
+def get_version_for_actor(actor: roles.Actor, name: str, version: str) -> ModelVersion:
+    actor.require(roles.READ_MODELS)
+    model_version = (
+        ModelVersion.objects.select_related("registered_model")
+        .filter(
+            registered_model__in=RegisteredModel.objects.visible_to(actor),
+            registered_model__name=name,
+            version=version,
+        )
+        .first()
+    )
+    if model_version is None:
+        raise NotFound(f"No version {version!r} of a model named {name!r}.")
+    return model_version
