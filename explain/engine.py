@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditapp.registry.schema import Schema
 from explain.features import input_frame
+from explain.schema import Schema
 
 TOP_FEATURES = 10
 AGREEMENT_TOP_K = 3

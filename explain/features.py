@@ -21,7 +21,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from auditapp.registry.schema import Schema
+from explain.schema import Schema
 
 
 class FeatureMappingError(ValueError):

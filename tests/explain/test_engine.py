@@ -19,10 +19,10 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
-from auditapp.registry.schema import parse_schema
 from explain import engine
 from explain.features import input_frame
 from explain.lime_backend import LimeExplainer
+from explain.schema import parse_schema
 from explain.shap_backend import EXACT_TOLERANCE, SINGLE_PRECISION_TOLERANCE, ShapExplainer
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 

@@ -27,9 +27,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from auditapp.registry.schema import parse_schema
 from auditapp.reviews import rules
 from explain import engine
+from explain.schema import parse_schema
 from tests.datasets import adult
 
 CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship", "sex"]

@@ -1,7 +1,9 @@
 """The feature schema of a model version: parsing it, and checking values against it.
 
 This is the one place that says what a valid input, prediction and score are;
-ingestion, batch import and background samples all use it. No Django here.
+ingestion, batch import and background samples all use it. It lives beside the
+explanation engine, which reads it, and imports no Django: the engine runs
+without the project loaded (tests/explain/test_engine_import.py).
 """
 
 from __future__ import annotations
