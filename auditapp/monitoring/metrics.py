@@ -42,6 +42,7 @@ from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.snapshots import write_now
 from explain import engine, records
+from explain.backends import backend
 from explain.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
@@ -274,7 +275,9 @@ def _background_figures(context, explainer) -> dict:
     else:
         scores = [float(p) for p in predictions]
     rows = _records(frame.head(REFERENCE_SHAP_ROWS))
-    results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
+    results = engine.explain(
+        context, backend("shap"), rows, [0] * len(rows), {"explainer": explainer}
+    )
     attributions = [r.attributions for r in results if r.ok]
     return {
         "scores": scores,

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
-from explain import engine, features, lime_backend, schema, shap_backend
+from explain import backends, engine, features, lime_backend, schema, shap_backend
 
 spec = schema.parse_schema({
     "features": [{"name": "x", "type": "numeric"}, {"name": "y", "type": "numeric"}],
@@ -31,7 +31,7 @@ frame = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 2)), columns=["x"
 model = LogisticRegression().fit(frame, (frame.x + 2 * frame.y > 0).astype(int))
 context = engine.ModelContext(model, spec, frame, "b" * 64, "a" * 64)
 rows = frame.head(2).to_dict("records")
-results = engine.explain(context, "shap", rows, [0, 0])
+results = engine.explain(context, backends.backend("shap"), rows, [0, 0])
 print(json.dumps({
     "modules": sorted(sys.modules),
     "errors": [r.error for r in results],
