@@ -37,7 +37,7 @@ class ModelContext:
     artifact_sha256: str
 
     @property
-    def positive_class(self):
+    def positive_class(self) -> str | int | None:
         return self.schema.target.positive_class
 
     @property
@@ -95,7 +95,8 @@ def rank_rows(
     keys = (np.broadcast_to(by_name, values.shape), -np.abs(values))
     order = np.lexsort(keys, axis=-1)[:, :limit]
     labels = np.asarray(names, dtype=object)
-    return labels[order].tolist()
+    ranked: list[list[str]] = labels[order].tolist()
+    return ranked
 
 
 def additivity_rows(
@@ -120,7 +121,7 @@ def _additivity(error: float, model_output: float, tolerance: float) -> dict[str
     }
 
 
-def score_quality(model_score: float, recorded_score: float, tolerance: float) -> dict:
+def score_quality(model_score: float, recorded_score: float, tolerance: float) -> dict[str, Any]:
     """Does the score production recorded equal the registered model's own score?"""
     error = abs(model_score - recorded_score)
     return {
@@ -141,7 +142,7 @@ def check_recorded_scores(
             result.quality.update(score_quality(model_score, float(recorded), tolerance))
 
 
-def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float]:
+def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float | None]:
     """How far SHAP and LIME tell the same story: top-k overlap and rank correlation.
 
     Like is compared with like: both methods' attributions are per raw schema

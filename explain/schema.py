@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -44,7 +44,7 @@ class SchemaError(ValueError):
         self.problems = problems
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -55,7 +55,7 @@ class Feature:
     label: str
     minimum: float | None = None
     maximum: float | None = None
-    categories: tuple = ()
+    categories: tuple[str, ...] = ()
     nullable: bool = False
     protected: bool = False
     sensitive: bool = False
@@ -87,7 +87,7 @@ class Feature:
         return None
 
     @cached_property
-    def _category_set(self) -> frozenset:
+    def _category_set(self) -> frozenset[str]:
         return frozenset(self.categories)
 
     @cached_property
@@ -139,8 +139,8 @@ class Feature:
 @dataclass(frozen=True)
 class Target:
     type: str
-    classes: tuple = ()
-    positive_class: Any = None
+    classes: tuple[str | int, ...] = ()
+    positive_class: str | int | None = None
 
     def label_from_text(self, text: str) -> Any:
         """A label typed as text (a form, a CSV cell) as this target's value: a class
@@ -180,7 +180,7 @@ class Target:
 class Schema:
     features: tuple[Feature, ...]
     target: Target
-    raw: dict = field(compare=False, repr=False)
+    raw: dict[str, Any] = field(compare=False, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -222,7 +222,9 @@ class Schema:
             )
         return errors
 
-    def text_row_to_inputs(self, row: dict[str, str]) -> tuple[dict, list[tuple[str, str]]]:
+    def text_row_to_inputs(
+        self, row: dict[str, str]
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """Convert one CSV row (strings) to typed inputs; missing columns are reported."""
         inputs: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
@@ -236,7 +238,7 @@ class Schema:
             inputs[feature.name] = value
         return inputs, errors
 
-    def frame(self, rows: list[dict]) -> pd.DataFrame:
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """The DataFrame a model receives: one column per feature, in schema order."""
         columns = {}
         for feature in self.features:
