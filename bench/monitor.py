@@ -137,11 +137,14 @@ def shap_of(version, payloads: list[dict]) -> list[tuple[bytes, str, str]]:
     import orjson
 
     from explain import engine, records
+    from explain.backends import backend
     from explain.tasks import cached_explainer
 
     context, explainer = cached_explainer(version, "shap")
     rows = [p["inputs"] for p in payloads]
-    results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
+    results = engine.explain(
+        context, backend("shap"), rows, [0] * len(rows), {"explainer": explainer}
+    )
     names = version.parsed_schema.names
     return [
         (

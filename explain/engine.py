@@ -1,8 +1,9 @@
-"""The explanation engine: pick an explainer for a model version, explain a batch.
+"""The explanation engine: explain a batch of rows with one method's backend.
 
-Pure functions over plain objects; no Django, no Celery. Each method lives in
-its own module (shap_backend, lime_backend) behind the small METHODS registry
-and returns the same typed result, one per row.
+Pure functions over plain objects; no auditapp, no Django, no Celery. Each method
+lives in its own module (shap_backend, lime_backend), which imports the types
+here; explain/backends.py names them (`backend("shap")`), and callers hand the
+one they want to `explain`. Every method returns the same typed result, one per row.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from auditapp.registry.schema import Schema
 from explain.features import input_frame
+from explain.schema import Schema
 
 TOP_FEATURES = 10
 AGREEMENT_TOP_K = 3
@@ -36,7 +37,7 @@ class ModelContext:
     artifact_sha256: str
 
     @property
-    def positive_class(self):
+    def positive_class(self) -> str | int | None:
         return self.schema.target.positive_class
 
     @property
@@ -94,7 +95,8 @@ def rank_rows(
     keys = (np.broadcast_to(by_name, values.shape), -np.abs(values))
     order = np.lexsort(keys, axis=-1)[:, :limit]
     labels = np.asarray(names, dtype=object)
-    return labels[order].tolist()
+    ranked: list[list[str]] = labels[order].tolist()
+    return ranked
 
 
 def additivity_rows(
@@ -119,7 +121,7 @@ def _additivity(error: float, model_output: float, tolerance: float) -> dict[str
     }
 
 
-def score_quality(model_score: float, recorded_score: float, tolerance: float) -> dict:
+def score_quality(model_score: float, recorded_score: float, tolerance: float) -> dict[str, Any]:
     """Does the score production recorded equal the registered model's own score?"""
     error = abs(model_score - recorded_score)
     return {
@@ -140,7 +142,7 @@ def check_recorded_scores(
             result.quality.update(score_quality(model_score, float(recorded), tolerance))
 
 
-def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float]:
+def agreement(shap_attr: dict[str, float], lime_attr: dict[str, float]) -> dict[str, float | None]:
     """How far SHAP and LIME tell the same story: top-k overlap and rank correlation.
 
     Like is compared with like: both methods' attributions are per raw schema
@@ -190,21 +192,27 @@ def _pearson(a: list[float], b: list[float]) -> float:
     return cov / math.sqrt(var_a * var_b)
 
 
-ExplainFn = Callable[[ModelContext, pd.DataFrame, Sequence[int], dict], list[ExplanationResult]]
+ExplainFn = Callable[
+    [ModelContext, pd.DataFrame, Sequence[int], dict[str, Any]], list[ExplanationResult]
+]
 
 
-def _methods() -> dict[str, ExplainFn]:
-    from explain import lime_backend, shap_backend
+@dataclass(frozen=True)
+class Backend:
+    """One explanation method: its name, its explainer (built once per model version
+    and cached by the worker) and the batch call that uses it."""
 
-    return {"shap": shap_backend.explain_rows, "lime": lime_backend.explain_rows}
+    method: str
+    explainer: Callable[[ModelContext, dict[str, Any]], object]
+    explain_rows: ExplainFn
 
 
 def explain(
     context: ModelContext,
-    method: str,
-    rows: list[dict],
+    backend: Backend,
+    rows: list[dict[str, Any]],
     seeds: Sequence[int],
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     *,
     scores: Sequence[float | None] | None = None,
     score_tolerance: float = SCORE_TOLERANCE,
@@ -214,19 +222,21 @@ def explain(
     `scores` are the scores production recorded with the rows, checked against
     the registered model's own (a mismatch: the artifact is not what decided).
     """
-    results = _explain(context, method, rows, seeds, options or {})
+    results = _explain(context, backend, rows, seeds, options or {})
     if scores is not None:
         check_recorded_scores(results, scores, score_tolerance)
     return results
 
 
-def _explain(context, method, rows, seeds, options) -> list[ExplanationResult]:
-    methods = _methods()
-    if method not in methods:
-        raise ValueError(f"unknown explanation method {method!r}; known: {sorted(methods)}")
-    explain_rows = methods[method]
+def _explain(
+    context: ModelContext,
+    backend: Backend,
+    rows: list[dict[str, Any]],
+    seeds: Sequence[int],
+    options: dict[str, Any],
+) -> list[ExplanationResult]:
     try:
-        return explain_rows(context, input_frame(context.schema, rows), seeds, options)
+        return backend.explain_rows(context, input_frame(context.schema, rows), seeds, options)
     except Exception:
         if len(rows) == 1:
             raise
@@ -236,10 +246,10 @@ def _explain(context, method, rows, seeds, options) -> list[ExplanationResult]:
     for row, seed in zip(rows, seeds, strict=True):
         try:
             results.extend(
-                explain_rows(context, input_frame(context.schema, [row]), [seed], options)
+                backend.explain_rows(context, input_frame(context.schema, [row]), [seed], options)
             )
         except Exception as exc:
-            results.append(ExplanationResult(method=method, seed=seed, error=describe(exc)))
+            results.append(ExplanationResult(method=backend.method, seed=seed, error=describe(exc)))
     return results
 
 

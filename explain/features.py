@@ -21,7 +21,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
-from auditapp.registry.schema import Schema
+from explain.schema import Schema
 
 
 class FeatureMappingError(ValueError):
@@ -171,7 +171,7 @@ def dense(values: Any) -> np.ndarray:
     return np.asarray(values.toarray() if hasattr(values, "toarray") else values, dtype=float)
 
 
-def input_frame(schema: Schema, rows: list[dict]) -> pd.DataFrame:
+def input_frame(schema: Schema, rows: list[dict[str, Any]]) -> pd.DataFrame:
     """The frame Schema.frame builds from raw input rows (same columns and dtypes), faster.
 
     Numbers go through one NumPy conversion instead of a pandas Series each (an
@@ -182,9 +182,9 @@ def input_frame(schema: Schema, rows: list[dict]) -> pd.DataFrame:
     try:
         table = [[row[name] for name in names] for row in rows]
         if all(f.type == "numeric" for f in schema.features):
-            values = np.array(table, dtype=float).reshape(len(rows), len(names))
-            return pd.DataFrame(values, columns=names)
-        columns = {}
+            matrix = np.array(table, dtype=float).reshape(len(rows), len(names))
+            return pd.DataFrame(matrix, columns=names)
+        columns: dict[str, np.ndarray | pd.Series] = {}
         for feature, values in zip(schema.features, zip(*table, strict=True), strict=True):
             if feature.type == "numeric":
                 columns[feature.name] = np.array(values, dtype=float)
@@ -195,7 +195,7 @@ def input_frame(schema: Schema, rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
-def _series(kind: str, values: list) -> pd.Series:
+def _series(kind: str, values: list[Any]) -> pd.Series:
     """One column exactly as Schema.frame builds it."""
     if kind == "categorical":
         return pd.Series(values, dtype=object)

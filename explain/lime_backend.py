@@ -9,6 +9,7 @@ same decision and seed give the same answer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import lime
 import numpy as np
@@ -25,10 +26,11 @@ LIME_VERSION = getattr(lime, "__version__", "0.2.0.1")
 class LimeExplainer:
     """A LimeTabularExplainer for one model version; cached by the worker per artifact."""
 
-    def __init__(self, context: ModelContext, options: dict | None = None):
+    def __init__(self, context: ModelContext, options: dict[str, Any] | None = None):
         if context.background is None:
             raise ValueError("LIME needs the version's background sample (its statistics)")
         self.context = context
+        self.background = context.background
         self.options = options or {}
         self.num_samples = int(self.options.get("num_samples", NUM_SAMPLES))
         schema = context.schema
@@ -53,7 +55,7 @@ class LimeExplainer:
     def _predict(self, array: np.ndarray) -> np.ndarray:
         frame = self.codes.decode(array)
         if self.context.is_classifier:
-            return self.context.model.predict_proba(frame)
+            return np.asarray(self.context.model.predict_proba(frame), dtype=float)
         return np.asarray(self.context.model.predict(frame), dtype=float)
 
     def _reseed(self, seed: int) -> None:
@@ -96,7 +98,7 @@ class LimeExplainer:
                 "num_samples": self.num_samples,
                 "discretize_continuous": True,
                 "discretizer": "quartile",
-                "background_rows": len(self.context.background),
+                "background_rows": len(self.background),
                 "background_sha256": self.context.background_sha256,
                 "artifact_sha256": self.context.artifact_sha256,
             },
@@ -105,7 +107,7 @@ class LimeExplainer:
 
 
 def explain_rows(
-    context: ModelContext, frame: pd.DataFrame, seeds: Sequence[int], options: dict
+    context: ModelContext, frame: pd.DataFrame, seeds: Sequence[int], options: dict[str, Any]
 ) -> list[ExplanationResult]:
     explainer = options.get("explainer") or LimeExplainer(context, options)
     encoded = explainer.codes.encode(frame)

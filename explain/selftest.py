@@ -15,6 +15,7 @@ import time
 import numpy as np
 import shap
 
+from explain.backends import backend
 from explain.engine import ModelContext, describe, explain
 from explain.shap_backend import ShapExplainer
 
@@ -49,7 +50,7 @@ def run_self_test(context: ModelContext, rows: list[dict], options: dict | None 
     size = AGNOSTIC_SAMPLE_ROWS if explainer.kind == "agnostic" else SAMPLE_ROWS
     sample = sample_rows(rows, size)
     seeds = [SAMPLE_SEED + i for i in range(len(sample))]
-    results = explain(context, "shap", sample, seeds, {"explainer": explainer})
+    results = explain(context, backend("shap"), sample, seeds, {"explainer": explainer})
     failed = [r for r in results if not r.ok or not r.quality.get("additivity_ok")]
     errors = [r.quality["additivity_error"] for r in results if r.ok]
     outputs = [abs(r.quality["model_output"]) for r in results if r.ok]

@@ -110,7 +110,9 @@ def output_space(kind: str, estimator: Any, is_classifier: bool) -> str:
 class ShapExplainer:
     """A fitted SHAP explainer for one model version; cached by the worker per artifact."""
 
-    def __init__(self, context: ModelContext, options: dict | None = None):
+    config: dict[str, Any]  # how the explainer was built, recorded with every result
+
+    def __init__(self, context: ModelContext, options: dict[str, Any] | None = None):
         self.context = context
         self.options = options or {}
         self.preprocessing, self.estimator = split_pipeline(context.model)
@@ -143,12 +145,12 @@ class ShapExplainer:
         """The pipeline's own output on raw input rows, in this explanation's output space."""
         return self._outputs(self._transform(frame))
 
-    def _outputs(self, transformed) -> np.ndarray:
+    def _outputs(self, transformed: Any) -> np.ndarray:
         estimator = self.estimator
         if self.output_space == "raw":
             return np.asarray(estimator.predict(transformed), dtype=float).reshape(-1)
         if self.output_space == "probability":
-            return self._scores(transformed)
+            return self._probabilities(transformed)
         library = _library(estimator)
         if library == "xgboost":
             margin = estimator.predict(transformed, output_margin=True)
@@ -161,10 +163,13 @@ class ShapExplainer:
             return margin[:, self.context.positive_index()]
         return -margin if self.negate else margin
 
-    def _scores(self, transformed) -> np.ndarray | None:
+    def _scores(self, transformed: Any) -> np.ndarray | None:
         """The model's probability of the positive class (what a recorded score should be)."""
         if not self.context.is_classifier or not hasattr(self.estimator, "predict_proba"):
             return None
+        return self._probabilities(transformed)
+
+    def _probabilities(self, transformed: Any) -> np.ndarray:
         probabilities = self.estimator.predict_proba(transformed)
         return np.asarray(probabilities, dtype=float)[:, self.context.positive_index()]
 
@@ -206,20 +211,20 @@ class ShapExplainer:
             "background_rows_sha256": rows_sha256(background),
         }
 
-    def _transform(self, frame: pd.DataFrame):
+    def _transform(self, frame: pd.DataFrame) -> Any:
         """What the final estimator receives in production, as it receives it."""
         if self.preprocessing is None:
             return frame  # the estimator was fitted on named columns: keep the names
         return self.preprocessing.transform(frame)
 
-    def _explainer_input(self, transformed):
+    def _explainer_input(self, transformed: Any) -> Any:
         if _library(self.estimator) in NATIVE_INPUT_MODULES:
             return transformed
         if scipy.sparse.issparse(transformed):
             return transformed.toarray()  # scikit-learn reads an absent entry as 0 too
         return transformed
 
-    def _explain_exact(self, transformed):
+    def _explain_exact(self, transformed: Any) -> tuple[np.ndarray, float, bool]:
         transformed = self._explainer_input(transformed)
         if self.kind == "tree":
             # shap's own check raises for the whole batch; ours below is per row,
@@ -247,10 +252,11 @@ class ShapExplainer:
             raise ValueError("model-agnostic SHAP needs the version's background sample")
         self.codes = CategoryCodes(self.context.schema)
         size = int(self.options.get("background_size", AGNOSTIC_BACKGROUND))
-        if len(background) > size:
+        of_rows = len(background)
+        if of_rows > size:
             # A documented, seeded summary: the same rows on every worker and re-run.
             chosen = shap.utils.sample(
-                np.arange(len(background)), size, random_state=BACKGROUND_SAMPLE_SEED
+                np.arange(of_rows), size, random_state=BACKGROUND_SAMPLE_SEED
             )
             background = background.iloc[np.sort(chosen)].reset_index(drop=True)
         self.background_array = self.codes.encode(background)
@@ -266,7 +272,7 @@ class ShapExplainer:
             "background_rows": len(background),
             "background_rows_sha256": rows_sha256(background),
             "background_sample": {
-                "of_rows": len(self.context.background),
+                "of_rows": of_rows,
                 "method": "shap.utils.sample",
                 "random_state": BACKGROUND_SAMPLE_SEED,
             },
@@ -277,9 +283,12 @@ class ShapExplainer:
     def _predict_encoded(self, array: np.ndarray) -> np.ndarray:
         return self.model_outputs(self.codes.decode(array))
 
-    def _explain_agnostic(self, frame: pd.DataFrame, seeds: Sequence[int]):
+    def _explain_agnostic(
+        self, frame: pd.DataFrame, seeds: Sequence[int]
+    ) -> tuple[np.ndarray, list[float]]:
         encoded = self.codes.encode(frame)
-        values, bases = [], []
+        values: list[np.ndarray] = []
+        bases: list[float] = []
         for row, seed in zip(encoded, seeds, strict=True):
             # shap's permutation sampling draws from NumPy's global generator.
             np.random.seed(seed)
@@ -347,7 +356,7 @@ def _dense_values(values: Any) -> np.ndarray:
 
 
 def explain_rows(
-    context: ModelContext, frame: pd.DataFrame, seeds: Sequence[int], options: dict
+    context: ModelContext, frame: pd.DataFrame, seeds: Sequence[int], options: dict[str, Any]
 ) -> list[ExplanationResult]:
     explainer = options.get("explainer") or ShapExplainer(context, options)
     return explainer.explain(frame, seeds)

@@ -38,6 +38,7 @@ from auditapp.decisions.signals import explanations_stored
 from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import agreement_settings
 from explain import engine, records, selftest
+from explain.backends import backend
 from explain.models import Explanation, ExplanationResult
 from explain.results import Stored, insert_results
 
@@ -255,13 +256,7 @@ def cached_explainer(model_version, method: str, options: dict | None = None):
 
 
 def _build_explainer(context, method: str, options: dict):
-    if method == "shap":
-        from explain.shap_backend import ShapExplainer
-
-        return ShapExplainer(context, options)
-    from explain.lime_backend import LimeExplainer
-
-    return LimeExplainer(context, options)
+    return backend(method).explainer(context, options)
 
 
 def default_seed(content_hash: str) -> int:
@@ -694,7 +689,7 @@ def _explain_claimed(context, explainer, method, claimed, new_seed, score_tolera
     try:
         return engine.explain(
             context,
-            method,
+            backend(method),
             [e.decision.inputs for e in claimed],
             seeds,
             {"explainer": explainer},

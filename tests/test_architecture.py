@@ -2,8 +2,13 @@
 
 Order (lower may not import higher, nor an app its sibling on the same floor):
 
-    shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...)
+    {shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...), engine}
     accounts -> registry -> decisions -> {explain, reviews, monitoring} -> reports -> web -> demo
+
+The engine is the pure part of explain/ (ENGINE below: the schema, the features,
+the SHAP and LIME backends and their lookup): it imports nothing of auditapp,
+Django or Celery, so that it runs, and is tested, without the project
+(tests/explain/test_engine_import.py).
 
 `auditapp.settings`, `celery`, `urls` and `wsgi` wire the project together and
 may import anything. An import of a project module inside a function (not at a
@@ -23,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FLOORS = {
     "shared": 0,
+    "engine": 0,
     "accounts": 1,
     "registry": 2,
     "decisions": 3,
@@ -35,13 +41,15 @@ FLOORS = {
     "project": 8,
 }
 PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
+ENGINE = {"engine", "features", "schema", "backends", "shap_backend", "lime_backend"}
+NOT_IN_ENGINE = ("auditapp", "django", "celery")
 
 
 def app_of(module: str) -> str | None:
     """The app a dotted module belongs to; None if it is not the project's."""
     parts = module.split(".")
     if parts[0] == "explain":
-        return "explain"
+        return "engine" if len(parts) > 1 and parts[1] in ENGINE else "explain"
     if parts[0] != "auditapp":
         return None
     if len(parts) == 1:
@@ -134,17 +142,12 @@ ARCHITECTURE_DEBT = (
     "auditapp.decisions.views -> auditapp.reviews.models (upward)",
     "auditapp.decisions.views -> auditapp.reviews.services (upward)",
     "auditapp.decisions.views -> explain.models (upward)",
-    "auditapp.monitoring.metrics -> explain.engine (sideways)",
     "auditapp.monitoring.metrics -> explain.models (sideways)",
     "auditapp.monitoring.metrics -> explain.records (sideways)",
     "auditapp.monitoring.metrics -> explain.tasks (sideways)",
-    "explain.engine -> explain.lime_backend (hidden)",
-    "explain.engine -> explain.shap_backend (hidden)",
     "explain.tasks -> auditapp.registry.artifacts (hidden)",
     "explain.tasks -> auditapp.registry.models (hidden)",
     "explain.tasks -> auditapp.registry.services (hidden)",
-    "explain.tasks -> explain.lime_backend (hidden)",
-    "explain.tasks -> explain.shap_backend (hidden)",
 )
 
 
@@ -160,12 +163,35 @@ def test_apps_depend_one_way():
     assert not gone, "fixed: delete these lines from ARCHITECTURE_DEBT:\n" + "\n".join(gone)
 
 
+def engine_violations() -> set[str]:
+    """Imports of auditapp, Django or Celery by an engine module, top-level or hidden."""
+    return {
+        f"{module_name(path)} -> {imported}"
+        for path in sorted(ROOT.glob("explain/*.py"))
+        if app_of(module_name(path)) == "engine"
+        for imported, _ in imports(path)
+        if imported.split(".")[0] in NOT_IN_ENGINE
+    }
+
+
+def test_the_engine_imports_nothing_of_the_project_django_or_celery():
+    """No debt here: one such import and the engine no longer runs on its own."""
+    found = sorted(engine_violations())
+    assert not found, "the engine must not import these:\n" + "\n".join(found)
+
+
+def test_every_engine_module_exists():
+    """A renamed module would silently leave the engine's floor (and its rule)."""
+    assert {p.stem for p in ROOT.glob("explain/*.py")} >= ENGINE
+
+
 def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
     """The walk itself can fail: an upward, a sideways and a hidden import are each found."""
     package = tmp_path / "auditapp"
     for app in ("accounts", "reviews", "explain_like"):
         (package / app).mkdir(parents=True)
     (package / "__init__.py").write_text("")
+    (package / "hashing.py").write_text("")
     for app, module in (("reports", "services"), ("monitoring", "x")):
         (package / app).mkdir()
         (package / app / f"{module}.py").write_text("")
@@ -176,10 +202,18 @@ def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
         "def f():\n    from auditapp.accounts import roles\n\nfrom auditapp.monitoring import x\n"
     )
     (tmp_path / "explain").mkdir()
+    (tmp_path / "explain" / "features.py").write_text(
+        "import django\n\nfrom auditapp import hashing\n"
+    )
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
 
     assert violations() == {
         "auditapp.accounts.up -> auditapp.reports.services (upward)",
         "auditapp.reviews.side -> auditapp.accounts (hidden)",  # (roles.py does not exist)
         "auditapp.reviews.side -> auditapp.monitoring.x (sideways)",
+        "explain.features -> auditapp.hashing (sideways)",  # a shared module, on its floor
+    }
+    assert engine_violations() == {
+        "explain.features -> django",
+        "explain.features -> auditapp.hashing",
     }

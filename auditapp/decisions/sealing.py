@@ -49,8 +49,8 @@ from auditapp.hashing import (
     sha256_hex,
 )
 from auditapp.registry.models import ModelVersion
-from auditapp.registry.schema import parse_schema
 from auditapp.snapshots import one_moment
+from explain.schema import parse_schema
 
 GENESIS = "0" * 64  # the "previous hash" of the first seal of the former hash chain
 MAX_SEAL_ROWS = 100_000  # decisions (and events) per seal at most

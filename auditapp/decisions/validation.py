@@ -2,7 +2,7 @@
 
 The envelope (model, version, request_id, timestamps, ...) is checked here;
 the inputs, prediction and score are checked by the version's schema
-(registry/schema.py), the one place that defines valid values.
+(explain/schema.py), the one place that defines valid values.
 """
 
 from __future__ import annotations

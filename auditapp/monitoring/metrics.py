@@ -40,9 +40,10 @@ from sklearn.calibration import calibration_curve
 
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring.models import MonitoringSettings
-from auditapp.registry.schema import Feature, Schema
 from auditapp.snapshots import write_now
-from explain import records
+from explain import engine, records
+from explain.backends import backend
+from explain.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +268,6 @@ def _background_reference(model_version, config) -> Reference:
 
 def _background_figures(context, explainer) -> dict:
     """The model's own scores and predictions on the background, and mean |SHAP| of its rows."""
-    from explain import engine
-
     frame = context.background
     predictions = [_plain(p) for p in context.model.predict(frame)]
     if context.is_classifier:
@@ -276,7 +275,9 @@ def _background_figures(context, explainer) -> dict:
     else:
         scores = [float(p) for p in predictions]
     rows = _records(frame.head(REFERENCE_SHAP_ROWS))
-    results = engine.explain(context, "shap", rows, [0] * len(rows), {"explainer": explainer})
+    results = engine.explain(
+        context, backend("shap"), rows, [0] * len(rows), {"explainer": explainer}
+    )
     attributions = [r.attributions for r in results if r.ok]
     return {
         "scores": scores,

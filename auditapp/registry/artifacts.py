@@ -24,7 +24,7 @@ import pandas as pd
 import skops.io
 from sklearn.utils import all_estimators
 
-from auditapp.registry.schema import Schema
+from explain.schema import Schema
 
 FORMATS = ("skops", "joblib")
 

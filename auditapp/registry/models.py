@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
-from auditapp.registry.schema import Schema, parse_schema
+from explain.schema import Schema, parse_schema
 
 
 class RegisteredModelQuerySet(models.QuerySet):

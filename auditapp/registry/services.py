@@ -33,9 +33,9 @@ from auditapp.registry.models import (
     StageChange,
 )
 from auditapp.registry.records import MODEL_VERSION, STAGE_CHANGE
-from auditapp.registry.schema import Schema, SchemaError, parse_schema
 from auditapp.registry.signals import version_checking
 from auditapp.textcheck import format_path, json_problem
+from explain.schema import Schema, SchemaError, parse_schema
 
 # \Z, not $: "$" also matches before a final newline ("credit\n").
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}\Z")

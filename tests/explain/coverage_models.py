@@ -30,7 +30,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 from sklearn.svm import LinearSVC
 from xgboost import XGBClassifier
 
-from auditapp.registry.schema import Schema, parse_schema
+from explain.schema import Schema, parse_schema
 from tests.datasets import (
     ADULT_CATEGORICAL,
     ADULT_NUMERIC,

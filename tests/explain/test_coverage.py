@@ -34,6 +34,7 @@ import xgboost
 from sklearn.preprocessing import OneHotEncoder
 
 from explain import engine
+from explain.backends import backend
 from explain.shap_backend import SINGLE_PRECISION_TOLERANCE
 from tests.explain.coverage_models import (
     BY_ID,
@@ -147,7 +148,7 @@ def context_for(family: Family, model=None) -> engine.ModelContext:
 
 def run_engine(family: Family, model=None) -> list[engine.ExplanationResult]:
     rows = rows_of(family)
-    return engine.explain(context_for(family, model), "shap", rows, seeds=[0] * len(rows))
+    return engine.explain(context_for(family, model), backend("shap"), rows, seeds=[0] * len(rows))
 
 
 @cache

@@ -19,10 +19,11 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
-from auditapp.registry.schema import parse_schema
 from explain import engine
+from explain.backends import backend
 from explain.features import input_frame
 from explain.lime_backend import LimeExplainer
+from explain.schema import parse_schema
 from explain.shap_backend import EXACT_TOLERANCE, SINGLE_PRECISION_TOLERANCE, ShapExplainer
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 
@@ -107,7 +108,7 @@ def test_treeshap_of_a_one_hot_gbm_pipeline_equals_independent_shap(data, schema
     model.fit(train[FEATURES], train["credit"])
 
     results = engine.explain(
-        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+        context_for(model, schema, background), backend("shap"), rows_of(explain_rows), [0] * 200
     )
 
     transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
@@ -132,7 +133,7 @@ def test_treeshap_of_lightgbm_equals_independent_shap(data, schema):
     model.fit(train[FEATURES], train["credit"])
 
     results = engine.explain(
-        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+        context_for(model, schema, background), backend("shap"), rows_of(explain_rows), [0] * 200
     )
 
     transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
@@ -160,7 +161,7 @@ def test_treeshap_of_xgboost_equals_independent_shap(data):
     schema = parse_schema(german_schema_with_codes())
 
     results = engine.explain(
-        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+        context_for(model, schema, background), backend("shap"), rows_of(explain_rows), [0] * 200
     )
 
     transformed = model.named_steps["prep"].transform(explain_rows[FEATURES])
@@ -184,7 +185,7 @@ def test_linear_shap_of_a_scaled_logistic_regression_equals_independent_shap(dat
     model.fit(train[FEATURES], train["credit"])
 
     results = engine.explain(
-        context_for(model, schema, background), "shap", rows_of(explain_rows), [0] * 200
+        context_for(model, schema, background), backend("shap"), rows_of(explain_rows), [0] * 200
     )
 
     prep, estimator = model.named_steps["prep"], model.named_steps["model"]
@@ -207,7 +208,7 @@ def test_model_agnostic_shap_of_an_mlp_equals_independent_permutation_shap(data,
     context = context_for(model, schema, background)
     rows = rows_of(explain_rows.iloc[:3])
 
-    results = engine.explain(context, "shap", rows, [11, 12, 13])
+    results = engine.explain(context, backend("shap"), rows, [11, 12, 13])
 
     explainer = ShapExplainer(context)
     assert explainer.kind == "agnostic"
@@ -235,9 +236,9 @@ def test_lime_gives_the_same_weights_for_the_same_seed_and_other_weights_for_ano
     context = context_for(model, schema, background)
     rows = rows_of(explain_rows.iloc[:2])
 
-    first = engine.explain(context, "lime", rows, [7, 8], {"num_samples": 1000})
-    again = engine.explain(context, "lime", rows, [7, 8], {"num_samples": 1000})
-    other = engine.explain(context, "lime", rows, [9, 10], {"num_samples": 1000})
+    first = engine.explain(context, backend("lime"), rows, [7, 8], {"num_samples": 1000})
+    again = engine.explain(context, backend("lime"), rows, [7, 8], {"num_samples": 1000})
+    other = engine.explain(context, backend("lime"), rows, [9, 10], {"num_samples": 1000})
 
     assert [r.attributions for r in first] == [r.attributions for r in again]
     assert first[0].attributions != other[0].attributions
@@ -266,13 +267,13 @@ def test_a_cached_explainer_and_a_fresh_one_agree_so_rerunning_from_the_record_r
     context = context_for(model, schema, background)
     rows = rows_of(explain_rows.iloc[:3])
     cached = LimeExplainer(context, {"num_samples": 800})
-    engine.explain(context, "lime", rows, [1, 2, 3], {"explainer": cached})  # warm it up
+    engine.explain(context, backend("lime"), rows, [1, 2, 3], {"explainer": cached})  # warm it up
 
-    stored = engine.explain(context, "lime", rows, [4, 5, 6], {"explainer": cached})
+    stored = engine.explain(context, backend("lime"), rows, [4, 5, 6], {"explainer": cached})
     rerun = [
-        engine.explain(context, "lime", [row], [r.seed], {"num_samples": r.config["num_samples"]})[
-            0
-        ]
+        engine.explain(
+            context, backend("lime"), [row], [r.seed], {"num_samples": r.config["num_samples"]}
+        )[0]
         for row, r in zip(rows, stored, strict=True)
     ]
     assert [r.attributions for r in rerun] == [r.attributions for r in stored]
@@ -297,7 +298,9 @@ def test_one_bad_row_fails_alone_with_its_reason(data, schema):
     rows = rows_of(explain_rows.iloc[:3])
     rows[1]["purpose"] = "A47"  # in the schema's list? no: never seen in training
 
-    results = engine.explain(context_for(strict, schema, background), "shap", rows, [0, 0, 0])
+    results = engine.explain(
+        context_for(strict, schema, background), backend("shap"), rows, [0, 0, 0]
+    )
 
     assert [r.ok for r in results] == [True, False, True]
     assert "A47" in results[1].error or "unknown" in results[1].error.lower()

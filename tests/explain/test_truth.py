@@ -27,9 +27,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
-from auditapp.registry.schema import parse_schema
 from auditapp.reviews import rules
 from explain import engine
+from explain.backends import backend
+from explain.schema import parse_schema
 from tests.datasets import adult
 
 CATEGORICAL = ["workclass", "education", "marital-status", "occupation", "relationship", "sex"]
@@ -101,7 +102,7 @@ def test_sparse_xgboost_explanations_add_up_to_the_pipelines_own_margin(adult_sp
     )  # densifying explains another function
 
     results = engine.explain(
-        context_for(pipeline, schema, background), "shap", rows_of(rows), [0] * len(rows)
+        context_for(pipeline, schema, background), backend("shap"), rows_of(rows), [0] * len(rows)
     )
     totals = np.array([r.base_value + sum(r.attributions.values()) for r in results])
     np.testing.assert_allclose(totals, margin, rtol=1e-4, atol=1e-4)
@@ -130,7 +131,7 @@ def test_linear_explainer_uses_every_background_row_it_records(adult_split, sche
     pipeline = Pipeline([("prep", prep), ("model", LogisticRegression(max_iter=1000))])
     pipeline.fit(train[FEATURES], train["target"])
     context = context_for(pipeline, schema, background)
-    results = engine.explain(context, "shap", rows_of(rows), [0] * len(rows))
+    results = engine.explain(context, backend("shap"), rows_of(rows), [0] * len(rows))
 
     # Exact interventional linear SHAP, in closed form: coef * (x - mean of ALL background rows).
     transform = pipeline[:-1].transform
@@ -177,7 +178,7 @@ def test_one_hot_columns_go_to_their_own_feature_even_when_a_name_prefixes_anoth
     )
     context = engine.ModelContext(pipeline, schema, frame, "b" * 64, "a" * 64)
     row = {"income": "band_a", "income_band": "a", "age": 30.0}
-    (result,) = engine.explain(context, "shap", [row], [0])
+    (result,) = engine.explain(context, backend("shap"), [row], [0])
 
     coef = pipeline[-1].coef_[0]
     mean = np.asarray(pipeline[:-1].transform(frame).mean(axis=0)).ravel()
@@ -200,7 +201,7 @@ def test_a_recorded_score_that_is_not_the_models_own_is_flagged(adult_split, sch
 
     results = engine.explain(
         context_for(pipeline, schema, background),
-        "shap",
+        backend("shap"),
         rows_of(rows.iloc[:3]),
         [0, 0, 0],
         scores=recorded,

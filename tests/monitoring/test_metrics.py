@@ -29,9 +29,9 @@ from auditapp.decisions.services import record_decisions
 from auditapp.monitoring import metrics
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.monitoring.services import configure_monitoring
-from auditapp.registry.schema import parse_schema
 from auditapp.registry.services import VersionUpload, register_model_version
 from explain import tasks as explain_tasks
+from explain.schema import parse_schema
 from tests.datasets import adult, german_credit
 from tests.monitoring.conftest import FEATURES, a_day, plain, shifted
 

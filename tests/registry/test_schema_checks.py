@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditapp.registry.schema import parse_schema
+from explain.schema import parse_schema
 
 SCHEMA = parse_schema(
     {

@@ -29,6 +29,7 @@ from auditapp.registry.services import assign_models
 from auditapp.reviews import rules
 from auditapp.reviews.models import ReviewCase
 from explain import engine, tasks
+from explain.backends import backend
 from explain.models import Explanation
 from tests.datasets import ADULT_CATEGORICAL, ADULT_NUMERIC, adult
 from tests.factories import DecisionPayloadFactory
@@ -249,7 +250,7 @@ def lime_weights(monkeypatch):
             if method == "lime":
                 # SHAP of the same rows (TreeSHAP: what the SHAP batch stores, before or after).
                 inputs = [row.decision.inputs for row in claimed]
-                shap_rows = engine.explain(context, "shap", inputs, [0] * len(inputs))
+                shap_rows = engine.explain(context, backend("shap"), inputs, [0] * len(inputs))
                 for shap_row, result in zip(shap_rows, results, strict=True):
                     result.attributions = choose(shap_row.attributions)
                     result.quality = {**result.quality, "fidelity_r2": fidelity}

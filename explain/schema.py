@@ -1,7 +1,9 @@
 """The feature schema of a model version: parsing it, and checking values against it.
 
 This is the one place that says what a valid input, prediction and score are;
-ingestion, batch import and background samples all use it. No Django here.
+ingestion, batch import and background samples all use it. It lives beside the
+explanation engine, which reads it, and imports no Django: the engine runs
+without the project loaded (tests/explain/test_engine_import.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 
 import pandas as pd
 
@@ -42,7 +44,7 @@ class SchemaError(ValueError):
         self.problems = problems
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -53,7 +55,7 @@ class Feature:
     label: str
     minimum: float | None = None
     maximum: float | None = None
-    categories: tuple = ()
+    categories: tuple[str, ...] = ()
     nullable: bool = False
     protected: bool = False
     sensitive: bool = False
@@ -85,7 +87,7 @@ class Feature:
         return None
 
     @cached_property
-    def _category_set(self) -> frozenset:
+    def _category_set(self) -> frozenset[str]:
         return frozenset(self.categories)
 
     @cached_property
@@ -137,8 +139,8 @@ class Feature:
 @dataclass(frozen=True)
 class Target:
     type: str
-    classes: tuple = ()
-    positive_class: Any = None
+    classes: tuple[str | int, ...] = ()
+    positive_class: str | int | None = None
 
     def label_from_text(self, text: str) -> Any:
         """A label typed as text (a form, a CSV cell) as this target's value: a class
@@ -178,7 +180,7 @@ class Target:
 class Schema:
     features: tuple[Feature, ...]
     target: Target
-    raw: dict = field(compare=False, repr=False)
+    raw: dict[str, Any] = field(compare=False, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -220,7 +222,9 @@ class Schema:
             )
         return errors
 
-    def text_row_to_inputs(self, row: dict[str, str]) -> tuple[dict, list[tuple[str, str]]]:
+    def text_row_to_inputs(
+        self, row: dict[str, str]
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """Convert one CSV row (strings) to typed inputs; missing columns are reported."""
         inputs: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
@@ -234,7 +238,7 @@ class Schema:
             inputs[feature.name] = value
         return inputs, errors
 
-    def frame(self, rows: list[dict]) -> pd.DataFrame:
+    def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """The DataFrame a model receives: one column per feature, in schema order."""
         columns = {}
         for feature in self.features:
