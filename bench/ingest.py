@@ -37,6 +37,7 @@ import cProfile
 import gc
 import http.client
 import io
+import itertools
 import json
 import os
 import pstats
@@ -453,7 +454,13 @@ def copy_model_rows(cursor, model, rows) -> None:
     """
     from django.db import connection
 
-    fields = model._meta.concrete_fields
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    pk = model._meta.pk.column
+    # The primary key is named only if the rows carry it (ids reserved beforehand).
+    fields = [f for f in model._meta.concrete_fields if f.column != pk or pk in first]
     fill = {}
     for f in fields:
         if f.has_default():
@@ -463,7 +470,7 @@ def copy_model_rows(cursor, model, rows) -> None:
     columns = [f.column for f in fields]
     sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
     with cursor.cursor.copy(sql) as copy:
-        for row in rows:
+        for row in itertools.chain([first], rows):
             missing = [c for c in columns if c not in row and c not in fill]
             if missing:
                 raise KeyError(f"{model._meta.db_table}: no value for {', '.join(missing)}")
