@@ -153,7 +153,7 @@ def ingest(user, version, model, total: int, batch: int) -> list[dict]:
             (item["request_id"], item["predicted_at"], outcome)
             for item, outcome in zip(items, frame["outcome"], strict=True)
         ]
-        progress("recorded", first + count, total, began)
+        progress("recorded", first + count, total, began, count)
     return truth
 
 
@@ -166,7 +166,7 @@ def explain(version, method: str, decision_ids: list[int], size: int) -> float:
         result = run_batch(version.pk, method, decision_ids[first : first + size])
         if result.get("failed"):
             sys.exit(f"{method}: {result['failed']} explanations failed")
-        progress(f"{method} explained", first + size, len(decision_ids), began)
+        progress(f"{method} explained", first + size, len(decision_ids), began, size)
     return time.perf_counter() - began
 
 
@@ -194,9 +194,10 @@ def outcomes(user, truth: list[tuple[str, str, str]]) -> int:
     return created
 
 
-def progress(what: str, done: int, total: int, began: float) -> None:
+def progress(what: str, done: int, total: int, began: float, step: int) -> None:
+    """A line at every tenth of the way."""
     done = min(done, total)
-    if done == total or done % max(total // 10, 1) < max(total // 100, 1):
+    if done * 10 // total > (done - step) * 10 // total:
         print(f"  {what} {done:,} / {total:,} ({time.perf_counter() - began:.0f} s)", flush=True)
 
 
