@@ -7,7 +7,8 @@ Run with `.venv/bin/python bench/chain.py` (bench/report.py runs it too, and
    is created if missing and migrated; the demo credit model is registered.
 2. The table is topped up to --decisions decisions (default 1,000,000) of
    realistic credit inputs, written with COPY and the product's own content
-   hash (a benchmark of verification, not of ingestion), then sealed.
+   hash (a benchmark of verification, not of ingestion) and the ingestion
+   event naming their ids, then sealed.
 3. verify_chain runs over everything, timed; the baselines in the same run are
    PostgreSQL alone streaming the same columns to psycopg (no hashing), and
    Python alone hashing the same canonical documents already in memory.
@@ -47,7 +48,7 @@ def prepare():
     return user, version, model
 
 
-def top_up(version, model, target: int) -> int:
+def top_up(user, version, model, target: int) -> int:
     """COPY decisions until there are `target`; returns how many were added."""
     from django.db import connection
 
@@ -85,8 +86,30 @@ def top_up(version, model, target: int) -> int:
                 copy.write_row(row)
                 if n % 100_000 == 99_999:
                     print(f"  {n + 1:,} / {missing:,} written", flush=True)
+    record_ingestion(user, model_name, ids)
     print(f"wrote {missing:,} decisions in {time.perf_counter() - began:.0f} s")
     return missing
+
+
+def record_ingestion(user, model_name: str, ids: list[int]) -> None:
+    """The audit event ingestion writes, naming the ids it created: verification reconciles
+    every decision with one (a decision no event names was not written by Attest)."""
+    from collections import Counter
+
+    from auditapp.accounts import roles
+    from auditapp.accounts.audit import id_runs, record_counts_per_model
+    from auditapp.decisions.models import INGESTED_EVENT
+
+    counts = Counter({model_name: len(ids)})
+    record_counts_per_model(
+        INGESTED_EVENT,
+        counts,
+        counts,
+        per_model={model_name: {"ids": id_runs(ids)}},
+        actor=roles.Actor(user=user),
+        object_type="decisions.decision",
+        source="import",
+    )
 
 
 def raw_fetch_rate() -> tuple[float, int]:
@@ -140,13 +163,13 @@ def raw_hash_rate(count: int = 200_000) -> float:
 
 def run(decisions: int) -> list[tuple[str, str, str, str]]:
     """The chain figures as table rows: figure, Attest, raw, ratio."""
-    _user, version, model = prepare()
+    user, version, model = prepare()
     from django.db import connection
 
     from auditapp.decisions.models import Decision
     from auditapp.decisions.sealing import seal_new_records, verify_chain
 
-    top_up(version, model, decisions)
+    top_up(user, version, model, decisions)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE decisions_decision")
     began = time.perf_counter()

@@ -37,6 +37,7 @@ import cProfile
 import gc
 import http.client
 import io
+import itertools
 import json
 import os
 import pstats
@@ -444,10 +445,45 @@ def bench_config_id(version, method: str) -> int:
     )[0].pk
 
 
-RESULT_COPY_COLUMNS = (
-    *("id", "decision_id", "config_id", "base_value", "attributions", "top_features"),
-    *("quality", "seed", "duration_ms", "computed_at"),
-)
+def copy_model_rows(cursor, model, rows) -> None:
+    """COPY rows (dicts keyed by column name) into a model's table, naming every column.
+
+    The columns come from the model, so a column it gains later takes the field's
+    default (or NULL) here instead of breaking the benches' COPY; a required
+    column no row names fails at once, by name.
+    """
+    from django.db import connection
+
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
+        return
+    pk = model._meta.pk.column
+    # The primary key is named only if the rows carry it (ids reserved beforehand).
+    fields = [f for f in model._meta.concrete_fields if f.column != pk or pk in first]
+    fill = {}
+    for f in fields:
+        if f.has_default():
+            fill[f.column] = f.get_db_prep_save(f.get_default(), connection)
+        elif f.null:
+            fill[f.column] = None
+    columns = [f.column for f in fields]
+    sql = f"COPY {model._meta.db_table} ({', '.join(columns)}) FROM STDIN"
+    with cursor.cursor.copy(sql) as copy:
+        for row in itertools.chain([first], rows):
+            missing = [c for c in columns if c not in row and c not in fill]
+            if missing:
+                raise KeyError(f"{model._meta.db_table}: no value for {', '.join(missing)}")
+            copy.write_row(tuple(row[c] if c in row else fill[c] for c in columns))
+
+
+def reserve_ids(cursor, model, count: int) -> list[int]:
+    """`count` new ids from a model's sequence, for rows written with COPY."""
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+        [model._meta.db_table, count],
+    )
+    return [row[0] for row in cursor.fetchall()]
 
 
 def copy_explanations(cursor, rows: list[tuple], now) -> None:
@@ -456,21 +492,48 @@ def copy_explanations(cursor, rows: list[tuple], now) -> None:
     `rows` are (decision_id, method, config_id, base_value, packed attributions,
     top-3 JSON, quality JSON, seed, duration_ms, agreement JSON or None).
     """
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('explain_explanationresult', 'id')) "
-        "FROM generate_series(1, %s)",
-        [len(rows)],
+    from explain.models import Explanation, ExplanationResult
+
+    result_ids = reserve_ids(cursor, ExplanationResult, len(rows))
+    copy_model_rows(
+        cursor,
+        ExplanationResult,
+        (result_row(result_id, row, now) for result_id, row in zip(result_ids, rows, strict=True)),
     )
-    result_ids = [row[0] for row in cursor.fetchall()]
-    sql = f"COPY explain_explanationresult ({', '.join(RESULT_COPY_COLUMNS)}) FROM STDIN"
-    with cursor.cursor.copy(sql) as copy:
-        for result_id, row in zip(result_ids, rows, strict=True):
-            decision_id, _method, config_id, *values, _agreement = row
-            copy.write_row((result_id, decision_id, config_id, *values, now))
-    columns = "decision_id, method, status, attempts, result_id, agreement, created_at, updated_at"
-    with cursor.cursor.copy(f"COPY explain_explanation ({columns}) FROM STDIN") as copy:
-        for result_id, row in zip(result_ids, rows, strict=True):
-            copy.write_row((row[0], row[1], "done", 1, result_id, row[-1], now, now))
+    copy_model_rows(
+        cursor,
+        Explanation,
+        (
+            {
+                "decision_id": row[0],
+                "method": row[1],
+                "status": "done",
+                "attempts": 1,
+                "result_id": result_id,
+                "agreement": row[-1],
+                "created_at": now,
+                "updated_at": now,
+            }
+            for result_id, row in zip(result_ids, rows, strict=True)
+        ),
+    )
+
+
+def result_row(result_id: int, row: tuple, now) -> dict:
+    """An explain_explanationresult row from a copy_explanations tuple."""
+    decision_id, _method, config_id, base_value, packed, top, quality, seed, duration, _ = row
+    return {
+        "id": result_id,
+        "decision_id": decision_id,
+        "config_id": config_id,
+        "base_value": base_value,
+        "attributions": packed,
+        "top_features": top,
+        "quality": quality,
+        "seed": seed,
+        "duration_ms": duration,
+        "computed_at": now,
+    }
 
 
 def copy_decision_row(
@@ -490,6 +553,7 @@ def copy_decision_row(
     `model_name` is passed in because a related-object query on the connection
     that is running the COPY would wait for the COPY for ever.
     """
+    from auditapp.decisions.services import COPY_COLUMNS
     from auditapp.hashing import canonical_json, content_hash
 
     fields = {
@@ -506,23 +570,26 @@ def copy_decision_row(
         "source": "import",
         "metadata": {},
     }
-    return (
-        decision_id,
-        version.registered_model_id,
-        version.pk,
-        request_id,
-        fields["subject_ref"],
-        canonical_json(fields["inputs"]),
-        canonical_json(fields["prediction"]),
-        fields["score"],
-        predicted_at,
-        recorded_at,
-        "import",
-        "{}",
-        content_hash(fields),
-        None,
-        client,
-    )
+    row = {
+        "id": decision_id,
+        "registered_model_id": version.registered_model_id,
+        "model_version_id": version.pk,
+        "request_id": request_id,
+        "subject_ref": fields["subject_ref"],
+        "inputs": canonical_json(fields["inputs"]),
+        "prediction": canonical_json(fields["prediction"]),
+        "score": fields["score"],
+        "predicted_at": predicted_at,
+        "recorded_at": recorded_at,
+        "source": "import",
+        "metadata": "{}",
+        "content_hash": content_hash(fields),
+        "salt": None,  # hashed in clear, as before commitments (hashing.decision_document)
+        "recorded_by_id": None,
+        "client": client,
+    }
+    # By name: a column COPY_COLUMNS gains fails here by name, not as a shifted row.
+    return tuple(row[column] for column in COPY_COLUMNS)
 
 
 def percentile(values: list[float], q: float) -> float:
