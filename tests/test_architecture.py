@@ -141,7 +141,6 @@ ARCHITECTURE_DEBT = (
     "auditapp.decisions.presenters -> auditapp.reviews.services (upward)",
     "auditapp.decisions.presenters -> auditapp.web.charts (upward)",
     "auditapp.decisions.services -> explain.models (upward)",
-    "auditapp.decisions.services -> explain.tasks (upward)",
     "auditapp.decisions.views -> auditapp.reviews.models (upward)",
     "auditapp.decisions.views -> auditapp.reviews.services (upward)",
     "auditapp.decisions.views -> auditapp.web.pages (upward)",
@@ -149,7 +148,7 @@ ARCHITECTURE_DEBT = (
     "auditapp.monitoring.metrics -> explain.engine (sideways)",
     "auditapp.monitoring.metrics -> explain.models (sideways)",
     "auditapp.monitoring.metrics -> explain.records (sideways)",
-    "auditapp.monitoring.metrics -> explain.tasks (sideways)",
+    "auditapp.monitoring.metrics -> explain.explainers (sideways)",
     "auditapp.monitoring.views -> auditapp.web.charts (upward)",
     "auditapp.monitoring.views -> auditapp.web.pages (upward)",
     "auditapp.registry.stats -> auditapp.decisions.models (upward)",
@@ -165,11 +164,8 @@ ARCHITECTURE_DEBT = (
     "auditapp.reviews.views -> auditapp.web.pages (upward)",
     "explain.engine -> explain.lime_backend (hidden)",
     "explain.engine -> explain.shap_backend (hidden)",
-    "explain.tasks -> auditapp.registry.artifacts (hidden)",
-    "explain.tasks -> auditapp.registry.models (hidden)",
-    "explain.tasks -> auditapp.registry.services (hidden)",
-    "explain.tasks -> explain.lime_backend (hidden)",
-    "explain.tasks -> explain.shap_backend (hidden)",
+    "explain.explainers -> explain.lime_backend (hidden)",
+    "explain.explainers -> explain.shap_backend (hidden)",
 )
 
 
