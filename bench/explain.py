@@ -756,15 +756,15 @@ class Attest:
 
         It happens when a SHAP and a LIME task of the same decisions claim their
         rows at the same moment (see the report); the app's sweeper would re-send
-        them after its grace period (explain/tasks.py: PENDING_GRACE), which a
+        them after its grace period (explain/leases.py: PENDING_GRACE), which a
         benchmark cannot wait for.
         """
-        from explain import tasks
+        from explain import publishing
 
         ids = sorted(set(pending.values_list("decision_id", flat=True)) & set(run.ids))
         if not ids:
             return
-        tasks.enqueue_batches({(run.bench.version.pk, run.method): ids})
+        publishing.enqueue_batches({(run.bench.version.pk, run.method): ids})
         self.orphans.append((run.bench.name, run.method, len(ids)))
         print(
             f"  ! {len(ids)} {run.bench.name}/{run.method} explanation(s) left pending with no "
@@ -988,7 +988,7 @@ def latency_figure(attest: Attest, raw: RawPool) -> dict:
 def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: int) -> dict:
     """Median ms of run_batch's steps for one batch of `batch` decisions, and raw shap_values.
 
-    The steps are called one by one as run_batch calls them (explain/tasks.py), with
+    The steps are called one by one as run_batch calls them (explain/batches.py), with
     a clock around each and the time of their SQL statements (as Django's cursor
     wrapper measures it: execution and fetch, not building the statement). The
     decisions are recorded in-process; the tasks that this enqueues are purged at
@@ -1002,7 +1002,7 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
     from auditapp.accounts import roles
     from auditapp.decisions.services import record_decisions
     from auditapp.registry.models import ModelVersion
-    from explain import engine, tasks
+    from explain import batches, claims, engine, explainers, storing
 
     bench = BENCHES[key]
     repeats = 3
@@ -1015,18 +1015,18 @@ def batch_breakdown(user, decisions: Decisions, raw: RawPool, key: str, batch: i
         marks, queries = [time.perf_counter()], []
         with CaptureQueriesContext(connection) as captured:
             version = ModelVersion.objects.get(pk=bench.version.pk)
-            context, explainer = tasks.cached_explainer(version, "shap")
+            context, explainer = explainers.cached_explainer(version, "shap")
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
-            claimed = tasks._claim(version.pk, "shap", ids[i * batch : (i + 1) * batch])
+            claimed = claims.claim(version.pk, "shap", ids[i * batch : (i + 1) * batch])
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
-            explained = tasks._explain_claimed(
+            explained = batches.explain_claimed(
                 context, explainer, "shap", claimed, False, engine.SCORE_TOLERANCE
             )
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
-            tasks._store_results(claimed, explained, version, "shap", (marks[3] - marks[2]) * 1000)
+            storing.store_results(claimed, explained, version, "shap", (marks[3] - marks[2]) * 1000)
             marks.append(time.perf_counter())
             queries.append(len(captured.captured_queries))
         if i:  # the first round builds this process's explainer
@@ -1361,7 +1361,7 @@ def main() -> None:
     from django.db import connection
 
     from auditapp.accounts.services import create_api_token, revoke_api_token
-    from explain import shap_backend, tasks
+    from explain import batches, publishing, shap_backend
 
     call_command("migrate", verbosity=0, interactive=False)
     refuse_other_workers()
@@ -1375,7 +1375,7 @@ def main() -> None:
         for key, kind in kinds.items()
     }
     batch = settings.ATTEST_EXPLAIN_BATCH_SIZE
-    lime_batch = getattr(tasks, "LIME_BATCH", batch)  # LIME has its own batch size, or not
+    lime_batch = getattr(publishing, "LIME_BATCH", batch)  # LIME has its own batch size, or not
     max_evals = shap_backend.AGNOSTIC_MAX_EVALS
     decisions = Decisions(pool, secrets.token_hex(4))
     token, key = create_api_token(user, scopes=["ingest"], name="bench/explain.py")
@@ -1405,7 +1405,7 @@ def main() -> None:
                     "mlp",
                     "shap",
                     PERM_ROWS,
-                    tasks.PER_ROW_BATCH,
+                    batches.PER_ROW_BATCH,
                     perm_calls(max_evals),
                 )
             },
@@ -1471,7 +1471,7 @@ def main() -> None:
         "batch": batch,
         "lime_batch": lime_batch,
         "orphans": attest.orphans,
-        "per_row_batch": tasks.PER_ROW_BATCH,
+        "per_row_batch": batches.PER_ROW_BATCH,
         "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "breakdown": breakdown,

@@ -138,7 +138,7 @@ def shap_of(version, payloads: list[dict]) -> list[tuple[bytes, str, str]]:
 
     from explain import engine, records
     from explain.backends import backend
-    from explain.tasks import cached_explainer
+    from explain.explainers import cached_explainer
 
     context, explainer = cached_explainer(version, "shap")
     rows = [p["inputs"] for p in payloads]

@@ -11,7 +11,7 @@ baselines. Target: everything Attest keeps for a decision <= 1.2 KB (1,200 B).
    (record_decisions, --batch per call: validation, content hash, COPY, the
    pending explanation rows and one audit event per call), spread over 30 days.
 3. SHAP for every decision and LIME for a fraction of them, in this process,
-   through the workers' own batch (explain.tasks.run_batch: claim, engine,
+   through the workers' own batch (explain.batches.run_batch: claim, engine,
    insert-only results, their log records, agreement, the review rules, which
    open the review cases). Nothing is sent to a broker.
 4. The older half gets its outcome (record_outcomes, observed five days after,
@@ -161,7 +161,7 @@ def ingest(user, version, model, total: int, batch: int) -> list[dict]:
 
 def explain(version, method: str, decision_ids: list[int], size: int) -> float:
     """The workers' batch, in this process; seconds taken."""
-    from explain.tasks import run_batch
+    from explain.batches import run_batch
 
     began = time.perf_counter()
     for first in range(0, len(decision_ids), size):
@@ -441,7 +441,7 @@ def run(n: int, lime_fraction: float, batch: int) -> None:
 
     from auditapp.decisions.models import Decision
     from auditapp.decisions.sealing import seal_new_records
-    from explain.tasks import LIME_BATCH
+    from explain.publishing import LIME_BATCH
 
     features = len(version.parsed_schema.names)
     print(f"recording {n:,} decisions through record_decisions, {batch:,} per call")

@@ -1,12 +1,15 @@
-"""The explanation engine's part in registering a model version: the self-test."""
+"""The explanation app's part in what other apps do: the self-test of a version being
+registered, and sending the work of decisions just recorded."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
 
+from auditapp.decisions.signals import explanations_pending
 from auditapp.errors import InvalidInput
 from auditapp.registry.signals import version_checking
 from explain.engine import ModelContext
+from explain.publishing import enqueue_batches, enqueue_soon
 from explain.selftest import APPROXIMATE_OPTIONS, run_self_test
 
 
@@ -26,7 +29,7 @@ def self_test_version(
     figures = run_self_test(context, rows)
     if not figures["passed"] and settings.get("allow_approximate"):
         # Accepted approximate: the model-agnostic explainer, additive by construction,
-        # explains this version instead (explain.tasks reads this record).
+        # explains this version instead (explain.explainers reads this record).
         figures["approximate"] = run_self_test(context, rows, APPROXIMATE_OPTIONS)
     if not figures["passed"] and not figures.get("approximate", {}).get("passed"):
         cause = figures["cause"]
@@ -41,3 +44,13 @@ def self_test_version(
             details=figures,
         )
     return {"key": "shap", "figures": figures}
+
+
+@receiver(explanations_pending, dispatch_uid="explain-send-pending")
+def send_pending(sender, *, pending, priority=False, **_):
+    """A request waiting (priority) is sent at once, on its own queue, with a new seed;
+    decisions just recorded go to the publisher thread, not to wait for the broker."""
+    if priority:
+        enqueue_batches(pending, priority=True, new_seed=True)
+    else:
+        enqueue_soon(pending)

@@ -1,6 +1,6 @@
 """Storing and verifying explanation results: plain service functions over the ORM.
 
-The workers' write path (explain.tasks) inserts results here; a verifier reads
+The workers' write path (explain.storing) inserts results here; a verifier reads
 them back here. No Celery.
 """
 

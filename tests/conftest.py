@@ -26,7 +26,7 @@ from auditapp.decisions.services import record_decisions
 from auditapp.demo.credit import FEATURES, applicants, train_model
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.services import VersionUpload, assign_models, register_model_version
-from explain import tasks as explain_tasks
+from explain import publishing
 from tests.factories import (
     MODEL_CARD,
     MODEL_NAME,
@@ -251,5 +251,5 @@ def worker(media_root, tmp_path):
     started = Worker(media_root, tmp_path / "worker.log")
     yield started
     started.stop()
-    explain_tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()

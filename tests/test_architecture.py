@@ -138,16 +138,12 @@ ARCHITECTURE_DEBT = (
     "auditapp.decisions.filters -> explain.models (upward)",
     "auditapp.decisions.presenters -> auditapp.reviews.services (upward)",
     "auditapp.decisions.services -> explain.models (upward)",
-    "auditapp.decisions.services -> explain.tasks (upward)",
     "auditapp.decisions.views -> auditapp.reviews.models (upward)",
     "auditapp.decisions.views -> auditapp.reviews.services (upward)",
     "auditapp.decisions.views -> explain.models (upward)",
     "auditapp.monitoring.metrics -> explain.models (sideways)",
     "auditapp.monitoring.metrics -> explain.records (sideways)",
-    "auditapp.monitoring.metrics -> explain.tasks (sideways)",
-    "explain.tasks -> auditapp.registry.artifacts (hidden)",
-    "explain.tasks -> auditapp.registry.models (hidden)",
-    "explain.tasks -> auditapp.registry.services (hidden)",
+    "auditapp.monitoring.metrics -> explain.explainers (sideways)",
 )
 
 

@@ -18,6 +18,7 @@ from auditapp.accounts.audit import id_runs, record_counts_per_model, record_eve
 from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.filters import split_sensitive_filters
 from auditapp.decisions.models import INGESTED_EVENT, Decision
+from auditapp.decisions.signals import explanations_pending
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import canonical_json, canonical_time, content_hash, new_salt
@@ -378,10 +379,8 @@ def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[i
 
 
 def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
-    """Send explanation work to the workers, off the request path (see explain.tasks)."""
-    from explain.tasks import enqueue_soon
-
-    enqueue_soon(pending)
+    """Have explanation work sent to the workers, off the request path (explain/receivers.py)."""
+    explanations_pending.send(Decision, pending=pending, priority=False)
 
 
 def note_search(actor: roles.Actor, params, *, ip=None, via: str = "page") -> None:
@@ -438,9 +437,7 @@ def request_explanations(
 
 
 def _enqueue_priority(pending) -> None:
-    from explain.tasks import enqueue_batches
-
     try:
-        enqueue_batches(pending, priority=True, new_seed=True)
+        explanations_pending.send(Decision, pending=pending, priority=True)
     except Exception:
         log.exception("explain.enqueue.failed priority=1")

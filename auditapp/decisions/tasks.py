@@ -4,20 +4,30 @@ from celery import shared_task
 
 from auditapp.decisions import jobs
 from auditapp.decisions.sealing import seal_new_records
+from auditapp.tasking import AttestTask
 
 
-@shared_task(name="audit.seal", acks_late=True, soft_time_limit=300, time_limit=360)
+@shared_task(
+    base=AttestTask,
+    name="audit.seal",
+    acks_late=True,
+    soft_time_limit=300,
+    time_limit=360,
+    max_retries=0,  # beat sends it again
+)
 def seal_records() -> int:
     """Beat runs this every minute; a missed run only delays the next seal."""
     return len(seal_new_records())
 
 
 @shared_task(
+    base=AttestTask,
     name="audit.verify",
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=3000,
     time_limit=3300,  # below the broker's visibility timeout (3600 s)
+    max_retries=0,  # run_verification writes every failure on the job for the one who asked
 )
 def verify_log(job_id: int) -> str:
     """Verify the whole log for a VerificationJob, in this process (a prefork child never forks)."""

@@ -240,7 +240,7 @@ def _period_reference(model_version, config) -> Reference:
 def _background_reference(model_version, config) -> Reference:
     if not model_version.background:
         return Reference("none", None, None, training_auc(model_version), "no background sample")
-    from explain.tasks import cached_explainer
+    from explain.explainers import cached_explainer
 
     context, explainer = cached_explainer(model_version, "shap")
     frame = context.background

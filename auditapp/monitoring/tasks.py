@@ -6,9 +6,9 @@ import logging
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
-from django.db import InterfaceError, OperationalError
 
 from auditapp.monitoring import services
+from auditapp.tasking import DATABASE_ERRORS, TRANSIENT_ERRORS, AttestTask, describe
 
 log = logging.getLogger(__name__)
 
@@ -17,46 +17,46 @@ SOFT_TIME_LIMIT = 600  # a week of a busy version; below the broker's visibility
 HARD_TIME_LIMIT = 660
 MAX_RETRIES = 3
 DELIVERY_RETRIES = 5
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+BACKOFF = 10  # seconds before the first retry, doubled up to AttestTask's 300
 
 
-def _backoff(retries: int) -> int:
-    return min(300, 10 * 2**retries)
+def _snapshot_failed(task, exc, args, kwargs) -> dict:
+    """A failure that will not go away, written on the row (the page and the API show it)."""
+    snapshot_id = task.arguments(args, kwargs)["snapshot_id"]
+    if isinstance(exc, SoftTimeLimitExceeded):
+        reason = "time limit exceeded"
+    elif isinstance(exc, DATABASE_ERRORS):
+        reason = f"database unavailable: {exc}"
+    else:
+        reason = describe(exc)
+    services.fail_snapshot(snapshot_id, reason)
+    return {"snapshot": snapshot_id, "status": "failed"}
 
 
 @shared_task(
+    base=AttestTask,
     name="monitoring.compute_window",
-    bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=SOFT_TIME_LIMIT,
     time_limit=HARD_TIME_LIMIT,
     max_retries=MAX_RETRIES,
+    retry_backoff=BACKOFF,
+    on_final_failure=_snapshot_failed,
 )
-def compute_window(self, snapshot_id: int) -> dict:
-    """Compute one snapshot; a failure that will not go away is written on the row."""
-    try:
-        snapshot = services.compute_snapshot(snapshot_id)
-    except TRANSIENT_ERRORS as exc:
-        if self.request.retries < self.max_retries:
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-        services.fail_snapshot(snapshot_id, f"database unavailable: {exc}")
-        return {"snapshot": snapshot_id, "status": "failed"}
-    except SoftTimeLimitExceeded:
-        services.fail_snapshot(snapshot_id, "time limit exceeded")
-        return {"snapshot": snapshot_id, "status": "failed"}
-    except Exception as exc:
-        log.exception("monitoring.snapshot.failed snapshot=%s", snapshot_id)
-        services.fail_snapshot(snapshot_id, f"{type(exc).__name__}: {exc}")
-        return {"snapshot": snapshot_id, "status": "failed"}
+def compute_window(snapshot_id: int) -> dict:
+    """Compute one snapshot."""
+    snapshot = services.compute_snapshot(snapshot_id)
     return {"snapshot": snapshot_id, "status": snapshot.status, "decisions": snapshot.decisions}
 
 
 @shared_task(
+    base=AttestTask,
     name="monitoring.compute_due",
     acks_late=True,
     soft_time_limit=120,
     time_limit=150,
+    max_retries=0,  # beat sends it again
 )
 def compute_due() -> int:
     """Celery beat: queue the windows the schedule owes (see services.due_snapshots)."""
@@ -68,42 +68,43 @@ def compute_due() -> int:
     return len(due)
 
 
-def _deliver(task, channel: str, send, alert_id: int) -> str:
-    try:
-        send(alert_id)
-    except services.TransientDeliveryError as exc:
-        if task.request.retries < task.max_retries:
-            raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
-        services.delivery_failed(
-            alert_id, channel, f"{exc} (after {task.request.retries + 1} tries)"
-        )
+def _delivery_failed(channel: str):
+    def failed(task, exc, args, kwargs) -> str:
+        """Written on the alert: unreachable after every try, or refused (a 4xx, a bad URL:
+        another try would fail the same way)."""
+        if isinstance(exc, task.transient_errors):
+            reason = f"{exc} (after {task.request.retries + 1} tries)"
+        else:
+            reason = describe(exc)
+        services.delivery_failed(task.arguments(args, kwargs)["alert_id"], channel, reason)
         return "failed"
-    except Exception as exc:  # a 4xx, a bad URL: another try would fail the same way
-        log.exception("monitoring.%s.failed alert=%s", channel, alert_id)
-        services.delivery_failed(alert_id, channel, f"{type(exc).__name__}: {exc}")
-        return "failed"
+
+    return failed
+
+
+DELIVERY = {
+    "base": AttestTask,
+    "acks_late": True,
+    "soft_time_limit": 60,
+    "time_limit": 90,
+    "max_retries": DELIVERY_RETRIES,
+    "retry_backoff": BACKOFF,
+    # The receiver away (or our database, our broker) is worth another try.
+    "transient_errors": (services.TransientDeliveryError, *TRANSIENT_ERRORS),
+}
+
+
+@shared_task(
+    name="monitoring.deliver_webhook", on_final_failure=_delivery_failed("webhook"), **DELIVERY
+)
+def deliver_webhook(alert_id: int) -> str:
+    services.send_webhook(alert_id)
     return "sent"
 
 
 @shared_task(
-    name="monitoring.deliver_webhook",
-    bind=True,
-    acks_late=True,
-    soft_time_limit=60,
-    time_limit=90,
-    max_retries=DELIVERY_RETRIES,
+    name="monitoring.deliver_email", on_final_failure=_delivery_failed("email"), **DELIVERY
 )
-def deliver_webhook(self, alert_id: int) -> str:
-    return _deliver(self, "webhook", services.send_webhook, alert_id)
-
-
-@shared_task(
-    name="monitoring.deliver_email",
-    bind=True,
-    acks_late=True,
-    soft_time_limit=60,
-    time_limit=90,
-    max_retries=DELIVERY_RETRIES,
-)
-def deliver_email(self, alert_id: int) -> str:
-    return _deliver(self, "email", services.send_email, alert_id)
+def deliver_email(alert_id: int) -> str:
+    services.send_email(alert_id)
+    return "sent"

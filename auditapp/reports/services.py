@@ -16,7 +16,7 @@ from typing import Any
 from celery import current_app
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -33,11 +33,11 @@ from auditapp.reports.compliance import SECTION_TITLES, build_compliance_documen
 from auditapp.reports.models import Report
 from auditapp.reports.notice import build_notice_document, shap_explanation
 from auditapp.snapshots import write_now
+from auditapp.tasking import TRANSIENT_ERRORS
 from auditapp.textcheck import identifier_problem
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS = (OperationalError, InterfaceError)
 KINDS = dict(Report.KINDS)
 
 

@@ -15,7 +15,7 @@ from auditapp.decisions.tasks import seal_records
 from auditapp.registry.models import StageChange
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback
-from explain import tasks as explain_tasks
+from explain import batches
 from explain.models import ExplanationConfig, ExplanationResult
 
 pytestmark = pytest.mark.django_db
@@ -56,7 +56,7 @@ def records(decision, domain_expert, ml_engineer):
     submit_feedback(expert, decision, {"verdict": "agree"})
     case = flag_decision(expert, decision, "income looks mistyped")
     resolve_case(expert, case, ReviewCase.OVERRIDDEN, outcome="good", rationale="payslips")
-    explain_tasks.run_batch(decision.model_version_id, "shap", [decision.pk])  # a result
+    batches.run_batch(decision.model_version_id, "shap", [decision.pk])  # a result
     seal_new_records()
     return decision
 

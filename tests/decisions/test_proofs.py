@@ -34,7 +34,7 @@ from auditapp.decisions.sealing import (
     seal_new_records,
     verify_chain,
 )
-from explain import tasks as explain_tasks
+from explain import publishing
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
 from tests.web.test_browser import SHOTS, chromium, log_in  # noqa: F401 (a fixture)
@@ -510,7 +510,7 @@ def test_the_audit_page_runs_the_job_and_shows_its_progress_under_the_csp(
     tmp_path,
 ):
     grow_log(ingest, batches=(5,))
-    explain_tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()  # no explanations to wait for: the worker verifies only
     page = chromium.new_page(viewport={"width": 1280, "height": 900})
     log_in(page, live_server.url, "compliance_officer")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from explain import tasks
+from explain import batches
 from tests.factories import DecisionPayloadFactory
 
 
@@ -52,7 +52,7 @@ def test_top_reason_finds_decisions_whose_shap_ranks_the_feature_in_its_top_thre
     api_client, compliance_officer, recorded, model_version
 ):
     ids, _ = recorded
-    tasks.run_batch(model_version.pk, "shap", list(ids.values()))
+    batches.run_batch(model_version.pk, "shap", list(ids.values()))
     from explain.models import Explanation
 
     expected = {

@@ -29,7 +29,7 @@ from auditapp.registry.models import StageChange
 from auditapp.registry.services import change_stage
 from auditapp.reviews.models import CaseEvent, ReviewCase
 from auditapp.reviews.services import open_cases, submit_feedback, take_case
-from explain import tasks as explain_tasks
+from explain import batches
 from explain.models import ExplanationResult
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
@@ -315,7 +315,7 @@ def test_cases_opened_by_workers_are_recorded_with_their_events(model_version, i
 def test_results_of_explanations_are_records_and_a_rewrite_is_named(model_version, ingest):
     """A worker's SHAP result joins the log; rewriting its base value is named."""
     ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(2))]
-    explain_tasks.run_batch(model_version.pk, "shap", ids)  # the workers' own code
+    batches.run_batch(model_version.pk, "shap", ids)  # the workers' own code
     seal_new_records()
     result = verify_chain()
     assert result.ok, result.first_bad

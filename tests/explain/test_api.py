@@ -7,7 +7,7 @@ from amqp.exceptions import ChannelError
 
 from auditapp.accounts.models import AuditEvent
 from auditapp.celery import app as celery_app
-from explain import tasks
+from explain import batches, publishing
 from explain.models import Explanation
 
 
@@ -21,14 +21,14 @@ def queued(queue: str) -> int:
 
 @pytest.fixture
 def explained(decision, model_version):
-    tasks.run_batch(model_version.pk, "lime", [decision.pk])
+    batches.run_batch(model_version.pk, "lime", [decision.pk])
     return Explanation.objects.get(decision=decision, method="lime")
 
 
 def test_it_requeues_explanations_on_the_priority_queue_with_a_new_seed(
     api_client, compliance_officer, decision, explained, django_capture_on_commit_callbacks
 ):
-    tasks.wait_until_published()  # the ingestion's own batches, sent by the publisher thread
+    publishing.wait_until_published()  # the ingestion's own batches, sent by the publisher thread
     celery_app.control.purge()
     with django_capture_on_commit_callbacks(execute=True):
         response = api_client(compliance_officer).post(
@@ -44,7 +44,7 @@ def test_it_requeues_explanations_on_the_priority_queue_with_a_new_seed(
     assert AuditEvent.objects.filter(action="decision.explain_requested").count() == 1
 
     old_seed = explained.seed
-    tasks.run_batch(decision.model_version_id, "lime", [decision.pk], new_seed=True)
+    batches.run_batch(decision.model_version_id, "lime", [decision.pk], new_seed=True)
     explained.refresh_from_db()
     assert explained.status == Explanation.DONE and explained.seed != old_seed
     celery_app.control.purge()
@@ -61,7 +61,7 @@ def test_it_refuses_unknown_methods(api_client, compliance_officer, decision):
 def test_the_decision_shows_explanations_with_their_quality(
     api_client, compliance_officer, decision, explained, model_version
 ):
-    tasks.run_batch(model_version.pk, "shap", [decision.pk])
+    batches.run_batch(model_version.pk, "shap", [decision.pk])
 
     body = api_client(compliance_officer).get(f"/api/v1/decisions/{decision.pk}").json()
 

@@ -15,7 +15,7 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import explanation_json
 from auditapp.decisions.services import request_explanations
 from auditapp.hashing import sha256_hex
-from explain import records, tasks
+from explain import batches, claims, explainers, records, storing
 from explain.models import Explanation, ExplanationConfig, ExplanationResult
 from explain.results import latest_result, result_documents, stale_pointers
 from tests.factories import DecisionPayloadFactory
@@ -32,19 +32,19 @@ def decisions(model_version, ingest) -> list[Decision]:
 @pytest.fixture
 def explained(decisions, model_version) -> list[Decision]:
     ids = [d.pk for d in decisions]
-    tasks.run_batch(model_version.pk, "shap", ids)
-    tasks.run_batch(model_version.pk, "lime", ids)
+    batches.run_batch(model_version.pk, "shap", ids)
+    batches.run_batch(model_version.pk, "lime", ids)
     return decisions
 
 
 def store(model_version, method: str, decision_ids: list[int], mutate=None):
     """Claim, explain and store a batch as run_batch does; the results as inserted."""
-    claimed = tasks._claim(model_version.pk, method, decision_ids)
-    context, explainer = tasks.cached_explainer(model_version, method)
-    computed = tasks._explain_claimed(context, explainer, method, claimed, False, 1e-3)
+    claimed = claims.claim(model_version.pk, method, decision_ids)
+    context, explainer = explainers.cached_explainer(model_version, method)
+    computed = batches.explain_claimed(context, explainer, method, claimed, False, 1e-3)
     if mutate:
         mutate(computed)
-    return tasks._store_results(claimed, computed, model_version, method, 12.5)
+    return storing.store_results(claimed, computed, model_version, method, 12.5)
 
 
 # -- insert-only -----------------------------------------------------------------------------
@@ -66,7 +66,7 @@ def test_a_recomputation_keeps_the_old_result_and_shows_the_new_one(
     old_document, old_json = old.document(), explanation_json(lime)
 
     request_explanations(roles.Actor(user=compliance_officer), decision, ["lime"])
-    tasks.run_batch(model_version.pk, "lime", [decision.pk], new_seed=True)
+    batches.run_batch(model_version.pk, "lime", [decision.pk], new_seed=True)
 
     kept = ExplanationResult.objects.filter(decision=decision, config__method="lime")
     assert kept.count() == 2
@@ -87,7 +87,7 @@ def test_a_tampered_pointer_is_detected(explained, model_version):
     decision = explained[0]
     old = ExplanationResult.objects.get(decision=decision, config__method="shap")
     Explanation.objects.filter(decision=decision, method="shap").update(status="pending")
-    tasks.run_batch(model_version.pk, "shap", [decision.pk])
+    batches.run_batch(model_version.pk, "shap", [decision.pk])
     assert stale_pointers() == []
 
     shap_row = Explanation.objects.get(decision=decision, method="shap")

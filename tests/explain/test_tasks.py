@@ -16,7 +16,7 @@ from sklearn.preprocessing import OneHotEncoder
 
 from auditapp.decisions.models import Decision
 from auditapp.demo.credit import CATEGORICAL, FEATURES, applicants
-from explain import tasks
+from explain import batches, claims, explainers, leases, publishing, tasks
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 
@@ -83,12 +83,12 @@ def test_running_a_batch_twice_explains_each_decision_once(decisions, model_vers
 
 def test_lime_gets_agreement_with_shap_whichever_finishes_last(decisions, model_version):
     first = ids(decisions)[:2]
-    tasks.run_batch(model_version.pk, "lime", first)
-    tasks.run_batch(model_version.pk, "shap", first)
+    batches.run_batch(model_version.pk, "lime", first)
+    batches.run_batch(model_version.pk, "shap", first)
 
     for lime in Explanation.objects.filter(method="lime", decision_id__in=first):
         assert lime.status == Explanation.DONE
-        assert lime.seed == tasks.default_seed(lime.decision.content_hash)
+        assert lime.seed == batches.default_seed(lime.decision.content_hash)
         assert 0 <= lime.quality["fidelity_r2"] <= 1
         agreement = lime.quality["agreement_with_shap"]
         assert 0 <= agreement["top_k_overlap"] <= 1
@@ -123,7 +123,7 @@ def test_one_bad_row_fails_alone_with_its_reason(register, ml_engineer, ingest):
     payloads[2]["inputs"]["loan_purpose"] = "business"
     results = ingest(*payloads)
 
-    tasks.run_batch(version.pk, "shap", [r["id"] for r in results])
+    batches.run_batch(version.pk, "shap", [r["id"] for r in results])
 
     statuses = [Explanation.objects.get(decision_id=r["id"], method="shap").status for r in results]
     assert statuses == ["done", "done", "failed", "done", "done"]
@@ -135,9 +135,9 @@ def test_a_model_that_cannot_be_loaded_fails_every_row_with_the_reason(decisions
     with model_version.artifact.open("r+b") as handle:
         handle.seek(0)
         handle.write(b"tampered")
-    tasks._contexts.clear()
+    explainers._contexts.clear()
 
-    outcome = tasks.run_batch(model_version.pk, "shap", ids(decisions))
+    outcome = batches.run_batch(model_version.pk, "shap", ids(decisions))
 
     assert outcome == {"explained": 0, "failed": 12}
     errors = set(Explanation.objects.filter(method="shap").values_list("error", flat=True))
@@ -146,36 +146,36 @@ def test_a_model_that_cannot_be_loaded_fails_every_row_with_the_reason(decisions
 
 def test_attempts_are_counted_and_capped(decisions, model_version):
     Explanation.objects.filter(decision__in=decisions, method="shap").update(
-        attempts=tasks.MAX_ATTEMPTS
+        attempts=claims.MAX_ATTEMPTS
     )
 
-    tasks.run_batch(model_version.pk, "shap", ids(decisions))
+    batches.run_batch(model_version.pk, "shap", ids(decisions))
 
     rows = Explanation.objects.filter(decision__in=decisions, method="shap")
     assert {r.status for r in rows} == {Explanation.FAILED}
-    assert {r.error for r in rows} == {f"gave up after {tasks.MAX_ATTEMPTS} attempts"}
+    assert {r.error for r in rows} == {f"gave up after {claims.MAX_ATTEMPTS} attempts"}
 
 
 def test_the_sweeper_resends_only_what_is_stale(decisions, model_version):
     now = timezone.now()
-    assert tasks.sweep(now=now) == 0  # just ingested: within the grace period
+    assert leases.sweep(now=now) == 0  # just ingested: within the grace period
 
-    later = now + tasks.PENDING_GRACE + timedelta(seconds=1)
-    resent = tasks.sweep(now=later)
+    later = now + leases.PENDING_GRACE + timedelta(seconds=1)
+    resent = leases.sweep(now=later)
 
     assert resent == 24  # 12 decisions x (shap + lime)
     # Touched, so the next sweep a minute later leaves them alone.
-    assert tasks.sweep(now=later + timedelta(minutes=1)) == 0
+    assert leases.sweep(now=later + timedelta(minutes=1)) == 0
 
 
 def test_explanations_are_reproduced_from_their_record(decisions, model_version):
     chosen = ids(decisions)[:2]
-    tasks.run_batch(model_version.pk, "lime", chosen)
+    batches.run_batch(model_version.pk, "lime", chosen)
     stored = {e.decision_id: e.attributions for e in Explanation.objects.filter(method="lime")}
 
-    tasks._contexts.clear()  # a fresh worker process
+    explainers._contexts.clear()  # a fresh worker process
     Explanation.objects.filter(method="lime").update(status=Explanation.PENDING)
-    tasks.run_batch(model_version.pk, "lime", chosen)
+    batches.run_batch(model_version.pk, "lime", chosen)
 
     again = {e.decision_id: e.attributions for e in Explanation.objects.filter(method="lime")}
     assert again == stored
@@ -188,7 +188,7 @@ def test_a_batch_opens_every_review_case_it_finds_each_with_its_opening_event(
 
     settings.ATTEST_REVIEW_THRESHOLD, settings.ATTEST_REVIEW_SCORE_BAND = 0.5, 1.0  # all near
 
-    tasks.run_batch(model_version.pk, "shap", ids(decisions))
+    batches.run_batch(model_version.pk, "shap", ids(decisions))
 
     cases = list(ReviewCase.objects.filter(decision__in=decisions))
     assert sorted(c.decision_id for c in cases) == ids(decisions)
@@ -242,20 +242,20 @@ def test_a_model_agnostic_batch_explains_one_small_batch_and_sends_the_rest_on(
         artifact=skops.io.dumps(mlp),
         background=frame[FEATURES].head(20).to_csv(index=False).encode(),
     )
-    n = tasks.PER_ROW_BATCH
+    n = batches.PER_ROW_BATCH
     results = ingest(*DecisionPayloadFactory.build_batch(2 * n + 3, model="mlp"))
     decision_ids = [r["id"] for r in results]
-    tasks.wait_until_published()
-    taken_from(tasks.PER_ROW_QUEUE)  # whatever ingestion queued there
+    publishing.wait_until_published()
+    taken_from(publishing.PER_ROW_QUEUE)  # whatever ingestion queued there
 
-    outcome = tasks.run_batch(version.pk, "shap", decision_ids)
+    outcome = batches.run_batch(version.pk, "shap", decision_ids)
 
     assert outcome == {"explained": n, "failed": 0, "split": n + 3}
     done = Explanation.objects.filter(method="shap", status=Explanation.DONE)
     assert sorted(done.values_list("decision_id", flat=True)) == decision_ids[:n]
     assert {e.explainer for e in done} == {"PermutationExplainer"}
     # (the filesystem broker does not keep a queue's order)
-    assert sorted(taken_from(tasks.PER_ROW_QUEUE)) == [
+    assert sorted(taken_from(publishing.PER_ROW_QUEUE)) == [
         (version.pk, "shap", decision_ids[n : 2 * n]),
         (version.pk, "shap", decision_ids[2 * n :]),
     ]

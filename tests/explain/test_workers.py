@@ -12,11 +12,12 @@ import signal
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from kombu import pools
 
 from auditapp.celery import app as celery_app
 from auditapp.decisions.models import Decision
-from explain import tasks
+from explain import explainers, leases, publishing
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 from tests.workers import Worker, unfinished, wait_until
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture
 def fast_lime(model_version):
     """Explanations are the subject here, not LIME's precision: fewer samples per row."""
-    tasks._contexts.clear()
+    explainers._contexts.clear()
     yield
 
 
@@ -88,7 +89,7 @@ def test_decisions_are_stored_while_the_broker_is_down_and_the_sweeper_catches_u
     use_broker("redis://127.0.0.1:9/0")  # nothing listens on port 9
     try:
         results = ingest(*DecisionPayloadFactory.build_batch(10))
-        tasks.wait_until_published()  # tried, and failed, against the dead broker
+        publishing.wait_until_published()  # tried, and failed, against the dead broker
     finally:
         use_broker(good_url)
 
@@ -98,8 +99,8 @@ def test_decisions_are_stored_while_the_broker_is_down_and_the_sweeper_catches_u
 
     worker = Worker(media_root, tmp_path / "worker.log")
     try:
-        later = tasks.timezone.now() + tasks.PENDING_GRACE * 2
-        assert tasks.sweep(now=later) == 20  # what beat runs every minute
+        later = timezone.now() + leases.PENDING_GRACE * 2
+        assert leases.sweep(now=later) == 20  # what beat runs every minute
         wait_until(lambda: unfinished() == 0, "the sweeper's batches to be explained")
     finally:
         worker.stop()

@@ -15,7 +15,7 @@ from xgboost import XGBClassifier
 
 from auditapp.registry.artifacts import trusted_skops_types
 from auditapp.registry.services import load_model
-from explain import tasks
+from explain import batches
 from explain.models import Explanation
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 
@@ -93,7 +93,7 @@ def test_an_xgboost_batch_stores_attributions_equal_to_independent_shap(
     results = ingest(*payloads(rows, model))
     ids = [r["id"] for r in results]
 
-    outcome = tasks.run_batch(xgb_version.pk, "shap", ids)
+    outcome = batches.run_batch(xgb_version.pk, "shap", ids)
 
     assert outcome == {"explained": len(rows), "failed": 0}
     stored = list(

@@ -27,7 +27,7 @@ from kombu import pools
 
 from auditapp.celery import app as celery_app
 from auditapp.decisions.models import Decision
-from explain import tasks
+from explain import leases, publishing, tasks
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 from tests.faults.private import PrivateRedis, elapsed_since, site_env, worker
@@ -81,7 +81,7 @@ def test_the_sweeper_has_a_queue_of_its_own_that_every_worker_serves():
 def empty_queues():
     celery_app.control.purge()
     yield
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()
 
 
@@ -108,7 +108,7 @@ def test_the_sweep_returns_expired_leases_and_unsent_rows_to_the_queue(rows, set
     set_rows(unsent, Explanation.PENDING, grace + 1)  # never reached the broker
     set_rows(just_recorded, Explanation.PENDING, 0)  # the publisher is sending it
 
-    assert tasks.sweep() == 4  # two decisions, SHAP and LIME
+    assert leases.sweep() == 4  # two decisions, SHAP and LIME
 
     def status(explanations):
         return {e.status for e in Explanation.objects.filter(pk__in=[x.pk for x in explanations])}
@@ -116,28 +116,28 @@ def test_the_sweep_returns_expired_leases_and_unsent_rows_to_the_queue(rows, set
     assert status(expired) == {Explanation.PENDING}  # back in the queue
     assert status(renewed) == {Explanation.RUNNING}
     # Re-sent and touched: not sent again until they are stale once more.
-    assert tasks.explain_queues_empty() is False
-    assert tasks.sweep() == 0
+    assert publishing.explain_queues_empty() is False
+    assert leases.sweep() == 0
 
 
 @pytest.mark.django_db
 def test_with_a_backlog_waiting_pending_rows_are_left_to_it(rows, model_version, settings):
     """A row may be pending because its task waits behind others: not re-sent every sweep."""
     backlog, unsent = list(rows.values())[:2]
-    tasks.enqueue_batches({(model_version.pk, "shap"): [backlog[0].decision_id]})
+    publishing.enqueue_batches({(model_version.pk, "shap"): [backlog[0].decision_id]})
     set_rows(unsent, Explanation.PENDING, settings.ATTEST_UNSENT_GRACE + 1)
 
-    assert tasks.explain_queues_empty() is False
-    assert tasks.sweep() == 0
+    assert publishing.explain_queues_empty() is False
+    assert leases.sweep() == 0
     later = timezone.now() + timedelta(seconds=settings.ATTEST_PENDING_GRACE)
-    assert tasks.sweep(now=later) == 8  # all four decisions, once the backlog grace is over
+    assert leases.sweep(now=later) == 8  # all four decisions, once the backlog grace is over
 
 
 def queued(broker_url: str) -> Counter:
     """(method, decision id) of every explanation task waiting in this Redis, counted."""
     client = redis.Redis.from_url(broker_url)
     found: Counter = Counter()
-    for name in tasks.EXPLAIN_QUEUES:
+    for name in publishing.EXPLAIN_QUEUES:
         for raw in client.lrange(name, 0, -1):
             args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
             _, method, decision_ids = args
@@ -151,24 +151,24 @@ def test_rows_the_broker_refused_are_sent_at_the_next_sweep_even_behind_a_backlo
 ):
     private_broker.stop()
     refused = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
-    tasks.wait_until_published()  # tried, failed, and marked
-    assert Explanation.objects.filter(updated_at=tasks.NOT_SENT).count() == 6  # SHAP and LIME
+    publishing.wait_until_published()  # tried, failed, and marked
+    assert Explanation.objects.filter(updated_at=publishing.NOT_SENT).count() == 6  # SHAP and LIME
     private_broker.start()
     backlog = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(2))]
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     assert queued(private_broker.url) == Counter(
         (method, i) for i in backlog for method in ("shap", "lime")
     )
 
     # Behind a backlog pending rows wait PENDING_GRACE, but these are known unsent.
-    assert tasks.explain_queues_empty() is False
-    assert tasks.sweep() == 6
+    assert publishing.explain_queues_empty() is False
+    assert leases.sweep() == 6
     # Each sent once, and the backlog not at all (it is in the queue already).
     assert queued(private_broker.url) == Counter(
         (method, i) for i in backlog + refused for method in ("shap", "lime")
     )
-    assert not Explanation.objects.filter(updated_at=tasks.NOT_SENT).exists()
-    assert tasks.sweep() == 0
+    assert not Explanation.objects.filter(updated_at=publishing.NOT_SENT).exists()
+    assert leases.sweep() == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -176,16 +176,16 @@ def test_rows_a_sweep_could_not_send_are_marked_for_the_next(model_version, inge
     """Redis out of memory answers reads and refuses writes: the sweep looks, then cannot send."""
     private_broker.stop()
     decision_ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(2))]
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     private_broker.start()
     client = redis.Redis.from_url(private_broker.url)
     client.config_set("maxmemory", 1)  # every write refused (noeviction)
     try:
-        assert tasks.sweep() == 0
+        assert leases.sweep() == 0
     finally:
         client.config_set("maxmemory", 0)
-    assert Explanation.objects.filter(updated_at=tasks.NOT_SENT).count() == 4  # marked again
-    assert tasks.sweep() == 4
+    assert Explanation.objects.filter(updated_at=publishing.NOT_SENT).count() == 4  # marked again
+    assert leases.sweep() == 4
     assert queued(private_broker.url) == Counter(
         (method, i) for i in decision_ids for method in ("shap", "lime")
     )
@@ -201,7 +201,7 @@ def test_a_live_batch_renews_its_lease_until_it_ends(rows, empty_queues):
         return set(Explanation.objects.filter(pk__in=ids).values_list("updated_at", flat=True))
 
     before = renewed_at()
-    with tasks.lease_kept(ids, every=0.05):
+    with leases.lease_kept(ids, every=0.05):
         wait_until(lambda: renewed_at().isdisjoint(before), "the lease to be renewed", 10)
     last = renewed_at()
     time.sleep(0.2)  # four renewal intervals: the thread has stopped with the batch
@@ -216,7 +216,7 @@ def recovery_env(media_root, tmp_path):
     """What a worker of these tests runs with: the tests' database and broker, short timings."""
     celery_app.control.purge()
     yield site_env(MEDIA_ROOT=str(media_root), **TIMINGS)
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()
     if django_settings.CELERY_BROKER_URL.startswith("redis://"):
         # The killed worker's unacknowledged message would come back in an hour, into
@@ -304,7 +304,7 @@ def private_broker():
     saved_env = os.environ.get("CELERY_BROKER_URL")
     use_broker(broker.url, {"visibility_timeout": django_settings.ATTEST_BROKER_VISIBILITY_TIMEOUT})
     yield broker
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     use_broker(*saved)
     if saved_env is None:
         del os.environ["CELERY_BROKER_URL"]
@@ -341,8 +341,8 @@ def test_a_broker_outage_is_recovered_within_the_bound(
         refused: list[int] = []
         for _ in range(4):  # recorded and acknowledged while the broker is down
             refused += post(DECISIONS // 8)
-        tasks.wait_until_published()  # tried, failed, and marked for the next sweep
-        not_sent = Explanation.objects.filter(updated_at=tasks.NOT_SENT)
+        publishing.wait_until_published()  # tried, failed, and marked for the next sweep
+        not_sent = Explanation.objects.filter(updated_at=publishing.NOT_SENT)
         assert not_sent.count() == 2 * len(refused)  # SHAP and LIME of each
         private_broker.start()
         back_at = time.monotonic()

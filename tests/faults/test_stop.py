@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from auditapp.celery import app as celery_app
-from explain import tasks
+from explain import publishing
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 from tests.faults.private import elapsed_since, free_port, listening, site_env
@@ -47,7 +47,7 @@ def group_alive(pgid: int) -> bool:
 def empty_broker():
     celery_app.control.purge()
     yield
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()
 
 

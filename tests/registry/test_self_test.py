@@ -25,7 +25,7 @@ from auditapp.accounts import roles
 from auditapp.decisions.services import record_decisions
 from auditapp.registry.models import ModelVersion
 from auditapp.registry.services import load_model
-from explain import tasks
+from explain import batches
 from explain.models import Explanation
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 from tests.factories import upload_form
@@ -134,7 +134,7 @@ def test_allow_approximate_registers_it_explained_by_the_model_agnostic_explaine
         },
     )
     ids = [r["id"] for r in results]
-    tasks.run_batch(version.pk, "shap", ids)
+    batches.run_batch(version.pk, "shap", ids)
     stored = Explanation.objects.filter(decision_id__in=ids, method="shap")
     assert {e.explainer for e in stored} == {"PermutationExplainer"}
     assert all(e.quality["additivity_ok"] for e in stored)

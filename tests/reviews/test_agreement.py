@@ -28,7 +28,7 @@ from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.services import assign_models
 from auditapp.reviews import rules
 from auditapp.reviews.models import ReviewCase
-from explain import engine, tasks
+from explain import batches, engine
 from explain.backends import backend
 from explain.models import Explanation
 from tests.datasets import ADULT_CATEGORICAL, ADULT_NUMERIC, adult
@@ -173,8 +173,8 @@ def explained(request, register, ingest, ml_engineer, domain_expert):
     )
     assign_models(domain_expert, [real.name])
     ids = [r["id"] for r in ingest(*payloads(real))]
-    tasks.run_batch(version.pk, "shap", ids)
-    tasks.run_batch(version.pk, "lime", ids)
+    batches.run_batch(version.pk, "shap", ids)
+    batches.run_batch(version.pk, "lime", ids)
     return version, ids
 
 
@@ -243,7 +243,7 @@ def lime_weights(monkeypatch):
     """
 
     def use(choose, fidelity: float) -> None:
-        explain_claimed = tasks._explain_claimed
+        explain_claimed = batches.explain_claimed
 
         def explain(context, explainer, method, claimed, *args):
             results = explain_claimed(context, explainer, method, claimed, *args)
@@ -256,7 +256,7 @@ def lime_weights(monkeypatch):
                     result.quality = {**result.quality, "fidelity_r2": fidelity}
             return results
 
-        monkeypatch.setattr(tasks, "_explain_claimed", explain)
+        monkeypatch.setattr(batches, "explain_claimed", explain)
 
     return use
 
@@ -281,7 +281,7 @@ def third_and_fourth_swapped(shap):
 
 def run_both(model_version, ids, lime_first: bool) -> None:
     for method in ("lime", "shap") if lime_first else ("shap", "lime"):
-        tasks.run_batch(model_version.pk, method, ids)
+        batches.run_batch(model_version.pk, method, ids)
 
 
 def lime_agreement(ids) -> dict[int, dict]:

@@ -12,7 +12,7 @@ from auditapp.registry.models import ModelVersion
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Override, ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case, take_case
-from explain import tasks
+from explain import batches, claims
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 
@@ -41,7 +41,7 @@ def test_scores_near_the_threshold_go_to_the_queue_when_shap_is_done(
     decisions, model_version, settings
 ):
     settings.ATTEST_REVIEW_THRESHOLD, settings.ATTEST_REVIEW_SCORE_BAND = 0.5, 0.05
-    tasks.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
+    batches.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
 
     expected = {d.pk for d in decisions if abs(d.score - 0.5) <= 0.05}
     found = {d for d, r in case_rules().items() if rules.SCORE_NEAR_THRESHOLD in r}
@@ -52,9 +52,9 @@ def test_scores_near_the_threshold_go_to_the_queue_when_shap_is_done(
 def test_failed_explanations_go_to_the_queue(decisions, model_version):
     chosen = decisions[:4]
     Explanation.objects.filter(decision__in=chosen[:2], method="lime").update(
-        attempts=tasks.MAX_ATTEMPTS
+        attempts=claims.MAX_ATTEMPTS
     )
-    tasks.run_batch(model_version.pk, "lime", [d.pk for d in chosen])
+    batches.run_batch(model_version.pk, "lime", [d.pk for d in chosen])
 
     failed = {d for d, r in case_rules().items() if rules.EXPLANATION_FAILED in r}
     assert failed == {chosen[0].pk, chosen[1].pk}
@@ -62,8 +62,8 @@ def test_failed_explanations_go_to_the_queue(decisions, model_version):
 
 def test_decisions_where_shap_and_lime_disagree_go_to_the_queue(decisions, model_version):
     ids = [d.pk for d in decisions[:12]]
-    tasks.run_batch(model_version.pk, "shap", ids)
-    tasks.run_batch(model_version.pk, "lime", ids)
+    batches.run_batch(model_version.pk, "shap", ids)
+    batches.run_batch(model_version.pk, "lime", ids)
 
     limits = rules.AGREEMENT_DEFAULTS
     expected = set()
@@ -110,7 +110,7 @@ def test_a_worker_adds_its_reasons_to_the_case_already_open_and_opens_the_others
     near = [d for d in decisions if abs(d.score - 0.5) <= 0.05]
     flagged = flag_decision(roles.Actor(user=domain_expert), near[0], "odd applicant")
 
-    tasks.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
+    batches.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
 
     cases = {c.decision_id: c for c in ReviewCase.objects.all()}
     assert set(cases) == {d.pk for d in near}

@@ -17,7 +17,7 @@ from django.contrib.staticfiles import finders
 from django.test import Client
 from rest_framework.test import APIClient
 
-from explain import tasks
+from explain import batches
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db
@@ -44,8 +44,8 @@ def own_cache(settings):
 def decisions(model_version, ingest):
     """Decisions with SHAP and LIME explanations, so the decision page draws its charts."""
     ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
-    tasks.run_batch(model_version.pk, "shap", ids)
-    tasks.run_batch(model_version.pk, "lime", ids)
+    batches.run_batch(model_version.pk, "shap", ids)
+    batches.run_batch(model_version.pk, "lime", ids)
     return ids
 
 

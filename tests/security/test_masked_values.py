@@ -21,7 +21,7 @@ from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
 from auditapp.decisions.sealing import verify_chain
 from auditapp.hashing import sha256_hex
-from explain import tasks
+from explain import batches
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db
@@ -186,8 +186,8 @@ def test_each_decision_has_its_own_salt_and_the_chain_still_verifies(target):
 
 @pytest.fixture
 def explained(target, model_version) -> Decision:
-    tasks.run_batch(model_version.pk, "shap", [target.pk])
-    tasks.run_batch(model_version.pk, "lime", [target.pk])
+    batches.run_batch(model_version.pk, "shap", [target.pk])
+    batches.run_batch(model_version.pk, "lime", [target.pk])
     return target
 
 

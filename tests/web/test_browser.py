@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from auditapp.celery import app as celery_app
-from explain import tasks
+from explain import batches, publishing
 from explain.models import Explanation
 from tests.conftest import PASSWORD
 from tests.factories import DecisionPayloadFactory
@@ -106,10 +106,10 @@ def test_a_compliance_officer_filters_opens_a_decision_and_recomputes_it(
 ):
     payloads = DecisionPayloadFactory.build_batch(20)
     ids = [r["id"] for r in ingest(*payloads)]
-    tasks.wait_until_published()
+    publishing.wait_until_published()
     celery_app.control.purge()  # explained here, not by the worker below
-    tasks.run_batch(model_version.pk, "shap", ids)
-    tasks.run_batch(model_version.pk, "lime", ids)
+    batches.run_batch(model_version.pk, "shap", ids)
+    batches.run_batch(model_version.pk, "lime", ids)
     bad = [p for p in payloads if p["prediction"] == "bad"]
     page = chromium.new_page(viewport={"width": 1440, "height": 1000})
 

@@ -9,7 +9,7 @@ import pytest
 from django.test import Client
 
 from auditapp.accounts.models import AuditEvent
-from explain import tasks
+from explain import batches
 from tests.factories import DecisionPayloadFactory
 
 
@@ -17,8 +17,8 @@ from tests.factories import DecisionPayloadFactory
 def decisions(model_version, ingest):
     results = ingest(*DecisionPayloadFactory.build_batch(12))
     ids = [r["id"] for r in results]
-    tasks.run_batch(model_version.pk, "shap", ids)
-    tasks.run_batch(model_version.pk, "lime", ids[:2])
+    batches.run_batch(model_version.pk, "shap", ids)
+    batches.run_batch(model_version.pk, "lime", ids[:2])
     return ids
 
 
