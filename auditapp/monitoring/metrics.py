@@ -39,6 +39,7 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.monitoring import thresholds
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.registry.schema import Feature, Schema
 from auditapp.snapshots import write_now
@@ -46,12 +47,9 @@ from explain import records
 
 log = logging.getLogger(__name__)
 
-PSI_THRESHOLD = 0.2  # "significant shift" by the usual PSI reading (0.1 moderate, 0.25 major)
-P_VALUE = 0.05
 PSI_BINS = 10  # bins of the reference: deciles, a value holding more than a tenth on its own
 PSI_SMOOTHING = 0.5  # pseudo-count per bin, so an empty bin does not make PSI infinite
 SCORE_BINS = 10  # histogram and calibration bins over [0, 1]
-FOUR_FIFTHS = 0.8
 REFERENCE_SHAP_ROWS = 200  # background rows explained once for the reference attributions
 MISSING = "missing"
 EN_DASH = "\u2013"
@@ -343,7 +341,7 @@ def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     """PSI over the reference's bins (`quantile_edges`), and the two-sample Kolmogorov-Smirnov
-    test; drifted when PSI > PSI_THRESHOLD and the KS p-value < P_VALUE."""
+    test; drifted by `_drifted` (thresholds.PSI_SHIFT and thresholds.DRIFT_P_VALUE)."""
     ref, cur = reference[~np.isnan(reference)], current[~np.isnan(current)]
     entry: dict[str, Any] = {
         "type": "numeric",
@@ -361,8 +359,13 @@ def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     entry["psi"] = psi(binned(ref, edges), binned(cur, edges))
     test = stats.ks_2samp(ref, cur)
     entry["ks_p"], entry["ks_statistic"] = float(test.pvalue), float(test.statistic)
-    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["ks_p"] < P_VALUE
+    entry["drifted"] = _drifted(entry["psi"], entry["ks_p"])
     return entry
+
+
+def _drifted(psi_value: float, p_value: float) -> bool:
+    """A shift large enough to matter (PSI) that is also unlikely to be chance (the test)."""
+    return psi_value > thresholds.PSI_SHIFT and p_value < thresholds.DRIFT_P_VALUE
 
 
 def category_labels(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -395,7 +398,7 @@ def categorical_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     entry["current_rates"] = dict(
         zip(categories, (cur_counts / cur_counts.sum()).tolist(), strict=True)
     )
-    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["chi2_p"] < P_VALUE
+    entry["drifted"] = _drifted(entry["psi"], entry["chi2_p"])
     return entry
 
 
@@ -652,7 +655,9 @@ def _fairness_entry(selected, truth, known, groups) -> dict:
             "counts": {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()},
             "demographic_parity_difference": demographic_parity_difference(*common, **options),
             "disparate_impact_ratio": ratio,
-            "four_fifths_ok": bool(ratio >= FOUR_FIFTHS) if math.isfinite(ratio) else None,
+            "four_fifths_ok": bool(ratio >= thresholds.FOUR_FIFTHS)
+            if math.isfinite(ratio)
+            else None,
             "equalized_odds_difference": None,
         }
         if known.any() and 0 < truth[known].sum() < known.sum():

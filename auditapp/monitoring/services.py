@@ -28,6 +28,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.errors import Conflict, InvalidInput
+from auditapp.monitoring import thresholds
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import (
     CUSTOM,
@@ -48,13 +49,37 @@ MAX_PERIOD = timedelta(days=366)
 PENDING_GRACE = timedelta(minutes=15)
 SYSTEM = "system (monitoring)"
 COMPARISON_SIGNS = dict(AlertRule.COMPARISONS)
-# (name, metric, comparison, threshold): created for every version, on day windows.
-DEFAULT_RULES = [
-    ("Input drift: PSI above 0.2", "input_drift_psi", AlertRule.GT, 0.2),
-    ("Disparate impact below 0.8 (four-fifths rule)", "disparate_impact_ratio", AlertRule.LT, 0.8),
-    ("ROC AUC more than 0.05 below the reference", "roc_auc_drop", AlertRule.GT, 0.05),
-    ("Explanation failure rate above 1 %", "explanation_failure_rate", AlertRule.GT, 0.01),
-]
+
+
+def default_rules() -> list[tuple[str, str, str, float]]:
+    """(name, metric, comparison, threshold) of the rules every version gets, on day
+    windows; names and thresholds come from thresholds.py."""
+    return [
+        (
+            f"Input drift: PSI above {thresholds.PSI_SHIFT:g}",
+            "input_drift_psi",
+            AlertRule.GT,
+            thresholds.PSI_SHIFT,
+        ),
+        (
+            f"Disparate impact below {thresholds.FOUR_FIFTHS:g} (four-fifths rule)",
+            "disparate_impact_ratio",
+            AlertRule.LT,
+            thresholds.FOUR_FIFTHS,
+        ),
+        (
+            f"ROC AUC more than {thresholds.ROC_AUC_DROP:g} below the reference",
+            "roc_auc_drop",
+            AlertRule.GT,
+            thresholds.ROC_AUC_DROP,
+        ),
+        (
+            f"Explanation failure rate above {thresholds.EXPLANATION_FAILURE_RATE * 100:g} %",
+            "explanation_failure_rate",
+            AlertRule.GT,
+            thresholds.EXPLANATION_FAILURE_RATE,
+        ),
+    ]
 
 
 # --- windows -------------------------------------------------------------------------------
@@ -118,7 +143,7 @@ def ensure_monitoring(model_version: ModelVersion) -> MonitoringSettings:
                 model_version=model_version,
                 is_default=True,
             )
-            for name, metric, comparison, threshold in DEFAULT_RULES
+            for name, metric, comparison, threshold in default_rules()
         )
     return config
 

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.monitoring import services
+from auditapp.monitoring import services, thresholds
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.web import charts
@@ -43,6 +43,7 @@ def _summary(snapshot: MetricSnapshot | None, names: list[str]) -> dict | None:
         "score_psi": data.get("score_drift", {}).get("psi"),
         "roc_auc": (data.get("performance") or {}).get("roc_auc"),
         "min_di": min(fairness) if fairness else None,
+        "min_di_fails": bool(fairness) and min(fairness)[0] < thresholds.FOUR_FIFTHS,
         "failure_rate": data.get("explanations", {}).get("failure_rate"),
         "ndcg": data.get("attribution_drift", {}).get("ranking_ndcg"),
     }
@@ -108,7 +109,10 @@ def _figures(model_version, snapshots: list[MetricSnapshot]) -> dict:
             ]
             if latest
             else [],
-            title="Input drift per feature in the latest window (PSI; above 0.2 is a shift)",
+            title=(
+                "Input drift per feature in the latest window "
+                f"(PSI; above {thresholds.PSI_SHIFT:g} is a shift)"
+            ),
             value_label="PSI",
             signed=False,
         ),
@@ -145,7 +149,10 @@ def _figures(model_version, snapshots: list[MetricSnapshot]) -> dict:
                         d.get("fairness", {}).get(n, {}).get("disparate_impact_ratio")
                     ),
                 ),
-                title=f"Disparate impact ratio by {f.label} (below 0.8 fails the four-fifths rule)",
+                title=(
+                    f"Disparate impact ratio by {f.label} "
+                    f"(below {thresholds.FOUR_FIFTHS:g} fails the four-fifths rule)"
+                ),
                 y_label="ratio",
             )
             for f in schema.features
