@@ -10,8 +10,11 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.monitoring import services, thresholds
+from auditapp.monitoring import thresholds
+from auditapp.monitoring.alerts import acknowledge_alert
+from auditapp.monitoring.configuration import settings_json
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.monitoring.snapshots import request_snapshot
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.web import charts
 from auditapp.web.pages import page
@@ -214,7 +217,7 @@ def version_monitoring(request, name: str, version: str):
         "figures": _figures(model_version, snapshots),
         "alerts": model_version.alerts.select_related("acknowledged_by")[:20],
         "recent": model_version.metric_snapshots.order_by("-created_at")[:10],
-        "settings": services.settings_json(config) if config else None,
+        "settings": settings_json(config) if config else None,
         "can_run": actor.can(roles.RUN_MONITORING),
         "can_acknowledge": actor.can(roles.ACKNOWLEDGE_ALERTS),
     }
@@ -228,7 +231,7 @@ def compute(request, name: str, version: str):
     actor = roles.actor_for(request)
     model_version = roles.get_version_for_actor(actor, name, version)
     period = {"from": _moment(request.POST.get("from")), "to": _moment(request.POST.get("to"))}
-    snapshot = services.request_snapshot(actor, model_version, period, ip=client_ip(request))
+    snapshot = request_snapshot(actor, model_version, period, ip=client_ip(request))
     messages.info(
         request, f"Computing the {snapshot.window} from {snapshot.window_start:%Y-%m-%d %H:%M} UTC."
     )
@@ -248,7 +251,7 @@ def _moment(value: str | None) -> str | None:
 def acknowledge(request, alert_id: int):
     actor = roles.actor_for(request)
     alert = roles.get_alert_for_actor(actor, alert_id)
-    services.acknowledge_alert(actor, alert, ip=client_ip(request))
+    acknowledge_alert(actor, alert, ip=client_ip(request))
     target = request.POST.get("next", "")
     if not target.startswith("/") or target.startswith("//"):
         target = "/monitoring/"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from django.template import Context, Template
 
-from auditapp.monitoring import metrics, services, thresholds, views
+from auditapp.monitoring import alerts, metrics, thresholds, views
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 STATING_THRESHOLDS = [
@@ -39,7 +39,7 @@ def moved(monkeypatch):
 
 
 def test_default_rules_follow_the_thresholds(moved):
-    rules = {metric: (name, threshold) for name, metric, _, threshold in services.default_rules()}
+    rules = {metric: (name, threshold) for name, metric, _, threshold in alerts.default_rules()}
     assert rules == {
         "input_drift_psi": ("Input drift: PSI above 0.3", 0.3),
         "disparate_impact_ratio": ("Disparate impact below 0.75 (four-fifths rule)", 0.75),
