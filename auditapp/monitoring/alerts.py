@@ -15,6 +15,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.errors import Conflict
 from auditapp.monitoring import thresholds
+from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.models import CUSTOM, DAY, Alert, AlertRule, MetricSnapshot
 from auditapp.registry.models import ModelVersion
 
@@ -69,25 +70,27 @@ def ensure_default_rules(model_version: ModelVersion) -> None:
         )
 
 
-def metric_values(metric: str, data: dict) -> dict[str, float]:
+FAIRNESS_METRICS = (
+    "disparate_impact_ratio",
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+)
+
+
+def metric_values(metric: str, document: SnapshotDocument) -> dict[str, float]:
     """The values of one rule metric in a snapshot, by subject (a feature, or "")."""
-    performance = data.get("performance") or {}
     if metric == "input_drift_psi":
-        values = {name: entry.get("psi") for name, entry in data.get("drift", {}).items()}
+        values = {name: entry.psi for name, entry in document.drift.items()}
     elif metric == "score_drift_psi":
-        values = {"": data.get("score_drift", {}).get("psi")}
+        values = {"": document.score_psi}
     elif metric == "attribution_ndcg":
-        values = {"": data.get("attribution_drift", {}).get("ranking_ndcg")}
-    elif metric in (
-        "disparate_impact_ratio",
-        "demographic_parity_difference",
-        "equalized_odds_difference",
-    ):
-        values = {name: entry.get(metric) for name, entry in data.get("fairness", {}).items()}
+        values = {"": document.ranking_ndcg}
+    elif metric in FAIRNESS_METRICS:
+        values = {name: getattr(entry, metric) for name, entry in document.fairness.items()}
     elif metric == "explanation_failure_rate":
-        values = {"": data.get("explanations", {}).get("failure_rate")}
+        values = {"": document.failure_rate}
     else:
-        values = {"": performance.get(metric)}
+        values = {"": document.performance_figure(metric)}
     return {
         k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)
     }
@@ -127,9 +130,10 @@ def evaluate_rules(snapshot: MetricSnapshot) -> list[Alert]:
         .filter(model_version=snapshot.model_version, rule__in=rules)
         .active()
     }
+    document = SnapshotDocument.from_document(snapshot.data)
     raised = []
     for rule in rules:
-        for subject, value in metric_values(rule.metric, snapshot.data).items():
+        for subject, value in metric_values(rule.metric, document).items():
             alert = active.get((rule.pk, subject))
             if rule.breached(value):
                 if alert is None:

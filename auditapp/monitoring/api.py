@@ -12,6 +12,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
+from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.snapshots import request_snapshot
 from auditapp.monitoring.windows import parse_moment
@@ -23,7 +24,8 @@ STATE_NAMES = [s for s, _ in Alert.STATES]
 
 
 def snapshot_json(snapshot: MetricSnapshot) -> dict:
-    data = snapshot.data or {}
+    """A snapshot as API.md shows it; a pending one's sections are empty."""
+    document = SnapshotDocument.from_document(snapshot.data).as_document()
     return {
         "id": snapshot.pk,
         "window": snapshot.window,
@@ -33,14 +35,14 @@ def snapshot_json(snapshot: MetricSnapshot) -> dict:
         "error": snapshot.error or None,
         "computed_at": snapshot.computed_at.isoformat() if snapshot.computed_at else None,
         "decisions": snapshot.decisions,
-        "reference": data.get("reference"),
-        "drift": data.get("drift", {}),
-        "score_drift": data.get("score_drift", {}),
-        "prediction_drift": data.get("prediction_drift", {}),
-        "attribution_drift": data.get("attribution_drift", {}),
-        "performance": data.get("performance"),
-        "fairness": data.get("fairness", {}),
-        "explanations": data.get("explanations", {}),
+        "reference": document["reference"],
+        "drift": document["drift"],
+        "score_drift": document["score_drift"],
+        "prediction_drift": document["prediction_drift"],
+        "attribution_drift": document["attribution_drift"],
+        "performance": document["performance"],
+        "fairness": document["fairness"],
+        "explanations": document["explanations"],
     }
 
 
