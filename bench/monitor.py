@@ -54,7 +54,7 @@ def prepare():
 
 
 def the_day() -> tuple[datetime, datetime]:
-    from auditapp.monitoring.services import window_floor
+    from auditapp.monitoring.windows import window_floor
 
     start = window_floor("day", datetime.now(UTC)) - timedelta(days=1)
     return start, start + timedelta(days=1)

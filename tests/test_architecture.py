@@ -141,9 +141,6 @@ ARCHITECTURE_DEBT = (
     "auditapp.decisions.views -> auditapp.reviews.models (upward)",
     "auditapp.decisions.views -> auditapp.reviews.services (upward)",
     "auditapp.decisions.views -> explain.models (upward)",
-    "auditapp.monitoring.metrics -> explain.models (sideways)",
-    "auditapp.monitoring.metrics -> explain.records (sideways)",
-    "auditapp.monitoring.metrics -> explain.explainers (sideways)",
 )
 
 

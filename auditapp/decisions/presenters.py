@@ -7,6 +7,7 @@ from collections.abc import Collection
 from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
+from auditapp.registry.models import LIME_GOOD_FIT, LIME_POOR_FIT
 from auditapp.reviews.services import feedback_json
 
 MASK = "[masked]"
@@ -148,9 +149,18 @@ def quality_notes(shap, lime) -> list[dict]:
     if lime is not None and lime.status == "done":
         r2 = lime.quality.get("fidelity_r2")
         if r2 is not None:
-            fit = "fits well" if r2 >= 0.5 else "fits only roughly" if r2 >= 0.2 else "fits poorly"
+            fit = (
+                "fits well"
+                if r2 >= LIME_GOOD_FIT
+                else "fits only roughly"
+                if r2 >= LIME_POOR_FIT
+                else "fits poorly"
+            )
             notes.append(
-                {"warning": r2 < 0.2, "text": f"LIME's local approximation {fit} (R² {r2:.2f})."}
+                {
+                    "warning": r2 < LIME_POOR_FIT,
+                    "text": f"LIME's local approximation {fit} (R² {r2:.2f}).",
+                }
             )
         agreement = lime.quality.get("agreement_with_shap")
         if agreement:

@@ -10,9 +10,13 @@ from rest_framework.views import APIView
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
-from auditapp.monitoring import services
+from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
+from auditapp.monitoring.configuration import configure_monitoring, settings_json
+from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.monitoring.snapshots import request_snapshot
+from auditapp.monitoring.windows import parse_moment
 from auditapp.registry.lookups import get_version_for_actor
 
 MAX_SNAPSHOTS = 1000
@@ -22,7 +26,8 @@ STATE_NAMES = [s for s, _ in Alert.STATES]
 
 
 def snapshot_json(snapshot: MetricSnapshot) -> dict:
-    data = snapshot.data or {}
+    """A snapshot as API.md shows it; a pending one's sections are empty."""
+    document = SnapshotDocument.from_document(snapshot.data).as_document()
     return {
         "id": snapshot.pk,
         "window": snapshot.window,
@@ -32,14 +37,14 @@ def snapshot_json(snapshot: MetricSnapshot) -> dict:
         "error": snapshot.error or None,
         "computed_at": snapshot.computed_at.isoformat() if snapshot.computed_at else None,
         "decisions": snapshot.decisions,
-        "reference": data.get("reference"),
-        "drift": data.get("drift", {}),
-        "score_drift": data.get("score_drift", {}),
-        "prediction_drift": data.get("prediction_drift", {}),
-        "attribution_drift": data.get("attribution_drift", {}),
-        "performance": data.get("performance"),
-        "fairness": data.get("fairness", {}),
-        "explanations": data.get("explanations", {}),
+        "reference": document["reference"],
+        "drift": document["drift"],
+        "score_drift": document["score_drift"],
+        "prediction_drift": document["prediction_drift"],
+        "attribution_drift": document["attribution_drift"],
+        "performance": document["performance"],
+        "fairness": document["fairness"],
+        "explanations": document["explanations"],
     }
 
 
@@ -66,10 +71,10 @@ class MonitoringView(APIView):
             raise InvalidInput(f"window must be one of {WINDOW_NAMES}.")
         snapshots = MetricSnapshot.objects.filter(model_version=model_version, window=window)
         if request.query_params.get("from"):
-            start = services.parse_moment(request.query_params["from"], "from")
+            start = parse_moment(request.query_params["from"], "from")
             snapshots = snapshots.filter(window_end__gt=start)
         if request.query_params.get("to"):
-            end = services.parse_moment(request.query_params["to"], "to")
+            end = parse_moment(request.query_params["to"], "to")
             snapshots = snapshots.filter(window_start__lt=end)
         snapshots = snapshots.order_by("window_start", "window_end")[:MAX_SNAPSHOTS]
         return Response({"results": [snapshot_json(s) for s in snapshots]})
@@ -82,9 +87,7 @@ class MonitoringView(APIView):
     def post(self, request, name: str, version: str):
         actor = roles.actor_for(request)
         model_version = get_version_for_actor(actor, name, version)
-        snapshot = services.request_snapshot(
-            actor, model_version, request.data, ip=client_ip(request)
-        )
+        snapshot = request_snapshot(actor, model_version, request.data, ip=client_ip(request))
         url = monitoring_url(model_version) + f"?window={snapshot.window}"
         return Response(
             {
@@ -104,7 +107,7 @@ class MonitoringSettingsView(APIView):
     def get(self, request, name: str, version: str):
         model_version = get_version_for_actor(roles.actor_for(request), name, version)
         config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)
-        return Response(services.settings_json(config))
+        return Response(settings_json(config))
 
     @extend_schema(
         operation_id="monitoring_settings_update",
@@ -114,10 +117,8 @@ class MonitoringSettingsView(APIView):
     def put(self, request, name: str, version: str):
         actor = roles.actor_for(request)
         model_version = get_version_for_actor(actor, name, version)
-        config = services.configure_monitoring(
-            actor, model_version, request.data, ip=client_ip(request)
-        )
-        return Response(services.settings_json(config))
+        config = configure_monitoring(actor, model_version, request.data, ip=client_ip(request))
+        return Response(settings_json(config))
 
 
 class AlertListView(APIView):
@@ -148,7 +149,7 @@ class AlertListView(APIView):
             if state not in STATE_NAMES:
                 raise InvalidInput(f"state must be one of {[*STATE_NAMES, 'active']}.")
             alerts = alerts.filter(state=state)
-        return Response({"results": [services.alert_json(a) for a in alerts[:MAX_ALERTS]]})
+        return Response({"results": [alert_json(a) for a in alerts[:MAX_ALERTS]]})
 
 
 class AlertAcknowledgeView(APIView):
@@ -156,5 +157,5 @@ class AlertAcknowledgeView(APIView):
     def post(self, request, alert_id: int):
         actor = roles.actor_for(request)
         alert = get_alert_for_actor(actor, alert_id)
-        alert = services.acknowledge_alert(actor, alert, ip=client_ip(request))
-        return Response(services.alert_json(services.load_alert(alert.pk)))
+        alert = acknowledge_alert(actor, alert, ip=client_ip(request))
+        return Response(alert_json(load_alert(alert.pk)))

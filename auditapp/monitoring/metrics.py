@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+from django.db.models import Count, FilteredRelation, JSONField, OuterRef, Q, Subquery, TextField
+from django.db.models.functions import Cast
 from fairlearn.metrics import (
     MetricFrame,
     demographic_parity_difference,
@@ -38,22 +40,20 @@ from scipy import special, stats
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
+from auditapp.decisions import explanation_hooks
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.monitoring import thresholds
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.snapshots import write_now
-from explain import engine, records
-from explain.backends import backend
 from explain.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
 
-PSI_THRESHOLD = 0.2  # "significant shift" by the usual PSI reading (0.1 moderate, 0.25 major)
-P_VALUE = 0.05
 PSI_BINS = 10  # bins of the reference: deciles, a value holding more than a tenth on its own
 PSI_SMOOTHING = 0.5  # pseudo-count per bin, so an empty bin does not make PSI infinite
 SCORE_BINS = 10  # histogram and calibration bins over [0, 1]
-FOUR_FIFTHS = 0.8
 REFERENCE_SHAP_ROWS = 200  # background rows explained once for the reference attributions
+EXPLAINED = "done"  # the status of an explanation with a stored result (explain.models)
 MISSING = "missing"
 EN_DASH = "\u2013"
 NULL = "null"
@@ -113,19 +113,6 @@ def _empty(schema: Schema) -> pd.DataFrame:
 
 def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
     """The version's decisions predicted in [start, end): one query, plus explanation counts."""
-    from django.db.models import (
-        Count,
-        FilteredRelation,
-        JSONField,
-        OuterRef,
-        Q,
-        Subquery,
-        TextField,
-    )
-    from django.db.models.functions import Cast
-
-    from explain.models import Explanation
-
     latest_outcome = (
         Outcome.objects.filter(decision=OuterRef("pk"))
         .order_by("-observed_at", "-id")
@@ -138,7 +125,7 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
         .annotate(
             shap=FilteredRelation(
                 "explanations",
-                condition=Q(explanations__method="shap", explanations__status=Explanation.DONE),
+                condition=Q(explanations__method="shap", explanations__status=EXPLAINED),
             ),
             # JSON as text, decoded below by orjson: several times faster than json.loads.
             inputs_text=Cast("inputs", TextField()),
@@ -150,14 +137,16 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
         )
     )
     statuses = dict(
-        Explanation.objects.filter(
-            decision__model_version=model_version,
-            decision__predicted_at__gte=start,
-            decision__predicted_at__lt=end,
+        Decision.objects.filter(
+            model_version=model_version,
+            predicted_at__gte=start,
+            predicted_at__lt=end,
+            explanations__isnull=False,
         )
-        .values_list("status")
-        .annotate(n=Count("id"))
-        .values_list("status", "n")
+        .order_by()
+        .values_list("explanations__status")
+        .annotate(n=Count("explanations"))
+        .values_list("explanations__status", "n")
     )
     columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
     schema = model_version.parsed_schema
@@ -167,7 +156,10 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
         list(columns[1]),
         _decoded(columns[2]),
         _decoded(columns[3]),
-        [None if packed is None else records.unpack(packed, schema.names) for packed in columns[4]],
+        [
+            None if packed is None else explanation_hooks.unpack_attributions(packed, schema.names)
+            for packed in columns[4]
+        ],
         statuses,
     )
 
@@ -240,14 +232,17 @@ def _period_reference(model_version, config) -> Reference:
 def _background_reference(model_version, config) -> Reference:
     if not model_version.background:
         return Reference("none", None, None, training_auc(model_version), "no background sample")
-    from explain.explainers import cached_explainer
-
-    context, explainer = cached_explainer(model_version, "shap")
-    frame = context.background
+    frame = explanation_hooks.background_frame(model_version)
     cache_key = f"{model_version.artifact_sha256}:{model_version.background_sha256}"
     cache = config.reference_cache if config.reference_cache_key == cache_key else {}
     if not cache:
-        cache = _background_figures(context, explainer)
+        figures = explanation_hooks.background_figures(model_version, REFERENCE_SHAP_ROWS)
+        cache = {
+            "scores": figures["scores"],
+            "predictions": figures["predictions"],
+            "mean_abs_shap": mean_abs_shap(model_version.parsed_schema, figures["attributions"]),
+            "shap_rows": len(figures["attributions"]),
+        }
         write_now(  # also from inside a report's read-only snapshot
             lambda: (
                 type(config)
@@ -264,37 +259,6 @@ def _background_reference(model_version, config) -> Reference:
         roc_auc=training_auc(model_version),
         description=f"background sample ({len(frame)} rows)",
     )
-
-
-def _background_figures(context, explainer) -> dict:
-    """The model's own scores and predictions on the background, and mean |SHAP| of its rows."""
-    frame = context.background
-    predictions = [_plain(p) for p in context.model.predict(frame)]
-    if context.is_classifier:
-        scores = context.model.predict_proba(frame)[:, context.positive_index()].tolist()
-    else:
-        scores = [float(p) for p in predictions]
-    rows = _records(frame.head(REFERENCE_SHAP_ROWS))
-    results = engine.explain(
-        context, backend("shap"), rows, [0] * len(rows), {"explainer": explainer}
-    )
-    attributions = [r.attributions for r in results if r.ok]
-    return {
-        "scores": scores,
-        "predictions": predictions,
-        "mean_abs_shap": mean_abs_shap(context.schema, attributions),
-        "shap_rows": len(attributions),
-    }
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-
-
-def _plain(value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
 
 
 # --- drift ---------------------------------------------------------------------------------
@@ -344,7 +308,7 @@ def binned(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     """PSI over the reference's bins (`quantile_edges`), and the two-sample Kolmogorov-Smirnov
-    test; drifted when PSI > PSI_THRESHOLD and the KS p-value < P_VALUE."""
+    test; drifted by `_drifted` (thresholds.PSI_SHIFT and thresholds.DRIFT_P_VALUE)."""
     ref, cur = reference[~np.isnan(reference)], current[~np.isnan(current)]
     entry: dict[str, Any] = {
         "type": "numeric",
@@ -362,8 +326,13 @@ def numeric_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     entry["psi"] = psi(binned(ref, edges), binned(cur, edges))
     test = stats.ks_2samp(ref, cur)
     entry["ks_p"], entry["ks_statistic"] = float(test.pvalue), float(test.statistic)
-    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["ks_p"] < P_VALUE
+    entry["drifted"] = _drifted(entry["psi"], entry["ks_p"])
     return entry
+
+
+def _drifted(psi_value: float, p_value: float) -> bool:
+    """A shift large enough to matter (PSI) that is also unlikely to be chance (the test)."""
+    return psi_value > thresholds.PSI_SHIFT and p_value < thresholds.DRIFT_P_VALUE
 
 
 def category_labels(values: pd.Series | np.ndarray) -> np.ndarray:
@@ -396,7 +365,7 @@ def categorical_drift(reference: np.ndarray, current: np.ndarray) -> dict:
     entry["current_rates"] = dict(
         zip(categories, (cur_counts / cur_counts.sum()).tolist(), strict=True)
     )
-    entry["drifted"] = entry["psi"] > PSI_THRESHOLD and entry["chi2_p"] < P_VALUE
+    entry["drifted"] = _drifted(entry["psi"], entry["chi2_p"])
     return entry
 
 
@@ -653,7 +622,9 @@ def _fairness_entry(selected, truth, known, groups) -> dict:
             "counts": {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()},
             "demographic_parity_difference": demographic_parity_difference(*common, **options),
             "disparate_impact_ratio": ratio,
-            "four_fifths_ok": bool(ratio >= FOUR_FIFTHS) if math.isfinite(ratio) else None,
+            "four_fifths_ok": bool(ratio >= thresholds.FOUR_FIFTHS)
+            if math.isfinite(ratio)
+            else None,
             "equalized_odds_difference": None,
         }
         if known.any() and 0 < truth[known].sum() < known.sum():

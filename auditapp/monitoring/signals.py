@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db.models.signals import post_save
 from django.dispatch import receiver
 
-from auditapp.monitoring.services import ensure_monitoring
+from auditapp.monitoring.configuration import ensure_monitoring
 from auditapp.registry.models import ModelVersion
 
 

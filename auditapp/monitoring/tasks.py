@@ -1,4 +1,5 @@
-"""Celery tasks of monitoring: thin wrappers over services; names are a wire contract."""
+"""Celery tasks of monitoring: thin wrappers over snapshots.py and delivery.py; names are a
+wire contract."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from auditapp.monitoring import services
+from auditapp.monitoring import delivery, snapshots
 from auditapp.tasking import DATABASE_ERRORS, TRANSIENT_ERRORS, AttestTask, describe
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def _snapshot_failed(task, exc, args, kwargs) -> dict:
         reason = f"database unavailable: {exc}"
     else:
         reason = describe(exc)
-    services.fail_snapshot(snapshot_id, reason)
+    snapshots.fail_snapshot(snapshot_id, reason)
     return {"snapshot": snapshot_id, "status": "failed"}
 
 
@@ -46,7 +47,7 @@ def _snapshot_failed(task, exc, args, kwargs) -> dict:
 )
 def compute_window(snapshot_id: int) -> dict:
     """Compute one snapshot."""
-    snapshot = services.compute_snapshot(snapshot_id)
+    snapshot = snapshots.compute_snapshot(snapshot_id)
     return {"snapshot": snapshot_id, "status": snapshot.status, "decisions": snapshot.decisions}
 
 
@@ -59,10 +60,10 @@ def compute_window(snapshot_id: int) -> dict:
     max_retries=0,  # beat sends it again
 )
 def compute_due() -> int:
-    """Celery beat: queue the windows the schedule owes (see services.due_snapshots)."""
-    due = services.due_snapshots()
+    """Celery beat: queue the windows the schedule owes (see snapshots.due_snapshots)."""
+    due = snapshots.due_snapshots()
     for snapshot_id in due:
-        services.enqueue_snapshot(snapshot_id)
+        snapshots.enqueue_snapshot(snapshot_id)
     if due:
         log.info("monitoring.compute_due.queued n=%d", len(due))
     return len(due)
@@ -76,7 +77,7 @@ def _delivery_failed(channel: str):
             reason = f"{exc} (after {task.request.retries + 1} tries)"
         else:
             reason = describe(exc)
-        services.delivery_failed(task.arguments(args, kwargs)["alert_id"], channel, reason)
+        delivery.delivery_failed(task.arguments(args, kwargs)["alert_id"], channel, reason)
         return "failed"
 
     return failed
@@ -90,7 +91,7 @@ DELIVERY = {
     "max_retries": DELIVERY_RETRIES,
     "retry_backoff": BACKOFF,
     # The receiver away (or our database, our broker) is worth another try.
-    "transient_errors": (services.TransientDeliveryError, *TRANSIENT_ERRORS),
+    "transient_errors": (delivery.TransientDeliveryError, *TRANSIENT_ERRORS),
 }
 
 
@@ -98,7 +99,7 @@ DELIVERY = {
     name="monitoring.deliver_webhook", on_final_failure=_delivery_failed("webhook"), **DELIVERY
 )
 def deliver_webhook(alert_id: int) -> str:
-    services.send_webhook(alert_id)
+    delivery.send_webhook(alert_id)
     return "sent"
 
 
@@ -106,5 +107,5 @@ def deliver_webhook(alert_id: int) -> str:
     name="monitoring.deliver_email", on_final_failure=_delivery_failed("email"), **DELIVERY
 )
 def deliver_email(alert_id: int) -> str:
-    services.send_email(alert_id)
+    delivery.send_email(alert_id)
     return "sent"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import OuterRef, Subquery
@@ -11,9 +13,13 @@ from django.views.decorators.http import require_POST
 from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.monitoring import services
+from auditapp.monitoring import thresholds
+from auditapp.monitoring.alerts import acknowledge_alert
+from auditapp.monitoring.configuration import settings_json
+from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
+from auditapp.monitoring.snapshots import request_snapshot
 from auditapp.pages import page
 from auditapp.registry.lookups import get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
@@ -22,31 +28,32 @@ SERIES_LENGTH = 60  # windows per chart
 PERIOD_FORMATS = {HOUR: "%m-%d %H:00", DAY: "%Y-%m-%d", WEEK: "%G-W%V"}
 
 
-def _ordered(entries: dict, names: list[str]) -> list[tuple[str, dict]]:
+def _ordered(entries: dict, names: list[str]) -> list[tuple[str, Any]]:
     """Per-feature entries in schema order (PostgreSQL's jsonb keeps its own key order)."""
     return [(name, entries[name]) for name in names if name in entries]
 
 
 def _summary(snapshot: MetricSnapshot | None, names: list[str]) -> dict | None:
-    """The figures a dashboard row shows, from a snapshot's data."""
+    """The figures a dashboard row shows, from a snapshot's document."""
     if snapshot is None:
         return None
-    data = snapshot.data or {}
-    drift = [(e.get("psi"), name) for name, e in data.get("drift", {}).items() if e.get("psi")]
+    document = SnapshotDocument.from_document(snapshot.data)
+    drift = [(e.psi, name) for name, e in document.drift.items() if e.psi]
     fairness = [
-        (e["disparate_impact_ratio"], name)
-        for name, e in data.get("fairness", {}).items()
-        if e.get("disparate_impact_ratio") is not None
+        (e.disparate_impact_ratio, name)
+        for name, e in document.fairness.items()
+        if e.disparate_impact_ratio is not None
     ]
     return {
         "snapshot": snapshot,
-        "drifted": [n for n, e in _ordered(data.get("drift", {}), names) if e.get("drifted")],
+        "drifted": [n for n, e in _ordered(document.drift, names) if e.drifted],
         "max_psi": max(drift) if drift else None,
-        "score_psi": data.get("score_drift", {}).get("psi"),
-        "roc_auc": (data.get("performance") or {}).get("roc_auc"),
+        "score_psi": document.score_psi,
+        "roc_auc": document.performance_figure("roc_auc"),
         "min_di": min(fairness) if fairness else None,
-        "failure_rate": data.get("explanations", {}).get("failure_rate"),
-        "ndcg": data.get("attribution_drift", {}).get("ranking_ndcg"),
+        "min_di_fails": bool(fairness) and min(fairness)[0] < thresholds.FOUR_FIFTHS,
+        "failure_rate": document.failure_rate,
+        "ndcg": document.ranking_ndcg,
     }
 
 
@@ -86,68 +93,72 @@ def _label(snapshot: MetricSnapshot) -> str:
     return snapshot.window_start.strftime(PERIOD_FORMATS.get(snapshot.window, "%Y-%m-%d %H:%M"))
 
 
-def _series(snapshots, pick) -> list[tuple[str, float | None]]:
-    return [(_label(s), pick(s.data or {})) for s in snapshots]
+Window = tuple[MetricSnapshot, SnapshotDocument]
 
 
-def _figures(model_version, snapshots: list[MetricSnapshot]) -> dict:
+def _windows(snapshots: list[MetricSnapshot]) -> list[Window]:
+    return [(s, SnapshotDocument.from_document(s.data)) for s in snapshots]
+
+
+def _series(windows: list[Window], pick) -> list[tuple[str, float | None]]:
+    return [(_label(snapshot), pick(document)) for snapshot, document in windows]
+
+
+def _figures(model_version, windows: list[Window]) -> dict:
     schema = model_version.parsed_schema
     labels = {f.name: f.label for f in schema.features}
-    latest = snapshots[-1] if snapshots else None
+    latest, document = windows[-1] if windows else (None, SnapshotDocument())
+    by_psi = sorted(schema.names, key=lambda n: -(document.feature_psi(n) or 0.0))
     figures = {
-        "drift": [
+        "drift": [  # the most drifted in the latest window first (each chart has its scale)
             charts.time_series(
-                _series(snapshots, lambda d, n=name: d.get("drift", {}).get(n, {}).get("psi")),
+                _series(windows, lambda d, n=name: d.feature_psi(n)),
                 title=f"Drift of {labels[name]} (PSI against the reference)",
                 y_label="PSI",
             )
-            for name in _by_latest_psi(schema.names, latest)
+            for name in by_psi
         ],
         "latest_psi": charts.bar_chart(
-            [
-                (labels[n], (latest.data or {}).get("drift", {}).get(n, {}).get("psi"))
-                for n in _by_latest_psi(schema.names, latest)
-            ]
-            if latest
-            else [],
-            title="Input drift per feature in the latest window (PSI; above 0.2 is a shift)",
+            [(labels[n], document.feature_psi(n)) for n in by_psi] if latest else [],
+            title=(
+                "Input drift per feature in the latest window "
+                f"(PSI; above {thresholds.PSI_SHIFT:g} is a shift)"
+            ),
             value_label="PSI",
             signed=False,
         ),
         "score_median": charts.time_series(
-            _series(snapshots, lambda d: d.get("score_drift", {}).get("current", {}).get("median")),
+            _series(windows, lambda d: d.median_score),
             title="Median score per window",
             y_label="median score",
         ),
         "score_psi": charts.time_series(
-            _series(snapshots, lambda d: d.get("score_drift", {}).get("psi")),
+            _series(windows, lambda d: d.score_psi),
             title="Score drift (PSI against the reference)",
             y_label="PSI",
         ),
         "ndcg": charts.time_series(
-            _series(snapshots, lambda d: d.get("attribution_drift", {}).get("ranking_ndcg")),
+            _series(windows, lambda d: d.ranking_ndcg),
             title="Attribution ranking kept (NDCG against the reference; 1 = same order)",
             y_label="NDCG",
         ),
         "roc_auc": charts.time_series(
-            _series(snapshots, lambda d: (d.get("performance") or {}).get("roc_auc")),
+            _series(windows, lambda d: d.performance_figure("roc_auc")),
             title="ROC AUC on decisions with an outcome",
             y_label="ROC AUC",
         ),
         "accuracy": charts.time_series(
-            _series(snapshots, lambda d: (d.get("performance") or {}).get("accuracy")),
+            _series(windows, lambda d: d.performance_figure("accuracy")),
             title="Accuracy on decisions with an outcome",
             y_label="accuracy",
         ),
         "fairness": [
             charts.time_series(
-                _series(
-                    snapshots,
-                    lambda d, n=f.name: (
-                        d.get("fairness", {}).get(n, {}).get("disparate_impact_ratio")
-                    ),
+                _series(windows, lambda d, n=f.name: d.disparate_impact(n)),
+                title=(
+                    f"Disparate impact ratio by {f.label} "
+                    f"(below {thresholds.FOUR_FIFTHS:g} fails the four-fifths rule)"
                 ),
-                title=f"Disparate impact ratio by {f.label} (below 0.8 fails the four-fifths rule)",
                 y_label="ratio",
             )
             for f in schema.features
@@ -156,29 +167,23 @@ def _figures(model_version, snapshots: list[MetricSnapshot]) -> dict:
         "score_histogram": None,
         "importance": None,
     }
-    histogram = (latest.data or {}).get("score_drift", {}).get("current", {}) if latest else {}
-    if histogram.get("histogram"):
+    histogram = document.score_drift.current.histogram if document.score_drift else None
+    if histogram:
         figures["score_histogram"] = charts.histogram(
-            histogram["histogram"]["counts"],
-            histogram["histogram"]["edges"],
+            histogram.counts,
+            histogram.edges,
             title=f"Score distribution, {_label(latest)}",
             x_label="score",
         )
-    shap = (latest.data or {}).get("attribution_drift", {}).get("mean_abs_shap") if latest else {}
+    shap = document.attribution_drift.mean_abs_shap if document.attribution_drift else {}
     if shap:
         figures["importance"] = charts.bar_chart(
-            [(labels.get(n, n), e["change"]) for n, e in shap.items()],
+            [(labels.get(n, n), e.change) for n, e in shap.items()],
             title=f"Change of mean |SHAP| against the reference, {_label(latest)}",
             value_label="change of mean |SHAP|",
             legend=("More important now", "Less important now"),
         )
     return figures
-
-
-def _by_latest_psi(names: list[str], latest: MetricSnapshot | None) -> list[str]:
-    """Features, the most drifted in the latest window first (each chart has its own scale)."""
-    drift = (latest.data or {}).get("drift", {}) if latest else {}
-    return sorted(names, key=lambda n: -(drift.get(n, {}).get("psi") or 0.0))
 
 
 @login_required
@@ -196,7 +201,8 @@ def version_monitoring(request, name: str, version: str):
     )[::-1]
     config = MonitoringSettings.objects.filter(model_version=model_version).first()
     names = model_version.parsed_schema.names
-    latest_data = (snapshots[-1].data or {}) if snapshots else {}
+    windows = _windows(snapshots)
+    latest_data = windows[-1][1] if windows else SnapshotDocument()
     context = {
         "model_version": model_version,
         "window": window,
@@ -204,12 +210,12 @@ def version_monitoring(request, name: str, version: str):
         "snapshots": snapshots,
         "latest": _summary(snapshots[-1], names) if snapshots else None,
         "latest_data": latest_data,
-        "drift_rows": _ordered(latest_data.get("drift", {}), names),
-        "fairness_rows": _ordered(latest_data.get("fairness", {}), names),
-        "figures": _figures(model_version, snapshots),
+        "drift_rows": _ordered(latest_data.drift, names),
+        "fairness_rows": _ordered(latest_data.fairness, names),
+        "figures": _figures(model_version, windows),
         "alerts": model_version.alerts.select_related("acknowledged_by")[:20],
         "recent": model_version.metric_snapshots.order_by("-created_at")[:10],
-        "settings": services.settings_json(config) if config else None,
+        "settings": settings_json(config) if config else None,
         "can_run": actor.can(roles.RUN_MONITORING),
         "can_acknowledge": actor.can(roles.ACKNOWLEDGE_ALERTS),
     }
@@ -223,7 +229,7 @@ def compute(request, name: str, version: str):
     actor = roles.actor_for(request)
     model_version = get_version_for_actor(actor, name, version)
     period = {"from": _moment(request.POST.get("from")), "to": _moment(request.POST.get("to"))}
-    snapshot = services.request_snapshot(actor, model_version, period, ip=client_ip(request))
+    snapshot = request_snapshot(actor, model_version, period, ip=client_ip(request))
     messages.info(
         request, f"Computing the {snapshot.window} from {snapshot.window_start:%Y-%m-%d %H:%M} UTC."
     )
@@ -243,7 +249,7 @@ def _moment(value: str | None) -> str | None:
 def acknowledge(request, alert_id: int):
     actor = roles.actor_for(request)
     alert = get_alert_for_actor(actor, alert_id)
-    services.acknowledge_alert(actor, alert, ip=client_ip(request))
+    acknowledge_alert(actor, alert, ip=client_ip(request))
     target = request.POST.get("next", "")
     if not target.startswith("/") or target.startswith("//"):
         target = "/monitoring/"

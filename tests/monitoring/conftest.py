@@ -22,7 +22,7 @@ from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.services import record_decisions
-from auditapp.monitoring.services import window_floor
+from auditapp.monitoring.windows import window_floor
 from auditapp.registry.services import VersionUpload, register_model_version
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 

@@ -11,7 +11,7 @@ from django.test import Client
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
-from auditapp.monitoring import services
+from auditapp.monitoring import snapshots, windows
 from auditapp.monitoring.models import Alert, AlertRule, MetricSnapshot, MonitoringSettings
 from tests.accounts.test_role_matrix import (
     capabilities,
@@ -31,7 +31,7 @@ def world(users, model_version, ingest, api_client, ml_engineer):
     """credit v1 with 40 decisions, a computed day snapshot and an open alert on it."""
     results = ingest(*DecisionPayloadFactory.build_batch(40))
     first = model_version.decisions.get(pk=results[0]["id"])
-    day = services.window_floor("day", first.predicted_at)
+    day = windows.window_floor("day", first.predicted_at)
     AlertRule.objects.create(
         name="Any score drift",
         metric="score_drift_psi",
@@ -40,8 +40,8 @@ def world(users, model_version, ingest, api_client, ml_engineer):
         model_version=model_version,
     )
     period = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
-    snapshot = services.request_snapshot(roles.Actor(user=ml_engineer), model_version, period)
-    snapshot = services.compute_snapshot(snapshot.pk)
+    snapshot = snapshots.request_snapshot(roles.Actor(user=ml_engineer), model_version, period)
+    snapshot = snapshots.compute_snapshot(snapshot.pk)
     alert = Alert.objects.get(metric="score_drift_psi")
     return {
         "version": model_version,

@@ -14,7 +14,7 @@ from django.core import mail
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
-from auditapp.monitoring import services, tasks
+from auditapp.monitoring import alerts, snapshots, tasks
 from auditapp.monitoring.models import Alert, AlertRule, MetricSnapshot
 from tests.monitoring.conftest import a_day, shifted
 
@@ -22,7 +22,7 @@ from tests.monitoring.conftest import a_day, shifted
 def compute_day(version, user, day) -> MetricSnapshot:
     """Request the day window as the API does, then run the task as the worker would."""
     period = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
-    snapshot = services.request_snapshot(roles.Actor(user=user), version, period)
+    snapshot = snapshots.request_snapshot(roles.Actor(user=user), version, period)
     assert tasks.compute_window.run(snapshot.pk)["status"] == MetricSnapshot.DONE
     return MetricSnapshot.objects.get(pk=snapshot.pk)
 
@@ -114,7 +114,7 @@ def test_a_breached_acknowledged_alert_stays_acknowledged_and_is_not_raised_agai
     compute_day(german_version, ml_engineer, a_day(4))
     age = drift_alerts().get(subject="age")
 
-    services.acknowledge_alert(roles.Actor(user=compliance_officer), age)
+    alerts.acknowledge_alert(roles.Actor(user=compliance_officer), age)
     compute_day(german_version, ml_engineer, a_day(3))
 
     age.refresh_from_db()
@@ -281,10 +281,10 @@ def test_alerts_are_sent_after_commit_to_the_monitoring_queue(
     settings.ATTEST_ALERT_WEBHOOK_URL = "http://127.0.0.1:9/"
     stream(shifted(unseen), a_day(3), "s")
     period = {"from": a_day(3).isoformat(), "to": a_day(2).isoformat()}
-    snapshot = services.request_snapshot(roles.Actor(user=ml_engineer), german_version, period)
+    snapshot = snapshots.request_snapshot(roles.Actor(user=ml_engineer), german_version, period)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        services.compute_snapshot(snapshot.pk)
+        snapshots.compute_snapshot(snapshot.pk)
 
     assert drift_alerts().count() == 2
     assert len(callbacks) == Alert.objects.count()  # one delivery per raised alert

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from auditapp.monitoring import metrics
+from auditapp.monitoring import metrics, thresholds
 from tests.datasets import adult
 
 DECILES = np.linspace(0, 1, 11)[1:-1]
@@ -165,6 +165,6 @@ def test_a_point_mass_that_shrinks_to_half_is_a_significant_shift(before, after,
 
     entry = metrics.numeric_drift(reference, current)
 
-    assert entry["psi"] > metrics.PSI_THRESHOLD
-    assert entry["ks_p"] < metrics.P_VALUE
+    assert entry["psi"] > thresholds.PSI_SHIFT
+    assert entry["ks_p"] < thresholds.DRIFT_P_VALUE
     assert entry["drifted"] is True

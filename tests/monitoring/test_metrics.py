@@ -27,8 +27,8 @@ from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.decisions.services import record_decisions
 from auditapp.monitoring import metrics
+from auditapp.monitoring.configuration import configure_monitoring
 from auditapp.monitoring.models import MonitoringSettings
-from auditapp.monitoring.services import configure_monitoring
 from auditapp.registry.services import VersionUpload, register_model_version
 from explain import tasks as explain_tasks
 from explain.schema import parse_schema

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import OperationalError
 
-from auditapp.monitoring import services, tasks
+from auditapp.monitoring import snapshots, tasks, windows
 from auditapp.monitoring.models import Alert, MetricSnapshot
 from tests.monitoring.conftest import a_day, shifted
 from tests.monitoring.test_alerts import Receiver
@@ -30,55 +30,55 @@ def test_task_names_are_a_wire_contract():
 
 def test_windows_are_utc_hours_days_and_weeks_from_monday():
     moment = datetime(2026, 11, 19, 15, 42, 7, tzinfo=UTC)  # a Thursday
-    assert services.window_floor("hour", moment) == datetime(2026, 11, 19, 15, tzinfo=UTC)
-    assert services.window_floor("day", moment) == datetime(2026, 11, 19, tzinfo=UTC)
-    assert services.window_floor("week", moment) == datetime(2026, 11, 16, tzinfo=UTC)
+    assert windows.window_floor("hour", moment) == datetime(2026, 11, 19, 15, tzinfo=UTC)
+    assert windows.window_floor("day", moment) == datetime(2026, 11, 19, tzinfo=UTC)
+    assert windows.window_floor("week", moment) == datetime(2026, 11, 16, tzinfo=UTC)
     day = datetime(2026, 11, 19, tzinfo=UTC)
-    assert services.window_kind(day, day + timedelta(days=1)) == "day"
-    assert services.window_kind(day, day + timedelta(days=2)) == "custom"
-    assert services.window_kind(day - timedelta(days=3), day + timedelta(days=4)) == "week"
+    assert windows.window_kind(day, day + timedelta(days=1)) == "day"
+    assert windows.window_kind(day, day + timedelta(days=2)) == "custom"
+    assert windows.window_kind(day - timedelta(days=3), day + timedelta(days=4)) == "week"
 
 
 def test_the_schedule_owes_the_last_completed_windows_once(german_version, stream, unseen):
     now = timezone_now()
     stream(unseen.head(40), a_day(1), "yesterday")  # 40 decisions through yesterday
 
-    due = services.due_snapshots(now)
+    due = snapshots.due_snapshots(now)
 
-    snapshots = MetricSnapshot.objects.filter(pk__in=due)
+    owed = MetricSnapshot.objects.filter(pk__in=due)
     # (Just after midnight the last completed hour is yesterday's last, owed too.)
-    windows = sorted((s.window, s.window_start) for s in snapshots if s.window != "hour")
+    kinds = sorted((s.window, s.window_start) for s in owed if s.window != "hour")
     yesterday = a_day(1)
     expected = [("day", yesterday)]
-    if services.window_floor("week", now) > yesterday:  # today is a Monday
-        expected.append(("week", services.window_floor("week", yesterday)))
-    assert windows == sorted(expected)
-    assert {s.status for s in snapshots} == {"pending"}
-    assert services.due_snapshots(now) == []  # not owed twice
+    if windows.window_floor("week", now) > yesterday:  # today is a Monday
+        expected.append(("week", windows.window_floor("week", yesterday)))
+    assert kinds == sorted(expected)
+    assert {s.status for s in owed} == {"pending"}
+    assert snapshots.due_snapshots(now) == []  # not owed twice
 
 
 def test_a_snapshot_left_pending_is_sent_again(german_version):
     now = timezone_now()
-    fresh = services._pending_snapshot(german_version, a_day(3), a_day(2))
-    stranded = services._pending_snapshot(german_version, a_day(4), a_day(3))
+    fresh = snapshots._pending_snapshot(german_version, a_day(3), a_day(2))
+    stranded = snapshots._pending_snapshot(german_version, a_day(4), a_day(3))
     MetricSnapshot.objects.filter(pk=stranded.pk).update(created_at=now - timedelta(minutes=20))
 
-    assert services.due_snapshots(now) == [stranded.pk]
-    assert fresh.pk not in services.due_snapshots(now)
+    assert snapshots.due_snapshots(now) == [stranded.pk]
+    assert fresh.pk not in snapshots.due_snapshots(now)
 
 
 def test_a_window_is_recomputed_when_outcomes_arrive_later(
     german_version, stream, outcomes, unseen
 ):
     decisions = stream(unseen.head(40), a_day(2), "late")
-    due = services._pending_snapshot(german_version, a_day(2), a_day(1)).pk
+    due = snapshots._pending_snapshot(german_version, a_day(2), a_day(1)).pk
     tasks.compute_window.run(due)
     assert MetricSnapshot.objects.get(pk=due).data["performance"] is None
-    assert due not in services.due_snapshots(timezone_now())
+    assert due not in snapshots.due_snapshots(timezone_now())
 
     outcomes(decisions, unseen["credit"].head(40))
 
-    assert due in services.due_snapshots(timezone_now())
+    assert due in snapshots.due_snapshots(timezone_now())
     tasks.compute_window.run(due)
     assert MetricSnapshot.objects.get(pk=due).data["performance"]["outcomes"] == 40
 
@@ -90,12 +90,12 @@ def timezone_now():
 
 
 def test_a_failure_is_written_on_the_snapshot(german_version, monkeypatch):
-    snapshot = services._pending_snapshot(german_version, a_day(3), a_day(2))
+    snapshot = snapshots._pending_snapshot(german_version, a_day(3), a_day(2))
 
     def broken(*args):
         raise ValueError("the reference cannot be read")
 
-    monkeypatch.setattr(services, "compute_window_metrics", broken)
+    monkeypatch.setattr(snapshots, "compute_window_metrics", broken)
     result = tasks.compute_window.apply(args=(snapshot.pk,)).get()
 
     snapshot.refresh_from_db()
@@ -107,14 +107,14 @@ def test_a_failure_is_written_on_the_snapshot(german_version, monkeypatch):
 
 
 def test_a_database_outage_is_retried_then_written_on_the_snapshot(german_version, monkeypatch):
-    snapshot = services._pending_snapshot(german_version, a_day(3), a_day(2))
+    snapshot = snapshots._pending_snapshot(german_version, a_day(3), a_day(2))
     calls = []
 
     def unavailable(*args):
         calls.append(1)
         raise OperationalError("server closed the connection")
 
-    monkeypatch.setattr(services, "compute_window_metrics", unavailable)
+    monkeypatch.setattr(snapshots, "compute_window_metrics", unavailable)
     tasks.compute_window.apply(args=(snapshot.pk,))
 
     snapshot.refresh_from_db()

@@ -19,7 +19,8 @@ from auditapp.accounts.services import create_api_token, create_user, revoke_api
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.demo import credit
 from auditapp.monitoring.models import DAY
-from auditapp.monitoring.services import request_snapshot, window_floor
+from auditapp.monitoring.snapshots import request_snapshot
+from auditapp.monitoring.windows import window_floor
 from auditapp.registry import services as registry
 from auditapp.registry.models import ModelVersion
 
