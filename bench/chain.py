@@ -116,27 +116,27 @@ def raw_fetch_rate() -> tuple[float, int]:
     """PostgreSQL streaming the columns verification reads, to psycopg, nothing else."""
     from django.db import connection, transaction
 
-    from auditapp.decisions import sealing
+    from auditapp.decisions import rehashing
 
     columns = [
         "id",
         "model_version_id",
         "request_id",
         "subject_ref",
-        sealing._json("inputs"),
-        sealing._json("prediction"),
+        rehashing._json("inputs"),
+        rehashing._json("prediction"),
         "score",
-        sealing._time("predicted_at"),
-        sealing._time("recorded_at"),
+        rehashing._time("predicted_at"),
+        rehashing._time("recorded_at"),
         "source",
-        sealing._json("metadata"),
+        rehashing._json("metadata"),
         "content_hash",
     ]
     began, rows = time.perf_counter(), 0
     with transaction.atomic():
         cursor = connection.chunked_cursor()
         cursor.execute(f"SELECT {', '.join(columns)} FROM decisions_decision ORDER BY id")
-        while chunk := cursor.fetchmany(sealing.CHUNK):
+        while chunk := cursor.fetchmany(rehashing.CHUNK):
             rows += len(chunk)
         cursor.close()
     return rows / (time.perf_counter() - began), rows
@@ -167,7 +167,8 @@ def run(decisions: int) -> list[tuple[str, str, str, str]]:
     from django.db import connection
 
     from auditapp.decisions.models import Decision
-    from auditapp.decisions.sealing import seal_new_records, verify_chain
+    from auditapp.decisions.sealing import seal_new_records
+    from auditapp.decisions.verification import verify_chain
 
     top_up(user, version, model, decisions)
     with connection.cursor() as cursor:

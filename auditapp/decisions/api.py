@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.decisions import jobs, outcomes, sealing, services
+from auditapp.decisions import jobs, outcomes, proofs, sealing, services, verification
 from auditapp.decisions.filters import filter_decisions, keyset_page
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
@@ -123,7 +123,7 @@ class AuditVerifyView(APIView):
         actor = roles.actor_for(request)
         actor.require(roles.VERIFY_CHAIN)
         jobs.check_small_enough_to_verify_now()
-        result = sealing.verify_as(actor, against=against, ip=client_ip(request), via="api")
+        result = verification.verify_as(actor, against=against, ip=client_ip(request), via="api")
         return Response(result.as_dict())
 
     @extend_schema(
@@ -206,7 +206,7 @@ class ConsistencyView(APIView):
         first = sealing.parse_tree_size(params.get("first"), "first")
         second = params.get("second")
         second = None if second in (None, "") else sealing.parse_tree_size(second, "second")
-        return Response(sealing.consistency_proof(actor, first, second))
+        return Response(proofs.consistency_proof(actor, first, second))
 
 
 PROOF_PARAMETERS = [
@@ -230,7 +230,7 @@ class DecisionProofView(APIView):
         """RFC 6962 inclusion proof of the decision in the tree of a seal."""
         actor = roles.actor_for(request)
         decision = get_decision_for_actor(actor, decision_id)
-        return Response(sealing.inclusion_proof(decision, requested_tree_size(request)))
+        return Response(proofs.inclusion_proof(decision, requested_tree_size(request)))
 
 
 class AuditEventProofView(APIView):
@@ -243,4 +243,4 @@ class AuditEventProofView(APIView):
         """RFC 6962 inclusion proof of an audit event in the tree of a seal (as readable as it)."""
         actor = roles.actor_for(request)
         event = access_log.get_event_for_actor(actor, event_id)
-        return Response(sealing.inclusion_proof(event, requested_tree_size(request)))
+        return Response(proofs.inclusion_proof(event, requested_tree_size(request)))

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent, LogRecord
-from auditapp.decisions import sealing
+from auditapp.decisions import verification
 from auditapp.decisions.models import Decision, VerificationJob
 from auditapp.errors import Conflict, NotFound
 
@@ -37,7 +37,7 @@ def request_verification(
     """Store the job; it is sent to the workers once the transaction commits."""
     actor.require(roles.VERIFY_CHAIN)
     if against is not None:
-        sealing.check_kept_seal(against)  # refused now (400), not later by the worker
+        verification.check_kept_seal(against)  # refused now (400), not later by the worker
     user = actor.user if actor.user.is_authenticated else None
     with transaction.atomic():
         job = VerificationJob.objects.create(against=against, requested_by=user, via=via, ip=ip)
@@ -103,9 +103,9 @@ def run_verification(job_id: int) -> str:
         status=VerificationJob.RUNNING, started_at=timezone.now(), progress=0
     )
     try:
-        result = sealing.verify_chain(against=job.against, progress=_progress_writer(job))
+        result = verification.verify_chain(against=job.against, progress=_progress_writer(job))
         actor = roles.Actor(user=job.requested_by) if job.requested_by else roles.system_actor()
-        sealing.note_verified(actor, result, ip=job.ip, via=job.via, job=job.pk)
+        verification.note_verified(actor, result, ip=job.ip, via=job.via, job=job.pk)
     except Exception as exc:  # final: written on the row for the one who asked
         log.exception("audit.verify.failed job=%s", job.pk)
         VerificationJob.objects.filter(pk=job.pk).update(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from django.db.models import BinaryField, Subquery
 from django.db.models.functions import Substr
@@ -54,7 +55,9 @@ def leaf_hashes(kind: str, packed: bytes) -> list[bytes]:
     return [sha256(head + packed[i : i + 32]).digest() for i in range(0, len(packed), 32)]
 
 
-def seal_leaf_hashes(seal: Seal, kinds=KINDS) -> list[bytes]:
+def seal_leaf_hashes(
+    seal: Seal, kinds: tuple[tuple[str, bytes, str, str], ...] = KINDS
+) -> list[bytes]:
     """Every leaf hash a seal appended, in log order (`kinds`: of an older migration state)."""
     hashes: list[bytes] = []
     for kind, _, _, field in kinds:
@@ -101,7 +104,9 @@ class StoredTree:
 
     def __init__(self) -> None:
         self._perfect: dict[tuple[int, int], bytes] = {}
-        self._seals: dict[int, list] = {}  # tree_size -> the parts of a small seal
+        self._seals: dict[
+            int, list[tuple[str, int, bytes]]
+        ] = {}  # tree_size -> parts of a small seal
 
     def subtree(self, start: int, end: int) -> bytes:
         """MTH(D[start:end]) for a range RFC 6962's recursion asks for."""
@@ -179,7 +184,9 @@ def _parts(first_leaf: int, packed: list[bytes]) -> list[tuple[str, int, bytes]]
     return parts
 
 
-def _slices(size: int, first_leaf: int, counts: list[int], low: int, high: int) -> list:
+def _slices(
+    size: int, first_leaf: int, counts: list[int], low: int, high: int
+) -> list[tuple[str, int, bytes]]:
     """Of the seal of tree size `size`, the content hashes of leaves low..high-1 only."""
 
     slices, starts, position = {}, {}, first_leaf
@@ -194,7 +201,7 @@ def _slices(size: int, first_leaf: int, counts: list[int], low: int, high: int) 
     return [(kind, starts[kind], bytes(value)) for kind, value in zip(slices, row, strict=True)]
 
 
-def _seals_between(lowest_end: int, highest_start: int, *fields: str, flat: bool = False):
+def _seals_between(lowest_end: int, highest_start: int, *fields: str, flat: bool = False) -> Any:
     """Seals ending at or after leaf count `lowest_end` and starting before `highest_start`.
 
     Both bounds are on the unique tree_size, so the database reads an index range:

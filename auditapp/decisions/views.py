@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
-from auditapp.decisions import jobs, presenters, sealing, services
+from auditapp.decisions import jobs, presenters, proofs, sealing, services
 from auditapp.decisions.filters import (
     filter_decisions,
     keyset_page,
@@ -19,6 +19,7 @@ from auditapp.decisions.filters import (
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons
+from auditapp.decisions.verification import read_exported_seal
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.filtering import parse_limit
 from auditapp.hashing import canonical_json
@@ -198,7 +199,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "can_export_notices": all(actor.can(c) for c in roles.EXPORT_NOTICES),
         "classes": schema.target.classes,
         "feedback_errors": feedback_errors,
-        "seal": sealing.seal_of(decision),
+        "seal": proofs.seal_of(decision),
         **_case_context(decision, actor),
         **_explanation_context(decision, actor),
     }
@@ -272,7 +273,7 @@ def verify_chain(request):
     actor = roles.actor_for(request)
     against = None
     if upload := request.FILES.get("seal"):
-        against = sealing.read_exported_seal(upload.read())
+        against = read_exported_seal(upload.read())
     job = jobs.request_verification(actor, against, ip=client_ip(request), via="page")
     if is_htmx(request):
         return render(request, "decisions/_verification.html", {"job": job})
@@ -304,8 +305,8 @@ def proof(request, decision_id: int):
     """The decision's inclusion proof in the latest seal's tree, loaded on request."""
     decision = get_decision_for_actor(roles.actor_for(request), decision_id)
     try:
-        proof = sealing.inclusion_proof(decision)
+        proof = proofs.inclusion_proof(decision)
     except NotFound as missing:
         return render(request, "decisions/_proof.html", {"note": missing.message})
-    context = {"proof": proof, "verified": sealing.inclusion_holds(proof)}
+    context = {"proof": proof, "verified": proofs.inclusion_holds(proof)}
     return render(request, "decisions/_proof.html", context)

@@ -43,7 +43,7 @@ from django.db.models.functions import Cast, Floor, Least, TruncDate
 from django.utils import timezone
 
 from auditapp.accounts.models import AuditEvent
-from auditapp.decisions import sealing
+from auditapp.decisions import sealing, verification
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.hashing import canonical_time
@@ -538,7 +538,7 @@ def _decision_ids(version: ModelVersion) -> QuerySet:
 
 def integrity(ctx: _Context) -> dict[str, Any]:
     """The whole chain is verified (links make the period depend on all before it)."""
-    result = sealing.verify_chain()
+    result = verification.verify_chain()
     seal = sealing.latest_seal()
     last_sealed = (seal.last_decision_id or 0) if seal else 0
     counts = ctx.decisions.aggregate(

@@ -16,12 +16,8 @@ from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.jobs import run_verification
 from auditapp.decisions.models import VerificationJob
-from auditapp.decisions.sealing import (
-    exported_seal,
-    inclusion_holds,
-    latest_seal,
-    seal_new_records,
-)
+from auditapp.decisions.proofs import inclusion_holds
+from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
 from tests.accounts.test_role_matrix import expected_status, request_as, world  # noqa: F401
 from tests.conftest import EVERYONE
 

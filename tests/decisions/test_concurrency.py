@@ -13,8 +13,9 @@ from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
-from auditapp.decisions.sealing import seal_new_records, verify_chain
+from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.services import record_decisions
+from auditapp.decisions.verification import verify_chain
 from auditapp.hashing import canonical_time
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory

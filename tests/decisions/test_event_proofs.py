@@ -16,7 +16,8 @@ import pytest
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Seal
-from auditapp.decisions.sealing import inclusion_holds, inclusion_proof, seal_new_records
+from auditapp.decisions.proofs import inclusion_holds, inclusion_proof
+from auditapp.decisions.sealing import seal_new_records
 from tests.decisions.test_proofs import grow_log, hexes, inclusion_ok, signature_ok
 from tests.decisions.test_sealing import log_leaves
 from tests.factories import DecisionPayloadFactory

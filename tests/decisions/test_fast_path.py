@@ -1,6 +1,6 @@
 """Verification's fast paths hash exactly what the models define.
 
-Verification reads columns as text and hashes them in bulk (`sealing._decision_hashes`,
+Verification reads columns as text and hashes them in bulk (`rehashing.decision_hashes`,
 `_event_hashes`) rather than through model instances; each document is defined
 once (`hashing.decision_document`, `accounts.models.event_document`). These
 tests hold the fast path to the model's own definition on awkward values: tiny
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
-from auditapp.decisions.sealing import _decision_hashes, _event_hashes
+from auditapp.decisions.rehashing import decision_hashes, event_hashes
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,7 +35,7 @@ TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_si
 def fast_path() -> dict[int, tuple[bytes, str, str]]:
     return {
         pk: (recomputed, stored, at)
-        for chunk in _decision_hashes(processes=False)
+        for chunk in decision_hashes(processes=False)
         for pk, recomputed, stored, at in chunk
     }
 
@@ -78,7 +78,7 @@ def test_the_decision_fast_path_equals_the_models_definition(
 def test_the_event_fast_path_equals_the_models_definition(db, details, hidden, ip):
     event = record_event("test.fast_path", ip=ip, sensitive_details=hidden, **{"d": details})
 
-    hashes = {pk: (h, stored) for chunk in _event_hashes() for pk, h, stored, _ in chunk}
+    hashes = {pk: (h, stored) for chunk in event_hashes() for pk, h, stored, _ in chunk}
 
     event = AuditEvent.objects.get(pk=event.pk)  # as stored: the IP in its canonical form
     assert hashes[event.pk][0].hex() == event.compute_content_hash() == event.content_hash

@@ -23,7 +23,8 @@ from django.core.management.base import CommandError
 
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Seal
-from auditapp.decisions.sealing import exported_seal, seal_new_records, verify_chain
+from auditapp.decisions.sealing import exported_seal, seal_new_records
+from auditapp.decisions.verification import verify_chain
 from tests.decisions.test_proofs import consistency_ok, hexes, inclusion_ok, signature_ok
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory

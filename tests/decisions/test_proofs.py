@@ -28,12 +28,9 @@ from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.celery import app as celery_app
 from auditapp.decisions import jobs, log
 from auditapp.decisions.models import Decision, Seal, VerificationJob
-from auditapp.decisions.sealing import (
-    inclusion_holds,
-    inclusion_proof,
-    seal_new_records,
-    verify_chain,
-)
+from auditapp.decisions.proofs import inclusion_holds, inclusion_proof
+from auditapp.decisions.sealing import seal_new_records
+from auditapp.decisions.verification import verify_chain
 from explain import publishing
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
@@ -288,7 +285,7 @@ def test_a_job_writes_its_progress_then_the_result(
     model_version, ingest, client, monkeypatch, django_capture_on_commit_callbacks
 ):
     grow_log(ingest, batches=(40,))
-    monkeypatch.setattr("auditapp.decisions.sealing.CHUNK", 5)
+    monkeypatch.setattr("auditapp.decisions.rehashing.CHUNK", 5)
     monkeypatch.setattr(jobs, "PROGRESS_EVERY", 0)
     seen = []
     real = jobs.write_progress

@@ -16,16 +16,11 @@ from django.db import DatabaseError, connection, transaction
 
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord
-from auditapp.decisions import merkle
+from auditapp.decisions import merkle, rehashing
 from auditapp.decisions.models import Decision, Seal
-from auditapp.decisions.sealing import (
-    exported_seal,
-    inclusion_holds,
-    inclusion_proof,
-    latest_seal,
-    seal_new_records,
-    verify_chain,
-)
+from auditapp.decisions.proofs import inclusion_holds, inclusion_proof
+from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
+from auditapp.decisions.verification import verify_chain
 from auditapp.errors import NotFound
 from tests.factories import DecisionPayloadFactory
 
@@ -308,7 +303,7 @@ def test_a_forged_kept_seal_is_refused(sealed):
 
 def test_a_seal_kept_from_the_former_hash_chain_is_still_checked(sealed):
     """Seals exported before the log was one tree named their index and seal_hash."""
-    from auditapp.decisions.sealing import chain_seal_hashes
+    from auditapp.decisions.verification import chain_seal_hashes
 
     (hash_0, hash_1) = chain_seal_hashes(list(Seal.objects.order_by("index")))
     kept = {"attest_seal": 1, "index": 1, "seal_hash": hash_1}
@@ -454,13 +449,11 @@ class TestTriggers:
 def test_committed_rows_are_hashed_in_processes_and_read_ahead(model_version, ingest, monkeypatch):
     """Outside a transaction, PostgreSQL decisions are hashed by worker processes (a few ids a
     task here) and audit events read ahead on a second connection; both still name tampering."""
-    from auditapp.decisions import sealing
-
-    monkeypatch.setattr(sealing, "RANGE", 4)  # several tasks per process
-    monkeypatch.setattr(sealing, "CHUNK", 3)  # several read-ahead chunks
+    monkeypatch.setattr(rehashing, "RANGE", 4)  # several tasks per process
+    monkeypatch.setattr(rehashing, "CHUNK", 3)  # several read-ahead chunks
     ids = decision_ids(ingest, 10)
     seal_new_records()
-    assert not connection.in_atomic_block and sealing._can_use_processes()
+    assert not connection.in_atomic_block and rehashing._can_use_processes()
 
     result = verify_chain(processes=True)
     assert result.ok, result.first_bad

@@ -23,7 +23,8 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
-from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records, verify_chain
+from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
+from auditapp.decisions.verification import verify_chain
 from auditapp.hashing import canonical_time, content_hash, new_salt
 from auditapp.registry.models import StageChange
 from auditapp.registry.services import change_stage

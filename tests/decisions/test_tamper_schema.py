@@ -14,7 +14,8 @@ import json
 import pytest
 from django.db import connection
 
-from auditapp.decisions.sealing import seal_new_records, verify_chain
+from auditapp.decisions.sealing import seal_new_records
+from auditapp.decisions.verification import verify_chain
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db

@@ -19,7 +19,7 @@ import pytest
 
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
-from auditapp.decisions.sealing import verify_chain
+from auditapp.decisions.verification import verify_chain
 from auditapp.hashing import sha256_hex
 from explain import batches
 from tests.factories import DecisionPayloadFactory

@@ -13,7 +13,7 @@ from django.db import migrations, models
 def build_tree(apps, schema_editor):
     from auditapp.decisions import log, signing
     from auditapp.hashing import canonical_time
-    from auditapp.decisions.sealing import chain_seal_hashes
+    from auditapp.decisions.verification import chain_seal_hashes
 
     Seal = apps.get_model("decisions", "Seal")
     seals = list(Seal.objects.order_by("index"))

@@ -6,7 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from auditapp.accounts import roles
-from auditapp.decisions.sealing import exported_seal, latest_seal, verify_as
+from auditapp.decisions.sealing import exported_seal, latest_seal
+from auditapp.decisions.verification import verify_as
 from auditapp.errors import ServiceError
 
 

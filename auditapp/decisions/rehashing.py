@@ -1,0 +1,286 @@
+"""Reading the log's rows back and recomputing their content hashes, in chunks, on a
+prefetching thread or in worker processes (verification's heavy part)."""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any, cast
+
+import orjson
+from django.db import connection, transaction
+
+from auditapp.accounts.models import AuditEvent, LogRecord, event_document
+from auditapp.decisions.models import Decision
+from auditapp.hashing import (
+    canonical_bytes,
+    canonical_ip,
+    decision_document,
+)
+from auditapp.registry.models import ModelVersion
+from explain.schema import parse_schema
+
+CHUNK = 20_000  # rows fetched per round trip while verifying
+Row = tuple[Any, ...]  # a row as the database driver returns it
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+# --- recomputing content hashes from the stored fields ----------------------------
+
+
+DECISION_COLUMNS = (
+    "id",
+    "model_version_id",
+    "request_id",
+    "subject_ref",
+    "inputs",
+    "prediction",
+    "score",
+    "predicted_at",
+    "recorded_at",
+    "source",
+    "metadata",
+    "salt",
+    "content_hash",
+)
+RANGE = 50_000  # decision ids per task when hashing in processes
+# model version id -> (model name, version, artifact sha256, sensitive feature names)
+Versions = dict[int, tuple[str, str, str, frozenset[str]]]
+
+
+def _decision_columns() -> list[str]:
+    json_columns = {"inputs", "prediction", "metadata"}
+    time_columns = {"predicted_at", "recorded_at"}
+    return [
+        _json(c) if c in json_columns else _time(c) if c in time_columns else c
+        for c in DECISION_COLUMNS
+    ]
+
+
+def decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str, str]]]:
+    """(id, content hash recomputed from the stored fields, stored hash), in chunks by id."""
+    versions = {
+        pk: (name, version, sha, parse_schema(schema).sensitive_names)
+        for pk, name, version, sha, schema in ModelVersion.objects.values_list(
+            "pk", "registered_model__name", "version", "artifact_sha256", "schema"
+        )
+    }
+    table = Decision._meta.db_table
+    if processes and _can_use_processes():
+        yield from _hashed_in_processes(table, versions)
+        return
+    for chunk in _chunks(table, _decision_columns()):
+        yield hash_decision_rows(chunk, versions)
+
+
+def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, bytes, str, str]]:
+    """Each row's content hash, recomputed from its stored columns (DECISION_COLUMNS).
+
+    The sensitive features are the version's schema's: a schema edited to unmask
+    one no longer reproduces the hashes of the decisions it recorded.
+    """
+    sha256, dumps, loads = hashlib.sha256, orjson.dumps, orjson.loads
+    out = []
+    for pk, version_id, request_id, subject, inputs, prediction, score, *rest in rows:
+        predicted_at, recorded_at, source, metadata, salt, stored = rest
+        model, version, artifact, sensitive = versions[version_id]
+        fields = {
+            "artifact_sha256": artifact,
+            "inputs": loads(inputs),
+            "metadata": loads(metadata),
+            "model": model,
+            "predicted_at": predicted_at,
+            "prediction": loads(prediction),
+            "recorded_at": recorded_at,
+            "request_id": request_id,
+            "score": score,
+            "source": source,
+            "subject_ref": subject,
+            "version": version,
+        }
+        document = decision_document(fields, sensitive, None if salt is None else bytes(salt))
+        out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored, recorded_at))
+    return out
+
+
+def _can_use_processes() -> bool:
+    """Hash in worker processes: on PostgreSQL, with committed rows, on more than one core.
+
+    Inside a transaction other connections cannot see its rows; a daemonic
+    process (a multiprocessing pool worker) may not start children.
+    """
+    return (
+        connection.vendor == "postgresql"
+        and not connection.in_atomic_block
+        and not multiprocessing.current_process().daemon
+        and (os.cpu_count() or 1) > 1
+    )
+
+
+def _hashed_in_processes(
+    table: str, versions: Versions
+) -> Iterator[list[tuple[int, bytes, str, str]]]:
+    """The decisions hashed by one process per core, RANGE ids a task, returned in id order.
+
+    Hashing is Python's work under one lock; a million decisions take half the
+    time on two cores. Each process reads its ids on a connection of its own.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(id), max(id) FROM {table}")
+        low, high = cursor.fetchone()
+    if low is None:
+        return
+    sql = (
+        f"SELECT {', '.join(_decision_columns())} FROM {table} "
+        "WHERE id >= %s AND id < %s ORDER BY id"
+    )
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    tasks = [(params, sql, start, start + RANGE, versions) for start in range(low, high + 1, RANGE)]
+    processes = min(len(tasks), os.cpu_count() or 2, 4)
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        yield from pool.imap(_hash_range, tasks)
+
+
+def _hash_range(
+    task: tuple[dict[str, Any], str, int, int, Versions],
+) -> list[tuple[int, bytes, str, str]]:
+    """In a worker process: read one id range on a new connection and hash it."""
+    import psycopg
+
+    params, sql, start, end, versions = task
+    with psycopg.connect(**params) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, (start, end))
+        return hash_decision_rows(cursor.fetchall(), versions)
+
+
+def event_hashes() -> Iterator[list[tuple[int, bytes, str, str]]]:
+    table = AuditEvent._meta.db_table
+    ip = "host(ip)" if connection.vendor == "postgresql" else "ip"
+    columns = [
+        "id",
+        _time("at"),
+        "actor_id",
+        "actor_name",
+        "action",
+        "object_type",
+        "object_id",
+        ip,
+        _json("details"),
+        _json("sensitive_details"),
+        "salt",
+        "content_hash",
+    ]
+    for chunk in _chunks(table, columns):
+        out = []
+        for pk, at, actor_id, actor_name, action, object_type, object_id, ip_text, *rest in chunk:
+            details, sensitive, salt, stored = rest
+            fields = {
+                "at": at,
+                "actor_id": actor_id,
+                "actor_name": actor_name,
+                "action": action,
+                "object_type": object_type,
+                "object_id": object_id,
+                "ip": canonical_ip(ip_text),
+                "details": orjson.loads(details),
+            }
+            document = event_document(
+                fields, orjson.loads(sensitive), None if salt is None else bytes(salt)
+            )
+            out.append((pk, hashlib.sha256(canonical_bytes(document)).digest(), stored, at))
+        yield out
+
+
+def record_hashes() -> Iterator[list[tuple[int, bytes, str, str]]]:
+    """The log's records (LogRecord rows): what was sealed is their stored hash itself.
+
+    Whether each still stands for its row is `_check_record_rows`'s question.
+    """
+    columns = ["id", "content_hash", _time("recorded_at")]
+    for chunk in _chunks(LogRecord._meta.db_table, columns):
+        yield [(pk, bytes.fromhex(stored), stored, at) for pk, stored, at in chunk]
+
+
+def _json(column: str) -> str:
+    """A JSON column as its text (SQLite keeps the text already)."""
+    return f"({column})::text" if connection.vendor == "postgresql" else column
+
+
+def _time(column: str) -> str:
+    """A timestamp as the canonical UTC text the hashes use: 2026-11-20T10:00:00.000000+00:00."""
+    if connection.vendor == "postgresql":
+        return f"to_char(({column}) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+    # SQLite holds naive UTC as 'YYYY-MM-DD HH:MM:SS[.ffffff]'.
+    return f"(replace(substr({column} || '.000000', 1, 26), ' ', 'T') || '+00:00')"
+
+
+def _chunks(table: str, columns: list[str]) -> Iterator[list[Row]]:
+    """Rows in id order, CHUNK at a time.
+
+    On PostgreSQL, outside a transaction, the next chunk is fetched on a second
+    connection while this thread hashes the last one, so the server's work and
+    the hashing overlap (audit events; decisions are hashed in processes).
+    Inside a transaction (tests, or a caller's atomic block) another connection
+    could not see uncommitted rows, so the rows are read here.
+    """
+    sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        yield from _prefetched(sql)
+    else:
+        yield from _fetched(sql)
+
+
+def _fetched(sql: str) -> Iterator[list[Row]]:
+    """The rows of `sql` from a server-side cursor on this thread's connection."""
+    with transaction.atomic():
+        cursor = connection.chunked_cursor()
+        try:
+            cursor.execute(sql)
+            while chunk := cursor.fetchmany(CHUNK):
+                yield chunk
+        finally:
+            cursor.close()
+
+
+def _prefetched(sql: str, depth: int = 2) -> Iterator[list[Row]]:
+    """_fetched on a thread of its own (its own connection), at most `depth` chunks ahead."""
+    chunks: queue.Queue[object] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fetch() -> None:
+        try:
+            for chunk in _fetched(sql):
+                if not hand_over(chunk):
+                    return
+            hand_over(_DONE)
+        except BaseException as error:  # raised again in the reading thread
+            hand_over(error)
+        finally:
+            connection.close()  # this thread's own connection
+
+    fetcher = threading.Thread(target=fetch, name="verify-fetch", daemon=True)
+    fetcher.start()
+    try:
+        while (item := chunks.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield cast(list[Row], item)
+    finally:
+        stop.set()
+        fetcher.join()
+
+
+_DONE = object()

@@ -1,0 +1,602 @@
+"""Verifying the whole log: every content hash recomputed from the stored fields, the tree
+rebuilt, every signature checked, and the first record or seal that does not match named.
+
+A seal kept outside the database lets a later verification prove that nothing up
+to it was rewritten, even by someone able to recompute and re-sign everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import orjson
+from django.conf import settings
+
+from auditapp.accounts import records, roles
+from auditapp.accounts.audit import record_event
+from auditapp.accounts.models import AuditEvent, LogRecord
+from auditapp.decisions import log, merkle, signing
+from auditapp.decisions.models import INGESTED_EVENT, Decision, Seal
+from auditapp.decisions.rehashing import CHUNK, decision_hashes, event_hashes, record_hashes
+from auditapp.decisions.sealing import GENESIS, MAX_TREE_SIZE, exported_seal
+from auditapp.errors import InvalidInput
+from auditapp.hashing import (
+    canonical_time,
+    sha256_hex,
+)
+from auditapp.snapshots import one_moment
+
+# --- verification ------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    ok: bool = True
+    decisions: int = 0
+    events: int = 0
+    records: dict[str, int] = field(default_factory=dict)  # rows of each other kind checked
+    seals: int = 0
+    unsealed_decisions: int = 0
+    unsealed_events: int = 0
+    unsealed_records: int = 0
+    first_bad: dict[str, Any] | None = None
+    latest_seal: dict[str, Any] | None = None
+    checked_against: dict[str, Any] | None = None
+    _problems: list[tuple[tuple[int, int, int], dict[str, Any]]] = field(
+        default_factory=list, repr=False
+    )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "decisions": self.decisions,
+            "events": self.events,
+            "records": self.records,
+            "records_checked": sum(self.records.values()),
+            "seals": self.seals,
+            "unsealed_decisions": self.unsealed_decisions,
+            "unsealed_events": self.unsealed_events,
+            "unsealed_records": self.unsealed_records,
+            "first_bad": self.first_bad,
+            "latest_seal": self.latest_seal,
+            "checked_against": self.checked_against,
+        }
+
+    def problems(self) -> list[dict[str, Any]]:
+        """Everything found, in log order (first_bad is the first of them)."""
+        return [what for _, what in sorted(self._problems, key=lambda item: item[0])]
+
+    def problem(self, seal_index: int, order: int, **what: Any) -> None:
+        """Note a mismatch; the first in log order is reported: by seal, then within a seal
+        its own problems, its decisions, its events, its records (`order`: the row's id)."""
+        rank = {"seal": -1, "decision": 0, "event": 1}.get(str(what.get("kind")), 2)
+        self._problems.append(((seal_index, rank, order), what))
+
+
+def verify_as(
+    actor: roles.Actor,
+    *,
+    against: dict[str, Any] | None = None,
+    ip: str | None = None,
+    via: str = "api",
+    progress: Callable[[str, int], None] | None = None,
+    processes: bool = False,
+) -> Verification:
+    """Verify for someone allowed to; the verification and its result are audit events."""
+    actor.require(roles.VERIFY_CHAIN)
+    result = verify_chain(against=against, progress=progress, processes=processes)
+    note_verified(actor, result, ip=ip, via=via)
+    return result
+
+
+def note_verified(
+    actor: roles.Actor, result: Verification, *, ip: str | None, via: str, **more: Any
+) -> None:
+    record_event(
+        "chain.verified",
+        actor=actor,
+        ip=ip,
+        via=via,
+        ok=result.ok,
+        decisions=result.decisions,
+        events=result.events,
+        seals=result.seals,
+        first_bad=result.first_bad,
+        against=result.checked_against,
+        **more,
+    )
+
+
+def verify_chain(
+    against: dict[str, Any] | None = None,
+    progress: Callable[[str, int], None] | None = None,
+    *,
+    processes: bool = False,
+) -> Verification:
+    """Recompute every content hash, the tree and every signature; name the first mismatch.
+
+    Beyond the hashes: times must not go back (each row against the one before
+    it and against the seals around it, see `_Clock`), every decision must be
+    named by the ingestion event that recorded it, and every record's row must
+    still hash to what was recorded (`_check_record_rows`).
+
+    `processes`: hash decisions in worker processes where that is safe (see
+    `_can_use_processes`); only `manage.py verify_chain` asks for it: a web
+    process must never fork, and a Celery prefork child may not.
+    """
+    if against is not None:
+        check_kept_seal(against)
+    result = Verification()
+    seals = list(Seal.objects.order_by("index"))
+    result.seals = len(seals)
+    roots = _check_seals(seals, result)
+    sealed = {kind: _sealed(seals, kind) for kind in log.NAMES}
+    clock = _Clock(seals)
+    rows = {
+        "decision": decision_hashes(processes),
+        "event": event_hashes(),
+        "record": record_hashes(),
+    }
+    counts = {
+        kind: _check_rows(kind, rows[kind], sealed[kind], clock, result, progress)
+        for kind in log.NAMES
+    }
+    result.decisions, result.events = counts["decision"], counts["event"]
+    with one_moment():  # a row and its record (or ingestion event) are committed together
+        recorded, misplaced = _recorded()
+        for record_kind in records.kinds():
+            result.records[record_kind.name] = _check_record_rows(
+                record_kind,
+                recorded.get(record_kind.name, {}),
+                misplaced.get(record_kind.name),
+                sealed["record"],
+                result,
+            )
+        _reconcile_ingestion(sealed["decision"], result)
+    if against is not None:
+        _check_against(against, seals, roots, result)
+    if seals:
+        result.latest_seal = exported_seal(seals[-1])
+    if result._problems:
+        result.ok = False
+        result.first_bad = min(result._problems, key=lambda item: item[0])[1]
+    return result
+
+
+def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
+    """Each seal's own fields, its place in the log, its tree and its signature.
+
+    Returns the root rebuilt from the leaves at each seal's size.
+    """
+    keys = signing.known_keys()
+    key_rank = {key_id: rank for rank, key_id in enumerate(keys)}  # retired oldest first
+    newest_rank, newest_key = -1, None
+    roots: dict[int, str] = {}
+    size, last_ids = 0, dict.fromkeys(log.NAMES, 0)
+    last_time = None
+    for position, (seal, root, tree_problem) in enumerate(log.rebuild(seals)):
+
+        def bad(reason: str, seal: Seal = seal) -> None:
+            # a seal's own problems come before those of its rows
+            result.problem(seal.index, -1, kind="seal", index=seal.index, reason=reason)
+
+        roots[seal.tree_size] = root
+        if seal.index != position:
+            result.problem(position, -1, kind="seal", index=position, reason="missing")
+        if seal.first_leaf != size:
+            bad("its first leaf does not follow the seal before it")
+        if last_time is not None and seal.sealed_at < last_time:
+            bad("it is dated before the seal before it")
+        last_time = max(last_time or seal.sealed_at, seal.sealed_at)
+        appended = 0
+        for kind in log.NAMES:
+            ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
+            leaves = bytes(getattr(seal, f"{kind}_leaves"))
+            count, seal_last = getattr(seal, f"{kind}_count"), getattr(seal, f"last_{kind}_id")
+            if len(ids) != count or len(leaves) != 32 * count:
+                bad(f"its {kind} leaves do not match its {kind} count")
+            last_id = last_ids[kind]
+            expected_last = int(ids[-1]) if len(ids) else (last_id or None)
+            increasing = bool(np.all(np.diff(ids) > 0)) and (not len(ids) or ids[0] > last_id)
+            if seal_last != expected_last or not increasing:
+                bad(f"its {kind} range is wrong")
+            last_ids[kind] = max(last_id, seal_last or 0)
+            appended += len(leaves) // 32
+        if seal.tree_size != seal.first_leaf + appended:
+            bad("its tree_size does not match its leaves")
+        if tree_problem:
+            bad(tree_problem)
+        if signature_problem := signing.seal_signature_problem(exported_seal(seal), keys):
+            bad(signature_problem)
+        elif (rank := key_rank.get(seal.key_id, 0)) < newest_rank:
+            # a retired key signs nothing after its successor took over: whoever kept
+            # the old seed cannot add seals that pass (a rollback is named, too)
+            bad(f"it is signed by retired key {seal.key_id} after key {newest_key} took over")
+        else:
+            newest_rank, newest_key = rank, seal.key_id
+        size = seal.tree_size
+    return roots
+
+
+@dataclass
+class _Sealed:
+    """The ids and content hashes of one kind of record over the whole log, and their seals."""
+
+    ids: np.ndarray
+    leaves: bytes
+    seal_of: np.ndarray  # seal index per position
+
+    def seal_holding(self, row_id: int) -> int | None:
+        """The index of the seal that appended this id, None if none did."""
+        position = int(np.searchsorted(self.ids, row_id))
+        if position < len(self.ids) and self.ids[position] == row_id:
+            return int(self.seal_of[position])
+        return None
+
+
+def _sealed(seals: list[Seal], kind: str) -> _Sealed:
+    ids_parts, leaf_parts, seal_parts = [], [], []
+    for seal in seals:
+        ids = np.frombuffer(bytes(getattr(seal, f"{kind}_ids")), dtype="<i8")
+        ids_parts.append(ids)
+        leaf_parts.append(bytes(getattr(seal, f"{kind}_leaves")))
+        seal_parts.append(np.full(len(ids), seal.index, dtype="<i8"))
+    if not ids_parts:
+        empty = np.zeros(0, dtype="<i8")
+        return _Sealed(empty, b"", empty)
+    return _Sealed(np.concatenate(ids_parts), b"".join(leaf_parts), np.concatenate(seal_parts))
+
+
+UNSEALED = 1 << 62  # the order of problems with rows no seal holds yet: after every seal's
+CHANGED = "its stored fields do not match the content hash it was sealed with"
+CHANGED_UNSEALED = "its stored fields do not match its content hash (not sealed yet)"
+
+
+class _Clock:
+    """Times in the log must not go back: backdating a row is named, not just hashed along.
+
+    A row may not be dated more than the tolerance (ATTEST_LOG_CLOCK_TOLERANCE)
+    before the row of its kind written before it, before the seal preceding the
+    one that holds it (it was written after that seal's horizon), nor after the
+    seal that holds it. Rows of one kind are written by concurrent transactions
+    and hosts whose clocks differ slightly; the tolerance absorbs that, while a
+    row dated a day back cannot hide. Writers take their time after the sealing
+    lock (`appendonly.hold_insert_order`), so the bounds hold by construction.
+    """
+
+    def __init__(self, seals: list[Seal]) -> None:
+        self.tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
+        self.sealed_at = [seal.sealed_at for seal in seals]
+
+    def problem(
+        self, at: datetime, previous: datetime | None, seal_index: int | None
+    ) -> str | None:
+        slack = self.tolerance
+        if previous is not None and at < previous - slack:
+            return (
+                f"it is dated {canonical_time(at)}, before the row written before it "
+                f"({canonical_time(previous)}): backdated"
+            )
+        after = seal_index - 1 if seal_index is not None else len(self.sealed_at) - 1
+        if after >= 0 and at < self.sealed_at[after] - slack:
+            return (
+                f"it is dated {canonical_time(at)}, before seal {after} "
+                f"({canonical_time(self.sealed_at[after])}) that it follows: backdated"
+            )
+        if seal_index is not None and at > self.sealed_at[seal_index] + slack:
+            return f"it is dated {canonical_time(at)}, after seal {seal_index} that holds it"
+        return None
+
+
+def _check_rows(
+    kind: str,
+    rows: Iterator[list[tuple[int, bytes, str, str]]],
+    sealed: _Sealed,
+    clock: _Clock,
+    result: Verification,
+    progress: Callable[[str, int], None] | None,
+) -> int:
+    """Walk rows in id order beside the sealed ids: note deleted, inserted, changed, backdated."""
+    count, pointer, total = 0, 0, len(sealed.ids)
+    last_sealed = int(sealed.ids[-1]) if total else 0
+    unsealed = 0
+    sealed_ids = sealed.ids.tolist()
+    leaves = sealed.leaves
+    previous_time = None
+    parse = datetime.fromisoformat
+
+    def bad(seal_index: int | None, row_id: int, reason: str) -> None:
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(order, row_id, kind=kind, id=row_id, seal=seal_index, reason=reason)
+
+    for chunk in rows:
+        for row_id, recomputed, stored, time_text in chunk:
+            while pointer < total and sealed_ids[pointer] < row_id:
+                _missing(kind, sealed, pointer, result)
+                pointer += 1
+            seal_index = None
+            if pointer < total and sealed_ids[pointer] == row_id:
+                seal_index = int(sealed.seal_of[pointer])
+                if recomputed != leaves[32 * pointer : 32 * pointer + 32]:
+                    bad(seal_index, row_id, CHANGED)
+                elif recomputed.hex() != stored:
+                    bad(seal_index, row_id, "its content_hash column was changed")
+                pointer += 1
+            elif row_id <= last_sealed:
+                seal_index = int(sealed.seal_of[min(pointer, total - 1)])
+                bad(seal_index, row_id, "it was inserted inside a sealed range")
+            else:
+                unsealed += 1
+                if recomputed.hex() != stored:
+                    bad(None, row_id, CHANGED_UNSEALED)
+            at = parse(time_text)
+            if reason := clock.problem(at, previous_time, seal_index):
+                bad(seal_index, row_id, reason)
+            previous_time = at if previous_time is None else max(previous_time, at)
+        count += len(chunk)
+        if progress:
+            progress(kind, count)
+    while pointer < total:
+        _missing(kind, sealed, pointer, result)
+        pointer += 1
+    setattr(result, f"unsealed_{kind}s", unsealed)
+    return count
+
+
+def _missing(kind: str, sealed: _Sealed, pointer: int, result: Verification) -> None:
+    row_id, seal_index = int(sealed.ids[pointer]), int(sealed.seal_of[pointer])
+    result.problem(
+        seal_index, row_id, kind=kind, id=row_id, seal=seal_index, reason="it was deleted"
+    )
+
+
+def _recorded() -> tuple[
+    dict[str, dict[int, tuple[int, str, datetime | None, int]]], dict[str, int]
+]:
+    """Per kind and object id: (its latest record's id and hash, its first record's time, count);
+    and per kind, a backfilled record that follows regular ones, if any.
+
+    The time is None for a row recorded by an upgrade's backfill (its own time
+    predates its record); such records must precede every other of their kind,
+    or the mark would exempt a forged row from the time rule.
+    """
+    recorded: dict[str, dict[int, tuple[int, str, datetime | None, int]]] = {}
+    last_backfilled: dict[str, int] = {}
+    first_regular: dict[str, int] = {}
+    rows = (
+        LogRecord.objects.order_by("kind", "object_id", "id")
+        .values_list("kind", "id", "object_id", "content_hash", "recorded_at", "backfilled")
+        .iterator(chunk_size=CHUNK)
+    )
+    for kind, record_id, object_id, digest, at, backfilled in rows:
+        if backfilled:
+            last_backfilled[kind] = max(last_backfilled.get(kind, 0), record_id)
+        else:
+            first_regular[kind] = min(first_regular.get(kind, record_id), record_id)
+        of_kind = recorded.setdefault(kind, {})
+        first = of_kind.get(object_id)
+        if first is None:
+            of_kind[object_id] = (record_id, digest, None if backfilled else at, 1)
+        else:
+            of_kind[object_id] = (record_id, digest, first[2], first[3] + 1)
+    misplaced = {
+        kind: last for kind, last in last_backfilled.items() if last > first_regular.get(kind, last)
+    }
+    return recorded, misplaced
+
+
+def _check_record_rows(
+    record_kind: records.RecordKind,
+    recorded: dict[int, tuple[int, str, datetime | None, int]],
+    misplaced_backfill: int | None,
+    sealed: _Sealed,
+    result: Verification,
+) -> int:
+    """The rows of one kind against their records: every row recorded, and as it is now.
+
+    Records (LogRecord rows) are checked against the seals like decisions; this
+    checks what they stand for. A row's document is rebuilt from its stored
+    values and hashed: it must equal its latest record. A row without a record,
+    a record whose row is gone, a second record of an insert-only row, and a row
+    dated away from the time it was recorded (backdated) are named.
+    """
+    name = record_kind.name
+
+    def bad(record_id: int | None, object_id: int, reason: str) -> None:
+        seal_index = sealed.seal_holding(record_id) if record_id is not None else None
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(
+            order,
+            record_id or 0,
+            kind=name,
+            label=record_kind.label,
+            id=object_id,
+            record=record_id,
+            seal=seal_index,
+            reason=reason,
+        )
+
+    tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
+    if misplaced_backfill is not None:
+        bad(misplaced_backfill, 0, "a record marked as written by an upgrade follows regular ones")
+    count = 0
+    for row in records.values_of(record_kind).iterator(chunk_size=CHUNK):
+        count += 1
+        object_id = row["pk"]
+        found = recorded.pop(object_id, None)
+        if found is None:
+            bad(None, object_id, "it is not in the log: no record of it was written")
+            continue
+        record_id, digest, first_at, times = found
+        if records.record_hash(name, object_id, record_kind.document(row)) != digest:
+            bad(record_id, object_id, "its stored fields do not match its latest record")
+        if times > 1 and not record_kind.stateful:
+            bad(record_id, object_id, f"it was recorded {times} times; it is insert-only")
+        made_at = row.get(record_kind.time_field) if record_kind.time_field else None
+        if made_at is not None and first_at is not None and abs(made_at - first_at) > tolerance:
+            bad(
+                record_id,
+                object_id,
+                f"it is dated {canonical_time(made_at)} but was recorded "
+                f"{canonical_time(first_at)}: backdated",
+            )
+    for object_id, (record_id, *_) in recorded.items():
+        bad(record_id, object_id, "it was deleted: its record remains")
+    for object_id, reason in record_kind.consistency() if record_kind.consistency else ():
+        bad(None, object_id, reason)
+    return count
+
+
+def _reconcile_ingestion(sealed: _Sealed, result: Verification) -> None:
+    """Every decision must be named by the ingestion event that recorded it, exactly once.
+
+    `decisions.ingested` events list the ids they created as [first, last] runs.
+    A decision inserted by hand, even with a valid hash and a fresh time, has no
+    such event; one named twice was claimed by a forged event.
+    """
+    runs = []
+    events = AuditEvent.objects.filter(action=INGESTED_EVENT).values_list("details", flat=True)
+    for details in events.iterator(chunk_size=CHUNK):
+        runs += [(first, last) for first, last in (details or {}).get("ids", [])]
+    runs.sort()
+    ids = Decision.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=CHUNK)
+
+    def bad(decision_id: int, reason: str) -> None:
+        seal_index = sealed.seal_holding(decision_id)
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(
+            order, decision_id, kind="decision", id=decision_id, seal=seal_index, reason=reason
+        )
+
+    position, covered_until = 0, 0
+    for decision_id in ids:
+        while position < len(runs) and runs[position][0] <= decision_id:
+            first, last = runs[position]
+            if first <= covered_until:
+                bad(first, "two ingestion events claim to have recorded it")
+            covered_until = max(covered_until, last)
+            position += 1
+        if decision_id > covered_until:
+            bad(decision_id, "no ingestion event recorded it: it was not written by Attest")
+
+
+def read_exported_seal(data: bytes) -> dict[str, Any]:
+    """An uploaded exported seal, or InvalidInput saying what is wrong with it."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"The seal file is not JSON: {error}.", code="invalid_seal") from error
+    if not isinstance(document, dict):
+        raise InvalidInput("The seal file must hold one JSON object.", code="invalid_seal")
+    return document
+
+
+def _check_against(
+    kept: dict[str, Any], seals: list[Seal], roots: dict[int, str], result: Verification
+) -> None:
+    """Compare the log with a seal kept outside the database since it was exported.
+
+    A signed tree head (tree_size, root_hash...) must be this log's at that size,
+    rebuilt from the leaves; a seal of the former hash chain (index, seal_hash,
+    exported before the log was one tree) must be the chain recomputed from them.
+    """
+    if check_kept_seal(kept) == "tree head":
+        _check_against_tree_head(kept, seals, roots, result)
+    else:
+        _check_against_chain_seal(kept, seals, result)
+
+
+def check_kept_seal(kept: Any) -> str:
+    """Which kind of kept seal this is ("tree head" or "chain seal"), or InvalidInput."""
+    if isinstance(kept, dict):
+        try:
+            if "tree_size" in kept:
+                _ = str(kept["root_hash"])
+                if 1 <= int(kept["tree_size"]) <= MAX_TREE_SIZE:
+                    return "tree head"
+            elif "seal_hash" in kept:
+                _ = str(kept["seal_hash"])
+                if 0 <= int(kept["index"]) <= MAX_TREE_SIZE:  # seals[-1] is not seal -1
+                    return "chain seal"
+        except (KeyError, TypeError, ValueError, OverflowError):
+            pass
+    raise InvalidInput(
+        "A kept seal is the JSON object GET /api/v1/audit/seals/latest answered (or "
+        "`verify_chain --export-seal` wrote): it needs an integer 'tree_size' and its "
+        "'root_hash' (seals of the former hash chain: 'index' and 'seal_hash').",
+        code="invalid_seal",
+    )
+
+
+def _check_against_tree_head(
+    kept: dict[str, Any], seals: list[Seal], roots: dict[int, str], result: Verification
+) -> None:
+    tree_size, root_hash = int(kept["tree_size"]), str(kept["root_hash"])
+    result.checked_against = {"tree_size": tree_size, "root_hash": root_hash}
+    by_size = {seal.tree_size: seal for seal in seals}
+    seal = by_size.get(tree_size)
+    index = seal.index if seal else len(seals)
+
+    def bad(reason: str) -> None:
+        result.problem(index, -1, kind="seal", index=index, tree_size=tree_size, reason=reason)
+
+    if "signature" in kept:
+        keys = signing.known_keys()
+        if signature_problem := signing.seal_signature_problem(kept, keys, "the kept seal"):
+            bad(signature_problem)
+    if seal is None:
+        bad("the kept seal is missing from the log")
+    elif roots[tree_size] != root_hash or seal.root_hash != root_hash:
+        bad("it differs from the kept copy: the log was rewritten up to here")
+
+
+def _check_against_chain_seal(
+    kept: dict[str, Any], seals: list[Seal], result: Verification
+) -> None:
+    index, seal_hash = int(kept["index"]), str(kept["seal_hash"])
+    result.checked_against = {"index": index, "seal_hash": seal_hash}
+    hashes = chain_seal_hashes(seals[: index + 1])
+    if index >= len(seals):
+        reason = "the kept seal is missing from the log"
+        result.problem(index, -1, kind="seal", index=index, reason=reason)
+    elif hashes[index] != seal_hash:
+        result.problem(
+            index,
+            -1,
+            kind="seal",
+            index=index,
+            reason="it differs from the kept copy: the log was rewritten up to here",
+        )
+
+
+def chain_seal_hashes(seals: list[Seal]) -> list[str]:
+    """The seal_hash each seal had in the former hash chain, recomputed from its leaves.
+
+    Before the log was one tree, a seal held Merkle roots over its own decisions
+    and events and was chained to the previous one by hash; seals exported then
+    (`"attest_seal": 1`) can still be checked against the log.
+    """
+    hashes, previous = [], GENESIS
+    for seal in seals:
+        document = {
+            "index": seal.index,
+            "sealed_at": canonical_time(seal.sealed_at),
+            "previous_hash": previous,
+            "decisions": {
+                "count": seal.decision_count,
+                "last_id": seal.last_decision_id,
+                "root": merkle.root(log.split(bytes(seal.decision_leaves))).hex(),
+            },
+            "events": {
+                "count": seal.event_count,
+                "last_id": seal.last_event_id,
+                "root": merkle.root(log.split(bytes(seal.event_leaves))).hex(),
+            },
+        }
+        previous = sha256_hex(document)
+        hashes.append(previous)
+    return hashes
