@@ -46,6 +46,9 @@ serve: install
 worker: install
 	$(VENV)/bin/celery -A auditapp worker --loglevel INFO
 
+# One test process per core (at most 4): each gets its own database, var folder and
+# Redis database (auditapp/test_settings.py). PYTEST_ARGS= runs them in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses 4
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
