@@ -22,6 +22,8 @@ import inspect
 import logging
 
 import kombu.exceptions
+import psycopg
+import redis.exceptions
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
@@ -29,10 +31,17 @@ from django.db import InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
 
-DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,  # raw driver connections (verification's readers)
+    psycopg.InterfaceError,
+)
 BROKER_ERRORS = (kombu.exceptions.OperationalError,)
-# Errors that another try, a little later, may not meet: the service is away.
-TRANSIENT_ERRORS = DATABASE_ERRORS + BROKER_ERRORS
+CACHE_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Errors that another try, a little later, may not meet: the service is away. Tasks
+# retry them; a request that meets one gets 503 with Retry-After (web/outage.py).
+TRANSIENT_ERRORS = DATABASE_ERRORS + BROKER_ERRORS + CACHE_ERRORS
 
 
 class AttestTask(Task):

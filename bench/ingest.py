@@ -730,12 +730,18 @@ def times(attest_ms: float, raw_ms: float) -> str:
 # --- main ------------------------------------------------------------------------
 
 
-def prepare():
+def migrated() -> None:
+    """The bench database exists, Django is set up on it and it is migrated."""
     ensure_database()
     setup_django()
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0, interactive=False)
+
+
+def prepare():
+    """A migrated bench database with its user and model: (user, version, fitted model)."""
+    migrated()
     user = bench_user()
     model_version, model = bench_model(user)
     return user, model_version, model

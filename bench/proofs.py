@@ -39,11 +39,7 @@ def prepare():
     from bench import ingest
 
     ingest.configure_env()
-    ingest.ensure_database()
-    ingest.setup_django()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
+    ingest.migrated()
 
 
 def build_log(leaves: int, per_seal: int, seed: int = 7) -> float:

@@ -46,14 +46,7 @@ def prepare():
     from bench import ingest
 
     ingest.configure_env()
-    ingest.ensure_database()
-    ingest.setup_django()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-    user = ingest.bench_user()
-    version, model = ingest.bench_model(user)
-    return user, version, model
+    return ingest.prepare()
 
 
 def top_up(user, version, model, target: int, end: datetime) -> int:

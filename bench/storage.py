@@ -86,14 +86,7 @@ def prepare(fresh: bool = True):
     ingest.configure_env()
     if fresh:
         drop_database(ingest.database_params())
-    ingest.ensure_database()
-    ingest.setup_django()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0, interactive=False)
-    user = ingest.bench_user()
-    version, model = ingest.bench_model(user)
-    return user, version, model
+    return ingest.prepare()
 
 
 def drop_database(params: dict) -> None:

@@ -17,27 +17,16 @@ from __future__ import annotations
 import logging
 import sys
 
-import kombu.exceptions
-import psycopg
-import redis.exceptions
-from django import db
 from django.core.signals import got_request_exception
 from django.http import HttpResponse, JsonResponse
 
+from auditapp.tasking import TRANSIENT_ERRORS
 from auditapp.web.api_errors import error_body
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = 10  # seconds: long enough not to hammer a restarting database
-UNREACHABLE = (
-    db.OperationalError,
-    db.InterfaceError,
-    psycopg.OperationalError,  # raw driver connections (verify_chain's readers)
-    psycopg.InterfaceError,
-    redis.exceptions.ConnectionError,  # the cache of rate counters
-    redis.exceptions.TimeoutError,
-    kombu.exceptions.OperationalError,  # the broker, where a request sends a task itself
-)
+UNREACHABLE = TRANSIENT_ERRORS  # the database, the broker, the cache of rate counters
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Temporarily unavailable · Attest</title></head>
 <body><h1>Attest is temporarily unavailable</h1>
