@@ -1060,7 +1060,7 @@ def storage_floor(ids: list[int], stored: list, version) -> dict:
     from django.db import connection
 
     from auditapp.decisions.models import Decision
-    from explain import records
+    from explain import packing, records
     from explain.models import ExplanationResult
 
     columns = (
@@ -1093,7 +1093,7 @@ def storage_floor(ids: list[int], stored: list, version) -> dict:
                     copy.write_row(
                         (
                             *(e.decision_id, config_id, r.base_value),
-                            records.pack(r.attributions, names),
+                            packing.pack(r.attributions, names),
                             orjson.dumps(r.top_features[: records.STORED_TOP]).decode(),
                             orjson.dumps(r.quality).decode(),
                             *(r.seed, 1.0, e.updated_at),

@@ -130,7 +130,7 @@ def shap_of(version, payloads: list[dict]) -> list[tuple[bytes, str, str]]:
     """TreeSHAP of the distinct applicants for COPY: (packed attributions, top 3, quality)."""
     import orjson
 
-    from explain import engine, records
+    from explain import engine, packing, records
     from explain.backends import backend
     from explain.explainers import cached_explainer
 
@@ -142,7 +142,7 @@ def shap_of(version, payloads: list[dict]) -> list[tuple[bytes, str, str]]:
     names = version.parsed_schema.names
     return [
         (
-            records.pack(r.attributions, names),
+            packing.pack(r.attributions, names),
             orjson.dumps(r.top_features[: records.STORED_TOP]).decode(),
             orjson.dumps(r.quality).decode(),
         )

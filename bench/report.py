@@ -113,7 +113,7 @@ def _finish_explanations(version, rng) -> None:
     from auditapp.registry.agreement import judge_agreement
     from auditapp.registry.models import agreement_settings
     from bench import ingest
-    from explain import records
+    from explain import packing, records
     from explain.models import ExplanationResult
 
     names = version.parsed_schema.names
@@ -149,7 +149,7 @@ def _finish_explanations(version, rng) -> None:
             agreements.append(None if agreement is None else orjson.dumps(agreement).decode())
             row = (
                 *(decision_id, method, config_ids[method], -0.7),
-                records.pack(attributions, names),
+                packing.pack(attributions, names),
                 orjson.dumps(top[: records.STORED_TOP]).decode(),
                 orjson.dumps(quality).decode(),
                 decision_id,
@@ -188,7 +188,7 @@ def raw_aggregates_seconds(version, start: datetime, end: datetime) -> float:
     |SHAP| streams the packed attributions and sums them with NumPy, as the report does)."""
     from django.db import connection
 
-    from explain.records import unpack_matrix
+    from explain.packing import unpack_matrix
 
     width = len(version.parsed_schema.names)
     where = "d.model_version_id = %s AND d.predicted_at >= %s AND d.predicted_at < %s"

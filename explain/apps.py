@@ -16,7 +16,6 @@ class ExplainConfig(AppConfig):
         )
 
         explanation_hooks.register(  # what monitoring needs of explain, without importing it
-            unpack_attributions=records.unpack,
             background_frame=background.background_frame,
             background_figures=background.background_figures,
         )

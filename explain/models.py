@@ -15,7 +15,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
-from explain import records
+from explain import packing, records
 
 
 class ExplanationConfig(AppendOnlyModel):
@@ -65,7 +65,7 @@ class ExplanationResult(AppendOnlyModel):
         ExplanationConfig, on_delete=models.PROTECT, related_name="results", db_index=False
     )
     base_value = models.FloatField()
-    # float64 little-endian, one per feature in the version's schema order (records.pack).
+    # float64 little-endian, one per feature in the version's schema order (packing.pack).
     attributions = models.BinaryField()
     # The names of the three largest |attributions|: what the top_reason search matches.
     top_features = models.JSONField()
@@ -79,7 +79,7 @@ class ExplanationResult(AppendOnlyModel):
 
     @cached_property
     def attribution_map(self) -> dict[str, float]:
-        return records.unpack(self.attributions, self.config.model_version.parsed_schema.names)
+        return packing.unpack(self.attributions, self.config.model_version.parsed_schema.names)
 
     def document(self) -> dict:
         """What this result's hash covers (records.result_document)."""

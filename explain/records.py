@@ -14,15 +14,13 @@ rebuilds it.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-import numpy as np
-
 from auditapp.hashing import canonical_time, sha256_hex
 from explain.engine import rank_features
+from explain.packing import unpack
 
 # Names of the largest |attributions| stored per result, for the top_reason search.
 STORED_TOP = 3
@@ -129,34 +127,6 @@ def _normalised(value):
 
 def _moment(value) -> str:
     return canonical_time(value) if isinstance(value, datetime) else value
-
-
-# -- compact storage ------------------------------------------------------------------------
-
-
-def pack(attributions: Mapping[str, float], names: Sequence[str]) -> bytes:
-    """Attributions as float64 little-endian in the version's feature order (8 bytes each)."""
-    if len(attributions) != len(names) or set(attributions) != set(names):
-        raise ValueError(
-            f"attributions name {sorted(attributions)}, the version's features {sorted(names)}"
-        )
-    return struct.pack(f"<{len(names)}d", *(attributions[name] for name in names))
-
-
-def unpack(data, names: Sequence[str]) -> dict[str, float]:
-    """pack's inverse (PostgreSQL gives a memoryview, SQLite bytes)."""
-    data = bytes(data)
-    if len(data) != 8 * len(names):
-        raise ValueError(f"{len(data)} bytes of attributions for {len(names)} features")
-    return dict(zip(names, struct.unpack(f"<{len(names)}d", data), strict=True))
-
-
-def unpack_matrix(packed_rows, width: int) -> np.ndarray:
-    """Many packed rows as one (rows x features) float64 matrix, without a dict per row."""
-    if not packed_rows:
-        return np.zeros((0, width))
-    data = b"".join(bytes(packed) for packed in packed_rows)
-    return np.frombuffer(data, dtype="<f8").reshape(-1, width).astype(float)
 
 
 def ranked(attributions: Mapping[str, float]) -> list[str]:

@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 
 from auditapp.accounts.records import RecordKind, record_hash, register, write
 from auditapp.registry.models import ModelVersion
-from explain import records
+from explain import packing, records
 from explain.engine import ExplanationResult as Computed
 from explain.models import Explanation, ExplanationConfig, ExplanationResult
 
@@ -104,7 +104,7 @@ def _insert_postgresql(keyed, config_ids, names, duration_ms, computed_at) -> li
             "decision_id": decision_id,
             "config_id": config_ids[digest],
             "base_value": outcome.base_value,
-            "attributions": base64.b64encode(records.pack(outcome.attributions, names)).decode(),
+            "attributions": base64.b64encode(packing.pack(outcome.attributions, names)).decode(),
             "top_features": outcome.top_features[: records.STORED_TOP],
             "quality": outcome.quality,
             "seed": outcome.seed,
@@ -124,7 +124,7 @@ def _insert_portable(keyed, config_ids, names, duration_ms, computed_at) -> list
             decision_id=decision_id,
             config_id=config_ids[digest],
             base_value=outcome.base_value,
-            attributions=records.pack(outcome.attributions, names),
+            attributions=packing.pack(outcome.attributions, names),
             top_features=outcome.top_features[: records.STORED_TOP],
             quality=outcome.quality,
             seed=outcome.seed,

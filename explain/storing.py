@@ -15,7 +15,7 @@ from django.utils import timezone
 from auditapp.decisions.signals import explanations_stored
 from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import agreement_settings
-from explain import engine, records
+from explain import engine, packing, records
 from explain.claims import ClaimedExplanation
 from explain.models import Explanation, ExplanationResult
 from explain.results import Stored, insert_results
@@ -80,7 +80,7 @@ def _counterparts(decision_ids: list[int], method: str, names: list[str]) -> lis
             decision_id__in=decision_ids, method=method, status=Explanation.DONE
         ).values_list("id", "decision_id", "result__attributions", "result__quality")
     return [
-        Counterpart(pk, decision_id, method, records.unpack(packed, names), quality)
+        Counterpart(pk, decision_id, method, packing.unpack(packed, names), quality)
         for pk, decision_id, packed, quality in rows
     ]
 

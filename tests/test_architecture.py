@@ -41,7 +41,7 @@ FLOORS = {
     "project": 8,
 }
 PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
-ENGINE = {"engine", "features", "schema", "backends", "shap_backend", "lime_backend"}
+ENGINE = {"engine", "features", "schema", "packing", "backends", "shap_backend", "lime_backend"}
 NOT_IN_ENGINE = ("auditapp", "django", "celery")
 
 

@@ -1,7 +1,6 @@
 """What an app beside explain (monitoring) needs from it, without importing its sibling:
 explain registers these in its AppConfig.ready(), one floor below both.
 
-- `unpack_attributions(packed, names)`: a stored result's attributions by feature.
 - `background_frame(model_version)`: the version's background sample, as the model sees it.
 - `background_figures(model_version, shap_rows)`: the model's scores and predictions on
   that sample, and the SHAP attributions of its first `shap_rows` rows.
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 _hooks: dict[str, Callable[..., Any]] = {}
-NAMES = ("unpack_attributions", "background_frame", "background_figures")
+NAMES = ("background_frame", "background_figures")
 
 
 def register(**functions: Callable[..., Any]) -> None:
@@ -28,10 +27,6 @@ def _hook(name: str) -> Callable[..., Any]:
         return _hooks[name]
     except KeyError:
         raise RuntimeError(f"no {name} registered: is the explain app installed?") from None
-
-
-def unpack_attributions(packed: Any, names: list[str]) -> dict[str, float]:
-    return _hook("unpack_attributions")(packed, names)
 
 
 def background_frame(model_version: Any) -> Any:

@@ -45,6 +45,7 @@ from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.snapshots import write_now
+from explain.packing import unpack
 from explain.schema import Feature, Schema
 
 log = logging.getLogger(__name__)
@@ -156,10 +157,7 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
         list(columns[1]),
         _decoded(columns[2]),
         _decoded(columns[3]),
-        [
-            None if packed is None else explanation_hooks.unpack_attributions(packed, schema.names)
-            for packed in columns[4]
-        ],
+        [None if packed is None else unpack(packed, schema.names) for packed in columns[4]],
         statuses,
     )
 

@@ -54,7 +54,7 @@ from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment
 from auditapp.version import __version__
 from explain.models import Explanation
-from explain.records import unpack, unpack_matrix
+from explain.packing import unpack, unpack_matrix
 
 log = logging.getLogger(__name__)
 

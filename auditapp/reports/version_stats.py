@@ -15,7 +15,7 @@ from django.db.models.functions import TruncDate
 from auditapp.decisions.models import Decision
 from auditapp.registry.models import ModelVersion
 from explain.models import Explanation
-from explain.records import unpack_matrix
+from explain.packing import unpack_matrix
 
 EXPLANATION_SAMPLE = 5000
 SCORE_BINS = 20

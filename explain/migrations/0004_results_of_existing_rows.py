@@ -10,7 +10,7 @@ Reversible: the newest result goes back into the row's columns.
 import orjson
 from django.db import migrations
 
-from explain import records
+from explain import packing, records
 
 CHUNK = 2000
 COLUMNS = (
@@ -56,7 +56,7 @@ def _migrate(connection, Explanation, Result, versions, configs, rows):
         quality = dict(row["quality"] or {})
         agreements.append(quality.pop("agreement_with_shap", None))
         try:
-            packed = records.pack(row["attributions"], versions.names(version_id))
+            packed = packing.pack(row["attributions"], versions.names(version_id))
         except ValueError as exc:
             raise RuntimeError(f"explanation {row['id']}: {exc}") from exc
         results.append(
@@ -153,7 +153,7 @@ def backward(apps, schema_editor):
             config.content, config.version_hashes, version.artifact_sha256, version.background_sha256
         )
         explanation.base_value = result.base_value
-        explanation.attributions = records.unpack(result.attributions, versions.names(version.pk))
+        explanation.attributions = packing.unpack(result.attributions, versions.names(version.pk))
         explanation.top_features = records.ranked(explanation.attributions)
         explanation.quality = records.with_agreement(result.quality, explanation.agreement)
         explanation.seed = result.seed
