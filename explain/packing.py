@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-
 from typing import Any
 
 import numpy as np
