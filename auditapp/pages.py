@@ -57,7 +57,7 @@ def csv_response(filename: str, header: Sequence[str], rows: Iterable[Sequence])
     """Stream rows as a CSV download without holding them all in memory.
 
     Every cell goes through safe_cell (no spreadsheet formulas). Rows are read
-    while streaming: a view checks its query first (see decisions.views.export_csv).
+    while streaming: a view checks its query first (see dossier.views.export_csv).
     """
 
     def lines():

@@ -7,9 +7,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 from auditapp.accounts import api as accounts_api
 from auditapp.decisions import api as decisions_api
+from auditapp.dossier import api as dossier_api
 from auditapp.registry import api as registry_api
 from auditapp.reports import api as reports_api
 from auditapp.reviews import api as reviews_api
+from explain import api as explain_api
 
 api_v1 = [
     path("models", registry_api.ModelListView.as_view(), name="api-models"),
@@ -29,10 +31,10 @@ api_v1 = [
         reviews_api.LabelledDataView.as_view(),
         name="api-labelled-data",
     ),
-    path("decisions", decisions_api.DecisionListView.as_view(), name="api-decisions"),
+    path("decisions", dossier_api.DecisionListView.as_view(), name="api-decisions"),
     path(
         "decisions/<int:decision_id>",
-        decisions_api.DecisionDetailView.as_view(),
+        dossier_api.DecisionDetailView.as_view(),
         name="api-decision",
     ),
     path(
@@ -43,7 +45,7 @@ api_v1 = [
     path("outcomes", decisions_api.OutcomeListView.as_view(), name="api-outcomes"),
     path(
         "decisions/<int:decision_id>/explain",
-        decisions_api.DecisionExplainView.as_view(),
+        explain_api.DecisionExplainView.as_view(),
         name="api-decision-explain",
     ),
     path(

@@ -487,12 +487,16 @@ def reserve_ids(cursor, model, count: int) -> list[int]:
 
 
 def copy_explanations(cursor, rows: list[tuple], now) -> None:
-    """COPY finished explanations: a result row each, then its work row pointing to it.
+    """COPY finished explanations: a result row each, its work row pointing to it, and the
+    top reasons of the SHAP ones.
 
     `rows` are (decision_id, method, config_id, base_value, packed attributions,
     top-3 JSON, quality JSON, seed, duration_ms, agreement JSON or None).
     """
+    import orjson
+
     from explain.models import Explanation, ExplanationResult
+    from explain.reasons import replace_top_reasons
 
     result_ids = reserve_ids(cursor, ExplanationResult, len(rows))
     copy_model_rows(
@@ -517,6 +521,8 @@ def copy_explanations(cursor, rows: list[tuple], now) -> None:
             for result_id, row in zip(result_ids, rows, strict=True)
         ),
     )
+    # The search's reasons, as the product writes them beside each SHAP result.
+    replace_top_reasons([(row[0], orjson.loads(row[5])) for row in rows if row[1] == "shap"])
 
 
 def result_row(result_id: int, row: tuple, now) -> dict:

@@ -78,7 +78,7 @@ def top_up(version, model, target: int) -> int:
     for first in range(0, missing, CHUNK):
         count = min(CHUNK, missing - first)
         with transaction.atomic(), connection.cursor() as cursor:
-            _copy_chunk(
+            copy_chunk(
                 cursor,
                 version,
                 payloads,
@@ -97,7 +97,7 @@ def top_up(version, model, target: int) -> int:
     return missing
 
 
-def _copy_chunk(cursor, version, payloads, shap, run, first, count, start, spacing):
+def copy_chunk(cursor, version, payloads, shap, run, first, count, start, spacing):
     from auditapp.decisions.services import COPY_COLUMNS
     from bench import ingest
 

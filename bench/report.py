@@ -115,6 +115,7 @@ def _finish_explanations(version, rng) -> None:
     from bench import ingest
     from explain import packing, records
     from explain.models import ExplanationResult
+    from explain.reasons import replace_top_reasons
 
     names = version.parsed_schema.names
     scale = np.linspace(0.6, 0.02, len(names))  # some features matter more than others
@@ -158,6 +159,13 @@ def _finish_explanations(version, rng) -> None:
             )
             results.append(ingest.result_row(result_id, row, now))
         ingest.copy_model_rows(cursor, ExplanationResult, results)
+        replace_top_reasons(
+            [
+                (r["decision_id"], orjson.loads(r["top_features"]))
+                for r in results
+                if r["config_id"] == config_ids["shap"]
+            ]
+        )
         cursor.execute(
             "UPDATE explain_explanation e SET status = 'done', attempts = 1, "
             "result_id = v.result_id, agreement = v.agreement::jsonb, updated_at = %s "

@@ -103,9 +103,9 @@ def drop_database(params: dict) -> None:
 
 def no_broker() -> None:
     """Explanations are computed in this process: ingestion sends nothing to a broker."""
-    from auditapp.decisions import services
+    from explain import services
 
-    services.enqueue_explanations = lambda pending: None
+    services.send_pending = lambda pending: None
 
 
 # --- filling the database through the product ------------------------------------------

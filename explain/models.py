@@ -207,3 +207,29 @@ class Explanation(models.Model):
         if self.result is None:
             return None
         return records.with_agreement(self.result.quality, self.agreement)
+
+
+class TopReason(models.Model):
+    """One of the top features of a decision's newest SHAP result, with the decision's time.
+
+    Derived, not a record (the result it repeats is sealed): it lets the top_reason
+    search start from the few decisions a rare reason names, by the (feature,
+    predicted_at) index, instead of probing every decision of the period's result.
+    Replaced when a newer SHAP result of the decision is stored (explain.reasons).
+    """
+
+    # (decision, feature) is the key: one index serves replacing a decision's reasons,
+    # the foreign key, and a search that goes from decisions to their reasons.
+    pk = models.CompositePrimaryKey("decision", "feature")
+    decision = models.ForeignKey(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    feature = models.TextField()
+    rank = models.PositiveSmallIntegerField()  # 1 is the largest |attribution|
+    predicted_at = models.DateTimeField()  # the decision's: a search's time range narrows it
+
+    class Meta:
+        indexes = [models.Index(fields=["feature", "predicted_at"], name="reasons_by_feature")]
+
+    def __str__(self) -> str:
+        return f"{self.feature} (#{self.rank}) of decision {self.decision_id}"

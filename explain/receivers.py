@@ -1,16 +1,16 @@
 """The explanation app's part in what other apps do: the self-test of a version being
-registered, and sending the work of decisions just recorded."""
+registered, and the work rows of decisions just recorded."""
 
 from __future__ import annotations
 
 from django.dispatch import receiver
 
-from auditapp.decisions.signals import explanations_pending
+from auditapp.decisions.signals import decisions_recorded
 from auditapp.errors import InvalidInput
 from auditapp.registry.signals import version_checking
 from explain.engine import ModelContext
-from explain.publishing import enqueue_batches, enqueue_soon
 from explain.selftest import APPROXIMATE_OPTIONS, run_self_test
+from explain.services import add_pending_explanations
 
 
 @receiver(version_checking, dispatch_uid="explain-self-test")
@@ -46,11 +46,7 @@ def self_test_version(
     return {"key": "shap", "figures": figures}
 
 
-@receiver(explanations_pending, dispatch_uid="explain-send-pending")
-def send_pending(sender, *, pending, priority=False, **_):
-    """A request waiting (priority) is sent at once, on its own queue, with a new seed;
-    decisions just recorded go to the publisher thread, not to wait for the broker."""
-    if priority:
-        enqueue_batches(pending, priority=True, new_seed=True)
-    else:
-        enqueue_soon(pending)
+@receiver(decisions_recorded, dispatch_uid="explain-pending-rows")
+def add_work_rows(sender, *, decisions, recorded_at, **_):
+    """Their work rows are written with the decisions, and the work sent once they commit."""
+    add_pending_explanations(decisions, recorded_at)

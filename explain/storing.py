@@ -18,6 +18,7 @@ from auditapp.registry.models import agreement_settings
 from explain import engine, packing, records
 from explain.claims import ClaimedExplanation
 from explain.models import Explanation, ExplanationResult
+from explain.reasons import replace_top_reasons
 from explain.results import Stored, insert_results
 from explain.workrows import id_array, lock_rows, write_rows
 
@@ -144,6 +145,10 @@ def store_results(claimed, results, model_version, method, elapsed_ms) -> list[S
         )
         for explanation, inserted in zip(done, stored, strict=True):
             explanation.result_id = inserted.id
+        if method == "shap":
+            replace_top_reasons(
+                [(e.decision_id, e.outcome.top_features[: records.STORED_TOP]) for e in done]
+            )
         write_rows(done, DONE_FIELDS)
         write_rows([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
         write_rows(partners, ["agreement"])

@@ -9,7 +9,9 @@ from auditapp.errors import NotFound
 
 def get_decision_for_actor(actor: roles.Actor, decision_id: int) -> Decision:
     actor.require(roles.READ_DECISIONS)
-    decision = Decision.objects.visible_to(actor).with_related().filter(pk=decision_id).first()
+    # One row: its model and version joined in the same query.
+    visible = Decision.objects.visible_to(actor).select_related("registered_model", "model_version")
+    decision = visible.filter(pk=decision_id).first()
     if decision is None:
         raise NotFound(f"No decision {decision_id}.")
     return decision

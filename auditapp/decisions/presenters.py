@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
-
-from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
-from auditapp.registry.models import LIME_GOOD_FIT, LIME_POOR_FIT
-from auditapp.reviews.services import feedback_json
 
 MASK = "[masked]"
 
@@ -54,59 +49,8 @@ class DecisionPresenter:
             "salt": salt.hex() if salt is not None and self.show_sensitive else None,
         }
 
-    def detail(self, decision: Decision) -> dict:
-        data = self.summary(decision)
-        data["artifact_sha256"] = decision.model_version.artifact_sha256
-        data["client"] = decision.client
-        masked = self.masked_features(decision)
-        data["explanations"] = {
-            explanation.method: explanation_json(explanation, masked)
-            for explanation in decision.explanations.with_results()
-        }
-        data["outcomes"] = [
-            {"outcome": o.outcome, "observed_at": o.observed_at, "recorded_at": o.recorded_at}
-            for o in decision.outcomes.all()
-        ]
-        data["feedback"] = [feedback_json(f) for f in decision.feedback.select_related("author")]
-        return data
-
-
-def explanation_json(explanation, masked: Collection[str] = ()) -> dict:
-    """An explanation; a masked feature's attribution is withheld with its value.
-
-    An attribution is a function of the value (for a linear model it gives the
-    value exactly), so whoever may not see the value sees neither its weight, its
-    rank nor its LIME rule.
-    """
-    data = {"status": explanation.status, "attempts": explanation.attempts}
-    if explanation.status == explanation.DONE:
-        attributions = explanation.attributions
-        if masked:
-            attributions = {k: (None if k in masked else v) for k, v in attributions.items()}
-        data.update(
-            explainer=explanation.explainer,
-            library_version=explanation.library_version,
-            output_space=explanation.output_space,
-            base_value=explanation.base_value,
-            attributions=attributions,
-            top_features=[name for name in explanation.top_features if name not in masked],
-            quality=explanation.quality,
-            config=explanation.config,
-            seed=explanation.seed,
-            duration_ms=explanation.duration_ms,
-        )
-    if explanation.error:
-        data["error"] = explanation.error
-    return data
-
 
 # -- the decision page ---------------------------------------------------------------------
-
-
-def _sigmoid_text(value: float) -> str:
-    import math
-
-    return f"{1 / (1 + math.exp(-value)):.1%} probability"
 
 
 def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
@@ -124,102 +68,3 @@ def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
         }
         for feature in schema.features
     ]
-
-
-def quality_notes(shap, lime) -> list[dict]:
-    """Explanation quality in plain words; `warning` marks what a reader must not miss."""
-    notes = []
-    if shap is not None and shap.status == "done":
-        error = shap.quality.get("additivity_error", 0.0)
-        if shap.quality.get("additivity_ok"):
-            notes.append(
-                {
-                    "warning": False,
-                    "text": f"SHAP values add up to the model's output (difference {error:.1e}).",
-                }
-            )
-        else:
-            notes.append(
-                {
-                    "warning": True,
-                    "text": f"SHAP values do not add up to the model's "
-                    f"output (difference {error:.2g}): do not rely on this explanation.",
-                }
-            )
-    if lime is not None and lime.status == "done":
-        r2 = lime.quality.get("fidelity_r2")
-        if r2 is not None:
-            fit = (
-                "fits well"
-                if r2 >= LIME_GOOD_FIT
-                else "fits only roughly"
-                if r2 >= LIME_POOR_FIT
-                else "fits poorly"
-            )
-            notes.append(
-                {
-                    "warning": r2 < LIME_POOR_FIT,
-                    "text": f"LIME's local approximation {fit} (R² {r2:.2f}).",
-                }
-            )
-        agreement = lime.quality.get("agreement_with_shap")
-        if agreement:
-            notes.append(agreement_note(agreement))
-    return notes
-
-
-def agreement_note(agreement: dict) -> dict:
-    """SHAP-LIME agreement as the worker judged it (registry.agreement.judge_agreement)."""
-    if agreement.get("judged") is False:
-        return {"warning": False, "text": f"Agreement of SHAP and LIME {agreement['why']}."}
-    if agreement.get("judged"):
-        if agreement["agrees"]:
-            return {"warning": False, "text": f"SHAP and LIME agree: {agreement['why']}."}
-        return {
-            "warning": True,
-            "text": f"SHAP and LIME disagree: {agreement['why']}. Read SHAP (exact) "
-            "and review this decision with care.",
-        }
-    # Figures stored before agreement was judged: shown, without a verdict.
-    correlation = agreement.get("rank_correlation")
-    return {
-        "warning": False,
-        "text": f"SHAP and LIME share {round(agreement['top_k_overlap'] * agreement['top_k'])} "
-        f"of their top {agreement['top_k']} features"
-        + (f" (rank correlation {correlation:.2f})." if correlation is not None else "."),
-    }
-
-
-def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
-    """The SHAP waterfall; masked features are one bar together, so it still adds up.
-
-    Their total is no secret: it is the output minus the others' contributions.
-    """
-    labels = {f.name: f.label for f in schema.features}
-    contributions = [
-        (labels.get(k, k), v) for k, v in explanation.attributions.items() if k not in masked
-    ]
-    if masked:
-        hidden = sum(v for k, v in explanation.attributions.items() if k in masked)
-        contributions.append((f"Masked features ({len(masked)})", hidden))
-    output = explanation.base_value + sum(explanation.attributions.values())
-    space = explanation.output_space.replace("_", "-")
-    return charts.waterfall(
-        explanation.base_value,
-        contributions,
-        output,
-        title=f"SHAP: how each feature moved the {space} from the base value",
-        value_label=space,
-        secondary=_sigmoid_text if explanation.output_space == "log_odds" else None,
-    )
-
-
-def lime_chart(explanation, schema, masked: Collection[str] = ()):
-    labels = {f.name: f.label for f in schema.features}
-    shown = {k: v for k, v in explanation.attributions.items() if k not in masked}
-    items = sorted(shown.items(), key=lambda kv: -abs(kv[1]))
-    return charts.bar_chart(
-        [(labels.get(k, k), v) for k, v in items],
-        title="LIME: local weights (change in probability)",
-        value_label="weight",
-    )

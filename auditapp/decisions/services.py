@@ -1,4 +1,4 @@
-"""Recording decisions: validate everything, store all or nothing, enqueue explanations."""
+"""Recording decisions: validate everything, store all or nothing (explanation work rows too)."""
 
 from __future__ import annotations
 
@@ -16,14 +16,12 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import id_runs, record_counts_per_model, record_event
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.filters import split_sensitive_filters
 from auditapp.decisions.models import INGESTED_EVENT, Decision
-from auditapp.decisions.signals import explanations_pending
+from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import canonical_json, canonical_time, content_hash, new_salt
 from auditapp.registry.models import ModelVersion, RegisteredModel
-from explain.models import Explanation
 
 log = logging.getLogger(__name__)
 INSERT_ATTEMPTS = 3
@@ -85,21 +83,6 @@ def _versions_for(actor: roles.Actor, items: list[Any]) -> dict[tuple[str, str],
             )
     found = (_version_cache.get(key) for key in wanted)
     return {(v.registered_model.name, v.version): v for v in found if v is not None}
-
-
-def _methods_for(model_version: ModelVersion, decision_hash: str) -> list[str]:
-    """Explanation methods computed by default for a new decision of this version."""
-    methods = ["shap"]
-    if (
-        model_version.lime_mode == "all"
-        or (
-            model_version.lime_mode == "sample"
-            # Sampled by content hash: reproducible, and independent of arrival order.
-            and int(decision_hash[:8], 16) / 0xFFFFFFFF < model_version.lime_sample_rate
-        )
-    ):
-        methods.append("lime")
-    return methods
 
 
 def _submitted_fields(decision: CheckedDecision) -> dict:
@@ -217,7 +200,14 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 "id": decision_id,
                 "status": "created",
             }
-        pending = _insert_pending_explanations(new_rows, ids, recorded_at)
+        decisions_recorded.send(
+            Decision,
+            decisions=[
+                (decision_id, row["model_version"], row["content_hash"])
+                for row, decision_id in zip(new_rows, ids, strict=True)
+            ],
+            recorded_at=recorded_at,
+        )
         created_ids: dict[str, list[int]] = defaultdict(list)
         for position, decision_id in zip(new, ids, strict=True):
             created_ids[checked[position].model_version.registered_model.name].append(decision_id)
@@ -231,8 +221,6 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
             object_type="decisions.decision",
             source=source,
         )
-        if pending:
-            transaction.on_commit(lambda: enqueue_explanations(pending), robust=True)
     return results
 
 
@@ -348,96 +336,6 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
     return ids, written
 
 
-def _insert_pending_explanations(rows, ids, now) -> dict[tuple[int, str], list[int]]:
-    """Pending Explanation rows for new decisions, grouped by (model version, method)."""
-    pending: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for row, decision_id in zip(rows, ids, strict=True):
-        for method in _methods_for(row["model_version"], row["content_hash"]):
-            pending[(row["model_version"].pk, method)].append(decision_id)
-    if not pending:
-        return {}
-    if connection.vendor == "postgresql":
-        # One statement per method, the ids as one array parameter.
-        by_method: dict[str, list[int]] = defaultdict(list)
-        for (_, method), decision_ids in pending.items():
-            by_method[method].extend(decision_ids)
-        with connection.cursor() as cursor:
-            for method, decision_ids in by_method.items():
-                cursor.execute(
-                    f"INSERT INTO {Explanation._meta.db_table} "
-                    "(decision_id, method, status, attempts, created_at, updated_at) "
-                    "SELECT unnest(%s::bigint[]), %s, %s, 0, %s, %s",
-                    [decision_ids, method, Explanation.PENDING, now, now],
-                )
-    else:
-        Explanation.objects.bulk_create(
-            Explanation(decision_id=decision_id, method=method, created_at=now, updated_at=now)
-            for (_, method), decision_ids in pending.items()
-            for decision_id in decision_ids
-        )
-    return dict(pending)
-
-
-def enqueue_explanations(pending: dict[tuple[int, str], Iterable[int]]) -> None:
-    """Have explanation work sent to the workers, off the request path (explain/receivers.py)."""
-    explanations_pending.send(Decision, pending=pending, priority=False)
-
-
-def note_search(actor: roles.Actor, params, *, ip=None, via: str = "page") -> None:
-    """Searches are reads of many decisions: logged with their filters (not the cursor)."""
-    filters, withheld = split_sensitive_filters(params)
-    record_event(
-        "decisions.searched",
-        actor=actor,
-        ip=ip,
-        params=filters,
-        via=via,
-        sensitive_details={"params": withheld} if withheld else None,
-    )
-
-
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):
     """Every read of a decision is an audit event (HIPAA 164.312(b): reads are logged too)."""
     record_event("decision.viewed", actor=actor, target=decision, ip=ip, via=via)
-
-
-@transaction.atomic
-def request_explanations(
-    actor: roles.Actor, decision: Decision, methods: Any, *, ip=None
-) -> list[str]:
-    """(Re)compute explanations of one decision now, on the priority queue, with a new seed."""
-    actor.require(roles.REQUEST_EXPLANATIONS)
-    known = [m for m, _ in Explanation.METHODS]
-    if (
-        not isinstance(methods, list)
-        or not methods
-        or not all(isinstance(m, str) for m in methods)
-        or set(methods) - set(known)
-    ):
-        raise InvalidInput(f"methods must be a non-empty list drawn from {known}.")
-    now = timezone.now()
-    for method in dict.fromkeys(methods):
-        explanation, created = Explanation.objects.select_for_update().get_or_create(
-            decision=decision, method=method, defaults={"created_at": now, "updated_at": now}
-        )
-        if not created:
-            explanation.status, explanation.attempts, explanation.updated_at = (
-                Explanation.PENDING,
-                0,
-                now,
-            )
-            explanation.save(update_fields=["status", "attempts", "updated_at"])
-    record_event("decision.explain_requested", actor=actor, target=decision, ip=ip, methods=methods)
-    pending = {(decision.model_version_id, m): [decision.pk] for m in dict.fromkeys(methods)}
-    transaction.on_commit(
-        lambda: _enqueue_priority(pending),
-        robust=True,
-    )
-    return list(dict.fromkeys(methods))
-
-
-def _enqueue_priority(pending) -> None:
-    try:
-        explanations_pending.send(Decision, pending=pending, priority=True)
-    except Exception:
-        log.exception("explain.enqueue.failed priority=1")

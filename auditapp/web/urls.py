@@ -3,6 +3,7 @@ from django.urls import include, path
 
 from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
+from auditapp.dossier import views as dossier_views
 from auditapp.registry import views as registry_views
 from auditapp.reports import version_page
 from auditapp.reports import views as report_views
@@ -18,16 +19,16 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("decisions/", decision_views.search, name="decision-search"),
-    path("decisions/export.csv", decision_views.export_csv, name="decision-export"),
-    path("decisions/<int:decision_id>/", decision_views.detail, name="decision-detail"),
+    path("decisions/", dossier_views.search, name="decision-search"),
+    path("decisions/export.csv", dossier_views.export_csv, name="decision-export"),
+    path("decisions/<int:decision_id>/", dossier_views.detail, name="decision-detail"),
     path(
         "decisions/<int:decision_id>/explanations",
-        decision_views.explanations,
+        dossier_views.explanations,
         name="decision-explanations",
     ),
-    path("decisions/<int:decision_id>/explain", decision_views.explain, name="decision-explain"),
-    path("decisions/<int:decision_id>/feedback", decision_views.feedback, name="decision-feedback"),
+    path("decisions/<int:decision_id>/explain", dossier_views.explain, name="decision-explain"),
+    path("decisions/<int:decision_id>/feedback", dossier_views.feedback, name="decision-feedback"),
     path("decisions/<int:decision_id>/proof", decision_views.proof, name="decision-proof"),
     path("decisions/<int:decision_id>/flag", review_views.flag, name="decision-flag"),
     path("review/", review_views.queue, name="review-queue"),

@@ -12,12 +12,12 @@ from django.db.migrations.executor import MigrationExecutor
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
-from auditapp.decisions.presenters import explanation_json
-from auditapp.decisions.services import request_explanations
 from auditapp.hashing import sha256_hex
 from explain import batches, claims, explainers, records, storing
 from explain.models import Explanation, ExplanationConfig, ExplanationResult
+from explain.presenters import explanation_json
 from explain.results import latest_result, result_documents, stale_pointers
+from explain.services import request_explanations
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.django_db

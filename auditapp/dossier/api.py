@@ -1,0 +1,72 @@
+"""The decision search and a decision's detail (API.md: Decisions)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.decisions import api as decisions_api
+from auditapp.decisions import services
+from auditapp.decisions.lookups import get_decision_for_actor
+from auditapp.decisions.models import Decision
+from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
+from auditapp.dossier.presenters import decision_detail
+from auditapp.filtering import parse_limit
+
+SEARCH_PARAMETERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    for name, text in [
+        ("model", "model name"),
+        ("version", "model version"),
+        ("from", "ISO-8601, predicted at or after"),
+        ("to", "ISO-8601, predicted before"),
+        ("prediction", "predicted class"),
+        ("score_min", "lowest score"),
+        ("score_max", "highest score"),
+        ("subject_ref", "pseudonymous subject reference"),
+        ("top_reason", "a feature among the decision's top 3 SHAP features"),
+        ("has_outcome", "true: an outcome was recorded; false: none yet"),
+        ("feedback", "latest verdict: none, agree, disagree or unsure"),
+        ("review", "open: awaiting review; resolved: reviewed"),
+        ("feature.<name>", "exact value of an input feature; also feature.<name>__gte / __lte"),
+        ("ordering", "-predicted_at (default), predicted_at, score, -score"),
+        ("cursor", "the `next` value of the previous page"),
+        ("limit", "page size, 1-500 (default 50)"),
+    ]
+]
+
+
+# The decisions collection: GET searches it here; POST (recording) is the decisions app's.
+# (No docstring: it would become the OpenAPI description of both.)
+class DecisionListView(decisions_api.DecisionListView):
+    @extend_schema(
+        operation_id="decisions_search", parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT
+    )
+    def get(self, request):
+        actor = roles.actor_for(request)
+        actor.require(roles.READ_DECISIONS)
+        queryset = filter_decisions(
+            Decision.objects.visible_to(actor).with_related(), request.query_params, actor
+        )
+        rows, next_cursor = keyset_page(
+            queryset,
+            request.query_params.get("ordering"),
+            request.query_params.get("cursor"),
+            parse_limit(request.query_params.get("limit")),
+        )
+        note_search(actor, request.query_params, ip=client_ip(request), via="api")
+        presenter = DecisionPresenter(actor)
+        return Response({"results": [presenter.summary(d) for d in rows], "next": next_cursor})
+
+
+class DecisionDetailView(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request, decision_id: int):
+        actor = roles.actor_for(request)
+        decision = get_decision_for_actor(actor, decision_id)
+        services.note_decision_viewed(actor, decision, ip=client_ip(request))
+        return Response(decision_detail(DecisionPresenter(actor), decision))

@@ -1,0 +1,26 @@
+"""A decision with its explanations, outcomes and feedback, as the API's detail shows it."""
+
+from __future__ import annotations
+
+from auditapp.decisions.models import Decision
+from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.reviews.services import feedback_json
+from explain.presenters import explanation_json
+
+
+def decision_detail(presenter: DecisionPresenter, decision: Decision) -> dict:
+    """The summary, plus what is known of the decision since; masked features withheld."""
+    data = presenter.summary(decision)
+    data["artifact_sha256"] = decision.model_version.artifact_sha256
+    data["client"] = decision.client
+    masked = presenter.masked_features(decision)
+    data["explanations"] = {
+        explanation.method: explanation_json(explanation, masked)
+        for explanation in decision.explanations.with_results()
+    }
+    data["outcomes"] = [
+        {"outcome": o.outcome, "observed_at": o.observed_at, "recorded_at": o.recorded_at}
+        for o in decision.outcomes.all()
+    ]
+    data["feedback"] = [feedback_json(f) for f in decision.feedback.select_related("author")]
+    return data

@@ -1,0 +1,266 @@
+"""Decision pages: search, CSV download, the decision page and its live explanation panel."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip, record_event
+from auditapp.decisions import presenters, proofs, services
+from auditapp.decisions.lookups import get_decision_for_actor
+from auditapp.decisions.models import Decision
+from auditapp.decisions.reasons import adverse_reasons
+from auditapp.dossier.filters import (
+    filter_decisions,
+    keyset_page,
+    note_search,
+    search_schema,
+    split_sensitive_filters,
+)
+from auditapp.errors import InvalidInput
+from auditapp.filtering import parse_limit
+from auditapp.hashing import canonical_json
+from auditapp.pages import csv_response, is_htmx, page, query_string
+from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.reviews.models import ReviewCase
+from auditapp.reviews.services import submit_feedback
+from explain.models import Explanation
+from explain.presenters import lime_chart, quality_notes, waterfall_chart
+from explain.services import request_explanations
+
+EXPORT_LIMIT = 100_000
+
+
+def _search(request, actor):
+    actor.require(roles.READ_DECISIONS)
+    return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET, actor)
+
+
+def _search_form(actor, params) -> dict:
+    """The choices of the search form: visible models, and the chosen model's schema."""
+    models = list(RegisteredModel.objects.visible_to(actor).values_list("name", flat=True))
+    model = params.get("model") if params.get("model") in models else None
+    schema = None
+    if model:
+        version = (
+            ModelVersion.objects.filter(registered_model__name=model)
+            .order_by("-created_at")
+            .first()
+        )
+        schema = version.parsed_schema if version else None
+    # No filter on a feature the actor may not see: filter_features would refuse it.
+    hidden = search_schema(actor, model).sensitive if model else frozenset()
+    if actor.can(roles.VIEW_SENSITIVE):
+        hidden = frozenset()
+    shown = [f for f in (schema.features if schema else ()) if f.name not in hidden]
+    feature_filters = [
+        {
+            "feature": f,
+            "value": params.get(f"feature.{f.name}", ""),
+            "gte": params.get(f"feature.{f.name}__gte", ""),
+            "lte": params.get(f"feature.{f.name}__lte", ""),
+        }
+        for f in shown
+    ]
+    return {
+        "models": models,
+        "model": model,
+        "schema": schema,
+        "feature_filters": feature_filters,
+        "features_open": any(k.startswith("feature.") for k in params),
+    }
+
+
+@login_required
+@page
+def search(request):
+    actor = roles.actor_for(request)
+    queryset = _search(request, actor)
+    rows, next_cursor = keyset_page(
+        queryset,
+        request.GET.get("ordering"),
+        request.GET.get("cursor"),
+        parse_limit(request.GET.get("limit")),
+    )
+    note_search(actor, request.GET, ip=client_ip(request))
+    presenter = presenters.DecisionPresenter(actor)
+    context = {
+        "results": [(d, presenter.masked_features(d)) for d in rows],
+        "count": queryset.count(),
+        "next_query": query_string(request.GET, cursor=next_cursor) if next_cursor else None,
+        "export_query": query_string(request.GET, cursor=None),
+        "params": request.GET,
+        "orderings": [
+            ("-predicted_at", "newest first"),
+            ("predicted_at", "oldest first"),
+            ("-score", "highest score"),
+            ("score", "lowest score"),
+        ],
+        **_search_form(actor, request.GET),
+    }
+    template = "decisions/_results.html" if is_htmx(request) else "decisions/search.html"
+    return render(request, template, context)
+
+
+@login_required
+@page
+def export_csv(request):
+    """The current search as CSV, sensitive features masked as on screen; audited."""
+    actor = roles.actor_for(request)
+    queryset = _search(request, actor).order_by("-predicted_at", "-pk")[:EXPORT_LIMIT]
+    # The query runs once before anything is streamed: a search the database refuses
+    # fails here, as an error page, not as a 200 whose file stops mid-stream.
+    list(queryset[:1])
+    presenter = presenters.DecisionPresenter(actor)
+    schema = search_schema(actor, request.GET.get("model"))
+    names = list(schema.types) if schema else []
+    params, withheld = split_sensitive_filters(request.GET)
+    record_event(
+        "decisions.exported",
+        actor=actor,
+        ip=client_ip(request),
+        format="csv",
+        params=params,
+        sensitive_details={"params": withheld} if withheld else None,
+    )
+
+    fixed = [
+        "id",
+        "model",
+        "version",
+        "request_id",
+        "subject_ref",
+        "predicted_at",
+        "recorded_at",
+        "prediction",
+        "score",
+        "content_hash",
+    ]
+
+    def rows():
+        for decision in queryset.iterator(chunk_size=2000):
+            data = presenter.summary(decision)
+            inputs = data.pop("inputs")
+            values = [data[k] for k in fixed]
+            features = [inputs.get(n) for n in names] if names else [canonical_json(inputs)]
+            yield values + features
+
+    return csv_response("decisions.csv", fixed + (names or ["inputs"]), rows())
+
+
+def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
+    schema = decision.model_version.parsed_schema
+    by_method = {e.method: e for e in decision.explanations.with_results()}
+    shap, lime = by_method.get("shap"), by_method.get("lime")
+    labels = {f.name: f.label for f in schema.features}
+    masked = presenters.DecisionPresenter(actor).masked_features(decision)
+    done = Explanation.DONE
+    shap_done, lime_done = shap and shap.status == done, lime and lime.status == done
+    return {
+        "decision": decision,
+        "shap": shap,
+        "lime": lime,
+        "masked_features": masked,
+        "waterfall": waterfall_chart(shap, schema, masked) if shap_done else None,
+        "lime_chart": lime_chart(lime, schema, masked) if lime_done else None,
+        "reasons": adverse_reasons(
+            {k: v for k, v in shap.attributions.items() if k not in masked}, labels
+        )
+        if shap_done
+        else [],
+        "positive_class": schema.target.positive_class,
+        "quality": quality_notes(shap, lime),
+        "busy": any(
+            e.status in (Explanation.PENDING, Explanation.RUNNING) for e in by_method.values()
+        ),
+        "can_explain": actor.can(roles.REQUEST_EXPLANATIONS),
+    }
+
+
+@login_required
+@page
+def detail(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    services.note_decision_viewed(actor, decision, ip=client_ip(request), via="page")
+    presenter = presenters.DecisionPresenter(actor)
+    return render(request, "decisions/detail.html", _detail_context(decision, actor, presenter))
+
+
+def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
+    schema = decision.model_version.parsed_schema
+    return {
+        "record": presenter.summary(decision),
+        "inputs": presenters.input_rows(decision, presenter),
+        "outcomes": decision.outcomes.all(),
+        "feedback_history": decision.feedback.select_related("author"),
+        "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
+        "can_export_notices": all(actor.can(c) for c in roles.EXPORT_NOTICES),
+        "classes": schema.target.classes,
+        "feedback_errors": feedback_errors,
+        "seal": proofs.seal_of(decision),
+        **_case_context(decision, actor),
+        **_explanation_context(decision, actor),
+    }
+
+
+@login_required
+@require_POST
+@page
+def feedback(request, decision_id: int):
+    """The feedback form of the decision page (the API takes the same fields as JSON)."""
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    data = {"verdict": request.POST.get("verdict"), "comment": request.POST.get("comment", "")}
+    if request.POST.get("corrected_label"):
+        target = decision.model_version.parsed_schema.target
+        data["corrected_label"] = target.label_from_text(request.POST["corrected_label"])
+    if request.POST.get("explanation_rating"):
+        data["explanation_rating"] = _as_int(request.POST["explanation_rating"])
+    try:
+        submit_feedback(actor, decision, data, ip=client_ip(request))
+    except InvalidInput as exc:
+        context = _detail_context(decision, actor, presenters.DecisionPresenter(actor), exc.details)
+        return render(request, "decisions/detail.html", context, status=400)
+    return redirect("decision-detail", decision_id=decision_id)
+
+
+def _case_context(decision, actor) -> dict:
+    cases = list(decision.review_cases.select_related("assignee").order_by("-opened_at"))
+    case = next((c for c in cases if c.state != ReviewCase.RESOLVED), cases[0] if cases else None)
+    return {
+        "case": case,
+        "case_events": case.events.select_related("actor") if case else [],
+        "overrides": decision.overrides.select_related("author"),
+        "can_work": actor.can(roles.WORK_REVIEWS),
+    }
+
+
+def _as_int(text: str):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+@login_required
+@page
+def explanations(request, decision_id: int):
+    """The explanation panel alone, polled by htmx while an explanation is being computed."""
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    return render(request, "decisions/_explanations.html", _explanation_context(decision, actor))
+
+
+@login_required
+@require_POST
+@page
+def explain(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    request_explanations(actor, decision, ["shap", "lime"], ip=client_ip(request))
+    if is_htmx(request):
+        return explanations(request, decision_id)
+    return redirect("decision-detail", decision_id=decision_id)

@@ -1,0 +1,124 @@
+"""The top_reason search reads each decision's newest SHAP result's reasons from their
+own indexed table (explain.models.TopReason): kept in step with the results, narrowed
+to the search's period, and filled for results stored before the table existed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+
+from auditapp.accounts import roles
+from auditapp.decisions.models import Decision
+from explain import batches, claims, explainers, storing
+from explain.engine import rank_features
+from explain.models import Explanation, TopReason
+from explain.services import request_explanations
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def search(client, **params) -> set[int]:
+    response = client.get("/api/v1/decisions", {"limit": 500, **params})
+    assert response.status_code == 200, response.content
+    return {d["id"] for d in response.json()["results"]}
+
+
+def newest_top3() -> dict[int, list[str]]:
+    rows = Explanation.objects.with_results().filter(method="shap", result__isnull=False)
+    return {e.decision_id: e.top_features[:3] for e in rows}
+
+
+def reasons() -> dict[int, list[str]]:
+    found: dict[int, list[str]] = {}
+    for reason in TopReason.objects.order_by("decision_id", "rank"):
+        found.setdefault(reason.decision_id, []).append(reason.feature)
+    return found
+
+
+def store_again(model_version, decision_id: int, *, officer, change) -> None:
+    """Explain the decision again as a reviewer's request does, `change` applied to what
+    the engine computed before it is stored."""
+    decision = Decision.objects.get(pk=decision_id)
+    request_explanations(roles.Actor(user=officer), decision, ["shap"])
+    claimed = claims.claim(model_version.pk, "shap", [decision_id])
+    context, explainer = explainers.cached_explainer(model_version, "shap")
+    computed = batches.explain_claimed(context, explainer, "shap", claimed, False, 1e-3)
+    change(computed)
+    storing.store_results(claimed, computed, model_version, "shap", 1.0)
+
+
+@pytest.fixture
+def explained(model_version, ingest) -> list[int]:
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    payloads = DecisionPayloadFactory.build_batch(30)
+    for n, payload in enumerate(payloads):
+        payload["predicted_at"] = (start + timedelta(days=n)).isoformat()
+    ids = [r["id"] for r in ingest(*payloads)]
+    batches.run_batch(model_version.pk, "shap", ids)
+    return ids
+
+
+def test_every_shap_result_stores_its_top_three_as_reasons(explained):
+    assert reasons() == newest_top3() and len(reasons()) == 30
+
+
+def test_a_newer_result_replaces_the_reasons_of_the_older(
+    explained, model_version, api_client, compliance_officer
+):
+    """Searched by a reason only its old result had, the decision is no longer found."""
+    client = api_client(compliance_officer)
+    target = explained[0]
+    old = reasons()[target]
+    names = model_version.parsed_schema.names
+    unusual = [n for n in names if n not in old][:3]  # the new result's top three
+
+    def reorder(computed):
+        for result in computed:
+            # Largest weights on three features the old result did not rank first.
+            weights = {n: 0.001 * i for i, n in enumerate(names)}
+            weights.update({unusual[0]: 3.0, unusual[1]: -2.0, unusual[2]: 1.0})
+            result.attributions, result.top_features = weights, rank_features(weights, len(names))
+
+    store_again(model_version, target, officer=compliance_officer, change=reorder)
+
+    assert reasons()[target] == unusual == newest_top3()[target]
+    assert target in search(client, top_reason=unusual[2])
+    assert target not in search(client, top_reason=old[0])
+    assert reasons() == newest_top3()
+
+
+def test_a_failed_attempt_keeps_the_reasons_of_the_newest_result_stored(
+    explained, model_version, compliance_officer
+):
+    target = explained[1]
+    before = reasons()[target]
+
+    def fail(computed):
+        computed[0].error = "the model raised"
+
+    store_again(model_version, target, officer=compliance_officer, change=fail)
+    assert reasons()[target] == before == newest_top3()[target]
+
+
+def test_the_period_narrows_a_top_reason_search(explained, api_client, compliance_officer):
+    client = api_client(compliance_officer)
+    top = newest_top3()
+    feature = max(
+        {f for t in top.values() for f in t}, key=lambda f: sum(f in t for t in top.values())
+    )
+    # The fixture's decisions are one a day from 1 November: the 10th to the 19th.
+    period = {"from": "2026-11-10T00:00:00+00:00", "to": "2026-11-20T00:00:00+00:00"}
+    expected = {explained[n] for n in range(9, 19) if feature in top[explained[n]]}
+    assert search(client, top_reason=feature, **period) == expected
+    assert 0 < len(expected) < len(search(client, top_reason=feature))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_fills_the_reasons_of_results_stored_before_it(explained):
+    expected = newest_top3()
+    call_command("migrate", "explain", "0006", verbosity=0)
+    call_command("migrate", "explain", verbosity=0)
+    assert reasons() == expected and len(expected) == 30
