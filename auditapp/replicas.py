@@ -15,6 +15,7 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -55,6 +56,17 @@ def from_replica() -> Iterator[str]:
         _marked.reset(token)
 
 
+@contextmanager
+def on_primary() -> Iterator[None]:
+    """Reads inside go to the primary, even within `from_replica()`: for a check that must
+    see what was just written (the chain's verification)."""
+    token = _marked.set(False)
+    try:
+        yield
+    finally:
+        _marked.reset(token)
+
+
 def replica_view(view: Callable[..., Any]) -> Callable[..., Any]:
     """A view (a function, or a method through method_decorator) whose reads may lag.
 
@@ -67,6 +79,21 @@ def replica_view(view: Callable[..., Any]) -> Callable[..., Any]:
             return view(*args, **kwargs)
 
     return wrapper
+
+
+def complete_until(alias: str) -> datetime | None:
+    """On the replica, while its replay is behind: the primary's commit time up to which
+    its reads are complete (a figure computed now is as of then). None on the primary or
+    once the replica has replayed all it received."""
+    if alias == DEFAULT_DB_ALIAS:
+        return None
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT CASE WHEN pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
+            " THEN pg_last_xact_replay_timestamp() END"
+        )
+        (moment,) = cursor.fetchone()
+    return moment
 
 
 class ReplicaRouter:

@@ -38,7 +38,7 @@ def one_moment() -> Iterator[None]:
     if connection.in_atomic_block:
         yield
         return
-    _open.snapshot = alias
+    outer, _open.snapshot = getattr(_open, "snapshot", None), alias
     try:
         if connection.vendor == "postgresql":
             with transaction.atomic(using=alias), connection.cursor() as cursor:
@@ -52,7 +52,7 @@ def one_moment() -> Iterator[None]:
                 finally:
                     cursor.execute("PRAGMA query_only = OFF")
     finally:
-        _open.snapshot = None
+        _open.snapshot = outer  # one on the primary inside one on the replica, say
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -14,6 +15,7 @@ from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.filtering import parse_limit
+from auditapp.replicas import replica_view
 
 SEARCH_PARAMETERS = [
     OpenApiParameter(name, OpenApiTypes.STR, description=text)
@@ -42,6 +44,7 @@ class DecisionListView(APIView):
     @extend_schema(
         operation_id="decisions_search", parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @method_decorator(replica_view)  # a search may lag by the replica's delay; its event may not
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)

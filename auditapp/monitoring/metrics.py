@@ -685,16 +685,20 @@ def window_metrics(
     return jsonable(result)
 
 
-def compute_window_metrics(model_version, start: datetime, end: datetime) -> dict:
+def compute_window_metrics(
+    model_version, start: datetime, end: datetime, *, config: MonitoringSettings | None = None
+) -> dict:
     """The monitoring snapshot of one version for decisions predicted in [start, end).
 
     The contract of API.md's snapshot (without the window bounds, which the caller knows):
     decisions, drift, score_drift, attribution_drift, performance (None without outcomes)
-    and fairness, plus prediction_drift, explanations and reference.
+    and fairness, plus prediction_drift, explanations and reference. `config`: the
+    version's settings as the caller just ensured them (on the primary), if it has them.
     """
 
     reference = load_reference(model_version)
-    config = MonitoringSettings.objects.get(model_version=model_version)
+    if config is None:
+        config = MonitoringSettings.objects.get(model_version=model_version)
     data = fetch_window(model_version, start, end)
     return window_metrics(
         model_version.parsed_schema,

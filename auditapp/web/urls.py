@@ -4,6 +4,7 @@ from django.urls import include, path
 from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.registry import views as registry_views
+from auditapp.replicas import replica_view
 from auditapp.reports import version_page
 from auditapp.reports import views as report_views
 from auditapp.reviews import views as review_views
@@ -18,7 +19,9 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("decisions/", decision_views.search, name="decision-search"),
+    # Pages marked replica_view read the replica when one is configured (README: Deployment):
+    # lists a user reaches by browsing, never a page shown right after its own POST.
+    path("decisions/", replica_view(decision_views.search), name="decision-search"),
     path("decisions/export.csv", decision_views.export_csv, name="decision-export"),
     path("decisions/<int:decision_id>/", decision_views.detail, name="decision-detail"),
     path(
@@ -49,7 +52,7 @@ urlpatterns = [
     path(
         "decisions/<int:decision_id>/notice", report_views.decision_notice, name="decision-notice"
     ),
-    path("models/", registry_views.model_list, name="model-list"),
+    path("models/", replica_view(registry_views.model_list), name="model-list"),
     path(
         "models/<slug:name>/versions/<str:version>/",
         version_page.version_detail,
