@@ -44,6 +44,7 @@ from auditapp.decisions import explanation_hooks
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.models import MonitoringSettings
+from auditapp.replicas import on_primary
 from auditapp.snapshots import write_now
 from explain.packing import unpack
 from explain.schema import Feature, Schema
@@ -685,19 +686,16 @@ def window_metrics(
     return jsonable(result)
 
 
-def compute_window_metrics(
-    model_version, start: datetime, end: datetime, *, config: MonitoringSettings | None = None
-) -> dict:
+def compute_window_metrics(model_version, start: datetime, end: datetime) -> dict:
     """The monitoring snapshot of one version for decisions predicted in [start, end).
 
     The contract of API.md's snapshot (without the window bounds, which the caller knows):
     decisions, drift, score_drift, attribution_drift, performance (None without outcomes)
-    and fairness, plus prediction_drift, explanations and reference. `config`: the
-    version's settings as the caller just ensured them (on the primary), if it has them.
+    and fairness, plus prediction_drift, explanations and reference.
     """
 
     reference = load_reference(model_version)
-    if config is None:
+    with on_primary():  # settings may have been made a moment ago (ensure_monitoring)
         config = MonitoringSettings.objects.get(model_version=model_version)
     data = fetch_window(model_version, start, end)
     return window_metrics(

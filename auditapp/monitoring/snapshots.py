@@ -82,7 +82,7 @@ def compute_snapshot(snapshot_id: int) -> MetricSnapshot:
     MetricSnapshot.objects.filter(pk=snapshot.pk).update(
         status=MetricSnapshot.RUNNING, attempts=snapshot.attempts + 1
     )
-    config = ensure_monitoring(snapshot.model_version)
+    ensure_monitoring(snapshot.model_version)
     began = time.perf_counter()
     # Figures of past windows may lag the primary by the replica's replay delay. computed_at
     # then says up to when they are complete, so that an outcome recorded in the lag still
@@ -90,7 +90,7 @@ def compute_snapshot(snapshot_id: int) -> MetricSnapshot:
     with from_replica() as alias:
         complete = complete_until(alias)
         data = compute_window_metrics(
-            snapshot.model_version, snapshot.window_start, snapshot.window_end, config=config
+            snapshot.model_version, snapshot.window_start, snapshot.window_end
         )
     with transaction.atomic():
         snapshot.data = data
