@@ -131,11 +131,16 @@ class Standby:
                 self.run(
                     str(self.bin / "pg_ctl"),
                     *("-D", str(self.data), "-l", str(self.folder / "server.log")),
-                    *("-w", "-t", "30", "start"),
+                    # A hot standby opens once the primary logs a snapshot of its running
+                    # transactions (every 15 s while busy): on a busy shared cluster, that long.
+                    *("-w", "-t", "90", "start"),
                 )
             except RuntimeError:
-                if attempt == 2:
-                    raise
+                log = self.folder / "server.log"
+                if attempt == 2 or "could not bind" not in (
+                    log.read_text() if log.exists() else ""
+                ):
+                    raise  # a port taken meanwhile is worth another try; nothing else is
             else:
                 return port
         raise AssertionError("unreachable")
