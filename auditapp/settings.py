@@ -134,6 +134,31 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
+
+# --- Reads off the primary (README: Deployment) -----------------------------------
+# DATABASE_REPLICA_URL names a PostgreSQL streaming replica of DATABASE_URL. Only reads
+# marked as tolerant of its lag go there (auditapp/replicas.py: searches, list pages,
+# reports, monitoring figures); writes and every other read stay on the primary.
+# TEST MIRROR: a test run creates, migrates and flushes its database on the primary
+# alone (a standby refuses writes), and Django points this alias's NAME at that test
+# database, keeping the replica's host and port: a streaming replica copies the whole
+# cluster, test databases included, so the alias reads the real replica's copy of it.
+_replica_url = env_str("DATABASE_REPLICA_URL", "")
+if _replica_url:
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs DATABASE_URL to name PostgreSQL: "
+            "SQLite has no replicas. Unset DATABASE_REPLICA_URL or set DATABASE_URL."
+        )
+    DATABASES["replica"] = dj_database_url.parse(
+        _replica_url,
+        conn_max_age=DATABASES["default"]["CONN_MAX_AGE"],
+        conn_health_checks=True,
+    )
+    if DATABASES["replica"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name a PostgreSQL replica.")
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["auditapp.replicas.ReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: API rate counters and failed-token counts ---------------------------

@@ -12,9 +12,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 
-from django.db import connection, transaction
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
-_open = threading.local()  # whether this thread is inside one_moment's snapshot
+from auditapp.replicas import read_alias
+
+_open = threading.local()  # the alias of this thread's open one_moment snapshot, if any
 
 
 @contextmanager
@@ -26,14 +28,20 @@ def one_moment() -> Iterator[None]:
     (the IMMEDIATE mode the settings choose for writers would block every writer
     meanwhile), with `query_only` as PostgreSQL's READ ONLY. Inside a caller's
     transaction its reads are already its own: nothing changes.
+
+    The snapshot is taken where the reads go: on the replica inside
+    `replicas.from_replica()` (a replica serves REPEATABLE READ, READ ONLY), else
+    on the primary.
     """
+    alias = read_alias()
+    connection = connections[alias]
     if connection.in_atomic_block:
         yield
         return
-    _open.snapshot = True
+    outer, _open.snapshot = getattr(_open, "snapshot", None), alias
     try:
         if connection.vendor == "postgresql":
-            with transaction.atomic(), connection.cursor() as cursor:
+            with transaction.atomic(using=alias), connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield
         else:
@@ -44,12 +52,13 @@ def one_moment() -> Iterator[None]:
                 finally:
                     cursor.execute("PRAGMA query_only = OFF")
     finally:
-        _open.snapshot = False
+        _open.snapshot = outer  # one on the primary inside one on the replica, say
 
 
 @contextmanager
 def _deferred() -> Iterator[None]:
     """A transaction that SQLite begins DEFERRED, whatever the settings' mode for writers."""
+    connection = connections[DEFAULT_DB_ALIAS]  # SQLite has no replica (settings refuse one)
     with ExitStack() as stack:
         connection.ensure_connection()
         mode, connection.transaction_mode = connection.transaction_mode, "DEFERRED"
@@ -63,9 +72,10 @@ def _deferred() -> Iterator[None]:
 def write_now(write: Callable[[], object]) -> None:
     """Run `write` and commit it at once, even inside `one_moment` (on a connection of its own).
 
-    For progress that a poller must see while a long read is under way.
+    For progress that a poller must see while a long read is under way. Writes go to
+    the primary: a snapshot on the replica leaves the primary's connection free.
     """
-    if not getattr(_open, "snapshot", False):
+    if getattr(_open, "snapshot", None) != DEFAULT_DB_ALIAS:
         write()
         return
     failure: list[BaseException] = []
@@ -76,7 +86,7 @@ def write_now(write: Callable[[], object]) -> None:
         except BaseException as exc:  # raised again in the caller's thread
             failure.append(exc)
         finally:
-            connection.close()
+            connections[DEFAULT_DB_ALIAS].close()
 
     thread = threading.Thread(target=run, name="write-beside")
     thread.start()

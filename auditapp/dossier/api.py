@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.utils.decorators import method_decorator
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -16,6 +17,7 @@ from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
 from auditapp.dossier.presenters import decision_detail
 from auditapp.filtering import parse_limit
+from auditapp.replicas import replica_view
 
 SEARCH_PARAMETERS = [
     OpenApiParameter(name, OpenApiTypes.STR, description=text)
@@ -46,6 +48,7 @@ class DecisionListView(decisions_api.DecisionListView):
     @extend_schema(
         operation_id="decisions_search", parameters=SEARCH_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @method_decorator(replica_view)  # a search may lag by the replica's delay; its event may not
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)

@@ -24,6 +24,7 @@ from auditapp.filtering import parse_limit
 from auditapp.hashing import canonical_json
 from auditapp.pages import csv_response, is_htmx, page, query_string
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.replicas import replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
 from explain.models import Explanation
@@ -75,6 +76,7 @@ def _search_form(actor, params) -> dict:
 
 @login_required
 @page
+@replica_view  # lists a user reaches by browsing may lag (README: Deployment)
 def search(request):
     actor = roles.actor_for(request)
     queryset = _search(request, actor)

@@ -44,6 +44,7 @@ from auditapp.decisions import explanation_hooks
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.models import MonitoringSettings
+from auditapp.replicas import on_primary
 from auditapp.snapshots import write_now
 from explain.packing import unpack
 from explain.schema import Feature, Schema
@@ -694,7 +695,8 @@ def compute_window_metrics(model_version, start: datetime, end: datetime) -> dic
     """
 
     reference = load_reference(model_version)
-    config = MonitoringSettings.objects.get(model_version=model_version)
+    with on_primary():  # settings may have been made a moment ago (ensure_monitoring)
+        config = MonitoringSettings.objects.get(model_version=model_version)
     data = fetch_window(model_version, start, end)
     return window_metrics(
         model_version.parsed_schema,

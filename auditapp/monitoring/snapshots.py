@@ -26,6 +26,7 @@ from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import DAY, WEEK, MetricSnapshot
 from auditapp.monitoring.windows import WINDOW_LENGTH, parse_period, window_floor, window_kind
 from auditapp.registry.models import ModelVersion
+from auditapp.replicas import complete_until, from_replica
 
 log = logging.getLogger(__name__)
 
@@ -83,15 +84,20 @@ def compute_snapshot(snapshot_id: int) -> MetricSnapshot:
     )
     ensure_monitoring(snapshot.model_version)
     began = time.perf_counter()
-    data = compute_window_metrics(
-        snapshot.model_version, snapshot.window_start, snapshot.window_end
-    )
+    # Figures of past windows may lag the primary by the replica's replay delay. computed_at
+    # then says up to when they are complete, so that an outcome recorded in the lag still
+    # makes due_snapshots compute the window again.
+    with from_replica() as alias:
+        complete = complete_until(alias)
+        data = compute_window_metrics(
+            snapshot.model_version, snapshot.window_start, snapshot.window_end
+        )
     with transaction.atomic():
         snapshot.data = data
         snapshot.decisions = data["decisions"]
         snapshot.status = MetricSnapshot.DONE
         snapshot.error = ""
-        snapshot.computed_at = timezone.now()
+        snapshot.computed_at = min(filter(None, [timezone.now(), complete]))
         snapshot.duration_ms = (time.perf_counter() - began) * 1000
         snapshot.attempts += 1
         snapshot.save(

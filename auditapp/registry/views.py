@@ -9,10 +9,12 @@ from django.shortcuts import render
 from auditapp.accounts import roles
 from auditapp.pages import page
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.replicas import replica_view
 
 
 @login_required
 @page
+@replica_view  # lists a user reaches by browsing may lag (README: Deployment)
 def model_list(request):
     actor = roles.actor_for(request)
     actor.require(roles.READ_MODELS)

@@ -49,6 +49,7 @@ from auditapp.decisions.reasons import adverse_reasons
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.registry.models import ModelVersion
+from auditapp.replicas import on_primary
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment
@@ -537,8 +538,10 @@ def _decision_ids(version: ModelVersion) -> QuerySet:
 
 
 def integrity(ctx: _Context) -> dict[str, Any]:
-    """The whole chain is verified (links make the period depend on all before it)."""
-    result = verification.verify_chain()
+    """The whole chain is verified (links make the period depend on all before it), on the
+    primary: verification answers for what has been written, not for a replica's copy."""
+    with on_primary():
+        result = verification.verify_chain()
     seal = sealing.latest_seal()
     last_sealed = (seal.last_decision_id or 0) if seal else 0
     counts = ctx.decisions.aggregate(

@@ -28,6 +28,7 @@ from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.hashing import canonical_time
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion
+from auditapp.replicas import from_replica
 from auditapp.reports import render
 from auditapp.reports.compliance import SECTION_TITLES, build_compliance_document
 from auditapp.reports.models import Report
@@ -344,9 +345,15 @@ def _build(report: Report) -> tuple[bytes, str]:
     start, end = datetime.fromisoformat(params["from"]), datetime.fromisoformat(params["to"])
     steps = len(SECTION_TITLES) + 1  # every section, then rendering
 
-    document = build_compliance_document(
-        report.model_version, start, end, progress=lambda done, _: _progress(report, done, steps)
-    )
+    # A period's figures may lag the primary by the replica's replay delay (README:
+    # Deployment); the report's own row, and its progress, are read and written on the primary.
+    with from_replica():
+        document = build_compliance_document(
+            report.model_version,
+            start,
+            end,
+            progress=lambda done, _: _progress(report, done, steps),
+        )
     return _render_compliance(report, document)
 
 

@@ -10,10 +10,12 @@ from django.shortcuts import render
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.registry.models import RegisteredModel
+from auditapp.replicas import replica_view
 from auditapp.web.api_errors import error_body, record_denial
 
 
 @login_required
+@replica_view
 def overview(request):
     actor = roles.actor_for(request)
     models = []

@@ -58,3 +58,14 @@ def test_production_refuses_to_start_without_a_seal_signing_key(tmp_path):
     malformed = manage("check", ATTEST_SEAL_SIGNING_KEY="not base64!", ATTEST_VAR_DIR=str(tmp_path))
     assert malformed.returncode != 0
     assert "32-byte Ed25519 seed" in malformed.stderr
+
+
+def test_a_read_replica_needs_postgresql(tmp_path):
+    """SQLite has no replicas: a DATABASE_REPLICA_URL beside it is a mistake, said at start-up."""
+    result = manage(
+        "check",
+        DATABASE_REPLICA_URL="postgres://postgres@127.0.0.1:5432/attest",
+        ATTEST_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "DATABASE_REPLICA_URL needs DATABASE_URL to name PostgreSQL" in result.stderr
