@@ -52,18 +52,16 @@ def add_pending_explanations(
     if not pending:
         return {}
     if connection.vendor == "postgresql":
-        # One statement per method, the ids as one array parameter.
-        by_method: dict[str, list[int]] = defaultdict(list)
-        for (_, method), decision_ids in pending.items():
-            by_method[method].extend(decision_ids)
+        # One statement for every method: the ids and methods as two array parameters.
+        pairs = [(i, method) for (_, method), ids in pending.items() for i in ids]
         with connection.cursor() as cursor:
-            for method, decision_ids in by_method.items():
-                cursor.execute(
-                    f"INSERT INTO {Explanation._meta.db_table} "
-                    "(decision_id, method, status, attempts, created_at, updated_at) "
-                    "SELECT unnest(%s::bigint[]), %s, %s, 0, %s, %s",
-                    [decision_ids, method, Explanation.PENDING, now, now],
-                )
+            cursor.execute(
+                f"INSERT INTO {Explanation._meta.db_table} "
+                "(decision_id, method, status, attempts, created_at, updated_at) "
+                "SELECT v.decision_id, v.method, %s, 0, %s, %s "
+                "FROM unnest(%s::bigint[], %s::text[]) AS v(decision_id, method)",
+                [Explanation.PENDING, now, now, [i for i, _ in pairs], [m for _, m in pairs]],
+            )
     else:
         Explanation.objects.bulk_create(
             Explanation(decision_id=decision_id, method=method, created_at=now, updated_at=now)
