@@ -120,5 +120,5 @@ def test_the_period_narrows_a_top_reason_search(explained, api_client, complianc
 def test_the_migration_fills_the_reasons_of_results_stored_before_it(explained):
     expected = newest_top3()
     call_command("migrate", "explain", "0006", verbosity=0)
-    call_command("migrate", "explain", verbosity=0)
+    call_command("migrate", verbosity=0)
     assert reasons() == expected and len(expected) == 30
