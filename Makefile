@@ -23,7 +23,7 @@ install: $(VENV)/.installed
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py load_demo --host $(HOST):$(PORT)
-	@$(MAKE) --no-print-directory serve
+	@$(MAKE) --no-print-directory serve ANNOUNCE=1
 
 # The web server, a Celery worker and beat together (Ctrl-C stops all three). The
 # worker serves every queue, the sweeper's `maintenance` among them (README: Outages
@@ -33,13 +33,17 @@ run: install
 # running tasks end (a warm shutdown); a second Ctrl-C or SIGQUIT is a cold one.
 # A SIGTERM to the whole process group killed the pool's processes mid-task, and
 # the main process could then wait for them forever (tests/faults/test_stop.py).
+# ANNOUNCE=1 (`make run`) prints the address and the demo logins last, once the worker
+# has explained the demo's decisions (wait_for_demo); Celery's banner is left out.
 serve: install
-	@trap 'kill -INT $$worker 2>/dev/null; kill -TERM $$server 2>/dev/null' INT; \
-	trap 'kill -TERM $$worker $$server 2>/dev/null' TERM; \
+	@trap 'kill -INT $$worker 2>/dev/null; kill -TERM $$server $$announce 2>/dev/null' INT; \
+	trap 'kill -TERM $$worker $$server $$announce 2>/dev/null' TERM; \
 	trap 'kill -QUIT $$worker 2>/dev/null' QUIT; \
-	$(NEW_SESSION) $(VENV)/bin/celery -A auditapp worker --beat --loglevel INFO --concurrency 2 \
-	  --schedule $(SCHEDULE) & worker=$$!; \
+	$(NEW_SESSION) $(VENV)/bin/celery -A auditapp --quiet worker --beat --loglevel INFO \
+	  --concurrency 2 --schedule $(SCHEDULE) & worker=$$!; \
 	$(PY) manage.py runserver --noreload $(HOST):$(PORT) & server=$$!; \
+	announce=; if [ -n "$(ANNOUNCE)" ]; then \
+	  $(PY) manage.py wait_for_demo --host $(HOST):$(PORT) & announce=$$!; fi; \
 	while kill -0 $$worker 2>/dev/null || kill -0 $$server 2>/dev/null; do wait; done
 
 # Every queue, `maintenance` (the sweeper) included; see the README for production.

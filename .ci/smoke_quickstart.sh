@@ -45,6 +45,13 @@ echo "The demo has $COUNT decisions."
 [ "$COUNT" -ge 2000 ] || { echo "expected about 2,000 demo decisions"; exit 1; }
 grep -q "celery@" "$LOG" || grep -q "ready" "$LOG" || { echo "no Celery worker came up"; cat "$LOG"; exit 1; }
 
+# The address and logins come last, in a box, once the worker has explained the demo.
+echo "Waiting for the demo's SHAP explanations (the ready box)."
+for _ in $(seq 1 300); do grep -q "All .* demo decisions are explained" "$LOG" && break; sleep 1; done
+grep -q "All .* demo decisions are explained" "$LOG" || { echo "no ready box"; cat "$LOG"; exit 1; }
+grep -A12 "Attest is ready" "$LOG" | grep -q "password attest-auditor" \
+  || { echo "the ready box lacks the logins"; cat "$LOG"; exit 1; }
+
 # Celery beat seals the demo into the hash chain within a minute or so; then it verifies.
 echo "Waiting for the first seal of the hash chain."
 for _ in $(seq 1 90); do

@@ -11,9 +11,15 @@ import pytest
 from django.core.management import call_command
 
 from auditapp.decisions.models import Decision, Outcome
-from auditapp.demo.management.commands.load_demo import OUTCOMES_AFTER, SHOCK_FOR
+from auditapp.demo.management.commands.load_demo import (
+    DEMO_USERS,
+    OUTCOMES_AFTER,
+    SHOCK_FOR,
+    demo_password,
+)
 from auditapp.monitoring.models import MetricSnapshot
 from auditapp.registry.models import ModelVersion
+from explain import batches
 
 pytestmark = pytest.mark.django_db
 
@@ -63,3 +69,28 @@ def test_the_demo_has_outcomes_for_old_decisions_and_a_shifted_recent_stream(rol
         o.observed_at - o.decision.predicted_at == timedelta(days=5)
         for o in Outcome.objects.select_related("decision")
     )
+
+
+def wait_for_demo(*args: str) -> str:
+    out = StringIO()
+    call_command("wait_for_demo", "--host", "127.0.0.1:9999", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_the_ready_box_comes_once_the_demo_is_explained_and_says_when_it_is_not(role_groups):
+    """`make run` prints the address and every login last, after the worker's SHAP."""
+    load(40)
+    ids = list(Decision.objects.values_list("pk", flat=True))
+    version = ModelVersion.objects.get(registered_model__name="credit", version="1")
+
+    waiting = wait_for_demo("--timeout", "0")
+    assert "0 of 40 demo decisions are explained so far" in waiting
+    assert "Open http://127.0.0.1:9999/" in waiting
+
+    batches.run_batch(version.pk, "shap", ids)
+    ready = wait_for_demo("--timeout", "60").splitlines()
+    assert "All 40 demo decisions are explained." in "\n".join(ready)
+    box = ready[ready.index(next(line for line in ready if "Attest is ready" in line)) - 1 :]
+    assert box[0] == box[-1] and set(box[0]) == {"+", "-"}  # a frame, top and bottom
+    for username, _ in DEMO_USERS:
+        assert any(f"{username} " in line and demo_password(username) in line for line in box)
