@@ -3,32 +3,33 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import JsonResponse
 from django.shortcuts import render
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
-from auditapp.registry.models import RegisteredModel
 from auditapp.replicas import replica_view
 from auditapp.web.api_errors import error_body, record_denial
+from auditapp.web.overview import overview_for, start_of_today
 
 
 @login_required
 @replica_view
 def overview(request):
+    """What needs the signed-in person today (web/overview.py), and the latest decisions."""
     actor = roles.actor_for(request)
-    models = []
-    if actor.can(roles.READ_MODELS):
-        models = RegisteredModel.objects.visible_to(actor).annotate(
-            decision_count=Count("decisions")
-        )
     recent = []
     if actor.can(roles.READ_DECISIONS):
         recent = (
             Decision.objects.visible_to(actor).with_related().order_by("-recorded_at", "-id")[:10]
         )
-    return render(request, "web/overview.html", {"models": models, "recent": recent})
+    context = {
+        "overview": overview_for(actor),
+        "today": start_of_today(),
+        "recent": recent,
+        "can_read_decisions": actor.can(roles.READ_DECISIONS),
+    }
+    return render(request, "web/overview.html", context)
 
 
 def forbidden(request, exception=None):

@@ -1,0 +1,94 @@
+"""The overview answers "what needs me today": per model the actor may see, open alerts,
+the review backlog and its age, explanations waiting or failed, today's decisions, and
+the chain's last verification, each a link to where it is worked on."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from auditapp.decisions.models import Decision, VerificationJob
+from auditapp.monitoring.models import Alert, AlertRule
+from auditapp.reviews.models import ReviewCase
+from explain.models import Explanation
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def page(user):
+    client = Client()
+    client.force_login(user)
+    response = client.get("/")
+    assert response.status_code == 200
+    return response
+
+
+@pytest.fixture
+def busy(model_version, ingest):
+    """5 decisions today, 2 yesterday; 1 open alert; 2 open cases (the oldest 3 days old);
+    1 explanation failed, the other 6 SHAP rows waiting; a finished verification."""
+    now = timezone.now()
+    today = [DecisionPayloadFactory(predicted_at=now.isoformat()) for _ in range(5)]
+    earlier = (now - timedelta(days=1, hours=1)).isoformat()
+    yesterday = [DecisionPayloadFactory(predicted_at=earlier) for _ in range(2)]
+    ids = [r["id"] for r in ingest(*today, *yesterday)]
+    Explanation.objects.filter(decision_id=ids[0], method="shap").update(status="failed")
+    rule = AlertRule.objects.first() or AlertRule.objects.create(
+        name="test drift", metric="psi", comparison=">", threshold=0.2
+    )
+    Alert.objects.create(
+        rule=rule,
+        model_version=model_version,
+        metric="psi",
+        comparison=">",
+        threshold=0.2,
+        value=0.3,
+        last_value=0.3,
+        message="income drifted",
+    )
+    for decision_id, age in ((ids[1], timedelta(days=3)), (ids[2], timedelta(hours=2))):
+        ReviewCase.objects.create(decision_id=decision_id, opened_at=now - age)
+    VerificationJob.objects.create(
+        status=VerificationJob.DONE, result={"ok": True}, finished_at=now - timedelta(hours=1)
+    )
+    return ids
+
+
+def test_the_overview_counts_what_needs_attention_per_model(compliance_officer, busy):
+    response = page(compliance_officer)
+    (needs,) = response.context["overview"].models
+    assert needs.name == "credit"
+    assert needs.decisions_today == 5
+    assert needs.open_alerts == 1
+    assert needs.backlog == 2 and needs.backlog_age >= timedelta(days=3)
+    waiting = Explanation.objects.filter(status__in=["pending", "running"]).count()
+    assert needs.explanations_failed == 1 and needs.explanations_waiting == waiting > 0
+    html = response.content.decode()
+    assert "/review/?model=credit" in html and "3\xa0days" in html  # the oldest case's age
+    assert f'href="/decisions/{busy[0]}/"' in html  # latest decisions link to their pages
+    assert "every record and seal matches" in html
+
+
+def test_a_model_the_actor_may_not_see_is_not_counted(domain_expert, busy, model_version):
+    """The domain expert is assigned credit; unassigned, the overview says nothing of it."""
+    model_version.registered_model.assignees.remove(domain_expert)
+    response = page(domain_expert)
+    assert response.context["overview"].models == []
+    assert "credit" not in response.content.decode()
+
+
+def test_the_overview_reads_a_few_grouped_queries_whatever_the_models(
+    compliance_officer, busy, django_assert_max_num_queries
+):
+    client = Client()
+    client.force_login(compliance_officer)
+    client.get("/")
+    # session, user, roles, verification, models, 5 grouped figures, latest decisions
+    # with their versions
+    with django_assert_max_num_queries(13):
+        client.get("/")
+    assert Decision.objects.count() == 7
