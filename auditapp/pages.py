@@ -1,17 +1,21 @@
-"""Shared helpers for page views: service errors as pages, query strings."""
+"""Shared helpers for page views: service errors as pages, query strings, pagers."""
 
 from __future__ import annotations
 
 import csv
 import functools
+import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 
 from auditapp.csvcells import safe_row
-from auditapp.errors import NotFound, ServiceError
+from auditapp.errors import InvalidInput, NotFound, ServiceError
+from auditapp.filtering import parse_limit
 
 
 def page(view):
@@ -39,6 +43,106 @@ def query_string(params, **changes) -> str:
         else:
             merged[key] = value
     return urlencode(merged)
+
+
+DEFAULT_PER_PAGE = 50  # rows per page of a list, unless a view or ?limit= says otherwise
+
+
+@dataclass(frozen=True)
+class Pager:
+    """One page of a list: its rows, where they sit in the whole, and links to the others.
+
+    Every list page shows "first to last of total" and these links (the component
+    templates/components/pager.html), so no list is ever cut without saying so.
+    The links keep every other query parameter: filters and sorting survive paging.
+    """
+
+    rows: list
+    total: int
+    number: int
+    per_page: int
+    params: Any  # the request's query (a QueryDict, or a plain dict)
+    param: str = "page"
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.per_page))
+
+    @property
+    def first(self) -> int:
+        return (self.number - 1) * self.per_page + 1 if self.rows else 0
+
+    @property
+    def last(self) -> int:
+        return self.first + len(self.rows) - 1 if self.rows else 0
+
+    @property
+    def has_previous(self) -> bool:
+        return self.number > 1
+
+    @property
+    def has_next(self) -> bool:
+        return self.number < self.pages
+
+    def query(self, number: int) -> str:
+        """The query string of page `number`, every other parameter as it is."""
+        lists = (
+            self.params.lists()
+            if hasattr(self.params, "lists")
+            else ((key, [value]) for key, value in self.params.items())
+        )
+        pairs = [
+            (key, value)
+            for key, values in lists
+            if key != self.param
+            for value in values
+            if value not in ("", None)
+        ]
+        if number > 1:
+            pairs.append((self.param, str(number)))
+        return urlencode(pairs)
+
+    @property
+    def first_query(self) -> str:
+        return self.query(1)
+
+    @property
+    def previous_query(self) -> str:
+        return self.query(self.number - 1)
+
+    @property
+    def next_query(self) -> str:
+        return self.query(self.number + 1)
+
+    @property
+    def last_query(self) -> str:
+        return self.query(self.pages)
+
+
+def paginate(rows, params, *, per_page: int | None = None, param: str = "page") -> Pager:
+    """Page `rows` (a QuerySet, counted in the database, or a list) by ?page= and ?limit=.
+
+    ?limit= (1 to 500) overrides the view's page size; a page past the last shows the
+    last one (a link kept from a longer list still lands somewhere); a page that is
+    not a whole number from 1 is refused, naming the parameter.
+    """
+    raw_limit = params.get("limit")
+    size = parse_limit(raw_limit) if raw_limit not in (None, "") else per_page or DEFAULT_PER_PAGE
+    raw = params.get(param) or "1"
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise InvalidInput(
+            f"{param} must be a whole number from 1.",
+            code="invalid_parameters",
+            details={param: ["must be a whole number from 1"]},
+        )
+    total = len(rows) if isinstance(rows, list) else rows.count()
+    number = min(number, max(1, math.ceil(total / size)))
+    start = (number - 1) * size
+    return Pager(list(rows[start : start + size]), total, number, size, params, param)
 
 
 def is_htmx(request) -> bool:

@@ -12,23 +12,33 @@ from django.shortcuts import render
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.sealing import latest_seal
-from auditapp.filtering import parse_limit
-from auditapp.pages import csv_response, is_htmx, page, query_string
+from auditapp.errors import InvalidInput
+from auditapp.pages import csv_response, is_htmx, page, paginate, query_string
+
+# ?order= of the page (the API and the CSV are newest first, by id: ids only grow).
+ORDERS = {"newest": "-id", "oldest": "id"}
 
 
 @login_required
 @page
 def audit_log(request):
+    """The access log a page at a time, with its total; filters and order in the URL."""
     actor = roles.actor_for(request)
     events = access_log.search_events(actor, request.GET)
-    rows, next_cursor = access_log.page_of_events(
-        events, request.GET.get("cursor"), parse_limit(request.GET.get("limit"))
-    )
+    order = request.GET.get("order") or "newest"
+    if order not in ORDERS:
+        raise InvalidInput(
+            "order must be newest or oldest.",
+            code="invalid_parameters",
+            details={"order": ["must be newest or oldest"]},
+        )
+    pager = paginate(events.order_by(ORDERS[order]), request.GET)
     access_log.note_read(actor, request.GET, ip=client_ip(request), via="page")
     context = {
-        "params": {name: request.GET.get(name, "") for name in access_log.FILTERS},
-        "events": rows,
-        "next_query": query_string(request.GET, cursor=next_cursor) if next_cursor else None,
+        "params": {name: request.GET.get(name, "") for name in (*access_log.FILTERS, "limit")},
+        "order": order,
+        "events": pager.rows,
+        "pager": pager,
         "export_query": query_string(request.GET, cursor=None),
         "seal": latest_seal(),
         "can_verify": actor.can(roles.VERIFY_CHAIN),

@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.errors import InvalidInput
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.alerts import acknowledge_alert
 from auditapp.monitoring.configuration import settings_json
@@ -20,12 +21,24 @@ from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.snapshots import request_snapshot
-from auditapp.pages import page
+from auditapp.pages import page, paginate
 from auditapp.registry.lookups import get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
 
 SERIES_LENGTH = 60  # windows per chart
 PERIOD_FORMATS = {HOUR: "%m-%d %H:00", DAY: "%Y-%m-%d", WEEK: "%G-W%V"}
+# The alert lists page (?page=, ?limit=) in ?order= (newest raised first by default).
+ALERT_ORDERS = {"newest": ("-raised_at", "-id"), "oldest": ("raised_at", "id")}
+
+
+def _alerts_page(alerts, params, per_page: int):
+    """A page of alerts with its total (auditapp.pages.paginate), in ?order=."""
+    order = params.get("order") or "newest"
+    if order not in ALERT_ORDERS:
+        raise InvalidInput(
+            "order must be newest or oldest.", details={"order": ["must be newest or oldest"]}
+        )
+    return paginate(alerts.order_by(*ALERT_ORDERS[order]), params, per_page=per_page)
 
 
 def _ordered(entries: dict, names: list[str]) -> list[tuple[str, Any]]:
@@ -74,16 +87,19 @@ def dashboard(request):
     snapshots = MetricSnapshot.objects.in_bulk(
         [v.latest_snapshot for v in versions if v.latest_snapshot]
     )
-    alerts = (
+    alerts = _alerts_page(
         Alert.objects.visible_to(actor)
         .active()
-        .select_related("model_version__registered_model", "acknowledged_by")[:200]
+        .select_related("model_version__registered_model", "acknowledged_by"),
+        request.GET,
+        per_page=50,
     )
     context = {
         "rows": [
             (v, _summary(snapshots.get(v.latest_snapshot), v.parsed_schema.names)) for v in versions
         ],
-        "alerts": alerts,
+        "alerts": alerts.rows,
+        "alerts_pager": alerts,
         "can_acknowledge": actor.can(roles.ACKNOWLEDGE_ALERTS),
     }
     return render(request, "monitoring/dashboard.html", context)
@@ -203,6 +219,11 @@ def version_monitoring(request, name: str, version: str):
     names = model_version.parsed_schema.names
     windows = _windows(snapshots)
     latest_data = windows[-1][1] if windows else SnapshotDocument()
+    alerts = _alerts_page(
+        model_version.alerts.select_related("model_version__registered_model", "acknowledged_by"),
+        request.GET,
+        per_page=20,
+    )
     context = {
         "model_version": model_version,
         "window": window,
@@ -213,7 +234,8 @@ def version_monitoring(request, name: str, version: str):
         "drift_rows": _ordered(latest_data.drift, names),
         "fairness_rows": _ordered(latest_data.fairness, names),
         "figures": _figures(model_version, windows),
-        "alerts": model_version.alerts.select_related("acknowledged_by")[:20],
+        "alerts": alerts.rows,
+        "alerts_pager": alerts,
         "recent": model_version.metric_snapshots.order_by("-created_at")[:10],
         "settings": settings_json(config) if config else None,
         "can_run": actor.can(roles.RUN_MONITORING),

@@ -7,9 +7,14 @@ from django.db.models import Count, Prefetch
 from django.shortcuts import render
 
 from auditapp.accounts import roles
-from auditapp.pages import page
+from auditapp.errors import InvalidInput
+from auditapp.pages import page, paginate
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.replicas import replica_view
+
+PAGE_SIZE = 20  # models per page (each a card with its versions) unless ?limit= says otherwise
+# ?order=: by name (the default), or the most recently registered model first.
+ORDERS = {"name": ("name",), "newest": ("-created_at", "-id")}
 
 
 @login_required
@@ -21,9 +26,17 @@ def model_list(request):
     versions = ModelVersion.objects.annotate(decision_count=Count("decisions")).order_by(
         "-created_at"
     )
+    order = request.GET.get("order") or "name"
+    if order not in ORDERS:
+        raise InvalidInput(
+            "order must be name or newest.", details={"order": ["must be name or newest"]}
+        )
     models = (
         RegisteredModel.objects.visible_to(actor)
         .select_related("owner")
         .prefetch_related(Prefetch("versions", queryset=versions))
+        .order_by(*ORDERS[order])
     )
-    return render(request, "registry/model_list.html", {"models": models})
+    pager = paginate(models, request.GET, per_page=PAGE_SIZE)
+    context = {"models": pager.rows, "pager": pager, "order": order}
+    return render(request, "registry/model_list.html", context)

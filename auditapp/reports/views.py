@@ -14,13 +14,16 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import InvalidInput
-from auditapp.pages import page
+from auditapp.pages import page, paginate
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reports import services
 from auditapp.reports.api import download_response
 from auditapp.reports.models import Report
 
-PAGE_SIZE = 100
+PAGE_SIZE = 50
+# The list's ?order= and ?kind= (both kept in the pager's links).
+ORDERS = {"newest": ("-requested_at", "-id"), "oldest": ("requested_at", "id")}
+KINDS = {"compliance": Report.COMPLIANCE, "notice": Report.NOTICE}
 
 
 def _versions(actor) -> list[ModelVersion]:
@@ -47,14 +50,34 @@ def report_list(request):
             errors, status = exc.details or {"request": [exc.message]}, 400
         else:
             return redirect("report-list")
+    pager = paginate(_listed(actor, request.GET), request.GET, per_page=PAGE_SIZE)
     context = {
-        "reports": services.visible_reports(actor)[:PAGE_SIZE],
+        "reports": pager.rows,
+        "pager": pager,
+        "order": request.GET.get("order") or "newest",
+        "kind": request.GET.get("kind", ""),
         "versions": _versions(actor),
         "formats": Report.FORMATS_BY_KIND[Report.COMPLIANCE],
         "form": request.POST if errors else _form_defaults(request.GET),
         "errors": errors,
     }
     return render(request, "reports/list.html", context, status=status)
+
+
+def _listed(actor, query):
+    """The reports the actor may see, of ?kind= (any), in ?order= (newest first)."""
+    order, kind = query.get("order") or "newest", query.get("kind") or ""
+    problems = {}
+    if order not in ORDERS:
+        problems["order"] = ["must be newest or oldest"]
+    if kind and kind not in KINDS:
+        problems["kind"] = ["must be compliance or notice"]
+    if problems:
+        raise InvalidInput("Some list parameters are invalid.", details=problems)
+    reports = services.visible_reports(actor)
+    if kind:
+        reports = reports.filter(kind=KINDS[kind])
+    return reports.order_by(*ORDERS[order])
 
 
 def _form_defaults(query) -> dict:

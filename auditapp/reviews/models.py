@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
 from auditapp.registry.models import visible_models_q
-from auditapp.reviews.rules import RULE_LABELS
+from auditapp.reviews.rules import RULE_LABELS, severity
 
 
 class Feedback(AppendOnlyModel):
@@ -56,6 +56,8 @@ class ReviewCase(models.Model):
     )
     state = models.CharField(max_length=10, choices=STATES, default=OPEN)
     reasons = models.JSONField(default=list)  # [{"rule": ..., "detail": ...}]
+    # rules.severity(reasons), kept with them: the queue orders by it in the database.
+    severity = models.PositiveSmallIntegerField(default=0)
     assignee = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -83,6 +85,9 @@ class ReviewCase(models.Model):
         """(plain label, detail) for each reason, for people to read."""
 
         return [(RULE_LABELS.get(r["rule"], r["rule"]), r.get("detail", "")) for r in self.reasons]
+
+    def set_reasons(self, reasons: list[dict]) -> None:
+        self.reasons, self.severity = reasons, severity(reasons)
 
 
 class CaseEvent(AppendOnlyModel):

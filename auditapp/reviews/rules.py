@@ -31,6 +31,28 @@ RULE_LABELS = {
     EXPERT_DISAGREES: "a domain expert disagreed",
     FLAGGED: "flagged by hand",
 }
+# How urgent each rule's case is, the most severe first; the queue orders by the
+# most severe rule of a case (then the score's distance to the threshold, then age).
+# A recorded score the registered model does not give, and a person's doubt, come
+# before what the explainers found about themselves; the score band, which catches
+# the most cases, comes last. A rule not listed here ranks below every listed one.
+SEVERITY_ORDER = (
+    SCORE_MISMATCH,
+    EXPERT_DISAGREES,
+    FLAGGED,
+    ADDITIVITY_FAILED,
+    EXPLANATION_FAILED,
+    METHODS_DISAGREE,
+    SCORE_NEAR_THRESHOLD,
+)
+SEVERITY = {rule: len(SEVERITY_ORDER) - i for i, rule in enumerate(SEVERITY_ORDER)}
+
+
+def severity(reasons: list[dict]) -> int:
+    """A case's severity: its most severe rule's (higher is more urgent; 0 for none known)."""
+    return max((SEVERITY.get(r["rule"], 0) for r in reasons), default=0)
+
+
 # How SHAP-LIME agreement is judged unless a model version says otherwise
 # (registration's `explain.agreement`, stored in ModelVersion.explain_settings).
 # Measured on the demo credit GBM (2,000 decisions) and a GBM on Adult (3,000);

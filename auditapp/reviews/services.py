@@ -5,13 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, QuerySet, Value
+from django.db.models.functions import Abs
 from django.utils import timezone
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict, InvalidInput
+from auditapp.registry.models import RegisteredModel
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 from auditapp.reviews.records import CASE_EVENT, FEEDBACK, OVERRIDE, REVIEW_CASE
@@ -118,7 +122,9 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
         # open them for a whole batch at once).
         opened = ReviewCase.objects.bulk_create(
             [
-                ReviewCase(decision_id=decision_id, reasons=reasons)
+                ReviewCase(
+                    decision_id=decision_id, reasons=reasons, severity=rules.severity(reasons)
+                )
                 for decision_id, reasons in reasons_by_decision.items()
                 if decision_id not in existing
             ]
@@ -143,9 +149,9 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
                 continue
             new = [r for r in reasons if r["rule"] not in {x["rule"] for x in case.reasons}]
             if new:
-                case.reasons = [*case.reasons, *new]
+                case.set_reasons([*case.reasons, *new])
                 case.updated_at = now
-                case.save(update_fields=["reasons", "updated_at"])
+                case.save(update_fields=["reasons", "severity", "updated_at"])
                 event = CaseEvent.objects.create(
                     case=case, actor=user, action="reasons_added", details={"reasons": new}, at=now
                 )
@@ -161,10 +167,11 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
 # (which merges reasons). ON CONFLICT waits for a concurrent opener to commit.
 OPEN_CASES_SQL = """
 WITH wanted AS (
-    SELECT * FROM jsonb_to_recordset(%(cases)s::jsonb) AS w(decision_id bigint, reasons jsonb)
+    SELECT * FROM jsonb_to_recordset(%(cases)s::jsonb)
+        AS w(decision_id bigint, reasons jsonb, severity smallint)
 ), opened AS (
-    INSERT INTO {cases} (decision_id, state, reasons, opened_at, updated_at, resolution)
-    SELECT decision_id, %(state)s, reasons, %(now)s, %(now)s, '' FROM wanted
+    INSERT INTO {cases} (decision_id, state, reasons, severity, opened_at, updated_at, resolution)
+    SELECT decision_id, %(state)s, reasons, severity, %(now)s, %(now)s, '' FROM wanted
     ORDER BY decision_id
     ON CONFLICT (decision_id) WHERE state <> %(resolved)s DO NOTHING
     RETURNING id, decision_id, reasons
@@ -186,7 +193,10 @@ def _open_new_cases_postgresql(
     (Django's two bulk_create calls cost more than TreeSHAP on the batch's few cases.)
     """
     sql = OPEN_CASES_SQL.format(cases=ReviewCase._meta.db_table, events=CaseEvent._meta.db_table)
-    wanted = [{"decision_id": d, "reasons": r} for d, r in reasons_by_decision.items()]
+    wanted = [
+        {"decision_id": d, "reasons": r, "severity": rules.severity(r)}
+        for d, r in reasons_by_decision.items()
+    ]
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
@@ -205,6 +215,7 @@ def _open_new_cases_postgresql(
             pk=pk,
             decision_id=decision_id,
             reasons=reasons_by_decision[decision_id],
+            severity=rules.severity(reasons_by_decision[decision_id]),
             opened_at=now,
             updated_at=now,
         )
@@ -260,6 +271,140 @@ def _transition(actor, case: ReviewCase, action: str, ip, changed: list[str], **
     record_event(
         f"review.{action}", actor=actor, target=case, ip=ip, decision=case.decision_id, **details
     )
+
+
+# -- the queue page ----------------------------------------------------------------------------
+
+QUEUE_SHOW = {"open": [ReviewCase.OPEN, ReviewCase.IN_REVIEW], "resolved": [ReviewCase.RESOLVED]}
+# ?order=: priority (the default) is the most severe rule first, then the score
+# closest to the threshold (the model was least sure), then the oldest case.
+QUEUE_ORDERS = {
+    "priority": (
+        F("severity").desc(),
+        F("distance").asc(nulls_last=True),
+        F("opened_at").asc(),
+        F("id").asc(),
+    ),
+    "oldest": (F("opened_at").asc(), F("id").asc()),
+    "newest": (F("opened_at").desc(), F("id").desc()),
+    "score_high": (F("decision__score").desc(nulls_last=True), F("id").asc()),
+    "score_low": (F("decision__score").asc(nulls_last=True), F("id").asc()),
+}
+QUEUE_ORDER_LABELS = {
+    "priority": "priority",
+    "oldest": "oldest first",
+    "newest": "newest first",
+    "score_high": "highest score first",
+    "score_low": "lowest score first",
+}
+
+
+def queue_cases(actor: roles.Actor, params) -> QuerySet:
+    """The cases the actor may see, filtered and ordered by the queue page's parameters.
+
+    ?show= open (open and in review, the default) | resolved | all; ?who= mine |
+    unassigned; ?model= a model's name; ?order= one of QUEUE_ORDERS.
+    """
+    actor.require(roles.READ_DECISIONS)
+    order = params.get("order") or "priority"
+    show = params.get("show") or "open"
+    if order not in QUEUE_ORDERS:
+        raise InvalidInput(
+            f"order must be one of {list(QUEUE_ORDERS)}.",
+            code="invalid_parameters",
+            details={"order": [f"must be one of {list(QUEUE_ORDERS)}"]},
+        )
+    if show not in (*QUEUE_SHOW, "all"):
+        raise InvalidInput(
+            "show must be open, resolved or all.",
+            code="invalid_parameters",
+            details={"show": ["must be open, resolved or all"]},
+        )
+    cases = (
+        ReviewCase.objects.visible_to(actor)
+        .select_related("decision__registered_model", "decision__model_version", "assignee")
+        .annotate(distance=Abs(F("decision__score") - Value(settings.ATTEST_REVIEW_THRESHOLD)))
+    )
+    if show in QUEUE_SHOW:
+        cases = cases.filter(state__in=QUEUE_SHOW[show])
+    if params.get("model"):
+        cases = cases.filter(decision__registered_model__name=params["model"])
+    if params.get("who") == "mine":
+        cases = cases.filter(assignee=actor.user)
+    elif params.get("who") == "unassigned":
+        cases = cases.filter(assignee=None)
+    return cases.order_by(*QUEUE_ORDERS[order])
+
+
+def queue_models(actor: roles.Actor) -> list[str]:
+    return list(RegisteredModel.objects.visible_to(actor).values_list("name", flat=True))
+
+
+MAX_TAKE = 500  # the largest page of the queue
+
+
+def _case_ids(raw_ids) -> list[int]:
+    ids, bad = [], []
+    for raw in raw_ids:
+        try:
+            ids.append(int(raw))
+        except (TypeError, ValueError):
+            bad.append(str(raw)[:40])
+    if bad:
+        raise InvalidInput(
+            f"Case ids must be whole numbers, not {', '.join(bad)}.",
+            code="invalid_cases",
+            details={"case": [f"{b!r} is not a case id" for b in bad]},
+        )
+    if not ids:
+        raise InvalidInput("Select at least one case to take.", code="invalid_cases")
+    if len(set(ids)) > MAX_TAKE:
+        raise InvalidInput(f"Take at most {MAX_TAKE} cases at once.", code="invalid_cases")
+    return sorted(set(ids))
+
+
+@transaction.atomic
+def take_cases(actor: roles.Actor, raw_ids, *, ip=None) -> list[ReviewCase]:
+    """A domain expert takes several cases at once: all of them, or none.
+
+    Each case taken is audited as taking one is (its event, its record, its audit
+    event). A case not in the actor's queue, resolved, or in review by someone
+    else cannot be taken: then nothing is, and the error names every such case.
+    Cases already in review by the actor stay as they are.
+    """
+    actor.require(roles.WORK_REVIEWS)
+    ids = _case_ids(raw_ids)
+    found = {
+        case.pk: case
+        for case in ReviewCase.objects.visible_to(actor)
+        .select_for_update(of=("self",))
+        .select_related("assignee")
+        .filter(pk__in=ids)
+        .order_by("pk")
+    }
+    refused: dict[str, str] = {}
+    for pk in ids:
+        case = found.get(pk)
+        if case is None:
+            refused[str(pk)] = "is not in your queue"
+        elif case.state == ReviewCase.RESOLVED:
+            refused[str(pk)] = "is already resolved"
+        elif case.assignee_id not in (None, actor.user.pk):
+            refused[str(pk)] = f"is in review by {case.assignee.get_username()}"
+    if refused:
+        named = "; ".join(f"case {pk} {why}" for pk, why in refused.items())
+        raise Conflict(
+            f"No case was taken: {named}.", code="cases_not_taken", details={"cases": refused}
+        )
+    taken = []
+    for pk in ids:
+        case = found[pk]
+        if case.state == ReviewCase.IN_REVIEW and case.assignee_id == actor.user.pk:
+            continue
+        case.state, case.assignee = ReviewCase.IN_REVIEW, actor.user
+        _transition(actor, case, "taken", ip, ["state", "assignee"])
+        taken.append(case)
+    return taken
 
 
 @transaction.atomic

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import QueryDict
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
-from auditapp.errors import NotFound
-from auditapp.pages import page
-from auditapp.registry.models import RegisteredModel
+from auditapp.errors import Conflict, InvalidInput, NotFound
+from auditapp.pages import page, paginate
 from auditapp.reviews import services
 from auditapp.reviews.api import labelled_download
 from auditapp.reviews.models import ReviewCase
 
-SHOW = {"open": ["open", "in_review"], "resolved": ["resolved"], "all": None}
+QUEUE_PAGE = 50  # cases per page unless ?limit= says otherwise
 
 
 def _case_for(actor, case_id: int) -> ReviewCase:
@@ -27,32 +33,62 @@ def _case_for(actor, case_id: int) -> ReviewCase:
     return case[0]
 
 
+def age_text(delta: timedelta) -> str:
+    """A case's age as people say it: "40 min", "3 h", "2 d"."""
+    minutes = max(0, int(delta.total_seconds() // 60))
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // (24 * 60)} d"
+
+
+def _queue_context(actor, params) -> dict:
+    pager = paginate(services.queue_cases(actor, params), params, per_page=QUEUE_PAGE)
+    now = timezone.now()
+    for case in pager.rows:
+        case.age = age_text(now - case.opened_at)
+        case.rules = [label for label, _ in case.reason_texts()]
+    return {
+        "cases": pager.rows,
+        "pager": pager,
+        "params": params,
+        "show": params.get("show") or "open",
+        "order": params.get("order") or "priority",
+        "orders": services.QUEUE_ORDER_LABELS,
+        "models": services.queue_models(actor),
+        "can_work": actor.can(roles.WORK_REVIEWS),
+        "query": pager.query(pager.number),
+    }
+
+
 @login_required
 @page
 def queue(request):
+    """The cases to review, by priority unless ?order= says otherwise, a page at a time."""
     actor = roles.actor_for(request)
-    actor.require(roles.READ_DECISIONS)
-    show = request.GET.get("show", "open")
-    cases = ReviewCase.objects.visible_to(actor).select_related(
-        "decision__registered_model", "decision__model_version", "assignee"
+    return render(request, "reviews/queue.html", _queue_context(actor, request.GET))
+
+
+@login_required
+@require_POST
+@page
+def take_selected(request):
+    """Take the cases ticked on the queue page (all or none), then back to the same page."""
+    actor = roles.actor_for(request)
+    params = QueryDict(request.POST.get("query", ""))
+    try:
+        taken = services.take_cases(actor, request.POST.getlist("case"), ip=client_ip(request))
+    except (Conflict, InvalidInput) as exc:
+        context = {**_queue_context(actor, params), "error": exc}
+        return render(request, "reviews/queue.html", context, status=exc.status)
+    ids = ", ".join(str(case.pk) for case in taken)
+    messages.success(
+        request,
+        f"You took {len(taken)} case{pluralize(len(taken))}: {ids}." if taken else "Nothing new.",
     )
-    if SHOW.get(show):
-        cases = cases.filter(state__in=SHOW[show])
-    if request.GET.get("model"):
-        cases = cases.filter(decision__registered_model__name=request.GET["model"])
-    if request.GET.get("who") == "mine":
-        cases = cases.filter(assignee=request.user)
-    elif request.GET.get("who") == "unassigned":
-        cases = cases.filter(assignee=None)
-    cases = cases.order_by("-opened_at" if request.GET.get("order") == "newest" else "opened_at")
-    context = {
-        "cases": cases[:200],
-        "params": request.GET,
-        "show": show,
-        "models": RegisteredModel.objects.visible_to(actor).values_list("name", flat=True),
-        "can_work": actor.can(roles.WORK_REVIEWS),
-    }
-    return render(request, "reviews/queue.html", context)
+    query = params.urlencode()
+    return redirect(f"{reverse('review-queue')}?{query}" if query else reverse("review-queue"))
 
 
 @login_required

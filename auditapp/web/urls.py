@@ -32,6 +32,7 @@ urlpatterns = [
     path("decisions/<int:decision_id>/proof", decision_views.proof, name="decision-proof"),
     path("decisions/<int:decision_id>/flag", review_views.flag, name="decision-flag"),
     path("review/", review_views.queue, name="review-queue"),
+    path("review/take", review_views.take_selected, name="review-take-selected"),
     path("review/<int:case_id>/take", review_views.take, name="review-take"),
     path("review/<int:case_id>/resolve", review_views.resolve, name="review-resolve"),
     path(

@@ -15,7 +15,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
+from auditapp.accounts import roles
 from auditapp.celery import app as celery_app
+from auditapp.reviews.services import flag_decision
 from explain import batches, publishing
 from explain.models import Explanation
 from tests.conftest import PASSWORD
@@ -200,6 +202,37 @@ def test_the_review_queue_filters_change_without_inline_handlers(
     page.select_option("select[name=show]", "resolved")  # static/js/attest.js submits the form
     page.wait_for_url(re.compile(r"show=resolved"))
     expect(page.locator("select[name=show]")).to_have_value("resolved")
+
+
+def test_a_domain_expert_works_the_queue_past_its_first_page(
+    live_server, chromium, model_version, ingest, domain_expert
+):
+    ingest(*DecisionPayloadFactory.build_batch(55))
+    actor = roles.Actor(user=domain_expert)
+    cases = [
+        flag_decision(actor, d, "second look").pk for d in model_version.decisions.order_by("pk")
+    ]
+    page = chromium.new_page(viewport={"width": 1440, "height": 1000})
+    log_in(page, live_server.url, "domain_expert")
+    page.goto(f"{live_server.url}/review/?order=oldest")
+    expect(page.locator("#queue .pager-bar .count").first).to_contain_text("1\u201350 of 55 cases")
+    expect(page.locator("#queue tbody tr")).to_have_count(50)
+
+    page.locator("#queue a[rel=next]").first.click()
+    page.wait_for_url(re.compile(r"order=oldest&page=2"))
+    expect(page.locator("select[name=order]")).to_have_value("oldest")
+    expect(page.locator("#queue .pager-bar .count").first).to_contain_text("51\u201355 of 55 cases")
+    rows = page.locator("#queue tbody tr")
+    expect(rows).to_have_count(5)
+    expect(rows.first.locator("td.score")).not_to_be_empty()
+    page.check(f"input[name=case][value='{cases[50]}']")
+    page.check(f"input[name=case][value='{cases[51]}']")
+    page.click("text=Take selected")
+
+    page.wait_for_url(re.compile(r"order=oldest&page=2"))
+    expect(page.locator(".notice.ok")).to_have_text(f"You took 2 cases: {cases[50]}, {cases[51]}.")
+    expect(page.locator(f"tr[data-case='{cases[50]}'] .stage")).to_have_text("in review")
+    page.screenshot(path=SHOTS / "queue-page-2.png", full_page=True)
 
 
 def test_the_api_docs_render_from_local_files_under_the_policy(live_server, chromium, auditor):

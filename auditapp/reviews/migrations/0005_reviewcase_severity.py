@@ -1,0 +1,30 @@
+"""A case's severity (its most severe rule), kept beside its reasons for the queue's order."""
+
+from django.db import migrations, models
+
+from auditapp.reviews.rules import severity
+
+
+def fill_severity(apps, schema_editor):
+    ReviewCase = apps.get_model("reviews", "ReviewCase")
+    batch = []
+    for case in ReviewCase.objects.only("pk", "reasons").iterator(chunk_size=2000):
+        case.severity = severity(case.reasons)
+        batch.append(case)
+        if len(batch) == 2000:
+            ReviewCase.objects.bulk_update(batch, ["severity"])
+            batch = []
+    ReviewCase.objects.bulk_update(batch, ["severity"])
+
+
+class Migration(migrations.Migration):
+    dependencies = [("reviews", "0004_records")]
+
+    operations = [
+        migrations.AddField(
+            model_name="reviewcase",
+            name="severity",
+            field=models.PositiveSmallIntegerField(default=0),
+        ),
+        migrations.RunPython(fill_severity, migrations.RunPython.noop),
+    ]
