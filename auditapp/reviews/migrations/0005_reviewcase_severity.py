@@ -2,7 +2,22 @@
 
 from django.db import migrations, models
 
-from auditapp.reviews.rules import severity
+# The rules' severities as they were when this migration was written (reviews/rules.py
+# SEVERITY_ORDER, most severe first): a migration keeps what it needs of its time.
+SEVERITY_ORDER = (
+    "score_not_the_models",
+    "expert_disagrees",
+    "flagged",
+    "additivity_failed",
+    "explanation_failed",
+    "shap_lime_disagree",
+    "score_near_threshold",
+)
+SEVERITY = {rule: len(SEVERITY_ORDER) - i for i, rule in enumerate(SEVERITY_ORDER)}
+
+
+def severity(reasons):
+    return max((SEVERITY.get(r["rule"], 0) for r in reasons), default=0)
 
 
 def fill_severity(apps, schema_editor):
