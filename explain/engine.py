@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from explain.features import input_frame
+from explain.ranking import rank_features
 from explain.schema import Schema
 
-TOP_FEATURES = 10
 AGREEMENT_TOP_K = 3
 # A recorded score may differ from the registered model's by rounding (three
 # decimals pass); more means production did not run the artifact registered here.
@@ -69,34 +69,6 @@ class ExplanationResult:
     @property
     def ok(self) -> bool:
         return not self.error
-
-
-def rank_features(attributions: dict[str, float], limit: int = TOP_FEATURES) -> list[str]:
-    """Features by decreasing |attribution|, ties broken by name for stable output."""
-    return [
-        name
-        for name, _ in sorted(attributions.items(), key=lambda kv: (-abs(kv[1]), kv[0]))[:limit]
-    ]
-
-
-def rank_rows(
-    values: np.ndarray, names: Sequence[str], limit: int = TOP_FEATURES
-) -> list[list[str]]:
-    """rank_features for every row of a (rows x features) matrix at once.
-
-    The same order as rank_features (decreasing |attribution|, ties by name),
-    without a Python sort per row: a batch of TreeSHAP rows would spend more
-    time ranking than explaining.
-    """
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        return [[] for _ in range(len(values))]
-    by_name = np.argsort(np.argsort(np.asarray(names, dtype=object)))  # each name's rank
-    keys = (np.broadcast_to(by_name, values.shape), -np.abs(values))
-    order = np.lexsort(keys, axis=-1)[:, :limit]
-    labels = np.asarray(names, dtype=object)
-    ranked: list[list[str]] = labels[order].tolist()
-    return ranked
 
 
 def additivity_rows(

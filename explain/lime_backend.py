@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from lime.lime_tabular import LimeTabularExplainer
 
-from explain.engine import ExplanationResult, ModelContext, rank_features
+from explain.engine import ExplanationResult, ModelContext
 from explain.features import CategoryCodes
+from explain.ranking import rank_features
 
 NUM_SAMPLES = 5000
 LIME_VERSION = getattr(lime, "__version__", "0.2.0.1")

@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from auditapp.hashing import canonical_time, sha256_hex
-from explain.engine import rank_features
 from explain.packing import unpack
+from explain.ranking import rank_features
 
 # Names of the largest |attributions| stored per result, for the top_reason search.
 STORED_TOP = 3

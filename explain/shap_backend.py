@@ -34,7 +34,7 @@ import pandas as pd
 import scipy.sparse
 import shap
 
-from explain.engine import ExplanationResult, ModelContext, additivity_rows, rank_rows
+from explain.engine import ExplanationResult, ModelContext, additivity_rows
 from explain.features import (
     CategoryCodes,
     FeatureMappingError,
@@ -43,6 +43,7 @@ from explain.features import (
     source_features,
     split_pipeline,
 )
+from explain.ranking import rank_rows
 
 EXACT_TOLERANCE = 1e-6  # relative, for TreeSHAP and LinearSHAP
 # XGBoost and LightGBM's native TreeSHAP compute in single precision (float32,

@@ -7,6 +7,7 @@ each test registers it again through the real service, so tests never share rows
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,51 @@ from tests.workers import Worker
 ROLE_USERS = (*roles.ROLES, "outsider", "no_role")
 EVERYONE = (*ROLE_USERS, "anonymous")
 PASSWORD = "correct-horse-battery"
+
+
+# --- which tests the embedded default runs under CI -------------------------
+#
+# CI (.ci/run) runs the suite twice, on PostgreSQL + Redis and on the embedded default
+# (SQLite + the filesystem broker). A test that uses no database behaves the same on
+# both: with ATTEST_SKIP_DB_FREE=1 (set by .ci/run for the embedded run alone), the
+# embedded run leaves those to the PostgreSQL run. Whether a test uses the database is
+# pytest-django's own answer (its django_db marker, or a database fixture anywhere in
+# the test's fixture closure: every test that registers a model, records a decision,
+# starts a worker or a live server has one). A test that uses no database but checks
+# something the embedded default configures differently (settings derived from the
+# broker or database URL, a `manage.py` subprocess inheriting them) is marked
+# `embedded` and runs on both. Without the variable (`make test`), everything runs.
+
+DATABASE_FIXTURES = frozenset(
+    {
+        "db",
+        "transactional_db",
+        "django_db_reset_sequences",
+        "django_db_serialized_rollback",
+        "live_server",
+    }
+)
+
+
+def uses_no_database(item: pytest.Item) -> bool:
+    if item.get_closest_marker("django_db") or item.get_closest_marker("embedded"):
+        return False
+    return not DATABASE_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+
+
+def embedded_default() -> bool:
+    return django_settings.DATABASES["default"]["ENGINE"].endswith(
+        "sqlite3"
+    ) and django_settings.CELERY_BROKER_URL.startswith("filesystem://")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("ATTEST_SKIP_DB_FREE") != "1" or not embedded_default():
+        return
+    kept = [item for item in items if not uses_no_database(item)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if uses_no_database(item)])
+        items[:] = kept
 
 
 # --- the trained model (once per session) -----------------------------------

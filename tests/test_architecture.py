@@ -5,7 +5,7 @@ Order (lower may not import higher, nor an app its sibling on the same floor):
     {shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...), engine}
     accounts -> registry -> decisions -> {explain, reviews, monitoring} -> reports -> web -> demo
 
-The engine is the pure part of explain/ (ENGINE below: the schema, the features,
+The engine is the pure part of explain/ (ENGINE below: the schema, the features, the ranking,
 the SHAP and LIME backends and their lookup): it imports nothing of auditapp,
 Django or Celery, so that it runs, and is tested, without the project
 (tests/explain/test_engine_import.py).
@@ -42,7 +42,16 @@ FLOORS = {
     "project": 8,
 }
 PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
-ENGINE = {"engine", "features", "schema", "packing", "backends", "shap_backend", "lime_backend"}
+ENGINE = {
+    "engine",
+    "features",
+    "schema",
+    "packing",
+    "ranking",
+    "backends",
+    "shap_backend",
+    "lime_backend",
+}
 NOT_IN_ENGINE = ("auditapp", "django", "celery")
 
 

@@ -12,8 +12,8 @@ from django.core.management import call_command
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from explain import batches, claims, explainers, storing
-from explain.engine import rank_features
 from explain.models import Explanation, TopReason
+from explain.ranking import rank_features
 from explain.services import request_explanations
 from tests.factories import DecisionPayloadFactory
 

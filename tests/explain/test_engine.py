@@ -19,7 +19,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
-from explain import engine
+from explain import engine, ranking
 from explain.backends import backend
 from explain.features import input_frame
 from explain.lime_backend import LimeExplainer
@@ -349,8 +349,8 @@ def test_rank_agreement_equals_scipys_spearman(pairs):
 def test_ranking_a_whole_batch_orders_every_row_as_ranking_it_alone(matrix):
     # Few distinct values, so that ties (broken by name) are common.
     names = [f"f{i:02d}" for i in (7, 3, 11, 0, 5, 9, 1, 10, 2, 8, 4, 6)]
-    ranked = engine.rank_rows(np.array(matrix), names)
-    assert ranked == [engine.rank_features(dict(zip(names, row, strict=True))) for row in matrix]
+    ranked = ranking.rank_rows(np.array(matrix), names)
+    assert ranked == [ranking.rank_features(dict(zip(names, row, strict=True))) for row in matrix]
 
 
 def test_the_fast_input_frame_equals_the_schemas_frame_for_every_feature_type(schema):

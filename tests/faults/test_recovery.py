@@ -49,6 +49,7 @@ DECISIONS = int(os.environ.get("ATTEST_TEST_RECOVERY_DECISIONS", "60"))
 # --- the settings hold together -------------------------------------------------------------
 
 
+@pytest.mark.embedded  # Celery's settings, as this run's broker configures them
 def test_leases_time_limits_and_the_visibility_timeout_are_ordered():
     s = django_settings
     assert 0 < s.ATTEST_EXPLAIN_HEARTBEAT < s.ATTEST_EXPLAIN_LEASE
@@ -65,6 +66,7 @@ def test_leases_time_limits_and_the_visibility_timeout_are_ordered():
         assert 0 < soft < hard < visibility - longest_countdown, name
 
 
+@pytest.mark.embedded
 def test_the_sweeper_has_a_queue_of_its_own_that_every_worker_serves():
     queues = {queue.name for queue in django_settings.CELERY_TASK_QUEUES}
     assert "maintenance" in queues
