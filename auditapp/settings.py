@@ -474,12 +474,14 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "filters": {"expected_refusals": {"()": "auditapp.logfilters.ExpectedRefusals"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         # Django's own console handler would print each request warning a second time.
         "django": {"level": "INFO"},
+        "django.request": {"filters": ["expected_refusals"]},
         # A line per task received and finished buries what matters (`make run`): Celery's
         # per-task lines at WARNING; its start-up, failures and Attest's own lines stay.
         "celery.app.trace": {"level": env_str("CELERY_TASK_LOG_LEVEL", "WARNING")},
