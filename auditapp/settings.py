@@ -459,6 +459,13 @@ ATTEST_ALERT_WEBHOOK_TIMEOUT = float(env_str("ATTEST_ALERT_WEBHOOK_TIMEOUT", "5"
 ATTEST_ALERT_EMAILS = env_list("ATTEST_ALERT_EMAILS", [])
 # Alert rules judge only windows with at least this many decisions.
 ATTEST_MONITORING_MIN_DECISIONS = env_int("ATTEST_MONITORING_MIN_DECISIONS", 30)
+# Drift (of inputs, scores, attributions) is judged on windows of at least this many
+# decisions: on a few dozen any PSI is large (a 39-decision partial day once raised
+# drift alerts on nothing).
+ATTEST_MONITORING_MIN_DRIFT_DECISIONS = env_int("ATTEST_MONITORING_MIN_DRIFT_DECISIONS", 100)
+# Performance (ROC AUC and the rest) is judged with at least this many outcomes of each
+# class (of all outcomes, for a regression): a ROC AUC "drop" once fired on 17 positives.
+ATTEST_MONITORING_MIN_OUTCOMES_PER_CLASS = env_int("ATTEST_MONITORING_MIN_OUTCOMES_PER_CLASS", 30)
 # Reports and notices: how a person contests an automated decision (printed on every notice).
 ATTEST_CONTEST_TEXT = env_str(
     "ATTEST_CONTEST_TEXT",

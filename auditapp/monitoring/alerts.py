@@ -33,6 +33,12 @@ def default_rules() -> list[tuple[str, str, str, float]]:
             thresholds.PSI_SHIFT,
         ),
         (
+            f"Score drift: PSI above {thresholds.PSI_SHIFT:g}",
+            "score_drift_psi",
+            AlertRule.GT,
+            thresholds.PSI_SHIFT,
+        ),
+        (
             f"Disparate impact below {thresholds.FOUR_FIFTHS:g} (four-fifths rule)",
             "disparate_impact_ratio",
             AlertRule.LT,
@@ -96,6 +102,29 @@ def metric_values(metric: str, document: SnapshotDocument) -> dict[str, float]:
     }
 
 
+DRIFT_METRICS = ("input_drift_psi", "score_drift_psi", "attribution_ndcg")
+# Judged on every window that has ATTEST_MONITORING_MIN_DECISIONS decisions.
+WINDOW_METRICS = (*FAIRNESS_METRICS, "explanation_failure_rate")
+
+
+def enough_evidence(metric: str, document: SnapshotDocument, decisions: int) -> bool:
+    """Whether a window holds enough for this metric to be judged: drift needs more
+    decisions than the window's minimum, performance enough outcomes of each class."""
+    if metric in DRIFT_METRICS:
+        return decisions >= settings.ATTEST_MONITORING_MIN_DRIFT_DECISIONS
+    if metric in WINDOW_METRICS:
+        return True
+    performance = document.performance
+    if performance is None:
+        return False
+    least = settings.ATTEST_MONITORING_MIN_OUTCOMES_PER_CLASS
+    rate = getattr(performance, "positive_rate", None)
+    if rate is None:  # a regression: its outcomes, whatever their values
+        return performance.outcomes >= least
+    positives = round(performance.outcomes * rate)
+    return min(positives, performance.outcomes - positives) >= least
+
+
 def rules_for(model_version: ModelVersion, window: str):
     return AlertRule.objects.filter(
         Q(model_version=model_version)
@@ -118,7 +147,8 @@ def _is_latest(snapshot: MetricSnapshot) -> bool:
 def evaluate_rules(snapshot: MetricSnapshot) -> list[Alert]:
     """Raise an alert once per breach, keep it while the breach lasts, resolve it when the
     metric is back within bounds. Only the latest window of each kind is judged, and only
-    when it holds enough decisions for its figures to mean something."""
+    when it holds enough decisions (and, per metric, outcomes) for its figures to mean
+    something (enough_evidence)."""
     if snapshot.window == CUSTOM or not _is_latest(snapshot):
         return []
     if snapshot.decisions < settings.ATTEST_MONITORING_MIN_DECISIONS:
@@ -133,6 +163,8 @@ def evaluate_rules(snapshot: MetricSnapshot) -> list[Alert]:
     document = SnapshotDocument.from_document(snapshot.data)
     raised = []
     for rule in rules:
+        if not enough_evidence(rule.metric, document, snapshot.decisions):
+            continue  # neither raised nor resolved on too little: the alert stands as it is
         for subject, value in metric_values(rule.metric, document).items():
             alert = active.get((rule.pk, subject))
             if rule.breached(value):

@@ -27,12 +27,13 @@ BASE = "/api/v1/models/credit/versions/1/monitoring"
 
 
 @pytest.fixture
-def world(users, model_version, ingest, api_client, ml_engineer):
+def world(users, model_version, ingest, api_client, ml_engineer, settings):
     """credit v1 with 40 decisions, a computed day snapshot and an open alert on it."""
+    settings.ATTEST_MONITORING_MIN_DRIFT_DECISIONS = 40  # a small world, judged all the same
     results = ingest(*DecisionPayloadFactory.build_batch(40))
     first = model_version.decisions.get(pk=results[0]["id"])
     day = windows.window_floor("day", first.predicted_at)
-    AlertRule.objects.create(
+    rule = AlertRule.objects.create(
         name="Any score drift",
         metric="score_drift_psi",
         comparison="gte",
@@ -42,7 +43,7 @@ def world(users, model_version, ingest, api_client, ml_engineer):
     period = {"from": day.isoformat(), "to": (day + timedelta(days=1)).isoformat()}
     snapshot = snapshots.request_snapshot(roles.Actor(user=ml_engineer), model_version, period)
     snapshot = snapshots.compute_snapshot(snapshot.pk)
-    alert = Alert.objects.get(metric="score_drift_psi")
+    alert = Alert.objects.get(rule=rule)
     return {
         "version": model_version,
         "snapshot": snapshot,

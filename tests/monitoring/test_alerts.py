@@ -15,6 +15,7 @@ from django.core import mail
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.monitoring import alerts, snapshots, tasks
+from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.models import Alert, AlertRule, MetricSnapshot
 from tests.monitoring.conftest import a_day, shifted
 
@@ -39,6 +40,7 @@ def test_every_version_gets_the_default_rules(german_version):
         ("explanation_failure_rate", "gt", 0.01, "day"),
         ("input_drift_psi", "gt", 0.2, "day"),
         ("roc_auc_drop", "gt", 0.05, "day"),
+        ("score_drift_psi", "gt", 0.2, "day"),
     ]
 
 
@@ -122,6 +124,31 @@ def test_a_breached_acknowledged_alert_stays_acknowledged_and_is_not_raised_agai
     assert drift_alerts(subject="age").count() == 1
     event = AuditEvent.objects.get(action="alert.acknowledged")
     assert (event.actor, event.object_id) == (compliance_officer, str(age.pk))
+
+
+def test_a_small_window_is_not_judged_for_drift_until_it_holds_enough_decisions(
+    german_version, stream, unseen, ml_engineer, settings
+):
+    """A 40-decision partial day of a shifted stream raises nothing; the full day does."""
+    stream(shifted(unseen).iloc[:40], a_day(3), "partial")
+    small = compute_day(german_version, ml_engineer, a_day(3))
+    assert small.decisions == 40 and small.data["drift"]["age"]["psi"] > 0.2  # figures kept
+    assert not Alert.objects.filter(metric__in=["input_drift_psi", "score_drift_psi"]).exists()
+
+    stream(shifted(unseen).iloc[40:], a_day(3), "rest")
+    compute_day(german_version, ml_engineer, a_day(3))
+    assert drift_alerts(state="open").filter(subject="age").exists()
+
+
+@pytest.mark.parametrize(("positives", "judged"), [(17, False), (30, True)])
+def test_performance_is_judged_only_with_enough_outcomes_of_each_class(positives, judged):
+    """A ROC AUC drop on 17 positives is noise: no alert is raised nor resolved on it."""
+    document = SnapshotDocument.from_document(
+        {"performance": {"outcomes": 200, "positive_rate": positives / 200, "roc_auc_drop": 0.2}}
+    )
+    assert alerts.enough_evidence("roc_auc_drop", document, 200) is judged
+    assert alerts.enough_evidence("input_drift_psi", document, 99) is False
+    assert alerts.enough_evidence("disparate_impact_ratio", document, 30) is True
 
 
 def test_a_rule_on_a_model_applies_to_its_versions(german_version, stream, unseen, ml_engineer):

@@ -42,6 +42,7 @@ def test_default_rules_follow_the_thresholds(moved):
     rules = {metric: (name, threshold) for name, metric, _, threshold in alerts.default_rules()}
     assert rules == {
         "input_drift_psi": ("Input drift: PSI above 0.3", 0.3),
+        "score_drift_psi": ("Score drift: PSI above 0.3", 0.3),
         "disparate_impact_ratio": ("Disparate impact below 0.75 (four-fifths rule)", 0.75),
         "roc_auc_drop": ("ROC AUC more than 0.07 below the reference", 0.07),
         "explanation_failure_rate": ("Explanation failure rate above 2 %", 0.02),
