@@ -112,7 +112,7 @@ def test_a_worker_adds_its_reasons_to_the_case_already_open_and_opens_the_others
 
     batches.run_batch(model_version.pk, "shap", [d.pk for d in decisions])
 
-    # The demo schema's protected inputs open cases of their own (test_protected_reason.py):
+    # The demo schema's protected inputs open cases of their own (tests/reports/test_notice.py):
     # left out here, this test is about merging.
     def rules_of(reasons):
         return [r["rule"] for r in reasons if r["rule"] != rules.PROTECTED_REASON]
