@@ -20,8 +20,9 @@ PROTECTED = {"age", "sex"}  # the demo schema's protected inputs
 
 @pytest.fixture
 def explained(model_version, ingest):
-    """Twelve decisions with their SHAP explanations."""
-    results = ingest(*DecisionPayloadFactory.build_batch(12))
+    """Thirty decisions with their SHAP explanations (enough for some to have more than
+    four unprotected features pushing towards "bad")."""
+    results = ingest(*DecisionPayloadFactory.build_batch(30))
     ids = [r["id"] for r in results]
     explain(ids, model_version)
     return ids
