@@ -22,6 +22,10 @@ from typing import Any
 from explain.schema import Feature, Schema, Target
 
 MAX_REASONS = 4
+# A feature is a reason only if its push is at least this share of the decision's total
+# |attribution|: a model that barely used a feature (e.g. "Sex (+0.0004)") did not decide
+# on it, and a notice or the review queue should not say it did.
+MIN_SHARE = 0.01
 RAISED, LOWERED = "raised", "lowered"
 
 
@@ -67,9 +71,14 @@ def reason_for(feature: Feature, value: Any, attribution: float, target: Target)
         shown_value=shown,
         direction=direction,
         plain=plain,
-        text=f"{plain} ({towards_adverse:+.2f})",
+        text=f"{plain} ({_figure(towards_adverse)})",
         protected=feature.protected,
     )
+
+
+def _figure(value: float) -> str:
+    """+0.76; a small push keeps two significant digits (+0.0042), never "+0.00"."""
+    return f"{value:+.2f}" if abs(value) >= 0.005 else f"{value:+.2g}"
 
 
 def adverse_reasons(
@@ -81,12 +90,14 @@ def adverse_reasons(
     skip_protected: bool = False,
     limit: int = MAX_REASONS,
 ) -> list[Reason]:
-    """The features that pushed towards the adverse outcome, largest first.
+    """The features that pushed towards the adverse outcome, largest first; a push below
+    MIN_SHARE of the total is no reason.
 
     `withheld` (masked for the reader) are left out before ranking; so are protected
     attributes when `skip_protected` (a notice).
     """
     sign = schema.target.adverse_sign
+    floor = MIN_SHARE * sum(abs(v) for v in attributions.values())
     features = {f.name: f for f in schema.features}
     left_out = set(withheld)
     if skip_protected:
@@ -95,7 +106,10 @@ def adverse_reasons(
         (
             (name, value)
             for name, value in attributions.items()
-            if value * sign > 0 and name in features and name not in left_out
+            if value * sign > 0
+            and abs(value) >= floor
+            and name in features
+            and name not in left_out
         ),
         key=lambda item: (-item[1] * sign, item[0]),
     )

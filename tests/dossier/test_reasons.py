@@ -45,8 +45,10 @@ def expected(decision: Decision, hidden=()) -> list[dict]:
     schema = decision.model_version.parsed_schema
     features = {f.name: f for f in schema.features}
     stored = Explanation.objects.get(decision=decision, method="shap").attributions
+    floor = 0.01 * sum(abs(v) for v in stored.values())  # a push under 1 % is no reason
     pushing = sorted(
-        ((v, n) for n, v in stored.items() if v > 0 and n not in hidden), reverse=True
+        ((v, n) for n, v in stored.items() if v > 0 and v >= floor and n not in hidden),
+        reverse=True,
     )[:4]
     return [
         {
@@ -55,7 +57,9 @@ def expected(decision: Decision, hidden=()) -> list[dict]:
             "direction": "raised",
             "contribution": value,
             "text": f"{features[name].label} = {shown(features[name], decision.inputs[name])} "
-            f"— raised the risk of “bad” ({value:+.2f})",
+            f"— raised the risk of “bad” ({value:+.2f})"
+            if value >= 0.005
+            else f"— raised the risk of “bad” ({value:+.2g})",
         }
         for value, name in pushing
     ]
@@ -83,6 +87,7 @@ def test_the_api_and_the_page_give_the_reasons_with_values_and_stored_contributi
     text = page(compliance_officer, first)
     for reason in expected(first):
         assert reason["text"] in text
+    assert "<td>44,123</td>" in text  # the inputs, formatted
     # The waterfall's bars say "feature = value".
     assert f"Annual income (EUR) = {SHOWN['income']}" in text
     assert "Sex = female" in text

@@ -36,7 +36,10 @@ def expected_reasons(decision_id: int, labels: dict[str, str], protected=PROTECT
     """Independently: the features pushing towards "bad", largest first, at most four,
     protected attributes left out."""
     attributions = Explanation.objects.get(decision_id=decision_id, method="shap").attributions
-    pushing = sorted((v, n) for n, v in attributions.items() if v > 0 and n not in protected)
+    floor = 0.01 * sum(abs(v) for v in attributions.values())  # a push under 1 % is no reason
+    pushing = sorted(
+        (v, n) for n, v in attributions.items() if v > 0 and v >= floor and n not in protected
+    )
     return [labels[n] for _, n in pushing[::-1][:4]]
 
 
@@ -130,7 +133,9 @@ def test_a_notice_for_a_decision_not_explained_yet_is_a_conflict(
 
 def top_four_towards_bad(decision_id: int) -> list[str]:
     attributions = Explanation.objects.get(decision_id=decision_id, method="shap").attributions
-    return [n for _, n in sorted(((v, n) for n, v in attributions.items() if v > 0))[::-1][:4]]
+    floor = 0.01 * sum(abs(v) for v in attributions.values())
+    pushing = sorted((v, n) for n, v in attributions.items() if v > 0 and v >= floor)
+    return [n for _, n in pushing[::-1][:4]]
 
 
 def test_a_notice_never_cites_a_protected_attribute_and_its_decision_is_queued(

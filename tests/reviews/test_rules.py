@@ -35,6 +35,9 @@ def test_an_approved_decision_or_a_schema_without_protected_inputs_is_not():
     # Beyond the four principal reasons it is not one of them.
     behind = {"prior_defaults": 0.9, "debt_ratio": 0.8, "income": 0.7, "housing": 0.6, "sex": 0.1}
     assert rules.protected_reasons(schema(), "bad", behind) == []
+    # A push under 1 % of the decision's total is no reason at all.
+    barely = {"sex": 0.001, "prior_defaults": 0.05, "debt_ratio": 0.04, "income": -0.06}
+    assert rules.protected_reasons(schema(), "bad", barely) == []
 
 
 def test_without_favourable_the_positive_class_is_the_adverse_one():
