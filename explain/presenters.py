@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from auditapp import charts
 from auditapp.registry.models import LIME_GOOD_FIT, LIME_POOR_FIT
@@ -106,12 +107,22 @@ def agreement_note(agreement: dict) -> dict:
     }
 
 
-def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
-    """The SHAP waterfall; masked features are one bar together, so it still adds up.
+def value_labels(schema, inputs: Mapping[str, Any], masked: Collection[str] = ()) -> dict:
+    """ "Previous defaults = 2" per feature, the value formatted per the schema; a masked
+    feature keeps its bare label (its bar is not drawn alone anyway)."""
+    return {
+        f.name: f.label if f.name in masked else f"{f.label} = {f.format_value(inputs.get(f.name))}"
+        for f in schema.features
+    }
+
+
+def waterfall_chart(explanation, schema, inputs: Mapping[str, Any], masked: Collection[str] = ()):
+    """The SHAP waterfall, bars labelled "feature = value"; masked features are one bar
+    together, so it still adds up.
 
     Their total is no secret: it is the output minus the others' contributions.
     """
-    labels = {f.name: f.label for f in schema.features}
+    labels = value_labels(schema, inputs, masked)
     contributions = [
         (labels.get(k, k), v) for k, v in explanation.attributions.items() if k not in masked
     ]
@@ -130,8 +141,10 @@ def waterfall_chart(explanation, schema, masked: Collection[str] = ()):
     )
 
 
-def lime_chart(explanation, schema, masked: Collection[str] = ()):
-    labels = {f.name: f.label for f in schema.features}
+def lime_chart(explanation, schema, inputs: Mapping[str, Any], masked: Collection[str] = ()):
+    """LIME's weights, bars labelled "feature = value". LIME's rule text ("income <= 30000")
+    is not kept by the worker (only one weight per feature is stored), so it is not shown."""
+    labels = value_labels(schema, inputs, masked)
     shown = {k: v for k, v in explanation.attributions.items() if k not in masked}
     items = sorted(shown.items(), key=lambda kv: -abs(kv[1]))
     return charts.bar_chart(

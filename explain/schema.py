@@ -29,7 +29,10 @@ FEATURE_KEYS = {
     "protected",
     "sensitive",
     "groups",  # bin edges of a numeric protected attribute, for fairness figures
+    "unit",  # shown after a number: "EUR", "years"
+    "decimals",  # digits after the point when a number is shown to people
 }
+MAX_DECIMALS = 6
 TARGET_TYPES = ("classification", "regression")
 MAX_INT = 2**63
 TRUE_TEXT = {"true", "1", "yes", "t", "y"}
@@ -59,6 +62,31 @@ class Feature:
     nullable: bool = False
     protected: bool = False
     sensitive: bool = False
+    unit: str = ""
+    decimals: int | None = None
+
+    def format_value(self, value: Any) -> str:
+        """The value as a person reads it: "19,211 EUR", "yes", "not given".
+
+        Numbers get thousands separators and the schema's decimals and unit; without
+        declared decimals an integer-typed feature shows none, and a numeric one shows
+        whole numbers from 1,000 up and at most two decimals below (trailing zeros off).
+        """
+        if value is None:
+            return "not given"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if not _is_number(value):
+            return str(value)
+        if self.decimals is not None:
+            text = f"{value:,.{self.decimals}f}"
+        elif self.type == "integer" or float(value).is_integer() or abs(value) >= 1000:
+            text = f"{round(value):,}"
+        else:
+            text = f"{value:,.2f}".rstrip("0").rstrip(".")
+        if text.startswith("-") and not text.strip("-0.,"):
+            text = text[1:]  # "-0.00": rounded to nothing, no sign
+        return f"{text} {self.unit}" if self.unit else text
 
     def value_error(self, value: Any) -> str | None:
         """Why `value` is not acceptable for this feature, or None when it is."""
@@ -136,11 +164,83 @@ class Feature:
         return number, None
 
 
+DEFAULT_WORDS = {True: "declined", False: "approved"}  # adverse?, when the schema says no words
+
+
 @dataclass(frozen=True)
 class Target:
+    """What the model predicts, and which outcome is good for the person.
+
+    `favourable` is the schema's declared favourable class (target key "favourable").
+    Without it, the positive class is taken as the adverse outcome, as Attest always
+    did: explanations push towards it and reasons are what pushed there. `wording`
+    maps a class to what a person is told ("declined").
+    """
+
     type: str
     classes: tuple[str | int, ...] = ()
     positive_class: str | int | None = None
+    favourable: str | int | None = None
+    wording: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def favourable_class(self) -> str | int | None:
+        """The declared favourable class; else, for two classes, the non-positive one."""
+        if self.favourable is not None:
+            return self.favourable
+        if self.type == "classification" and len(self.classes) == 2:
+            return next(c for c in self.classes if c != self.positive_class)
+        return None
+
+    @property
+    def adverse_class(self) -> str | int | None:
+        """The one adverse class, when there is one (None: several, or a regression)."""
+        if self.type != "classification":
+            return None
+        if self.favourable is None:
+            return self.positive_class
+        others = [c for c in self.classes if c != self.favourable]
+        return others[0] if len(others) == 1 else None
+
+    @property
+    def adverse_sign(self) -> int:
+        """+1 when attributions towards the positive class push towards the adverse
+        outcome (the default), -1 when the positive class is the favourable one."""
+        return -1 if self.favourable is not None and self.favourable == self.positive_class else 1
+
+    @property
+    def adverse_name(self) -> str:
+        """The adverse outcome named for a sentence: "bad", "not >50K", "a higher value"."""
+        if self.type != "classification":
+            return "a higher value"
+        adverse = self.adverse_class
+        return str(adverse) if adverse is not None else f"not {self.favourable}"
+
+    def is_adverse(self, prediction: Any) -> bool | None:
+        """Whether a predicted label is the adverse outcome; None when unknown (regression)."""
+        if self.type != "classification":
+            return None
+        if self.favourable is not None:
+            return bool(prediction != self.favourable)
+        return bool(prediction == self.positive_class)
+
+    def outcome_text(self, prediction: Any) -> str:
+        """What a person is told: the schema's wording, "declined"/"approved" when the
+        schema declares its favourable class, else the class itself (as before)."""
+        words = dict(self.wording)
+        if str(prediction) in words:
+            return words[str(prediction)]
+        if self.favourable is not None and self.type == "classification":
+            return DEFAULT_WORDS[prediction != self.favourable]
+        return str(prediction)
+
+    def tone(self, prediction: Any) -> str:
+        """ "adverse", "favourable" or "" (unknown): the colour of a prediction's pill."""
+        if self.type != "classification":
+            return ""
+        if prediction == self.favourable_class:
+            return "favourable"
+        return "adverse" if self.is_adverse(prediction) else ""
 
     def label_from_text(self, text: str) -> Any:
         """A label typed as text (a form, a CSV cell) as this target's value: a class
@@ -307,6 +407,20 @@ def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None
     for flag in ("nullable", "protected", "sensitive"):
         if flag in spec and not isinstance(spec[flag], bool):
             problems.append(f"{where}.{flag} must be true or false")
+    unit, decimals = spec.get("unit", ""), spec.get("decimals")
+    if not isinstance(unit, str) or len(unit) > 20:
+        problems.append(f"{where}.unit must be a short text (at most 20 characters)")
+        unit = ""
+    if decimals is not None and (
+        kind not in ("numeric", "integer")
+        or not isinstance(decimals, int)
+        or isinstance(decimals, bool)
+        or not 0 <= decimals <= MAX_DECIMALS
+    ):
+        problems.append(
+            f"{where}.decimals must be a whole number from 0 to {MAX_DECIMALS} on a numeric feature"
+        )
+        decimals = None
     return Feature(
         name=name,
         type=kind,
@@ -317,6 +431,8 @@ def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None
         nullable=spec.get("nullable") is True,
         protected=spec.get("protected") is True,
         sensitive=spec.get("sensitive") is True,
+        unit=unit.strip(),
+        decimals=decimals,
     )
 
 
@@ -341,7 +457,37 @@ def _parse_target(spec: Any, problems: list[str]) -> Target:
     positive = spec.get("positive_class", classes[-1])
     if positive not in classes:
         problems.append(f"target.positive_class {positive!r} is not among the classes {classes}")
-    return Target(type="classification", classes=tuple(classes), positive_class=positive)
+    favourable = spec.get("favourable")
+    if favourable is not None and (isinstance(favourable, bool) or favourable not in classes):
+        problems.append(f"target.favourable {favourable!r} is not among the classes {classes}")
+        favourable = None
+    return Target(
+        type="classification",
+        classes=tuple(classes),
+        positive_class=positive,
+        favourable=favourable,
+        wording=_parse_wording(spec.get("wording"), classes, problems),
+    )
+
+
+def _parse_wording(
+    spec: Any, classes: list[Any], problems: list[str]
+) -> tuple[tuple[str, str], ...]:
+    """target.wording: {"bad": "declined", "good": "approved"}, what a person is told."""
+    if spec is None:
+        return ()
+    names = {str(c) for c in classes}
+    if (
+        not isinstance(spec, dict)
+        or not set(spec) <= names
+        or not all(isinstance(v, str) and 0 < len(v.strip()) <= 60 for v in spec.values())
+    ):
+        problems.append(
+            "target.wording must map classes to short texts, e.g. "
+            '{"bad": "declined", "good": "approved"}'
+        )
+        return ()
+    return tuple(sorted((str(k), v.strip()) for k, v in spec.items()))
 
 
 def parse_schema(data: Any) -> Schema:

@@ -62,6 +62,10 @@ def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
             "name": feature.name,
             "label": feature.label,
             "value": MASK if feature.name in masked else decision.inputs.get(feature.name),
+            # As a person reads it ("19,211"), formatted per the schema.
+            "shown": MASK
+            if feature.name in masked
+            else feature.format_value(decision.inputs.get(feature.name)),
             "masked": feature.name in masked,
             "sensitive": feature.sensitive,
             "protected": feature.protected,

@@ -85,7 +85,12 @@ SCHEMA = {
         },
         {"name": "has_guarantor", "type": "boolean", "label": "Has a guarantor"},
     ],
-    "target": {"type": "classification", "classes": ["good", "bad"], "positive_class": "bad"},
+    "target": {
+        "type": "classification",
+        "classes": ["good", "bad"],
+        "positive_class": "bad",
+        "favourable": "good",
+    },
 }
 FEATURES = [f["name"] for f in SCHEMA["features"]]
 CATEGORICAL = [f["name"] for f in SCHEMA["features"] if f["type"] == "categorical"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.decisions.reasons import Reason, adverse_reasons
 from auditapp.reviews.services import feedback_json
 from explain.presenters import explanation_json
 
@@ -14,13 +15,24 @@ def decision_detail(presenter: DecisionPresenter, decision: Decision) -> dict:
     data["artifact_sha256"] = decision.model_version.artifact_sha256
     data["client"] = decision.client
     masked = presenter.masked_features(decision)
+    explanations = list(decision.explanations.with_results())
     data["explanations"] = {
-        explanation.method: explanation_json(explanation, masked)
-        for explanation in decision.explanations.with_results()
+        explanation.method: explanation_json(explanation, masked) for explanation in explanations
     }
+    data["reasons"] = [r.as_json() for r in decision_reasons(decision, explanations, masked)]
     data["outcomes"] = [
         {"outcome": o.outcome, "observed_at": o.observed_at, "recorded_at": o.recorded_at}
         for o in decision.outcomes.all()
     ]
     data["feedback"] = [feedback_json(f) for f in decision.feedback.select_related("author")]
     return data
+
+
+def decision_reasons(decision: Decision, explanations, masked) -> list[Reason]:
+    """The principal reasons of the decision's finished SHAP explanation, as sentences with
+    the person's values; `masked` features (the reader's role may not see them) left out."""
+    shap = next((e for e in explanations if e.method == "shap" and e.status == "done"), None)
+    if shap is None:
+        return []
+    schema = decision.model_version.parsed_schema
+    return adverse_reasons(schema, shap.attributions, decision.inputs, withheld=masked)

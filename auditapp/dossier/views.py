@@ -11,7 +11,6 @@ from auditapp.accounts.audit import client_ip, record_event
 from auditapp.decisions import presenters, proofs, services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
-from auditapp.decisions.reasons import adverse_reasons
 from auditapp.dossier.filters import (
     filter_decisions,
     keyset_page,
@@ -19,6 +18,7 @@ from auditapp.dossier.filters import (
     search_schema,
     split_sensitive_filters,
 )
+from auditapp.dossier.presenters import decision_reasons
 from auditapp.errors import InvalidInput
 from auditapp.filtering import parse_limit
 from auditapp.hashing import canonical_json
@@ -156,7 +156,6 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
     schema = decision.model_version.parsed_schema
     by_method = {e.method: e for e in decision.explanations.with_results()}
     shap, lime = by_method.get("shap"), by_method.get("lime")
-    labels = {f.name: f.label for f in schema.features}
     masked = presenters.DecisionPresenter(actor).masked_features(decision)
     done = Explanation.DONE
     shap_done, lime_done = shap and shap.status == done, lime and lime.status == done
@@ -165,14 +164,12 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
         "shap": shap,
         "lime": lime,
         "masked_features": masked,
-        "waterfall": waterfall_chart(shap, schema, masked) if shap_done else None,
-        "lime_chart": lime_chart(lime, schema, masked) if lime_done else None,
-        "reasons": adverse_reasons(
-            {k: v for k, v in shap.attributions.items() if k not in masked}, labels
-        )
-        if shap_done
-        else [],
+        "waterfall": waterfall_chart(shap, schema, decision.inputs, masked) if shap_done else None,
+        "lime_chart": lime_chart(lime, schema, decision.inputs, masked) if lime_done else None,
+        "reasons": decision_reasons(decision, list(by_method.values()), masked),
         "positive_class": schema.target.positive_class,
+        "adverse_name": schema.target.adverse_name,
+        "is_adverse": schema.target.is_adverse(decision.prediction),
         "quality": quality_notes(shap, lime),
         "busy": any(
             e.status in (Explanation.PENDING, Explanation.RUNNING) for e in by_method.values()
@@ -201,6 +198,8 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "can_give_feedback": actor.can(roles.GIVE_FEEDBACK),
         "can_export_notices": all(actor.can(c) for c in roles.EXPORT_NOTICES),
         "classes": schema.target.classes,
+        "outcome_tone": schema.target.tone(decision.prediction),
+        "outcome_text": schema.target.outcome_text(decision.prediction),
         "feedback_errors": feedback_errors,
         "seal": proofs.seal_of(decision),
         **_case_context(decision, actor),

@@ -528,14 +528,14 @@ def _regression_performance(data: Observations, known: np.ndarray) -> dict:
 
 
 def favourable_class(schema: Schema, configured: Any = None) -> Any:
-    """The class whose rate is the "selection rate". In Attest the positive class is the one
-    explanations push towards (the adverse one, e.g. "bad"), so for a binary target the
-    favourable class is the other one unless the version's monitoring settings say otherwise."""
+    """The class whose rate is the "selection rate": the version's monitoring settings',
+    else the schema's favourable class (target "favourable"; without it, for a binary
+    target, the class other than the positive one, which explanations push towards)."""
     target = schema.target
     if configured is not None:
         return configured
-    if len(target.classes) == 2:
-        return next(c for c in target.classes if c != target.positive_class)
+    if target.favourable_class is not None:
+        return target.favourable_class
     return target.positive_class
 
 

@@ -45,7 +45,7 @@ from django.utils import timezone
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing, verification
 from auditapp.decisions.models import Decision, Outcome
-from auditapp.decisions.reasons import adverse_reasons
+from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.registry.models import ModelVersion
@@ -166,6 +166,9 @@ def model_identity(ctx: _Context) -> dict[str, Any]:
         "stage": version.stage,
         "registered_at": canonical_time(version.created_at),
         "registered_by": version.created_by.get_username() if version.created_by else None,
+        # A finding, not a figure: the model uses protected attributes (COMPLIANCE.md).
+        "protected_inputs": [f.name for f in ctx.schema.features if f.protected],
+        "protected_input_warning": protected_input_warning(ctx.schema),
         "features": [
             {
                 "feature": f.name,
@@ -591,7 +594,7 @@ def appendix(ctx: _Context) -> dict[str, Any]:
                 for k, v in unpack(explanation["result__attributions"], ctx.schema.names).items()
                 if k not in sensitive
             }
-        reasons = adverse_reasons(explanation["attributions"], ctx.labels) if done else []
+        reasons = adverse_reasons(ctx.schema, explanation["attributions"], {}) if done else []
         rows.append(
             {
                 "decision_id": decision["id"],

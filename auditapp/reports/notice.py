@@ -1,10 +1,13 @@
 """The notice for the person a decision was about (GDPR Art. 15(1)(h), 22; AI Act Art. 86).
 
-It says that an automated model took part, which model version, the outcome,
-the main reasons (at most four, plain labels, with their direction: the
-features whose SHAP attributions pushed towards the adverse class, largest
-first), which data was used (feature labels) and how to contest. It carries no
-raw weights, scores, internal feature codes or ids beyond a reference.
+It says that an automated model took part, which model version, the outcome in
+the schema's words ("declined"), the principal reasons (at most four, as
+sentences with the person's values: the features whose SHAP attributions pushed
+towards the adverse outcome, largest first, never a protected attribute: Reg B
+1002.6(b); the review queue's `protected_reason` rule flags such decisions),
+which data was used (feature labels), the right to a human review and how to
+ask for it. It carries no raw weights, scores, internal feature codes or ids
+beyond a reference.
 
 The document depends only on the decision and its SHAP explanation: no
 generation time, no requester. So regenerating it gives the same content hash,
@@ -18,11 +21,11 @@ from typing import Any
 from django.conf import settings
 
 from auditapp.decisions.models import Decision
-from auditapp.decisions.reasons import adverse_reasons
+from auditapp.decisions.reasons import RAISED, adverse_reasons, effect_phrase
 from auditapp.errors import Conflict
 from explain.models import Explanation
 
-DOCUMENT_VERSION = 1
+DOCUMENT_VERSION = 2  # 2: values in the reasons, outcome in words, right to human review
 
 
 def notice_reference(decision: Decision) -> str:
@@ -46,15 +49,17 @@ def shap_explanation(decision: Decision) -> Explanation:
 def build_notice_document(decision: Decision) -> dict[str, Any]:
     version = decision.model_version
     schema = version.parsed_schema
-    labels = {f.name: f.label for f in schema.features}
+    target = schema.target
     explanation = shap_explanation(decision)
-    positive = schema.target.positive_class
-    reasons = adverse_reasons(explanation.attributions, labels)
-    towards = f"towards the outcome “{positive}”" if positive is not None else "upwards"
+    reasons = adverse_reasons(
+        schema, explanation.attributions, decision.inputs, skip_protected=True
+    )
+    towards = effect_phrase(target, RAISED)
+    reference = notice_reference(decision)
     return {
         "attest_document": "decision_notice",
         "document_version": DOCUMENT_VERSION,
-        "reference": notice_reference(decision),
+        "reference": reference,
         "decided_on": decision.predicted_at.date().isoformat(),
         "automated_decision": True,
         "statement": (
@@ -66,14 +71,30 @@ def build_notice_document(decision: Decision) -> dict[str, Any]:
             "version": version.version,
             "purpose": version.registered_model.description or version.description,
         },
-        "outcome": decision.prediction,
-        "reasons_heading": f"The main factors that pushed the decision {towards}, "
-        "most important first",
+        "outcome": target.outcome_text(decision.prediction),
+        "reasons_heading": (
+            "The principal reasons for this outcome, with the information we used, "
+            "most important first"
+            if target.is_adverse(decision.prediction) is not False
+            else f"The factors that {towards} all the same, with the information we used, "
+            "most important first"
+        ),
         "reasons": [
-            {"rank": rank, "factor": reason.label, "direction": f"pushed {towards}"}
+            {
+                "rank": rank,
+                "factor": reason.label,
+                "value": reason.shown_value,
+                "direction": towards,
+                "text": reason.plain,
+            }
             for rank, reason in enumerate(reasons, start=1)
         ],
         "data_used": [feature.label for feature in schema.features],
         "explanation_method": "SHAP (Shapley additive explanations) computed for this decision",
+        "human_review": (
+            "You have the right to have this decision reviewed by a person, who can change "
+            f"it, to give your point of view and to contest it. To ask for it, quote the "
+            f"reference {reference}."
+        ),
         "contest": settings.ATTEST_CONTEST_TEXT,
     }

@@ -12,6 +12,7 @@ from django.shortcuts import render
 
 from auditapp import charts
 from auditapp.accounts import roles
+from auditapp.decisions.reasons import protected_input_warning
 from auditapp.pages import page
 from auditapp.registry.lookups import get_version_for_actor
 from auditapp.reports.version_stats import version_statistics
@@ -53,6 +54,7 @@ def version_detail(request, name: str, version: str):
         "can_export_labelled": actor.can(roles.EXPORT_TRAINING_DATA),
         "model_version": model_version,
         "schema": schema,
+        "protected_input_warning": protected_input_warning(schema),
         "stats": stats,
         "figures": figures,
         "stage_history": model_version.stage_changes.select_related("changed_by"),

@@ -5,13 +5,17 @@
 - SHAP and LIME disagree, judged only where LIME's local fit is evidence: ranks
   of |attribution| that do not correlate, or (if a version asks) too few top
   features in common (thresholds per model version, see agreement_settings);
-- a domain expert disagreed with the decision (see services.submit_feedback).
+- a domain expert disagreed with the decision (see services.submit_feedback);
+- a protected attribute is among the principal reasons of an adverse decision:
+  its notice must leave it out (Reg B 1002.6(b)), and a person should look at why
+  the model leaned on it.
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 
+from auditapp.decisions.reasons import protected_among_reasons
 from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import AGREEMENT_DEFAULTS, agreement_settings  # noqa: F401
 
@@ -22,6 +26,7 @@ METHODS_DISAGREE = "shap_lime_disagree"
 SCORE_MISMATCH = "score_not_the_models"
 EXPERT_DISAGREES = "expert_disagrees"
 FLAGGED = "flagged"
+PROTECTED_REASON = "protected_reason"
 RULE_LABELS = {
     SCORE_NEAR_THRESHOLD: "score close to the decision threshold",
     EXPLANATION_FAILED: "the explanation failed",
@@ -30,22 +35,26 @@ RULE_LABELS = {
     SCORE_MISMATCH: "the recorded score is not the registered model's",
     EXPERT_DISAGREES: "a domain expert disagreed",
     FLAGGED: "flagged by hand",
+    PROTECTED_REASON: "a protected attribute is among the main reasons",
 }
-# How urgent each rule's case is, the most severe first; the queue orders by the
-# most severe rule of a case (then the score's distance to the threshold, then age).
-# A recorded score the registered model does not give, and a person's doubt, come
-# before what the explainers found about themselves; the score band, which catches
-# the most cases, comes last. A rule not listed here ranks below every listed one.
-SEVERITY_ORDER = (
-    SCORE_MISMATCH,
-    EXPERT_DISAGREES,
-    FLAGGED,
-    ADDITIVITY_FAILED,
-    EXPLANATION_FAILED,
-    METHODS_DISAGREE,
-    SCORE_NEAR_THRESHOLD,
-)
-SEVERITY = {rule: len(SEVERITY_ORDER) - i for i, rule in enumerate(SEVERITY_ORDER)}
+# How urgent each rule's case is (higher first); the queue orders by the most severe
+# rule of a case (then the score's distance to the threshold, then age). A recorded
+# score the registered model does not give, and a person's doubt, come before what the
+# explainers found about themselves; the score band, which catches the most cases,
+# comes last. Numbers, not positions: each case stores its severity, so a new rule takes
+# a free number and no stored case changes rank. A rule not listed ranks below all.
+SEVERITY = {
+    SCORE_MISMATCH: 80,
+    # An adverse decision that leans on a protected attribute is a possible prohibited
+    # basis (ECOA, Reg B): a person must look before any notice goes out.
+    PROTECTED_REASON: 70,
+    EXPERT_DISAGREES: 60,
+    FLAGGED: 50,
+    ADDITIVITY_FAILED: 40,
+    EXPLANATION_FAILED: 30,
+    METHODS_DISAGREE: 20,
+    SCORE_NEAR_THRESHOLD: 10,
+}
 
 
 def severity(reasons: list[dict]) -> int:
@@ -112,3 +121,21 @@ def explanation_reasons(explanation, agreement: dict | None = None) -> list[dict
         if verdict["judged"] and not verdict["agrees"]:
             found.append(reason(METHODS_DISAGREE, verdict["why"]))
     return found
+
+
+def protected_reasons(schema, prediction, attributions: dict | None) -> list[dict]:
+    """A protected attribute among the principal reasons (at most four) of an adverse
+    decision (or a regression's, where nothing says which is adverse)."""
+    if not attributions or schema.target.is_adverse(prediction) is False:
+        return []
+    names = protected_among_reasons(schema, attributions)
+    if not names:
+        return []
+    labels = {f.name: f.label for f in schema.features}
+    return [
+        reason(
+            PROTECTED_REASON,
+            f"{', '.join(labels[n] for n in names)} among the main reasons for "
+            f"“{prediction}”; its notice leaves {'it' if len(names) == 1 else 'them'} out",
+        )
+    ]

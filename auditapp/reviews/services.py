@@ -15,7 +15,7 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict, InvalidInput
-from auditapp.registry.models import RegisteredModel
+from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 from auditapp.reviews.records import CASE_EVENT, FEEDBACK, OVERRIDE, REVIEW_CASE
@@ -243,7 +243,39 @@ def review_explanations(explanations, explain_settings: dict | None = None) -> l
             found += rules.score_reasons(explanation.decision.score)
         if found:
             reasons.setdefault(explanation.decision_id, []).extend(found)
+    for decision_id, found in _protected_reasons(explanations).items():
+        reasons.setdefault(decision_id, []).extend(found)
     return open_cases(reasons)
+
+
+def _protected_reasons(explanations) -> dict[int, list[dict]]:
+    """rules.protected_reasons for the SHAP results this batch computed (those with an
+    `outcome`; a partner re-judged for agreement was reviewed when it was stored).
+    Two queries a batch."""
+    fresh = [
+        e
+        for e in explanations
+        if e.method == "shap" and e.status == "done" and getattr(e, "outcome", None) is not None
+    ]
+    if not fresh:
+        return {}
+    facts = {
+        pk: (version_id, prediction)
+        for pk, version_id, prediction in Decision.objects.filter(
+            pk__in=[e.decision_id for e in fresh]
+        ).values_list("pk", "model_version_id", "prediction")
+    }
+    schemas = {
+        v.pk: v.parsed_schema
+        for v in ModelVersion.objects.filter(pk__in={v for v, _ in facts.values()}).only("schema")
+    }
+    found = {}
+    for explanation in fresh:
+        version_id, prediction = facts[explanation.decision_id]
+        hits = rules.protected_reasons(schemas[version_id], prediction, explanation.attributions)
+        if hits:
+            found[explanation.decision_id] = hits
+    return found
 
 
 def flag_decision(actor: roles.Actor, decision: Decision, note: str, *, ip=None) -> ReviewCase:

@@ -5,19 +5,24 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from auditapp.decisions.models import Decision
 from auditapp.hashing import sha256_hex
 from auditapp.reports.models import Report
+from auditapp.reviews import rules
+from auditapp.reviews.models import ReviewCase
 from explain.models import Explanation
-from tests.factories import DecisionPayloadFactory
+from tests.factories import DecisionPayloadFactory, credit_schema
 from tests.reports.conftest import explain, pdf_text, read_file
 
 pytestmark = pytest.mark.django_db
+PROTECTED = {"age", "sex"}  # the demo schema's protected inputs
 
 
 @pytest.fixture
 def explained(model_version, ingest):
-    """Twelve decisions with their SHAP explanations."""
-    results = ingest(*DecisionPayloadFactory.build_batch(12))
+    """Thirty decisions with their SHAP explanations (enough for some to have more than
+    four unprotected features pushing towards "bad")."""
+    results = ingest(*DecisionPayloadFactory.build_batch(30))
     ids = [r["id"] for r in results]
     explain(ids, model_version)
     return ids
@@ -27,11 +32,15 @@ def notice_body(decision_id: int, fmt: str = "json") -> dict:
     return {"kind": "decision_notice", "decision_id": decision_id, "format": fmt}
 
 
-def expected_reasons(decision_id: int, labels: dict[str, str]) -> list[str]:
-    """Independently: the features pushing towards "bad", largest first, at most four."""
+def expected_reasons(decision_id: int, labels: dict[str, str], protected=PROTECTED) -> list[str]:
+    """Independently: the features pushing towards "bad", largest first, at most four,
+    protected attributes left out."""
     attributions = Explanation.objects.get(decision_id=decision_id, method="shap").attributions
-    pushing = sorted((v, n) for n, v in attributions.items() if v > 0)[::-1]
-    return [labels[n] for _, n in pushing[:4]]
+    floor = 0.01 * sum(abs(v) for v in attributions.values())  # a push under 1 % is no reason
+    pushing = sorted(
+        (v, n) for n, v in attributions.items() if v > 0 and v >= floor and n not in protected
+    )
+    return [labels[n] for _, n in pushing[::-1][:4]]
 
 
 def test_a_notice_lists_exactly_the_top_adverse_shap_features_in_order(
@@ -46,7 +55,9 @@ def test_a_notice_lists_exactly_the_top_adverse_shap_features_in_order(
         reasons = [r["factor"] for r in notice["reasons"]]
         assert reasons == expected_reasons(decision_id, labels)
         assert [r["rank"] for r in notice["reasons"]] == list(range(1, len(reasons) + 1))
-        assert all(r["direction"] == "pushed towards the outcome “bad”" for r in notice["reasons"])
+        assert all(r["direction"] == "raised the risk of “bad”" for r in notice["reasons"])
+        for r in notice["reasons"]:
+            assert r["text"] == f"{r['factor']} = {r['value']} — raised the risk of “bad”"
         counts.add(len(reasons))
     assert max(counts) == 4  # some decisions have more than four adverse features: cut to four
 
@@ -65,7 +76,10 @@ def test_a_notice_says_what_took_part_and_how_to_contest_without_raw_weights_or_
         "version": "1",
         "purpose": "Consumer credit default risk.",
     }
-    assert notice["outcome"] in ("good", "bad")
+    prediction = Decision.objects.get(pk=decision_id).prediction
+    assert notice["outcome"] == {"good": "approved", "bad": "declined"}[prediction]
+    assert notice["human_review"].startswith("You have the right to have this decision reviewed")
+    assert f"D-{decision_id:08d}" in notice["human_review"]
     assert notice["reference"] == f"D-{decision_id:08d}"
     assert notice["data_used"] == [f.label for f in model_version.parsed_schema.features]
     assert notice["contest"] == settings.ATTEST_CONTEST_TEXT
@@ -100,7 +114,7 @@ def test_the_pdf_notice_shows_the_reasons_in_order_and_the_content_hash(
     assert "An automated model took part" in text
     assert f"D-{decision_id:08d}" in text
     assert report.content_sha256 in text
-    positions = [text.index(f"{label} — pushed") for label in expected_reasons(decision_id, labels)]
+    positions = [text.index(f"{label} = ") for label in expected_reasons(decision_id, labels)]
     assert positions == sorted(positions)
     assert "How to contest this decision" in text
 
@@ -115,3 +129,66 @@ def test_a_notice_for_a_decision_not_explained_yet_is_a_conflict(
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "not_explained"
     assert not Report.objects.exists()
+
+
+def top_four_towards_bad(decision_id: int) -> list[str]:
+    attributions = Explanation.objects.get(decision_id=decision_id, method="shap").attributions
+    floor = 0.01 * sum(abs(v) for v in attributions.values())
+    pushing = sorted((v, n) for n, v in attributions.items() if v > 0 and v >= floor)
+    return [n for _, n in pushing[::-1][:4]]
+
+
+def test_a_notice_never_cites_a_protected_attribute_and_its_decision_is_queued(
+    model_version, ingest, generate
+):
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(40))]
+    explain(ids, model_version)
+    schema = model_version.parsed_schema
+    features = {f.name: f for f in schema.features}
+    labels = {f.name: f.label for f in schema.features}
+    declined = Decision.objects.filter(pk__in=ids, prediction="bad")
+    hits = [d for d in declined if PROTECTED & set(top_four_towards_bad(d.pk))]
+    assert hits, "the fixture should hold a declined decision resting on age or sex"
+
+    decision = hits[0]
+    notice = orjson.loads(read_file(generate(notice_body(decision.pk))))["data"]
+
+    factors = [r["factor"] for r in notice["reasons"]]
+    assert factors == expected_reasons(decision.pk, labels)
+    assert 1 <= len(factors) <= 4
+    assert not {"Age (years)", "Sex"} & set(factors)
+    for reason in notice["reasons"]:
+        name = next(n for n, label in labels.items() if label == reason["factor"])
+        assert reason["value"] == features[name].format_value(decision.inputs[name])
+        assert reason["text"].startswith(f"{reason['factor']} = {reason['value']} — ")
+    assert notice["outcome"] == "declined"
+    assert "reviewed by a person" in notice["human_review"]
+
+    # Every declined decision resting on a protected attribute, and only those, is queued
+    # with the named rule.
+    queued = {
+        c.decision_id: c
+        for c in ReviewCase.objects.filter(decision_id__in=ids)
+        if rules.PROTECTED_REASON in [r["rule"] for r in c.reasons]
+    }
+    assert set(queued) == {d.pk for d in hits}
+    (why,) = [r for r in queued[decision.pk].reasons if r["rule"] == rules.PROTECTED_REASON]
+    named = [labels[n] for n in top_four_towards_bad(decision.pk) if n in PROTECTED]
+    assert why["detail"].startswith(f"{', '.join(named)} among the main reasons for “bad”")
+
+
+def test_a_schema_without_favourable_keeps_the_class_as_the_outcome(
+    register, ml_engineer, ingest, generate
+):
+    schema = credit_schema()
+    del schema["target"]["favourable"]
+    version = register(ml_engineer, version="2", schema=schema)
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(6, version="2"))]
+    explain(ids, version)
+    labels = {f.name: f.label for f in version.parsed_schema.features}
+
+    for decision in Decision.objects.filter(pk__in=ids):
+        notice = orjson.loads(read_file(generate(notice_body(decision.pk))))["data"]
+        assert notice["outcome"] == decision.prediction  # as before: the class itself
+        assert [r["factor"] for r in notice["reasons"]] == expected_reasons(decision.pk, labels)
+        assert all(r["direction"] == "raised the risk of “bad”" for r in notice["reasons"])

@@ -70,7 +70,7 @@ def test_the_queue_orders_by_rule_severity_then_score_distance_then_age(domain_e
     # hand: c (score 0.06, 0.44 from the threshold), then g and f without a score,
     # g the older; last the score band, b (0.01 from 0.5) before a (0.02).
     assert names(cases, page.context["cases"]) == "edcgfba"
-    assert [c.severity for c in page.context["cases"]] == [7, 6, 5, 5, 5, 1, 1]
+    assert [c.severity for c in page.context["cases"]] == [80, 60, 50, 50, 50, 10, 10]
 
 
 def test_the_other_orders(domain_expert, cases):

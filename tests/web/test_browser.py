@@ -129,7 +129,8 @@ def test_a_compliance_officer_filters_opens_a_decision_and_recomputes_it(
     expect(page.locator('svg [data-kind="contribution"]')).to_have_count(len(features))
     decision_id = int(page.url.rstrip("/").split("/")[-1])
     shap = Explanation.objects.get(decision_id=decision_id, method="shap")
-    pushing = sum(value > 0 for value in shap.attributions.values())
+    floor = 0.01 * sum(abs(value) for value in shap.attributions.values())  # reasons.MIN_SHARE
+    pushing = sum(value > 0 and value >= floor for value in shap.attributions.values())
     expect(page.locator(".reasons li")).to_have_count(min(pushing, 4))
     page.screenshot(path=SHOTS / "decision.png", full_page=True)
 

@@ -33,3 +33,9 @@ def get(mapping, key):
 def flat(value):
     """(dotted path, value) rows of a nested document, as the CSV export writes them."""
     return [(".".join(path), item) for path, item in render.flatten(value) if path]
+
+
+@register.filter
+def outcome_tone(decision):
+    """ "adverse" / "favourable" / "" for a decision's pill, from its schema's outcome semantics."""
+    return decision.model_version.parsed_schema.target.tone(decision.prediction)
