@@ -74,6 +74,7 @@ bench: install
 	$(PY) bench/explain.py
 	$(PY) bench/monitor.py
 	$(PY) bench/report.py
+	$(PY) bench/search.py
 
 clean:
 	rm -rf var/
