@@ -281,3 +281,12 @@ def test_the_dashboard_query_count_does_not_grow_with_versions(
     with django_assert_max_num_queries(12):
         response = client.get("/monitoring/")
     assert len(response.context["rows"]) == 3
+
+
+def test_the_alerts_table_shows_the_value_at_raise_and_the_latest(world):
+    """The message states the value when raised; the table shows it too, beside the latest."""
+    alert = world["alert"]
+    Alert.objects.filter(pk=alert.pk).update(value=0.4321, last_value=0.1234)
+    html = browser(world, "compliance_officer").get("/monitoring/").content.decode()
+    assert "At raise" in html and "Latest" in html
+    assert "0.432" in html and "0.123" in html
