@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.decisions.reasons import Reason, adverse_reasons
 from auditapp.reviews.services import feedback_json
+from explain.models import TopReason
 from explain.presenters import explanation_json
 
 
@@ -36,3 +39,27 @@ def decision_reasons(decision: Decision, explanations, masked) -> list[Reason]:
         return []
     schema = decision.model_version.parsed_schema
     return adverse_reasons(schema, shap.attributions, decision.inputs, withheld=masked)
+
+
+def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[int, list[str]]:
+    """Each decision's top SHAP reasons as "Label = value", for a page of search results.
+
+    One query for the page (explain.TopReason). A feature masked for this reader is
+    left out, as it is from the decision's own `top_features`.
+    """
+    named: dict[int, list[str]] = defaultdict(list)
+    reasons = TopReason.objects.filter(decision_id__in=[d.pk for d in rows]).order_by(
+        "decision_id", "rank"
+    )
+    for decision_id, feature in reasons.values_list("decision_id", "feature"):
+        named[decision_id].append(feature)
+    labelled = {}
+    for decision in rows:
+        masked = set(presenter.masked_features(decision))
+        features = {f.name: f for f in decision.model_version.parsed_schema.features}
+        labelled[decision.pk] = [
+            f"{features[name].label} = {features[name].format_value(decision.inputs.get(name))}"
+            for name in named[decision.pk]
+            if name in features and name not in masked
+        ]
+    return labelled

@@ -18,7 +18,7 @@ from auditapp.dossier.filters import (
     search_schema,
     split_sensitive_filters,
 )
-from auditapp.dossier.presenters import decision_reasons
+from auditapp.dossier.presenters import decision_reasons, reason_labels
 from auditapp.errors import InvalidInput
 from auditapp.filtering import parse_limit
 from auditapp.hashing import canonical_json
@@ -88,8 +88,9 @@ def search(request):
     )
     note_search(actor, request.GET, ip=client_ip(request))
     presenter = presenters.DecisionPresenter(actor)
+    reasons = reason_labels(rows, presenter)
     context = {
-        "results": [(d, presenter.masked_features(d)) for d in rows],
+        "results": [(d, presenter.masked_features(d), reasons[d.pk]) for d in rows],
         "count": queryset.count(),
         "next_query": query_string(request.GET, cursor=next_cursor) if next_cursor else None,
         "export_query": query_string(request.GET, cursor=None),

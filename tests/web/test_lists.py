@@ -96,13 +96,13 @@ def test_the_decision_search(compliance_officer, flagged):
     first = client.get("/decisions/", params)
     assert first.context["count"] == 55
     assert "<strong>55</strong> decisions match" in first.content.decode()
-    one = [d.pk for d, _ in first.context["results"]]
+    one = [d.pk for d, *_ in first.context["results"]]
     assert len(one) == 50
     query = re.search(r'href="/decisions/\?([^"]+)"', first.content.decode()).group(1)
     next_params = dict(parse_qsl(html.unescape(query)))
     assert {k: next_params[k] for k in params} == params and "cursor" in next_params
     second = client.get("/decisions/", next_params)
-    two = [d.pk for d, _ in second.context["results"]]
+    two = [d.pk for d, *_ in second.context["results"]]
     assert len(two) == 5 and not set(one) & set(two)
     assert set(one) | set(two) == set(flagged)
 

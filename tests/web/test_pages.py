@@ -37,11 +37,40 @@ class TestSearch:
         assert len(response.context["results"]) == 12
         assert b"12</strong> decisions match" in response.content
 
+    def test_each_result_shows_its_top_reasons_with_values_masked_as_on_its_page(
+        self, compliance_officer, auditor, decisions, model_version
+    ):
+        from explain.models import Explanation
+
+        schema = model_version.parsed_schema
+        features = {f.name: f for f in schema.features}
+        newest = Explanation.objects.with_results().filter(method="shap", decision_id__in=decisions)
+        for user in (compliance_officer, auditor):
+            response = browser(user).get("/decisions/", {"model": "credit"})
+            shown = {d.pk: reasons for d, _, reasons in response.context["results"]}
+            for explanation in newest.select_related("decision"):
+                decision = explanation.decision
+                hidden = schema.sensitive_names if user == auditor else frozenset()
+                expected = [
+                    f"{features[n].label} = {features[n].format_value(decision.inputs[n])}"
+                    for n in explanation.top_features[:3]
+                    if n not in hidden
+                ]
+                assert shown[decision.pk] == expected
+            if user == auditor:  # a masked value never shows, by itself or as a reason
+                html = response.content.decode()
+                for name in schema.sensitive_names:
+                    assert f"{features[name].label} = " not in html
+
+    def test_the_review_state_filter_is_on_the_form(self, compliance_officer, decisions):
+        response = browser(compliance_officer).get("/decisions/", {"review": "open"})
+        assert b'<option value="open" selected>awaiting review</option>' in response.content
+
     def test_filters_live_in_the_url_and_narrow_the_results(self, compliance_officer, decisions):
         response = browser(compliance_officer).get(
             "/decisions/", {"model": "credit", "prediction": "bad"}
         )
-        shown = [d for d, _ in response.context["results"]]
+        shown = [d for d, *_ in response.context["results"]]
         assert shown and {d.prediction for d in shown} == {"bad"}
 
     def test_htmx_gets_only_the_results_fragment(self, compliance_officer, decisions):
@@ -69,7 +98,8 @@ class TestSearch:
     ):
         client = browser(compliance_officer)
         client.get("/decisions/")  # warm the session
-        with django_assert_max_num_queries(12):
+        # ... and one for the page's top reasons, whatever its length
+        with django_assert_max_num_queries(13):
             client.get("/decisions/", {"model": "credit", "limit": 12})
 
 
