@@ -54,9 +54,13 @@ def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[in
     for decision_id, feature in reasons.values_list("decision_id", "feature"):
         named[decision_id].append(feature)
     labelled = {}
+    by_version: dict[int, dict] = {}  # a page's decisions share a few versions
     for decision in rows:
         masked = set(presenter.masked_features(decision))
-        features = {f.name: f for f in decision.model_version.parsed_schema.features}
+        version = decision.model_version
+        if version.pk not in by_version:
+            by_version[version.pk] = {f.name: f for f in version.parsed_schema.features}
+        features = by_version[version.pk]
         labelled[decision.pk] = [
             f"{features[name].label} = {features[name].format_value(decision.inputs.get(name))}"
             for name in named[decision.pk]

@@ -35,7 +35,8 @@ def version_page(user, version: str) -> str:
     return response.content.decode()
 
 
-def report(generate, version: str, fmt: str):
+def generated(generate, version: str, fmt: str):
+    """A compliance report of the version over January 2001, generated now."""
     body = {
         "kind": "model_compliance",
         "model": "credit",
@@ -44,7 +45,11 @@ def report(generate, version: str, fmt: str):
         "to": "2001-02-01T00:00:00Z",
         "format": fmt,
     }
-    return read_file(generate(body))
+    return generate(body)
+
+
+def report(generate, version: str, fmt: str) -> bytes:
+    return read_file(generated(generate, version, fmt))
 
 
 def test_the_version_page_warns_of_protected_inputs(model_version, unprotected, compliance_officer):
@@ -75,15 +80,8 @@ def test_the_compliance_report_carries_the_finding_in_json_csv_and_pdf(
 
 
 def pdf_report(generate, version: str) -> str:
-    body = {
-        "kind": "model_compliance",
-        "model": "credit",
-        "version": version,
-        "from": "2001-01-01T00:00:00Z",
-        "to": "2001-02-01T00:00:00Z",
-        "format": "pdf",
-    }
-    return " ".join(pdf_text(generate(body)).split())  # the PDF's words, lines joined
+    """The PDF's words, its lines joined."""
+    return " ".join(pdf_text(generated(generate, version, "pdf")).split())
 
 
 def test_the_compliance_pdf_shows_the_warning(model_version, unprotected, generate):
