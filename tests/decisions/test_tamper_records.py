@@ -339,3 +339,34 @@ def test_a_record_falsely_marked_as_backfilled_is_named(recorded):
 
     problems = [p["reason"] for p in verify_chain().problems() if p["kind"] == "outcome"]
     assert "a record marked as written by an upgrade follows regular ones" in problems
+
+
+def test_a_deleted_lime_result_is_named(model_version, ingest):
+    """Deleting an explanation result (here LIME's) is named, like any deleted record."""
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(2))]
+    batches.run_batch(model_version.pk, "lime", ids)  # the workers' own code
+    seal_new_records()
+    assert verify_chain().ok
+    target = ExplanationResult.objects.filter(config__method="lime").order_by("id").last()
+
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE explain_explanation SET result_id = NULL WHERE result_id = %s", [target.pk]
+        )
+        cursor.execute("DELETE FROM explain_explanationresult WHERE id = %s", [target.pk])
+
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["id"]) == ("explanation", target.pk)
+    assert bad["reason"] == "it was deleted: its record remains"
+
+
+def test_a_log_truncated_at_its_tail_is_named(recorded):
+    """The newest sealed decisions deleted with everything pointing at them: named."""
+    last = max(recorded)
+    with tampering() as cursor:
+        cursor.execute("DELETE FROM explain_topreason WHERE decision_id = %s", [last])
+        cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [last])
+        cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [last])
+
+    bad = verify_chain().first_bad
+    assert (bad["kind"], bad["id"], bad["reason"]) == ("decision", last, "it was deleted")
