@@ -171,7 +171,7 @@ if not _cache_url and env_str("CELERY_BROKER_URL", "").startswith(("redis://", "
 if _cache_url:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "auditapp.rediscache.ReusingRedisCache",
             "LOCATION": _cache_url,
             "KEY_PREFIX": "attest",
         }
