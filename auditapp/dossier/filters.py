@@ -169,7 +169,12 @@ def split_sensitive_filters(params) -> tuple[dict, dict]:
     """
     filters = {k: v for k, v in params.items() if k != "cursor"}
     model_name = filters.get("model")
-    schema = _schema_of(ModelVersion.objects.all(), model_name) if model_name else None
+    features_filtered = any(FEATURE_PARAM.match(key) for key in filters)
+    schema = (
+        _schema_of(ModelVersion.objects.all(), model_name)
+        if model_name and features_filtered
+        else None
+    )
     sensitive = schema.sensitive if schema else frozenset()
     withheld = {}
     for key in filters:
