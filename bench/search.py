@@ -120,6 +120,27 @@ def searches(version, start: datetime, end: datetime) -> list[tuple[str, dict]]:
     ]
 
 
+def indexed_worst_case(client, version, start: datetime, end: datetime, total: int) -> tuple:
+    """The feature-value worst case again with `manage.py index_feature credit income`."""
+    from auditapp.accounts import roles
+    from auditapp.decisions import feature_indexes
+
+    name = version.registered_model.name
+    actor = roles.system_actor()
+    began = time.perf_counter()
+    feature_indexes.create_feature_index(actor, name, "income")
+    built = time.perf_counter() - began
+    params = {"model": name, "from": start.isoformat(), "to": end.isoformat()}
+    api, raw = measure(client, {**params, "feature.income__gte": "1e9"})
+    feature_indexes.drop_feature_index(actor, name, "income")
+    return (
+        f"worst, indexed: feature.income__gte=1e9 (index built in {built:.0f} s)",
+        f"{statistics.median(api):.1f} / {p95(api):.1f}",
+        f"{statistics.median(raw):.1f} / {p95(raw):.1f}",
+        verdict("worst", p95(api), total),
+    )
+
+
 def officer_client():
     from django.contrib.auth import get_user_model
     from django.test import Client
@@ -225,6 +246,7 @@ def main() -> None:
                 verdict(name, p95(api), total),
             )
         )
+    rows.append(indexed_worst_case(client, version, start, end, total))
     print(f"\n{total:,} decisions over {DAYS} days; {REPS} searches each after {WARMUP} warm-up")
     print_table(rows)
 

@@ -135,6 +135,7 @@ class SearchSchema:
 
     types: dict[str, str]
     sensitive: frozenset[str]
+    model_id: int
 
 
 def search_schema(actor: Actor, model_name: str | None) -> SearchSchema | None:
@@ -147,17 +148,18 @@ def search_schema(actor: Actor, model_name: str | None) -> SearchSchema | None:
 
 def _schema_of(versions: QuerySet, model_name: str) -> SearchSchema | None:
     """A feature counts as sensitive if any version marks it so."""
-    schemas = [
-        version.parsed_schema
-        for version in versions.filter(registered_model__name=model_name)
+    found = list(
+        versions.filter(registered_model__name=model_name)
         .order_by("-created_at")
-        .only("schema")
-    ]
-    if not schemas:
+        .only("schema", "registered_model_id")
+    )
+    if not found:
         return None
+    schemas = [version.parsed_schema for version in found]
     return SearchSchema(
         types={f.name: f.type for f in schemas[0].features},
         sensitive=frozenset().union(*(schema.sensitive_names for schema in schemas)),
+        model_id=found[0].registered_model_id,
     )
 
 
@@ -250,7 +252,9 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         raise InvalidInput(
             "Some feature filters are invalid.", code="invalid_parameters", details=problems
         )
-    return queryset
+    # The model by id as well as by name: feature indexes are partial on the id
+    # (decisions/feature_indexes.py), and PostgreSQL uses one only when it sees it.
+    return queryset.filter(registered_model_id=schema.model_id)
 
 
 # Keyset pagination: stable under concurrent inserts, and as fast on the last

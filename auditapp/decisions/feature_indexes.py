@@ -1,0 +1,146 @@
+"""Opt-in indexes on one model's input features, for searches by a value few decisions have.
+
+`inputs` is one JSON column, so a search by a feature value reads every decision
+of the period unless an index covers that feature: a value no one has took
+0.7 s at a million decisions. An index costs every insert of its model, so they
+are made on request (`manage.py index_feature`), one per (model, feature), and
+partial on the model so that other models' inserts do not pay. The search names
+the model by id (`registered_model_id = N`) so that PostgreSQL can use them.
+
+PostgreSQL only: the embedded SQLite default is for one host and small volumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from django.db import connection
+from psycopg import sql
+
+from auditapp.accounts.audit import record_event
+from auditapp.accounts.roles import Actor
+from auditapp.errors import InvalidInput
+from auditapp.registry.models import RegisteredModel
+
+TABLE = "decisions_decision"
+PREFIX = "decisions_feature_"
+
+
+@dataclass(frozen=True)
+class FeatureIndex:
+    name: str
+    model: str
+    feature: str
+    size_bytes: int
+    valid: bool  # False while CREATE INDEX CONCURRENTLY runs, or after it failed
+
+
+def index_name(model_id: int, feature: str) -> str:
+    """Short and fixed in length: feature names may be longer than PostgreSQL's 63 bytes."""
+    digest = hashlib.sha256(feature.encode()).hexdigest()[:12]
+    return f"{PREFIX}{model_id}_{digest}"
+
+
+def _require_postgresql() -> None:
+    if connection.vendor != "postgresql":
+        raise InvalidInput(
+            "Feature indexes are for PostgreSQL (DATABASE_URL); the embedded SQLite "
+            "default searches without them.",
+            code="postgresql_only",
+        )
+
+
+def _feature_of(model_name: str, feature: str) -> RegisteredModel:
+    model = RegisteredModel.objects.filter(name=model_name).first()
+    if model is None:
+        raise InvalidInput(f"There is no model {model_name!r}.", code="unknown_model")
+    names = set()
+    for version in model.versions.only("schema"):
+        names |= set(version.parsed_schema.names)
+    if feature not in names:
+        raise InvalidInput(
+            f"{feature!r} is not a feature of {model_name!r}; its features are "
+            f"{', '.join(sorted(names)) or 'none yet'}.",
+            code="unknown_feature",
+        )
+    return model
+
+
+def create_feature_index(actor: Actor, model_name: str, feature: str) -> FeatureIndex:
+    """Build the index without locking out writers (CONCURRENTLY); audited."""
+    _require_postgresql()
+    model = _feature_of(model_name, feature)
+    name = index_name(model.pk, feature)
+    statement = sql.SQL(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
+        "((inputs -> {feature}), predicted_at) WHERE registered_model_id = {model}"
+    ).format(
+        name=sql.Identifier(name),
+        table=sql.Identifier(TABLE),
+        feature=sql.Literal(feature),
+        model=sql.Literal(model.pk),
+    )
+    _drop_if_invalid(name)  # a build interrupted earlier leaves an invalid index behind
+    with connection.cursor() as cursor:
+        cursor.execute(statement.as_string(cursor.connection))
+    record_event("search_index.created", actor=actor, model=model_name, feature=feature, index=name)
+    (index,) = [i for i in feature_indexes() if i.name == name]
+    return index
+
+
+def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:
+    _require_postgresql()
+    model = _feature_of(model_name, feature)
+    name = index_name(model.pk, feature)
+    if not any(i.name == name for i in feature_indexes()):
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
+            .format(sql.Identifier(name))
+            .as_string(cursor.connection)
+        )
+    record_event("search_index.dropped", actor=actor, model=model_name, feature=feature, index=name)
+    return True
+
+
+def _drop_if_invalid(name: str) -> None:
+    if any(i.name == name and not i.valid for i in feature_indexes()):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
+                .format(sql.Identifier(name))
+                .as_string(cursor.connection)
+            )
+
+
+def feature_indexes() -> list[FeatureIndex]:
+    """The feature indexes that exist, with the model and feature each covers."""
+    _require_postgresql()
+    wanted = {}
+    for model_id, model_name, schemas in _models_and_features():
+        for feature in schemas:
+            wanted[index_name(model_id, feature)] = (model_name, feature)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, pg_relation_size(c.oid), i.indisvalid "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = %s::regclass AND c.relname LIKE %s ORDER BY c.relname",
+            [TABLE, PREFIX + "%"],
+        )
+        rows = cursor.fetchall()
+    return [
+        FeatureIndex(name, *wanted.get(name, ("?", "?")), size_bytes=size, valid=valid)
+        for name, size, valid in rows
+    ]
+
+
+def _models_and_features() -> list[tuple[int, str, set[str]]]:
+    result = []
+    for model in RegisteredModel.objects.prefetch_related("versions"):
+        names: set[str] = set()
+        for version in model.versions.all():
+            names |= set(version.parsed_schema.names)
+        result.append((model.pk, model.name, names))
+    return result

@@ -1,0 +1,85 @@
+"""Opt-in feature indexes: built on request, used by the search, dropped on request."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+from django.http import QueryDict
+
+from auditapp.accounts import roles
+from auditapp.accounts.models import AuditEvent
+from auditapp.decisions.feature_indexes import feature_indexes, index_name
+from auditapp.decisions.models import Decision
+from auditapp.dossier.filters import filter_decisions
+from tests.conftest import embedded_default
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+postgresql_only = pytest.mark.skipif(embedded_default(), reason="feature indexes are PostgreSQL's")
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command("index_feature", *args, stdout=out)
+    return out.getvalue()
+
+
+def search(actor, **params) -> list[int]:
+    query = QueryDict(mutable=True)
+    query.update({"model": "credit", **params})
+    queryset = filter_decisions(Decision.objects.all(), query, actor)
+    return sorted(queryset.values_list("pk", flat=True)), queryset
+
+
+@postgresql_only
+def test_an_index_is_built_used_by_the_search_and_dropped(
+    model_version, ingest, compliance_officer
+):
+    ingest(*DecisionPayloadFactory.build_batch(40))
+    actor = roles.Actor(user=compliance_officer)
+    rich = sorted(d.pk for d in Decision.objects.all() if d.inputs["income"] >= 60_000)
+    before, _ = search(actor, **{"feature.income__gte": "60000"})
+    assert before == rich
+
+    output = run("credit", "income")
+    name = index_name(model_version.registered_model_id, "income")
+    assert f"{name}: " in output and output.rstrip().endswith("ready.")
+    (index,) = feature_indexes()
+    assert (index.model, index.feature, index.valid) == ("credit", "income", True)
+    assert "credit.income" in run()
+    event = AuditEvent.objects.get(action="search_index.created")
+    assert event.details["feature"] == "income" and event.details["index"] == name
+
+    after, queryset = search(actor, **{"feature.income__gte": "1e9"})
+    assert after == []
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # a table this small is read whole otherwise
+        plan = queryset.explain()
+        cursor.execute("RESET enable_seqscan")
+    assert name in plan, plan
+    assert search(actor, **{"feature.income__gte": "60000"})[0] == rich  # same answers
+
+    assert run("credit", "income", "--drop") == "Dropped the index on credit.income.\n"
+    assert feature_indexes() == []
+    assert AuditEvent.objects.filter(action="search_index.dropped").count() == 1
+    assert run("credit", "income", "--drop") == "There was no index on credit.income.\n"
+
+
+@postgresql_only
+def test_an_unknown_model_or_feature_is_named(model_version):
+    with pytest.raises(CommandError, match="There is no model 'fraud'"):
+        run("fraud", "income")
+    with pytest.raises(CommandError, match="'salary' is not a feature of 'credit'; its features"):
+        run("credit", "salary")
+    with pytest.raises(CommandError, match="Name the feature too"):
+        run("credit")
+    assert feature_indexes() == []
+
+
+@pytest.mark.skipif(not embedded_default(), reason="the embedded default's answer")
+def test_the_embedded_default_says_it_searches_without_them(model_version):
+    with pytest.raises(CommandError, match="Feature indexes are for PostgreSQL"):
+        run("credit", "income")
