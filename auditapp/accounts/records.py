@@ -50,6 +50,12 @@ class RecordKind:
     # Checks beyond each row's own document, as (object id, reason) problems: for
     # explanations, that each work row points to its newest result.
     consistency: Callable[[], list[tuple[int, str]]] | None = None
+    plural: str = ""  # for people, when not the label + "s": "feedback"
+
+    def count(self, n: int) -> str:
+        """ "1 review case", "3 review cases", "2 feedback"."""
+        word = self.label.lower() if n == 1 else (self.plural or self.label.lower() + "s")
+        return f"{n:,} {word}"
 
 
 _KINDS: dict[str, RecordKind] = {}
@@ -60,6 +66,11 @@ def register(kind: RecordKind) -> RecordKind:
         raise ValueError(f"record kind {kind.name!r} is registered twice")
     _KINDS[kind.name] = kind
     return kind
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    """Rows of each kind, as people read them: "1 feedback, 3 review cases"."""
+    return ", ".join(_KINDS[name].count(n) for name, n in counts.items() if n)
 
 
 def kinds() -> list[RecordKind]:

@@ -11,6 +11,7 @@ FEEDBACK = register(
     RecordKind(
         name="feedback",
         label="Feedback",
+        plural="feedback",
         model=Feedback,
         fields=(
             "decision_id",

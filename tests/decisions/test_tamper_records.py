@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import orjson
 import pytest
+from django.core.management import call_command
 from django.db import connection
+from django.template.loader import render_to_string
 from django.utils import timezone
 
 from auditapp.accounts import records, roles
@@ -370,3 +373,19 @@ def test_a_log_truncated_at_its_tail_is_named(recorded):
 
     bad = verify_chain().first_bad
     assert (bad["kind"], bad["id"], bad["reason"]) == ("decision", last, "it was deleted")
+
+
+def test_verification_names_each_kind_it_checked_as_people_read_it(recorded, capsys):
+    """The command and the page count the other kinds' rows in words, "1 feedback"."""
+    result = verify_chain()
+    assert result.records["feedback"] == 1 and result.records["outcome"] == 1
+    described = records.describe_counts(result.records)
+    assert "1 feedback" in described and "1 outcome" in described and "feedbacks" not in described
+
+    call_command("verify_chain", "--no-progress")
+    assert f"in the log beside them: {described}." in capsys.readouterr().out
+
+    job = SimpleNamespace(status="done", finished=True, result=result.as_dict())
+    html = " ".join(render_to_string("decisions/_verification.html", {"job": job}).split())
+    assert f"{result.decisions} decisions, {result.events} audit events, {described};" in html
+    assert "Not sealed yet" not in html  # the fixture sealed everything

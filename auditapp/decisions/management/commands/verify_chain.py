@@ -5,7 +5,7 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.decisions.sealing import exported_seal, latest_seal
 from auditapp.decisions.verification import verify_as
 from auditapp.errors import ServiceError
@@ -55,7 +55,7 @@ class Command(BaseCommand):
         finally:
             for bar in bars.values():
                 bar.close()
-        others = ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in result.records.items())
+        others = records.describe_counts(result.records)
         self.stdout.write(
             f"{result.decisions} decisions, {result.events} audit events, {result.seals} seals "
             f"checked ({result.unsealed_decisions} decisions, {result.unsealed_events} events and "
