@@ -55,7 +55,11 @@ PASSWORD = "correct-horse-battery"
 # starts a worker or a live server has one). A test that uses no database but checks
 # something the embedded default configures differently (settings derived from the
 # broker or database URL, a `manage.py` subprocess inheriting them) is marked
-# `embedded` and runs on both. Without the variable (`make test`), everything runs.
+# `embedded` and runs on both. A test that uses the database only as storage any backend
+# gives alike, and costs minutes (real models trained, explained and compared), is
+# marked `database_neutral` and left to the PostgreSQL run too; the fuzzers run on both,
+# with a quarter of the examples on the embedded default (second_database_run()).
+# Without the variable (`make test`), everything runs, in full.
 
 DATABASE_FIXTURES = frozenset(
     {
@@ -80,12 +84,21 @@ def embedded_default() -> bool:
     ) and django_settings.CELERY_BROKER_URL.startswith("filesystem://")
 
 
+def second_database_run() -> bool:
+    """CI's embedded run, beside the PostgreSQL run that runs everything."""
+    return os.environ.get("ATTEST_SKIP_DB_FREE") == "1" and embedded_default()
+
+
+def left_to_postgresql(item: pytest.Item) -> bool:
+    return uses_no_database(item) or item.get_closest_marker("database_neutral") is not None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.environ.get("ATTEST_SKIP_DB_FREE") != "1" or not embedded_default():
+    if not second_database_run():
         return
-    kept = [item for item in items if not uses_no_database(item)]
+    kept = [item for item in items if not left_to_postgresql(item)]
     if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if uses_no_database(item)])
+        config.hook.pytest_deselected(items=[item for item in items if left_to_postgresql(item)])
         items[:] = kept
 
 

@@ -30,6 +30,9 @@ from explain.models import Explanation
 from tests.datasets import GERMAN_CATEGORICAL, GERMAN_NUMERIC, german_credit, german_schema
 from tests.factories import upload_form
 
+# Explainer numbers on real models: the same on any database (tests/conftest.py).
+pytestmark = pytest.mark.database_neutral
+
 FEATURES = GERMAN_CATEGORICAL + GERMAN_NUMERIC
 URL = "/api/v1/models"
 

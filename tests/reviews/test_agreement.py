@@ -34,6 +34,9 @@ from explain.models import Explanation
 from tests.datasets import ADULT_CATEGORICAL, ADULT_NUMERIC, adult
 from tests.factories import DecisionPayloadFactory
 
+# Explainer numbers on real models: the same on any database (tests/conftest.py).
+pytestmark = pytest.mark.database_neutral
+
 DECISIONS = 200
 # Share of decisions whose agreement is judged (measured on 2,000 and 3,000: 0.4 % and 99 %).
 JUDGED = {"credit": (0.0, 0.05), "adult": (0.9, 1.0)}

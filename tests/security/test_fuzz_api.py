@@ -33,6 +33,7 @@ from auditapp.decisions.models import Decision
 from auditapp.reports import services as report_services
 from auditapp.reviews.services import flag_decision
 from auditapp.wsgi import application
+from tests.conftest import second_database_run
 from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, an_hour_ago
 
 ROLES = roles.ROLES
@@ -41,8 +42,9 @@ TRIED: Counter[str] = Counter()  # payloads sent, per fuzzer
 SERVER_ERRORS: Counter[str] = Counter()  # 5xx answers, per fuzzer (the tests fail on any)
 
 # Hypothesis examples per test; schemathesis examples per operation (times 1 + 5 roles).
-HYPOTHESIS_EXAMPLES = 250
-SCHEMATHESIS_EXAMPLES = 20
+# CI's second run, on the embedded default, tries a quarter of them (tests/conftest.py).
+HYPOTHESIS_EXAMPLES = 60 if second_database_run() else 250
+SCHEMATHESIS_EXAMPLES = 5 if second_database_run() else 20
 QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
 FUZZ_SETTINGS = settings(
     max_examples=HYPOTHESIS_EXAMPLES,
