@@ -661,6 +661,12 @@ def _exported(e: Event) -> list[Part]:
     ]
 
 
+@sentence("search_index.created", "search_index.dropped")
+def _search_index(e: Event) -> list[Part]:
+    done = "indexed" if e.facts.action.endswith("created") else "dropped the index on"
+    return [f"{e.who} {done} feature {e.d.get('feature', '?')} of model {e.facts.model or '?'}"]
+
+
 # Explanations, human oversight
 
 

@@ -408,6 +408,17 @@ def log(
         decision_id=decision.pk,
     )
 
+    # A feature index built and dropped (PostgreSQL's, built outside a transaction:
+    # recorded as create_feature_index and drop_feature_index record it).
+    for action in ("search_index.created", "search_index.dropped"):
+        record_event(
+            action,
+            actor=roles.system_actor(),
+            model="credit",
+            feature="income",
+            index=f"decisions_feature_{model_version.registered_model_id}_0123456789ab",
+        )
+
     # The log itself: sealed, a seal downloaded, the chain verified, the log read.
     seal_new_records()
     reader.get("/audit/seal.json")
@@ -518,6 +529,12 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         "compliance_officer read the access log (action decision.*)"
     ]
     assert said["audit_log.exported"] == ["compliance_officer downloaded the access log as CSV"]
+    assert said["search_index.created"] == [
+        "system (manage.py) indexed feature income of model credit"
+    ]
+    assert said["search_index.dropped"] == [
+        "system (manage.py) dropped the index on feature income of model credit"
+    ]
     start = log["snapshot"].window_start
     assert said["monitoring.requested"] == [
         f"ml_engineer asked for the day metrics of credit v1 from {start.day} {start:%b %Y} "

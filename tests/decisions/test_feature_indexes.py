@@ -10,6 +10,7 @@ from django.db import connection
 from django.http import QueryDict
 
 from auditapp.accounts import roles
+from auditapp.accounts.event_sentences import describe
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.feature_indexes import feature_indexes, index_name
 from auditapp.decisions.models import Decision
@@ -52,6 +53,7 @@ def test_an_index_is_built_used_by_the_search_and_dropped(
     assert "credit.income" in run()
     event = AuditEvent.objects.get(action="search_index.created")
     assert event.details["feature"] == "income" and event.details["index"] == name
+    assert describe(event).text() == "system (manage.py) indexed feature income of model credit"
 
     after, queryset = search(actor, **{"feature.income__gte": "1e9"})
     assert after == []
