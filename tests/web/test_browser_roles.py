@@ -142,6 +142,13 @@ def test_each_role_does_its_main_job_on_the_demo(live_server, chromium, demo):  
     assert {"decisions.searched", "decision.viewed"} <= actions
     events = page.locator("#events tbody tr")
     expect(events.first).to_be_visible()
+    log = page.locator("#events")
+    expect(log).to_contain_text(
+        f"compliance searched decisions of model credit (prediction = {adverse}"
+    )
+    expect(log).to_contain_text(f"compliance viewed decision {decision_id}")
+    expect(log).to_contain_text("compliance verified the chain: it held")
+    expect(log).to_contain_text("compliance downloaded compliance report")
     assert events.count() == min(AuditEvent.objects.filter(actor_name="compliance").count(), 50)
     page.screenshot(path=SHOTS / "roles-auditor-log.png", full_page=True)
 
