@@ -8,17 +8,21 @@ same decision and seed give the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lime
 import numpy as np
 import pandas as pd
+from lime.discretize import QuartileDiscretizer
 from lime.lime_tabular import LimeTabularExplainer
 
 from explain.engine import ExplanationResult, ModelContext
 from explain.features import CategoryCodes
 from explain.ranking import rank_features
+from explain.schema import Feature, Schema
 
 NUM_SAMPLES = 5000
 LIME_VERSION = getattr(lime, "__version__", "0.2.0.1")
@@ -113,3 +117,113 @@ def explain_rows(
     explainer = options.get("explainer") or LimeExplainer(context, options)
     encoded = explainer.codes.encode(frame)
     return [explainer.explain_one(row, seed) for row, seed in zip(encoded, seeds, strict=True)]
+
+
+# --- LIME's rules, derived when shown ------------------------------------------------
+#
+# LimeTabularExplainer (discretize_continuous=True) reads each numeric feature as the
+# quartile bin of the background that the value falls in ("income <= 30000.00"); a
+# stored result keeps one weight per feature, not that rule (the result is sealed, and
+# stays as it is). The rule is a function of the background and the value alone, so it
+# is derived again when a result is shown, from the discretizer the explainer builds.
+
+
+def lime_categorical_names(schema: Schema) -> dict[int, list[str]]:
+    """The category names LimeExplainer gives LIME: categorical and boolean features."""
+    return {
+        i: [str(c) for c in f.categories] if f.type == "categorical" else ["false", "true"]
+        for i, f in enumerate(schema.features)
+        if f.type in ("categorical", "boolean")
+    }
+
+
+def quartile_discretizer(schema: Schema, background: pd.DataFrame) -> QuartileDiscretizer:
+    """The discretizer LimeExplainer's LimeTabularExplainer builds: the same encoded
+    background, categorical features and names (tests/explain/test_lime_rules.py)."""
+    return QuartileDiscretizer(
+        CategoryCodes(schema).encode(background),
+        sorted(lime_categorical_names(schema)),
+        schema.names,
+        labels=None,
+        random_state=0,
+    )
+
+
+@dataclass(frozen=True)
+class LimeRule:
+    """The condition LIME's weight for one feature stands for, on one decision's value.
+
+    Numeric features: lower < value <= upper (None: unbounded on that side), the bounds
+    being quartiles of the background. Categorical and boolean features: value == category.
+    """
+
+    feature: Feature
+    lower: float | None = None
+    upper: float | None = None
+    category: Any = None
+
+    @property
+    def text(self) -> str:
+        """ "Annual income (EUR) ≤ 30,000", "2 < Previous defaults ≤ 5", "Housing = rent":
+        the feature's label, numbers in the schema's format (units, decimals, separators).
+
+        A whole-number feature's bounds are whole numbers: x ≤ 39.5 and x > 39.5 hold for
+        the same integers as x ≤ 39 and x > 39, so a quartile is shown rounded down.
+        """
+        feature = self.feature
+        if feature.type in ("categorical", "boolean"):
+            return f"{feature.label} = {feature.format_value(self.category)}"
+        low, high = (self._bound(b) for b in (self.lower, self.upper))
+        if self.lower is None:
+            return f"{feature.label} \u2264 {high}"
+        if self.upper is None:
+            return f"{feature.label} > {low}"
+        return f"{low} < {feature.label} \u2264 {high}"
+
+    def _bound(self, bound: float | None) -> str:
+        if bound is None:
+            return ""
+        if self.feature.type == "integer":
+            return self.feature.format_value(math.floor(bound))
+        return self.feature.format_value(bound)
+
+
+class LimeRules:
+    """The rules of one model version's LIME explanations (its schema and background)."""
+
+    def __init__(self, schema: Schema, background: pd.DataFrame):
+        self.schema = schema
+        self.discretizer = quartile_discretizer(schema, background)
+
+    def rule(self, name: str, value: Any) -> LimeRule | None:
+        """The rule for a feature's value; None when it has none (a missing value)."""
+        index = self.schema.names.index(name)
+        feature = self.schema.features[index]
+        if value is None:
+            return None
+        if feature.type in ("categorical", "boolean"):
+            return LimeRule(feature, category=value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        number = float(value)
+        mins, maxs = self.discretizer.mins[index], self.discretizer.maxs[index]
+        if not math.isfinite(number) or not all(map(math.isfinite, [*mins, *maxs])):
+            return None
+        # LIME's own bin of the value (numpy's searchsorted over the quartiles); the
+        # bin's bounds are the quartiles either side, the outer bins open-ended.
+        bin_index = int(self.discretizer.lambdas[index](number))
+        last = len(maxs) - 1
+        return LimeRule(
+            feature,
+            lower=float(mins[bin_index]) if bin_index > 0 else None,
+            upper=float(maxs[bin_index]) if bin_index < last else None,
+        )
+
+    def rules(self, inputs: Mapping[str, Any]) -> dict[str, LimeRule]:
+        """Every feature's rule for a decision's inputs (features without one left out)."""
+        found = {}
+        for name in self.schema.names:
+            rule = self.rule(name, inputs.get(name))
+            if rule is not None:
+                found[name] = rule
+        return found

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from auditapp import charts
+from auditapp.registry.artifacts import sha256_hex
 from auditapp.registry.models import LIME_GOOD_FIT, LIME_POOR_FIT
+from auditapp.registry.services import parse_background
+from explain.lime_backend import LimeRules
+
+logger = logging.getLogger(__name__)
 
 
 def explanation_json(explanation, masked: Collection[str] = ()) -> dict:
@@ -141,10 +149,17 @@ def waterfall_chart(explanation, schema, inputs: Mapping[str, Any], masked: Coll
     )
 
 
-def lime_chart(explanation, schema, inputs: Mapping[str, Any], masked: Collection[str] = ()):
-    """LIME's weights, bars labelled "feature = value". LIME's rule text ("income <= 30000")
-    is not kept by the worker (only one weight per feature is stored), so it is not shown."""
-    labels = value_labels(schema, inputs, masked)
+def lime_chart(
+    explanation,
+    schema,
+    inputs: Mapping[str, Any],
+    masked: Collection[str] = (),
+    rules: Mapping[str, str] | None = None,
+):
+    """LIME's weights, each bar labelled with its rule ("Annual income (EUR) ≤ 30,000",
+    see lime_rule_texts); a feature without one keeps "feature = value". Masked features
+    have no bar: a weight, and its rule even more, tells the value."""
+    labels = {**value_labels(schema, inputs, masked), **(rules or {})}
     shown = {k: v for k, v in explanation.attributions.items() if k not in masked}
     items = sorted(shown.items(), key=lambda kv: -abs(kv[1]))
     return charts.bar_chart(
@@ -152,3 +167,60 @@ def lime_chart(explanation, schema, inputs: Mapping[str, Any], masked: Collectio
         title="LIME: local weights (change in probability)",
         value_label="weight",
     )
+
+
+# The rules of the versions shown lately, by (background, schema) sha256: building one
+# reads and parses the version's background.
+RULES_CACHE_SIZE = 8
+_rules: OrderedDict[tuple[str, str], LimeRules] = OrderedDict()
+_rules_lock = threading.Lock()  # a web process may serve pages from several threads
+
+
+def lime_rule_texts(
+    explanation, model_version, inputs: Mapping[str, Any], masked: Collection[str] = ()
+) -> dict[str, str]:
+    """Each feature's LIME rule on the decision's inputs, as its bar is labelled; none
+    for a masked feature (a rule narrows its value down to a quartile).
+
+    A result keeps one weight per feature, not LIME's rule; the rule depends only on
+    the background's quartiles and the value, so it is derived here with the
+    discretizer the explainer builds (explain.lime_backend.LimeRules). Only for a
+    result computed by quartiles over this very background (its configuration says
+    so); otherwise, or if the background cannot be read, {}: the bars keep their
+    "feature = value" labels.
+    """
+    config = explanation.config or {}
+    if not (
+        config.get("discretize_continuous") is True
+        and config.get("discretizer") == "quartile"
+        and model_version.background
+        and config.get("background_sha256") == model_version.background_sha256
+    ):
+        return {}
+    rules = _version_rules(model_version)
+    if rules is None:
+        return {}
+    return {name: rule.text for name, rule in rules.rules(inputs).items() if name not in masked}
+
+
+def _version_rules(model_version) -> LimeRules | None:
+    key = (model_version.background_sha256, model_version.schema_sha256)
+    with _rules_lock:
+        if key in _rules:
+            _rules.move_to_end(key)
+            return _rules[key]
+    schema = model_version.parsed_schema
+    try:
+        with model_version.background.open("rb") as handle:
+            data = handle.read()
+        if sha256_hex(data) != model_version.background_sha256:
+            raise ValueError("the background sample changed after registration")
+        rules = LimeRules(schema, schema.frame(parse_background(data, schema)))
+    except Exception:  # a page keeps its plain labels; the log says why
+        logger.exception("LIME rules of model version %s not derived", model_version.pk)
+        return None
+    with _rules_lock:
+        _rules[key] = rules
+        while len(_rules) > RULES_CACHE_SIZE:
+            _rules.popitem(last=False)
+    return rules

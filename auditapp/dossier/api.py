@@ -26,7 +26,7 @@ SEARCH_PARAMETERS = [
         ("version", "model version"),
         ("from", "ISO-8601, predicted at or after"),
         ("to", "ISO-8601, predicted before"),
-        ("prediction", "predicted class"),
+        ("prediction", "predicted class (digits also find an integer class)"),
         ("score_min", "lowest score"),
         ("score_max", "highest score"),
         ("subject_ref", "pseudonymous subject reference"),

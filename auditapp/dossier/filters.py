@@ -33,7 +33,7 @@ class DecisionFilter(django_filters.FilterSet):
     model = django_filters.CharFilter(field_name="registered_model__name")
     version = django_filters.CharFilter(field_name="model_version__version")
     to = MomentFilter(field_name="predicted_at", lookup_expr="lt")
-    prediction = django_filters.CharFilter(field_name="prediction")
+    prediction = django_filters.CharFilter(method="filter_prediction")
     score_min = FloatFilter(field_name="score", lookup_expr="gte")
     score_max = FloatFilter(field_name="score", lookup_expr="lte")
     subject_ref = django_filters.CharFilter(field_name="subject_ref")
@@ -52,6 +52,14 @@ class DecisionFilter(django_filters.FilterSet):
     class Meta:
         model = Decision
         fields: list[str] = []
+
+    def filter_prediction(self, queryset, name, value):
+        """The predicted class, as text: "1" finds the class 1 of a model whose classes
+        are integers (a query string has no types) as well as a class "1"."""
+        matches = Q(prediction=value)
+        if re.fullmatch(r"-?[1-9][0-9]{0,17}|0", value):  # as an integer is written
+            matches |= Q(prediction=int(value))
+        return queryset.filter(matches)
 
     def filter_review(self, queryset, name, value):
         """open: a case awaits review; resolved: reviewed, nothing open."""
@@ -108,14 +116,14 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
     reason = params.get("top_reason")
-    if reason and not actor.can(VIEW_SENSITIVE) and reason in _sensitive_anywhere(actor):
+    if reason and not actor.can(VIEW_SENSITIVE) and reason in sensitive_anywhere(actor):
         raise PermissionDenied(
             f"Your role may not see {reason}, so it may not search by it ({VIEW_SENSITIVE})."
         )
     return filter_features(filterset.qs, params, actor)
 
 
-def _sensitive_anywhere(actor: Actor) -> frozenset[str]:
+def sensitive_anywhere(actor: Actor) -> frozenset[str]:
     """Features that some version of a model the actor sees marks sensitive."""
     versions = ModelVersion.objects.filter(
         registered_model__in=RegisteredModel.objects.visible_to(actor)

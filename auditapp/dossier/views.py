@@ -19,16 +19,16 @@ from auditapp.dossier.filters import (
     split_sensitive_filters,
 )
 from auditapp.dossier.presenters import decision_reasons, reason_labels
+from auditapp.dossier.search_form import search_form
 from auditapp.errors import InvalidInput
-from auditapp.filtering import parse_limit
+from auditapp.filtering import parse_limit, refuse_control_characters
 from auditapp.hashing import canonical_json
 from auditapp.pages import csv_response, is_htmx, page, query_string
-from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.replicas import replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
 from explain.models import Explanation
-from explain.presenters import lime_chart, quality_notes, waterfall_chart
+from explain.presenters import lime_chart, lime_rule_texts, quality_notes, waterfall_chart
 from explain.services import request_explanations
 
 EXPORT_LIMIT = 100_000
@@ -37,41 +37,6 @@ EXPORT_LIMIT = 100_000
 def _search(request, actor):
     actor.require(roles.READ_DECISIONS)
     return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET, actor)
-
-
-def _search_form(actor, params) -> dict:
-    """The choices of the search form: visible models, and the chosen model's schema."""
-    models = list(RegisteredModel.objects.visible_to(actor).values_list("name", flat=True))
-    model = params.get("model") if params.get("model") in models else None
-    schema = None
-    if model:
-        version = (
-            ModelVersion.objects.filter(registered_model__name=model)
-            .order_by("-created_at")
-            .first()
-        )
-        schema = version.parsed_schema if version else None
-    # No filter on a feature the actor may not see: filter_features would refuse it.
-    hidden = search_schema(actor, model).sensitive if model else frozenset()
-    if actor.can(roles.VIEW_SENSITIVE):
-        hidden = frozenset()
-    shown = [f for f in (schema.features if schema else ()) if f.name not in hidden]
-    feature_filters = [
-        {
-            "feature": f,
-            "value": params.get(f"feature.{f.name}", ""),
-            "gte": params.get(f"feature.{f.name}__gte", ""),
-            "lte": params.get(f"feature.{f.name}__lte", ""),
-        }
-        for f in shown
-    ]
-    return {
-        "models": models,
-        "model": model,
-        "schema": schema,
-        "feature_filters": feature_filters,
-        "features_open": any(k.startswith("feature.") for k in params),
-    }
 
 
 @login_required
@@ -101,10 +66,32 @@ def search(request):
             ("-score", "highest score"),
             ("score", "lowest score"),
         ],
-        **_search_form(actor, request.GET),
+        **search_form(actor, request.GET),
     }
     template = "decisions/_results.html" if is_htmx(request) else "decisions/search.html"
     return render(request, template, context)
+
+
+@login_required
+@page
+@replica_view
+def search_filters(request):
+    """The search form's model-dependent filters alone (templates/decisions/_filters.html).
+
+    The model select asks for them when it changes (htmx), with the form's values: those
+    the new model offers stay selected, the others are dropped, and the form then
+    searches again (the `filters-changed` event) with what is left. A model the actor
+    may not see gets what a model that does not exist gets.
+    """
+    actor = roles.actor_for(request)
+    actor.require(roles.READ_DECISIONS)
+    refuse_control_characters(request.GET)
+    response = render(
+        request, "decisions/_filters.html", search_form(actor, request.GET, fitting=True)
+    )
+    if is_htmx(request):
+        response["HX-Trigger-After-Settle"] = "filters-changed"
+    return response
 
 
 @login_required
@@ -166,7 +153,7 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
         "lime": lime,
         "masked_features": masked,
         "waterfall": waterfall_chart(shap, schema, decision.inputs, masked) if shap_done else None,
-        "lime_chart": lime_chart(lime, schema, decision.inputs, masked) if lime_done else None,
+        "lime_chart": _lime_chart(decision, lime, masked) if lime_done else None,
         "reasons": decision_reasons(decision, list(by_method.values()), masked),
         "positive_class": schema.target.positive_class,
         "adverse_name": schema.target.adverse_name,
@@ -177,6 +164,13 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
         ),
         "can_explain": actor.can(roles.REQUEST_EXPLANATIONS),
     }
+
+
+def _lime_chart(decision: Decision, lime, masked):
+    """LIME's bars, each labelled with its rule ("Annual income (EUR) ≤ 30,000")."""
+    rules = lime_rule_texts(lime, decision.model_version, decision.inputs, masked)
+    schema = decision.model_version.parsed_schema
+    return lime_chart(lime, schema, decision.inputs, masked, rules=rules)
 
 
 @login_required

@@ -21,6 +21,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("decisions/", dossier_views.search, name="decision-search"),
     path("decisions/export.csv", dossier_views.export_csv, name="decision-export"),
+    path("decisions/filters", dossier_views.search_filters, name="decision-search-filters"),
     path("decisions/<int:decision_id>/", dossier_views.detail, name="decision-detail"),
     path(
         "decisions/<int:decision_id>/explanations",
