@@ -125,14 +125,17 @@ def enough_evidence(metric: str, document: SnapshotDocument, decisions: int) -> 
     return min(positives, performance.outcomes - positives) >= least
 
 
-def rules_for(model_version: ModelVersion, window: str):
+def applicable_rules(model_version: ModelVersion):
+    """Every rule that applies to the version: its own, its model's, everyone's."""
     return AlertRule.objects.filter(
         Q(model_version=model_version)
         | Q(model_version=None, registered_model=model_version.registered_model_id)
-        | Q(model_version=None, registered_model=None),
-        enabled=True,
-        window=window,
+        | Q(model_version=None, registered_model=None)
     )
+
+
+def rules_for(model_version: ModelVersion, window: str):
+    return applicable_rules(model_version).filter(enabled=True, window=window)
 
 
 def _is_latest(snapshot: MetricSnapshot) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
@@ -12,6 +14,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.errors import InvalidInput
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
+from auditapp.monitoring.coverage import coverage, first_decision_at
 from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
@@ -25,9 +28,13 @@ WINDOW_NAMES = [w for w, _ in WINDOWS]
 STATE_NAMES = [s for s, _ in Alert.STATES]
 
 
-def snapshot_json(snapshot: MetricSnapshot) -> dict:
-    """A snapshot as API.md shows it; a pending one's sections are empty."""
+def snapshot_json(snapshot: MetricSnapshot, first_decision: datetime | None = None) -> dict:
+    """A snapshot as API.md shows it; a pending one's sections are empty. `coverage` is the
+    part of the window its figures cover (`partial` when the version's first decision came
+    after the window began, `first_decision` here, or it was computed before it ended);
+    null until computed."""
     document = SnapshotDocument.from_document(snapshot.data).as_document()
+    covered = coverage(snapshot, first_decision)
     return {
         "id": snapshot.pk,
         "window": snapshot.window,
@@ -37,6 +44,7 @@ def snapshot_json(snapshot: MetricSnapshot) -> dict:
         "error": snapshot.error or None,
         "computed_at": snapshot.computed_at.isoformat() if snapshot.computed_at else None,
         "decisions": snapshot.decisions,
+        "coverage": covered.as_json() if covered else None,
         "reference": document["reference"],
         "drift": document["drift"],
         "score_drift": document["score_drift"],
@@ -77,7 +85,8 @@ class MonitoringView(APIView):
             end = parse_moment(request.query_params["to"], "to")
             snapshots = snapshots.filter(window_start__lt=end)
         snapshots = snapshots.order_by("window_start", "window_end")[:MAX_SNAPSHOTS]
-        return Response({"results": [snapshot_json(s) for s in snapshots]})
+        first = first_decision_at(model_version)
+        return Response({"results": [snapshot_json(s, first) for s in snapshots]})
 
     @extend_schema(
         operation_id="monitoring_compute",
@@ -97,6 +106,10 @@ class MonitoringView(APIView):
                 "window_start": snapshot.window_start.isoformat(),
                 "window_end": snapshot.window_end.isoformat(),
                 "status_url": url,
+                "page_url": reverse(
+                    "monitoring-snapshot",
+                    kwargs={"name": name, "version": version, "snapshot_id": snapshot.pk},
+                ),
             },
             status=202,
         )

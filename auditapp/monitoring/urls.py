@@ -21,4 +21,14 @@ urlpatterns = [
         views.compute,
         name="monitoring-compute",
     ),
+    path(
+        "models/<slug:name>/versions/<str:version>/monitoring/settings",
+        views.configure,
+        name="monitoring-configure",
+    ),
+    path(
+        "models/<slug:name>/versions/<str:version>/monitoring/computations/<int:snapshot_id>/",
+        views.snapshot_detail,
+        name="monitoring-snapshot",
+    ),
 ]
