@@ -5,6 +5,13 @@ ratio and short employment; it falls with income, age (mildly) and a
 guarantor; some purposes are riskier than others. Sex is recorded as a
 protected attribute and has no effect on the true risk, so any disparity a
 model shows is learned, not real. No Django here.
+
+The outcome is drawn from the same features the applicants are made of, with
+effects strong enough to tell good risks from bad ones: about 27 % of loans go
+bad, and the demo's model reaches a ROC AUC of 0.84 on held-out applicants. Its
+own decision rule, predict(), declines an applicant whose probability of going
+bad is 0.5 or more: about one in five before the downturn, more after it (see
+`economic_shock`).
 """
 
 from __future__ import annotations
@@ -15,13 +22,13 @@ import pandas as pd
 PURPOSES = ["car", "education", "business", "home_improvement", "debt_consolidation"]
 PURPOSE_RISK = {
     "car": 0.0,
-    "education": 0.25,
-    "business": 0.6,
-    "home_improvement": -0.2,
-    "debt_consolidation": 0.45,
+    "education": 0.4,
+    "business": 0.95,
+    "home_improvement": -0.3,
+    "debt_consolidation": 0.7,
 }
 HOUSING = ["rent", "own", "mortgage"]
-HOUSING_RISK = {"rent": 0.3, "own": -0.3, "mortgage": 0.0}
+HOUSING_RISK = {"rent": 0.5, "own": -0.5, "mortgage": 0.0}
 
 SCHEMA = {
     "features": [
@@ -120,14 +127,14 @@ def applicants(n: int, seed: int = 0) -> pd.DataFrame:
     prior_defaults = rng.poisson(0.3, n).clip(0, 10)
     has_guarantor = rng.random(n) < 0.15
     logit = (
-        -2.3
-        + 2.2 * (debt_ratio - 0.36)
-        + 0.9 * prior_defaults
-        + 1.6 * (loan_amount / income - 0.3)
-        - 0.9 * (np.log(income) - 10.5)
-        - 0.06 * np.minimum(employment, 15)
+        -1.5
+        + 3.5 * (debt_ratio - 0.36)
+        + 1.45 * prior_defaults
+        + 2.6 * (loan_amount / income - 0.3)
+        - 1.45 * (np.log(income) - 10.5)
+        - 0.1 * np.minimum(employment, 15)
         - 0.012 * (age - 41)
-        - 0.8 * has_guarantor
+        - 1.3 * has_guarantor
         + np.vectorize(PURPOSE_RISK.get)(purpose)
         + np.vectorize(HOUSING_RISK.get)(housing)
     )
@@ -184,12 +191,33 @@ def train_model(frame: pd.DataFrame, seed: int = 0):
     return model.fit(features, frame["outcome"])
 
 
+def holdout_metrics(model, frame: pd.DataFrame) -> dict[str, float]:
+    """The model card's figures on applicants it was not trained on: ROC AUC, the
+    share its decision rule declines, and the share of loans that went bad."""
+    from sklearn.metrics import roc_auc_score
+
+    features = frame[FEATURES]
+    bad = (frame["outcome"] == "bad").to_numpy()
+    scores = model.predict_proba(features)[:, list(model.classes_).index("bad")]
+    return {
+        "roc_auc": round(float(roc_auc_score(bad, scores)), 3),
+        "decline_rate": round(float(np.mean(model.predict(features) == "bad")), 3),
+        "bad_rate": round(float(bad.mean()), 3),
+    }
+
+
 def decision_payloads(model, frame: pd.DataFrame, *, model_name: str, version: str, start, spacing):
-    """Decisions as a production system would send them, one per applicant."""
+    """Decisions as a production system would send them, one per applicant.
+
+    The prediction is the model's own decision rule (predict(): "bad", declined,
+    when the score is 0.5 or more), the one Attest applies to the background sample.
+    """
     features = frame[FEATURES]
     positive = list(model.classes_).index("bad")
     scores = model.predict_proba(features)[:, positive]
-    for i, (row, score) in enumerate(zip(features.to_dict(orient="records"), scores, strict=True)):
+    predictions = model.predict(features)
+    rows = features.to_dict(orient="records")
+    for i, (row, score, prediction) in enumerate(zip(rows, scores, predictions, strict=True)):
         inputs = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         yield {
             "model": model_name,
@@ -197,7 +225,7 @@ def decision_payloads(model, frame: pd.DataFrame, *, model_name: str, version: s
             "request_id": f"loan-{i + 1:06d}",
             "subject_ref": f"c-{(i * 7919) % 1_000_003:06x}",
             "inputs": inputs,
-            "prediction": "bad" if score >= 0.5 else "good",
+            "prediction": str(prediction),
             "score": round(float(score), 6),
             "predicted_at": (start + spacing * i).isoformat(),
             "metadata": {"channel": ["branch", "online", "broker"][i % 3]},
