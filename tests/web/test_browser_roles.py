@@ -8,7 +8,7 @@ what it is there for, and the facts on the pages are checked against the databas
   verifies the chain and exports the compliance report;
 - the domain expert disagrees with a decision and leaves feedback, and finds it queued;
 - the auditor reads in the audit log what the compliance officer did;
-- the ML engineer sees drift and fairness for the protected attribute;
+- the ML engineer sees fairness for the protected attribute as the latest window has it;
 - the administrator sees what needs attention today, and the warning that the model
   uses a protected attribute as an input.
 
@@ -31,6 +31,8 @@ from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.demo.management.commands.load_demo import demo_password
+from auditapp.monitoring.documents import SnapshotDocument
+from auditapp.monitoring.models import MetricSnapshot
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import ReviewCase
 from explain.models import Explanation
@@ -151,6 +153,26 @@ def test_each_role_does_its_main_job_on_the_demo(live_server, chromium, demo):  
     expect(log).to_contain_text("compliance downloaded compliance report")
     assert events.count() == min(AuditEvent.objects.filter(actor_name="compliance").count(), 50)
     page.screenshot(path=SHOTS / "roles-auditor-log.png", full_page=True)
+
+    # The ML engineer: drift, and fairness for the protected attribute, as computed.
+    wait_until(
+        lambda: not MetricSnapshot.objects.exclude(status=MetricSnapshot.DONE).exists(),
+        "the demo's daily monitoring windows",
+        timeout=300,
+    )
+    latest = (
+        MetricSnapshot.objects.filter(model_version=version, window="day")
+        .order_by("-window_start")
+        .first()
+    )
+    document = SnapshotDocument.from_document(latest.data)
+    page = chromium.new_page(viewport=VIEWPORT)
+    log_in(page, base, "mlengineer")
+    page.goto(f"{base}/models/credit/versions/{version.version}/monitoring/")
+    sex = page.locator("#fairness tbody tr", has_text="sex")
+    impact = document.fairness["sex"].disparate_impact_ratio
+    expect(sex.locator("td").nth(3)).to_contain_text(f"{impact:.3f}")
+    page.screenshot(path=SHOTS / "roles-mlengineer-monitoring.png", full_page=True)
 
     # The administrator: what needs attention today, and the protected input warned of.
     page = chromium.new_page(viewport=VIEWPORT)
