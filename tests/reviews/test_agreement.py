@@ -38,8 +38,9 @@ from tests.factories import DecisionPayloadFactory
 pytestmark = pytest.mark.database_neutral
 
 DECISIONS = 200
-# Share of decisions whose agreement is judged (measured on 2,000 and 3,000: 0.4 % and 99 %).
-JUDGED = {"credit": (0.0, 0.05), "adult": (0.9, 1.0)}
+# Share of decisions whose agreement is judged (measured on 2,000 and 3,000: 16.5 % and 99 %;
+# the demo's model before it declined like a lender: 0.4 %).
+JUDGED = {"credit": (0.05, 0.30), "adult": (0.9, 1.0)}
 SMALL_SHARE = 0.02  # the rule may open cases on at most this share of decisions
 
 ADULT_FEATURES = ADULT_CATEGORICAL + ADULT_NUMERIC
@@ -216,7 +217,7 @@ def test_the_agreement_rule_opens_cases_on_a_small_share_of_real_decisions(expla
             assert decision_id not in cases
             assert agreement["why"].startswith("not judged: LIME's local fit is too poor")
             assert agreement["why"].endswith(f" < {settings['min_fidelity']:.2f})")
-    # LIME's surrogate is rarely evidence for the demo's GBM, and nearly always for Adult's.
+    # LIME's surrogate is evidence for about one demo decision in six, nearly always for Adult's.
     low, high = JUDGED[version.registered_model.name]
     assert low <= sum(q["agreement_with_shap"]["judged"] for q in lime.values()) / DECISIONS <= high
     for decision_id, reason in cases.items():
