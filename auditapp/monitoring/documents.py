@@ -8,6 +8,7 @@ contract). A document written before a key existed still loads: the key's defaul
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Self
 
@@ -228,6 +229,26 @@ class Fairness(Document):
     equalized_odds_difference: float | None = None
     selected_class: Any = None
     group_edges: list[float] | None = field(default=None, metadata=OPTIONAL)
+
+    def __post_init__(self) -> None:
+        # Stored as jsonb, whose keys come back by length ("< 33", "≥ 49", "33-41"):
+        # groups are read in their own order again.
+        for name in ("selection_rate", "counts"):
+            groups = getattr(self, name)
+            object.__setattr__(self, name, {g: groups[g] for g in sorted(groups, key=group_order)})
+
+
+def group_order(label: str) -> tuple[int, float, str]:
+    """Numeric groups by their bounds ('< 33', '33-41', '41-49', '≥ 49', with en dashes in
+    metrics.numeric_groups), then categories alphabetically, then 'missing'."""
+    if label == "missing":
+        return (2, 0.0, label)
+    bound = label[2:] if label.startswith(("< ", "≥ ")) else label.split("\u2013")[0]
+    try:
+        value = float(bound)
+    except ValueError:
+        return (1, 0.0, label)
+    return (0, -math.inf if label.startswith("< ") else value, label)
 
 
 # --- the whole document -----------------------------------------------------------------

@@ -43,6 +43,7 @@ from sklearn.calibration import calibration_curve
 from auditapp.decisions import explanation_hooks
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring import thresholds
+from auditapp.monitoring.documents import group_order
 from auditapp.monitoring.models import MonitoringSettings
 from auditapp.replicas import on_primary
 from auditapp.snapshots import write_now
@@ -600,6 +601,10 @@ def fairness(
     return result
 
 
+def _in_group_order(by_group: dict[str, Any]) -> dict[str, Any]:
+    return {group: by_group[group] for group in sorted(by_group, key=group_order)}
+
+
 def _fairness_entry(selected, truth, known, groups) -> dict:
     """fairlearn's figures, fed one row per distinct (group, labels) with its count as the
     sample weight: the same numbers as on every decision, without fairlearn's per-row cost."""
@@ -617,8 +622,10 @@ def _fairness_entry(selected, truth, known, groups) -> dict:
         options = {"sensitive_features": rows["group"], "sample_weight": weight}
         ratio = demographic_parity_ratio(*common, **options)
         entry: dict[str, Any] = {
-            "selection_rate": {str(k): v for k, v in frame.by_group.items()},
-            "counts": {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()},
+            "selection_rate": _in_group_order({str(k): v for k, v in frame.by_group.items()}),
+            "counts": _in_group_order(
+                {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()}
+            ),
             "demographic_parity_difference": demographic_parity_difference(*common, **options),
             "disparate_impact_ratio": ratio,
             "four_fifths_ok": bool(ratio >= thresholds.FOUR_FIFTHS)

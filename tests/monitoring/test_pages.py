@@ -16,6 +16,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.monitoring import snapshots, tasks
+from auditapp.monitoring.documents import Fairness
 from auditapp.monitoring.models import Alert, AlertRule, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
 from tests.conftest import EVERYONE
@@ -557,3 +558,15 @@ def test_only_those_allowed_see_the_form_and_change_settings(model_version, user
     assert config.favourable_class is None
     assert AlertRule.objects.get(pk=di.pk).threshold == 0.8
     assert not changed.exists()
+
+
+def test_fairness_groups_read_in_their_own_order_whatever_order_jsonb_keeps():
+    """jsonb returns keys by length ('< 33', '≥ 49', '33-41', '41-49'); read back in order."""
+    stored = {"< 33": 1.0, "≥ 49": 0.9, "33\u201341": 0.2, "41\u201349": 0.3, "missing": 0.5}
+    fairness = Fairness.from_document(
+        {"selection_rate": stored, "counts": dict.fromkeys(stored, 4)}
+    )
+    expected = ["< 33", "33\u201341", "41\u201349", "≥ 49", "missing"]
+    assert list(fairness.selection_rate) == list(fairness.counts) == expected
+    sexes = Fairness.from_document({"selection_rate": {"male": 0.5, "female": 0.4}})
+    assert list(sexes.selection_rate) == ["female", "male"]
