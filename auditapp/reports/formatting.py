@@ -224,6 +224,15 @@ def span(start: Any, end: Any) -> str:
     return f"{day(low)} {EN_DASH} {day(last)}"
 
 
+def period_label(start: Any, end: Any) -> str:
+    """A report's period on the reports page, worded as its form asks for it: whole UTC
+    days "1-30 Nov 2026 (UTC days, both included)", else its two moments."""
+    low, high = as_moment(start), as_moment(end)
+    if low is not None and high is not None and _midnight(low) and _midnight(high):
+        return f"{span(low, high)} (UTC days, both included)"
+    return span(start, end)
+
+
 def short_span(start: Any, end: Any) -> str:
     """A window's label on a chart's axis, without the year: "21 Nov", "16-22 Nov"."""
     low, high = as_moment(start), as_moment(end)

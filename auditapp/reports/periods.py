@@ -19,15 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.db.models.functions import Trunc
 
-from auditapp.decisions.models import Decision
+from auditapp.decisions.models import Decision, Outcome
 from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, thresholds
 from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.metrics import compute_window_metrics
-from auditapp.monitoring.models import DAY, WEEK
+from auditapp.monitoring.models import DAY, WEEK, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import split_period, window_floor
 from auditapp.reports import formatting
 
@@ -47,6 +47,7 @@ class Window:
     partial: bool
     metrics: dict[str, Any]
     error: str | None = None  # why monitoring could not compute this window's figures
+    snapshot_id: int | None = None  # the stored monitoring snapshot its figures come from
 
     @property
     def document(self) -> SnapshotDocument:
@@ -68,6 +69,7 @@ class Window:
             "label": self.label,
             "partial": self.partial,
             "decisions": self.decisions,
+            "monitoring_snapshot": self.snapshot_id,
         }
 
 
@@ -88,18 +90,24 @@ def compute_windows(model_version, start: datetime, end: datetime, now: datetime
 
     Decisions are first counted per window in one query: a window too small for any figure
     to be judged is not computed at all (a long period of quiet weeks costs one query, not
-    four per week), and says "too few decisions" as any other would.
+    four per week), and says "too few decisions" as any other would. A whole day or week
+    that monitoring has already computed, and that nothing has changed since (stored_windows),
+    is read from its snapshot: the figures the monitoring pages and alerts show for it.
     """
     kind = window_kind(start, end)
     counts = decisions_per_window(model_version, kind, start, end)
+    stored = stored_windows(model_version, kind, start, end, counts)
     least = min(minimums().values())
     windows = []
     for low, high, partial in period_windows(start, end, now):
         decisions = counts.get(window_floor(kind, low), 0)
         if decisions < least:
             windows.append(Window(low, high, partial, {"decisions": decisions}))
+        elif not partial and low in stored:
+            snapshot_id, metrics = stored[low]
+            windows.append(Window(low, high, partial, metrics, snapshot_id=snapshot_id))
         else:
-            windows.append(_compute(model_version, low, high, partial))
+            windows.append(_compute(model_version, low, high, partial, decisions))
     return windows
 
 
@@ -117,7 +125,56 @@ def decisions_per_window(model_version, kind: str, start: datetime, end: datetim
     return {window_floor(kind, moment): n for moment, n in rows}
 
 
-def _compute(model_version, low: datetime, high: datetime, partial: bool) -> Window:
+def stored_windows(model_version, kind: str, start: datetime, end: datetime, counts: dict):
+    """{window start: (snapshot id, figures)} of the period's finished day or week snapshots
+    that still hold: computed after the version's monitoring settings last changed (its
+    reference), after the last outcome recorded for the window's decisions, over the same
+    number of decisions as the window has now (none arrived late), by a monitoring that
+    wrote every figure this report reads. Three queries, whatever the number of windows."""
+    settings_changed = (
+        MonitoringSettings.objects.filter(model_version=model_version)
+        .values_list("updated_at", flat=True)
+        .first()
+    )
+    if settings_changed is None:
+        return {}
+    last_outcome = dict(
+        Outcome.objects.filter(
+            decision__model_version=model_version,
+            decision__predicted_at__gte=start,
+            decision__predicted_at__lt=end,
+        )
+        .annotate(window=Trunc("decision__predicted_at", kind, tzinfo=UTC))
+        .values("window")
+        .annotate(last=Max("recorded_at"))
+        .values_list("window", "last")
+    )
+    last_outcome = {window_floor(kind, moment): last for moment, last in last_outcome.items()}
+    snapshots = MetricSnapshot.objects.filter(
+        model_version=model_version,
+        window=kind,
+        status=MetricSnapshot.DONE,
+        window_start__gte=start,
+        window_end__lte=end,
+        computed_at__gte=settings_changed,
+    ).values_list("pk", "window_start", "decisions", "computed_at", "data")
+    fresh = {}
+    for pk, low, decisions, computed_at, data in snapshots:
+        outcome = last_outcome.get(low)
+        if (
+            decisions == counts.get(low, 0)
+            and (outcome is None or outcome <= computed_at)
+            and (data or {}).keys() >= STORED_KEYS
+        ):
+            fresh[low] = (pk, data)
+    return fresh
+
+
+# What a stored snapshot must hold to stand for a window here (an older monitoring's lacks some).
+STORED_KEYS = frozenset({"decisions", "drift", "score_drift", "performance", "fairness"})
+
+
+def _compute(model_version, low: datetime, high: datetime, partial: bool, decisions: int) -> Window:
     """One window; a window monitoring cannot compute (fairlearn refuses a window whose
     decisions are all one group with one outcome) says why, and the others stand."""
     try:
@@ -126,9 +183,6 @@ def _compute(model_version, low: datetime, high: datetime, partial: bool) -> Win
         log.warning(
             "reports.window.failed model_version=%s start=%s", model_version.pk, low, exc_info=True
         )
-        decisions = Decision.objects.filter(
-            model_version=model_version, predicted_at__gte=low, predicted_at__lt=high
-        ).count()
         return Window(low, high, partial, {"decisions": decisions}, f"{type(exc).__name__}: {exc}")
 
 

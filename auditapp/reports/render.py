@@ -273,5 +273,6 @@ def window_charts(sections: dict[str, Any]) -> dict[str, Any]:
                 y_label="cases",
             )
             for key, words in (("opened", "opened"), ("open_at_end", "open at the end"))
+            if any(row["opened"] or row["open_at_end"] for row in oversight.get("windows") or [])
         ],
     }

@@ -16,14 +16,17 @@ import pytest
 from django.utils import timezone
 
 from auditapp.accounts import roles
+from auditapp.decisions.models import Decision
 from auditapp.demo.credit import FEATURES
 from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, snapshots, tasks
-from auditapp.monitoring.models import Alert, MetricSnapshot
+from auditapp.monitoring.models import Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
 from auditapp.reports import formatting, render, services
 from auditapp.reports.compliance import build_compliance_document
 from auditapp.reports.models import Report
+from auditapp.reviews.models import ReviewCase
+from auditapp.reviews.services import flag_decision, resolve_case
 from tests.factories import DecisionPayloadFactory
 from tests.reports.conftest import pdf_text, read_file
 
@@ -142,6 +145,10 @@ def test_the_drift_section_names_the_drifted_feature_and_day_with_its_psi(drifte
     assert all(window == last for _, window in found), found  # the other days replay the reference
     day, shown = formatting.day(drifted.last_day), formatting.decimal(psi)
     assert f"Annual income (EUR) drifted on {day} (PSI {shown})" in drift["verdict"]
+
+    # The last day is monitoring's own snapshot, read back; the others are computed now.
+    assert drift["windows"][-1]["monitoring_snapshot"] == drifted.snapshot.pk
+    assert [w["monitoring_snapshot"] for w in drift["windows"][:-1]] == [None] * 4
 
     # The first day is too small to judge: no figure, the reason instead.
     first = drift["windows"][0]
@@ -299,3 +306,55 @@ def test_shares_read_as_percentages_and_rates_to_three_decimals(value, percent, 
     assert formatting.percent(value) == percent
     assert formatting.decimal(value) == rate
     assert "e-" not in render.figure(value)
+
+
+# --- the review queue ---------------------------------------------------------------------
+
+
+def test_the_review_queue_throughput_in_the_period_and_per_day(
+    model_version, ingest, domain_expert
+):
+    """Cases of the version's decisions opened, resolved and left open in the period, and
+    the median time to resolve those resolved in it."""
+    start = window_floor("day", timezone.now()) - timedelta(days=4)
+    end = start + timedelta(days=3)
+    results = ingest(*[DecisionPayloadFactory() for _ in range(3)])
+    expert = roles.Actor(user=domain_expert)
+    early, opened, resolved = (
+        flag_decision(expert, Decision.objects.get(pk=r["id"]), "Looks odd") for r in results
+    )
+    resolve_case(expert, resolved, ReviewCase.CONFIRMED)
+    moments = {  # opened, resolved
+        early.pk: (start - timedelta(days=2), None),  # before the period, still open
+        opened.pk: (start + timedelta(hours=3), None),  # day 1, still open
+        resolved.pk: (start + timedelta(days=1, hours=2), start + timedelta(days=2, hours=8)),
+    }
+    for pk, (opened_at, resolved_at) in moments.items():
+        ReviewCase.objects.filter(pk=pk).update(opened_at=opened_at, resolved_at=resolved_at)
+
+    oversight = build_compliance_document(model_version, start, end)["sections"]["oversight"]
+
+    queue = oversight["queue"]
+    assert (queue["opened"], queue["resolved"], queue["open_at_end"]) == (2, 1, 2)
+    assert queue["median_hours_to_resolve"] == pytest.approx(30.0)
+    days = [(w["opened"], w["resolved"], w["open_at_end"]) for w in oversight["windows"]]
+    assert days == [(1, 0, 2), (1, 0, 3), (0, 1, 2)]
+
+
+def test_a_stored_snapshot_that_no_longer_holds_is_computed_again(drifted, model_version, ingest):
+    """Its reference changed, or a decision of its day arrived after it was computed."""
+    document = build_compliance_document(model_version, drifted.start, drifted.end)
+    assert (
+        document["sections"]["drift"]["windows"][-1]["monitoring_snapshot"] == drifted.snapshot.pk
+    )
+
+    ingest(DecisionPayloadFactory(predicted_at=(drifted.last_day + timedelta(hours=1)).isoformat()))
+    late = build_compliance_document(model_version, drifted.start, drifted.end)
+    last = late["sections"]["drift"]["windows"][-1]
+    assert last["monitoring_snapshot"] is None
+    assert last["decisions"] == PER_DAY[-1] + 1
+
+    MonitoringSettings.objects.filter(model_version=model_version).update(updated_at=timezone.now())
+    MetricSnapshot.objects.filter(pk=drifted.snapshot.pk).update(decisions=PER_DAY[-1] + 1)
+    changed = build_compliance_document(model_version, drifted.start, drifted.end)
+    assert changed["sections"]["drift"]["windows"][-1]["monitoring_snapshot"] is None

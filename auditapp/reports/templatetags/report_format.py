@@ -73,6 +73,11 @@ def span_to(start, end):
 
 
 @register.filter
+def period_label(start, end):
+    return formatting.period_label(start, end)
+
+
+@register.filter
 def figure_label(key):
     return formatting.figure_label(key)
 
