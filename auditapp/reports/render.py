@@ -23,6 +23,7 @@ from django.template.loader import render_to_string
 from auditapp import charts
 from auditapp.csvcells import safe_cell
 from auditapp.hashing import sha256_hex
+from auditapp.monitoring import thresholds
 from auditapp.reports import formatting
 
 # List items keyed by the first of these fields that is unique in the list (else by index):
@@ -38,9 +39,9 @@ KEY_FIELDS = (
     "alert_id",
 )
 CSV_COLUMNS = ("section", "figure", "value")
-# Features whose PSI stays below this in every window get no chart of their own (half the
-# threshold of a shift: "stable" in PSI's usual reading).
-STEADY_PSI = 0.1
+# Features whose PSI stays below half the threshold of a shift in every window ("stable"
+# in PSI's usual reading) get no chart of their own.
+STEADY_SHARE_OF_SHIFT = 0.5
 
 
 def content_sha256(document: dict[str, Any]) -> str:
@@ -217,9 +218,10 @@ def window_charts(sections: dict[str, Any]) -> dict[str, Any]:
     # Each chart scales to its own values: a feature that never moved would show its noise
     # (a PSI of 0.00001) as a mountain. Those are named instead; the table has their figures.
     names = sorted(drift.get("inputs") or {}, key=lambda name: -highest(name))
-    drawn = [name for name in names if highest(name) >= STEADY_PSI]
+    steady = thresholds.PSI_SHIFT * STEADY_SHARE_OF_SHIFT
+    drawn = [name for name in names if highest(name) >= steady]
     return {
-        "drift_floor": STEADY_PSI,
+        "drift_floor": f"{steady:g}",
         "drift_steady": [labels.get(n, n) for n in names if n not in drawn] if drift_rows else [],
         "drift_windows": [
             charts.time_series(
