@@ -13,6 +13,7 @@ The period is half-open: from <= predicted_at < to (UTC).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import statistics
@@ -47,6 +48,7 @@ from auditapp.decisions import sealing, verification
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
+from auditapp.monitoring.coverage import first_decision_at
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import Alert, AlertRule
 from auditapp.registry.models import ModelVersion
@@ -120,6 +122,11 @@ class _Context:
             decision__predicted_at__gte=start,
             decision__predicted_at__lt=end,
         )
+
+    @functools.cached_property
+    def first_decision(self) -> datetime | None:
+        """The version's first decision ever: a window it came after the start of is partial."""
+        return first_decision_at(self.model_version)
 
 
 # --- 1. cover ---------------------------------------------------------------------
@@ -421,7 +428,9 @@ def _period_windows(ctx: _Context) -> list[periods.Window] | str:
     """The monitoring app's figures for each window of the period (periods.py), or why not."""
     if not hasattr(ctx, "_windows"):
         try:
-            ctx._windows = periods.compute_windows(ctx.model_version, ctx.start, ctx.end, ctx.now)
+            ctx._windows = periods.compute_windows(
+                ctx.model_version, ctx.start, ctx.end, ctx.now, ctx.first_decision
+            )
         except Exception as exc:  # the pooled figures and the rest of the report stand
             log.exception("reports.windows.failed model_version=%s", ctx.model_version.pk)
             ctx._windows = f"the figures per window could not be computed ({exc})"
@@ -598,7 +607,7 @@ def _queue_throughput(ctx: _Context) -> dict[str, Any]:
     """The review queue in the period, for every case on the version's decisions (whenever
     decided): opened, resolved, open at the end, median time to resolve; and per window."""
     cases = ReviewCase.objects.filter(decision__model_version=ctx.model_version)
-    windows = periods.period_windows(ctx.start, ctx.end, ctx.now)
+    windows = periods.period_windows(ctx.start, ctx.end, ctx.now, ctx.first_decision)
     counts = _case_counts(cases, [(ctx.start, ctx.end), *[(w[0], w[1]) for w in windows]])
     resolved = cases.filter(
         state=ReviewCase.RESOLVED, resolved_at__gte=ctx.start, resolved_at__lt=ctx.end

@@ -77,15 +77,25 @@ def window_kind(start: datetime, end: datetime) -> str:
     return DAY if end - start <= DAY_WINDOWS_UP_TO else WEEK
 
 
-def period_windows(start: datetime, end: datetime, now: datetime) -> list[tuple]:
-    """(start, end, partial) of each window; a window not over at `now` is partial too."""
+def period_windows(
+    start: datetime, end: datetime, now: datetime, first_decision: datetime | None = None
+) -> list[tuple]:
+    """(start, end, partial) of each window: partial when the period cuts it short, when
+    it is not over at `now`, or when the version's first decision came after it began (as
+    monitoring marks its windows: monitoring.coverage)."""
     return [
-        (low, high, partial or high > now)
+        (
+            low,
+            high,
+            partial or high > now or (first_decision is not None and low < first_decision < high),
+        )
         for low, high, partial in split_period(window_kind(start, end), start, end)
     ]
 
 
-def compute_windows(model_version, start: datetime, end: datetime, now: datetime) -> list[Window]:
+def compute_windows(
+    model_version, start: datetime, end: datetime, now: datetime, first_decision: datetime | None
+) -> list[Window]:
     """Monitoring's figures for each window (the reference is loaded once, and cached).
 
     Decisions are first counted per window in one query: a window too small for any figure
@@ -96,10 +106,11 @@ def compute_windows(model_version, start: datetime, end: datetime, now: datetime
     """
     kind = window_kind(start, end)
     counts = decisions_per_window(model_version, kind, start, end)
-    stored = stored_windows(model_version, kind, start, end, counts)
     least = min(minimums().values())
+    busy = {low: n for low, n in counts.items() if n >= least}
+    stored = stored_windows(model_version, kind, start, end, counts) if busy else {}
     windows = []
-    for low, high, partial in period_windows(start, end, now):
+    for low, high, partial in period_windows(start, end, now, first_decision):
         decisions = counts.get(window_floor(kind, low), 0)
         if decisions < least:
             windows.append(Window(low, high, partial, {"decisions": decisions}))
