@@ -24,6 +24,22 @@ def window_floor(kind: str, moment: datetime) -> datetime:
     return day if kind == DAY else day - timedelta(days=day.weekday())
 
 
+def split_period(
+    kind: str, start: datetime, end: datetime
+) -> list[tuple[datetime, datetime, bool]]:
+    """[start, end) cut at the hour, day or week boundaries: (window start, window end,
+    partial) in order, the first and last clipped to the period (partial) when it does
+    not begin or end on a boundary."""
+    length = WINDOW_LENGTH[kind]
+    windows = []
+    floor = window_floor(kind, start)
+    while floor < end:
+        low, high = max(floor, start), min(floor + length, end)
+        windows.append((low, high, (low, high) != (floor, floor + length)))
+        floor += length
+    return windows
+
+
 def window_kind(start: datetime, end: datetime) -> str:
     """hour / day / week when [start, end) is exactly one such window, else custom."""
     for kind, length in WINDOW_LENGTH.items():

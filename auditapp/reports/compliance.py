@@ -13,6 +13,7 @@ The period is half-open: from <= predicted_at < to (UTC).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import statistics
@@ -47,9 +48,12 @@ from auditapp.decisions import sealing, verification
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
+from auditapp.monitoring.coverage import first_decision_at
 from auditapp.monitoring.metrics import compute_window_metrics
+from auditapp.monitoring.models import Alert, AlertRule
 from auditapp.registry.models import ModelVersion
 from auditapp.replicas import on_primary
+from auditapp.reports import formatting, periods
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment
@@ -64,6 +68,7 @@ TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the sear
 APPENDIX_SAMPLE = 10
 TOP_ERRORS = 5
 IMPORTANCE_CHUNK = 5000  # packed attribution rows summed at a time
+WINDOWS_PER_QUERY = 100  # per-window case counts: 3 aggregates each, in one query per chunk
 DOCUMENT_VERSION = 1
 
 Progress = Callable[[int, int], None]
@@ -105,6 +110,8 @@ class _Context:
     def __init__(self, model_version: ModelVersion, start: datetime, end: datetime):
         self.model_version = model_version
         self.start, self.end = start, end
+        self.now = timezone.now()  # a window not over at this moment is partial
+        self.window = periods.window_kind(start, end)
         self.schema = model_version.parsed_schema
         self.labels = {f.name: f.label for f in self.schema.features}
         self.decisions: QuerySet = Decision.objects.filter(
@@ -115,6 +122,11 @@ class _Context:
             decision__predicted_at__gte=start,
             decision__predicted_at__lt=end,
         )
+
+    @functools.cached_property
+    def first_decision(self) -> datetime | None:
+        """The version's first decision ever: a window it came after the start of is partial."""
+        return first_decision_at(self.model_version)
 
 
 # --- 1. cover ---------------------------------------------------------------------
@@ -232,6 +244,9 @@ def volumes(ctx: _Context) -> dict[str, Any]:
             "histogram": _score_histogram(decisions),
         },
         "outcomes": _outcome_metrics(ctx),
+        # Per window: its decisions, and performance where enough outcomes arrived.
+        **_windowed(ctx, periods.performance_windows),
+        "min_outcomes_per_class": periods.minimums()["outcomes_per_class"],
     }
 
 
@@ -409,29 +424,141 @@ def _window_metrics(ctx: _Context) -> dict[str, Any] | str:
     return ctx._metrics
 
 
+def _period_windows(ctx: _Context) -> list[periods.Window] | str:
+    """The monitoring app's figures for each window of the period (periods.py), or why not."""
+    if not hasattr(ctx, "_windows"):
+        try:
+            ctx._windows = periods.compute_windows(
+                ctx.model_version, ctx.start, ctx.end, ctx.now, ctx.first_decision
+            )
+        except Exception as exc:  # the pooled figures and the rest of the report stand
+            log.exception("reports.windows.failed model_version=%s", ctx.model_version.pk)
+            ctx._windows = f"the figures per window could not be computed ({exc})"
+    return ctx._windows
+
+
+def _windowed(ctx: _Context, rows: Callable[[list[periods.Window]], list]) -> dict[str, Any]:
+    """{"window": day | week, "windows": [...]}, with "windows_reason" when not available."""
+    windows = _period_windows(ctx)
+    if isinstance(windows, str):
+        return {"window": ctx.window, "windows": [], "windows_reason": windows}
+    return {"window": ctx.window, "windows": rows(windows)}
+
+
 def drift(ctx: _Context) -> dict[str, Any]:
+    """Pooled over the period (the old keys, `available` saying whether they could be
+    computed) and per window, with the verdict that names what drifted when."""
     metrics = _window_metrics(ctx)
+    pooled = {} if isinstance(metrics, str) else metrics
+    inputs = pooled.get("drift") or {}
+    score = pooled.get("score_drift") or {}
+    pooled_drifted = [ctx.labels.get(name, name) for name, s in inputs.items() if s.get("drifted")]
+    if score.get("drifted"):
+        pooled_drifted.append("the scores")
+    windowed = _windowed(ctx, periods.drift_windows)
+    findings = periods.drift_findings(windowed["windows"], ctx.labels)
+    verdict = (
+        periods.drift_verdict(
+            ctx.window, windowed["windows"], findings, None if not pooled else pooled_drifted
+        )
+        if "windows_reason" not in windowed
+        else f"Not judged per {ctx.window}: {windowed['windows_reason']}."
+    )
+    figures = {
+        "verdict": verdict,
+        "drifted": findings,
+        **windowed,
+        "min_decisions_per_window": periods.minimums()["drift"],
+    }
     if isinstance(metrics, str):
-        return {"available": False, "reason": metrics}
+        return {"available": False, "reason": metrics, **figures}
     return {
         "available": True,
         "decisions": metrics.get("decisions"),
-        "inputs": metrics.get("drift") or {},
-        "score": metrics.get("score_drift") or {},
+        "inputs": inputs,
+        "score": score,
         "attributions": metrics.get("attribution_drift") or {},
+        "pooled_drifted": pooled_drifted,
+        **figures,
     }
 
 
 def fairness(ctx: _Context) -> dict[str, Any]:
     protected = [f.name for f in ctx.schema.features if f.protected]
     metrics = _window_metrics(ctx)
+    by_feature = {} if isinstance(metrics, str) else metrics.get("fairness") or {}
+    windowed = _windowed(ctx, periods.fairness_windows)
+    figures = {
+        "verdict": periods.fairness_verdict(
+            ctx.window, windowed["windows"], by_feature, protected, ctx.labels
+        ),
+        **windowed,
+        "min_decisions_per_window": periods.minimums()["fairness"],
+    }
     if isinstance(metrics, str):
-        return {"available": False, "reason": metrics, "protected_features": protected}
+        return {"available": False, "reason": metrics, "protected_features": protected, **figures}
     return {
         "available": True,
         "protected_features": protected,
-        "by_feature": metrics.get("fairness") or {},
+        "by_feature": by_feature,
         "performance": metrics.get("performance"),
+        **figures,
+    }
+
+
+# --- 7. monitoring alerts ----------------------------------------------------------------
+
+
+def monitoring_alerts(ctx: _Context) -> dict[str, Any]:
+    """Every alert of the version raised in the period, open during it, or about one of its
+    windows (a day's alert is raised once the day is over: after a period ending with it)."""
+    found = (
+        Alert.objects.filter(model_version=ctx.model_version)
+        .filter(
+            Q(raised_at__lt=ctx.end, resolved_at=None)
+            | Q(raised_at__lt=ctx.end, resolved_at__gte=ctx.start)
+            | Q(snapshot__window_start__lt=ctx.end, snapshot__window_end__gt=ctx.start)
+        )
+        .select_related("rule", "snapshot", "acknowledged_by")
+        .order_by("raised_at", "id")
+    )
+    rows = [_alert_row(ctx, alert) for alert in found]
+    return {
+        "total": len(rows),
+        "raised_in_period": sum(row["raised_in_period"] for row in rows),
+        "active_now": sum(row["state"] != Alert.RESOLVED for row in rows),
+        "alerts": rows,
+        "note": "Alerts are judged by monitoring on its own windows (alert rules, README: "
+        "Monitoring). The state is the alert's when the report was generated.",
+    }
+
+
+METRIC_LABELS = dict(AlertRule.METRICS)
+COMPARISON_SIGNS = dict(AlertRule.COMPARISONS)
+
+
+def _alert_row(ctx: _Context, alert: Alert) -> dict[str, Any]:
+    snapshot = alert.snapshot
+    return {
+        "alert_id": alert.pk,
+        "rule": alert.rule.name,
+        "metric": alert.metric,
+        "metric_label": METRIC_LABELS.get(alert.metric, alert.metric),
+        "subject": alert.subject or None,
+        "subject_label": ctx.labels.get(alert.subject, alert.subject) or None,
+        "comparison": COMPARISON_SIGNS.get(alert.comparison, alert.comparison),
+        "threshold": alert.threshold,
+        "value": alert.value,
+        "last_value": alert.last_value,
+        "state": alert.state,
+        "raised_at": canonical_time(alert.raised_at),
+        "raised_in_period": ctx.start <= alert.raised_at < ctx.end,
+        "window_start": _time_or_none(snapshot.window_start if snapshot else None),
+        "window_end": _time_or_none(snapshot.window_end if snapshot else None),
+        "acknowledged_by": alert.acknowledged_by.get_username() if alert.acknowledged_by else None,
+        "acknowledged_at": _time_or_none(alert.acknowledged_at),
+        "resolved_at": _time_or_none(alert.resolved_at),
+        "message": alert.message,
     }
 
 
@@ -472,7 +599,72 @@ def oversight(ctx: _Context) -> dict[str, Any]:
         "median_hours_to_resolve": statistics.median(hours) if hours else None,
         "open_cases": cases.unresolved().count(),
         "open_by_age": _open_by_age(cases),
+        **_queue_throughput(ctx),
     }
+
+
+def _queue_throughput(ctx: _Context) -> dict[str, Any]:
+    """The review queue in the period, for every case on the version's decisions (whenever
+    decided): opened, resolved, open at the end, median time to resolve; and per window."""
+    cases = ReviewCase.objects.filter(decision__model_version=ctx.model_version)
+    windows = periods.period_windows(ctx.start, ctx.end, ctx.now, ctx.first_decision)
+    counts = _case_counts(cases, [(ctx.start, ctx.end), *[(w[0], w[1]) for w in windows]])
+    resolved = cases.filter(
+        state=ReviewCase.RESOLVED, resolved_at__gte=ctx.start, resolved_at__lt=ctx.end
+    )
+    hours = [
+        (done - opened).total_seconds() / 3600
+        for opened, done in resolved.values_list("opened_at", "resolved_at")[:20_000]
+    ]
+    return {
+        "queue": {
+            **counts[0],
+            "median_hours_to_resolve": statistics.median(hours) if hours else None,
+            "note": "Every review case on this version's decisions, whenever decided, "
+            "opened or resolved in the period; open at the end of it.",
+        },
+        "window": ctx.window,
+        "windows": [
+            {
+                "window_start": canonical_time(low),
+                "window_end": canonical_time(high),
+                "label": formatting.span(low, high),
+                "partial": partial,
+                **figures,
+            }
+            for (low, high, partial), figures in zip(windows, counts[1:], strict=True)
+        ],
+    }
+
+
+def _case_counts(cases: QuerySet, bounds: list[tuple[datetime, datetime]]) -> list[dict]:
+    """Cases opened, resolved in, and open at the end of each [low, high): conditional
+    counts, WINDOWS_PER_QUERY windows to a query."""
+    rows = []
+    for first in range(0, len(bounds), WINDOWS_PER_QUERY):
+        chunk = bounds[first : first + WINDOWS_PER_QUERY]
+        aggregates = {}
+        for i, (low, high) in enumerate(chunk):
+            resolved = Q(state=ReviewCase.RESOLVED)
+            aggregates[f"opened_{i}"] = Count(
+                "id", filter=Q(opened_at__gte=low, opened_at__lt=high)
+            )
+            aggregates[f"resolved_{i}"] = Count(
+                "id", filter=resolved & Q(resolved_at__gte=low, resolved_at__lt=high)
+            )
+            aggregates[f"open_{i}"] = Count(
+                "id", filter=Q(opened_at__lt=high) & ~(resolved & Q(resolved_at__lt=high))
+            )
+        counts = cases.aggregate(**aggregates)
+        rows += [
+            {
+                "opened": counts[f"opened_{i}"],
+                "resolved": counts[f"resolved_{i}"],
+                "open_at_end": counts[f"open_{i}"],
+            }
+            for i in range(len(chunk))
+        ]
+    return rows
 
 
 def _open_by_age(cases: QuerySet) -> list[dict[str, Any]]:
@@ -623,6 +815,7 @@ SECTIONS: list[tuple[str, Callable[[_Context], dict[str, Any]]]] = [
     ("explanations", explanations),
     ("drift", drift),
     ("fairness", fairness),
+    ("alerts", monitoring_alerts),
     ("oversight", oversight),
     ("access", access),
     ("integrity", integrity),
@@ -635,10 +828,11 @@ SECTION_TITLES = {
     "explanations": "4. Explanations",
     "drift": "5. Drift",
     "fairness": "6. Fairness",
-    "oversight": "7. Human oversight",
-    "access": "8. Access and security",
-    "integrity": "9. Integrity attestation",
-    "appendix": "10. Appendix: sample decisions",
+    "alerts": "7. Monitoring alerts",
+    "oversight": "8. Human oversight",
+    "access": "9. Access and security",
+    "integrity": "10. Integrity attestation",
+    "appendix": "11. Appendix: sample decisions",
 }
 
 

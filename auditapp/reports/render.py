@@ -23,10 +23,25 @@ from django.template.loader import render_to_string
 from auditapp import charts
 from auditapp.csvcells import safe_cell
 from auditapp.hashing import sha256_hex
+from auditapp.monitoring import thresholds
+from auditapp.reports import formatting
 
-# List items keyed by the first of these fields that is unique in the list (else by index).
-KEY_FIELDS = ("day", "prediction", "feature", "age", "decision_id", "rank")
+# List items keyed by the first of these fields that is unique in the list (else by index):
+# a window's row by its start (`drift,windows.2026-11-21T00:00:00.000000+00:00.inputs...`).
+KEY_FIELDS = (
+    "day",
+    "prediction",
+    "feature",
+    "age",
+    "decision_id",
+    "rank",
+    "window_start",
+    "alert_id",
+)
 CSV_COLUMNS = ("section", "figure", "value")
+# Features whose PSI stays below half the threshold of a shift in every window ("stable"
+# in PSI's usual reading) get no chart of their own.
+STEADY_SHARE_OF_SHIFT = 0.5
 
 
 def content_sha256(document: dict[str, Any]) -> str:
@@ -34,24 +49,12 @@ def content_sha256(document: dict[str, Any]) -> str:
 
 
 def figure(value: Any) -> str:
-    """How a number is printed in the PDF (tests read the PDF back with the same rule)."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value == 0 or 0.001 <= abs(value) < 1000:
-            return f"{value:.4f}"
-        if abs(value) >= 1000:
-            return f"{value:.1f}"
-        return f"{value:.2e}"
-    return str(value)
+    """How a figure is printed in the PDF (tests read the PDF back with the same rule)."""
+    return formatting.number(value)
 
 
 def percent(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
+    return formatting.percent(value)
 
 
 # --- JSON ---------------------------------------------------------------------------
@@ -146,14 +149,16 @@ def render_pdf(template: str, context: dict[str, Any], *, title: str) -> bytes:
     return weasyprint.HTML(string=html).write_pdf()
 
 
-def compliance_charts(document: dict[str, Any]) -> dict[str, charts.Chart]:
-    """The web UI's SVG charts for the report's figures."""
+def compliance_charts(document: dict[str, Any]) -> dict[str, Any]:
+    """The web UI's SVG charts for the report's figures; the figures per window as small
+    multiples (one chart per feature, each on its own scale), as the monitoring page does."""
     sections = document["sections"]
     volumes, explanations = sections["volumes"], sections["explanations"]
     histogram = volumes["score"]["histogram"]
     return {
+        **window_charts(sections),
         "per_day": charts.time_series(
-            [(row["day"], row["decisions"]) for row in volumes["per_day"]],
+            [(formatting.day(row["day"]), row["decisions"]) for row in volumes["per_day"]],
             title="Decisions per day (UTC)",
             y_label="decisions",
         ),
@@ -175,4 +180,101 @@ def compliance_charts(document: dict[str, Any]) -> dict[str, charts.Chart]:
             value_label="mean |SHAP|",
             signed=False,
         ),
+    }
+
+
+def _series(windows: list[dict], pick) -> list[tuple[str, float | None]]:
+    """(axis label, value) per window; None (drawn "n/a") where the window is not judged."""
+    return [
+        (
+            formatting.short_span(row["window_start"], row["window_end"]),
+            pick(row) if row.get("judged", True) else None,
+        )
+        for row in windows
+    ]
+
+
+def _judged(rows: list[dict]) -> list[dict]:
+    """The windows, if any of them was judged: small multiples of "n/a" say nothing."""
+    return rows if any(row.get("judged") for row in rows) else []
+
+
+def window_charts(sections: dict[str, Any]) -> dict[str, Any]:
+    drift, fairness, volumes = sections["drift"], sections["fairness"], sections["volumes"]
+    oversight = sections["oversight"]
+    unit = "day" if volumes.get("window") == "day" else "week"
+    drift_rows = _judged(drift.get("windows") or [])
+    performance_rows = _judged(volumes.get("windows") or [])
+    fairness_rows = _judged(fairness.get("windows") or [])
+    regression = any("mae" in (row["performance"] or {}) for row in performance_rows)
+    labels = {f["feature"]: f["label"] for f in sections["model_identity"]["features"]}
+
+    def psi_of(name: str):
+        return lambda row: ((row["inputs"] or {}).get(name) or {}).get("psi")
+
+    def highest(name: str) -> float:
+        return max((v for _, v in _series(drift_rows, psi_of(name)) if v is not None), default=0)
+
+    # Each chart scales to its own values: a feature that never moved would show its noise
+    # (a PSI of 0.00001) as a mountain. Those are named instead; the table has their figures.
+    names = sorted(drift.get("inputs") or {}, key=lambda name: -highest(name))
+    steady = thresholds.PSI_SHIFT * STEADY_SHARE_OF_SHIFT
+    drawn = [name for name in names if highest(name) >= steady]
+    return {
+        "drift_floor": f"{steady:g}",
+        "drift_steady": [labels.get(n, n) for n in names if n not in drawn] if drift_rows else [],
+        "drift_windows": [
+            charts.time_series(
+                _series(drift_rows, psi_of(name)),
+                title=f"{labels.get(name, name)}: PSI per {unit}",
+                y_label="PSI",
+            )
+            for name in drawn
+        ]
+        + (
+            [
+                charts.time_series(
+                    _series(drift_rows, lambda row: (row["score"] or {}).get("psi")),
+                    title=f"Scores: PSI per {unit}",
+                    y_label="PSI",
+                )
+            ]
+            if drift_rows
+            else []
+        ),
+        "fairness_windows": [
+            charts.time_series(
+                _series(
+                    fairness_rows,
+                    lambda row, n=name: ((row["by_feature"] or {}).get(n) or {}).get(
+                        "disparate_impact_ratio"
+                    ),
+                ),
+                title=f"{labels.get(name, name)}: disparate impact ratio per {unit}",
+                y_label="ratio",
+            )
+            for name in fairness["protected_features"]
+            if fairness_rows
+        ],
+        "performance_windows": [
+            charts.time_series(
+                _series(performance_rows, lambda row, n=name: (row["performance"] or {}).get(n)),
+                title=f"{formatting.figure_label(name)} per {unit}",
+                y_label=formatting.figure_label(name),
+            )
+            for name in (("mae", "rmse") if regression else ("roc_auc", "accuracy"))
+            if performance_rows
+        ],
+        "queue_windows": [
+            charts.time_series(
+                [
+                    (formatting.short_span(row["window_start"], row["window_end"]), row[key])
+                    for row in oversight.get("windows") or []
+                ],
+                title=f"Review cases {words} per {unit}",
+                y_label="cases",
+            )
+            for key, words in (("opened", "opened"), ("open_at_end", "open at the end"))
+            if any(row["opened"] or row["open_at_end"] for row in oversight.get("windows") or [])
+        ],
     }

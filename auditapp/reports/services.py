@@ -382,12 +382,18 @@ def _render_compliance(report: Report, document: dict) -> tuple[bytes, str]:
         return render.render_json(envelope), digest
     if report.format == "csv":
         return render.render_csv(envelope), digest
+    sections = document["sections"]
+    features = sections["model_identity"]["features"]
     context = {
         "envelope": envelope,
         "doc": document,
-        "s": document["sections"],
+        "s": sections,
         "titles": SECTION_TITLES,
         "charts": render.compliance_charts(document),
+        # Labels, not schema keys, for people; the features table maps one to the other.
+        "labels": {f["feature"]: f["label"] for f in features},
+        "feature_names": list(sections["drift"].get("inputs") or {}),
+        "fairness_columns": 2 * len(sections["fairness"]["protected_features"]),
     }
     title = document["sections"]["cover"]["title"]
     return render.render_pdf("reports/compliance_pdf.html", context, title=title), digest

@@ -336,6 +336,11 @@ def test_the_form_requests_a_report_for_whole_utc_days(compliance_officer, model
     }
     assert report.format == "pdf"
     assert AuditEvent.objects.get(action="report.requested").details["via"] == "page"
+    # The list words the period as the form does: the "to" day is included.
+    page = browser(compliance_officer).get("/reports/").content.decode()
+    assert "To (UTC day, included)" in page
+    assert "1\u201330 Nov 2026 (UTC days, both included)" in page
+    assert "excluded" not in page
 
 
 def test_the_form_shows_what_is_wrong(compliance_officer, model_version):

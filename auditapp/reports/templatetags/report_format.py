@@ -1,9 +1,10 @@
-"""Number formatting shared by the report templates and the tests that read PDFs back."""
+"""Number and date formatting shared by the report templates and the tests that read PDFs
+back (auditapp/reports/formatting.py)."""
 
 from django import template
 from django.utils.safestring import mark_safe
 
-from auditapp.reports import render
+from auditapp.reports import formatting, render
 
 register = template.Library()
 
@@ -16,6 +17,69 @@ def figure(value):
 @register.filter
 def percent(value):
     return render.percent(value)
+
+
+@register.filter
+def signed_percent(value):
+    return formatting.signed_percent(value)
+
+
+@register.filter
+def count(value):
+    return formatting.count(value)
+
+
+@register.filter
+def rate(value):
+    """Rates, ratios, PSI: three decimals."""
+    return formatting.decimal(value)
+
+
+@register.filter
+def rate2(value):
+    """Score bin edges: two decimals."""
+    return formatting.decimal(value, 2, whole=False)
+
+
+@register.filter
+def p_value(value):
+    return formatting.p_value(value)
+
+
+@register.filter
+def ms(value):
+    return formatting.milliseconds(value)
+
+
+@register.filter
+def hours(value):
+    return formatting.hours(value)
+
+
+@register.filter
+def day(value):
+    return formatting.day(value)
+
+
+@register.filter
+def moment(value):
+    return formatting.moment(value)
+
+
+@register.filter
+def span_to(start, end):
+    """{{ start|span_to:end }}: "21-27 Nov 2026" (en dash) for a half-open period."""
+    return formatting.span(start, end)
+
+
+@register.filter
+def period_label(start, end):
+    return formatting.period_label(start, end)
+
+
+@register.filter
+def figure_label(key):
+    return formatting.figure_label(key)
 
 
 @register.filter
