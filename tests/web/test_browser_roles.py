@@ -5,7 +5,8 @@ and runs the jobs the pages start (verification, the report). Then each demo log
 what it is there for, and the facts on the pages are checked against the database:
 
 - the compliance officer finds the decisions declined in the last day and reads why,
-  verifies the chain and exports the compliance report;
+  verifies the chain and exports the compliance report, which names the input that
+  drifted and the day it did;
 - the domain expert disagrees with a decision and leaves feedback, and finds it queued;
 - the auditor reads in the audit log what the compliance officer did;
 - the ML engineer sees fairness for the protected attribute as the latest window has it;
@@ -18,6 +19,7 @@ Screenshots go to test-artifacts/screenshots/roles-*.png for a person to look at
 from __future__ import annotations
 
 import re
+import subprocess
 from datetime import timedelta
 from io import StringIO
 from urllib.parse import urlencode
@@ -30,7 +32,7 @@ from playwright.sync_api import expect
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
 from auditapp.decisions.sealing import seal_new_records
-from auditapp.demo.management.commands.load_demo import demo_password
+from auditapp.demo.management.commands.load_demo import demo_password, downturn_start
 from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.models import MetricSnapshot
 from auditapp.registry.models import ModelVersion
@@ -53,8 +55,13 @@ def log_in(page, base: str, username: str) -> None:
 
 
 @pytest.fixture
-def demo(role_groups, media_root, tmp_path):
-    """The demo loaded and explained by a real worker, which keeps serving the walk."""
+def demo(role_groups, media_root, tmp_path, monkeypatch):
+    """The demo loaded and explained by a real worker, which keeps serving the walk.
+
+    The walk's demo is small (about 20 decisions a day): the worker judges drift on
+    days of 15 decisions or more, where production would want 100.
+    """
+    monkeypatch.setenv("ATTEST_MONITORING_MIN_DRIFT_DECISIONS", "15")
     call_command("load_demo", "--decisions", str(DEMO_DECISIONS), stdout=StringIO())
     worker = Worker(media_root, tmp_path / "worker.log")
     try:
@@ -119,6 +126,17 @@ def test_each_role_does_its_main_job_on_the_demo(live_server, chromium, demo):  
     with page.expect_download() as download:
         download_link.click()
     assert download.value.suggested_filename.endswith(".pdf")
+    text = " ".join(
+        subprocess.run(
+            ["pdftotext", download.value.path(), "-"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    first_day = downturn_start(version.created_at)
+    # The downturn cut incomes on its days: the report names one of them at least (and
+    # may name others, on days of some 20 decisions).
+    days = "|".join(f"{d.day} {d:%b %Y}" for d in (first_day, first_day + timedelta(days=1)))
+    drifted = rf"Annual income \(EUR\) drifted on [^;]*\b({days}) \(PSI \d\.\d+\)"
+    assert re.search(drifted, text), text
     page.screenshot(path=SHOTS / "roles-compliance-report.png", full_page=True)
 
     # The domain expert disagrees with a declined decision, then finds it in the queue.
@@ -173,6 +191,7 @@ def test_each_role_does_its_main_job_on_the_demo(live_server, chromium, demo):  
     impact = document.fairness["sex"].disparate_impact_ratio
     expect(sex.locator("td").nth(3)).to_contain_text(f"{impact:.3f}")
     page.screenshot(path=SHOTS / "roles-mlengineer-monitoring.png", full_page=True)
+    page.locator("#fairness").screenshot(path=SHOTS / "roles-mlengineer-fairness.png")
 
     # The administrator: what needs attention today, and the protected input warned of.
     page = chromium.new_page(viewport=VIEWPORT)
