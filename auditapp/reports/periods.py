@@ -4,8 +4,9 @@ Pooled over a month, a shift on its last day is diluted to nothing (a PSI of 0.0
 the period while that day's was 0.262), and so is a day's unfairness. So the report cuts
 the period into day windows (periods up to 31 days) or week windows (longer; weeks start
 on Monday, as monitoring's), clipped to the period: a first or last window that the
-period cuts short, or one not over yet, is `partial`. Each window's figures are
-monitoring's own (`compute_window_metrics`, the monitoring pages' numbers), and a window
+period cuts short, one not over yet, or one the version's first decision came after the
+start of, is `partial`. Each window's figures are monitoring's own (its stored snapshot
+of the window when that still holds, else `compute_window_metrics`), and a window
 is judged only on the evidence monitoring's alert rules need (alerts.enough_evidence):
 below it, the window says "too few decisions" instead of a figure.
 """
@@ -107,7 +108,7 @@ def compute_windows(
     kind = window_kind(start, end)
     counts = decisions_per_window(model_version, kind, start, end)
     least = min(minimums().values())
-    busy = {low: n for low, n in counts.items() if n >= least}
+    busy = any(n >= least for n in counts.values())
     stored = stored_windows(model_version, kind, start, end, counts) if busy else {}
     windows = []
     for low, high, partial in period_windows(start, end, now, first_decision):
