@@ -646,11 +646,14 @@ def _fairness_entry(selected, truth, known, groups) -> dict:
     return entry
 
 
-def _distinct(**columns: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The distinct rows of these columns and how often each occurs."""
+def _distinct(**columns: np.ndarray) -> tuple[dict[str, pd.Series], np.ndarray]:
+    """The distinct rows of these columns and how often each occurs.
+
+    As Series: fairlearn reads a one-row NumPy array of groups as a 2-D feature array
+    and refuses it (a window where everyone is in one group and decided alike)."""
     counts = pd.DataFrame(columns).groupby(list(columns), sort=True).size()
     index = counts.index.to_frame(index=False)
-    return {name: index[name].to_numpy() for name in columns}, counts.to_numpy(dtype=float)
+    return {name: index[name] for name in columns}, counts.to_numpy(dtype=float)
 
 
 # --- all together ------------------------------------------------------------------------

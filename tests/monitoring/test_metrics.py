@@ -348,3 +348,14 @@ def test_the_module_keeps_features_in_schema_order(german_version):
 def _tiny(schema):
     rows = german_credit()[FEATURES].head(5).to_dict(orient="records")
     return metrics.observations(schema, rows, [0.1] * 5, ["good"] * 5)
+
+
+def test_a_window_where_everyone_is_in_one_group_and_decided_alike_has_its_fairness():
+    """fairlearn refused the one distinct row as a 2-D feature array; the window then lost
+    its whole fairness section."""
+    selected = np.array([True, True, True])
+    groups = np.array(["male"] * 3, dtype=object)
+    entry = metrics._fairness_entry(selected, selected, np.zeros(3, dtype=bool), groups)
+    assert entry["selection_rate"] == {"male": 1.0} and entry["counts"] == {"male": 3}
+    assert entry["disparate_impact_ratio"] == 1.0
+    assert entry["demographic_parity_difference"] == 0.0
