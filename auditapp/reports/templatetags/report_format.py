@@ -8,25 +8,21 @@ from auditapp.reports import formatting, render
 
 register = template.Library()
 
-
-@register.filter
-def figure(value):
-    return render.figure(value)
-
-
-@register.filter
-def percent(value):
-    return render.percent(value)
-
-
-@register.filter
-def signed_percent(value):
-    return formatting.signed_percent(value)
-
-
-@register.filter
-def count(value):
-    return formatting.count(value)
+# The formatting functions themselves, under the names the templates use.
+for name, function in {
+    "figure": render.figure,
+    "percent": render.percent,
+    "signed_percent": formatting.signed_percent,
+    "count": formatting.count,
+    "p_value": formatting.p_value,
+    "ms": formatting.milliseconds,
+    "hours": formatting.hours,
+    "day": formatting.day,
+    "moment": formatting.moment,
+    "period_label": formatting.period_label,
+    "figure_label": formatting.figure_label,
+}.items():
+    register.filter(name, function)
 
 
 @register.filter
@@ -42,44 +38,9 @@ def rate2(value):
 
 
 @register.filter
-def p_value(value):
-    return formatting.p_value(value)
-
-
-@register.filter
-def ms(value):
-    return formatting.milliseconds(value)
-
-
-@register.filter
-def hours(value):
-    return formatting.hours(value)
-
-
-@register.filter
-def day(value):
-    return formatting.day(value)
-
-
-@register.filter
-def moment(value):
-    return formatting.moment(value)
-
-
-@register.filter
 def span_to(start, end):
     """{{ start|span_to:end }}: "21-27 Nov 2026" (en dash) for a half-open period."""
     return formatting.span(start, end)
-
-
-@register.filter
-def period_label(start, end):
-    return formatting.period_label(start, end)
-
-
-@register.filter
-def figure_label(key):
-    return formatting.figure_label(key)
 
 
 @register.filter
