@@ -583,10 +583,19 @@ class _Rows:
         return self.bar_top(index) + BAR / 2 + SMALL * 0.35
 
     def label(self, svg: _Svg, index: int, text: str, *, italic: bool = False, **style) -> None:
-        shown = _fit(text, self.label_width, FONT)
+        """One line when it fits; else two smaller ones (a LIME rule is long), cut only beyond."""
         extra = {"font_style": "italic"} if italic else {}
-        y = self.bar_top(index) + BAR / 2 + FONT * 0.35
-        svg.text(self.label_right, y, shown, anchor="end", full=text, **style, **extra)
+        middle = self.bar_top(index) + BAR / 2
+        if _text_width(_clean(text), FONT) <= self.label_width:
+            svg.text(
+                self.label_right, middle + FONT * 0.35, _clean(text), anchor="end", **style, **extra
+            )
+            return
+        lines = _wrap(text, self.label_width, SMALL, lines=2)
+        top = middle + SMALL * 0.35 - (len(lines) - 1) * SMALL / 2
+        svg.text_lines(
+            self.label_right, top, lines, size=SMALL, anchor="end", full=text, **style, **extra
+        )
 
 
 def _rows_layout(
@@ -837,6 +846,19 @@ class _Svg:
             element = f"<g><title>{_esc(full)}</title>{element}</g>"
         self.parts.append(element)
 
+    def text_lines(
+        self, x: float, y: float, lines: list[str], *, size: int, anchor: str, full: str, **attrs
+    ) -> None:
+        """Text on several lines from baseline `y` down, the whole kept as a tooltip."""
+        spans = "".join(
+            f'<tspan x="{_n(x)}" dy="{0 if i == 0 else size}">{_esc(line)}</tspan>'
+            for i, line in enumerate(lines)
+        )
+        self.parts.append(
+            f'<g><title>{_esc(full)}</title><text x="{_n(x)}" y="{_n(y)}" font-size="{size}" '
+            f'text-anchor="{anchor}"{_attrs(attrs)}>{spans}</text></g>'
+        )
+
 
 def _attrs(attrs: dict[str, str]) -> str:
     return "".join(f' {name.replace("_", "-")}="{_esc(value)}"' for name, value in attrs.items())
@@ -1057,6 +1079,19 @@ def _fit(text: str, width: float, size: float) -> str:
     text = _clean(text)
     limit = max(2, int(width / (size * CHAR_EM)))
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "\u2026"
+
+
+def _wrap(text: str, width: float, size: float, *, lines: int) -> list[str]:
+    """Words laid out on at most `lines` lines of `width`; the last one cut if still too long."""
+    limit = max(2, int(width / (size * CHAR_EM)))
+    laid: list[str] = []
+    for word in _clean(text).split(" "):
+        if laid and len(laid[-1]) + 1 + len(word) <= limit:
+            laid[-1] = f"{laid[-1]} {word}"
+        else:
+            laid.append(word)
+    kept = [*laid[: lines - 1], " ".join(laid[lines - 1 :])]
+    return [_fit(line, width, size) for line in kept if line]
 
 
 def _text_width(text: str, size: float) -> float:

@@ -222,12 +222,31 @@ def test_characters_xml_forbids_are_dropped_from_labels():
     assert "bell and null" in texts(root)
 
 
-def test_long_labels_are_shortened_but_kept_whole_as_a_tooltip():
-    name = "A very long feature name that goes on and on and on and on forever"
+def line_texts(root: ET.Element) -> list[list[str]]:
+    """Each <text>'s lines: its own text, or its <tspan>s' when it wraps."""
+    shown = []
+    for element in root.iter(f"{NS}text"):
+        spans = element.findall(f"{NS}tspan")
+        shown.append([span.text or "" for span in spans] if spans else [element.text or ""])
+    return shown
+
+
+def test_a_lime_rule_too_long_for_one_line_wraps_onto_two_whole():
+    rule = "Annual income (EUR) > 30,000.00 and ≤ 52,500.00"
+    root = parse(charts.bar_chart([(rule, 0.2), ("Age ≤ 35", -0.1)], title="LIME", value_label="w"))
+
+    wrapped = [lines for lines in line_texts(root) if lines[0].startswith("Annual")]
+    assert wrapped == [["Annual income (EUR) > 30,000.00", "and ≤ 52,500.00"]]
+    assert ["Age ≤ 35"] in line_texts(root)
+
+
+def test_labels_too_long_even_for_two_lines_are_shortened_but_kept_whole_as_a_tooltip():
+    name = "A very long feature name that goes on and on and on and on and on and on forever"
     root = parse(charts.bar_chart([(name, 1.0)], title="Long", value_label="weight"))
 
-    shown = [text for text in texts(root) if text.startswith("A very long")]
-    assert shown and shown[0].endswith("\u2026") and len(shown[0]) < len(name)
+    shown = [lines for lines in line_texts(root) if lines[0].startswith("A very long")]
+    assert shown and shown[0][-1].endswith("\u2026")
+    assert len(" ".join(shown[0])) < len(name)
     assert name in [element.text for element in root.iter(f"{NS}title")]
 
 
