@@ -26,7 +26,6 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from django.urls import NoReverseMatch, reverse
@@ -34,6 +33,7 @@ from django.utils.html import conditional_escape, format_html
 from django.utils.http import urlencode
 from django.utils.safestring import SafeString, mark_safe
 
+from auditapp import formatting
 from auditapp.accounts import roles
 
 log = logging.getLogger(__name__)
@@ -325,29 +325,19 @@ def listing(items: Iterable[str]) -> str:
 
 
 def moment(value: Any) -> str:
-    """An ISO-8601 date or time as '21 Nov 2026' (midnight) or '21 Nov 2026 14:05 UTC'.
-
-    Times without a zone are UTC, as the pages' forms say.
-    """
-    if not isinstance(value, str) or not value:
+    """An ISO-8601 date or time as every page and report prints it: '21 Nov 2026' (midnight:
+    a day) or '21 Nov 2026, 14:05 UTC'. Times without a zone are UTC, as the forms say."""
+    when = formatting.as_moment(value) if isinstance(value, str) and value else None
+    if when is None:
         return str(value)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return value
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC)
-    day = f"{parsed.day} {parsed:%b %Y}"
-    if (parsed.hour, parsed.minute, parsed.second, parsed.microsecond) == (0, 0, 0, 0):
-        return day
-    return f"{day} {parsed:%H:%M} UTC"
+    if when == when.replace(hour=0, minute=0, second=0, microsecond=0):
+        return formatting.day(when)
+    return formatting.moment(when)
 
 
 def figure(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.3f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:,.0f}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return formatting.number(value)
     return plain_value(value)
 
 

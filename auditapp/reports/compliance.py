@@ -43,6 +43,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Floor, Least, TruncDate
 from django.utils import timezone
 
+from auditapp import formatting
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing, verification
 from auditapp.decisions.models import Decision, Outcome
@@ -53,7 +54,7 @@ from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import Alert, AlertRule
 from auditapp.registry.models import ModelVersion
 from auditapp.replicas import on_primary
-from auditapp.reports import formatting, periods
+from auditapp.reports import periods
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db.models import Count, Max
 from django.db.models.functions import Trunc
 
+from auditapp import formatting
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, thresholds
@@ -30,7 +31,6 @@ from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.metrics import compute_window_metrics
 from auditapp.monitoring.models import DAY, WEEK, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import split_period, window_floor
-from auditapp.reports import formatting
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,10 @@ from typing import Any
 import orjson
 from django.template.loader import render_to_string
 
-from auditapp import charts
+from auditapp import charts, formatting
 from auditapp.csvcells import safe_cell
 from auditapp.hashing import sha256_hex
 from auditapp.monitoring import thresholds
-from auditapp.reports import formatting
 
 # List items keyed by the first of these fields that is unique in the list (else by index):
 # a window's row by its start (`drift,windows.2026-11-21T00:00:00.000000+00:00.inputs...`).

@@ -24,6 +24,7 @@ from django.test import Client
 from django.utils.timezone import now
 from rest_framework.test import APIClient
 
+from auditapp import formatting
 from auditapp.accounts import event_sentences, roles
 from auditapp.accounts.access_log import CSV_COLUMNS
 from auditapp.accounts.audit import record_event
@@ -208,6 +209,15 @@ def words(action, *, ctx=READER, **fields) -> str:
     sentence = describe(Facts(action, **fields), ctx)
     assert not sentence.generic
     return sentence.text()
+
+
+def test_times_read_as_the_report_prints_them():
+    search = {"model": "credit", "from": "2026-11-21T14:05:09+01:00", "score_min": 0.80125}
+    text = words("decisions.searched", actor_name="alice", details={"params": search})
+
+    assert f"from {formatting.moment('2026-11-21T13:05:09Z')}" in text
+    assert "from 21 Nov 2026, 13:05 UTC" in text
+    assert "score ≥ 0.80125" in text  # a search's parameters as the person typed them
 
 
 def test_examples_read_as_the_issue_asks():

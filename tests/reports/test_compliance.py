@@ -19,12 +19,13 @@ from django.db.models import Q
 from django.utils import timezone
 from sklearn import metrics
 
+from auditapp import formatting
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.hashing import sha256_hex
-from auditapp.reports import formatting, render, services
+from auditapp.reports import render, services
 from auditapp.reports.compliance import SECTIONS, build_compliance_document
 from auditapp.reports.models import Report
 from explain import engine

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from django.utils import timezone
 
+from auditapp import formatting
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.demo.credit import FEATURES
@@ -22,7 +23,7 @@ from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, snapshots, tasks
 from auditapp.monitoring.models import Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
-from auditapp.reports import formatting, render, services
+from auditapp.reports import render, services
 from auditapp.reports.compliance import build_compliance_document
 from auditapp.reports.models import Report
 from auditapp.reviews.models import ReviewCase

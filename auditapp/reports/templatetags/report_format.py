@@ -1,10 +1,11 @@
 """Number and date formatting shared by the report templates and the tests that read PDFs
-back (auditapp/reports/formatting.py)."""
+back (auditapp/formatting.py)."""
 
 from django import template
 from django.utils.safestring import mark_safe
 
-from auditapp.reports import formatting, render
+from auditapp import formatting
+from auditapp.reports import render
 
 register = template.Library()
 

@@ -1,8 +1,7 @@
-"""How the PDF prints dates and numbers for people: "21 Nov 2026", "21-27 Nov 2026" (with an
-en dash),
-"0.05 %", "0.262", "1,204". The JSON and CSV exports keep the exact values; the PDF's
-template filters (templatetags/report_format.py) and the tests that read PDFs back both
-call these, so a test finds a figure the way the PDF prints it.
+"""How Attest prints dates and numbers for people: "21 Nov 2026", "21 Nov 2026, 14:05 UTC",
+"21-27 Nov 2026" (an en dash), "0.05 %", "0.262", "1,204". One module for the PDF, the
+audit log's sentences and the tests that read them back, so a date or figure reads the
+same wherever it appears; the JSON and CSV exports keep the exact values.
 
 Every function takes None and prints "—" for it.
 """
