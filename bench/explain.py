@@ -1109,14 +1109,14 @@ def decode_cost() -> dict:
 
     PermutationExplainer calls the model on (2 x features + 1) masks x background
     rows at a time; Attest turns every such array back into a frame with
-    explain.features.CategoryCodes.decode before predict_proba.
+    explain.frames.CategoryCodes.decode before predict_proba.
     """
     import timeit
 
     import numpy as np
     import pandas as pd
 
-    from explain.features import CategoryCodes
+    from explain.frames import CategoryCodes
 
     bench = BENCHES["mlp"]
     codes = CategoryCodes(bench.version.parsed_schema)

@@ -9,13 +9,12 @@ class ExplainConfig(AppConfig):
     def ready(self) -> None:
         from auditapp.decisions import explanation_hooks
         from explain import (  # noqa: F401
-            background,
             receivers,  # connects the registration self-test
             records,
             results,  # registers explanation results as records of the log
         )
 
         explanation_hooks.register(  # what monitoring needs of explain, without importing it
-            background_frame=background.background_frame,
-            background_figures=background.background_figures,
+            background_frame="explain.background.background_frame",
+            background_figures="explain.background.background_figures",
         )

@@ -1,22 +1,24 @@
 """The explanation methods by name: the one place that knows which backends exist.
 
 The backends import the engine's types; the engine knows none of them, so the
-caller picks one here and hands it to `engine.explain`.
+caller picks one here and hands it to `engine.explain`. Each backend's module
+(with shap or lime, and scikit-learn behind them: seconds to import) is loaded the
+first time its method is asked for, so a process that explains nothing (a web
+process, `manage.py verify_proof`) never pays for them.
 """
 
 from __future__ import annotations
 
-from explain import lime_backend, shap_backend
+import importlib
+
 from explain.engine import Backend
 
-BACKENDS = {
-    "shap": Backend("shap", shap_backend.ShapExplainer, shap_backend.explain_rows),
-    "lime": Backend("lime", lime_backend.LimeExplainer, lime_backend.explain_rows),
-}
+MODULES = {"shap": "explain.shap_backend", "lime": "explain.lime_backend"}
 
 
 def backend(method: str) -> Backend:
     """The backend of an explanation method; ValueError for a method there is none of."""
-    if method not in BACKENDS:
-        raise ValueError(f"unknown explanation method {method!r}; known: {sorted(BACKENDS)}")
-    return BACKENDS[method]
+    if method not in MODULES:
+        raise ValueError(f"unknown explanation method {method!r}; known: {sorted(MODULES)}")
+    found: Backend = importlib.import_module(MODULES[method]).BACKEND
+    return found

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from explain.features import input_frame
+from explain.frames import input_frame
 from explain.ranking import rank_features
 from explain.schema import Schema
 

@@ -19,8 +19,8 @@ import pandas as pd
 from lime.discretize import QuartileDiscretizer
 from lime.lime_tabular import LimeTabularExplainer
 
-from explain.engine import ExplanationResult, ModelContext
-from explain.features import CategoryCodes
+from explain.engine import Backend, ExplanationResult, ModelContext
+from explain.frames import CategoryCodes
 from explain.ranking import rank_features
 from explain.schema import Feature, Schema
 
@@ -117,6 +117,9 @@ def explain_rows(
     explainer = options.get("explainer") or LimeExplainer(context, options)
     encoded = explainer.codes.encode(frame)
     return [explainer.explain_one(row, seed) for row, seed in zip(encoded, seeds, strict=True)]
+
+
+BACKEND = Backend("lime", LimeExplainer, explain_rows)
 
 
 # --- LIME's rules, derived when shown ------------------------------------------------

@@ -34,15 +34,15 @@ import pandas as pd
 import scipy.sparse
 import shap
 
-from explain.engine import ExplanationResult, ModelContext, additivity_rows
+from explain.engine import Backend, ExplanationResult, ModelContext, additivity_rows
 from explain.features import (
-    CategoryCodes,
     FeatureMappingError,
     aggregation_matrix,
     dense,
     source_features,
     split_pipeline,
 )
+from explain.frames import CategoryCodes
 from explain.ranking import rank_rows
 
 EXACT_TOLERANCE = 1e-6  # relative, for TreeSHAP and LinearSHAP
@@ -361,3 +361,6 @@ def explain_rows(
 ) -> list[ExplanationResult]:
     explainer = options.get("explainer") or ShapExplainer(context, options)
     return explainer.explain(frame, seeds)
+
+
+BACKEND = Backend("shap", ShapExplainer, explain_rows)

@@ -7,16 +7,26 @@ The only explain/ module that knows Celery tasks; tasks are sent by name
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_init
 from django.conf import settings
 from django.db import close_old_connections, connection
 
 from auditapp.tasking import AttestTask
 from explain import batches, leases
+from explain.backends import MODULES, backend
 
 # Settings, "Recovery: leases, time limits, queues", say why these values and this order.
 SOFT_TIME_LIMIT = settings.ATTEST_EXPLAIN_SOFT_TIME_LIMIT
 HARD_TIME_LIMIT = settings.ATTEST_EXPLAIN_TIME_LIMIT
 MAX_RETRIES = 5
+
+
+@worker_init.connect
+def load_the_explainers(**_) -> None:
+    """shap, lime and scikit-learn loaded once in the worker's main process, before its
+    pool forks: the children share them and none pays seconds on its first task."""
+    for method in MODULES:
+        backend(method)
 
 
 @shared_task(

@@ -45,6 +45,7 @@ PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
 ENGINE = {
     "engine",
     "features",
+    "frames",
     "schema",
     "packing",
     "ranking",

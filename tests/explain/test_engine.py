@@ -21,7 +21,7 @@ from xgboost import XGBClassifier
 from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
 from explain import engine, ranking
 from explain.backends import backend
-from explain.features import input_frame
+from explain.frames import input_frame
 from explain.lime_backend import LimeExplainer
 from explain.schema import parse_schema
 from explain.shap_backend import EXACT_TOLERANCE, SINGLE_PRECISION_TOLERANCE, ShapExplainer
