@@ -9,6 +9,8 @@ read. On PostgreSQL a replica that cannot start fails the module (pg_hba.conf ne
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -243,6 +245,10 @@ def test_search_reads_the_replica_detail_and_writes_the_primary(
         html = page.get("/decisions/", {"model": MODEL_NAME}).content.decode()
         assert f"/decisions/{first['id']}/" in html
         assert f"/decisions/{second['id']}/" not in html
+        # Its CSV export too, though its rows are read while the file streams.
+        exported = page.get("/decisions/export.csv", {"model": MODEL_NAME})
+        ids = [row["id"] for row in csv.DictReader(io.StringIO(exported.getvalue().decode()))]
+        assert ids == [str(first["id"])]
 
         # One decision's page and its API read the primary: a link just made must work.
         detail = api.get(f"/api/v1/decisions/{second['id']}")

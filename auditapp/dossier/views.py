@@ -24,7 +24,7 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import parse_limit, refuse_control_characters
 from auditapp.hashing import canonical_json
 from auditapp.pages import csv_response, is_htmx, page, query_string
-from auditapp.replicas import replica_view
+from auditapp.replicas import from_replica, replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
 from explain.models import Explanation
@@ -99,10 +99,14 @@ def search_filters(request):
 def export_csv(request):
     """The current search as CSV, sensitive features masked as on screen; audited."""
     actor = roles.actor_for(request)
-    queryset = _search(request, actor).order_by("-predicted_at", "-pk")[:EXPORT_LIMIT]
-    # The query runs once before anything is streamed: a search the database refuses
-    # fails here, as an error page, not as a 200 whose file stops mid-stream.
-    list(queryset[:1])
+    with from_replica() as alias:
+        # Bound to the search page's database now: the rows are read while the file
+        # streams, after this view (and a replica_view's mark) has returned.
+        queryset = _search(request, actor).using(alias).order_by("-predicted_at", "-pk")
+        queryset = queryset[:EXPORT_LIMIT]
+        # The query runs once before anything is streamed: a search the database refuses
+        # fails here, as an error page, not as a 200 whose file stops mid-stream.
+        list(queryset[:1])
     presenter = presenters.DecisionPresenter(actor)
     schema = search_schema(actor, request.GET.get("model"))
     names = list(schema.types) if schema else []
