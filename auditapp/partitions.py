@@ -109,7 +109,7 @@ class Partition:
     name: str
     lower: int | None  # None: MINVALUE (the legacy partition)
     upper: int
-    rows_estimate: int
+    rows_estimate: int | None  # None: not analyzed yet
 
 
 def _month_partition(cursor, table: str, year: int, month: int, lower: int | None = None) -> bool:
@@ -187,7 +187,8 @@ def partitions(table: str) -> list[Partition]:
         rows = cursor.fetchall()
     found = []
     for name, bound, estimate in rows:
-        found.append(Partition(name, *_bounds(bound), rows_estimate=max(estimate, 0)))
+        estimate = None if estimate < 0 else estimate
+        found.append(Partition(name, *_bounds(bound), rows_estimate=estimate))
     return sorted(found, key=lambda p: -1 if p.lower is None else p.lower)
 
 
@@ -197,6 +198,18 @@ def _bounds(text: str) -> tuple[int | None, int]:
     lower = lower_text.split("(", 1)[1].rstrip(")").strip("'")
     upper = upper_text.split("(", 1)[1].rstrip(")").strip("'")
     return (None if lower == "MINVALUE" else int(lower)), int(upper)
+
+
+def partitioned_tables() -> list[str]:
+    """The tables partitioned by these functions (their migrations say which)."""
+    if connection.vendor != "postgresql":
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_partitioned_table p JOIN pg_class c ON c.oid = p.partrelid "
+            "WHERE to_regprocedure(c.relname || '_next_id()') IS NOT NULL ORDER BY c.relname"
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def is_partitioned(table: str) -> bool:

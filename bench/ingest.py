@@ -417,12 +417,8 @@ class RawBaseline:
 
 
 def reserve_decision_ids(cursor, count: int) -> list[int]:
-    """`count` new decision ids from the table's sequence, for rows written with COPY."""
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
-        "FROM generate_series(1, %s)",
-        [count],
-    )
+    """`count` new decision ids of this month (auditapp/partitions.py), for COPY."""
+    cursor.execute("SELECT decisions_decision_next_id() FROM generate_series(1, %s)", [count])
     return [row[0] for row in cursor.fetchall()]
 
 

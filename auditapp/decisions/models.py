@@ -13,8 +13,6 @@ from auditapp.registry.models import ModelVersion, RegisteredModel, visible_mode
 # The audit event a request that records decisions writes, one per model, naming
 # the ids it created ([first, last] runs): verification reconciles the two.
 INGESTED_EVENT = "decisions.ingested"
-# Partitioned by month on PostgreSQL (auditapp/partitions.py, migration 0010).
-PARTITIONED_TABLES = ("decisions_decision",)
 
 
 class DecisionQuerySet(AppendOnlyQuerySet):

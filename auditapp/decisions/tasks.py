@@ -1,11 +1,9 @@
 """Periodic sealing of new records into the log, verification jobs, and partitions ahead."""
 
 from celery import shared_task
-from django.db import connection
 
 from auditapp import partitions
 from auditapp.decisions import jobs
-from auditapp.decisions.models import PARTITIONED_TABLES
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.tasking import AttestTask
 
@@ -47,9 +45,9 @@ def verify_log(job_id: int) -> str:
 def create_partitions_ahead() -> list[str]:
     """Beat runs this every few hours: next months' partitions exist long before they are needed.
 
-    Each run creates what is missing (usually nothing); an insert in a month with no
+    Decisions and audit events (their migrations partition them on PostgreSQL). Each
+    run creates what is missing (usually nothing); an insert in a month with no
     partition would fail. The embedded SQLite default is not partitioned.
     """
-    if connection.vendor != "postgresql":
-        return []
-    return [name for table in PARTITIONED_TABLES for name in partitions.create_ahead(table)]
+    tables = partitions.partitioned_tables()
+    return [name for table in tables for name in partitions.create_ahead(table)]

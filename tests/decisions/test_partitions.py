@@ -1,4 +1,4 @@
-"""Decisions partitioned by month on PostgreSQL (auditapp/partitions.py, migration 0010)."""
+"""Decisions and audit events partitioned by month on PostgreSQL (auditapp/partitions.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from auditapp import partitions
 from auditapp.accounts import roles
+from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import seal_new_records
@@ -20,16 +21,21 @@ pytestmark = pytest.mark.skipif(
     "connection.vendor != 'postgresql'", reason="the embedded SQLite default is not partitioned"
 )
 TABLE = "decisions_decision"
+EVENTS = "accounts_auditevent"
 
 
 def this_month() -> tuple[int, int]:
     return partitions.utc_month()
 
 
-def partition_of(decision_id: int) -> str:
+def partition_of(row_id: int, table: str = TABLE) -> str:
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT tableoid::regclass::text FROM {TABLE} WHERE id = %s", [decision_id])
+        cursor.execute(f"SELECT tableoid::regclass::text FROM {table} WHERE id = %s", [row_id])
         return cursor.fetchone()[0]
+
+
+def event_ids() -> list[int]:
+    return list(AuditEvent.objects.order_by("id").values_list("id", flat=True))
 
 
 def test_month_bases_stay_in_json_safe_integers():
@@ -53,6 +59,11 @@ def test_new_decisions_get_ids_of_this_month_in_order(model_version, ingest):
     )
     assert {partition_of(i) for i in ids} == {partitions.partition_name(TABLE, year, month)}
     assert Decision.objects.filter(pk__in=ids).count() == 5
+    # audit events too (accounts.0008)
+    ingested = AuditEvent.objects.filter(action="decisions.ingested").order_by("id")
+    assert [partition_of(e.pk, EVENTS) for e in ingested] == [
+        partitions.partition_name(EVENTS, year, month)
+    ] * 2
 
 
 @pytest.mark.django_db
@@ -175,24 +186,35 @@ def outcome(user, decision_id: int) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ingest, ml_engineer):
     call_command("migrate", "decisions", "0009", verbosity=0)
+    call_command("migrate", "accounts", "0007", verbosity=0)
     try:
-        assert not partitions.is_partitioned(TABLE)
+        assert not partitions.is_partitioned(TABLE) and not partitions.is_partitioned(EVENTS)
         old = ingest_one_by_one(ingest, 3)
         assert old == sorted(old) and max(old) < 2**32  # the former identity's ids
         outcome(ml_engineer, old[0])
         seal_new_records()
         hashes = dict(Decision.objects.values_list("id", "content_hash"))
-        call_command("migrate", "decisions", verbosity=0)
+        events = dict(AuditEvent.objects.values_list("id", "content_hash"))
+        call_command("migrate", verbosity=0)
     finally:
         call_command("migrate", verbosity=0)
 
-    assert partitions.is_partitioned(TABLE)
+    assert partitions.is_partitioned(TABLE) and partitions.is_partitioned(EVENTS)
     assert dict(Decision.objects.values_list("id", "content_hash")) == hashes
+    assert dict(AuditEvent.objects.values_list("id", "content_hash")) == events
     assert {partition_of(i) for i in old} == {TABLE + "_legacy"}
+    assert {partition_of(i, EVENTS) for i in events} == {EVENTS + "_legacy"}
     year, month = this_month()
     new = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
     assert min(new) >= partitions.base(year, month) > max(old)
     assert {partition_of(i) for i in new} == {partitions.partition_name(TABLE, year, month)}
+    # Events had ids of this month already (the test database was partitioned, then
+    # taken back): the legacy partition reaches into the month, which starts after it.
+    new_events = [i for i in event_ids() if i not in events]
+    assert new_events and min(new_events) > max(events)
+    assert {partition_of(i, EVENTS) for i in new_events} == {
+        partitions.partition_name(EVENTS, year, month)
+    }
 
     # a request_id recorded before the migration is still known
     first = Decision.objects.get(pk=old[0])
@@ -225,3 +247,4 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
         result = verify_chain(processes=processes)
         assert result.ok, result.first_bad
         assert (result.decisions, result.unsealed_decisions) == (6, 0)
+        assert (result.events, result.unsealed_events) == (len(event_ids()), 0)

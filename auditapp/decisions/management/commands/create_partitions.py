@@ -2,13 +2,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 
 from auditapp import partitions
-from auditapp.decisions.models import PARTITIONED_TABLES
 
 
 class Command(BaseCommand):
     help = (
-        "Create the monthly partitions of decisions for this month and the next ones "
-        "(PostgreSQL; Celery beat does it every few hours), then list them."
+        "Create the monthly partitions of decisions and audit events for this month and "
+        "the next ones (PostgreSQL; Celery beat does it every few hours), then list them."
     )
 
     def add_arguments(self, parser):
@@ -19,12 +18,13 @@ class Command(BaseCommand):
     def handle(self, *args, months: int, **options):
         if connection.vendor != "postgresql":
             raise CommandError("Partitions are PostgreSQL's; the embedded SQLite default has none.")
-        for table in PARTITIONED_TABLES:
+        for table in partitions.partitioned_tables():
             created = set(partitions.create_ahead(table, months))
             for partition in partitions.partitions(table):
                 note = "  (created)" if partition.name in created else ""
                 lower = "MINVALUE" if partition.lower is None else partition.lower
+                rows = partition.rows_estimate
+                size = "rows not counted yet" if rows is None else f"~{rows} rows"
                 self.stdout.write(
-                    f"{partition.name}  ids {lower} to {partition.upper}  "
-                    f"~{partition.rows_estimate} rows{note}"
+                    f"{partition.name}  ids {lower} to {partition.upper}  {size}{note}"
                 )
