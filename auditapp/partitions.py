@@ -30,7 +30,6 @@ from django.db import connection, transaction
 MONTH_SPAN = 2**32  # ids a month may hold
 AHEAD = 3  # months created beyond the current one
 LOCK_TIMEOUT = "10s"  # how long creating a partition waits for the table
-LEGACY = "legacy"
 LEGACY_SUFFIX = "_legacy"
 
 
@@ -281,7 +280,9 @@ def partition_table(
     _drop_foreign_keys(cursor, incoming)
     cursor.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype IN ('f', 'c') AND conrelid = %s::regclass ORDER BY conname",
+        # (conparentid: not the per-partition clones of a key to a partitioned table)
+        "WHERE contype IN ('f', 'c') AND conrelid = %s::regclass AND conparentid = 0 "
+        "ORDER BY conname",
         [table],
     )
     outgoing = cursor.fetchall()
@@ -377,7 +378,7 @@ def unpartition_table(schema_editor, table: str) -> None:
     _drop_foreign_keys(cursor, incoming)
     cursor.execute(
         "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-        "WHERE contype = 'f' AND conrelid = %s::regclass ORDER BY conname",
+        "WHERE contype = 'f' AND conrelid = %s::regclass AND conparentid = 0 ORDER BY conname",
         [table],
     )
     outgoing = cursor.fetchall()
@@ -404,7 +405,8 @@ def unpartition_table(schema_editor, table: str) -> None:
         elif name.endswith(LEGACY_SUFFIX):
             cursor.execute(f'ALTER INDEX "{name}" RENAME TO "{name.removesuffix(LEGACY_SUFFIX)}"')
     cursor.execute(
-        "SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid = %s::regclass",
+        "SELECT conname FROM pg_constraint WHERE contype = 'f' AND conrelid = %s::regclass "
+        "AND conparentid = 0",
         [table],
     )
     kept = {row[0] for row in cursor.fetchall()}

@@ -45,7 +45,7 @@ def verify_log(job_id: int) -> str:
 def create_partitions_ahead() -> list[str]:
     """Beat runs this every few hours: next months' partitions exist long before they are needed.
 
-    Decisions and audit events (their migrations partition them on PostgreSQL). Each
+    Decisions, audit events, explanation results (their migrations partition them). Each
     run creates what is missing (usually nothing); an insert in a month with no
     partition would fail. The embedded SQLite default is not partitioned.
     """

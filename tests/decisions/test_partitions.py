@@ -1,4 +1,4 @@
-"""Decisions and audit events partitioned by month on PostgreSQL (auditapp/partitions.py)."""
+"""Decisions, audit events and explanation results partitioned by month on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.tasks import create_partitions_ahead
 from auditapp.decisions.verification import verify_chain
 from auditapp.errors import Conflict
+from explain import batches
+from explain.models import ExplanationResult
 from tests.factories import DecisionPayloadFactory
 
 pytestmark = pytest.mark.skipif(
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.skipif(
 )
 TABLE = "decisions_decision"
 EVENTS = "accounts_auditevent"
+RESULTS = "explain_explanationresult"
 
 
 def this_month() -> tuple[int, int]:
@@ -187,9 +190,11 @@ def outcome(user, decision_id: int) -> None:
 def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ingest, ml_engineer):
     call_command("migrate", "decisions", "0009", verbosity=0)
     call_command("migrate", "accounts", "0007", verbosity=0)
+    call_command("migrate", "explain", "0007", verbosity=0)
     try:
-        assert not partitions.is_partitioned(TABLE) and not partitions.is_partitioned(EVENTS)
+        assert not any(map(partitions.is_partitioned, (TABLE, EVENTS, RESULTS)))
         old = ingest_one_by_one(ingest, 3)
+        batches.run_batch(model_version.pk, "shap", [old[0]])
         assert old == sorted(old) and max(old) < 2**32  # the former identity's ids
         outcome(ml_engineer, old[0])
         seal_new_records()
@@ -199,7 +204,7 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
     finally:
         call_command("migrate", verbosity=0)
 
-    assert partitions.is_partitioned(TABLE) and partitions.is_partitioned(EVENTS)
+    assert all(map(partitions.is_partitioned, (TABLE, EVENTS, RESULTS)))
     assert dict(Decision.objects.values_list("id", "content_hash")) == hashes
     assert dict(AuditEvent.objects.values_list("id", "content_hash")) == events
     assert {partition_of(i) for i in old} == {TABLE + "_legacy"}
@@ -242,9 +247,17 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
             decision_id=max(new) + 1, outcome="x", observed_at="2026-11-01T00:00Z"
         )
 
+    # explanation results (explain.0008): the one from before stays, a new one is this month's
+    batches.run_batch(model_version.pk, "shap", [new[0]])
+    (before,) = ExplanationResult.objects.filter(decision_id=old[0])
+    (after,) = ExplanationResult.objects.filter(decision_id=new[0])
+    assert partition_of(before.pk, RESULTS) == RESULTS + "_legacy"
+    assert partition_of(after.pk, RESULTS) == partitions.partition_name(RESULTS, year, month)
+
     seal_new_records()
     for processes in (False, True):  # in processes: id ranges skip the gap between months
         result = verify_chain(processes=processes)
         assert result.ok, result.first_bad
         assert (result.decisions, result.unsealed_decisions) == (6, 0)
         assert (result.events, result.unsealed_events) == (len(event_ids()), 0)
+        assert result.records["explanation"] == 2

@@ -432,7 +432,7 @@ class TestTriggers:
         for rows in found.values():
             assert {table for table, partition in rows if not partition} == set(self.APPEND_ONLY)
             assert {table for table, partition in rows if partition} == {p for _, p in partitioned}
-        for table in ("decisions_decision", "accounts_auditevent"):
+        for table in ("decisions_decision", "accounts_auditevent", "explain_explanationresult"):
             names = {p for parent, p in partitioned if parent == table}
             assert f"{table}_legacy" in names and len(names) == 1 + 1 + partitions.AHEAD
 

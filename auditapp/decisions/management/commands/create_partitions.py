@@ -6,8 +6,9 @@ from auditapp import partitions
 
 class Command(BaseCommand):
     help = (
-        "Create the monthly partitions of decisions and audit events for this month and "
-        "the next ones (PostgreSQL; Celery beat does it every few hours), then list them."
+        "Create the monthly partitions of decisions, audit events and explanation results "
+        "for this month and the next ones (PostgreSQL; Celery beat does it every few hours), "
+        "then list them."
     )
 
     def add_arguments(self, parser):
