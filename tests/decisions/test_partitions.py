@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 from django.core.management import call_command
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 
 from auditapp import partitions
 from auditapp.accounts import roles
@@ -142,6 +143,21 @@ def test_the_beat_task_creates_months_ahead_once():
     bounds = {p.name: (p.lower, p.upper) for p in partitions.partitions(TABLE)}
     assert bounds[f"{TABLE}_p203201"] == (partitions.base(2032, 1), partitions.base(2032, 2))
     assert bounds[f"{TABLE}_legacy"][0] is None
+
+
+@pytest.mark.django_db
+def test_creating_a_partition_gives_up_behind_a_long_reader(monkeypatch):
+    """Rather than queue every insert behind its wait for the table; the next run creates it."""
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    with psycopg.connect(**params) as reader:  # a verification reading decisions, say
+        reader.execute(f"SELECT count(*) FROM {TABLE}")
+        with pytest.raises(OperationalError, match="lock timeout"):
+            partitions.create_ahead(TABLE, 1, today=(2031, 12))
+    assert partitions.create_ahead(TABLE, 1, today=(2031, 12)) == [
+        f"{TABLE}_p203112",
+        f"{TABLE}_p203201",
+    ]
 
 
 @pytest.mark.django_db
