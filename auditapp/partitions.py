@@ -83,7 +83,7 @@ DECLARE
 BEGIN
     IF to_regclass(sequence) IS NULL THEN
         RAISE EXCEPTION 'no partition of {table} for the month %: create it with '
-            '"manage.py create_partitions" (Celery beat runs partitions.create_ahead daily)',
+            '"manage.py create_partitions" (Celery beat runs partitions.create_ahead)',
             to_char(moment, 'YYYY-MM')
             USING HINT = 'The partition ' || '{table}_p' || to_char(moment, 'YYYYMM')
                 || ' and its id sequence ' || sequence || ' are missing.';
