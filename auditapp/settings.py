@@ -371,6 +371,7 @@ CELERY_TASK_QUEUES = [
 ]
 CELERY_TASK_ROUTES = {
     "explain.sweep": {"queue": "maintenance"},
+    "partitions.create_ahead": {"queue": "maintenance"},
     "audit.verify": {"queue": "verify"},  # decisions/tasks.py: verification jobs
     # Sent by name from services modules (the task modules import those, not the reverse).
     "reports.generate": {"queue": "reports"},
@@ -395,6 +396,12 @@ CELERY_BEAT_SCHEDULE = {
     "explain-sweep": {
         "task": "explain.sweep",
         "schedule": float(ATTEST_SWEEP_INTERVAL),
+        "options": {"queue": "maintenance"},
+    },
+    # Next months' partitions of decisions (PostgreSQL), created long before they are needed.
+    "partitions-create-ahead": {
+        "task": "partitions.create_ahead",
+        "schedule": 6 * 3600.0,
         "options": {"queue": "maintenance"},
     },
     # New decisions, audit events and records join the log within a minute.

@@ -417,12 +417,8 @@ class RawBaseline:
 
 
 def reserve_decision_ids(cursor, count: int) -> list[int]:
-    """`count` new decision ids from the table's sequence, for rows written with COPY."""
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('decisions_decision', 'id')) "
-        "FROM generate_series(1, %s)",
-        [count],
-    )
+    """`count` new decision ids of this month (auditapp/partitions.py), for COPY."""
+    cursor.execute("SELECT decisions_decision_next_id() FROM generate_series(1, %s)", [count])
     return [row[0] for row in cursor.fetchall()]
 
 
@@ -478,11 +474,19 @@ def copy_model_rows(cursor, model, rows) -> None:
 
 
 def reserve_ids(cursor, model, count: int) -> list[int]:
-    """`count` new ids from a model's sequence, for rows written with COPY."""
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-        [model._meta.db_table, count],
-    )
+    """`count` new ids of a model's table, for rows written with COPY.
+
+    A table partitioned by month (auditapp/partitions.py) draws them from its id function.
+    """
+    table = model._meta.db_table
+    cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [f"{table}_next_id()"])
+    if cursor.fetchone()[0]:
+        cursor.execute(f"SELECT {table}_next_id() FROM generate_series(1, %s)", [count])
+    else:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [table, count],
+        )
     return [row[0] for row in cursor.fetchall()]
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from django.db import connection
 from psycopg import sql
 
+from auditapp import partitions
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.roles import Actor
 from auditapp.errors import InvalidInput
@@ -68,25 +69,66 @@ def _feature_of(model_name: str, feature: str) -> RegisteredModel:
 
 
 def create_feature_index(actor: Actor, model_name: str, feature: str) -> FeatureIndex:
-    """Build the index without locking out writers (CONCURRENTLY); audited."""
+    """Build the index without locking out writers (CONCURRENTLY); audited.
+
+    A partitioned table (auditapp/partitions.py) cannot index itself concurrently:
+    its index is declared on the parent alone, then built on each partition
+    concurrently and attached; it is valid once every partition's is. Partitions
+    created later get it with the others.
+    """
     _require_postgresql()
     model = _feature_of(model_name, feature)
     name = index_name(model.pk, feature)
-    statement = sql.SQL(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} "
-        "((inputs -> {feature}), predicted_at) WHERE registered_model_id = {model}"
-    ).format(
-        name=sql.Identifier(name),
-        table=sql.Identifier(TABLE),
-        feature=sql.Literal(feature),
-        model=sql.Literal(model.pk),
-    )
-    _drop_if_invalid(name)  # a build interrupted earlier leaves an invalid index behind
-    with connection.cursor() as cursor:
-        cursor.execute(statement.as_string(cursor.connection))
+    if partitions.is_partitioned(TABLE):
+        _build(name, TABLE, model.pk, feature, only=True)
+        attached = _partitions_indexed(name)
+        for partition in partitions.partitions(TABLE):
+            if partition.name in attached:  # built before, or created with the partition
+                continue
+            child = name + partition.name.removeprefix(TABLE)
+            _drop_if_invalid(child, partition.name)
+            _build(child, partition.name, model.pk, feature, concurrently=True)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
+                    .format(sql.Identifier(name), sql.Identifier(child))
+                    .as_string(cursor.connection)
+                )
+    else:
+        _drop_if_invalid(name)  # a build interrupted earlier leaves an invalid index behind
+        _build(name, TABLE, model.pk, feature, concurrently=True)
     record_event("search_index.created", actor=actor, model=model_name, feature=feature, index=name)
     (index,) = [i for i in feature_indexes() if i.name == name]
     return index
+
+
+def _partitions_indexed(name: str) -> set[str]:
+    """The partitions whose own index is attached to the partitioned index `name`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT x.indrelid::regclass::text FROM pg_inherits i "
+            "JOIN pg_index x ON x.indexrelid = i.inhrelid WHERE i.inhparent = to_regclass(%s)",
+            [name],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _build(
+    name: str, table: str, model_id: int, feature: str, concurrently=False, only=False
+) -> None:
+    statement = sql.SQL(
+        "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {only} {table} "
+        "((inputs -> {feature}), predicted_at) WHERE registered_model_id = {model}"
+    ).format(
+        concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
+        only=sql.SQL("ONLY" if only else ""),
+        name=sql.Identifier(name),
+        table=sql.Identifier(table),
+        feature=sql.Literal(feature),
+        model=sql.Literal(model_id),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(statement.as_string(cursor.connection))
 
 
 def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:
@@ -95,18 +137,28 @@ def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:
     name = index_name(model.pk, feature)
     if not any(i.name == name for i in feature_indexes()):
         return False
+    # A partitioned index goes with its partitions' and not concurrently (PostgreSQL
+    # cannot): the table is locked while they are unlinked, a moment.
+    concurrently = "" if partitions.is_partitioned(TABLE) else "CONCURRENTLY"
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
-            .format(sql.Identifier(name))
+            sql.SQL("DROP INDEX {} IF EXISTS {}")
+            .format(sql.SQL(concurrently), sql.Identifier(name))
             .as_string(cursor.connection)
         )
     record_event("search_index.dropped", actor=actor, model=model_name, feature=feature, index=name)
     return True
 
 
-def _drop_if_invalid(name: str) -> None:
-    if any(i.name == name and not i.valid for i in feature_indexes()):
+def _drop_if_invalid(name: str, table: str = TABLE) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT NOT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = %s::regclass AND c.relname = %s",
+            [table, name],
+        )
+        row = cursor.fetchone()
+    if row is not None and row[0]:
         with connection.cursor() as cursor:
             cursor.execute(
                 sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}")
@@ -124,7 +176,9 @@ def feature_indexes() -> list[FeatureIndex]:
             wanted[index_name(model_id, feature)] = (model_name, feature)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.relname, pg_relation_size(c.oid), i.indisvalid "
+            # A partitioned index has no size of its own: its partitions' are summed.
+            "SELECT c.relname, (SELECT sum(pg_relation_size(relid))::bigint "
+            "FROM pg_partition_tree(c.oid)), i.indisvalid "
             "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "WHERE i.indrelid = %s::regclass AND c.relname LIKE %s ORDER BY c.relname",
             [TABLE, PREFIX + "%"],

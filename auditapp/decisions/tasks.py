@@ -1,7 +1,8 @@
-"""Periodic sealing of new records into the log, and verification jobs."""
+"""Periodic sealing of new records into the log, verification jobs, and partitions ahead."""
 
 from celery import shared_task
 
+from auditapp import partitions
 from auditapp.decisions import jobs
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.tasking import AttestTask
@@ -32,3 +33,21 @@ def seal_records() -> int:
 def verify_log(job_id: int) -> str:
     """Verify the whole log for a VerificationJob, in this process (a prefork child never forks)."""
     return jobs.run_verification(job_id)
+
+
+@shared_task(
+    base=AttestTask,
+    name="partitions.create_ahead",
+    acks_late=True,
+    soft_time_limit=120,
+    time_limit=180,
+)
+def create_partitions_ahead() -> list[str]:
+    """Beat runs this every few hours: next months' partitions exist long before they are needed.
+
+    Decisions, audit events, explanation results (their migrations partition them). Each
+    run creates what is missing (usually nothing); an insert in a month with no
+    partition would fail. The embedded SQLite default is not partitioned.
+    """
+    tables = partitions.partitioned_tables()
+    return [name for table in tables for name in partitions.create_ahead(table)]

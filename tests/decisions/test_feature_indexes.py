@@ -9,6 +9,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.http import QueryDict
 
+from auditapp import partitions
 from auditapp.accounts import roles
 from auditapp.accounts.event_sentences import describe
 from auditapp.accounts.models import AuditEvent
@@ -85,3 +86,34 @@ def test_an_unknown_model_or_feature_is_named(model_version):
 def test_the_embedded_default_says_it_searches_without_them(model_version):
     with pytest.raises(CommandError, match="Feature indexes are for PostgreSQL"):
         run("credit", "income")
+
+
+@postgresql_only
+def test_on_partitioned_decisions_each_partition_gets_the_index(model_version, ingest):
+    """Built concurrently on each partition, attached; a month created later inherits it."""
+    ingest(*DecisionPayloadFactory.build_batch(3))
+    run("credit", "income")
+    name = index_name(model_version.registered_model_id, "income")
+    created = partitions.create_ahead("decisions_decision", 1, today=(2031, 12))
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname, p.relname FROM pg_inherits i "
+            "JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_index x ON x.indexrelid = c.oid "
+            "JOIN pg_class p ON p.oid = x.indrelid WHERE i.inhparent = %s::regclass",
+            [name],
+        )
+        indexed = dict(cursor.fetchall())
+    names = [p.name for p in partitions.partitions("decisions_decision")]
+    assert sorted(indexed.values()) == sorted(names)
+    month = partitions.partition_name("decisions_decision", *partitions.utc_month())
+    assert indexed[name + month.removeprefix("decisions_decision")] == month
+    assert set(created) <= set(indexed.values())
+    (index,) = feature_indexes()
+    assert index.valid and index.size_bytes > 0
+
+    run("credit", "income")  # again: nothing to build, nothing breaks
+    assert run("credit", "income", "--drop") == "Dropped the index on credit.income.\n"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s", [name + "%"])
+        assert cursor.fetchone()[0] == 0

@@ -14,6 +14,7 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, connection, transaction
 
+from auditapp import partitions
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import merkle, rehashing
@@ -169,10 +170,15 @@ def skip_ids(count: int) -> None:
     """Leave a gap in the decision ids, as rolled-back transactions do."""
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
+            # This month's sequence: ids are its values offset by the month's base.
+            month = partitions.utc_month()
             cursor.execute(
-                "SELECT setval(pg_get_serial_sequence('decisions_decision', 'id'), "
-                "(SELECT max(id) FROM decisions_decision) + %s)",
-                [count],
+                "SELECT setval(%s, (SELECT max(id) FROM decisions_decision) - %s + %s)",
+                [
+                    partitions.sequence_name("decisions_decision", *month),
+                    partitions.base(*month),
+                    count,
+                ],
             )
         else:
             cursor.execute(
@@ -407,19 +413,28 @@ class TestTriggers:
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):
+        """On the tables, and on each partition of a partitioned one (auditapp/partitions.py)."""
+        found = {}
         with connection.cursor() as cursor:
+            for kind in ("append_only", "no_truncate"):
+                cursor.execute(
+                    "SELECT t.tgrelid::regclass::text, c.relispartition FROM pg_trigger t "
+                    "JOIN pg_class c ON c.oid = t.tgrelid WHERE t.tgname LIKE %s",
+                    [f"%_{kind}"],
+                )
+                found[kind] = cursor.fetchall()
             cursor.execute(
-                "SELECT tgrelid::regclass::text, tgname FROM pg_trigger WHERE tgname LIKE %s",
-                ["%_append_only"],
+                "SELECT inhparent::regclass::text, inhrelid::regclass::text FROM pg_inherits "
+                "WHERE inhparent IN (SELECT partrelid FROM pg_partitioned_table)"
             )
-            guarded = {table for table, _name in cursor.fetchall()}
-            cursor.execute(
-                "SELECT tgrelid::regclass::text FROM pg_trigger WHERE tgname LIKE %s",
-                ["%_no_truncate"],
-            )
-            no_truncate = {row[0] for row in cursor.fetchall()}
+            partitioned = cursor.fetchall()
 
-        assert guarded == no_truncate == set(self.APPEND_ONLY)
+        for rows in found.values():
+            assert {table for table, partition in rows if not partition} == set(self.APPEND_ONLY)
+            assert {table for table, partition in rows if partition} == {p for _, p in partitioned}
+        for table in ("decisions_decision", "accounts_auditevent", "explain_explanationresult"):
+            names = {p for parent, p in partitioned if parent == table}
+            assert f"{table}_legacy" in names and len(names) == 1 + 1 + partitions.AHEAD
 
     @pytest.mark.parametrize(
         "table",

@@ -1,0 +1,27 @@
+"""On PostgreSQL, audit events are partitioned by month of their id (auditapp/partitions.py).
+
+As decisions are (decisions.0010): the events recorded so far become the partition
+accounts_auditevent_legacy, in place; this month's partition and the next ones are
+created. SQLite is left as it is.
+"""
+
+from django.db import migrations
+
+from auditapp import partitions
+
+TABLE = "accounts_auditevent"
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        partitions.partition_table(schema_editor, TABLE)
+
+
+def reverse(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        partitions.unpartition_table(schema_editor, TABLE)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("accounts", "0007_logrecord")]
+    operations = [migrations.RunPython(forward, reverse)]
