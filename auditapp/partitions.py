@@ -3,9 +3,10 @@
 A table of records keeps its single-column `id` primary key, so the foreign keys
 that point at it stay, and the log keeps sealing and verifying in id order. The
 ids of month M (UTC, by the database's clock at insert) are drawn from a sequence
-of that month and offset by base(M) = (12 * year + month - 1) * 2^32, so that the
-partition of month M holds exactly [base(M), base(M + 1)). Ids stay below 2^53
-(safe in JSON) and grow with time, as the sealer's horizon needs. The rows from
+of that month and offset by base(M) = YYYYMM * 10^9, so that the partition of
+month M holds exactly [base(M), base(M + 1)) and a person reads the month off an
+id (202612000004567: December 2026's 4,567th). Ids stay below 2^53 (safe in JSON)
+and grow with time, as the sealer's horizon needs; a month holds a billion. The rows from
 before partitioning stay where they are: the old table becomes the partition
 `<table>_legacy`, FROM MINVALUE to the first month's first id, without a copy.
 
@@ -27,24 +28,23 @@ from dataclasses import dataclass
 
 from django.db import connection, transaction
 
-MONTH_SPAN = 2**32  # ids a month may hold
+MONTH_SPAN = 10**9  # ids a month may hold: the id's last nine digits
 AHEAD = 3  # months created beyond the current one
 LOCK_TIMEOUT = "10s"  # how long creating a partition waits for the table
 LEGACY_SUFFIX = "_legacy"
 
 
-def month_index(year: int, month: int) -> int:
-    return 12 * year + month - 1
-
-
 def base(year: int, month: int) -> int:
-    """The first id of a month: month 2026-12 starts at 24323 * 2^32."""
-    return month_index(year, month) * MONTH_SPAN
+    """The first id of a month: month 2026-12 starts at 202612 * 10^9."""
+    return (100 * year + month) * MONTH_SPAN
 
 
 def month_of_id(value: int) -> tuple[int, int]:
-    year, month = divmod(value // MONTH_SPAN, 12)
-    return year, month + 1
+    """The month whose partition holds an id (December's reaches up to January's base)."""
+    year, month = divmod(value // MONTH_SPAN, 100)
+    if month == 0:
+        return year - 1, 12
+    return year, min(month, 12)
 
 
 def next_month(year: int, month: int) -> tuple[int, int]:
@@ -77,8 +77,7 @@ DECLARE
     -- The clock now, not the transaction's start: an id is drawn once the sealing
     -- lock is held, and must not fall below one the sealer has already read.
     moment timestamp := clock_timestamp() AT TIME ZONE 'UTC';
-    month_index bigint := 12 * extract(year FROM moment)::bigint
-        + extract(month FROM moment)::bigint - 1;
+    month_key bigint := to_char(moment, 'YYYYMM')::bigint;
     sequence text := '{table}_id_' || to_char(moment, 'YYYYMM');
 BEGIN
     IF to_regclass(sequence) IS NULL THEN
@@ -88,7 +87,7 @@ BEGIN
             USING HINT = 'The partition ' || '{table}_p' || to_char(moment, 'YYYYMM')
                 || ' and its id sequence ' || sequence || ' are missing.';
     END IF;
-    RETURN month_index * {span} + nextval(sequence);
+    RETURN month_key * {span} + nextval(sequence);
 END;
 $$ LANGUAGE plpgsql VOLATILE;
 """
