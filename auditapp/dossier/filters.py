@@ -296,7 +296,8 @@ def _decode_cursor(cursor: str, field: str):
 def keyset_page(
     queryset: QuerySet, ordering: str | None, cursor: str | None, limit: int
 ) -> tuple[list, str | None]:
-    """One page of results and the cursor of the next page (None on the last)."""
+    """One page of results (Decisions, or rows of a .values() query with its "id") and the
+    cursor of the next page (None on the last)."""
     if (ordering or "-predicted_at") not in ORDERINGS:
         raise InvalidInput(f"ordering must be one of {list(ORDERINGS)}.")
     field, descending = ORDERINGS[ordering or "-predicted_at"]
@@ -316,6 +317,8 @@ def keyset_page(
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
+    if isinstance(last, dict):  # a page of .values() rows
+        return rows[:limit], _encode_cursor(last["sort_key"], last["id"])
     return rows[:limit], _encode_cursor(last.sort_key, last.pk)
 
 
