@@ -203,7 +203,10 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # lockout itself is written to the audit log (accounts/signals.py).
 AUTHENTICATION_BACKENDS = [
     "auditapp.accounts.lockout.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's, reading the signed-in user's roles with the user (one query, not two).
+    # Sessions name the backend that signed them in: those signed in through
+    # django.contrib.auth.backends.ModelBackend before it replaced it sign in again.
+    "auditapp.accounts.authentication.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("ATTEST_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ATTEST_LOGIN_COOLOFF_MINUTES", 15))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.db import models, transaction
+from django.db import models
 
 from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.roles import Actor
-from auditapp.appendonly import hold_insert_order
+from auditapp.appendonly import insert_in_order
 from auditapp.hashing import new_salt
 
 
@@ -74,9 +74,7 @@ def record_event(
     if sensitive_details:
         event.sensitive_details, event.salt = sensitive_details, new_salt()
     event.content_hash = event.compute_content_hash()
-    with transaction.atomic(savepoint=False):
-        hold_insert_order()
-        event.save(force_insert=True)
+    insert_in_order(event)
     return event
 
 

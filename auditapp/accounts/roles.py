@@ -8,11 +8,13 @@ walks the whole role x endpoint matrix.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
+from django.db.models import F, QuerySet
 
 from auditapp.accounts.models import ApiToken
 
@@ -169,14 +171,39 @@ def role_names(user: AbstractBaseUser) -> list[str]:
     """The user's roles, read once per request and cached on the user object."""
     cached = getattr(user, "_attest_roles", None)
     if cached is None:
-        if not user.is_authenticated or not user.is_active:
-            cached = []
-        else:
-            cached = [name for name in user.groups.values_list("name", flat=True) if name in ROLES]
-            if user.is_superuser and ADMIN not in cached:
-                cached.append(ADMIN)
+        cached = _granted(user, lambda: user.groups.values_list("name", flat=True))
         user._attest_roles = cached
     return cached
+
+
+def _granted(user: AbstractBaseUser, group_names: Callable[[], Iterable[str]]) -> list[str]:
+    """The roles among the user's groups (read only for an active user); admin for superusers."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    granted = [name for name in group_names() if name in ROLES]
+    if user.is_superuser and ADMIN not in granted:
+        granted.append(ADMIN)
+    return granted
+
+
+GROUP_ANNOTATION = "attest_group"
+
+
+def with_roles(queryset: QuerySet, user_path: str = "") -> QuerySet:
+    """Users (or rows that reach a user by `user_path`, "user__") with the user's group names.
+
+    A LEFT JOIN in the same query, one row per group (one row for a user in none):
+    whoever reads who is signed in (a session's user, a token's) needs no second
+    round trip for the roles. Nothing is kept beyond the request, so a changed
+    role counts at once. Pass the rows of the user to remember_roles.
+    """
+    return queryset.annotate(**{GROUP_ANNOTATION: F(f"{user_path}groups__name")})
+
+
+def remember_roles(user: AbstractBaseUser, rows: Iterable[object]) -> None:
+    """Keep on `user`, for role_names, the group names read with it (with_roles' rows)."""
+    names = [getattr(row, GROUP_ANNOTATION) for row in rows]
+    user._attest_roles = _granted(user, lambda: names)
 
 
 @dataclass(frozen=True)

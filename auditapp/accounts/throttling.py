@@ -1,8 +1,8 @@
 """API rate limits: per token (or signed-in user), per client address, and on failed tokens.
 
 Counts live in Django's cache (CACHES: Redis or files, shared by every worker) as one
-counter per fixed window: one atomic increment a request, where DRF's own throttles keep
-and rewrite a list of every request's timestamp.
+counter per fixed window: one atomic increment a request (one round trip on Redis), where
+DRF's own throttles keep and rewrite a list of every request's timestamp.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import math
 import time
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from auditapp.accounts.audit import record_event
+from auditapp.rediscache import ReusingRedisCache
 
 
 def client_address(request) -> str | None:
@@ -44,6 +45,9 @@ def client_address(request) -> str | None:
 def count_hit(key: str, period: int, now: float) -> int:
     """Add one to `key`'s counter for the current window of `period` seconds; the new count."""
     window_key = f"{key}:{int(now // period)}"
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if isinstance(backend, ReusingRedisCache):
+        return backend.count(window_key, timeout=period + 1)
     if cache.add(window_key, 1, timeout=period + 1):
         return 1
     try:

@@ -4,8 +4,35 @@ from __future__ import annotations
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
+from auditapp.hashing import commitment
+from auditapp.registry.schemas import version_schema
 
 MASK = "[masked]"
+
+
+# The columns a search result is built from as plain rows (DecisionPresenter.row_summary):
+# no model objects, and the version by id and schema hash (registry.schemas), not its row.
+_SHOWN_AS_STORED = (
+    "request_id",
+    "subject_ref",
+    "inputs",
+    "prediction",
+    "score",
+    "predicted_at",
+    "recorded_at",
+    "source",
+    "metadata",
+    "content_hash",
+)
+SUMMARY_VALUES = (
+    "id",
+    "registered_model__name",
+    "model_version_id",
+    "model_version__version",
+    "model_version__schema_sha256",
+    *_SHOWN_AS_STORED,
+    "salt",
+)
 
 
 class DecisionPresenter:
@@ -24,28 +51,66 @@ class DecisionPresenter:
         return sorted(self._sensitive[version.pk] & decision.inputs.keys())
 
     def summary(self, decision: Decision) -> dict:
-        masked = self.masked_features(decision)
-        inputs = {k: (MASK if k in masked else v) for k, v in decision.inputs.items()}
-        salt = decision.salt_bytes
+        return self._summary(
+            {
+                "id": decision.pk,
+                "model": decision.registered_model.name,
+                "version": decision.model_version.version,
+                "request_id": decision.request_id,
+                "subject_ref": decision.subject_ref,
+                "inputs": decision.inputs,
+                "prediction": decision.prediction,
+                "score": decision.score,
+                "predicted_at": decision.predicted_at,
+                "recorded_at": decision.recorded_at,
+                "source": decision.source,
+                "metadata": decision.metadata,
+                "content_hash": decision.content_hash,
+            },
+            decision.sensitive_names,
+            decision.salt_bytes,
+            self.masked_features(decision),
+        )
+
+    def row_summary(self, row: dict) -> dict:
+        """summary() of a row of SUMMARY_VALUES: the same answer, without a Decision."""
+        schema = version_schema(row["model_version_id"], row["model_version__schema_sha256"])
+        sensitive = schema.sensitive_names
+        masked = [] if self.show_sensitive else sorted(sensitive & row["inputs"].keys())
+        values = {name: row[name] for name in _SHOWN_AS_STORED}
+        values["id"] = row["id"]
+        values["model"] = row["registered_model__name"]
+        values["version"] = row["model_version__version"]
+        salt = None if row["salt"] is None else bytes(row["salt"])
+        return self._summary(values, sensitive, salt, masked)
+
+    def _summary(
+        self, values: dict, sensitive: frozenset[str], salt: bytes | None, masked: list[str]
+    ) -> dict:
+        inputs = values["inputs"]
         # Recorded before commitments, a masked value's hash covers it in clear: a
         # dictionary of candidates would find it, so the hash is withheld.
         hash_shown = salt is not None or not masked
         return {
-            "id": decision.pk,
-            "model": decision.registered_model.name,
-            "version": decision.model_version.version,
-            "request_id": decision.request_id,
-            "subject_ref": decision.subject_ref,
-            "inputs": inputs,
+            "id": values["id"],
+            "model": values["model"],
+            "version": values["version"],
+            "request_id": values["request_id"],
+            "subject_ref": values["subject_ref"],
+            "inputs": {k: (MASK if k in masked else v) for k, v in inputs.items()},
             "masked_features": masked,
-            "prediction": decision.prediction,
-            "score": decision.score,
-            "predicted_at": decision.predicted_at,
-            "recorded_at": decision.recorded_at,
-            "source": decision.source,
-            "metadata": decision.metadata,
-            "content_hash": decision.content_hash if hash_shown else None,
-            "sensitive_inputs_commitment": decision.sensitive_commitment(),
+            "prediction": values["prediction"],
+            "score": values["score"],
+            "predicted_at": values["predicted_at"],
+            "recorded_at": values["recorded_at"],
+            "source": values["source"],
+            "metadata": values["metadata"],
+            "content_hash": values["content_hash"] if hash_shown else None,
+            # The commitment to the sensitive inputs that the content hash covers
+            # (hashing.decision_document); none before commitments.
+            "sensitive_inputs_commitment": None
+            if salt is None
+            else commitment(salt, {k: v for k, v in inputs.items() if k in sensitive}),
             "salt": salt.hex() if salt is not None and self.show_sensitive else None,
         }
 

@@ -13,7 +13,7 @@ from auditapp.decisions import api as decisions_api
 from auditapp.decisions import services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
-from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.decisions.presenters import SUMMARY_VALUES, DecisionPresenter
 from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
 from auditapp.dossier.presenters import decision_detail
 from auditapp.filtering import parse_limit
@@ -52,18 +52,17 @@ class DecisionListView(decisions_api.DecisionListView):
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)
-        queryset = filter_decisions(
-            Decision.objects.visible_to(actor).with_related(), request.query_params, actor
-        )
+        queryset = filter_decisions(Decision.objects.visible_to(actor), request.query_params, actor)
+        # Plain rows, not Decisions: no model objects to build, no version rows to read.
         rows, next_cursor = keyset_page(
-            queryset,
+            queryset.values(*SUMMARY_VALUES),
             request.query_params.get("ordering"),
             request.query_params.get("cursor"),
             parse_limit(request.query_params.get("limit")),
         )
         note_search(actor, request.query_params, ip=client_ip(request), via="api")
         presenter = DecisionPresenter(actor)
-        return Response({"results": [presenter.summary(d) for d in rows], "next": next_cursor})
+        return Response({"results": [presenter.row_summary(r) for r in rows], "next": next_cursor})
 
 
 class DecisionDetailView(APIView):

@@ -1,4 +1,4 @@
-"""Two clients sending the same decision at the same moment store it once."""
+"""Two clients sending the same decision at the same moment store it once; the sealing lock."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import threading
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from auditapp.accounts import roles
+from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
+from auditapp.appendonly import SEALING_LOCK
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import seal_new_records
@@ -149,3 +151,44 @@ def test_verification_reads_one_moment_while_writers_commit(
     assert wrapper.done, f"verification never read {first_read}"
     assert result.ok, result.problems()
     assert verify_chain().ok  # and what was written meanwhile verifies afterwards
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_event_written_alone_waits_for_the_sealer_before_it_draws_its_id():
+    """record_event outside a transaction is one statement; the sealing lock comes first in it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("the sealing lock is PostgreSQL's; SQLite commits in id order")
+    sealer = connection.get_new_connection(connection.get_connection_params())
+    sequence = "SELECT last_value FROM pg_sequences WHERE sequencename = %s"
+    name = f"{AuditEvent._meta.db_table}_id_seq"
+    try:
+        sealer.execute("SELECT pg_advisory_xact_lock(%s)", [SEALING_LOCK])  # a sealing in progress
+        drawn_before = sealer.execute(sequence, [name]).fetchone()
+        written: list = []
+
+        def write() -> None:
+            try:
+                written.append(record_event("test.waited"))
+            finally:
+                connection.close()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=0.5)
+        assert writer.is_alive()  # waiting for the sealer ...
+        assert sealer.execute(sequence, [name]).fetchone() == drawn_before  # ... with no id drawn
+        sealer.commit()
+        writer.join(timeout=30)
+        assert not writer.is_alive()
+    finally:
+        sealer.close()
+    (event,) = written
+    assert AuditEvent.objects.get(action="test.waited").pk == event.pk
+
+
+def test_an_event_inside_a_transaction_is_rolled_back_with_it(db):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record_event("test.rolled_back")
+        raise RuntimeError("the service failed after its event")
+
+    assert not AuditEvent.objects.filter(action="test.rolled_back").exists()

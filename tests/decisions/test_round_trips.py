@@ -1,0 +1,57 @@
+"""A one-decision POST's round trips, pinned so that they do not creep back."""
+
+from __future__ import annotations
+
+import json
+
+from django.db import connection
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+
+from auditapp.accounts.services import create_api_token
+from tests.factories import DecisionPayloadFactory
+
+URL = "/api/v1/decisions"
+
+
+def test_a_single_decision_is_recorded_in_eight_round_trips(model_version, ml_engineer):
+    """The token with its user and roles, the models it may ingest for, then one
+    transaction: the sealing lock, the decision, its pending explanation rows and the
+    audit event (its lock in the same statement)."""
+    _, key = create_api_token(ml_engineer, scopes=["ingest"])
+    client = Client(HTTP_AUTHORIZATION=f"Token {key}")
+
+    def post():
+        body = json.dumps(DecisionPayloadFactory())
+        return client.post(URL, body, content_type="application/json")
+
+    assert post().status_code == 201  # the token's first use is noted; the version is kept
+
+    with CaptureQueriesContext(connection) as queries:
+        response = post()
+
+    assert response.status_code == 201
+    assert response.json()["results"][0]["status"] == "created"
+    # Inside the test's own transaction, BEGIN and COMMIT are a savepoint and its release.
+    opening = {"SAVEPOINT": "BEGIN", "RELEASE": "COMMIT"}
+    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
+    statements = [opening.get(statement, statement) for statement in statements]
+    if connection.vendor == "postgresql":
+        assert statements == [
+            "SELECT",  # token, user, roles
+            "SELECT",  # the models the token may ingest for
+            "BEGIN",
+            "SELECT",  # the sealing lock
+            "INSERT",  # the decision
+            "INSERT",  # its explanation rows
+            "WITH",  # the audit event, under the lock
+            "COMMIT",
+        ]
+    else:  # SQLite: no lock (one writer at a time)
+        assert [s for s in statements if s not in ("BEGIN", "COMMIT")] == [
+            "SELECT",
+            "SELECT",
+            "INSERT",
+            "INSERT",
+            "INSERT",
+        ]
