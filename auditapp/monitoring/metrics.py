@@ -1,15 +1,18 @@
 """Monitoring metrics of one model version over one window, against its reference.
 
-`compute_window_metrics(model_version, start, end)` is the contract other apps
-(the compliance report) call: it returns a JSON-serialisable dict in the shape of
-API.md's monitoring snapshot. The figures come from scipy (KS, chi-squared),
-scikit-learn (performance, calibration, NDCG) and fairlearn (selection rates,
-demographic parity, equalised odds); PSI, which none of them provides, is the
-symmetrised relative entropy of binned shares (scipy's `rel_entr`).
+`compute_window_metrics(model_version, start, end)` is the contract: it returns a
+JSON-serialisable dict in the shape of API.md's monitoring snapshot; the compliance
+report gets the same dict for each of many windows from `compute_windows_metrics`.
+The figures come from scipy (KS, chi-squared), scikit-learn (performance,
+calibration, NDCG) and fairlearn (selection rates, demographic parity, equalised
+odds); PSI, which none of them provides, is the symmetrised relative entropy of
+binned shares (scipy's `rel_entr`).
 
 The window's data is fetched in one query (inputs, score, prediction, latest
-outcome, SHAP attributions) plus one aggregate over explanation statuses, and
-everything after that is numpy / pandas.
+outcome, SHAP attributions, in time order) plus one aggregate over explanation
+statuses, and everything after that is numpy / pandas. A report's period is
+fetched once and cut into windows (`Period.between`); fairlearn's frames are built
+once for all its windows, the window as a control feature (`fairness_by_window`).
 """
 
 from __future__ import annotations
@@ -19,22 +22,22 @@ import logging
 import math
 import threading
 import warnings
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 from django.db.models import Count, FilteredRelation, JSONField, OuterRef, Q, Subquery, TextField
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Trunc
 from fairlearn.metrics import (
     MetricFrame,
-    demographic_parity_difference,
-    demographic_parity_ratio,
-    equalized_odds_difference,
+    false_positive_rate,
     selection_rate,
+    true_positive_rate,
 )
 from scipy import special, stats
 from sklearn import metrics as skm
@@ -45,6 +48,7 @@ from auditapp.decisions.models import Decision, Outcome
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.documents import group_order
 from auditapp.monitoring.models import MonitoringSettings
+from auditapp.monitoring.windows import window_floor
 from auditapp.replicas import on_primary
 from auditapp.snapshots import write_now
 from explain.packing import unpack
@@ -114,8 +118,58 @@ def _empty(schema: Schema) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series([], dtype=object) for name in schema.names})
 
 
-def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
-    """The version's decisions predicted in [start, end): one query, plus explanation counts."""
+@dataclass
+class Period:
+    """A period's decisions as fetched, in (predicted_at, id) order, so that each window of
+    it is a slice: a report of many windows reads its rows once, and each window's figures
+    are those of the same rows, in the same order, as fetching the window alone gives."""
+
+    schema: Schema
+    start: datetime
+    end: datetime
+    kind: str | None  # day / week: the windows whose explanation counts were kept
+    moments: list[datetime]
+    inputs: list[dict]
+    scores: list
+    predictions: list
+    outcomes: list
+    attributions: list[dict | None]
+    statuses: dict[datetime | None, dict[str, int]]  # by window start (None: the period)
+
+    def between(self, low: datetime, high: datetime) -> Observations:
+        """The decisions predicted in [low, high): the period, or one of its windows."""
+        if (low, high) == (self.start, self.end):
+            statuses = self.statuses.get(None) or _summed(self.statuses.values())
+        elif self.kind is not None and window_floor(self.kind, low) == window_floor(
+            self.kind, high - timedelta(microseconds=1)
+        ):
+            statuses = self.statuses.get(window_floor(self.kind, low), {})
+        else:
+            raise ValueError(f"[{low}, {high}) is neither the period nor one {self.kind} of it")
+        first, last = bisect_left(self.moments, low), bisect_left(self.moments, high)
+        rows = slice(first, last)
+        return observations(
+            self.schema,
+            self.inputs[rows],
+            self.scores[rows],
+            self.predictions[rows],
+            self.outcomes[rows],
+            self.attributions[rows],
+            statuses,
+        )
+
+
+def _summed(counts) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for by_status in counts:
+        for status, n in by_status.items():
+            total[status] = total.get(status, 0) + n
+    return total
+
+
+def fetch_period(model_version, start: datetime, end: datetime, kind: str | None = None) -> Period:
+    """The version's decisions predicted in [start, end): one query, plus explanation counts
+    (per `kind` window when given)."""
     latest_outcome = (
         Outcome.objects.filter(decision=OuterRef("pk"))
         .order_by("-observed_at", "-id")
@@ -135,33 +189,53 @@ def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
             prediction_text=Cast("prediction", TextField()),
             outcome_text=Cast(Subquery(latest_outcome, output_field=JSONField()), TextField()),
         )
+        .order_by("predicted_at", "id")
         .values_list(
-            "inputs_text", "score", "prediction_text", "outcome_text", "shap__result__attributions"
+            "predicted_at",
+            "inputs_text",
+            "score",
+            "prediction_text",
+            "outcome_text",
+            "shap__result__attributions",
         )
     )
-    statuses = dict(
-        Decision.objects.filter(
-            model_version=model_version,
-            predicted_at__gte=start,
-            predicted_at__lt=end,
-            explanations__isnull=False,
-        )
-        .order_by()
-        .values_list("explanations__status")
-        .annotate(n=Count("explanations"))
-        .values_list("explanations__status", "n")
-    )
-    columns = list(zip(*rows, strict=True)) if rows else [[], [], [], [], []]
+    explained = Decision.objects.filter(
+        model_version=model_version,
+        predicted_at__gte=start,
+        predicted_at__lt=end,
+        explanations__isnull=False,
+    ).order_by()
+    group = ["explanations__status"]
+    if kind:
+        explained = explained.annotate(window=Trunc("predicted_at", kind, tzinfo=UTC))
+        group.insert(0, "window")
+    statuses: dict[datetime | None, dict[str, int]] = {}
+    counted = explained.values(*group).annotate(n=Count("explanations")).values_list(*group, "n")
+    for *window, status, n in counted:
+        key = window_floor(kind, window[0]) if kind else None
+        statuses.setdefault(key, {})[status] = n
+    columns = list(zip(*rows, strict=True)) if rows else [[]] * 6
     schema = model_version.parsed_schema
-    return observations(
-        schema,
-        _decoded(columns[0]),
-        list(columns[1]),
-        _decoded(columns[2]),
-        _decoded(columns[3]),
-        [None if packed is None else unpack(packed, schema.names) for packed in columns[4]],
-        statuses,
+    return Period(
+        schema=schema,
+        start=start,
+        end=end,
+        kind=kind,
+        moments=list(columns[0]),
+        inputs=_decoded(columns[1]),
+        scores=list(columns[2]),
+        predictions=_decoded(columns[3]),
+        outcomes=_decoded(columns[4]),
+        attributions=[
+            None if packed is None else unpack(packed, schema.names) for packed in columns[5]
+        ],
+        statuses=statuses,
     )
+
+
+def fetch_window(model_version, start: datetime, end: datetime) -> Observations:
+    """The version's decisions predicted in [start, end)."""
+    return fetch_period(model_version, start, end).between(start, end)
 
 
 def _decoded(texts) -> list:
@@ -585,20 +659,77 @@ def fairness(
     """Per protected feature: fairlearn's selection rate per group, demographic parity
     difference and ratio (the disparate impact ratio; four-fifths rule), and the
     equalised-odds difference on the decisions with an outcome."""
-    if schema.target.type != "classification" or len(data) == 0:
-        return {}
-    selected_class = favourable_class(schema, favourable)
-    selected = np.array([p == selected_class for p in data.predictions], dtype=int)
-    known = np.array([o is not None for o in data.outcomes], dtype=bool)
-    truth = np.array([o == selected_class for o in data.outcomes], dtype=int)
-    result = {}
-    for feature in (f for f in schema.features if f.protected):
-        groups, edges = protected_groups(feature, schema, data, configured_groups or {}, reference)
-        result[feature.name] = _fairness_entry(selected, truth, known, groups)
-        result[feature.name]["selected_class"] = selected_class
-        if edges is not None:
-            result[feature.name]["group_edges"] = edges
+    (result,) = fairness_by_window(
+        schema, [data], reference, favourable=favourable, configured_groups=configured_groups
+    )
+    if isinstance(result, Exception):
+        raise result
     return result
+
+
+def fairness_by_window(
+    schema: Schema,
+    windows: list[Observations],
+    reference: Observations | None,
+    *,
+    favourable: Any = None,
+    configured_groups: dict | None = None,
+) -> list[dict | Exception]:
+    """`fairness` of each window, fairlearn's frames built once for all of them (the window
+    a control feature): its fixed cost, some 0.3 s a window for two protected features, is
+    paid once. A window fairlearn refuses gets the exception, the others their figures."""
+    if schema.target.type != "classification":
+        return [{} for _ in windows]
+    selected_class = favourable_class(schema, favourable)
+    busy = [i for i, data in enumerate(windows) if len(data)]
+    results: list[dict | Exception] = [{} for _ in windows]
+    if not busy:
+        return results
+    window = np.concatenate([np.full(len(windows[i]), i) for i in busy])
+    predictions = np.concatenate([windows[i].predictions for i in busy])
+    outcomes = np.concatenate([windows[i].outcomes for i in busy])
+    selected = np.array([p == selected_class for p in predictions], dtype=int)
+    known = np.array([o is not None for o in outcomes], dtype=bool)
+    truth = np.array([o == selected_class for o in outcomes], dtype=int)
+    for feature in (f for f in schema.features if f.protected):
+        parts = [
+            protected_groups(feature, schema, windows[i], configured_groups or {}, reference)
+            for i in busy
+        ]
+        groups = np.concatenate([labels for labels, _ in parts])
+        entries = _fairness_by_window(selected, truth, known, groups, window)
+        for i in busy:
+            entry, figures = entries[i], results[i]
+            if isinstance(figures, Exception):
+                continue
+            if isinstance(entry, Exception):
+                results[i] = entry
+                continue
+            entry["selected_class"] = selected_class
+            if parts[0][1] is not None:
+                entry["group_edges"] = parts[0][1]
+            figures[feature.name] = entry
+    return results
+
+
+def _fairness_by_window(selected, truth, known, groups, window) -> dict[int, dict | Exception]:
+    """{window: its figures}, from one frame over all windows; when fairlearn refuses that,
+    each window alone, so that one it refuses does not take the others' figures with it."""
+    try:
+        return _fairness_entries(selected, truth, known, groups, window)
+    except Exception:
+        entries: dict[int, dict | Exception] = {}
+        for label in np.unique(window).tolist():
+            rows = window == label
+            try:
+                entries.update(
+                    _fairness_entries(
+                        selected[rows], truth[rows], known[rows], groups[rows], window[rows]
+                    )
+                )
+            except Exception as exc:
+                entries[label] = exc
+        return entries
 
 
 def _in_group_order(by_group: dict[str, Any]) -> dict[str, Any]:
@@ -606,9 +737,18 @@ def _in_group_order(by_group: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fairness_entry(selected, truth, known, groups) -> dict:
-    """fairlearn's figures, fed one row per distinct (group, labels) with its count as the
-    sample weight: the same numbers as on every decision, without fairlearn's per-row cost."""
-    rows, weight = _distinct(group=groups, selected=selected)
+    """The figures of one window (`_fairness_entries`)."""
+    return _fairness_entries(selected, truth, known, groups, np.zeros(len(groups), dtype=int))[0]
+
+
+def _fairness_entries(selected, truth, known, groups, window) -> dict[int, dict]:
+    """fairlearn's figures per window, fed one row per distinct (window, group, labels) with
+    its count as the sample weight (the same numbers as on every decision, without
+    fairlearn's per-row cost), the window as a control feature: MetricFrame computes each
+    window's groups apart, and its difference and ratio are per window, as
+    demographic_parity_difference and _ratio and equalized_odds_difference give on one."""
+    rows, weight = _distinct(window=window, group=groups, selected=selected)
+    counts = pd.DataFrame({"window": window, "group": groups}).value_counts()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         frame = MetricFrame(
@@ -616,34 +756,48 @@ def _fairness_entry(selected, truth, known, groups) -> dict:
             y_true=rows["selected"],
             y_pred=rows["selected"],
             sensitive_features=rows["group"],
+            control_features=rows["window"],
             sample_params={"sample_weight": weight},
         )
-        common = (rows["selected"], rows["selected"])
-        options = {"sensitive_features": rows["group"], "sample_weight": weight}
-        ratio = demographic_parity_ratio(*common, **options)
-        entry: dict[str, Any] = {
-            "selection_rate": _in_group_order({str(k): v for k, v in frame.by_group.items()}),
-            "counts": _in_group_order(
-                {str(k): int(v) for k, v in pd.Series(groups).value_counts().items()}
-            ),
-            "demographic_parity_difference": demographic_parity_difference(*common, **options),
-            "disparate_impact_ratio": ratio,
-            "four_fifths_ok": bool(ratio >= thresholds.FOUR_FIFTHS)
-            if math.isfinite(ratio)
-            else None,
-            "equalized_odds_difference": None,
-        }
-        if known.any() and 0 < truth[known].sum() < known.sum():
+        rates, differences, ratios = frame.by_group, frame.difference(), frame.ratio()
+        entries: dict[int, dict] = {}
+        for label in np.unique(window).tolist():
+            present = counts.loc[label]
+            ratio = ratios.loc[label]
+            entries[label] = {
+                "selection_rate": _in_group_order(
+                    {str(g): rates.loc[(label, g)] for g in present.index}
+                ),
+                "counts": _in_group_order({str(g): int(n) for g, n in present.items()}),
+                "demographic_parity_difference": differences.loc[label],
+                "disparate_impact_ratio": ratio,
+                "four_fifths_ok": bool(ratio >= thresholds.FOUR_FIFTHS)
+                if math.isfinite(ratio)
+                else None,
+                "equalized_odds_difference": None,
+            }
+        judged = [
+            label
+            for label in entries
+            if 0 < truth[known & (window == label)].sum() < (known & (window == label)).sum()
+        ]
+        if judged:
+            kept = known & np.isin(window, judged)
             rows, weight = _distinct(
-                group=groups[known], truth=truth[known], selected=selected[known]
+                window=window[kept], group=groups[kept], truth=truth[kept], selected=selected[kept]
             )
-            entry["equalized_odds_difference"] = equalized_odds_difference(
-                rows["truth"],
-                rows["selected"],
+            odds = MetricFrame(
+                metrics={"tpr": true_positive_rate, "fpr": false_positive_rate},
+                y_true=rows["truth"],
+                y_pred=rows["selected"],
                 sensitive_features=rows["group"],
-                sample_weight=weight,
-            )
-    return entry
+                control_features=rows["window"],
+                sample_params={"tpr": {"sample_weight": weight}, "fpr": {"sample_weight": weight}},
+            ).difference()
+            for label in judged:
+                # equalized_odds_difference's worst case: the larger of the two differences.
+                entries[label]["equalized_odds_difference"] = max(odds.loc[label])
+    return entries
 
 
 def _distinct(**columns: np.ndarray) -> tuple[dict[str, pd.Series], np.ndarray]:
@@ -668,6 +822,41 @@ def window_metrics(
     configured_groups: dict | None = None,
 ) -> dict:
     """Every figure of one window against the reference, as plain JSON values."""
+    (result,) = windows_metrics(
+        schema, reference, [data], favourable=favourable, configured_groups=configured_groups
+    )
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def windows_metrics(
+    schema: Schema,
+    reference: Reference,
+    windows: list[Observations],
+    *,
+    favourable: Any = None,
+    configured_groups: dict | None = None,
+) -> list[dict | Exception]:
+    """`window_metrics` of each window, fairness computed for all at once (fairness_by_window);
+    a window whose figures cannot be computed gets the exception, the others their figures."""
+    ref = reference.observations
+    fair = fairness_by_window(
+        schema, windows, ref, favourable=favourable, configured_groups=configured_groups
+    )
+    results: list[dict | Exception] = []
+    for data, fairness_figures in zip(windows, fair, strict=True):
+        if isinstance(fairness_figures, Exception):
+            results.append(fairness_figures)
+            continue
+        try:
+            results.append(_figures(schema, reference, data, fairness_figures))
+        except Exception as exc:
+            results.append(exc)
+    return results
+
+
+def _figures(schema: Schema, reference: Reference, data: Observations, fairness_figures) -> dict:
     ref = reference.observations
     finished = data.explanations.get("done", 0) + data.explanations.get("failed", 0)
     result = {
@@ -682,9 +871,7 @@ def window_metrics(
         "prediction_drift": prediction_drift(schema, ref, data) if ref is not None else {},
         "attribution_drift": attribution_drift(schema, reference.mean_abs_shap, data),
         "performance": performance(schema, data, reference.roc_auc),
-        "fairness": fairness(
-            schema, data, ref, favourable=favourable, configured_groups=configured_groups
-        ),
+        "fairness": fairness_figures,
         "explanations": {
             **{
                 status: data.explanations.get(status, 0)
@@ -703,15 +890,25 @@ def compute_window_metrics(model_version, start: datetime, end: datetime) -> dic
     decisions, drift, score_drift, attribution_drift, performance (None without outcomes)
     and fairness, plus prediction_drift, explanations and reference.
     """
+    period = fetch_period(model_version, start, end)
+    (result,) = compute_windows_metrics(model_version, period, [(start, end)])
+    if isinstance(result, Exception):
+        raise result
+    return result
 
+
+def compute_windows_metrics(
+    model_version, period: Period, bounds: list[tuple[datetime, datetime]]
+) -> list[dict | Exception]:
+    """`compute_window_metrics` of each [low, high) of `bounds` (the period itself, or its
+    windows of `period.kind`), from the period's rows fetched once: the compliance report."""
     reference = load_reference(model_version)
     with on_primary():  # settings may have been made a moment ago (ensure_monitoring)
         config = MonitoringSettings.objects.get(model_version=model_version)
-    data = fetch_window(model_version, start, end)
-    return window_metrics(
+    return windows_metrics(
         model_version.parsed_schema,
         reference,
-        data,
+        [period.between(low, high) for low, high in bounds],
         favourable=config.favourable_class,
         configured_groups=config.fairness_groups,
     )

@@ -50,7 +50,7 @@ from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.coverage import first_decision_at
-from auditapp.monitoring.metrics import compute_window_metrics
+from auditapp.monitoring.metrics import Period, compute_windows_metrics, fetch_period
 from auditapp.monitoring.models import Alert, AlertRule
 from auditapp.registry.models import ModelVersion
 from auditapp.replicas import on_primary
@@ -123,6 +123,12 @@ class _Context:
             decision__predicted_at__gte=start,
             decision__predicted_at__lt=end,
         )
+
+    @functools.cached_property
+    def period(self) -> Period:
+        """The period's rows as monitoring reads them, fetched once for the pooled figures
+        and every window's (sections 5 and 6)."""
+        return fetch_period(self.model_version, self.start, self.end, self.window)
 
     @functools.cached_property
     def first_decision(self) -> datetime | None:
@@ -418,10 +424,16 @@ def _window_metrics(ctx: _Context) -> dict[str, Any] | str:
     """The monitoring app's figures for the period, or why they are not available."""
     if not hasattr(ctx, "_metrics"):
         try:
-            ctx._metrics = compute_window_metrics(ctx.model_version, ctx.start, ctx.end)
+            (metrics,) = compute_windows_metrics(
+                ctx.model_version, ctx.period, [(ctx.start, ctx.end)]
+            )
+            if isinstance(metrics, Exception):
+                raise metrics
+            ctx._metrics = metrics
         except Exception as exc:  # the rest of the report stands without sections 5-6
             log.exception("reports.monitoring.failed model_version=%s", ctx.model_version.pk)
             ctx._metrics = f"the monitoring figures could not be computed ({exc})"
+        _done_with_period(ctx)
     return ctx._metrics
 
 
@@ -430,12 +442,25 @@ def _period_windows(ctx: _Context) -> list[periods.Window] | str:
     if not hasattr(ctx, "_windows"):
         try:
             ctx._windows = periods.compute_windows(
-                ctx.model_version, ctx.start, ctx.end, ctx.now, ctx.first_decision
+                ctx.model_version,
+                ctx.start,
+                ctx.end,
+                ctx.now,
+                ctx.first_decision,
+                fetch=lambda: ctx.period,
             )
         except Exception as exc:  # the pooled figures and the rest of the report stand
             log.exception("reports.windows.failed model_version=%s", ctx.model_version.pk)
             ctx._windows = f"the figures per window could not be computed ({exc})"
+        _done_with_period(ctx)
     return ctx._windows
+
+
+def _done_with_period(ctx: _Context) -> None:
+    """Lets the period's rows go once the pooled and the per-window figures are computed
+    (a million decisions' inputs hold gigabytes)."""
+    if hasattr(ctx, "_metrics") and hasattr(ctx, "_windows"):
+        ctx.__dict__.pop("period", None)
 
 
 def _windowed(ctx: _Context, rows: Callable[[list[periods.Window]], list]) -> dict[str, Any]:

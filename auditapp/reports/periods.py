@@ -6,15 +6,17 @@ the period into day windows (periods up to 31 days) or week windows (longer; wee
 on Monday, as monitoring's), clipped to the period: a first or last window that the
 period cuts short, one not over yet, or one the version's first decision came after the
 start of, is `partial`. Each window's figures are monitoring's own (its stored snapshot
-of the window when that still holds, else `compute_window_metrics`), and a window
-is judged only on the evidence monitoring's alert rules need (alerts.enough_evidence):
-below it, the window says "too few decisions" instead of a figure.
+of the window when that still holds, else `compute_windows_metrics` on the period's rows,
+fetched once and split by window), and a window is judged only on the evidence
+monitoring's alert rules need (alerts.enough_evidence): below it, the window says
+"too few decisions" instead of a figure.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +30,7 @@ from auditapp.decisions.models import Decision, Outcome
 from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, thresholds
 from auditapp.monitoring.documents import SnapshotDocument
-from auditapp.monitoring.metrics import compute_window_metrics
+from auditapp.monitoring.metrics import Period, compute_windows_metrics, fetch_period
 from auditapp.monitoring.models import DAY, WEEK, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import split_period, window_floor
 
@@ -95,7 +97,12 @@ def period_windows(
 
 
 def compute_windows(
-    model_version, start: datetime, end: datetime, now: datetime, first_decision: datetime | None
+    model_version,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    first_decision: datetime | None,
+    fetch: Callable[[], Period] | None = None,
 ) -> list[Window]:
     """Monitoring's figures for each window (the reference is loaded once, and cached).
 
@@ -103,14 +110,17 @@ def compute_windows(
     to be judged is not computed at all (a long period of quiet weeks costs one query, not
     four per week), and says "too few decisions" as any other would. A whole day or week
     that monitoring has already computed, and that nothing has changed since (stored_windows),
-    is read from its snapshot: the figures the monitoring pages and alerts show for it.
+    is read from its snapshot: the figures the monitoring pages and alerts show for it. The
+    others are computed from the period's rows, fetched once (`fetch`, else here) and split
+    by window: one query, not one per window.
     """
     kind = window_kind(start, end)
     counts = decisions_per_window(model_version, kind, start, end)
     least = min(minimums().values())
     busy = any(n >= least for n in counts.values())
     stored = stored_windows(model_version, kind, start, end, counts) if busy else {}
-    windows = []
+    windows: list[Window] = []
+    todo: list[Window] = []  # computed below, all at once
     for low, high, partial in period_windows(start, end, now, first_decision):
         decisions = counts.get(window_floor(kind, low), 0)
         if decisions < least:
@@ -119,7 +129,12 @@ def compute_windows(
             snapshot_id, metrics = stored[low]
             windows.append(Window(low, high, partial, metrics, snapshot_id=snapshot_id))
         else:
-            windows.append(_compute(model_version, low, high, partial, decisions))
+            todo.append(Window(low, high, partial, {"decisions": decisions}))
+            windows.append(todo[-1])
+    if todo:
+        _compute(
+            model_version, todo, fetch or (lambda: fetch_period(model_version, start, end, kind))
+        )
     return windows
 
 
@@ -186,16 +201,25 @@ def stored_windows(model_version, kind: str, start: datetime, end: datetime, cou
 STORED_KEYS = frozenset({"decisions", "drift", "score_drift", "performance", "fairness"})
 
 
-def _compute(model_version, low: datetime, high: datetime, partial: bool, decisions: int) -> Window:
-    """One window; a window monitoring cannot compute (fairlearn refuses a window whose
-    decisions are all one group with one outcome) says why, and the others stand."""
+def _compute(model_version, windows: list[Window], fetch: Callable[[], Period]) -> None:
+    """Monitoring's figures into each window; a window monitoring cannot compute says why,
+    and the others stand."""
     try:
-        return Window(low, high, partial, compute_window_metrics(model_version, low, high))
+        bounds = [(window.start, window.end) for window in windows]
+        results: list = compute_windows_metrics(model_version, fetch(), bounds)
     except Exception as exc:
-        log.warning(
-            "reports.window.failed model_version=%s start=%s", model_version.pk, low, exc_info=True
-        )
-        return Window(low, high, partial, {"decisions": decisions}, f"{type(exc).__name__}: {exc}")
+        results = [exc] * len(windows)
+    for window, result in zip(windows, results, strict=True):
+        if isinstance(result, Exception):
+            log.warning(
+                "reports.window.failed model_version=%s start=%s",
+                model_version.pk,
+                window.start,
+                exc_info=result,
+            )
+            window.error = f"{type(result).__name__}: {result}"
+        else:
+            window.metrics = result
 
 
 def nouns(kind: str) -> tuple[str, str]:

@@ -359,3 +359,85 @@ def test_a_window_where_everyone_is_in_one_group_and_decided_alike_has_its_fairn
     assert entry["selection_rate"] == {"male": 1.0} and entry["counts"] == {"male": 3}
     assert entry["disparate_impact_ratio"] == 1.0
     assert entry["demographic_parity_difference"] == 0.0
+
+
+def test_a_period_fetched_once_gives_each_day_the_figures_of_that_day_alone(
+    adult_data, adult_version, ml_engineer, outcomes
+):
+    """The compliance report fetches its period once, splits it by day and builds fairlearn's
+    frames once for all days (the day a control feature): each day's figures are exactly
+    those monitoring computes for that day alone, and fairlearn's own on its decisions. The
+    last day has women only and no outcome: one group there, groups of two elsewhere."""
+    model, _, _, frame = adult_data
+    start = a_day(5)
+    days = [(start + timedelta(days=d), start + timedelta(days=d + 1)) for d in range(3)]
+    rest = frame.iloc[2000:]
+    parts = [frame.iloc[:1000], frame.iloc[1000:2000], rest[rest["sex"] == "Female"]]
+    labelled = 600  # outcomes on the first two days' first decisions
+    for (low, _), part in zip(days, parts, strict=True):
+        predictions = model.predict(part[ADULT_FEATURES])
+        scores = model.predict_proba(part[ADULT_FEATURES])[:, 1]
+        items = [
+            {
+                "model": "adult",
+                "version": "1",
+                "request_id": f"adult-{low:%d}-{i}",
+                "inputs": {k: plain(v) for k, v in row.items()},
+                "prediction": plain(predictions[i]),
+                "score": float(scores[i]),
+                "predicted_at": (low + timedelta(seconds=10 * i + 1)).isoformat(),
+            }
+            for i, row in enumerate(part[ADULT_FEATURES].to_dict(orient="records"))
+        ]
+        results = record_decisions(roles.Actor(user=ml_engineer), {"decisions": items})
+        if part is not parts[-1]:
+            ids = [r["id"] for r in results[:labelled]]
+            decided = list(Decision.objects.filter(pk__in=ids).order_by("pk"))
+            outcomes(decided, part["income"].iloc[:labelled])
+
+    period = metrics.fetch_period(adult_version, days[0][0], days[-1][1], "day")
+    together = metrics.compute_windows_metrics(adult_version, period, days)
+
+    for (low, high), figures, part in zip(days, together, parts, strict=True):
+        assert figures == metrics.compute_window_metrics(adult_version, low, high)
+        assert figures["decisions"] == len(part)
+        selected = (model.predict(part[ADULT_FEATURES]) == ">50K").astype(int)
+        age_groups = np.select(
+            [part["age"] < 25, part["age"] < 40, part["age"] < 60],
+            ["< 25", "25\u201340", "40\u201360"],
+            "≥ 60",
+        )
+        for name, groups in (("sex", part["sex"]), ("race", part["race"]), ("age", age_groups)):
+            groups = np.asarray(groups, dtype=object)
+            entry = figures["fairness"][name]
+            by_group = MetricFrame(
+                metrics=selection_rate, y_true=selected, y_pred=selected, sensitive_features=groups
+            ).by_group
+            assert entry["selection_rate"] == pytest.approx(by_group.to_dict())
+            assert entry["demographic_parity_difference"] == pytest.approx(
+                demographic_parity_difference(selected, selected, sensitive_features=groups)
+            )
+            assert entry["disparate_impact_ratio"] == pytest.approx(
+                demographic_parity_ratio(selected, selected, sensitive_features=groups)
+            )
+            if part is parts[-1]:
+                assert entry["equalized_odds_difference"] is None
+                continue
+            truth = (part["income"].iloc[:labelled] == ">50K").to_numpy(dtype=int)
+            assert entry["equalized_odds_difference"] == pytest.approx(
+                equalized_odds_difference(
+                    truth, selected[:labelled], sensitive_features=groups[:labelled]
+                )
+            )
+    women = together[-1]["fairness"]["sex"]
+    assert women["counts"] == {"Female": len(parts[-1])}
+    assert (women["disparate_impact_ratio"], women["demographic_parity_difference"]) == (1.0, 0.0)
+    assert together[0]["fairness"]["sex"]["disparate_impact_ratio"] < 0.5
+    # The period itself, from the same rows: the pooled figures.
+    (pooled,) = metrics.compute_windows_metrics(adult_version, period, [period_bounds(days)])
+    assert pooled == metrics.compute_window_metrics(adult_version, *period_bounds(days))
+    assert pooled["decisions"] == sum(map(len, parts))
+
+
+def period_bounds(days):
+    return days[0][0], days[-1][1]

@@ -20,7 +20,7 @@ from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.demo.credit import FEATURES
 from auditapp.hashing import canonical_time
-from auditapp.monitoring import alerts, snapshots, tasks
+from auditapp.monitoring import alerts, metrics, snapshots, tasks
 from auditapp.monitoring.models import Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
 from auditapp.reports import render, services
@@ -165,6 +165,37 @@ def test_the_drift_section_names_the_drifted_feature_and_day_with_its_psi(drifte
     assert s["fairness"]["by_feature"]["sex"]["disparate_impact_ratio"] is not None
     assert [w["decisions"] for w in s["fairness"]["windows"]] == list(PER_DAY)
     assert [w["decisions"] for w in s["volumes"]["windows"]] == list(PER_DAY)
+
+
+def test_each_day_computed_from_the_period_fetched_once_is_that_day_as_monitoring_computes_it(
+    drifted, model_version
+):
+    """The report cuts the period's rows by day and computes the days together; each day's
+    figures are those monitoring gives the day alone (compute_window_metrics)."""
+    sections = build_compliance_document(model_version, drifted.start, drifted.end)["sections"]
+
+    computed = [w for w in sections["drift"]["windows"] if w["judged"]]
+    assert [w["monitoring_snapshot"] for w in computed] == [None] * 3 + [drifted.snapshot.pk]
+    fairness = {w["window_start"]: w for w in sections["fairness"]["windows"]}
+    performance = {w["window_start"]: w for w in sections["volumes"]["windows"]}
+    for window in computed[:-1]:
+        low = datetime.fromisoformat(window["window_start"])
+        alone = metrics.compute_window_metrics(model_version, low, low + timedelta(days=1))
+        assert window["decisions"] == alone["decisions"] == PER_DAY[1]
+        assert window["inputs"] == {
+            name: {"psi": s["psi"], "p_value": s.get("ks_p", s.get("chi2_p")), "drifted": False}
+            for name, s in alone["drift"].items()
+        }
+        assert window["score"]["psi"] == alone["score_drift"]["psi"]
+        by_feature = fairness[window["window_start"]]["by_feature"]
+        assert set(by_feature) == set(alone["fairness"]) != set()
+        for name, entry in by_feature.items():
+            assert entry == {key: alone["fairness"][name][key] for key in entry}
+        assert performance[window["window_start"]]["with_outcome"] == 0  # no outcome recorded
+    # The pooled figures come from the same rows: all five days.
+    pooled = metrics.compute_window_metrics(model_version, drifted.start, drifted.end)
+    assert sections["drift"]["inputs"] == pooled["drift"]
+    assert sections["fairness"]["by_feature"] == pooled["fairness"]
 
 
 def test_the_report_lists_the_alert_raised_with_its_value_and_who_acknowledged_it(drifted, reports):
