@@ -204,9 +204,10 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 AUTHENTICATION_BACKENDS = [
     "auditapp.accounts.lockout.LockoutBackend",
     # Django's, reading the signed-in user's roles with the user (one query, not two).
-    # Sessions name the backend that signed them in: those signed in through
-    # django.contrib.auth.backends.ModelBackend before it replaced it sign in again.
     "auditapp.accounts.authentication.ModelBackend",
+    # A session names the backend that signed it in: the ones from before the line above
+    # keep being read through Django's own, rather than everyone signing in again.
+    "django.contrib.auth.backends.ModelBackend",
 ]
 AXES_FAILURE_LIMIT = env_int("ATTEST_LOGIN_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("ATTEST_LOGIN_COOLOFF_MINUTES", 15))

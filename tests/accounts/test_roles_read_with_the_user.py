@@ -93,3 +93,23 @@ def test_a_role_changed_between_two_requests_of_a_token_counts_at_once(
 
     regroup(compliance_officer)
     assert client.get(DECISIONS).status_code == 403
+
+
+def test_a_session_opened_under_djangos_own_backend_stays_signed_in(compliance_officer):
+    """Sessions from before Attest's backend name Django's: an upgrade signs no one out."""
+    client = Client()
+    client.force_login(compliance_officer, backend="django.contrib.auth.backends.ModelBackend")
+
+    page = client.get("/decisions/")
+
+    assert page.status_code == 200
+    assert page.wsgi_request.user == compliance_officer
+
+
+def test_signing_in_now_names_attests_backend(compliance_officer):
+    client = Client()
+    compliance_officer.set_password("a-long-pass-phrase-1")
+    compliance_officer.save()
+
+    assert client.login(username=compliance_officer.username, password="a-long-pass-phrase-1")
+    assert client.session["_auth_user_backend"] == "auditapp.accounts.authentication.ModelBackend"
