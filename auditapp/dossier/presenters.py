@@ -8,7 +8,8 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.decisions.reasons import Reason, adverse_reasons
 from auditapp.reviews.services import feedback_json
-from explain.models import TopReason
+from explain.models import Explanation, TopReason
+from explain.packing import unpack
 from explain.presenters import explanation_json
 
 
@@ -41,29 +42,53 @@ def decision_reasons(decision: Decision, explanations, masked) -> list[Reason]:
     return adverse_reasons(schema, shap.attributions, decision.inputs, withheld=masked)
 
 
-def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[int, list[str]]:
-    """Each decision's top SHAP reasons as "Label = value", for a page of search results.
+def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[int, list[dict]]:
+    """Each decision's top SHAP reasons for a page of search results: "Label = value", and
+    which way it pushed (towards the adverse outcome or away: a declined person's top
+    three may hold a feature that argued for them).
 
-    One query for the page (explain.TopReason). A feature masked for this reader is
-    left out, as it is from the decision's own `top_features`.
+    Two queries for the page: the reasons (explain.TopReason) and the newest SHAP
+    results' attributions. A feature masked for this reader is left out, as it is from
+    the decision's own `top_features`.
     """
+    ids = [d.pk for d in rows]
     named: dict[int, list[str]] = defaultdict(list)
-    reasons = TopReason.objects.filter(decision_id__in=[d.pk for d in rows]).order_by(
-        "decision_id", "rank"
-    )
+    reasons = TopReason.objects.filter(decision_id__in=ids).order_by("decision_id", "rank")
     for decision_id, feature in reasons.values_list("decision_id", "feature"):
         named[decision_id].append(feature)
+    packed = dict(
+        Explanation.objects.filter(
+            decision_id__in=ids, method="shap", result__isnull=False
+        ).values_list("decision_id", "result__attributions")
+    )
     labelled = {}
-    by_version: dict[int, dict] = {}  # a page's decisions share a few versions
+    by_version: dict[int, tuple] = {}  # a page's decisions share a few versions
     for decision in rows:
         masked = set(presenter.masked_features(decision))
         version = decision.model_version
         if version.pk not in by_version:
-            by_version[version.pk] = {f.name: f for f in version.parsed_schema.features}
-        features = by_version[version.pk]
+            schema = version.parsed_schema
+            by_version[version.pk] = (schema, {f.name: f for f in schema.features})
+        schema, features = by_version[version.pk]
+        weights = unpack(packed[decision.pk], schema.names) if decision.pk in packed else {}
         labelled[decision.pk] = [
-            f"{features[name].label} = {features[name].format_value(decision.inputs.get(name))}"
+            _reason_label(features[name], decision.inputs.get(name), weights.get(name), schema)
             for name in named[decision.pk]
             if name in features and name not in masked
         ]
     return labelled
+
+
+def _reason_label(feature, value, weight: float | None, schema) -> dict:
+    adverse = None if weight is None else weight * schema.target.adverse_sign > 0
+    towards = {True: "adverse", False: "favourable", None: ""}[adverse]
+    return {
+        "feature": feature.name,
+        "text": f"{feature.label} = {feature.format_value(value)}",
+        "towards": towards,
+        "title": (
+            ""
+            if adverse is None
+            else f"pushed {'towards' if adverse else 'away from'} “{schema.target.adverse_name}”"
+        ),
+    }

@@ -4,6 +4,7 @@ to the search's period, and filled for results stored before the table existed."
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -122,3 +123,40 @@ def test_the_migration_fills_the_reasons_of_results_stored_before_it(explained):
     call_command("migrate", "explain", "0006", verbosity=0)
     call_command("migrate", verbosity=0)
     assert reasons() == expected and len(expected) == 30
+
+
+REASON_SPAN = re.compile(
+    r'<a href="/decisions/(\d+)/">|<span class="reason[^"]*" data-feature="(\w+)" '
+    r'data-towards="(\w+)"'
+)
+
+
+def test_the_results_page_tells_which_way_each_reason_pushed(
+    explained, model_version, client, compliance_officer
+):
+    """A declined person's top three may hold a feature that argued for them: each reason
+    says which way it pushed, as its stored attribution's sign does."""
+    client.force_login(compliance_officer)
+    html = client.get("/decisions/", {"model": model_version.registered_model.name}).content
+    shown: dict[int, dict[str, str]] = {}
+    current = None
+    for decision_id, feature, towards in REASON_SPAN.findall(html.decode()):
+        if decision_id:
+            current = shown.setdefault(int(decision_id), {})
+        else:
+            current[feature] = towards
+
+    target = model_version.parsed_schema.target
+    stored = {
+        e.decision_id: e.attributions
+        for e in Explanation.objects.with_results().filter(method="shap", result__isnull=False)
+    }
+    assert len(shown) == 30
+    both = set()
+    for decision_id, towards in shown.items():
+        assert list(towards) == reasons()[decision_id]
+        for feature, way in towards.items():
+            pushed_up = stored[decision_id][feature] * target.adverse_sign > 0
+            assert way == ("adverse" if pushed_up else "favourable"), (decision_id, feature)
+            both.add(way)
+    assert both == {"adverse", "favourable"}  # the page has reasons of both kinds
