@@ -132,7 +132,27 @@ def _month_partition(cursor, table: str, year: int, month: int, lower: int | Non
         f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {name} "
         "FOR EACH STATEMENT EXECUTE FUNCTION attest_refuse_change()",
     )
+    _copy_statistics(cursor, table, name)
     return True
+
+
+def _copy_statistics(cursor, table: str, partition: str) -> None:
+    """The parent's statistics objects on expressions, made for a new partition too: a
+    partition's scan is planned with its own (decisions/feature_indexes.py says why
+    they exist)."""
+    cursor.execute(
+        "SELECT stxname, pg_get_statisticsobjdef_expressions(oid) FROM pg_statistic_ext "
+        "WHERE stxrelid = %s::regclass",
+        [table],
+    )
+    for statistics, expressions in cursor.fetchall():
+        if not expressions:
+            continue
+        columns = ", ".join(f"({expression})" for expression in expressions)
+        suffix = partition.removeprefix(table)
+        cursor.execute(
+            f'CREATE STATISTICS IF NOT EXISTS "{statistics}{suffix}" ON {columns} FROM {partition}'
+        )
 
 
 def create_ahead(

@@ -16,6 +16,9 @@ import hashlib
 from dataclasses import dataclass
 
 from django.db import connection
+from django.db.models import Expression, FloatField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from psycopg import sql
 
 from auditapp import partitions
@@ -26,6 +29,31 @@ from auditapp.registry.models import RegisteredModel
 
 TABLE = "decisions_decision"
 PREFIX = "decisions_feature_"
+NUMERIC = ("numeric", "integer")
+
+
+def search_expression(feature: str, kind: str) -> Expression | None:
+    """What the search compares a feature's value by, and what its index holds.
+
+    A number is compared as `(inputs ->> feature)::double precision`, not as JSON:
+    PostgreSQL keeps no statistics it can use for a range of JSON values, guesses a
+    third of the decisions match, and walks the time index to its end rather than
+    use the feature index (0.5 s at a million, for a value no one has). None: the
+    JSON value itself (categories and yes/no, compared for equality).
+    """
+    if kind not in NUMERIC:
+        return None
+    return Cast(KT(f"inputs__{feature}"), FloatField())
+
+
+# The same two expressions as SQL (PostgreSQL matches an index by its expression).
+EXPRESSION = {True: "((inputs ->> {feature})::double precision)", False: "(inputs -> {feature})"}
+# Statistics of the expression, beside its index: the planner ignores those a partial index
+# gathers, and without them it guessed a third of the decisions match any value and kept
+# walking the time index (0.5 s at a million; 0.04 ms with them, by the feature index).
+# A partition scan reads the partition's own, so each partition gets them
+# (partitions.create_ahead copies them to a month created later).
+STATISTICS = "CREATE STATISTICS IF NOT EXISTS {name} ON {expression} FROM {table}"
 
 
 @dataclass(frozen=True)
@@ -52,20 +80,22 @@ def _require_postgresql() -> None:
         )
 
 
-def _feature_of(model_name: str, feature: str) -> RegisteredModel:
+def _feature_of(model_name: str, feature: str) -> tuple[RegisteredModel, str]:
+    """The model, and the feature's type as the search reads it (its newest version's)."""
     model = RegisteredModel.objects.filter(name=model_name).first()
     if model is None:
         raise InvalidInput(f"There is no model {model_name!r}.", code="unknown_model")
-    names = set()
-    for version in model.versions.only("schema"):
-        names |= set(version.parsed_schema.names)
+    types: dict[str, str] = {}
+    for version in model.versions.only("schema").order_by("pk"):
+        types.update({f.name: f.type for f in version.parsed_schema.features})
+    names = set(types)
     if feature not in names:
         raise InvalidInput(
             f"{feature!r} is not a feature of {model_name!r}; its features are "
             f"{', '.join(sorted(names)) or 'none yet'}.",
             code="unknown_feature",
         )
-    return model
+    return model, types[feature]
 
 
 def create_feature_index(actor: Actor, model_name: str, feature: str) -> FeatureIndex:
@@ -77,17 +107,18 @@ def create_feature_index(actor: Actor, model_name: str, feature: str) -> Feature
     created later get it with the others.
     """
     _require_postgresql()
-    model = _feature_of(model_name, feature)
+    model, kind = _feature_of(model_name, feature)
+    numeric = kind in NUMERIC
     name = index_name(model.pk, feature)
     if partitions.is_partitioned(TABLE):
-        _build(name, TABLE, model.pk, feature, only=True)
+        _build(name, TABLE, model.pk, feature, numeric, only=True)
         attached = _partitions_indexed(name)
         for partition in partitions.partitions(TABLE):
             if partition.name in attached:  # built before, or created with the partition
                 continue
             child = name + partition.name.removeprefix(TABLE)
             _drop_if_invalid(child, partition.name)
-            _build(child, partition.name, model.pk, feature, concurrently=True)
+            _build(child, partition.name, model.pk, feature, numeric, concurrently=True)
             with connection.cursor() as cursor:
                 cursor.execute(
                     sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
@@ -96,7 +127,8 @@ def create_feature_index(actor: Actor, model_name: str, feature: str) -> Feature
                 )
     else:
         _drop_if_invalid(name)  # a build interrupted earlier leaves an invalid index behind
-        _build(name, TABLE, model.pk, feature, concurrently=True)
+        _build(name, TABLE, model.pk, feature, numeric, concurrently=True)
+    _gather_statistics(name, feature, numeric)
     record_event("search_index.created", actor=actor, model=model_name, feature=feature, index=name)
     (index,) = [i for i in feature_indexes() if i.name == name]
     return index
@@ -114,11 +146,18 @@ def _partitions_indexed(name: str) -> set[str]:
 
 
 def _build(
-    name: str, table: str, model_id: int, feature: str, concurrently=False, only=False
+    name: str,
+    table: str,
+    model_id: int,
+    feature: str,
+    numeric: bool,
+    concurrently=False,
+    only=False,
 ) -> None:
     statement = sql.SQL(
-        "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {only} {table} "
-        "((inputs -> {feature}), predicted_at) WHERE registered_model_id = {model}"
+        "CREATE INDEX {concurrently} IF NOT EXISTS {name} ON {only} {table} ("
+        + EXPRESSION[numeric]
+        + ", predicted_at) WHERE registered_model_id = {model}"
     ).format(
         concurrently=sql.SQL("CONCURRENTLY" if concurrently else ""),
         only=sql.SQL("ONLY" if only else ""),
@@ -131,9 +170,34 @@ def _build(
         cursor.execute(statement.as_string(cursor.connection))
 
 
+def statistics_name(index: str) -> str:
+    return f"{index}_stats"
+
+
+def _gather_statistics(name: str, feature: str, numeric: bool) -> None:
+    """The expression's statistics on the table and each partition, then ANALYZE (which
+    a partitioned table passes on to its partitions)."""
+    tables = [TABLE] + [p.name for p in partitions.partitions(TABLE)]
+    with connection.cursor() as cursor:
+        for table in tables:
+            suffix = table.removeprefix(TABLE)
+            cursor.execute(
+                sql.SQL(STATISTICS)
+                .format(
+                    name=sql.Identifier(statistics_name(name) + suffix),
+                    expression=sql.SQL(EXPRESSION[numeric]).format(feature=sql.Literal(feature)),
+                    table=sql.Identifier(table),
+                )
+                .as_string(cursor.connection)
+            )
+        cursor.execute(
+            sql.SQL("ANALYZE {}").format(sql.Identifier(TABLE)).as_string(cursor.connection)
+        )
+
+
 def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:
     _require_postgresql()
-    model = _feature_of(model_name, feature)
+    model, _kind = _feature_of(model_name, feature)
     name = index_name(model.pk, feature)
     if not any(i.name == name for i in feature_indexes()):
         return False
@@ -146,6 +210,16 @@ def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:
             .format(sql.SQL(concurrently), sql.Identifier(name))
             .as_string(cursor.connection)
         )
+        cursor.execute(
+            "SELECT stxname FROM pg_statistic_ext WHERE stxname LIKE %s",
+            [statistics_name(name).replace("_", r"\_") + "%"],
+        )
+        for (statistics,) in cursor.fetchall():
+            cursor.execute(
+                sql.SQL("DROP STATISTICS IF EXISTS {}")
+                .format(sql.Identifier(statistics))
+                .as_string(cursor.connection)
+            )
     record_event("search_index.dropped", actor=actor, model=model_name, feature=feature, index=name)
     return True
 

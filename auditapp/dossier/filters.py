@@ -16,6 +16,7 @@ from django.db.models.functions import Coalesce
 
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
+from auditapp.decisions.feature_indexes import search_expression
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK
 from auditapp.errors import InvalidInput
@@ -263,8 +264,14 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         except ValueError as exc:
             problems[key] = [str(exc)]
             continue
-        lookup = f"inputs__{name}" + (f"__{bound}" if bound else "")
-        queryset = queryset.filter(**{lookup: value})
+        expression = search_expression(name, schema.types[name])
+        if expression is None:
+            lookup = f"inputs__{name}" + (f"__{bound}" if bound else "")
+            queryset = queryset.filter(**{lookup: value})
+        else:  # compared as the feature index holds it (decisions/feature_indexes.py)
+            alias = f"feature_value_{len(queryset.query.annotations)}"
+            queryset = queryset.alias(**{alias: expression})
+            queryset = queryset.filter(**{f"{alias}__{bound or 'exact'}": float(value)})
     if problems:
         raise InvalidInput(
             "Some feature filters are invalid.", code="invalid_parameters", details=problems

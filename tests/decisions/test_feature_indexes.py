@@ -72,6 +72,30 @@ def test_an_index_is_built_used_by_the_search_and_dropped(
 
 
 @postgresql_only
+def test_the_planner_takes_the_index_for_a_value_no_one_has_without_being_pushed(
+    model_version, ingest, compliance_officer
+):
+    """With the table's statistics as ANALYZE leaves them, and a page's LIMIT: a JSON
+    range gave PostgreSQL no estimate but a third of the rows, so it walked the time
+    index to the end instead (0.5 s at a million decisions)."""
+    ingest(*DecisionPayloadFactory.build_batch(400))
+    actor = roles.Actor(user=compliance_officer)
+    run("credit", "income")
+    try:
+        found, queryset = search(actor, **{"feature.income__gte": "1e9"})
+        plan = queryset.order_by("-predicted_at", "-pk")[:51].explain()
+    finally:
+        run("credit", "income", "--drop")  # indexes outlive the test's data
+
+    assert found == []
+    assert index_name(model_version.registered_model_id, "income") in plan, plan
+    mid = sorted(d.inputs["income"] for d in Decision.objects.all())[200]
+    assert search(actor, **{"feature.income__gte": str(mid)})[0] == sorted(
+        d.pk for d in Decision.objects.all() if d.inputs["income"] >= mid
+    )
+
+
+@postgresql_only
 def test_an_unknown_model_or_feature_is_named(model_version):
     with pytest.raises(CommandError, match="There is no model 'fraud'"):
         run("fraud", "income")
@@ -111,9 +135,21 @@ def test_on_partitioned_decisions_each_partition_gets_the_index(model_version, i
     assert set(created) <= set(indexed.values())
     (index,) = feature_indexes()
     assert index.valid and index.size_bytes > 0
+    # The expression's statistics too, on the table and every partition, later ones included.
+    assert statistics_on() == {"decisions_decision", *names}
 
     run("credit", "income")  # again: nothing to build, nothing breaks
     assert run("credit", "income", "--drop") == "Dropped the index on credit.income.\n"
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s", [name + "%"])
         assert cursor.fetchone()[0] == 0
+    assert statistics_on() == set()
+
+
+def statistics_on() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT stxrelid::regclass::text FROM pg_statistic_ext WHERE stxname LIKE %s",
+            ["decisions\\_feature\\_%"],
+        )
+        return {row[0] for row in cursor.fetchall()}
