@@ -26,7 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import connection, migrations, transaction
 
 MONTH_SPAN = 10**9  # ids a month may hold: the id's last nine digits
 AHEAD = 3  # months created beyond the current one
@@ -276,6 +276,20 @@ def _indexes(cursor, table: str) -> list[tuple[str, bool, bool, str, str | None]
         (name, primary, unique, definition.split(" USING ", 1)[1], constraint)
         for name, primary, unique, definition, constraint in cursor.fetchall()
     ]
+
+
+def partitioning(table: str, unique: tuple[str, ...] = ()) -> migrations.RunPython:
+    """A migration's operation: partition `table` on PostgreSQL (reversibly); SQLite as it is."""
+
+    def forward(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            partition_table(schema_editor, table, unique=unique)
+
+    def reverse(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            unpartition_table(schema_editor, table)
+
+    return migrations.RunPython(forward, reverse)
 
 
 def partition_table(

@@ -13,16 +13,6 @@ from auditapp import partitions
 TABLE = "explain_explanationresult"
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.partition_table(schema_editor, TABLE)
-
-
-def reverse(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.unpartition_table(schema_editor, TABLE)
-
-
 class Migration(migrations.Migration):
     dependencies = [("explain", "0007_top_reasons")]
-    operations = [migrations.RunPython(forward, reverse)]
+    operations = [partitions.partitioning(TABLE)]

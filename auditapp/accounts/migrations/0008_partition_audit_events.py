@@ -12,16 +12,6 @@ from auditapp import partitions
 TABLE = "accounts_auditevent"
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.partition_table(schema_editor, TABLE)
-
-
-def reverse(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.unpartition_table(schema_editor, TABLE)
-
-
 class Migration(migrations.Migration):
     dependencies = [("accounts", "0007_logrecord")]
-    operations = [migrations.RunPython(forward, reverse)]
+    operations = [partitions.partitioning(TABLE)]

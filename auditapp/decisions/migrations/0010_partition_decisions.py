@@ -12,16 +12,6 @@ TABLE = "decisions_decision"
 UNIQUE = ("registered_model_id", "request_id")  # the constraint unique_request_id_per_model
 
 
-def forward(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.partition_table(schema_editor, TABLE, unique=UNIQUE)
-
-
-def reverse(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        partitions.unpartition_table(schema_editor, TABLE)
-
-
 class Migration(migrations.Migration):
     dependencies = [("decisions", "0009_decisions_by_score")]
-    operations = [migrations.RunPython(forward, reverse)]
+    operations = [partitions.partitioning(TABLE, unique=UNIQUE)]
