@@ -218,6 +218,16 @@ def _bounds(text: str) -> tuple[int | None, int]:
     return (None if lower == "MINVALUE" else int(lower)), int(upper)
 
 
+def analyze(table: str) -> None:
+    """Statistics of a partitioned table as a whole (and of its partitions, which ANALYZE
+    visits too). Autovacuum keeps each partition's but never the parent's, and without
+    them the planner misjudges joins over the table: the plain search, a page of 51
+    decisions, was planned as a sort of the whole period (0.7 s at a million, 0.2 ms
+    once analyzed). The migration and the beat task call it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+
+
 def partitioned_tables() -> list[str]:
     """The tables partitioned by these functions (their migrations say which)."""
     if connection.vendor != "postgresql":
@@ -373,6 +383,7 @@ def partition_table(
     if unique:
         _unique_side_table(cursor, table, unique)
     _add_foreign_keys(cursor, incoming)
+    cursor.execute(f"ANALYZE {table}")  # the new parent's statistics (see analyze())
 
 
 def _unique_index(indexes, unique: tuple[str, ...]) -> str | None:

@@ -47,7 +47,11 @@ def create_partitions_ahead() -> list[str]:
 
     Decisions, audit events, explanation results (their migrations partition them). Each
     run creates what is missing (usually nothing); an insert in a month with no
-    partition would fail. The embedded SQLite default is not partitioned.
+    partition would fail. Then it analyzes each partitioned table, which autovacuum
+    never does. The embedded SQLite default is not partitioned.
     """
     tables = partitions.partitioned_tables()
-    return [name for table in tables for name in partitions.create_ahead(table)]
+    created = [name for table in tables for name in partitions.create_ahead(table)]
+    for table in tables:
+        partitions.analyze(table)
+    return created

@@ -145,6 +145,28 @@ def test_the_beat_task_creates_months_ahead_once():
     assert bounds[f"{TABLE}_legacy"][0] is None
 
 
+def parent_analyzed_rows(table: str) -> float:
+    """The row count the planner knows of a partitioned table (-1: never analyzed)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_the_beat_task_keeps_the_parents_statistics(model_version, ingest):
+    """Autovacuum never analyzes a partitioned table; without the parent's statistics
+    PostgreSQL planned the plain search as a sort of the whole period (0.7 s at a
+    million decisions, against 0.2 ms)."""
+    ingest(*DecisionPayloadFactory.build_batch(30))
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE pg_class SET reltuples = -1 WHERE oid = '{TABLE}'::regclass")
+
+    create_partitions_ahead()
+
+    assert parent_analyzed_rows(TABLE) == 30
+    assert parent_analyzed_rows(EVENTS) >= 1 and parent_analyzed_rows(RESULTS) >= 0
+
+
 @pytest.mark.django_db
 def test_creating_a_partition_gives_up_behind_a_long_reader(monkeypatch):
     """Rather than queue every insert behind its wait for the table; the next run creates it."""
@@ -219,6 +241,7 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
         hashes = dict(Decision.objects.values_list("id", "content_hash"))
         events = dict(AuditEvent.objects.values_list("id", "content_hash"))
         call_command("migrate", verbosity=0)
+        assert parent_analyzed_rows(TABLE) == len(old)  # the planner knows the new parent
     finally:
         call_command("migrate", verbosity=0)
 

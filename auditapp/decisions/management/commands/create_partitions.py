@@ -21,6 +21,7 @@ class Command(BaseCommand):
             raise CommandError("Partitions are PostgreSQL's; the embedded SQLite default has none.")
         for table in partitions.partitioned_tables():
             created = set(partitions.create_ahead(table, months))
+            partitions.analyze(table)
             for partition in partitions.partitions(table):
                 note = "  (created)" if partition.name in created else ""
                 lower = "MINVALUE" if partition.lower is None else partition.lower
