@@ -132,11 +132,11 @@ def _month_partition(cursor, table: str, year: int, month: int, lower: int | Non
         f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {name} "
         "FOR EACH STATEMENT EXECUTE FUNCTION attest_refuse_change()",
     )
-    _copy_statistics(cursor, table, name)
+    copy_statistics(cursor, table, name)
     return True
 
 
-def _copy_statistics(cursor, table: str, partition: str) -> None:
+def copy_statistics(cursor, table: str, partition: str) -> None:
     """The parent's statistics objects on expressions, made for a new partition too: a
     partition's scan is planned with its own (decisions/feature_indexes.py says why
     they exist)."""
@@ -218,13 +218,13 @@ def _bounds(text: str) -> tuple[int | None, int]:
     return (None if lower == "MINVALUE" else int(lower)), int(upper)
 
 
-def analyze(table: str) -> None:
+def analyze(table: str, using=connection) -> None:
     """Statistics of a partitioned table as a whole (and of its partitions, which ANALYZE
     visits too). Autovacuum keeps each partition's but never the parent's, and without
     them the planner misjudges joins over the table: the plain search, a page of 51
     decisions, was planned as a sort of the whole period (0.7 s at a million, 0.2 ms
     once analyzed). The migration and the beat task call it."""
-    with connection.cursor() as cursor:
+    with using.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
 
 
@@ -383,7 +383,7 @@ def partition_table(
     if unique:
         _unique_side_table(cursor, table, unique)
     _add_foreign_keys(cursor, incoming)
-    cursor.execute(f"ANALYZE {table}")  # the new parent's statistics (see analyze())
+    analyze(table, schema_editor.connection)  # the new parent's statistics
 
 
 def _unique_index(indexes, unique: tuple[str, ...]) -> str | None:

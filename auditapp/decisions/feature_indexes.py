@@ -175,24 +175,21 @@ def statistics_name(index: str) -> str:
 
 
 def _gather_statistics(name: str, feature: str, numeric: bool) -> None:
-    """The expression's statistics on the table and each partition, then ANALYZE (which
-    a partitioned table passes on to its partitions)."""
-    tables = [TABLE] + [p.name for p in partitions.partitions(TABLE)]
+    """The expression's statistics on the table, copied to each partition as a month
+    created later gets them, then ANALYZE (which a partitioned table passes on)."""
     with connection.cursor() as cursor:
-        for table in tables:
-            suffix = table.removeprefix(TABLE)
-            cursor.execute(
-                sql.SQL(STATISTICS)
-                .format(
-                    name=sql.Identifier(statistics_name(name) + suffix),
-                    expression=sql.SQL(EXPRESSION[numeric]).format(feature=sql.Literal(feature)),
-                    table=sql.Identifier(table),
-                )
-                .as_string(cursor.connection)
-            )
         cursor.execute(
-            sql.SQL("ANALYZE {}").format(sql.Identifier(TABLE)).as_string(cursor.connection)
+            sql.SQL(STATISTICS)
+            .format(
+                name=sql.Identifier(statistics_name(name)),
+                expression=sql.SQL(EXPRESSION[numeric]).format(feature=sql.Literal(feature)),
+                table=sql.Identifier(TABLE),
+            )
+            .as_string(cursor.connection)
         )
+        for partition in partitions.partitions(TABLE):
+            partitions.copy_statistics(cursor, TABLE, partition.name)
+    partitions.analyze(TABLE)
 
 
 def drop_feature_index(actor: Actor, model_name: str, feature: str) -> bool:

@@ -241,25 +241,22 @@ def minimums() -> dict[str, int]:
 
 def drift_gap(window: Window) -> str | None:
     """Why a window's drift is not judged (None: it is)."""
-    least = settings.ATTEST_MONITORING_MIN_DRIFT_DECISIONS
-    if window.decisions < least:
-        return f"too few decisions ({window.decisions:,}; drift is judged on {least:,} or more)"
-    if window.error:
-        return f"could not be computed ({window.error})"
-    if alerts.enough_evidence("input_drift_psi", window.document, window.decisions):
-        return None
-    return "not enough evidence"  # (a minimum monitoring adds later than this report)
+    return _gap(window, settings.ATTEST_MONITORING_MIN_DRIFT_DECISIONS, "drift", "input_drift_psi")
 
 
 def fairness_gap(window: Window) -> str | None:
     least = settings.ATTEST_MONITORING_MIN_DECISIONS
+    return _gap(window, least, "fairness", "disparate_impact_ratio")
+
+
+def _gap(window: Window, least: int, judged: str, metric: str) -> str | None:
     if window.decisions < least:
-        return f"too few decisions ({window.decisions:,}; fairness is judged on {least:,} or more)"
+        return f"too few decisions ({window.decisions:,}; {judged} is judged on {least:,} or more)"
     if window.error:
         return f"could not be computed ({window.error})"
-    if alerts.enough_evidence("disparate_impact_ratio", window.document, window.decisions):
+    if alerts.enough_evidence(metric, window.document, window.decisions):
         return None
-    return "not enough evidence"
+    return "not enough evidence"  # (a minimum monitoring adds later than this report)
 
 
 def performance_gap(window: Window) -> str | None:

@@ -232,24 +232,30 @@ def adult_version(adult_data, ml_engineer):
     return version
 
 
-def test_fairness_equals_fairlearn_on_adult(adult_data, adult_version, ml_engineer, outcomes):
-    model, _, _, frame = adult_data
-    predictions = model.predict(frame[ADULT_FEATURES])
-    scores = model.predict_proba(frame[ADULT_FEATURES])[:, 1]
-    day = a_day(5)
+def record_adult(model, part, user, start, *, prefix: str, step: int):
+    """Record the model's own decisions on `part`, `step` seconds apart from `start`:
+    (its predictions, the ingestion results)."""
+    predictions = model.predict(part[ADULT_FEATURES])
+    scores = model.predict_proba(part[ADULT_FEATURES])[:, 1]
     items = [
         {
             "model": "adult",
             "version": "1",
-            "request_id": f"adult-{i}",
+            "request_id": f"{prefix}-{i}",
             "inputs": {k: plain(v) for k, v in row.items()},
             "prediction": plain(predictions[i]),
             "score": float(scores[i]),
-            "predicted_at": (day + timedelta(seconds=i + 1)).isoformat(),
+            "predicted_at": (start + timedelta(seconds=step * i + 1)).isoformat(),
         }
-        for i, row in enumerate(frame[ADULT_FEATURES].to_dict(orient="records"))
+        for i, row in enumerate(part[ADULT_FEATURES].to_dict(orient="records"))
     ]
-    results = record_decisions(roles.Actor(user=ml_engineer), {"decisions": items})
+    return predictions, record_decisions(roles.Actor(user=user), {"decisions": items})
+
+
+def test_fairness_equals_fairlearn_on_adult(adult_data, adult_version, ml_engineer, outcomes):
+    model, _, _, frame = adult_data
+    day = a_day(5)
+    predictions, results = record_adult(model, frame, ml_engineer, day, prefix="adult", step=1)
     decisions = list(Decision.objects.filter(pk__in=[r["id"] for r in results]).order_by("pk"))
     outcomes(decisions[:2000], frame["income"].iloc[:2000])
 
@@ -375,21 +381,7 @@ def test_a_period_fetched_once_gives_each_day_the_figures_of_that_day_alone(
     parts = [frame.iloc[:1000], frame.iloc[1000:2000], rest[rest["sex"] == "Female"]]
     labelled = 600  # outcomes on the first two days' first decisions
     for (low, _), part in zip(days, parts, strict=True):
-        predictions = model.predict(part[ADULT_FEATURES])
-        scores = model.predict_proba(part[ADULT_FEATURES])[:, 1]
-        items = [
-            {
-                "model": "adult",
-                "version": "1",
-                "request_id": f"adult-{low:%d}-{i}",
-                "inputs": {k: plain(v) for k, v in row.items()},
-                "prediction": plain(predictions[i]),
-                "score": float(scores[i]),
-                "predicted_at": (low + timedelta(seconds=10 * i + 1)).isoformat(),
-            }
-            for i, row in enumerate(part[ADULT_FEATURES].to_dict(orient="records"))
-        ]
-        results = record_decisions(roles.Actor(user=ml_engineer), {"decisions": items})
+        _, results = record_adult(model, part, ml_engineer, low, prefix=f"adult-{low:%d}", step=10)
         if part is not parts[-1]:
             ids = [r["id"] for r in results[:labelled]]
             decided = list(Decision.objects.filter(pk__in=ids).order_by("pk"))

@@ -32,14 +32,19 @@ class Period:
     outside: list[int]  # decisions of the same version just before and after it
 
     def body(self, fmt: str = "json") -> dict:
-        return {
-            "kind": "model_compliance",
-            "model": "credit",
-            "version": "1",
-            "from": self.start.isoformat(),
-            "to": self.end.isoformat(),
-            "format": fmt,
-        }
+        return report_body(self.start, self.end, fmt)
+
+
+def report_body(start: datetime, end: datetime, fmt: str) -> dict:
+    """A request for the credit model's compliance report over [start, end)."""
+    return {
+        "kind": "model_compliance",
+        "model": "credit",
+        "version": "1",
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "format": fmt,
+    }
 
 
 def explain(ids: list[int], model_version, methods=("shap",)) -> None:

@@ -29,7 +29,7 @@ from auditapp.reports.models import Report
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case
 from tests.factories import DecisionPayloadFactory
-from tests.reports.conftest import pdf_text, read_file
+from tests.reports.conftest import pdf_text, read_file, report_body
 
 pytestmark = pytest.mark.django_db
 
@@ -48,14 +48,7 @@ class DriftedPeriod:
     snapshot: MetricSnapshot
 
     def body(self, fmt: str) -> dict:
-        return {
-            "kind": "model_compliance",
-            "model": "credit",
-            "version": "1",
-            "from": self.start.isoformat(),
-            "to": self.end.isoformat(),
-            "format": fmt,
-        }
+        return report_body(self.start, self.end, fmt)
 
 
 def replayed(frame: pd.DataFrame, n: int) -> pd.DataFrame:
