@@ -39,7 +39,9 @@ RECOVERY_BOUND = 120  # seconds: the promise (README, Outages and recovery)
 RESEND_BOUND = 30 + int(os.environ.get("ATTEST_SWEEP_INTERVAL", "1")) + 15
 # Short by default, so that the worker tests take seconds; the environment wins.
 TIMINGS = {
-    "ATTEST_EXPLAIN_LEASE": os.environ.get("ATTEST_EXPLAIN_LEASE", "2"),
+    # 6 s, renewed every 2: with a 2 s lease, a heartbeat held up by a saturated CI machine
+    # (both suites side by side, SQLite's one writer) let the sweeper re-send live work.
+    "ATTEST_EXPLAIN_LEASE": os.environ.get("ATTEST_EXPLAIN_LEASE", "6"),
     "ATTEST_SWEEP_INTERVAL": os.environ.get("ATTEST_SWEEP_INTERVAL", "1"),
     "ATTEST_UNSENT_GRACE": os.environ.get("ATTEST_UNSENT_GRACE", "2"),
 }
