@@ -425,3 +425,33 @@ def test_immutables_directions_bounds_and_steps_hold_for_random_schemas(case, se
         frame = schema.frame([counterfactual.inputs])
         assert labels(frame)[0] == "yes"
     assert search.explain(instance, seed=seed).document() == result.document()
+
+
+def test_a_regression_flips_below_its_threshold():
+    """A regression's value past the threshold: favourable below it (higher is adverse)."""
+    from sklearn.linear_model import Ridge
+
+    spec = credit_actionable()
+    spec["target"] = {"type": "regression"}
+    frame = credit.applicants(1500, seed=4)
+    model = one_hot(credit.CATEGORICAL, Ridge()).fit(
+        frame[credit.FEATURES].iloc[:1000], frame["true_probability"].iloc[:1000]
+    )
+    schema = parse_schema(spec)
+    background = frame[credit.FEATURES].iloc[1000:1300].reset_index(drop=True)
+    context = ModelContext(model, schema, background, "b" * 64, "a" * 64)
+    with pytest.raises(ValueError, match="threshold"):
+        cf.search_for(context)
+    search = cf.search_for(context, threshold=0.4)
+    rest = frame[credit.FEATURES].iloc[1300:]
+    high = plain(rest[model.predict(rest) >= 0.4].head(3))
+    assert high
+    for n, instance in enumerate(high):
+        result = search.explain(instance, seed=n)
+        assert result.ok, result.error
+        assert result.counterfactuals
+        values = model.predict(schema.frame([c.inputs for c in result.counterfactuals]))
+        assert (values < 0.4).all()
+        for counterfactual, value in zip(result.counterfactuals, values, strict=True):
+            assert counterfactual.score == pytest.approx(float(value), abs=1e-12)
+            check_rules(schema, instance, counterfactual)
