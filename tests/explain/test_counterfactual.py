@@ -10,6 +10,7 @@ model-agnostically. No database: the engine runs without the project.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import warnings
 
@@ -256,6 +257,8 @@ def test_a_result_records_what_reproduces_it(demo_gbm):
     }
     document = result.document()
     assert document["counterfactuals"][0]["changes"] == result.counterfactuals[0].changes
+    # Plain JSON, no NaN: what a canonical hash of a stored result needs.
+    assert json.loads(json.dumps(document, allow_nan=False)) == document
     # Replayed from the record alone: the same counterfactuals.
     options = {key: result.config[key] for key in cf.DEFAULTS}
     replay = cf.search_for(demo_gbm.context, options).explain(
