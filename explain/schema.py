@@ -31,7 +31,12 @@ FEATURE_KEYS = {
     "groups",  # bin edges of a numeric protected attribute, for fairness figures
     "unit",  # shown after a number: "EUR", "years"
     "decimals",  # digits after the point when a number is shown to people
+    # Actionability, for counterfactuals (explain/counterfactual.py): what a person could change.
+    "immutable",  # never changed by a counterfactual (protected features always are)
+    "direction",  # "increase" or "decrease": the only way a numeric feature may move
+    "step",  # a numeric feature's values move on a grid of this step (from `min`, else 0)
 }
+DIRECTIONS = ("increase", "decrease")
 MAX_DECIMALS = 6
 TARGET_TYPES = ("classification", "regression")
 MAX_INT = 2**63
@@ -64,6 +69,14 @@ class Feature:
     sensitive: bool = False
     unit: str = ""
     decimals: int | None = None
+    immutable: bool = False  # declared, or by default for a protected feature
+    direction: str | None = None  # "increase" / "decrease", numeric features only
+    step: float | None = None  # numeric features only; a whole number on integer features
+
+    @property
+    def mutable(self) -> bool:
+        """Whether a counterfactual may change this feature: never a protected one."""
+        return not (self.immutable or self.protected)
 
     def format_value(self, value: Any) -> str:
         """The value as a person reads it: "19,211 EUR", "yes", "not given".
@@ -421,6 +434,7 @@ def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None
             f"{where}.decimals must be a whole number from 0 to {MAX_DECIMALS} on a numeric feature"
         )
         decimals = None
+    immutable, direction, step = _parse_actionability(where, kind, spec, problems)
     return Feature(
         name=name,
         type=kind,
@@ -433,7 +447,52 @@ def _parse_feature(index: int, spec: Any, problems: list[str]) -> Feature | None
         sensitive=spec.get("sensitive") is True,
         unit=unit.strip(),
         decimals=decimals,
+        immutable=immutable,
+        direction=direction,
+        step=step,
     )
+
+
+def _parse_actionability(
+    where: str, kind: str, spec: dict[str, Any], problems: list[str]
+) -> tuple[bool, str | None, float | None]:
+    """immutable, direction and step, checked; absent keys leave the document untouched.
+
+    A protected feature is immutable: it may say so, but `immutable: false` on it is
+    refused (no counterfactual may ever ask a person to change a protected attribute).
+    """
+    protected = spec.get("protected") is True
+    immutable = spec.get("immutable", protected)
+    if not isinstance(immutable, bool):
+        problems.append(f"{where}.immutable must be true or false")
+        immutable = protected
+    elif protected and not immutable:
+        problems.append(
+            f"{where} is protected, so it is immutable: a counterfactual never changes a "
+            "protected feature; remove immutable: false"
+        )
+        immutable = True
+    numeric = kind in ("numeric", "integer")
+    direction = spec.get("direction")
+    if direction is not None and (not numeric or direction not in DIRECTIONS):
+        problems.append(
+            f"{where}.direction must be one of {list(DIRECTIONS)} on a numeric feature, "
+            f"got {direction!r} on a {kind} feature"
+        )
+        direction = None
+    step = spec.get("step")
+    if step is not None:
+        if not numeric or not _is_number(step) or not math.isfinite(step) or step <= 0:
+            problems.append(
+                f"{where}.step must be a positive finite number on a numeric feature, got {step!r}"
+            )
+            step = None
+        elif kind == "integer" and not float(step).is_integer():
+            problems.append(f"{where}.step must be a whole number on an integer feature")
+            step = None
+    if direction is not None and immutable:
+        problems.append(f"{where}.direction makes no sense on an immutable feature")
+    return immutable, direction, float(step) if step is not None else None
 
 
 def _parse_target(spec: Any, problems: list[str]) -> Target:

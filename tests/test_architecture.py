@@ -6,8 +6,8 @@ Order (lower may not import higher, nor an app its sibling on the same floor):
     accounts -> registry -> decisions -> {explain, reviews, monitoring} -> reports -> web -> demo
 
 The engine is the pure part of explain/ (ENGINE below: the schema, the features, the ranking,
-the SHAP and LIME backends and their lookup): it imports nothing of auditapp,
-Django or Celery, so that it runs, and is tested, without the project
+the SHAP and LIME backends and their lookup, the counterfactual search): it imports nothing
+of auditapp, Django or Celery, so that it runs, and is tested, without the project
 (tests/explain/test_engine_import.py).
 
 `auditapp.settings`, `celery`, `urls` and `wsgi` wire the project together and
@@ -52,6 +52,7 @@ ENGINE = {
     "backends",
     "shap_backend",
     "lime_backend",
+    "counterfactual",
 }
 NOT_IN_ENGINE = ("auditapp", "django", "celery")
 

@@ -315,6 +315,15 @@ class TestMalformedSchemas:
             ),
             (with_feature(type="categorical", categories=["a", "a"]), "categories has duplicates"),
             (
+                with_feature(type="integer", protected=True, immutable=False),
+                "feature 'age' is protected, so it is immutable",
+            ),
+            (
+                with_feature(type="categorical", categories=["a"], direction="increase"),
+                "feature 'age'.direction must be one of ['increase', 'decrease'] on a numeric",
+            ),
+            (with_feature(type="integer", step=0.5), "feature 'age'.step must be a whole number"),
+            (
                 with_feature(type="integer", groups=[40, 25]),
                 "feature 'age'.groups must be a non-empty, increasing list of finite numbers",
             ),
@@ -360,6 +369,9 @@ class TestMalformedSchemas:
             "unknown_feature_key",
             "flag_not_boolean",
             "duplicate_categories",
+            "protected_declared_mutable",
+            "direction_on_a_categorical",
+            "fractional_step_on_an_integer",
             "groups_not_increasing",
             "groups_on_a_categorical",
             "duplicate_names",
