@@ -47,19 +47,28 @@ PASSWORD = "correct-horse-battery"
 # --- which tests the embedded default runs under CI -------------------------
 #
 # CI (.ci/run) runs the suite twice, on PostgreSQL + Redis and on the embedded default
-# (SQLite + the filesystem broker). A test that uses no database behaves the same on
-# both: with ATTEST_SKIP_DB_FREE=1 (set by .ci/run for the embedded run alone), the
-# embedded run leaves those to the PostgreSQL run. Whether a test uses the database is
-# pytest-django's own answer (its django_db marker, or a database fixture anywhere in
-# the test's fixture closure: every test that registers a model, records a decision,
-# starts a worker or a live server has one). A test that uses no database but checks
-# something the embedded default configures differently (settings derived from the
-# broker or database URL, a `manage.py` subprocess inheriting them) is marked
-# `embedded` and runs on both. A test that uses the database only as storage any backend
-# gives alike, and costs minutes (real models trained, explained and compared), is
-# marked `database_neutral` and left to the PostgreSQL run too; the fuzzers run on both,
-# with a quarter of the examples on the embedded default (second_database_run()).
+# (SQLite + the filesystem broker). PostgreSQL runs everything. With ATTEST_SKIP_DB_FREE=1
+# (set by .ci/run for the embedded run alone) the embedded default runs the tests of the
+# code that takes a path of its own there, and leaves the rest to the PostgreSQL run:
+#
+# - the packages in EMBEDDED_PACKAGES, whose code branches on the database vendor or goes
+#   through the broker: append-only guards and audit events, ingestion, sealing and
+#   verification, the explanation work rows, claims, workers and sweeper, the review
+#   rules, the search's filters, the demo, outages and stopping the quick start;
+# - elsewhere, a test (or module) marked `embedded`: its code takes such a path (a report
+#   or window read in a snapshot by a worker on the filesystem broker, settings derived
+#   from the database or broker URL, the search's input checks and masking in SQLite's
+#   JSON functions, the fuzzers, which run there with a quarter of their examples);
+# - never a test that uses no database (pytest-django's django_db marker or a database
+#   fixture in its closure) unless it is marked `embedded`, nor a slow one marked
+#   `database_neutral` (real models trained and explained, the database plain storage).
+#
 # Without the variable (`make test`), everything runs, in full.
+
+TESTS_DIR = Path(__file__).resolve().parent
+EMBEDDED_PACKAGES = frozenset(
+    {"accounts", "decisions", "demo", "dossier", "explain", "faults", "reviews"}
+)
 
 DATABASE_FIXTURES = frozenset(
     {
@@ -89,8 +98,18 @@ def second_database_run() -> bool:
     return os.environ.get("ATTEST_SKIP_DB_FREE") == "1" and embedded_default()
 
 
+def package_of(item: pytest.Item) -> str:
+    """The test's package under tests/ ("" for a module at its top)."""
+    parts = Path(str(item.path)).relative_to(TESTS_DIR).parts
+    return parts[0] if len(parts) > 1 else ""
+
+
 def left_to_postgresql(item: pytest.Item) -> bool:
-    return uses_no_database(item) or item.get_closest_marker("database_neutral") is not None
+    if item.get_closest_marker("embedded"):
+        return False
+    if uses_no_database(item) or item.get_closest_marker("database_neutral"):
+        return True
+    return package_of(item) not in EMBEDDED_PACKAGES
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -15,6 +15,9 @@ from tests.monitoring.conftest import a_day, shifted
 from tests.monitoring.test_alerts import Receiver
 from tests.workers import Worker, wait_until
 
+# embedded: a worker on the filesystem broker computes the window (tests/conftest.py)
+pytestmark = pytest.mark.embedded
+
 
 def test_task_names_are_a_wire_contract():
     assert tasks.compute_window.name == "monitoring.compute_window"

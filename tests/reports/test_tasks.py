@@ -12,6 +12,9 @@ from tests.reports.conftest import read_file
 from tests.reports.test_api import compliance_body
 from tests.workers import wait_until
 
+# embedded: a worker on the filesystem broker reads the report in SQLite's snapshot
+pytestmark = pytest.mark.embedded
+
 
 def test_task_names_queues_and_limits_are_a_wire_contract():
     assert tasks.generate_report.name == "reports.generate"

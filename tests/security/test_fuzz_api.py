@@ -36,6 +36,9 @@ from auditapp.wsgi import application
 from tests.conftest import second_database_run
 from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, an_hour_ago
 
+# embedded: SQLite's JSON functions and the embedded broker answer bad input too (tests/conftest.py)
+pytestmark = pytest.mark.embedded
+
 ROLES = roles.ROLES
 ALL_SCOPES = ["ingest", "read", "report", "admin"]
 TRIED: Counter[str] = Counter()  # payloads sent, per fuzzer

@@ -24,7 +24,8 @@ from auditapp.hashing import sha256_hex
 from explain import batches
 from tests.factories import DecisionPayloadFactory
 
-pytestmark = pytest.mark.django_db
+# embedded: the search's SQL differs on SQLite (tests/conftest.py)
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 SECRET = {"sex": "female", "income": 44000.0}
 MASKED = ("income", "sex")

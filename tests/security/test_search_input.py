@@ -10,7 +10,8 @@ import pytest
 
 from tests.factories import DecisionPayloadFactory
 
-pytestmark = pytest.mark.django_db
+# embedded: the search's SQL differs on SQLite (tests/conftest.py)
+pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
 BAD = [
     ("feature.income__gte", "NaN"),
