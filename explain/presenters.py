@@ -7,13 +7,16 @@ import math
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from auditapp import charts
 from auditapp.registry.artifacts import sha256_hex
 from auditapp.registry.models import LIME_GOOD_FIT, LIME_POOR_FIT
 from auditapp.registry.services import parse_background
-from explain.lime_backend import LimeRules
+from explain.backends import lime_rules
+
+if TYPE_CHECKING:
+    from explain.lime_backend import LimeRules
 
 logger = logging.getLogger(__name__)
 
@@ -215,7 +218,7 @@ def _version_rules(model_version) -> LimeRules | None:
             data = handle.read()
         if sha256_hex(data) != model_version.background_sha256:
             raise ValueError("the background sample changed after registration")
-        rules = LimeRules(schema, schema.frame(parse_background(data, schema)))
+        rules = lime_rules(schema, schema.frame(parse_background(data, schema)))
     except Exception:  # a page keeps its plain labels; the log says why
         logger.exception("LIME rules of model version %s not derived", model_version.pk)
         return None

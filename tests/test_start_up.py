@@ -26,11 +26,21 @@ get_commands()
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
+# What the site's URLs load: every view module, as a web process's first request, `manage.py
+# check` and `migrate` (its system checks) load them. The monitoring figures still bring
+# fairlearn, scikit-learn and SciPy (a second and a half); the model artifacts (skops, three
+# seconds) and the explanation methods must not come with them.
+URLS_SCRIPT = SCRIPT.replace(
+    "get_commands()",
+    "get_commands()\nfrom django.urls import get_resolver\nget_resolver().url_patterns",
+)
+NOT_WITH_THE_URLS = ("shap", "skops", "lime", "numba", "matplotlib", "weasyprint")
 
-def loaded_at_start_up() -> set[str]:
+
+def loaded_at_start_up(script: str = SCRIPT) -> set[str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditapp.settings"}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -43,3 +53,7 @@ def loaded_at_start_up() -> set[str]:
 
 def test_django_setup_loads_no_machine_learning_library():
     assert loaded_at_start_up() & set(HEAVY) == set()
+
+
+def test_the_site_urls_load_neither_the_artifact_readers_nor_the_explanation_methods():
+    assert loaded_at_start_up(URLS_SCRIPT) & set(NOT_WITH_THE_URLS) == set()

@@ -7,6 +7,10 @@ calls what a file names (a function named there runs with the file's
 arguments). joblib artifacts are pickles and are accepted only from trusted
 roles, for models they are assigned to (services.py checks both before
 loading; accounts/roles.py: upload_joblib). No Django here.
+
+skops, joblib and scikit-learn (three seconds to import) are imported by the
+functions that read an artifact, not by the module: the site's URLs and every
+`manage.py` command reach this module, and most never load a model.
 """
 
 from __future__ import annotations
@@ -18,11 +22,8 @@ import json
 import zipfile
 from typing import Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import skops.io
-from sklearn.utils import all_estimators
 
 from explain.schema import Schema
 
@@ -89,6 +90,8 @@ def trusted_types() -> dict[str, frozenset[str]]:
     Computed once per process from the installed scikit-learn, as skops computes
     its defaults, so that the classes' module paths are current.
     """
+    from sklearn.utils import all_estimators  # seconds to import: see the module's docstring
+
     estimators = {type_name(cls) for _, cls in all_estimators() if isinstance(cls, type)}
     return {name: frozenset({OBJECT}) for name in estimators} | TRUSTED_INTERNAL_TYPES
 
@@ -117,6 +120,8 @@ def trusted_skops_types(data: bytes) -> list[str]:
 
     Only the file's schema is read: nothing is imported or called before this passes.
     """
+    import skops.io  # seconds to import: see the module's docstring
+
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
@@ -151,11 +156,15 @@ def load_artifact(data: bytes, artifact_format: str, expected_sha256: str | None
         )
     if artifact_format == "skops":
         trusted = trusted_skops_types(data)
+        import skops.io
+
         try:
             return skops.io.loads(data, trusted=trusted)
         except Exception as exc:
             raise ArtifactError(f"the skops artifact could not be loaded ({exc})") from exc
     if artifact_format == "joblib":
+        import joblib
+
         try:
             return joblib.load(io.BytesIO(data))  # trusted roles only; sha256 checked
         except Exception as exc:
