@@ -1,0 +1,308 @@
+"""What-if (issue 18, item 4): a decision's inputs edited, its model run and explained at once.
+
+Judged against the registered artifact itself: the answer's score is the loaded pipeline's
+own predict_proba on the merged inputs computed here, its SHAP values an independent
+shap.TreeExplainer on the same row (summed back to raw features here, not by the engine's
+mapping) that add up to the pipeline's own log-odds. Nothing is stored but the audit event.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import shap
+from django.test import Client
+
+from auditapp.accounts import roles
+from auditapp.accounts.models import AuditEvent
+from auditapp.decisions.models import Decision
+from auditapp.registry.services import load_model
+from explain.models import Explanation, ExplanationResult
+from explain.whatif import ACTION
+from tests.conftest import PASSWORD
+from tests.factories import DecisionPayloadFactory
+
+EDITS = {"debt_ratio": 0.12, "prior_defaults": 2, "housing": "own"}
+
+
+def url(decision) -> str:
+    return f"/api/v1/decisions/{decision.pk}/what-if"
+
+
+def independent_shap(pipeline, inputs: dict, names: list[str]) -> tuple[dict, float, float]:
+    """(attributions towards "bad" per raw feature, base value, the pipeline's log-odds of
+    "bad"), from shap.TreeExplainer on the transformed row, one-hot columns summed by name."""
+    frame = pipeline_frame(inputs, names)
+    prep, estimator = pipeline[:-1], pipeline[-1]
+    transformed = prep.transform(frame)
+    transformed = transformed.toarray() if hasattr(transformed, "toarray") else transformed
+    explainer = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
+    values = np.asarray(explainer.shap_values(transformed)).reshape(-1)
+    base = float(np.asarray(explainer.expected_value).reshape(-1)[0])
+    # decision_function is for classes_[1] ("good"); the positive class is "bad".
+    sign = 1.0 if list(estimator.classes_).index("bad") == 1 else -1.0
+    columns = prep.get_feature_names_out()
+    per_feature = dict.fromkeys(names, 0.0)
+    for column, value in zip(columns, values, strict=True):
+        kind, rest = column.split("__", 1)
+        name = rest if kind == "remainder" else next(n for n in names if rest.startswith(n + "_"))
+        per_feature[name] += sign * float(value)
+    output = sign * float(pipeline.decision_function(frame)[0])
+    return per_feature, sign * base, output
+
+
+def pipeline_frame(inputs: dict, names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([{n: inputs[n] for n in names}])
+
+
+@pytest.fixture
+def counts():
+    def read():
+        return (
+            Decision.objects.count(),
+            Explanation.objects.count(),
+            ExplanationResult.objects.count(),
+        )
+
+    return read
+
+
+def test_the_answer_is_the_models_own_score_and_shap(
+    api_client, domain_expert, decision, model_version, counts
+):
+    before = counts()
+    response = api_client(domain_expert).post(url(decision), {"inputs": EDITS}, format="json")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    names = model_version.parsed_schema.names
+    merged = {**decision.inputs, **EDITS}
+    assert body["inputs"] == merged
+    pipeline = load_model(model_version)
+    frame = pipeline_frame(merged, names)
+    bad = list(pipeline.classes_).index("bad")
+    assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, bad], abs=1e-12)
+    assert body["prediction"] == pipeline.predict(frame)[0]
+    changed = [n for n in names if n in EDITS and EDITS[n] != decision.inputs[n]]
+    assert body["changed"] == changed
+
+    shap_body = body["explanation"]["shap"]
+    expected, base, output = independent_shap(pipeline, merged, names)
+    assert list(shap_body["attributions"]) == names  # schema order
+    for name in names:
+        assert shap_body["attributions"][name] == pytest.approx(expected[name], abs=1e-9)
+    assert shap_body["base_value"] == pytest.approx(base, abs=1e-9)
+    total = shap_body["base_value"] + sum(shap_body["attributions"].values())
+    assert total == pytest.approx(output, abs=1e-6)
+    assert 1 / (1 + math.exp(-output)) == pytest.approx(body["score"], abs=1e-9)
+    assert shap_body["quality"]["additivity_ok"] is True
+    assert shap_body["labels"]["debt_ratio"] == "Debt-to-income ratio"
+
+    # The original, side by side: as recorded, and the model's own answer on its inputs.
+    original = body["original"]
+    assert (original["prediction"], original["score"]) == (decision.prediction, decision.score)
+    recorded = pipeline_frame(decision.inputs, names)
+    assert original["model_score"] == pytest.approx(pipeline.predict_proba(recorded)[0, bad])
+    expected, _, _ = independent_shap(pipeline, decision.inputs, names)
+    for name in names:
+        attribution = original["explanation"]["shap"]["attributions"][name]
+        assert attribution == pytest.approx(expected[name], abs=1e-9)
+
+    # Never a decision, never an explanation row: one audit event, the changes in it.
+    assert counts() == before
+    (event,) = AuditEvent.objects.filter(action=ACTION)
+    assert event.actor == domain_expert
+    assert event.object_id == str(decision.pk)
+    assert event.details["via"] == "api"
+    assert event.details["changes"] == [
+        {"feature": n, "from": decision.inputs[n], "to": EDITS[n]} for n in changed
+    ]
+    assert event.details["score"] == pytest.approx(body["score"])
+
+
+def test_a_sensitive_change_is_recorded_in_the_events_sensitive_details(
+    api_client, compliance_officer, decision
+):
+    income = decision.inputs["income"] + 10_000
+    response = api_client(compliance_officer).post(
+        url(decision), {"inputs": {"income": income}}, format="json"
+    )
+
+    assert response.status_code == 200
+    (event,) = AuditEvent.objects.filter(action=ACTION)
+    assert event.details["changes"] == [{"feature": "income", "from": "[masked]", "to": "[masked]"}]
+    assert event.sensitive_details == {
+        "changes": {"income": {"from": decision.inputs["income"], "to": income}}
+    }
+
+
+@pytest.mark.parametrize("who", ["ml_engineer", "compliance_officer", "domain_expert", "admin"])
+def test_every_reviewing_role_may(api_client, users, who, decision):
+    response = api_client(users[who]).post(url(decision), {"inputs": EDITS}, format="json")
+    assert response.status_code == 200
+
+
+def test_the_auditor_is_refused_with_no_data(api_client, auditor, decision, counts):
+    before = counts()
+    response = api_client(auditor).post(url(decision), {"inputs": EDITS}, format="json")
+
+    assert response.status_code == 403
+    body = response.json()
+    assert body["error"]["code"] == "forbidden" and "what_if" in body["error"]["message"]
+    assert "score" not in response.content.decode()
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+    assert AuditEvent.objects.filter(action="access.denied", actor=auditor).exists()
+    assert counts() == before
+    # A decision that does not exist is refused alike: the 403 comes before the lookup.
+    missing = api_client(auditor).post(
+        "/api/v1/decisions/999999999/what-if", {"inputs": EDITS}, format="json"
+    )
+    assert missing.status_code == 403
+
+
+def test_a_hidden_model_answers_as_a_missing_one(api_client, outsider, decision):
+    hidden = api_client(outsider).post(url(decision), {"inputs": EDITS}, format="json")
+    missing = api_client(outsider).post(
+        "/api/v1/decisions/999999999/what-if", {"inputs": EDITS}, format="json"
+    )
+
+    assert hidden.status_code == missing.status_code == 404
+    assert hidden.json()["error"]["code"] == missing.json()["error"]["code"] == "not_found"
+    assert hidden.json()["error"]["message"] == f"No decision {decision.pk}."
+    assert missing.json()["error"]["message"] == "No decision 999999999."
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+
+
+def test_a_read_token_may_an_ingest_token_may_not(token_client, domain_expert, decision):
+    reader, _ = token_client(domain_expert, ["read"])
+    ingester, _ = token_client(domain_expert, ["ingest"])
+
+    assert reader.post(url(decision), {"inputs": EDITS}, format="json").status_code == 200
+    assert ingester.post(url(decision), {"inputs": EDITS}, format="json").status_code == 403
+    (event,) = AuditEvent.objects.filter(action=ACTION)
+    assert event.details["token"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"inputs": {"debt_ratio": "high"}}, "inputs.debt_ratio", "must be a number, got 'high'"),
+        ({"inputs": {"debt_ratio": 7}}, "inputs.debt_ratio", "must be ≤ 3"),
+        ({"inputs": {"age": 12}}, "inputs.age", "must be ≥ 18"),
+        ({"inputs": {"age": 40.5}}, "inputs.age", "must be an integer"),
+        ({"inputs": {"housing": "castle"}}, "inputs.housing", "is not a known category"),
+        ({"inputs": {"has_guarantor": "yes"}}, "inputs.has_guarantor", "must be true or false"),
+        ({"inputs": {"shoe_size": 44}}, "inputs.shoe_size", "is not a feature of this model"),
+        ({"inputs": {}}, "inputs", "is empty"),
+        ({}, "inputs", "must be an object"),
+        ({"inputs": [1, 2]}, "inputs", "must be an object"),
+        ({"inputs": {"age": 30}, "extra": 1}, "extra", "is not a what-if field"),
+    ],
+)
+def test_bad_inputs_are_refused_naming_the_field(
+    api_client, domain_expert, decision, body, field, message
+):
+    response = api_client(domain_expert).post(url(decision), body, format="json")
+
+    assert response.status_code == 400
+    details = response.json()["error"]["details"]
+    assert any(d["field"] == field and message in d["message"] for d in details), details
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+
+
+def test_a_body_that_is_not_an_object_is_refused(api_client, domain_expert, decision):
+    response = api_client(domain_expert).post(url(decision), [1, 2], format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid"
+
+
+def test_a_session_post_needs_the_csrf_token(domain_expert, decision):
+    client = Client(enforce_csrf_checks=True)
+    assert client.login(username="domain_expert", password=PASSWORD)
+    response = client.post(url(decision), {"inputs": EDITS}, content_type="application/json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["error"]["message"]
+
+
+# --- masked features: unrecoverable through the what-if --------------------------------------
+
+
+@pytest.fixture
+def blind_expert(monkeypatch, domain_expert):
+    """A domain expert whose role may what-if but not see sensitive values. No role is so
+    today (every role with what_if has view_sensitive): the rule is what holds if one is."""
+    capabilities = roles.ROLE_CAPABILITIES[roles.DOMAIN_EXPERT] - {roles.VIEW_SENSITIVE}
+    monkeypatch.setitem(roles.ROLE_CAPABILITIES, roles.DOMAIN_EXPERT, capabilities)
+    return domain_expert
+
+
+def test_masked_features_must_be_supplied_never_taken_from_the_decision(
+    api_client, blind_expert, decision
+):
+    client = api_client(blind_expert)
+    refused = client.post(url(decision), {"inputs": {"debt_ratio": 0.2}}, format="json")
+
+    assert refused.status_code == 400
+    details = refused.json()["error"]["details"]
+    assert {d["field"] for d in details} == {"inputs.income", "inputs.sex"}
+    assert all("hidden from you" in d["message"] for d in details)
+    assert str(decision.inputs["income"]) not in refused.content.decode()
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+
+    # Given, they are the actor's: the row run is theirs alone.
+    guess = {"debt_ratio": 0.2, "income": 50_000.0, "sex": decision.inputs["sex"]}
+    response = client.post(url(decision), {"inputs": guess}, format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["inputs"]["income"] == 50_000.0
+    assert body["changed"] == ["debt_ratio"]  # whether a guess is right is said nowhere
+    assert body["supplied_masked"] == ["income", "sex"]  # as masked_features lists them
+    original = body["original"]
+    assert original["inputs"]["income"] == original["inputs"]["sex"] == "[masked]"
+    attributions = original["explanation"]["shap"]["attributions"]
+    assert attributions["income"] is None and attributions["sex"] is None
+    assert "income" not in original["explanation"]["shap"]["top_features"]
+    text = response.content.decode()
+    assert (
+        repr(decision.inputs["income"]) not in text and str(decision.inputs["income"]) not in text
+    )
+    # The event says they were given, never whether the guess was right, nor the hidden value.
+    (event,) = AuditEvent.objects.filter(action=ACTION)
+    supplied = [c for c in event.details["changes"] if c.get("supplied")]
+    assert {c["feature"] for c in supplied} == {"income", "sex"}
+    assert all(c["from"] == c["to"] == "[masked]" for c in supplied)
+    assert event.sensitive_details["changes"]["income"] == {"to": 50_000.0}
+    assert "from" not in event.sensitive_details["changes"]["sex"]
+
+
+# --- the model actually changes its answer ----------------------------------------------------
+
+
+def test_a_riskier_applicant_scores_higher(api_client, ml_engineer, model_version, ingest):
+    (result,) = ingest(DecisionPayloadFactory())
+    decision = Decision.objects.get(pk=result["id"])
+    client = api_client(ml_engineer)
+    safe = client.post(url(decision), {"inputs": {"prior_defaults": 0}}, format="json").json()
+    risky = client.post(url(decision), {"inputs": {"prior_defaults": 6}}, format="json").json()
+    assert risky["score"] >= safe["score"]
+    assert AuditEvent.objects.filter(action=ACTION).count() == 2
+
+
+def test_the_access_log_shows_a_sensitive_value_only_to_view_sensitive(
+    api_client, compliance_officer, auditor, decision
+):
+    edits = {"income": 123457.0, "debt_ratio": 0.31}
+    assert api_client(compliance_officer).post(url(decision), {"inputs": edits}, format="json")
+
+    for user, opened in ((auditor, False), (compliance_officer, True)):
+        client = Client()
+        client.force_login(user)
+        page = client.get("/audit/", {"action": "decision."}).content.decode()
+        assert "tried a what-if on" in page and "income [masked] → [masked]" in page
+        assert "123457" not in page and "123,457" not in page
+        download = client.get("/audit/events.csv", {"action": "decision."})
+        text = b"".join(download.streaming_content).decode()
+        assert ("123457" in text) == opened
