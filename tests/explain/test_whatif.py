@@ -306,3 +306,91 @@ def test_the_access_log_shows_a_sensitive_value_only_to_view_sensitive(
         download = client.get("/audit/events.csv", {"action": "decision."})
         text = b"".join(download.streaming_content).decode()
         assert ("123457" in text) == opened
+
+
+# --- the decision page's panel -----------------------------------------------------------------
+
+
+def browser_as(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def form_of(decision, **changes) -> dict:
+    values = {
+        k: ("true" if v is True else "false" if v is False else str(v))
+        for k, v in decision.inputs.items()
+    }
+    return {**values, **changes}
+
+
+def test_the_panel_is_shown_to_those_who_may(domain_expert, auditor, decision):
+    page = browser_as(domain_expert).get(f"/decisions/{decision.pk}/").content.decode()
+    assert 'id="what-if"' in page and f'hx-post="/decisions/{decision.pk}/what-if"' in page
+    assert f'name="debt_ratio" value="{decision.inputs["debt_ratio"]}"' in page
+    audited = browser_as(auditor).get(f"/decisions/{decision.pk}/").content.decode()
+    assert 'id="what-if"' not in audited
+    refused = browser_as(auditor).post(f"/decisions/{decision.pk}/what-if", form_of(decision))
+    assert refused.status_code == 403
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+
+
+def test_the_panel_answers_htmx_with_both_sides(domain_expert, decision, counts):
+    before = counts()
+    response = browser_as(domain_expert).post(
+        f"/decisions/{decision.pk}/what-if",
+        form_of(decision, debt_ratio="0.05", prior_defaults="0"),
+        HTTP_HX_REQUEST="true",
+    )
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert html.lstrip().startswith('<section class="card what-if" id="what-if">')
+    assert 'id="what-if-original"' in html and 'id="what-if-new"' in html
+    assert html.count("<svg") >= 2  # both waterfalls
+    assert 'data-feature="debt_ratio" class="changed"' in html
+    (event,) = AuditEvent.objects.filter(action=ACTION)
+    assert event.details["via"] == "page"
+    assert [c["feature"] for c in event.details["changes"]][:1] == ["debt_ratio"]
+    assert counts() == before
+
+
+def test_the_panel_shows_an_error_beside_its_field(domain_expert, decision):
+    client = browser_as(domain_expert)
+    response = client.post(
+        f"/decisions/{decision.pk}/what-if",
+        form_of(decision, debt_ratio="9", age="old"),
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert response.status_code == 200  # htmx swaps no 4xx
+    assert 'data-feature="debt_ratio" class="invalid"' in html and "must be ≤ 3" in html
+    assert 'data-feature="age" class="invalid"' in html and "must be a number" in html
+    assert 'id="what-if-result"' not in html
+    assert not AuditEvent.objects.filter(action=ACTION).exists()
+    # Without htmx: the whole page, 400.
+    plain = client.post(f"/decisions/{decision.pk}/what-if", form_of(decision, debt_ratio="9"))
+    assert plain.status_code == 400 and "must be ≤ 3" in plain.content.decode()
+
+
+def test_the_panel_asks_for_masked_features_and_never_shows_them(blind_expert, decision):
+    client = browser_as(blind_expert)
+    page = client.get(f"/decisions/{decision.pk}/").content.decode()
+    hidden = str(decision.inputs["income"])
+    assert 'name="income" value=""' in page and hidden not in page
+    response = client.post(
+        f"/decisions/{decision.pk}/what-if",
+        form_of(decision, income="", sex=""),
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert "hidden from you" in html and hidden not in html
+    response = client.post(
+        f"/decisions/{decision.pk}/what-if",
+        form_of(decision, income="50000", sex="female"),
+        HTTP_HX_REQUEST="true",
+    )
+    html = response.content.decode()
+    assert 'id="what-if-result"' in html and hidden not in html
+    assert 'data-feature="income" class="given"' in html
