@@ -75,6 +75,7 @@ bench: install
 	$(PY) bench/monitor.py
 	$(PY) bench/report.py
 	$(PY) bench/search.py
+	$(PY) bench/whatif.py
 
 clean:
 	rm -rf var/

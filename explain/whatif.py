@@ -200,7 +200,7 @@ def run_what_if(
         original_shap, what_if_shap = engine.explain(
             context, backend("shap"), rows, [seed, seed], {"explainer": explainer}
         )
-        predictions, scores = model_answers(context, rows)
+        predictions, scores = model_answers(context, explainer, rows)
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
@@ -227,16 +227,24 @@ def run_what_if(
     return result
 
 
-def model_answers(context: engine.ModelContext, rows: list[dict]) -> tuple[list, list]:
+def model_answers(context: engine.ModelContext, explainer, rows: list[dict]) -> tuple[list, list]:
     """The model's prediction and score on each row, as ingestion and monitoring take them:
-    `predict()`, and the probability of the positive class (a regression: its prediction)."""
+    `predict()`, and the probability of the positive class (a regression: its prediction).
+
+    A pipeline's predict and predict_proba are its preprocessing's transform followed by
+    the final estimator's method: the rows are transformed once here for both (the
+    explainer holds the two parts, split as it explains them), which halves the time of
+    a what-if on a one-hot pipeline.
+    """
     frame = input_frame(context.schema, rows)
-    predictions = [_plain(p) for p in context.model.predict(frame)]
+    preprocessing, estimator = explainer.preprocessing, explainer.estimator
+    transformed = frame if preprocessing is None else preprocessing.transform(frame)
+    predictions = [_plain(p) for p in estimator.predict(transformed)]
     if not context.is_classifier:
         return predictions, [float(p) for p in predictions]
-    if not hasattr(context.model, "predict_proba"):
+    if not hasattr(estimator, "predict_proba"):
         return predictions, [None] * len(rows)
-    probabilities = context.model.predict_proba(frame)[:, context.positive_index()]
+    probabilities = estimator.predict_proba(transformed)[:, context.positive_index()]
     return predictions, [float(p) for p in probabilities]
 
 
