@@ -259,10 +259,11 @@ def main() -> None:
     rows = []
     for label, version, model, kind, reps in models:
         decision = a_decision(user, version, model)
-        decisions_before = Decision.objects.count()
+        of_version = Decision.objects.filter(model_version=version)
+        decisions_before = of_version.count()
         events_before = AuditEvent.objects.filter(action="decision.what_if").count()
         cold, api_ms, raw_ms = measure(client, decision, model, kind, reps)
-        assert Decision.objects.count() == decisions_before  # a what-if records no decision
+        assert of_version.count() == decisions_before  # a what-if records no decision
         tried = AuditEvent.objects.filter(action="decision.what_if").count() - events_before
         assert tried == 1 + WARMUP + reps, tried  # ...and each is an audit event
         api_p95 = p95(api_ms)

@@ -24,6 +24,7 @@ decision): no decision, no explanation row, nothing monitoring reads.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from explain import engine
 from explain.batches import default_seed
 from explain.explainers import cached_explainer
 from explain.frames import input_frame
+
+log = logging.getLogger(__name__)
 
 ACTION = "decision.what_if"
 FIELDS = frozenset({"inputs"})
@@ -203,7 +206,13 @@ def run_what_if(
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
-        raise NotExplainable(f"The model could not be run: {engine.describe(exc)}") from exc
+        # The library's message may quote an input, and the original row holds values the
+        # actor may not see: its type only, the rest to the server's log.
+        log.exception("what_if.failed decision=%s", decision.pk)
+        raise NotExplainable(
+            f"The model could not be run on these inputs ({type(exc).__name__}); "
+            "the server's log has the details."
+        ) from exc
     hidden = set(masked)
     changed = [
         name

@@ -394,3 +394,18 @@ def test_the_panel_asks_for_masked_features_and_never_shows_them(blind_expert, d
     html = response.content.decode()
     assert 'id="what-if-result"' in html and hidden not in html
     assert 'data-feature="income" class="given"' in html
+
+
+def test_the_openapi_document_describes_it(api_client, domain_expert):
+    document = api_client(domain_expert).get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    operation = document["paths"]["/api/v1/decisions/{decision_id}/what-if"]["post"]
+    assert operation["operationId"] == "decisions_what_if"
+    body = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body.endswith("/WhatIfRequest")
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer.endswith("/WhatIfResponse")
+    shapes = document["components"]["schemas"]
+    assert {"prediction", "score", "explanation", "original"} <= set(
+        shapes["WhatIfResponse"]["properties"]
+    )
+    assert shapes["WhatIfRequest"]["required"] == ["inputs"]
