@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import math
 
+import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
 import shap
+import skops.io
 from django.test import Client
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
+from auditapp.demo.credit import CATEGORICAL, FEATURES
 from auditapp.registry.services import load_model
 from explain.models import Explanation, ExplanationResult
 from explain.whatif import ACTION
@@ -276,6 +282,57 @@ def test_masked_features_must_be_supplied_never_taken_from_the_decision(
     assert all(c["from"] == c["to"] == "[masked]" for c in supplied)
     assert event.sensitive_details["changes"]["income"] == {"to": 50_000.0}
     assert "from" not in event.sensitive_details["changes"]["sex"]
+
+
+@pytest.fixture(scope="module")
+def lightgbm_pipeline(credit_frame):
+    """The demo's one-hot encoding before a LightGBM (a native-input library)."""
+    estimator = lightgbm.LGBMClassifier(
+        n_estimators=40, max_depth=4, num_leaves=15, n_jobs=1, verbose=-1, random_state=0
+    )
+    prep = ColumnTransformer(
+        [("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL)],
+        remainder="passthrough",
+    )
+    pipeline = Pipeline([("prep", prep), ("model", estimator)])
+    return pipeline.fit(credit_frame[FEATURES], credit_frame["outcome"])
+
+
+@pytest.mark.filterwarnings("ignore:LightGBM binary classifier")
+def test_a_lightgbm_version_answers_with_its_own_score_and_treeshap(
+    api_client, register, ml_engineer, ingest, lightgbm_pipeline
+):
+    register(ml_engineer, name="credit-lgbm", artifact=skops.io.dumps(lightgbm_pipeline))
+    (result,) = ingest(DecisionPayloadFactory(model="credit-lgbm"))
+    decision = Decision.objects.get(pk=result["id"])
+    response = api_client(ml_engineer).post(url(decision), {"inputs": EDITS}, format="json")
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    names = decision.model_version.parsed_schema.names
+    pipeline = load_model(decision.model_version)
+    frame = pipeline_frame({**decision.inputs, **EDITS}, names)
+    bad = list(pipeline.classes_).index("bad")
+    assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, bad], abs=1e-12)
+    assert body["prediction"] == pipeline.predict(frame)[0]
+    # An independent TreeExplainer on the transformed row, one-hot columns summed by name.
+    prep, estimator = pipeline[:-1], pipeline[-1]
+    transformed = prep.transform(frame)
+    values = shap.TreeExplainer(estimator).shap_values(transformed)
+    values = np.asarray(values[1] if isinstance(values, list) else values).reshape(-1)
+    sign = -1.0 if bad == 0 else 1.0  # LightGBM's raw score is for classes_[1]
+    expected = dict.fromkeys(names, 0.0)
+    for column, value in zip(prep.get_feature_names_out(), values, strict=True):
+        kind, rest = column.split("__", 1)
+        name = rest if kind == "remainder" else next(n for n in names if rest.startswith(n + "_"))
+        expected[name] += sign * float(value)
+    shap_body = body["explanation"]["shap"]
+    for name in names:  # LightGBM computes in single precision
+        assert shap_body["attributions"][name] == pytest.approx(expected[name], abs=1e-5)
+    margin = sign * float(pipeline.predict(frame, raw_score=True)[0])
+    total = shap_body["base_value"] + sum(shap_body["attributions"].values())
+    assert total == pytest.approx(margin, abs=1e-4)
+    assert shap_body["quality"]["additivity_ok"] is True
 
 
 # --- the model actually changes its answer ----------------------------------------------------
