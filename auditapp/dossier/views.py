@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
+from auditapp.accounts.throttling import page_wait
 from auditapp.decisions import presenters, proofs, services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
@@ -396,10 +398,18 @@ def what_if(request, decision_id: int):
     """The what-if form sent: its panel again (htmx), or the whole page without JavaScript.
 
     Errors are shown next to their fields. To htmx the panel answers 200 either way (htmx
-    swaps no 4xx); the page without htmx answers 400 when a field is wrong.
+    swaps no 4xx); the page without htmx answers 400 when a field is wrong. It counts
+    against the API's rate limits (per user, per address): it runs a model as the API does.
     """
     actor = roles.actor_for(request)
     actor.require(roles.WHAT_IF)  # before the lookup, as the API
+    wait = page_wait(request)
+    if wait is not None:
+        refused = HttpResponse(
+            f"Too many requests: try again in {wait} s.", status=429, content_type="text/plain"
+        )
+        refused["Retry-After"] = str(wait)
+        return refused
     decision = get_decision_for_actor(actor, decision_id)
     presenter = presenters.DecisionPresenter(actor)
     schema = decision.model_version.parsed_schema

@@ -9,6 +9,7 @@ mapping) that add up to the pipeline's own log-odds. Nothing is stored but the a
 from __future__ import annotations
 
 import math
+import uuid
 
 import lightgbm
 import numpy as np
@@ -466,3 +467,26 @@ def test_the_openapi_document_describes_it(api_client, domain_expert):
         shapes["WhatIfResponse"]["properties"]
     )
     assert shapes["WhatIfRequest"]["required"] == ["inputs"]
+
+
+def test_the_panel_counts_against_the_apis_rate_limits(settings, domain_expert, decision):
+    settings.CACHES = {
+        "default": {**settings.CACHES["default"], "KEY_PREFIX": f"t-{uuid.uuid4().hex}"}
+    }
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"token": "3/hour", "address": "6000/min"},
+    }
+    client = browser_as(domain_expert)
+    sent = [
+        client.post(f"/decisions/{decision.pk}/what-if", form_of(decision), HTTP_HX_REQUEST="true")
+        for _ in range(3)
+    ]
+    assert [r.status_code for r in sent] == [200, 200, 200]
+    over = client.post(f"/decisions/{decision.pk}/what-if", form_of(decision))
+    assert over.status_code == 429 and int(over["Retry-After"]) > 0
+    api = Client()
+    api.force_login(domain_expert)
+    refused = api.post(url(decision), {"inputs": EDITS}, content_type="application/json")
+    assert refused.status_code == 429  # one budget, page and API
+    assert AuditEvent.objects.filter(action=ACTION).count() == 3
