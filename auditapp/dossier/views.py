@@ -302,8 +302,6 @@ def _what_if_context(
                 "type": feature.type,
                 "value": value,
                 "categories": feature.categories,
-                "min": feature.minimum,
-                "max": feature.maximum,
                 "masked": hidden,
                 "error": errors.get(feature.name),
             }
@@ -363,7 +361,11 @@ def _comparison(decision: Decision, schema, masked: set[str], result: WhatIf) ->
             decision.inputs,
             masked,
         ),
-        "recorded": {"prediction": decision.prediction, "score": decision.score},
+        "recorded": {
+            "prediction": decision.prediction,
+            "score": decision.score,
+            "tone": target.tone(decision.prediction),
+        },
         "what_if": side(
             result.what_if.prediction,
             result.what_if.score,
