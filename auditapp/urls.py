@@ -49,6 +49,11 @@ api_v1 = [
         name="api-decision-explain",
     ),
     path(
+        "decisions/<int:decision_id>/what-if",
+        explain_api.DecisionWhatIfView.as_view(),
+        name="api-decision-what-if",
+    ),
+    path(
         "decisions/<int:decision_id>/proof",
         decisions_api.DecisionProofView.as_view(),
         name="api-decision-proof",

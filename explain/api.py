@@ -1,8 +1,9 @@
-"""Asking for a decision's explanations again (API.md: Decisions)."""
+"""A decision's explanations asked for again, and edited inputs tried on it (what-if)."""
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiTypes, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -10,6 +11,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from explain.services import request_explanations
+from explain.whatif import run_what_if
 
 
 class DecisionExplainView(APIView):
@@ -27,3 +29,79 @@ class DecisionExplainView(APIView):
             {"id": decision.pk, "queued": queued, "status_url": f"/api/v1/decisions/{decision.pk}"},
             status=202,
         )
+
+
+# -- what-if: the OpenAPI document's shapes (the service checks the body itself, so that its
+# errors name the field as ingestion's do) ---------------------------------------------------
+
+
+class WhatIfRequest(serializers.Serializer):
+    inputs = serializers.DictField(
+        help_text="The features to change and their new values, merged over the decision's "
+        "inputs; every feature masked from you (sensitive) must be given a value."
+    )
+
+
+class ShapSerializer(serializers.Serializer):
+    explainer = serializers.CharField()
+    library_version = serializers.CharField()
+    output_space = serializers.CharField(help_text="log_odds, probability, raw...")
+    base_value = serializers.FloatField()
+    attributions = serializers.DictField(
+        child=serializers.FloatField(allow_null=True),
+        help_text="Per feature, in schema order; null where the feature is masked from you.",
+    )
+    labels = serializers.DictField(child=serializers.CharField())
+    top_features = serializers.ListField(child=serializers.CharField())
+    quality = serializers.DictField(help_text="additivity_ok, additivity_error, ...")
+
+
+class ExplanationSerializer(serializers.Serializer):
+    shap = ShapSerializer()
+
+
+class OriginalSerializer(serializers.Serializer):
+    prediction = serializers.JSONField(help_text="As recorded.")
+    score = serializers.FloatField(allow_null=True, help_text="As recorded.")
+    model_prediction = serializers.JSONField(help_text="The model's, on the recorded inputs now.")
+    model_score = serializers.FloatField(allow_null=True)
+    inputs = serializers.DictField(help_text='"[masked]" where masked from you.')
+    masked_features = serializers.ListField(child=serializers.CharField())
+    explanation = ExplanationSerializer()
+
+
+class WhatIfResponse(serializers.Serializer):
+    decision = serializers.IntegerField()
+    model = serializers.CharField()
+    version = serializers.CharField()
+    inputs = serializers.DictField(help_text="The inputs the model was run on.")
+    changed = serializers.ListField(child=serializers.CharField())
+    supplied_masked = serializers.ListField(
+        child=serializers.CharField(), help_text="Masked features you gave a value for."
+    )
+    prediction = serializers.JSONField()
+    score = serializers.FloatField(allow_null=True)
+    explanation = ExplanationSerializer()
+    original = OriginalSerializer()
+
+
+class DecisionWhatIfView(APIView):
+    @extend_schema(
+        operation_id="decisions_what_if",
+        summary="Try edited inputs on a decision's model (nothing stored; audited)",
+        request=WhatIfRequest,
+        responses={200: WhatIfResponse},
+        examples=[
+            OpenApiExample(
+                "Lower debt ratio",
+                value={"inputs": {"debt_ratio": 0.2, "prior_defaults": 0}},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request, decision_id: int):
+        actor = roles.actor_for(request)
+        actor.require(roles.WHAT_IF)  # before the lookup: refused, nothing is read
+        decision = get_decision_for_actor(actor, decision_id)
+        result = run_what_if(actor, decision, request.data, ip=client_ip(request), via="api")
+        return Response(result.as_json())

@@ -146,6 +146,10 @@ class ShapExplainer:
         """The pipeline's own output on raw input rows, in this explanation's output space."""
         return self._outputs(self._transform(frame))
 
+    def model_input(self, frame: pd.DataFrame) -> Any:
+        """Raw input rows as the final estimator receives them (its predict, predict_proba)."""
+        return self._transform(frame)
+
     def _outputs(self, transformed: Any) -> np.ndarray:
         estimator = self.estimator
         if self.output_space == "raw":
@@ -299,8 +303,13 @@ class ShapExplainer:
         return np.asarray(values), bases
 
     # -- one batch ----------------------------------------------------------------------------
-    def explain(self, frame: pd.DataFrame, seeds: Sequence[int]) -> list[ExplanationResult]:
-        transformed = self._transform(frame)  # once, for the explainer and the references
+    def explain(
+        self, frame: pd.DataFrame, seeds: Sequence[int], transformed: Any = None
+    ) -> list[ExplanationResult]:
+        """`transformed`: the rows already through the preprocessing (`model_input`), when
+        the caller needs them too (a what-if's predictions): transformed once."""
+        if transformed is None:
+            transformed = self._transform(frame)  # once, for the explainer and the references
         if self.kind == "agnostic":
             values, bases = self._explain_agnostic(frame, seeds)
             tolerance = float(self.options.get("tolerance", APPROXIMATE_TOLERANCE))

@@ -632,6 +632,26 @@ def _explain_requested(e: Event) -> list[Part]:
     return [f"{e.who} asked for new explanations of ", e.obj, in_brackets(listing(methods))]
 
 
+@sentence("decision.what_if")
+def _what_if(e: Event) -> list[Part]:
+    changes = e.d.get("changes")
+    tried = []
+    for change in changes if isinstance(changes, list) else []:
+        if not isinstance(change, Mapping):
+            continue
+        name = str(change.get("feature", "?"))
+        if change.get("supplied"):
+            tried.append(f"{name} given")  # a masked feature: its value is not said
+        else:
+            before, after = change.get("from"), change.get("to")
+            tried.append(f"{name} {_shown(before)} \u2192 {_shown(after)}")
+    return [f"{e.who} tried a what-if on ", e.obj, channel(e.d), in_brackets(listing(tried))]
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+
+
 @sentence("decisions.searched")
 def _searched(e: Event) -> list[Part]:
     params = e.d.get("params") or {}

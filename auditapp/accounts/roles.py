@@ -40,6 +40,8 @@ READ_DECISIONS = "read_decisions"
 ALL_MODELS = "all_models"  # sees every model, not only the assigned ones
 VIEW_SENSITIVE = "view_sensitive"
 REQUEST_EXPLANATIONS = "request_explanations"
+# Try edited inputs on a decision's model (the what-if): a reviewer's tool, audited.
+WHAT_IF = "what_if"
 GIVE_FEEDBACK = "give_feedback"
 WORK_REVIEWS = "work_reviews"
 EXPORT_REPORTS = "export_reports"
@@ -67,6 +69,7 @@ CAPABILITIES = frozenset(
         ALL_MODELS,
         VIEW_SENSITIVE,
         REQUEST_EXPLANATIONS,
+        WHAT_IF,
         GIVE_FEEDBACK,
         WORK_REVIEWS,
         EXPORT_REPORTS,
@@ -91,6 +94,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             READ_DECISIONS,
             VIEW_SENSITIVE,
             REQUEST_EXPLANATIONS,
+            WHAT_IF,
             EXPORT_TRAINING_DATA,
             RUN_MONITORING,
             ACKNOWLEDGE_ALERTS,
@@ -106,6 +110,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             ALL_MODELS,
             VIEW_SENSITIVE,
             REQUEST_EXPLANATIONS,
+            WHAT_IF,
             EXPORT_REPORTS,
             READ_AUDIT,
             VERIFY_CHAIN,
@@ -117,6 +122,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             READ_DECISIONS,
             VIEW_SENSITIVE,
             REQUEST_EXPLANATIONS,
+            WHAT_IF,
             GIVE_FEEDBACK,
             WORK_REVIEWS,
         }
@@ -131,8 +137,8 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
 # generated from it, see scope_table). A token never exceeds its user's role.
 SCOPES = ("read", "ingest", "report", "admin")
 SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
-    # Every read, plus the computations a reader asks for: explanations, monitoring
-    # windows, verification of the chain.
+    # Every read, plus the computations a reader asks for: explanations, what-ifs
+    # (computed, never stored), monitoring windows, verification of the chain.
     "read": frozenset(
         {
             READ_MODELS,
@@ -141,6 +147,7 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
             READ_AUDIT,
             VERIFY_CHAIN,
             REQUEST_EXPLANATIONS,
+            WHAT_IF,
             RUN_MONITORING,
         }
     ),

@@ -103,6 +103,28 @@ class AddressRateThrottle(_WindowThrottle):
         return client_address(request) or "unknown"
 
 
+def page_wait(request) -> int | None:
+    """The API's limits (per signed-in user, per address) on a page view that costs what
+    its API twin costs (the what-if runs a model): the seconds to wait when over either,
+    else None. The same counters as the API's, so the page is no way around them."""
+    as_api = _PageRequest(request)
+    waits = [
+        throttle.wait()
+        for throttle in (TokenRateThrottle(), AddressRateThrottle())
+        if not throttle.allow_request(as_api, None)
+    ]
+    return max(waits) if waits else None
+
+
+class _PageRequest:
+    """What the throttles read of a DRF request, from a page's request (no token)."""
+
+    def __init__(self, request):
+        self.auth = None
+        self.user = request.user
+        self.META = request.META
+
+
 # --- failed token authentication ------------------------------------------------
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip, record_event
+from auditapp.accounts.throttling import page_wait
 from auditapp.decisions import presenters, proofs, services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
@@ -30,6 +32,7 @@ from auditapp.reviews.services import submit_feedback
 from explain.models import Explanation
 from explain.presenters import lime_chart, lime_rule_texts, quality_notes, waterfall_chart
 from explain.services import request_explanations
+from explain.whatif import WhatIf, merged_inputs, run_what_if
 
 EXPORT_LIMIT = 100_000
 
@@ -187,7 +190,7 @@ def detail(request, decision_id: int):
     return render(request, "decisions/detail.html", _detail_context(decision, actor, presenter))
 
 
-def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
+def _detail_context(decision, actor, presenter, feedback_errors=None, what_if=None) -> dict:
     schema = decision.model_version.parsed_schema
     return {
         "record": presenter.summary(decision),
@@ -203,6 +206,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "seal": proofs.seal_of(decision),
         **_case_context(decision, actor),
         **_explanation_context(decision, actor),
+        **(what_if or _what_if_context(decision, actor, presenter)),
     }
 
 
@@ -264,3 +268,171 @@ def explain(request, decision_id: int):
     if is_htmx(request):
         return explanations(request, decision_id)
     return redirect("decision-detail", decision_id=decision_id)
+
+
+# -- what-if: the decision's inputs edited, its model's answer beside the original's ---------
+
+
+def _what_if_context(
+    decision: Decision,
+    actor: roles.Actor,
+    presenter: presenters.DecisionPresenter,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    result: WhatIf | None = None,
+) -> dict:
+    """The what-if form (prefilled with the inputs; a masked one empty, to be given) and,
+    after a try, the original and the what-if side by side."""
+    if not actor.can(roles.WHAT_IF):
+        return {"can_what_if": False}
+    schema = decision.model_version.parsed_schema
+    masked = set(presenter.masked_features(decision))
+    errors = errors or {}
+    fields = []
+    for feature in schema.features:
+        hidden = feature.name in masked
+        if values is not None and feature.name in values:
+            value = values[feature.name]
+        else:
+            value = "" if hidden else _as_text(decision.inputs.get(feature.name))
+        fields.append(
+            {
+                "name": feature.name,
+                "label": feature.label,
+                "type": feature.type,
+                "value": value,
+                "categories": feature.categories,
+                "masked": hidden,
+                "error": errors.get(feature.name),
+            }
+        )
+    return {
+        "can_what_if": True,
+        "what_if_fields": fields,
+        "what_if_errors": errors.get(""),
+        "what_if": _comparison(decision, schema, masked, result) if result else None,
+    }
+
+
+def _as_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _comparison(decision: Decision, schema, masked: set[str], result: WhatIf) -> dict:
+    target = schema.target
+    original_inputs = {k: v for k, v in decision.inputs.items() if k not in masked}
+    rows = []
+    for feature in schema.features:
+        hidden = feature.name in masked
+        rows.append(
+            {
+                "name": feature.name,
+                "label": feature.label,
+                "original": None
+                if hidden
+                else feature.format_value(original_inputs.get(feature.name)),
+                "what_if": feature.format_value(result.what_if.inputs.get(feature.name)),
+                "changed": feature.name in result.changed,
+                "given": feature.name in result.supplied_masked,
+            }
+        )
+
+    def side(prediction, score, shap, inputs, hidden):
+        return {
+            "prediction": prediction,
+            "score": score,
+            "tone": target.tone(prediction),
+            "outcome_text": target.outcome_text(prediction),
+            "waterfall": waterfall_chart(shap, schema, inputs, sorted(hidden)) if shap.ok else None,
+            "error": shap.error,
+            "additivity_ok": shap.quality.get("additivity_ok"),
+        }
+
+    return {
+        "rows": rows,
+        "original": side(
+            result.original.prediction,
+            result.original.score,
+            result.original.shap,
+            decision.inputs,
+            masked,
+        ),
+        "recorded": {
+            "prediction": decision.prediction,
+            "score": decision.score,
+            "tone": target.tone(decision.prediction),
+        },
+        "what_if": side(
+            result.what_if.prediction,
+            result.what_if.score,
+            result.what_if.shap,
+            result.what_if.inputs,
+            set(),
+        ),
+        "positive_class": target.positive_class,
+    }
+
+
+def _what_if_edits(schema, post, masked: set[str]) -> tuple[dict, dict[str, str]]:
+    """The form's text as typed values (Feature.from_text, as CSV imports read them); a
+    masked field left empty is left out (the service names it: it must be given)."""
+    edits, errors = {}, {}
+    for feature in schema.features:
+        text = post.get(feature.name)
+        if text is None or (feature.name in masked and not text.strip()):
+            continue
+        value, error = feature.from_text(text)
+        if error:
+            errors[feature.name] = error
+        else:
+            edits[feature.name] = value
+    return edits, errors
+
+
+@login_required
+@require_POST
+@page
+def what_if(request, decision_id: int):
+    """The what-if form sent: its panel again (htmx), or the whole page without JavaScript.
+
+    Errors are shown next to their fields. To htmx the panel answers 200 either way (htmx
+    swaps no 4xx); the page without htmx answers 400 when a field is wrong. It counts
+    against the API's rate limits (per user, per address): it runs a model as the API does.
+    """
+    actor = roles.actor_for(request)
+    actor.require(roles.WHAT_IF)  # before the lookup, as the API
+    wait = page_wait(request)
+    if wait is not None:
+        refused = HttpResponse(
+            f"Too many requests: try again in {wait} s.", status=429, content_type="text/plain"
+        )
+        refused["Retry-After"] = str(wait)
+        return refused
+    decision = get_decision_for_actor(actor, decision_id)
+    presenter = presenters.DecisionPresenter(actor)
+    schema = decision.model_version.parsed_schema
+    masked = set(presenter.masked_features(decision))
+    values = {f.name: request.POST.get(f.name, "") for f in schema.features}
+    edits, errors = _what_if_edits(schema, request.POST, masked)
+    # Every field's problem at once: the schema's, on the fields that were read.
+    for detail in merged_inputs(decision, edits, sorted(masked))[1]:
+        errors.setdefault(detail["field"].removeprefix("inputs."), detail["message"])
+    result = None
+    if not errors:
+        try:
+            result = run_what_if(
+                actor, decision, {"inputs": edits}, ip=client_ip(request), via="page"
+            )
+        except InvalidInput as exc:
+            for detail in exc.details or [{"field": "", "message": exc.message}]:
+                errors[detail["field"].removeprefix("inputs.")] = detail["message"]
+    context = _what_if_context(decision, actor, presenter, values, errors, result)
+    status = 400 if errors and not is_htmx(request) else 200
+    if is_htmx(request):
+        return render(request, "decisions/_what_if.html", {"decision": decision, **context})
+    full = _detail_context(decision, actor, presenter, what_if=context)
+    return render(request, "decisions/detail.html", full, status=status)

@@ -30,6 +30,7 @@ urlpatterns = [
     ),
     path("decisions/<int:decision_id>/explain", dossier_views.explain, name="decision-explain"),
     path("decisions/<int:decision_id>/feedback", dossier_views.feedback, name="decision-feedback"),
+    path("decisions/<int:decision_id>/what-if", dossier_views.what_if, name="decision-what-if"),
     path("decisions/<int:decision_id>/proof", decision_views.proof, name="decision-proof"),
     path("decisions/<int:decision_id>/flag", review_views.flag, name="decision-flag"),
     path("review/", review_views.queue, name="review-queue"),

@@ -256,6 +256,28 @@ def test_request_explanations(world, who):
         assert not requested.exists()
 
 
+@pytest.mark.parametrize("who", EVERYONE)
+def test_what_if(world, who):
+    decision = world["decision"]
+    url = f"/api/v1/decisions/{decision.pk}/what-if"
+    body = {"inputs": {"debt_ratio": 0.1, **({} if who != "auditor" else {"income": 1.0})}}
+    decisions_before = Decision.objects.count()
+
+    response = request_as(world, who, "post", url, data=body, format="json")
+
+    # Refused before the decision is looked up: an auditor learns nothing, not even
+    # whether the decision exists.
+    assert response.status_code == expected_status(who, roles.READ_DECISIONS, roles.WHAT_IF)
+    tried = AuditEvent.objects.filter(action="decision.what_if")
+    if response.status_code == 200:
+        assert response.json()["changed"] == ["debt_ratio"]
+        assert tried.get().actor == world["users"][who]
+    else:
+        assert "score" not in response.content.decode()
+        assert not tried.exists()
+    assert Decision.objects.count() == decisions_before
+
+
 def assert_masking(who: str, shown: dict, decision: Decision) -> None:
     if roles.VIEW_SENSITIVE in capabilities(who):
         assert shown["masked_features"] == []

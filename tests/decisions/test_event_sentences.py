@@ -53,6 +53,7 @@ from auditapp.reports.models import Report
 from auditapp.reviews.exports import export_labelled
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback, take_case
 from explain.services import request_explanations
+from explain.whatif import run_what_if
 from tests.conftest import PASSWORD
 from tests.decisions.test_import import write_csv
 from tests.factories import DecisionPayloadFactory
@@ -363,6 +364,7 @@ def log(
     reader.get("/decisions/", {"model": "credit", "feature.income__gte": "44000"})
     b"".join(reader.get("/decisions/export.csv", {"model": "credit"}).streaming_content)
     request_explanations(officer, decision, ["shap"])
+    run_what_if(officer, decision, {"inputs": {"debt_ratio": 0.25, "income": 1000.0}}, via="page")
 
     # Oversight: feedback, a flag, the case taken and overridden, labelled data.
     submit_feedback(expert, decision, {"verdict": "disagree"})
@@ -480,6 +482,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         "decision.viewed": f"compliance_officer viewed decision {d.pk}",
         "decision.explain_requested": (
             f"compliance_officer asked for new explanations of decision {d.pk} (SHAP)"
+        ),
+        "decision.what_if": (
+            f"compliance_officer tried a what-if on decision {d.pk} "
+            f"(income [masked] \u2192 [masked] and debt_ratio {d.inputs['debt_ratio']} \u2192 0.25)"
         ),
         "feedback.submitted": f"domain_expert gave feedback on decision {d.pk} (disagrees)",
         "review.flagged": (

@@ -34,7 +34,13 @@ from auditapp.reports import services as report_services
 from auditapp.reviews.services import flag_decision
 from auditapp.wsgi import application
 from tests.conftest import second_database_run
-from tests.factories import MODEL_NAME, VERSION, DecisionPayloadFactory, an_hour_ago
+from tests.factories import (
+    MODEL_NAME,
+    VERSION,
+    DecisionPayloadFactory,
+    an_hour_ago,
+    credit_schema,
+)
 
 # embedded: SQLite's JSON functions and the embedded broker answer bad input too (tests/conftest.py)
 pytestmark = pytest.mark.embedded
@@ -226,6 +232,15 @@ def object_bodies(draw, valid: dict) -> str:
     return dumps(body)
 
 
+@st.composite
+def what_if_bodies(draw) -> str:
+    """A what-if with one input (a feature, or a name no feature has) set to any JSON."""
+    inputs: dict = {"debt_ratio": 0.2, "housing": "own"}
+    names = [f["name"] for f in credit_schema()["features"]]
+    inputs[draw(st.sampled_from([*names, "extra", ""]))] = draw(JSON)
+    return dumps({"inputs": inputs})
+
+
 def send(world, role: str, method: str, url: str, body: str) -> None:
     client = world["clients"][role]
     with transaction.atomic():  # a failed statement cannot poison the next example
@@ -261,6 +276,10 @@ def test_fuzz_outcomes_feedback_and_explain(world, role, data):
             st.tuples(
                 st.just(f"/api/v1/decisions/{decision}/explain"),
                 object_bodies({"methods": ["shap"]}),
+            ),
+            st.tuples(
+                st.just(f"/api/v1/decisions/{decision}/what-if"),
+                st.one_of(what_if_bodies(), object_bodies({"inputs": {"age": 30}}), RAW_BODIES),
             ),
             st.tuples(st.sampled_from(["/api/v1/outcomes"]), RAW_BODIES),
         )
