@@ -89,9 +89,37 @@ def insert_in_order(row: models.Model) -> None:
     row._state.db = using
 
 
+# The one way round the triggers: retiring an expired month (decisions/retention.py).
+# A DELETE passes only in the transaction that wrote a retirement declaration, named by
+# this setting (SET LOCAL), and only for ids inside a range that declaration lists for
+# the table (its partitions count as the table). The declaration is itself append-only
+# and recorded in the sealed log before any row goes; an old declaration opens nothing,
+# as it was not written at this transaction's start time. UPDATE and TRUNCATE never pass.
+RETIREMENT_SETTING = "attest.retirement"
+
 REFUSE_CHANGE_FUNCTION = """
 CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
+DECLARE
+    declared text := current_setting('attest.retirement', true);
+    relation text;
 BEGIN
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(declared, '') <> '' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        IF EXISTS (
+            SELECT 1 FROM decisions_retiredrange r
+            JOIN decisions_retirement d ON d.id = r.retirement_id
+            WHERE r.retirement_id = declared::bigint
+              AND d.declared_at = transaction_timestamp()
+              AND r.table_name = relation
+              AND r.first_id <= OLD.id AND OLD.id <= r.last_id
+        ) THEN
+            RETURN OLD;
+        END IF;
+        RAISE EXCEPTION 'table % is append-only: row % is in no range that retirement '
+            'declaration % wrote in this transaction declares (DELETE refused)',
+            relation, OLD.id, declared
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     RAISE EXCEPTION 'table % is append-only (% refused)', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END;

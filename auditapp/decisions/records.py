@@ -1,7 +1,8 @@
-"""Outcomes in the sealed log (decisions and audit events have leaves of their own)."""
+"""Outcomes and retirement declarations in the sealed log (decisions and audit events have
+leaves of their own)."""
 
 from auditapp.accounts.records import RecordKind, register
-from auditapp.decisions.models import Outcome
+from auditapp.decisions.models import Outcome, Retirement
 
 OUTCOME = register(
     RecordKind(
@@ -17,5 +18,17 @@ OUTCOME = register(
             "source",
         ),
         time_field="recorded_at",
+    )
+)
+
+# A declaration is recorded in the transaction that writes it, before any row it
+# names is deleted: once sealed, it cannot be widened or withdrawn unseen.
+RETIREMENT = register(
+    RecordKind(
+        name="retirement",
+        label="Retirement declaration",
+        model=Retirement,
+        fields=("month", "declared_at", "declared_by_id", "actor_name", "mode", "tables"),
+        time_field="declared_at",
     )
 )
