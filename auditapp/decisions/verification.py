@@ -521,6 +521,7 @@ class _Declared:
                         UNSEALED,
                         declaration.pk,
                         kind="retirement",
+                        label="Retirement declaration",
                         id=declaration.pk,
                         reason=(
                             f"declaration #{declaration.pk} of {declaration.month} retired "
