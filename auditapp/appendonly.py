@@ -91,10 +91,10 @@ def insert_in_order(row: models.Model) -> None:
 
 # The one way round the triggers: retiring an expired month (decisions/retention.py).
 # A DELETE passes only in the transaction that wrote a retirement declaration, named by
-# this setting (SET LOCAL), and only for ids inside a range that declaration lists for
-# the table (its partitions count as the table). The declaration is itself append-only
-# and recorded in the sealed log before any row goes; an old declaration opens nothing,
-# as it was not written at this transaction's start time. UPDATE and TRUNCATE never pass.
+# this setting (SET LOCAL), once that declaration's record is sealed in the log, and only
+# for ids inside a range it lists for the table (its partitions count as the table). An
+# old declaration opens nothing, as it was not written at this transaction's start; an
+# unsealed one neither. UPDATE and TRUNCATE never pass.
 RETIREMENT_SETTING = "attest.retirement"
 
 REFUSE_CHANGE_FUNCTION = """
@@ -112,11 +112,17 @@ BEGIN
               AND d.declared_at = transaction_timestamp()
               AND r.table_name = relation
               AND r.first_id <= OLD.id AND OLD.id <= r.last_id
+              AND EXISTS (
+                  SELECT 1 FROM accounts_logrecord l
+                  WHERE l.kind = 'retirement' AND l.object_id = d.id
+                    AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                                 ORDER BY s."index" DESC LIMIT 1)
+              )
         ) THEN
             RETURN OLD;
         END IF;
-        RAISE EXCEPTION 'table % is append-only: row % is in no range that retirement '
-            'declaration % wrote in this transaction declares (DELETE refused)',
+        RAISE EXCEPTION 'table % is append-only: row % is in no range of retirement '
+            'declaration %, written in this transaction and sealed (DELETE refused)',
             relation, OLD.id, declared
             USING ERRCODE = 'insufficient_privilege';
     END IF;

@@ -10,8 +10,8 @@ and who did what, and they are how verification still proves every kept record
 and names what was retired.
 
 In one transaction: a `Retirement` declaration (the month, per table the rows and
-the id ranges that hold them and nothing kept, the partitions) is written and
-recorded in the log, then the rows go. On PostgreSQL a month partition whose every
+the id ranges that hold them and nothing kept, the partitions) is written,
+recorded in the log and sealed, then the rows go. On PostgreSQL a month partition whose every
 row is retired is DETACHed (kept renamed `..._retired` to dump and drop, or
 dropped), and the rest are deleted by id, which the append-only triggers allow
 only for the ranges of the declaration written in that transaction
@@ -36,9 +36,9 @@ from django.db.models import Q
 from auditapp import partitions
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
-from auditapp.appendonly import RETIREMENT_SETTING, hold_insert_order
+from auditapp.appendonly import RETIREMENT_SETTING
 from auditapp.decisions.models import Decision, RetiredRange, Retirement
-from auditapp.decisions.sealing import latest_seal
+from auditapp.decisions.sealing import latest_seal, seal_new_records
 from auditapp.errors import Conflict, InvalidInput
 
 RETIRED_EVENT = "decisions.retired"
@@ -144,6 +144,8 @@ class Plan:
             for name, kept_rows in plan.shared.items():
                 line += f"; {name} stays ({kept_rows:,} other rows), the month's rows deleted"
             out.append(line)
+        if not any(t.rows or t.partitions for t in self.tables):
+            out.append("  Nothing: no decision predicted in it is kept.")
         if self.unique_keys:
             out.append(
                 f"  {Decision._meta.db_table}{UNIQUE_SUFFIX}: {self.unique_keys:,} request-id keys"
@@ -207,14 +209,17 @@ def retire_month(
 ) -> Plan:
     """Declare, then retire, the month's decisions and their rows: all of it or nothing.
 
-    Refused while any of them is not sealed yet (it would leave no trace in the log)
-    and when nothing is left of the month. `today`: the current month, for tests.
+    What was written until now is sealed first, so every row that goes is in the log,
+    and from then on writers of sealed rows wait for this transaction (the sealing
+    lock; the detach would make them wait anyway). Refused when nothing is left of
+    the month. `today`: the current month, for tests.
     """
     with transaction.atomic():
-        hold_insert_order()  # the declaration's record and event are sealed rows
+        seal_new_records()
         plan = plan_retirement(year, month, drop=drop, today=today)
         _check_retirable(plan)
         declaration = _declare(actor, plan)
+        seal_new_records()  # the declaration's record: the triggers want it sealed
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
                 cursor.execute(

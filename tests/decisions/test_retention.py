@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 from contextlib import contextmanager
 
 import pytest
@@ -17,7 +18,7 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from auditapp import partitions
-from auditapp.accounts import roles
+from auditapp.accounts import records, roles
 from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import merkle, proofs, retention
 from auditapp.decisions.models import Decision, Outcome, RetiredRange, Retirement, Seal
@@ -260,6 +261,39 @@ def test_a_referring_row_deleted_outside_the_declaration_is_named(three_months):
     assert bad["reason"] == "it was deleted: its record remains"
 
 
+def test_a_declaration_widened_afterwards_to_hide_a_deletion_is_named(three_months):
+    """Someone with the database widens a sealed declaration over a kept decision and
+    deletes it: the declaration no longer matches its record, nor its count."""
+    target, made = three_months
+    plan = retention.retire_month(roles.system_actor(), *target)
+    seal_new_records()
+    victim = made[months_back(1)][1]
+    tables = plan.declaration.tables
+    tables[TABLE]["ranges"].append([victim, victim])
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE decisions_retirement SET tables = %s WHERE id = %s",
+            [json.dumps(tables), plan.declaration.pk],
+        )
+        cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [victim])
+        cursor.execute(f"DELETE FROM {TABLE} WHERE id = %s", [victim])
+
+    result = verify_chain()
+    assert not result.ok
+    reasons = {(p["kind"], p["id"], p["reason"]) for p in result.problems()}
+    assert (
+        "retirement",
+        plan.declaration.pk,
+        "its stored fields do not match its latest record",
+    ) in reasons
+    assert (
+        "retirement",
+        plan.declaration.pk,
+        f"declaration #{plan.declaration.pk} of {label(target)} retired 3 rows of {TABLE}, "
+        "but 4 are missing from it",
+    ) in reasons
+
+
 def test_the_current_month_and_later_ones_are_refused(three_months):
     for month in (partitions.utc_month(), partitions.next_month(*partitions.utc_month())):
         with pytest.raises(InvalidInput, match=f"{label(month)} is not over"):
@@ -271,12 +305,22 @@ def test_the_current_month_and_later_ones_are_refused(three_months):
     assert not Retirement.objects.exists()
 
 
-def test_unsealed_decisions_are_not_retired(model_version, ingest):
+def test_decisions_not_sealed_yet_are_sealed_before_they_go(model_version, ingest):
     target = months_back(2)
     ingest(*DecisionPayloadFactory.build_batch(2, predicted_at=mid(target)))
-    with pytest.raises(Conflict, match=f"2 decisions of {label(target)} are not sealed yet"):
-        retention.retire_month(roles.system_actor(), *target)
-    assert Decision.objects.count() == 2 and not Retirement.objects.exists()
+    assert not Seal.objects.exists()
+
+    plan = retention.retire_month(roles.system_actor(), *target)
+
+    assert not Decision.objects.exists() and plan.declaration.tables[TABLE]["rows"] == 2
+    seal = Seal.objects.order_by("index").first()
+    assert seal.decision_count == 2  # in the log before they went
+    record = LogRecord.objects.get(kind="retirement", object_id=plan.declaration.pk)
+    assert record.pk <= Seal.objects.order_by("index").last().last_record_id  # sealed too
+    seal_new_records()
+    result = verify_chain()
+    assert result.ok, result.first_bad
+    assert result.retired[0]["summary"].startswith(f"2 decisions of {label(target)} retired")
 
 
 # --- PostgreSQL: the triggers' one bypass, partitions detached or dropped ---------------
@@ -306,6 +350,17 @@ def test_the_bypass_without_a_declaration_of_this_transaction_is_refused(three_m
     )
     RetiredRange.objects.create(retirement=old, table_name=TABLE, first_id=victim, last_id=victim)
     with pytest.raises(DatabaseError, match="in no range"), retirement_setting(str(old.pk)) as c:
+        c.execute(f"DELETE FROM {TABLE} WHERE id = %s", [victim])
+    # one of this transaction, but not sealed
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT transaction_timestamp()")
+        (now,) = cursor.fetchone()
+    fresh = Retirement.objects.create(
+        month=label(months_back(3)), declared_at=now, mode=Retirement.DELETE, tables={}
+    )
+    RetiredRange.objects.create(retirement=fresh, table_name=TABLE, first_id=victim, last_id=victim)
+    records.append("retirement", [fresh.pk])
+    with pytest.raises(DatabaseError, match="in no range"), retirement_setting(str(fresh.pk)) as c:
         c.execute(f"DELETE FROM {TABLE} WHERE id = %s", [victim])
     # this transaction's declaration opens its ranges only, and never an UPDATE
     plan = retention.retire_month(roles.system_actor(), *target)

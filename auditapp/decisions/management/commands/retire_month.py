@@ -1,5 +1,4 @@
 from django.core.management.base import BaseCommand, CommandError
-from django.db import connection
 
 from auditapp.accounts import roles
 from auditapp.decisions import retention
@@ -35,5 +34,3 @@ class Command(BaseCommand):
             self.stdout.write(line)
         if dry_run:
             self.stdout.write("Dry run: nothing was changed.")
-        elif connection.vendor != "postgresql":
-            self.stdout.write("(SQLite: no partitions; the rows were deleted by id range.)")
