@@ -102,16 +102,19 @@ CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
 DECLARE
     declared text := current_setting('attest.retirement', true);
     relation text;
+    covered_up_to bigint;
 BEGIN
     IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(declared, '') <> '' THEN
         relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
-        IF EXISTS (
-            SELECT 1 FROM decisions_retiredrange r
-            JOIN decisions_retirement d ON d.id = r.retirement_id
-            WHERE r.retirement_id = declared::bigint
-              AND d.declared_at = transaction_timestamp()
-              AND r.table_name = relation
-              AND r.first_id <= OLD.id AND OLD.id <= r.last_id
+        -- the declared range starting nearest below the id (one index probe: the
+        -- ranges of a table in a declaration do not overlap)
+        SELECT r.last_id INTO covered_up_to FROM decisions_retiredrange r
+        WHERE r.retirement_id = declared::bigint AND r.table_name = relation
+          AND r.first_id <= OLD.id
+        ORDER BY r.first_id DESC LIMIT 1;
+        IF covered_up_to >= OLD.id AND EXISTS (
+            SELECT 1 FROM decisions_retirement d
+            WHERE d.id = declared::bigint AND d.declared_at = transaction_timestamp()
               AND EXISTS (
                   SELECT 1 FROM accounts_logrecord l
                   WHERE l.kind = 'retirement' AND l.object_id = d.id

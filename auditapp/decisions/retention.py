@@ -343,7 +343,19 @@ def _measure(table: TablePlan, month: tuple[int, int], current: tuple[int, int])
             (*params, low, high, *bounds),
         )
         runs = [(a, b) for a, b in cursor.fetchall()]
-    table.ranges = sorted(runs + [(lower, upper - 1) for _, lower, upper in whole])
+    table.ranges = _merged(runs + [(lower, upper - 1) for _, lower, upper in whole])
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Ranges that overlap or touch made one (a run of rows can span a detached partition):
+    the triggers look up the one range starting nearest below an id."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(ranges):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _whole_partitions(
