@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, models, transaction
+from django.db import OperationalError, connection, models, transaction
 from django.db.models import Q
 
 from auditapp import partitions
@@ -230,9 +230,7 @@ def retire_month(
             if connection.vendor == "postgresql":
                 for table in plan.tables:
                     for name, _, _ in table.partitions:
-                        plan.kept_as[name] = partitions.retire_partition(
-                            cursor, table.table, name, drop=drop
-                        )
+                        plan.kept_as[name] = _retire_partition(cursor, table.table, name, plan)
                 cursor.execute("SELECT set_config(%s, '', true)", [RETIREMENT_SETTING])
         record_event(
             RETIRED_EVENT,
@@ -475,6 +473,20 @@ def _delete_rows(cursor, table: TablePlan, plan: Plan) -> None:
     storage_names = [name for name in files if name]
     if storage_names:
         transaction.on_commit(lambda: _remove_files(table.model, storage_names))
+
+
+def _retire_partition(cursor, table: str, name: str, plan: Plan) -> str | None:
+    try:
+        return partitions.retire_partition(cursor, table, name, drop=plan.drop)
+    except OperationalError as error:
+        if "lock timeout" not in str(error):
+            raise
+        raise Conflict(
+            f"{table} is busy (a long reader, a verification?): detaching {name} gave up "
+            f"after {partitions.LOCK_TIMEOUT}. Nothing of {plan.label} was retired: run it "
+            "again.",
+            code="table_busy",
+        ) from error
 
 
 def _count(cursor, name: str) -> int:

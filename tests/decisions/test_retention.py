@@ -12,6 +12,7 @@ import io
 import json
 from contextlib import contextmanager
 
+import psycopg
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
@@ -481,3 +482,23 @@ def test_a_month_whose_partition_holds_only_its_rows_is_detached_or_dropped(
     result = verify_chain()
     assert result.ok, result.first_bad
     assert result.retired[0]["summary"].startswith(f"3 decisions of {label(month)} retired on ")
+
+
+@postgresql_only
+def test_a_detach_behind_a_long_reader_gives_up_and_retires_nothing(
+    model_version, ingest, monkeypatch
+):
+    month = partitions.utc_month()
+    later = partitions.next_month(*month)
+    now = max(timezone.now() - dt.timedelta(seconds=5), dt.datetime(*month, 1, tzinfo=dt.UTC))
+    ingest(*DecisionPayloadFactory.build_batch(2, predicted_at=now.isoformat()))
+    seal_new_records()
+    monkeypatch.setattr(partitions, "LOCK_TIMEOUT", "200ms")
+    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    with psycopg.connect(**params) as reader:  # a verification reading decisions, say
+        reader.execute(f"SELECT count(*) FROM {TABLE}")
+        busy = r"is busy \(a long reader, a verification\?\): detaching .* gave up after 200ms"
+        with pytest.raises(Conflict, match=busy):
+            retention.retire_month(roles.system_actor(), *month, today=later)
+    assert Decision.objects.count() == 2 and not Retirement.objects.exists()
+    assert partitions.partition_name(TABLE, *month) in partitions_of(TABLE)
