@@ -329,14 +329,17 @@ def _measure(table: TablePlan, month: tuple[int, int], current: tuple[int, int])
         if not table.rows:
             table.ranges = [(lower, upper - 1) for _, lower, upper in whole]
             return
-        outside = "".join(" AND NOT (id >= %s AND id < %s)" for _ in whole)
         bounds = tuple(b for _, lower, upper in whole for b in (lower, upper))
-        # Gaps and islands: consecutive rows in id order that all go make one range.
+        # Gaps and islands: consecutive rows in id order that all go make one range. (The
+        # rows that go are joined, not tested with IN per row: 19 s against 0.1 s for
+        # 24,000 explanation rows of 60,000.)
+        outside = "".join(" AND NOT (t.id >= %s AND t.id < %s)" for _ in whole)
         cursor.execute(
             "SELECT min(id), max(id) FROM (SELECT id, gone, "
             "row_number() OVER (ORDER BY id) - row_number() OVER (PARTITION BY gone ORDER BY id) "
-            f"AS island FROM (SELECT id, CASE WHEN id IN ({sql}) THEN 1 ELSE 0 END AS gone "
-            f"FROM {name} WHERE id >= %s AND id <= %s{outside}) AS flagged) AS islands "
+            "AS island FROM (SELECT t.id, CASE WHEN going.id IS NULL THEN 0 ELSE 1 END AS gone "
+            f"FROM {name} t LEFT JOIN ({sql}) AS going ON going.id = t.id "
+            f"WHERE t.id >= %s AND t.id <= %s{outside}) AS flagged) AS islands "
             "WHERE gone = 1 GROUP BY island ORDER BY 1",
             (*params, low, high, *bounds),
         )

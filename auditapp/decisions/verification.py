@@ -7,6 +7,7 @@ to it was rewritten, even by someone able to recompute and re-sign everything.
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -469,6 +470,32 @@ def _check_record_rows(
     return count
 
 
+def disjoint(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Declared (first, last, declaration) ranges of one table cut into disjoint ones, each
+    given to the earliest declaration covering it: the ranges of different declarations
+    may overlap (a month partition detached after rows inside it went with an earlier
+    month), and a missing row counts to the declaration that retired it first."""
+    points = sorted({first for first, _, _ in ranges} | {last + 1 for _, last, _ in ranges})
+    pending = sorted(ranges)
+    active: list[tuple[int, int]] = []  # (declaration, last) heap: the earliest on top
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for i, point in enumerate(points[:-1]):
+        while start < len(pending) and pending[start][0] <= point:
+            heapq.heappush(active, (pending[start][2], pending[start][1]))
+            start += 1
+        while active and active[0][1] < point:
+            heapq.heappop(active)
+        if not active:
+            continue
+        declaration, end = active[0][0], points[i + 1] - 1
+        if out and out[-1][2] == declaration and out[-1][1] + 1 == point:
+            out[-1] = (out[-1][0], end, declaration)
+        else:
+            out.append((point, end, declaration))
+    return out
+
+
 class _Declared:
     """The id ranges retirement declarations list, per table, and the sealed rows verification
     finds missing in them: retired, not deleted, as long as each declaration's count holds."""
@@ -481,7 +508,7 @@ class _Declared:
             for table, entry in (declaration.tables or {}).items():
                 for first, last in entry.get("ranges", []):
                     ranges.setdefault(table, []).append((int(first), int(last), declaration.pk))
-        self.ranges = {table: sorted(found) for table, found in ranges.items()}
+        self.ranges = {table: disjoint(found) for table, found in ranges.items()}
         self.firsts = {table: [r[0] for r in found] for table, found in self.ranges.items()}
 
     def retired(self, table: str, row_id: int) -> bool:

@@ -25,7 +25,7 @@ from auditapp.decisions import merkle, proofs, retention
 from auditapp.decisions.models import Decision, Outcome, RetiredRange, Retirement, Seal
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import seal_new_records
-from auditapp.decisions.verification import verify_chain
+from auditapp.decisions.verification import disjoint, verify_chain
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.reports.models import Report
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
@@ -137,6 +137,17 @@ def test_ranges_that_overlap_or_touch_are_declared_as_one():
         (100, 950),
         (990, 999),
     ]
+
+
+def test_a_missing_row_counts_to_the_earliest_declaration_covering_it():
+    """A month partition detached after an earlier month's rows inside it went: its whole
+    range overlaps the earlier declaration's, whose rows stay counted to it."""
+    assert disjoint([(101, 200, 1), (100, 999, 2), (300, 300, 3)]) == [
+        (100, 100, 2),
+        (101, 200, 1),
+        (201, 999, 2),
+    ]
+    assert disjoint([(1, 5, 2), (6, 9, 2)]) == [(1, 9, 2)]
 
 
 def test_a_dry_run_says_what_would_go_and_changes_nothing(three_months):
@@ -439,11 +450,15 @@ def test_a_month_whose_partition_holds_only_its_rows_is_detached_or_dropped(
     month = partitions.utc_month()
     later = partitions.next_month(*month)
     now = max(timezone.now() - dt.timedelta(seconds=5), dt.datetime(*month, 1, tzinfo=dt.UTC))
+    # an older month recorded in this one, retired first: deleted by id from the partition
+    ingest(*DecisionPayloadFactory.build_batch(2, predicted_at=mid(months_back(2))))
     gone = [
         r["id"]
         for r in ingest(*DecisionPayloadFactory.build_batch(3, predicted_at=now.isoformat()))
     ]
     with_everything(actors, model_version, gone)
+    first = retention.retire_month(roles.system_actor(), *months_back(2))
+    assert first.declaration.mode == Retirement.DELETE
     with ids_of_month(later):  # decisions of an earlier month, recorded later (an import)
         items = DecisionPayloadFactory.build_batch(2, predicted_at=mid(months_back(1)))
         kept = [r["id"] for r in ingest(*items)]
@@ -481,7 +496,11 @@ def test_a_month_whose_partition_holds_only_its_rows_is_detached_or_dropped(
     seal_new_records()
     result = verify_chain()
     assert result.ok, result.first_bad
-    assert result.retired[0]["summary"].startswith(f"3 decisions of {label(month)} retired on ")
+    # the detached range covers the older month's rows too: they stay counted to theirs
+    assert [r["summary"].split(" retired on ")[0] for r in result.retired] == [
+        f"2 decisions of {label(months_back(2))}",
+        f"3 decisions of {label(month)}",
+    ]
 
 
 @postgresql_only
