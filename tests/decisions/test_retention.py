@@ -175,7 +175,7 @@ def test_a_dry_run_says_what_would_go_and_changes_nothing(three_months):
 
 
 def test_a_month_retires_with_everything_referring_to_it_and_verification_says_so(
-    three_months, model_version
+    three_months, model_version, api_client, compliance_officer
 ):
     target, made = three_months
     gone, kept_ids = made[target], [i for m, ids in made.items() if m != target for i in ids]
@@ -223,7 +223,10 @@ def test_a_month_retires_with_everything_referring_to_it_and_verification_says_s
     )
     assert result.decisions == len(after["Decision"])
 
-    # the command says it too, and the log's kept records still prove
+    # the API and the command say it too, and the log's kept records still prove
+    answer = api_client(compliance_officer).get("/api/v1/audit/verify").json()
+    assert answer["ok"] is True and answer["retired"][0]["summary"] == retired["summary"]
+    assert answer["retired"][0]["rows"][TABLE] == 3
     out = io.StringIO()
     call_command("verify_chain", "--no-progress", stdout=out)
     assert f"Retired: {retired['summary']}." in out.getvalue()
