@@ -524,3 +524,51 @@ def test_a_detach_behind_a_long_reader_gives_up_and_retires_nothing(
             retention.retire_month(roles.system_actor(), *month, today=later)
     assert Decision.objects.count() == 2 and not Retirement.objects.exists()
     assert partitions.partition_name(TABLE, *month) in partitions_of(TABLE)
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_months_rows_in_the_legacy_partition_are_deleted_by_id_range(
+    model_version, ingest, ml_engineer
+):
+    """Decisions recorded before partitioning live in `<table>_legacy`: the month's go by id
+    through the triggers' one bypass, the partition stays, and verification holds."""
+    target, other = months_back(2), months_back(1)
+    call_command("migrate", "decisions", "0009", verbosity=0)
+    call_command("migrate", "accounts", "0007", verbosity=0)
+    call_command("migrate", "explain", "0007", verbosity=0)
+    try:
+        old = {}
+        for month in (target, other, target):  # interleaved: two ranges of the month
+            payload = DecisionPayloadFactory(predicted_at=mid(month))
+            old.setdefault(month, []).append(ingest(payload)[0]["id"])
+        record_outcomes(
+            roles.Actor(user=ml_engineer),
+            {
+                "outcomes": [
+                    {"decision_id": i, "outcome": "bad", "observed_at": mid(other)}
+                    for ids in old.values()
+                    for i in ids
+                ]
+            },
+        )
+        seal_new_records()
+    finally:
+        call_command("migrate", verbosity=0)
+    legacy = f"{TABLE}_legacy"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {legacy}")
+        assert cursor.fetchone()[0] == 3
+
+    plan = retention.retire_month(roles.system_actor(), *target)
+
+    (first, second), (kept,) = old[target], old[other]
+    assert plan.declaration.tables[TABLE]["ranges"] == [[first, first], [second, second]]
+    assert plan.declaration.tables[TABLE]["partitions"] == []
+    assert set(Decision.objects.values_list("pk", flat=True)) == {kept}
+    assert list(Outcome.objects.values_list("decision_id", flat=True)) == [kept]
+    assert legacy in partitions_of(TABLE)
+    seal_new_records()
+    result = verify_chain()
+    assert result.ok, result.first_bad
+    assert result.retired[0]["summary"].startswith(f"2 decisions of {label(target)} retired")
