@@ -89,9 +89,46 @@ def insert_in_order(row: models.Model) -> None:
     row._state.db = using
 
 
+# The one way round the triggers: retiring an expired month (decisions/retention.py).
+# A DELETE passes only in the transaction that wrote a retirement declaration, named by
+# this setting (SET LOCAL), once that declaration's record is sealed in the log, and only
+# for ids inside a range it lists for the table (its partitions count as the table). An
+# old declaration opens nothing, as it was not written at this transaction's start; an
+# unsealed one neither. UPDATE and TRUNCATE never pass.
+RETIREMENT_SETTING = "attest.retirement"
+
 REFUSE_CHANGE_FUNCTION = """
 CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
+DECLARE
+    declared text := current_setting('attest.retirement', true);
+    relation text;
+    covered_up_to bigint;
 BEGIN
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(declared, '') <> '' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        -- the declared range starting nearest below the id (one index probe: the
+        -- ranges of a table in a declaration do not overlap)
+        SELECT r.last_id INTO covered_up_to FROM decisions_retiredrange r
+        WHERE r.retirement_id = declared::bigint AND r.table_name = relation
+          AND r.first_id <= OLD.id
+        ORDER BY r.first_id DESC LIMIT 1;
+        IF covered_up_to >= OLD.id AND EXISTS (
+            SELECT 1 FROM decisions_retirement d
+            WHERE d.id = declared::bigint AND d.declared_at = transaction_timestamp()
+              AND EXISTS (
+                  SELECT 1 FROM accounts_logrecord l
+                  WHERE l.kind = 'retirement' AND l.object_id = d.id
+                    AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                                 ORDER BY s."index" DESC LIMIT 1)
+              )
+        ) THEN
+            RETURN OLD;
+        END IF;
+        RAISE EXCEPTION 'table % is append-only: row % is in no range of retirement '
+            'declaration %, written in this transaction and sealed (DELETE refused)',
+            relation, OLD.id, declared
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     RAISE EXCEPTION 'table % is append-only (% refused)', TG_TABLE_NAME, TG_OP
         USING ERRCODE = 'insufficient_privilege';
 END;

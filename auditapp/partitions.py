@@ -165,10 +165,16 @@ def create_ahead(
     the table exclusively for a moment: behind a long reader (a verification) it
     gives up after LOCK_TIMEOUT rather than hold every insert queued behind it,
     and the next run tries again, months ahead of need.
+
+    A month before the clock's is never created, whatever `today` says: its rows
+    were written already, and a retired month's partition (detached or dropped,
+    decisions/retention.py) must not come back empty to take rows of its range.
     """
     year, month = today or utc_month()
     created = []
     for y, m in months_from(year, month, months + 1):
+        if (y, m) < utc_month():
+            continue
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
             lower = _lower_bound(cursor, table, y, m)
@@ -191,6 +197,44 @@ def _lower_bound(cursor, table: str, year: int, month: int) -> int | None:
     if base(year, month) < legacy_upper < base(*next_month(year, month)):
         return legacy_upper
     return None
+
+
+RETIRED_SUFFIX = "_retired"
+
+
+def retire_partition(cursor, table: str, name: str, *, drop: bool) -> str | None:
+    """Detach a partition of an expired month; drop it, or keep it renamed `<name>_retired`
+    for an operator to dump to cold storage and drop. Returns the name it is kept under.
+
+    DETACH refuses while a row elsewhere still refers to one of its rows (the foreign
+    keys point at the parent): whoever calls deletes those first, in the same transaction.
+    """
+    cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no pending checks: ALTER would refuse
+    cursor.execute(f"ALTER TABLE {table} DETACH PARTITION {name}")
+    # Its foreign keys stay its own once detached: to the live tables they would pin the
+    # rows it referred to (a month's results pin its decisions' partition).
+    cursor.execute(
+        "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' "
+        "AND conparentid = 0",
+        [name],
+    )
+    for (constraint,) in cursor.fetchall():
+        cursor.execute(f'ALTER TABLE {name} DROP CONSTRAINT "{constraint}"')
+    if drop:
+        cursor.execute(f"DROP TABLE {name}")  # its id sequence too
+        return None
+    kept = name + RETIRED_SUFFIX
+    cursor.execute(f"ALTER TABLE {name} RENAME TO {kept}")
+    return kept
+
+
+def month_partition(table: str, name: str) -> tuple[int, int] | None:
+    """The month of a partition named `<table>_pYYYYMM`; None for the legacy one."""
+    suffix = name.removeprefix(f"{table}_p")
+    if suffix == name or len(suffix) != 6 or not suffix.isdigit():
+        return None
+    return int(suffix[:4]), int(suffix[4:])
 
 
 def partitions(table: str) -> list[Partition]:

@@ -877,6 +877,20 @@ def _seal_exported(e: Event) -> list[Part]:
     return [f"{e.who} downloaded ", e.obj, channel(e.d)]
 
 
+@sentence("decisions.retired")
+def _retired(e: Event) -> list[Part]:
+    rows = e.d.get("rows") or {}
+    decisions = rows.get("decisions_decision", 0) if isinstance(rows, dict) else 0
+    others = sum(
+        n for table, n in (rows.items() if isinstance(rows, dict) else ()) if isinstance(n, int)
+    ) - (decisions if isinstance(decisions, int) else 0)
+    return [
+        f"{e.who} retired {count(decisions, 'decision')} predicted in {e.d.get('month')}"
+        f" and {count(others, 'row')} referring to them, by declaration "
+        f"#{e.d.get('declaration')}{channel(e.d)}"
+    ]
+
+
 @sentence("chain.verified")
 def _verified(e: Event) -> list[Part]:
     against = e.d.get("against") or {}

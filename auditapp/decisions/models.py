@@ -215,3 +215,53 @@ class VerificationJob(models.Model):
     @property
     def finished(self) -> bool:
         return self.status in (self.DONE, self.FAILED)
+
+
+class Retirement(AppendOnlyModel):
+    """A declaration that an expired month's decisions, and every row referring to them,
+    are retired: written, and recorded in the sealed log, before any of them goes.
+
+    `tables` holds, per table, the rows retired, their id ranges (each [first, last]
+    holds no row that was kept) and the partitions detached or dropped. Verification
+    accepts a sealed row missing inside a declared range, names the declaration, and
+    still calls any other missing row deleted. On PostgreSQL the append-only triggers
+    let a DELETE through only for the ranges (RetiredRange) of the declaration written
+    in the deleting transaction (auditapp/appendonly.py).
+    """
+
+    DETACH, DROP, DELETE = "detach", "drop", "delete"
+    MODES = [
+        (DETACH, "partitions detached"),
+        (DROP, "partitions dropped"),
+        (DELETE, "rows deleted"),
+    ]
+
+    month = models.CharField(max_length=7)  # "2026-01": the decisions predicted in it
+    declared_at = models.DateTimeField()
+    declared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    mode = models.CharField(max_length=10, choices=MODES)
+    tables = models.JSONField()  # {table: {"label", "rows", "ranges", "partitions"}}
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"retirement declaration #{self.pk} ({self.month})"
+
+
+class RetiredRange(AppendOnlyModel):
+    """One declared id range of one table, as the database's triggers read it."""
+
+    retirement = models.ForeignKey(Retirement, on_delete=models.PROTECT, related_name="ranges")
+    table_name = models.CharField(max_length=63)
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["retirement", "table_name", "first_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.table_name} {self.first_id}-{self.last_id} (#{self.retirement_id})"

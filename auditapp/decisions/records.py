@@ -1,7 +1,8 @@
-"""Outcomes in the sealed log (decisions and audit events have leaves of their own)."""
+"""Outcomes and retirement declarations in the sealed log (decisions and audit events have
+leaves of their own)."""
 
 from auditapp.accounts.records import RecordKind, register
-from auditapp.decisions.models import Outcome
+from auditapp.decisions.models import Outcome, Retirement
 
 OUTCOME = register(
     RecordKind(
@@ -17,5 +18,18 @@ OUTCOME = register(
             "source",
         ),
         time_field="recorded_at",
+    )
+)
+
+# A declaration is recorded and sealed in the transaction that writes it, before any row
+# it names is deleted: it cannot be widened or withdrawn unseen.
+RETIREMENT = register(
+    RecordKind(
+        name="retirement",
+        label="Retirement declaration",
+        model=Retirement,
+        fields=("month", "declared_at", "declared_by_id", "actor_name", "mode", "tables"),
+        # (no time checked: declared_at is its transaction's start, which the triggers
+        # match, and measuring a large month comes before the record is written)
     )
 )

@@ -7,6 +7,8 @@ to it was rewritten, even by someone able to recompute and re-sign everything.
 
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,9 +22,9 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import log, merkle, signing
-from auditapp.decisions.models import INGESTED_EVENT, Decision, Seal
+from auditapp.decisions.models import INGESTED_EVENT, Decision, Retirement, Seal
 from auditapp.decisions.rehashing import CHUNK, decision_hashes, event_hashes, record_hashes
-from auditapp.decisions.sealing import GENESIS, MAX_TREE_SIZE, exported_seal
+from auditapp.decisions.sealing import GENESIS, MAX_TREE_SIZE, SEALED_TABLES, exported_seal
 from auditapp.errors import InvalidInput
 from auditapp.hashing import (
     canonical_time,
@@ -46,6 +48,7 @@ class Verification:
     first_bad: dict[str, Any] | None = None
     latest_seal: dict[str, Any] | None = None
     checked_against: dict[str, Any] | None = None
+    retired: list[dict[str, Any]] = field(default_factory=list)  # one per declaration
     _problems: list[tuple[tuple[int, int, int], dict[str, Any]]] = field(
         default_factory=list, repr=False
     )
@@ -64,6 +67,7 @@ class Verification:
             "first_bad": self.first_bad,
             "latest_seal": self.latest_seal,
             "checked_against": self.checked_against,
+            "retired": self.retired,
         }
 
     def problems(self) -> list[dict[str, Any]]:
@@ -136,13 +140,14 @@ def verify_chain(
     roots = _check_seals(seals, result)
     sealed = {kind: _sealed(seals, kind) for kind in log.NAMES}
     clock = _Clock(seals)
+    declared = _Declared(list(Retirement.objects.order_by("id")))
     rows = {
         "decision": decision_hashes(processes),
         "event": event_hashes(),
         "record": record_hashes(),
     }
     counts = {
-        kind: _check_rows(kind, rows[kind], sealed[kind], clock, result, progress)
+        kind: _check_rows(kind, rows[kind], sealed[kind], clock, result, progress, declared)
         for kind in log.NAMES
     }
     result.decisions, result.events = counts["decision"], counts["event"]
@@ -155,8 +160,10 @@ def verify_chain(
                 misplaced.get(record_kind.name),
                 sealed["record"],
                 result,
+                declared,
             )
         _reconcile_ingestion(sealed["decision"], result)
+    declared.report(result)
     if against is not None:
         _check_against(against, seals, roots, result)
     if seals:
@@ -299,8 +306,13 @@ def _check_rows(
     clock: _Clock,
     result: Verification,
     progress: Callable[[str, int], None] | None,
+    declared: _Declared,
 ) -> int:
-    """Walk rows in id order beside the sealed ids: note deleted, inserted, changed, backdated."""
+    """Walk rows in id order beside the sealed ids: note deleted, inserted, changed, backdated.
+
+    A sealed row missing inside a range a retirement declaration lists is retired, not deleted.
+    """
+    table = SEALED_TABLES[kind]._meta.db_table
     count, pointer, total = 0, 0, len(sealed.ids)
     last_sealed = int(sealed.ids[-1]) if total else 0
     unsealed = 0
@@ -316,7 +328,7 @@ def _check_rows(
     for chunk in rows:
         for row_id, recomputed, stored, time_text in chunk:
             while pointer < total and sealed_ids[pointer] < row_id:
-                _missing(kind, sealed, pointer, result)
+                _missing(kind, sealed, pointer, result, declared, table)
                 pointer += 1
             seal_index = None
             if pointer < total and sealed_ids[pointer] == row_id:
@@ -341,14 +353,18 @@ def _check_rows(
         if progress:
             progress(kind, count)
     while pointer < total:
-        _missing(kind, sealed, pointer, result)
+        _missing(kind, sealed, pointer, result, declared, table)
         pointer += 1
     setattr(result, f"unsealed_{kind}s", unsealed)
     return count
 
 
-def _missing(kind: str, sealed: _Sealed, pointer: int, result: Verification) -> None:
+def _missing(
+    kind: str, sealed: _Sealed, pointer: int, result: Verification, declared: _Declared, table: str
+) -> None:
     row_id, seal_index = int(sealed.ids[pointer]), int(sealed.seal_of[pointer])
+    if declared.retired(table, row_id):
+        return
     result.problem(
         seal_index, row_id, kind=kind, id=row_id, seal=seal_index, reason="it was deleted"
     )
@@ -395,6 +411,7 @@ def _check_record_rows(
     misplaced_backfill: int | None,
     sealed: _Sealed,
     result: Verification,
+    declared: _Declared,
 ) -> int:
     """The rows of one kind against their records: every row recorded, and as it is now.
 
@@ -444,11 +461,116 @@ def _check_record_rows(
                 f"it is dated {canonical_time(made_at)} but was recorded "
                 f"{canonical_time(first_at)}: backdated",
             )
+    table = record_kind.model._meta.db_table
     for object_id, (record_id, *_) in recorded.items():
-        bad(record_id, object_id, "it was deleted: its record remains")
+        if not declared.retired(table, object_id):
+            bad(record_id, object_id, "it was deleted: its record remains")
     for object_id, reason in record_kind.consistency() if record_kind.consistency else ():
         bad(None, object_id, reason)
     return count
+
+
+def disjoint(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Declared (first, last, declaration) ranges of one table cut into disjoint ones, each
+    given to the earliest declaration covering it: the ranges of different declarations
+    may overlap (a month partition detached after rows inside it went with an earlier
+    month), and a missing row counts to the declaration that retired it first."""
+    points = sorted({first for first, _, _ in ranges} | {last + 1 for _, last, _ in ranges})
+    pending = sorted(ranges)
+    active: list[tuple[int, int]] = []  # (declaration, last) heap: the earliest on top
+    out: list[tuple[int, int, int]] = []
+    start = 0
+    for i, point in enumerate(points[:-1]):
+        while start < len(pending) and pending[start][0] <= point:
+            heapq.heappush(active, (pending[start][2], pending[start][1]))
+            start += 1
+        while active and active[0][1] < point:
+            heapq.heappop(active)
+        if not active:
+            continue
+        declaration, end = active[0][0], points[i + 1] - 1
+        if out and out[-1][2] == declaration and out[-1][1] + 1 == point:
+            out[-1] = (out[-1][0], end, declaration)
+        else:
+            out.append((point, end, declaration))
+    return out
+
+
+class _Declared:
+    """The id ranges retirement declarations list, per table, and the sealed rows verification
+    finds missing in them: retired, not deleted, as long as each declaration's count holds."""
+
+    def __init__(self, declarations: list[Retirement]) -> None:
+        self.declarations = declarations
+        self.found: Counter[tuple[int, str]] = Counter()
+        ranges: dict[str, list[tuple[int, int, int]]] = {}
+        for declaration in declarations:
+            for table, entry in (declaration.tables or {}).items():
+                for first, last in entry.get("ranges", []):
+                    ranges.setdefault(table, []).append((int(first), int(last), declaration.pk))
+        self.ranges = {table: disjoint(found) for table, found in ranges.items()}
+        self.firsts = {table: [r[0] for r in found] for table, found in self.ranges.items()}
+
+    def retired(self, table: str, row_id: int) -> bool:
+        """Whether a declaration lists the missing row; it is counted to that declaration."""
+        firsts = self.firsts.get(table)
+        if not firsts:
+            return False
+        position = int(np.searchsorted(firsts, row_id, side="right")) - 1
+        if position < 0:
+            return False
+        first, last, declaration = self.ranges[table][position]
+        if not first <= row_id <= last:
+            return False
+        self.found[declaration, table] += 1
+        return True
+
+    def report(self, result: Verification) -> None:
+        """One entry a declaration; a count the log does not bear out is a problem.
+
+        The tables checked are those whose rows the log holds (decisions, and each
+        record kind's); a declaration listing more, or fewer, of their rows than are
+        missing was not what happened.
+        """
+        checked = {SEALED_TABLES["decision"]._meta.db_table}
+        checked |= {kind.model._meta.db_table for kind in records.kinds()}
+        for declaration in self.declarations:
+            tables = declaration.tables or {}
+            counts = {
+                table: int(entry.get("rows", 0))
+                for table, entry in tables.items()
+                if table in checked and entry.get("rows")
+            }
+            for table, declared in counts.items():
+                found = self.found[declaration.pk, table]
+                if found != declared:
+                    result.problem(
+                        UNSEALED,
+                        declaration.pk,
+                        kind="retirement",
+                        label="Retirement declaration",
+                        id=declaration.pk,
+                        reason=(
+                            f"declaration #{declaration.pk} of {declaration.month} retired "
+                            f"{declared:,} rows of {table}, but {found:,} are missing from it"
+                        ),
+                    )
+            decisions = counts.get(SEALED_TABLES["decision"]._meta.db_table, 0)
+            result.retired.append(
+                {
+                    "declaration": declaration.pk,
+                    "month": declaration.month,
+                    "declared_at": canonical_time(declaration.declared_at),
+                    "declared_by": declaration.actor_name,
+                    "mode": declaration.mode,
+                    "rows": {table: int(entry.get("rows", 0)) for table, entry in tables.items()},
+                    "summary": (
+                        f"{decisions:,} decisions of {declaration.month} retired on "
+                        f"{declaration.declared_at:%Y-%m-%d %H:%M} UTC by declaration "
+                        f"#{declaration.pk} ({declaration.actor_name or 'unknown'})"
+                    ),
+                }
+            )
 
 
 def _reconcile_ingestion(sealed: _Sealed, result: Verification) -> None:

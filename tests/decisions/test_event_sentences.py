@@ -431,6 +431,21 @@ def log(
             index=f"decisions_feature_{model_version.registered_model_id}_0123456789ab",
         )
 
+    # A month retired (recorded as retire_month records it: retiring this test's own
+    # decisions would leave the log's other events without their objects).
+    record_event(
+        "decisions.retired",
+        actor=roles.system_actor(),
+        object_type="retirement",
+        object_id="1",
+        via="command",
+        month="2026-01",
+        declaration=1,
+        mode="detach",
+        rows={"decisions_decision": 1234, "decisions_outcome": 5, "reviews_feedback": 2},
+        partitions={"decisions_decision_p202601": "decisions_decision_p202601_retired"},
+    )
+
     # The log itself: sealed, a seal downloaded, the chain verified, the log read.
     seal_new_records()
     reader.get("/audit/seal.json")
@@ -547,6 +562,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
     assert said["audit_log.exported"] == ["compliance_officer downloaded the access log as CSV"]
     assert said["search_index.created"] == [
         "system (manage.py) indexed feature income of model credit"
+    ]
+    assert said["decisions.retired"] == [
+        "system (manage.py) retired 1,234 decisions predicted in 2026-01 and 7 rows referring "
+        "to them, by declaration #1 from the command line"
     ]
     assert said["search_index.dropped"] == [
         "system (manage.py) dropped the index on feature income of model credit"

@@ -410,6 +410,8 @@ class TestTriggers:
         "accounts_logrecord",
         "explain_explanationconfig",
         "explain_explanationresult",
+        "decisions_retirement",
+        "decisions_retiredrange",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):

@@ -83,6 +83,7 @@ def test_every_kind_is_in_the_log_with_its_own_record(recorded):
         "model_version": 1,
         "outcome": 1,
         "override": 0,
+        "retirement": 0,
         "review_case": 1,
         "stage_change": 2,  # registered in staging, then production
     }

@@ -62,6 +62,8 @@ class Command(BaseCommand):
             f"{result.unsealed_records} other records not sealed yet); in the log beside them: "
             f"{others or 'nothing else'}."
         )
+        for retired in result.retired:
+            self.stdout.write(f"Retired: {retired['summary']}.")
         if against is not None and result.ok:
             kept = result.checked_against
             what = (
