@@ -54,10 +54,12 @@ worker: install
 # Redis database (auditapp/test_settings.py). PYTEST_ARGS= runs them in one process.
 # The read-replica test runs after the rest, alone: a hot standby of the test cluster
 # opens only once no long transaction with many savepoints runs on it (tests/test_replica.py).
+# CI's embedded run leaves it to the PostgreSQL run (tests/conftest.py): pytest's exit 5,
+# "no tests collected", is then no failure.
 PYTEST_ARGS ?= -n auto --maxprocesses 4
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS) --ignore tests/test_replica.py
-	$(VENV)/bin/pytest tests/test_replica.py
+	$(VENV)/bin/pytest tests/test_replica.py || [ $$? -eq 5 ]
 
 lint: install
 	$(VENV)/bin/ruff check .
