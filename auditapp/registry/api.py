@@ -52,6 +52,7 @@ def version_detail(model_version: ModelVersion) -> dict:
             "lime": model_version.lime_mode,
             "lime_sample_rate": model_version.lime_sample_rate,
             **model_version.explain_settings,
+            "counterfactuals": model_version.counterfactual_policy,
             # The thresholds in force (a version registered before they existed: the defaults).
             "agreement": agreement_settings(model_version.explain_settings),
         },
