@@ -27,6 +27,8 @@ from auditapp.pages import csv_response, is_htmx, page, query_string
 from auditapp.replicas import from_replica, replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
+from explain.counterfactual_presenters import panel as counterfactual_panel
+from explain.counterfactual_work import request_counterfactuals
 from explain.models import Explanation
 from explain.presenters import lime_chart, lime_rule_texts, quality_notes, waterfall_chart
 from explain.services import request_explanations
@@ -203,6 +205,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None) -> dict:
         "seal": proofs.seal_of(decision),
         **_case_context(decision, actor),
         **_explanation_context(decision, actor),
+        **_counterfactual_context(decision, actor),
     }
 
 
@@ -263,4 +266,36 @@ def explain(request, decision_id: int):
     request_explanations(actor, decision, ["shap", "lime"], ip=client_ip(request))
     if is_htmx(request):
         return explanations(request, decision_id)
+    return redirect("decision-detail", decision_id=decision_id)
+
+
+# -- what would change the decision (counterfactuals) -------------------------------------------
+def _counterfactual_context(decision: Decision, actor: roles.Actor) -> dict:
+    masked = presenters.DecisionPresenter(actor).masked_features(decision)
+    return {
+        "decision": decision,
+        **counterfactual_panel(decision, masked),
+        "can_recompute_counterfactuals": actor.can(roles.REQUEST_EXPLANATIONS),
+    }
+
+
+@login_required
+@page
+def counterfactuals(request, decision_id: int):
+    """The "What would change the decision" section alone, polled by htmx while pending."""
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    context = _counterfactual_context(decision, actor)
+    return render(request, "decisions/_counterfactuals.html", context)
+
+
+@login_required
+@require_POST
+@page
+def recompute_counterfactuals(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    request_counterfactuals(actor, decision, ip=client_ip(request))
+    if is_htmx(request):
+        return counterfactuals(request, decision_id)
     return redirect("decision-detail", decision_id=decision_id)
