@@ -279,6 +279,7 @@ def adult_version(user):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.database_neutral  # real models trained and searched: minutes, storage alike
 @pytest.mark.parametrize("make", [german_version, adult_version], ids=["german", "adult"])
 def test_a_real_worker_computes_counterfactuals_of_registered_test_models(
     worker, ml_engineer, make
