@@ -66,7 +66,7 @@ def change_phrase(
         return f"the {noun} had been different (value {WITHHELD})"
     before, after = change.get("from"), change.get("to")
     if feature.type == "boolean":
-        return f"“{feature.label}” had been {feature.format_value(after)}"
+        return f"the answer to “{feature.label}” had been {feature.format_value(after)}"
     if feature.type in ("numeric", "integer") and before is not None and after is not None:
         bound = "at least" if after > before else "at most"
         return f"the {noun} {verb}{bound} {value_text(feature, after)}"

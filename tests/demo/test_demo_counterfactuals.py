@@ -59,6 +59,7 @@ def test_the_demo_s_declined_decisions_get_counterfactuals_that_flip(role_groups
         if row.result.counterfactuals:
             text = nearest_sentence(row.decision)
             assert text.startswith("The application would have been approved if the ")
+            assert text.endswith(".") and "_" not in text.split(" if ")[1].split(" had been")[0]
     # Nearly every declined applicant has something they could change.
     assert found >= 0.9 * len(declined)
     assert 1 <= np.mean(sparsity) <= 3

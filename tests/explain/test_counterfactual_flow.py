@@ -490,7 +490,7 @@ def test_the_sentence_uses_the_schema_s_labels_units_and_outcome_words():
     )
     three = {**changes, "has_guarantor": {"from": False, "to": True}}
     assert sentence(schema, three).endswith(
-        "the loan amount at most 12,000 EUR and “Has a guarantor” had been yes."
+        "the loan amount at most 12,000 EUR and the answer to “Has a guarantor” had been yes."
     )
 
 
