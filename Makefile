@@ -76,6 +76,7 @@ bench: install
 	$(PY) bench/report.py
 	$(PY) bench/search.py
 	$(PY) bench/counterfactual.py
+	$(PY) bench/counterfactual_flow.py
 
 clean:
 	rm -rf var/
