@@ -90,7 +90,10 @@ class RegisterVersionRequest(serializers.Serializer):
     schema = serializers.CharField(help_text="The feature schema, as JSON.")
     background = serializers.FileField(required=False, help_text="CSV with the schema's columns.")
     card = serializers.CharField(required=False, help_text="JSON model card.")
-    explain = serializers.CharField(required=False, help_text='JSON, e.g. {"lime": "sample"}.')
+    explain = serializers.CharField(
+        required=False,
+        help_text='JSON, e.g. {"lime": "sample", "counterfactuals": "on_demand"}.',
+    )
 
 
 def _file_bytes(request, field: str, required: bool) -> bytes | None:
