@@ -413,10 +413,8 @@ def test_post_recomputes_with_the_same_seed_and_is_audited(
     assert work.result.requested_by == ml_engineer
     assert work.result.document == first.document  # the same seed reproduces it
     assert work.result.config_id == first.config_id  # the configuration is stored once
-    assert api_client(ml_engineer).get(url).json()["result"]["requested_by"] == "mlengineer" or (
-        api_client(ml_engineer).get(url).json()["result"]["requested_by"]
-        == ml_engineer.get_username()
-    )
+    result = api_client(ml_engineer).get(url).json()["result"]
+    assert result["requested_by"] == ml_engineer.get_username()
 
 
 @pytest.mark.django_db
@@ -505,11 +503,7 @@ def test_the_decision_page_shows_what_would_change_it(with_counterfactuals, clie
     result = decision.counterfactual_work.result
     schema = decision.model_version.parsed_schema
     for item in result.counterfactuals:
-        assert (
-            sentence(schema, item["changes"]).replace("“", "&ldquo;")[:40]
-            in page.replace("“", "&ldquo;")
-            or sentence(schema, item["changes"])[:40] in page
-        )
+        assert sentence(schema, item["changes"]) in page
     assert 'class="cf-changed"' in page
     assert "Validity 1.0" in page
 
