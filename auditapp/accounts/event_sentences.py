@@ -632,6 +632,11 @@ def _explain_requested(e: Event) -> list[Part]:
     return [f"{e.who} asked for new explanations of ", e.obj, in_brackets(listing(methods))]
 
 
+@sentence("decision.counterfactuals_requested")
+def _counterfactuals_requested(e: Event) -> list[Part]:
+    return [f"{e.who} asked for the counterfactuals of ", e.obj, " again"]
+
+
 @sentence("decisions.searched")
 def _searched(e: Event) -> list[Part]:
     params = e.d.get("params") or {}

@@ -52,6 +52,7 @@ from auditapp.reports import services as reports
 from auditapp.reports.models import Report
 from auditapp.reviews.exports import export_labelled
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback, take_case
+from explain.counterfactual_work import request_counterfactuals
 from explain.services import request_explanations
 from tests.conftest import PASSWORD
 from tests.decisions.test_import import write_csv
@@ -363,6 +364,8 @@ def log(
     reader.get("/decisions/", {"model": "credit", "feature.income__gte": "44000"})
     b"".join(reader.get("/decisions/export.csv", {"model": "credit"}).streaming_content)
     request_explanations(officer, decision, ["shap"])
+    declined = Decision.objects.filter(pk__in=ids, prediction="bad").order_by("pk").first()
+    request_counterfactuals(officer, declined)
 
     # Oversight: feedback, a flag, the case taken and overridden, labelled data.
     submit_feedback(expert, decision, {"verdict": "disagree"})
@@ -438,6 +441,7 @@ def log(
 
     return {
         "decision": decision,
+        "declined": declined,
         "case": case,
         "alert": alert,
         "report": report,
@@ -480,6 +484,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         "decision.viewed": f"compliance_officer viewed decision {d.pk}",
         "decision.explain_requested": (
             f"compliance_officer asked for new explanations of decision {d.pk} (SHAP)"
+        ),
+        "decision.counterfactuals_requested": (
+            f"compliance_officer asked for the counterfactuals of decision "
+            f"{log['declined'].pk} again"
         ),
         "feedback.submitted": f"domain_expert gave feedback on decision {d.pk} (disagrees)",
         "review.flagged": (
