@@ -79,6 +79,7 @@ bench: install
 	$(PY) bench/search.py
 	$(PY) bench/counterfactual.py
 	$(PY) bench/whatif.py
+	$(PY) bench/counterfactual_flow.py
 
 clean:
 	rm -rf var/

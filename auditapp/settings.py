@@ -367,6 +367,7 @@ CELERY_TASK_QUEUES = [
         "explain",
         "explain-lime",
         "explain-priority",
+        "explain-cf",  # counterfactuals of adverse decisions (explain/counterfactual_work.py)
         "reports",
         "monitoring",
         "verify",
@@ -375,6 +376,7 @@ CELERY_TASK_QUEUES = [
 ]
 CELERY_TASK_ROUTES = {
     "explain.sweep": {"queue": "maintenance"},
+    "explain.counterfactuals": {"queue": "explain-cf"},
     "partitions.create_ahead": {"queue": "maintenance"},
     "audit.verify": {"queue": "verify"},  # decisions/tasks.py: verification jobs
     # Sent by name from services modules (the task modules import those, not the reverse).

@@ -54,6 +54,11 @@ api_v1 = [
         name="api-decision-what-if",
     ),
     path(
+        "decisions/<int:decision_id>/counterfactuals",
+        explain_api.DecisionCounterfactualsView.as_view(),
+        name="api-decision-counterfactuals",
+    ),
+    path(
         "decisions/<int:decision_id>/proof",
         decisions_api.DecisionProofView.as_view(),
         name="api-decision-proof",

@@ -10,7 +10,7 @@ from collections import OrderedDict
 
 from auditapp.registry.artifacts import sha256_hex
 from auditapp.registry.services import load_model, parse_background
-from explain import engine, selftest
+from explain import counterfactual, engine, selftest
 from explain.backends import backend
 
 CACHE_SIZE = 8
@@ -36,8 +36,7 @@ def _load_context(model_version) -> engine.ModelContext:
     )
 
 
-def cached_explainer(model_version, method: str, options: dict | None = None):
-    """(context, explainer) for a version, from a bounded per-process LRU cache."""
+def _cached_context(model_version) -> tuple[engine.ModelContext, dict]:
     key = (
         model_version.artifact_sha256,
         model_version.background_sha256,
@@ -49,7 +48,12 @@ def cached_explainer(model_version, method: str, options: dict | None = None):
         _contexts[key] = (_load_context(model_version), {})
         while len(_contexts) > CACHE_SIZE:
             _contexts.popitem(last=False)
-    context, explainers = _contexts[key]
+    return _contexts[key]
+
+
+def cached_explainer(model_version, method: str, options: dict | None = None):
+    """(context, explainer) for a version, from a bounded per-process LRU cache."""
+    context, explainers = _cached_context(model_version)
     if options is None and method == "shap":
         options = selftest.shap_options(model_version.self_test)
     option_key = (method, tuple(sorted((options or {}).items())))
@@ -60,3 +64,12 @@ def cached_explainer(model_version, method: str, options: dict | None = None):
 
 def _build_explainer(context, method: str, options: dict):
     return backend(method).explainer(context, options)
+
+
+def cached_search(model_version) -> counterfactual.CounterfactualSearch:
+    """A version's counterfactual search (background spreads, its favourable rows), built
+    once per process beside its explainers."""
+    context, explainers = _cached_context(model_version)
+    if ("counterfactual",) not in explainers:
+        explainers[("counterfactual",)] = counterfactual.search_for(context)
+    return explainers[("counterfactual",)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -233,3 +234,111 @@ class TopReason(models.Model):
 
     def __str__(self) -> str:
         return f"{self.feature} (#{self.rank}) of decision {self.decision_id}"
+
+
+# -- counterfactuals ----------------------------------------------------------------------------
+class CounterfactualConfig(AppendOnlyModel):
+    """How a version's counterfactuals were searched for: one row per distinct configuration
+    (the method and its version, the libraries, the search's options, the background's
+    spreads and the artifact and background sha256 it ran on)."""
+
+    model_version = models.ForeignKey(
+        "registry.ModelVersion", on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    method = models.CharField(max_length=40)
+    method_version = models.PositiveSmallIntegerField()
+    library_versions = models.JSONField(default=dict)
+    content = models.JSONField()  # the search's configuration, as the engine gave it
+    # sha256 of method, method_version, library_versions and content: what makes it one row.
+    digest = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "digest"], name="one_counterfactual_config_per_version"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"counterfactual configuration {self.pk} of version {self.model_version_id}"
+
+
+class CounterfactualResult(AppendOnlyModel):
+    """One computed set of a decision's counterfactuals. Never updated nor deleted: a
+    recomputation adds a new one and the work row points to the newest.
+
+    `document` is the engine's result less what its configuration row holds (method,
+    versions, configuration): goal, original, counterfactuals (changes, inputs, the
+    re-scored prediction and score, sparsity, distance, plausibility), quality, note, error.
+    """
+
+    decision = models.ForeignKey(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="counterfactual_results"
+    )
+    config = models.ForeignKey(
+        CounterfactualConfig, on_delete=models.PROTECT, related_name="results", db_index=False
+    )
+    document = models.JSONField()
+    quality = models.JSONField(default=dict)
+    found = models.PositiveSmallIntegerField(default=0)
+    seed = models.BigIntegerField()
+    error = models.TextField(blank=True, default="")
+    duration_ms = models.FloatField(null=True, blank=True)
+    # Who asked for this recomputation (None: computed when the decision was recorded).
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    computed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"counterfactuals {self.pk} of decision {self.decision_id}"
+
+    @property
+    def counterfactuals(self) -> list[dict]:
+        return list(self.document.get("counterfactuals") or [])
+
+
+class CounterfactualWork(models.Model):
+    """The work on one decision's counterfactuals: mutable state (status, attempts, the
+    worker's lease in updated_at) and a pointer to its newest result."""
+
+    PENDING, RUNNING, DONE, FAILED = "pending", "running", "done", "failed"
+    STATUSES = [(s, s) for s in (PENDING, RUNNING, DONE, FAILED)]
+
+    decision = models.OneToOneField(
+        "decisions.Decision", on_delete=models.PROTECT, related_name="counterfactual_work"
+    )
+    status = models.CharField(max_length=10, choices=STATUSES, default=PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+    result = models.ForeignKey(
+        CounterfactualResult,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    # A recomputation asked for and not yet stored: who asked (the result records it).
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "updated_at"], name="cf_work_by_status")]
+
+    def __str__(self) -> str:
+        return f"counterfactuals of decision {self.decision_id}: {self.status}"

@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from celery import current_app
@@ -139,7 +139,12 @@ def _publish_forever() -> None:
     while True:
         handed_at, pending = _outbox.get()
         try:
-            _publish(handed_at, pending)
+            if callable(pending):  # other work's own sending (counterfactuals)
+                pending()
+            else:
+                _publish(handed_at, pending)
+        except Exception:
+            log.exception("explain.enqueue.failed")
         finally:
             _outbox.task_done()
 
@@ -163,6 +168,18 @@ def _publish(handed_at: datetime, pending) -> None:
 
 def enqueue_soon(pending: dict[tuple[int, str], Iterable[int]]) -> None:
     """Hand batches to this process's publisher thread (started on first use, after a fork)."""
+    _start_publisher()
+    _outbox.put((timezone.now(), pending))
+
+
+def send_soon(send: Callable[[], None]) -> None:
+    """Hand a sending function to the publisher thread (it logs what fails: the sweeper
+    finds what was not sent)."""
+    _start_publisher()
+    _outbox.put((timezone.now(), send))
+
+
+def _start_publisher() -> None:
     global _publisher
     with _publisher_lock:
         if _publisher is None or not _publisher.is_alive():
@@ -172,7 +189,6 @@ def enqueue_soon(pending: dict[tuple[int, str], Iterable[int]]) -> None:
             # Commands (import_decisions, load_demo) exit right after recording:
             # send what is queued first.
             atexit.register(wait_until_published)
-    _outbox.put((timezone.now(), pending))
 
 
 def wait_until_published() -> None:

@@ -8,6 +8,7 @@ from django.dispatch import receiver
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.errors import InvalidInput
 from auditapp.registry.signals import version_checking
+from explain import counterfactual_work
 from explain.engine import ModelContext
 from explain.selftest import APPROXIMATE_OPTIONS, run_self_test
 from explain.services import add_pending_explanations
@@ -47,6 +48,9 @@ def self_test_version(
 
 
 @receiver(decisions_recorded, dispatch_uid="explain-pending-rows")
-def add_work_rows(sender, *, decisions, recorded_at, **_):
-    """Their work rows are written with the decisions, and the work sent once they commit."""
+def add_work_rows(sender, *, decisions, recorded_at, predictions=None, **_):
+    """Their work rows are written with the decisions, and the work sent once they commit:
+    explanations, and the counterfactuals of adverse decisions the version's policy selects."""
     add_pending_explanations(decisions, recorded_at)
+    if predictions is not None:
+        counterfactual_work.add_pending(decisions, predictions, recorded_at)

@@ -1,4 +1,5 @@
-"""Celery tasks for explanations: thin wrappers that take ids and call batches / leases.
+"""Celery tasks for explanations and counterfactuals: thin wrappers that take ids and call
+batches / leases / counterfactual_work.
 
 The only explain/ module that knows Celery tasks; tasks are sent by name
 (publishing.py), so nothing imports this one but the worker and the tests.
@@ -12,7 +13,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 
 from auditapp.tasking import AttestTask
-from explain import batches, leases
+from explain import batches, counterfactual_batches, counterfactual_work, leases
 from explain.backends import MODULES, backend
 
 # Settings, "Recovery: leases, time limits, queues", say why these values and this order.
@@ -63,4 +64,25 @@ def explain_batch(
     max_retries=0,  # beat sends it again
 )
 def sweep_pending() -> int:
-    return leases.sweep()
+    return leases.sweep() + counterfactual_work.sweep()
+
+
+@shared_task(
+    base=AttestTask,
+    name="explain.counterfactuals",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=SOFT_TIME_LIMIT,
+    time_limit=HARD_TIME_LIMIT,
+    max_retries=MAX_RETRIES,
+    retry_backoff=1,
+    retry_backoff_max=120,
+    retry_jitter=True,
+)
+def counterfactual_batch(model_version_id: int, decision_ids: list[int]) -> dict:
+    """Counterfactuals of a batch of adverse decisions (queue `explain-cf`). No failure
+    record: rows of a batch that gives up stay pending or running for the sweeper; the
+    claim caps their attempts."""
+    if not connection.in_atomic_block:
+        close_old_connections()
+    return counterfactual_batches.run_batch(model_version_id, decision_ids)

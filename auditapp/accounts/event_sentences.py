@@ -652,6 +652,11 @@ def _shown(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
+@sentence("decision.counterfactuals_requested")
+def _counterfactuals_requested(e: Event) -> list[Part]:
+    return [f"{e.who} asked for the counterfactuals of ", e.obj, " again"]
+
+
 @sentence("decisions.searched")
 def _searched(e: Event) -> list[Part]:
     params = e.d.get("params") or {}

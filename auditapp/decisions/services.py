@@ -206,6 +206,7 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 (decision_id, row["model_version"], row["content_hash"])
                 for row, decision_id in zip(new_rows, ids, strict=True)
             ],
+            predictions=[row["prediction"] for row in new_rows],
             recorded_at=recorded_at,
         )
         created_ids: dict[str, list[int]] = defaultdict(list)

@@ -1,10 +1,11 @@
 """What other apps may react to about decisions, without the sender knowing who listens.
 
 `decisions_recorded` is sent inside the transaction that records new decisions,
-with `decisions` ((id, model version, content hash) of each) and `recorded_at`.
+with `decisions` ((id, model version, content hash) of each), `predictions` (each
+one's, in the same order) and `recorded_at`.
 The explanation app listens (explain/receivers.py): it adds their pending work
-rows in the same transaction, so a decision is never stored without them, and
-sends the work once the transaction commits.
+rows in the same transaction (explanations; counterfactuals of adverse decisions),
+so a decision is never stored without them, and sends the work once it commits.
 
 `explanations_stored` is sent by the explanation workers inside the transaction
 that stored a batch (its results, or rows that used up their attempts), with

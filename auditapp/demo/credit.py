@@ -12,6 +12,11 @@ bad, and the demo's model reaches a ROC AUC of 0.84 on held-out applicants. Its
 own decision rule, predict(), declines an applicant whose probability of going
 bad is 0.5 or more: about one in five before the downturn, more after it (see
 `economic_shock`).
+
+The schema says what an applicant could change, for counterfactuals ("what would
+change the decision"): income and years of employment only up, the loan amount and
+the debt ratio only down (on steps of 100 EUR, 500 EUR and 0.01); previous defaults
+are the past (immutable); age and sex are protected, so never changed.
 """
 
 from __future__ import annotations
@@ -54,6 +59,8 @@ SCHEMA = {
             "min": 0,
             "sensitive": True,
             "label": "Annual income (EUR)",
+            "direction": "increase",  # what an applicant could change (counterfactuals)
+            "step": 100,
         },
         {
             "name": "debt_ratio",
@@ -61,6 +68,8 @@ SCHEMA = {
             "min": 0,
             "max": 3,
             "label": "Debt-to-income ratio",
+            "direction": "decrease",
+            "step": 0.01,
         },
         {
             "name": "employment_years",
@@ -68,6 +77,7 @@ SCHEMA = {
             "min": 0,
             "max": 60,
             "label": "Years in current employment",
+            "direction": "increase",
         },
         {
             "name": "loan_amount",
@@ -75,6 +85,8 @@ SCHEMA = {
             "min": 500,
             "max": 100000,
             "label": "Loan amount (EUR)",
+            "direction": "decrease",
+            "step": 500,
         },
         {
             "name": "loan_purpose",
@@ -89,6 +101,7 @@ SCHEMA = {
             "min": 0,
             "max": 10,
             "label": "Previous defaults",
+            "immutable": True,  # the past does not change
         },
         {"name": "has_guarantor", "type": "boolean", "label": "Has a guarantor"},
     ],

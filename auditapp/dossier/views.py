@@ -29,6 +29,8 @@ from auditapp.pages import csv_response, is_htmx, page, query_string
 from auditapp.replicas import from_replica, replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
+from explain.counterfactual_presenters import panel as counterfactual_panel
+from explain.counterfactual_work import request_counterfactuals
 from explain.models import Explanation
 from explain.presenters import lime_chart, lime_rule_texts, quality_notes, waterfall_chart
 from explain.services import request_explanations
@@ -207,6 +209,7 @@ def _detail_context(decision, actor, presenter, feedback_errors=None, what_if=No
         **_case_context(decision, actor),
         **_explanation_context(decision, actor),
         **(what_if or _what_if_context(decision, actor, presenter)),
+        **_counterfactual_context(decision, actor),
     }
 
 
@@ -393,6 +396,26 @@ def _what_if_edits(schema, post, masked: set[str]) -> tuple[dict, dict[str, str]
     return edits, errors
 
 
+# -- what would change the decision (counterfactuals) -------------------------------------------
+def _counterfactual_context(decision: Decision, actor: roles.Actor) -> dict:
+    masked = presenters.DecisionPresenter(actor).masked_features(decision)
+    return {
+        "decision": decision,
+        **counterfactual_panel(decision, masked),
+        "can_recompute_counterfactuals": actor.can(roles.REQUEST_EXPLANATIONS),
+    }
+
+
+@login_required
+@page
+def counterfactuals(request, decision_id: int):
+    """The "What would change the decision" section alone, polled by htmx while pending."""
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    context = _counterfactual_context(decision, actor)
+    return render(request, "decisions/_counterfactuals.html", context)
+
+
 @login_required
 @require_POST
 @page
@@ -436,3 +459,12 @@ def what_if(request, decision_id: int):
         return render(request, "decisions/_what_if.html", {"decision": decision, **context})
     full = _detail_context(decision, actor, presenter, what_if=context)
     return render(request, "decisions/detail.html", full, status=status)
+
+
+def recompute_counterfactuals(request, decision_id: int):
+    actor = roles.actor_for(request)
+    decision = get_decision_for_actor(actor, decision_id)
+    request_counterfactuals(actor, decision, ip=client_ip(request))
+    if is_htmx(request):
+        return counterfactuals(request, decision_id)
+    return redirect("decision-detail", decision_id=decision_id)

@@ -52,6 +52,7 @@ def version_detail(model_version: ModelVersion) -> dict:
             "lime": model_version.lime_mode,
             "lime_sample_rate": model_version.lime_sample_rate,
             **model_version.explain_settings,
+            "counterfactuals": model_version.counterfactual_policy,
             # The thresholds in force (a version registered before they existed: the defaults).
             "agreement": agreement_settings(model_version.explain_settings),
         },
@@ -89,7 +90,10 @@ class RegisterVersionRequest(serializers.Serializer):
     schema = serializers.CharField(help_text="The feature schema, as JSON.")
     background = serializers.FileField(required=False, help_text="CSV with the schema's columns.")
     card = serializers.CharField(required=False, help_text="JSON model card.")
-    explain = serializers.CharField(required=False, help_text='JSON, e.g. {"lime": "sample"}.')
+    explain = serializers.CharField(
+        required=False,
+        help_text='JSON, e.g. {"lime": "sample", "counterfactuals": "on_demand"}.',
+    )
 
 
 def _file_bytes(request, field: str, required: bool) -> bytes | None:

@@ -89,6 +89,7 @@ class ModelVersion(models.Model):
     STAGING, PRODUCTION, ARCHIVED = "staging", "production", "archived"
     STAGES = [(s, s) for s in (STAGING, PRODUCTION, ARCHIVED)]
     LIME_MODES = [("all", "every decision"), ("sample", "a sample"), ("on_demand", "on demand")]
+    COUNTERFACTUAL_MODES = LIME_MODES  # of the adverse decisions
 
     registered_model = models.ForeignKey(
         RegisteredModel, on_delete=models.PROTECT, related_name="versions"
@@ -146,6 +147,15 @@ class ModelVersion(models.Model):
     @cached_property
     def parsed_schema(self) -> Schema:
         return parse_schema(self.schema)
+
+    @property
+    def counterfactual_policy(self) -> dict:
+        """Which adverse decisions get counterfactuals: {"mode": "all" (the default),
+        "sample" or "on_demand", "sample_rate"} (explain.counterfactuals at registration,
+        kept in explain_settings)."""
+        stored = (self.explain_settings or {}).get("counterfactuals") or {}
+        mode = stored.get("mode", "all")
+        return {"mode": mode, "sample_rate": stored.get("sample_rate", 1.0)}
 
 
 class StageChange(AppendOnlyModel):

@@ -144,7 +144,28 @@ def _parse_explain_config(config: Any) -> ExplainConfig:
     if not isinstance(config, dict):
         raise InvalidInput("explain must be a JSON object.", code="invalid_explain")
     mode, rate = _lime_config(config)
-    return ExplainConfig(mode, rate, settings={"agreement": _agreement_config(config)})
+    settings = {"agreement": _agreement_config(config), **_counterfactual_config(config)}
+    return ExplainConfig(mode, rate, settings=settings)
+
+
+def _counterfactual_config(config: dict) -> dict:
+    """explain.counterfactuals ("all", the default; "sample"; "on_demand") and
+    explain.counterfactual_sample_rate: which adverse decisions get counterfactuals.
+    Stored only when given (a version without them: every adverse decision)."""
+    if "counterfactuals" not in config and "counterfactual_sample_rate" not in config:
+        return {}
+    mode = config.get("counterfactuals", "all")
+    rate = config.get("counterfactual_sample_rate", 0.1 if mode == "sample" else 1.0)
+    valid_modes = [m for m, _ in ModelVersion.COUNTERFACTUAL_MODES]
+    if mode not in valid_modes:
+        raise InvalidInput(
+            f"explain.counterfactuals must be one of {valid_modes}.", code="invalid_explain"
+        )
+    if not _is_number(rate) or not 0 < rate <= 1:
+        raise InvalidInput(
+            "explain.counterfactual_sample_rate must be in (0, 1].", code="invalid_explain"
+        )
+    return {"counterfactuals": {"mode": mode, "sample_rate": float(rate)}}
 
 
 def _lime_config(config: dict) -> tuple[str, float]:

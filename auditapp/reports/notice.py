@@ -9,7 +9,11 @@ which data was used (feature labels), the right to a human review and how to
 ask for it. It carries no raw weights, scores, internal feature codes or ids
 beyond a reference.
 
-The document depends only on the decision and its SHAP explanation: no
+An adverse decision's notice also carries its nearest counterfactual, once computed
+("The application would have been approved if the annual income had been at least
+27,000 EUR"; explain/counterfactual_presenters.py builds it for the page and the API
+too). The document depends only on the decision, its SHAP explanation and its
+counterfactuals (whose seed is the decision's own): no
 generation time, no requester. So regenerating it gives the same content hash,
 and (see render.py) byte-identical JSON and PDF files.
 """
@@ -23,6 +27,7 @@ from django.conf import settings
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import RAISED, adverse_reasons, effect_phrase
 from auditapp.errors import Conflict
+from explain.counterfactual_presenters import nearest_sentence
 from explain.models import Explanation
 
 DOCUMENT_VERSION = 2  # 2: values in the reasons, outcome in words, right to human review
@@ -56,7 +61,7 @@ def build_notice_document(decision: Decision) -> dict[str, Any]:
     )
     towards = effect_phrase(target, RAISED)
     reference = notice_reference(decision)
-    return {
+    document = {
         "attest_document": "decision_notice",
         "document_version": DOCUMENT_VERSION,
         "reference": reference,
@@ -98,3 +103,10 @@ def build_notice_document(decision: Decision) -> dict[str, Any]:
         ),
         "contest": settings.ATTEST_CONTEST_TEXT,
     }
+    # An adverse decision's nearest stored counterfactual, in plain words (the person's own
+    # values: nothing masked). Absent until its counterfactuals are computed; a
+    # recomputation reproduces it (same seed), so the notice's hash stays.
+    change = nearest_sentence(decision) if target.is_adverse(decision.prediction) else None
+    if change:
+        document["what_would_change"] = change
+    return document

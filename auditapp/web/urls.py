@@ -29,6 +29,16 @@ urlpatterns = [
         name="decision-explanations",
     ),
     path("decisions/<int:decision_id>/explain", dossier_views.explain, name="decision-explain"),
+    path(
+        "decisions/<int:decision_id>/counterfactuals",
+        dossier_views.counterfactuals,
+        name="decision-counterfactuals",
+    ),
+    path(
+        "decisions/<int:decision_id>/counterfactuals/recompute",
+        dossier_views.recompute_counterfactuals,
+        name="decision-counterfactuals-recompute",
+    ),
     path("decisions/<int:decision_id>/feedback", dossier_views.feedback, name="decision-feedback"),
     path("decisions/<int:decision_id>/what-if", dossier_views.what_if, name="decision-what-if"),
     path("decisions/<int:decision_id>/proof", decision_views.proof, name="decision-proof"),

@@ -52,6 +52,7 @@ from auditapp.reports import services as reports
 from auditapp.reports.models import Report
 from auditapp.reviews.exports import export_labelled
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback, take_case
+from explain.counterfactual_work import request_counterfactuals
 from explain.services import request_explanations
 from explain.whatif import run_what_if
 from tests.conftest import PASSWORD
@@ -365,6 +366,8 @@ def log(
     b"".join(reader.get("/decisions/export.csv", {"model": "credit"}).streaming_content)
     request_explanations(officer, decision, ["shap"])
     run_what_if(officer, decision, {"inputs": {"debt_ratio": 0.25, "income": 1000.0}}, via="page")
+    declined = Decision.objects.filter(pk__in=ids, prediction="bad").order_by("pk").first()
+    request_counterfactuals(officer, declined)
 
     # Oversight: feedback, a flag, the case taken and overridden, labelled data.
     submit_feedback(expert, decision, {"verdict": "disagree"})
@@ -455,6 +458,7 @@ def log(
 
     return {
         "decision": decision,
+        "declined": declined,
         "case": case,
         "alert": alert,
         "report": report,
@@ -501,6 +505,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         "decision.what_if": (
             f"compliance_officer tried a what-if on decision {d.pk} "
             f"(income [masked] \u2192 [masked] and debt_ratio {d.inputs['debt_ratio']} \u2192 0.25)"
+        ),
+        "decision.counterfactuals_requested": (
+            f"compliance_officer asked for the counterfactuals of decision "
+            f"{log['declined'].pk} again"
         ),
         "feedback.submitted": f"domain_expert gave feedback on decision {d.pk} (disagrees)",
         "review.flagged": (

@@ -121,6 +121,7 @@ def test_a_field_edited_behind_the_applications_back_is_named(sealed):
 def test_a_deleted_decision_is_named(sealed):
     with tampering() as cursor:
         cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [sealed[3]])
+        cursor.execute("DELETE FROM explain_counterfactualwork WHERE decision_id = %s", [sealed[3]])
         cursor.execute(
             "DELETE FROM reviews_caseevent WHERE case_id IN "
             "(SELECT id FROM reviews_reviewcase WHERE decision_id = %s)",
@@ -412,6 +413,8 @@ class TestTriggers:
         "explain_explanationresult",
         "decisions_retirement",
         "decisions_retiredrange",
+        "explain_counterfactualconfig",
+        "explain_counterfactualresult",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):

@@ -80,6 +80,8 @@ class TestReading:
                 "min_top_k_overlap": 0.0,
                 "min_rank_correlation": 0.3,
             },
+            # Which adverse decisions get counterfactuals (the default: every one).
+            "counterfactuals": {"mode": "all", "sample_rate": 1.0},
         }
         assert body["self_test"]["shap"]["passed"] is True
         assert body["created_by"] == "ml_engineer"
