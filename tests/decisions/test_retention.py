@@ -30,8 +30,14 @@ from auditapp.errors import Conflict, InvalidInput
 from auditapp.reports.models import Report
 from auditapp.reviews.models import CaseEvent, Feedback, Override, ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback, take_case
-from explain import batches
-from explain.models import Explanation, ExplanationResult, TopReason
+from explain import batches, counterfactual_batches
+from explain.models import (
+    CounterfactualResult,
+    CounterfactualWork,
+    Explanation,
+    ExplanationResult,
+    TopReason,
+)
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
 
@@ -42,7 +48,7 @@ postgresql_only = pytest.mark.skipif(
 TABLE, RESULTS = "decisions_decision", "explain_explanationresult"
 # Every model whose rows refer to a decision, with the rows made for each below.
 REFERRERS = (Outcome, Feedback, ReviewCase, CaseEvent, Override, Explanation, ExplanationResult)
-REFERRERS += (TopReason, Report)
+REFERRERS += (TopReason, Report, CounterfactualWork, CounterfactualResult)
 
 
 def months_back(count: int) -> tuple[int, int]:
@@ -77,6 +83,7 @@ def with_everything(actors, model_version, ids: list[int]) -> None:
         {"outcomes": [{"decision_id": i, "outcome": "bad", "observed_at": now} for i in ids]},
     )
     batches.run_batch(model_version.pk, "shap", ids)
+    counterfactual_batches.run_batch(model_version.pk, ids)
     for decision in Decision.objects.filter(pk__in=ids):
         submit_feedback(expert, decision, {"verdict": "disagree", "comment": "misread"})
         case = flag_decision(expert, decision, "Looks wrong")
@@ -109,7 +116,8 @@ def three_months(model_version, ingest, actors):
     target, before, after = months_back(2), months_back(3), months_back(1)
     made = {}
     for month, count in ((before, 2), (target, 3), (after, 2)):
-        items = DecisionPayloadFactory.build_batch(count, predicted_at=mid(month))
+        # declined (score 0.8): each gets counterfactuals, rows that refer to a decision too
+        items = DecisionPayloadFactory.build_batch(count, predicted_at=mid(month), score=0.8)
         made[month] = [row["id"] for row in ingest(*items)]
     with_everything(actors, model_version, made[target] + made[after][:1])
     seal_new_records()
@@ -262,6 +270,7 @@ def test_a_deletion_outside_any_declaration_is_still_a_mismatch(three_months):
     kept = made[months_back(3)][0]
     with tampering() as cursor:  # the database's own way round the triggers, no declaration
         cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [kept])
+        cursor.execute("DELETE FROM explain_counterfactualwork WHERE decision_id = %s", [kept])
         cursor.execute(f"DELETE FROM {TABLE} WHERE id = %s", [kept])
 
     result = verify_chain()
@@ -300,6 +309,7 @@ def test_a_declaration_widened_afterwards_to_hide_a_deletion_is_named(three_mont
             [json.dumps(tables), plan.declaration.pk],
         )
         cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [victim])
+        cursor.execute("DELETE FROM explain_counterfactualwork WHERE decision_id = %s", [victim])
         cursor.execute(f"DELETE FROM {TABLE} WHERE id = %s", [victim])
 
     result = verify_chain()
@@ -540,7 +550,9 @@ def test_a_months_rows_in_the_legacy_partition_are_deleted_by_id_range(
     try:
         old = {}
         for month in (target, other, target):  # interleaved: two ranges of the month
-            payload = DecisionPayloadFactory(predicted_at=mid(month))
+            # approved: an adverse decision gets a counterfactual work row, whose table
+            # (explain.0009) the schema before partitioning does not have
+            payload = DecisionPayloadFactory(predicted_at=mid(month), prediction="good")
             old.setdefault(month, []).append(ingest(payload)[0]["id"])
         record_outcomes(
             roles.Actor(user=ml_engineer),
