@@ -142,7 +142,8 @@ def nearest(items: list[dict]) -> dict | None:
 
 
 def counterfactuals_json(decision, masked: Collection[str] = ()) -> dict:
-    """GET /api/v1/decisions/{id}/counterfactuals."""
+    """GET /api/v1/decisions/{id}/counterfactuals: the work's status, and the newest stored
+    result's fields beside it (None, and no counterfactuals, before there is one)."""
     version = decision.model_version
     schema = version.parsed_schema
     adverse = (
@@ -150,40 +151,62 @@ def counterfactuals_json(decision, masked: Collection[str] = ()) -> dict:
         and schema.target.is_adverse(decision.prediction) is True
     )
     work = work_of(decision)
-    status = status_of(decision, work, adverse)
+    result = work.result if work else None
     body: dict[str, Any] = {
         "decision_id": decision.pk,
-        "status": status,
+        "status": status_of(decision, work, adverse),
         "policy": version.counterfactual_policy,
         "error": (work.error or None) if work else None,
         "requested_by": _username(work.requested_by) if work else None,
+        "counterfactuals": [],
+        "nearest": None,
+        **dict.fromkeys(RESULT_FIELDS),
     }
-    result = work.result if work else None
     if result is None:
-        return {**body, "result": None}
+        return body
     items = shown(schema, result, masked)
     config = result.config
     near = nearest(items)
-    body["result"] = {
-        "id": result.pk,
-        "computed_at": result.computed_at,
-        "requested_by": _username(result.requested_by),
-        "method": config.method,
-        "method_version": config.method_version,
-        "library_versions": config.library_versions,
-        "config": config.content,
-        "config_id": config.pk,
-        "seed": result.seed,
-        "goal": result.document.get("goal"),
-        "original": _original(result.document.get("original") or {}),
-        "quality": result.quality,
-        "note": result.document.get("note") or None,
-        "error": result.error or None,
-        "counterfactuals": items,
-        "nearest": near["rank"] if near else None,
-        "duration_ms": result.duration_ms,
-    }
+    body.update(
+        {
+            "result_id": result.pk,
+            "computed_at": result.computed_at,
+            "requested_by": _username(result.requested_by) or body["requested_by"],
+            "method": config.method,
+            "method_version": config.method_version,
+            "library_versions": config.library_versions,
+            "config": config.content,
+            "config_id": config.pk,
+            "seed": result.seed,
+            "goal": result.document.get("goal"),
+            "original": _original(result.document.get("original") or {}),
+            "quality": result.quality,
+            "note": result.document.get("note") or None,
+            "error": result.error or body["error"],
+            "counterfactuals": items,
+            "nearest": near["rank"] if near else None,
+            "duration_ms": result.duration_ms,
+        }
+    )
     return body
+
+
+# A result's fields in the API's answer: None until one is stored.
+RESULT_FIELDS = (
+    "result_id",
+    "computed_at",
+    "method",
+    "method_version",
+    "library_versions",
+    "config",
+    "config_id",
+    "seed",
+    "goal",
+    "original",
+    "quality",
+    "note",
+    "duration_ms",
+)
 
 
 def _original(original: dict) -> dict:
@@ -199,8 +222,7 @@ def panel(decision, masked: Collection[str] = ()) -> dict:
     each counterfactual's changes beside them, the quality figures."""
     data = counterfactuals_json(decision, masked)
     schema = decision.model_version.parsed_schema
-    result = data["result"]
-    items = result["counterfactuals"] if result else []
+    items = data["counterfactuals"]
     rows = []
     for feature in schema.features:
         hidden = feature.name in masked
@@ -229,7 +251,7 @@ def panel(decision, masked: Collection[str] = ()) -> dict:
         "cf_items": items,
         "cf_rows": rows,
         "cf_busy": data["status"] == "pending",
-        "cf_quality": result["quality"] if result else None,
+        "cf_quality": data["quality"],
     }
 
 

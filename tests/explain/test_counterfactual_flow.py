@@ -337,7 +337,7 @@ def test_get_counterfactuals_shows_the_stored_result(with_counterfactuals, api_c
     body = response.json()
     assert body["status"] == "done"
     assert body["policy"] == {"mode": "all", "sample_rate": 1.0}
-    result = body["result"]
+    result = body  # the result's fields sit beside the status (API.md)
     stored = decision.counterfactual_work.result
     assert result["seed"] == stored.seed == counterfactual_work.seed_for(decision.content_hash)
     assert result["method"] == "sparse-search" and result["method_version"] == 1
@@ -363,8 +363,8 @@ def test_a_masked_feature_s_values_are_withheld(
     masked = api_client(auditor).get(f"/api/v1/decisions/{decision.pk}/counterfactuals")
 
     assert masked.status_code == 200
-    (full,) = [c for c in shown.json()["result"]["counterfactuals"] if "income" in c["changes"]][:1]
-    (hidden,) = [c for c in masked.json()["result"]["counterfactuals"] if c["rank"] == full["rank"]]
+    (full,) = [c for c in shown.json()["counterfactuals"] if "income" in c["changes"]][:1]
+    (hidden,) = [c for c in masked.json()["counterfactuals"] if c["rank"] == full["rank"]]
     assert hidden["changes"]["income"] == {"from": None, "to": None, "withheld": True}
     assert "the annual income had been different (value withheld)" in hidden["sentence"]
     income = decision.inputs["income"]
@@ -413,7 +413,7 @@ def test_post_recomputes_with_the_same_seed_and_is_audited(
     assert work.result.requested_by == ml_engineer
     assert work.result.document == first.document  # the same seed reproduces it
     assert work.result.config_id == first.config_id  # the configuration is stored once
-    result = api_client(ml_engineer).get(url).json()["result"]
+    result = api_client(ml_engineer).get(url).json()
     assert result["requested_by"] == ml_engineer.get_username()
 
 
@@ -425,7 +425,8 @@ def test_a_favourable_decision_needs_none(model_version, ml_engineer, api_client
     url = f"/api/v1/decisions/{favourable}/counterfactuals"
 
     body = api_client(ml_engineer).get(url).json()
-    assert body["status"] == "none-needed" and body["result"] is None
+    assert body["status"] == "none-needed" and body["result_id"] is None
+    assert body["counterfactuals"] == [] and body["method"] is None
     assert api_client(ml_engineer).post(url).status_code == 409
     assert not CounterfactualWork.objects.filter(decision_id=favourable).exists()
 
