@@ -18,6 +18,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import shap
 import skops.io
 from django.utils import timezone
 from sklearn.compose import ColumnTransformer
@@ -302,6 +303,67 @@ def test_a_real_worker_computes_counterfactuals_of_registered_test_models(
     assert checked >= len(adverse) // 2
     found = CounterfactualResult.objects.filter(found__gt=0).count()
     assert found >= len(adverse) // 2
+
+
+@pytest.mark.django_db
+@pytest.mark.database_neutral  # real models trained and explained: storage alike
+@pytest.mark.parametrize(
+    ("make", "edit"),
+    [
+        (german_version, {"credit_amount": 1500, "month": 12}),
+        (adult_version, {"hours-per-week": 60}),
+    ],
+    ids=["german", "adult"],
+)
+def test_a_what_if_on_registered_test_models_is_the_models_own_answer(
+    api_client, ml_engineer, make, edit
+):
+    """The what-if (explain/whatif.py) on German credit and Adult: its score is the loaded
+    pipeline's own probability of the positive class on the edited row, and its SHAP adds
+    up to the pipeline's own log-odds and equals an independent TreeExplainer's."""
+    version, rows = make(ml_engineer)
+    (decision_id,) = ingest_as(ml_engineer, real_payloads(version, rows[:1], prefix="what-if"))
+    decision = Decision.objects.get(pk=decision_id)
+    response = api_client(ml_engineer).post(
+        f"/api/v1/decisions/{decision_id}/what-if", {"inputs": edit}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    schema = version.parsed_schema
+    with version.artifact.open("rb") as handle:  # the artifact as registered, read here
+        artifact = handle.read()
+    pipeline = skops.io.loads(artifact, trusted=skops.io.get_untrusted_types(data=artifact))
+    frame = pd.DataFrame([{**decision.inputs, **edit}])[schema.names]
+    classes = list(pipeline.classes_)
+    positive = classes.index(schema.target.positive_class)
+    assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, positive], abs=1e-12)
+    assert body["prediction"] == plain(pipeline.predict(frame)[0])
+    assert sorted(body["changed"]) == sorted(
+        name for name, value in edit.items() if decision.inputs[name] != value
+    )
+
+    prep, estimator = pipeline[:-1], pipeline[-1]
+    transformed = prep.transform(frame)
+    transformed = transformed.toarray() if hasattr(transformed, "toarray") else transformed
+    values = np.asarray(shap.TreeExplainer(estimator).shap_values(transformed)).reshape(-1)
+    sign = 1.0 if positive == 1 else -1.0  # the raw margin is for classes_[1]
+    expected = dict.fromkeys(schema.names, 0.0)
+    for column, value in zip(prep.get_feature_names_out(), values, strict=True):
+        kind, rest = column.split("__", 1)
+        name = (
+            rest
+            if kind == "remainder"
+            else max((n for n in schema.names if rest.startswith(n + "_")), key=len)
+        )
+        expected[name] += sign * float(value)
+    shap_body = body["explanation"]["shap"]
+    for name in schema.names:
+        assert shap_body["attributions"][name] == pytest.approx(expected[name], abs=1e-9)
+    margin = sign * float(pipeline.decision_function(frame)[0])
+    total = shap_body["base_value"] + sum(shap_body["attributions"].values())
+    assert total == pytest.approx(margin, abs=1e-9)
+    assert Decision.objects.count() == 1  # a what-if is never recorded
 
 
 # -- in process (the task's own code, no broker): API, page, notice -----------------------------
