@@ -137,7 +137,8 @@ def test_a_compliance_officer_filters_opens_a_decision_and_recomputes_it(
     worker = Worker(media_root, tmp_path / "worker.log")
     try:
         page.click("text=Recompute explanations")
-        expect(page.locator("button:has-text('Computing')")).to_be_visible()
+        # the explanations' button: a declined decision's counterfactuals compute too
+        expect(page.locator("#explanations button:has-text('Computing')")).to_be_visible()
         lime_status = page.locator("h3:has-text('LIME') .status")
         expect(lime_status).to_have_text("done", timeout=120_000)
         expect(page.locator("h3:has-text('SHAP') .status")).to_have_text("done")
