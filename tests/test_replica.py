@@ -93,9 +93,22 @@ class Standby:
         self.data = self.folder / "data"
 
     def run(self, *command: str) -> None:
-        result = subprocess.run(
-            [*self.as_postgres, *command], capture_output=True, text=True, timeout=60, check=False
-        )
+        try:
+            result = subprocess.run(
+                [*self.as_postgres, *command],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            # pg_basebackup copies the whole cluster, not the test database alone.
+            size = _primary("SELECT pg_size_pretty(sum(pg_database_size(oid))) FROM pg_database")
+            raise RuntimeError(
+                f"{command[0]} took over 60 s: it copies the whole test cluster, {size} here. "
+                "A benchmark database left on it (bench/search.py keeps attest_bench_search) "
+                "makes the copy slow: drop it."
+            ) from exc
         if result.returncode != 0:
             log = self.folder / "server.log"
             raise RuntimeError(

@@ -14,28 +14,30 @@ from tests.factories import DecisionPayloadFactory
 URL = "/api/v1/decisions"
 
 
-def test_a_single_decision_is_recorded_in_eight_round_trips(model_version, ml_engineer):
-    """The token with its user and roles, the models it may ingest for, then one
-    transaction: the sealing lock, the decision, its pending explanation rows and the
-    audit event (its lock in the same statement)."""
-    _, key = create_api_token(ml_engineer, scopes=["ingest"])
-    client = Client(HTTP_AUTHORIZATION=f"Token {key}")
-
-    def post():
-        body = json.dumps(DecisionPayloadFactory())
-        return client.post(URL, body, content_type="application/json")
-
-    assert post().status_code == 201  # the token's first use is noted; the version is kept
-
+def statements_of_one_post(client, **fields) -> list[str]:
+    body = json.dumps(DecisionPayloadFactory(**fields))
     with CaptureQueriesContext(connection) as queries:
-        response = post()
-
+        response = client.post(URL, body, content_type="application/json")
     assert response.status_code == 201
     assert response.json()["results"][0]["status"] == "created"
     # Inside the test's own transaction, BEGIN and COMMIT are a savepoint and its release.
     opening = {"SAVEPOINT": "BEGIN", "RELEASE": "COMMIT"}
     statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    statements = [opening.get(statement, statement) for statement in statements]
+    return [opening.get(statement, statement) for statement in statements]
+
+
+def test_a_single_decision_is_recorded_in_eight_round_trips(model_version, ml_engineer):
+    """The token with its user and roles, the models it may ingest for, then one
+    transaction: the sealing lock, the decision, its pending explanation rows and the
+    audit event (its lock in the same statement). A declined decision adds its
+    counterfactuals' work row."""
+    _, key = create_api_token(ml_engineer, scopes=["ingest"])
+    client = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    approved, declined = {"score": 0.1, "prediction": "good"}, {"score": 0.9, "prediction": "bad"}
+    statements_of_one_post(client, **approved)  # the token's first use is noted; the version kept
+
+    statements = statements_of_one_post(client, **approved)
+
     if connection.vendor == "postgresql":
         assert statements == [
             "SELECT",  # token, user, roles
@@ -55,3 +57,6 @@ def test_a_single_decision_is_recorded_in_eight_round_trips(model_version, ml_en
             "INSERT",
             "INSERT",
         ]
+    with_work_row = statements_of_one_post(client, **declined)
+    assert len(with_work_row) == len(statements) + 1
+    assert with_work_row.count("INSERT") == statements.count("INSERT") + 1
