@@ -30,28 +30,36 @@ def load_the_explainers(**_) -> None:
         backend(method)
 
 
-@shared_task(
-    base=AttestTask,
-    name="explain.batch",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=SOFT_TIME_LIMIT,
-    time_limit=HARD_TIME_LIMIT,
-    max_retries=MAX_RETRIES,
-    retry_backoff=1,
-    retry_backoff_max=120,
-    retry_jitter=True,  # after an outage, every worker's batches retry at once otherwise
-)
+# A batch of work rows: acknowledged once done, sent again if its worker dies, retried
+# with jittered backoff (after an outage every worker's batches retry at once otherwise).
+BATCH_TASK = {
+    "base": AttestTask,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": SOFT_TIME_LIMIT,
+    "time_limit": HARD_TIME_LIMIT,
+    "max_retries": MAX_RETRIES,
+    "retry_backoff": 1,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+}
+
+
+def _fresh_connection() -> None:
+    """Workers keep their connection between tasks (settings: CELERY_DB_REUSE_MAX); one
+    that broke or outlived CONN_MAX_AGE is replaced here, as a request would (never inside
+    a caller's transaction, e.g. a test calling the task directly)."""
+    if not connection.in_atomic_block:
+        close_old_connections()
+
+
+@shared_task(name="explain.batch", **BATCH_TASK)
 def explain_batch(
     model_version_id: int, method: str, decision_ids: list[int], new_seed: bool = False
 ) -> dict:
     """No failure record: the rows of a batch that gives up stay pending or running, and
     the sweeper sends them again (leases.py); the claim counts and caps their attempts."""
-    # Workers keep their connection between tasks (settings: CELERY_DB_REUSE_MAX);
-    # one that broke or outlived CONN_MAX_AGE is replaced here, as a request would
-    # (never inside a caller's transaction, e.g. a test calling the task directly).
-    if not connection.in_atomic_block:
-        close_old_connections()
+    _fresh_connection()
     return batches.run_batch(model_version_id, method, decision_ids, new_seed=new_seed)
 
 
@@ -67,22 +75,10 @@ def sweep_pending() -> int:
     return leases.sweep() + counterfactual_work.sweep()
 
 
-@shared_task(
-    base=AttestTask,
-    name="explain.counterfactuals",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    soft_time_limit=SOFT_TIME_LIMIT,
-    time_limit=HARD_TIME_LIMIT,
-    max_retries=MAX_RETRIES,
-    retry_backoff=1,
-    retry_backoff_max=120,
-    retry_jitter=True,
-)
+@shared_task(name="explain.counterfactuals", **BATCH_TASK)
 def counterfactual_batch(model_version_id: int, decision_ids: list[int]) -> dict:
     """Counterfactuals of a batch of adverse decisions (queue `explain-cf`). No failure
     record: rows of a batch that gives up stay pending or running for the sweeper; the
     claim caps their attempts."""
-    if not connection.in_atomic_block:
-        close_old_connections()
+    _fresh_connection()
     return counterfactual_batches.run_batch(model_version_id, decision_ids)
