@@ -20,11 +20,10 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from celery import current_app
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -34,8 +33,9 @@ from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict
 from auditapp.registry.models import ModelVersion
+from explain.leases import LEASE, PENDING_GRACE, UNSENT_GRACE
 from explain.models import CounterfactualWork
-from explain.publishing import send_soon
+from explain.publishing import queues_empty, send_soon
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,6 @@ TASK = "explain.counterfactuals"
 QUEUE = "explain-cf"
 BATCH = 8  # decisions per task: ~0.1-2 s each, well inside the lease and time limits
 MAX_ATTEMPTS = 3
-LEASE = timedelta(seconds=settings.ATTEST_EXPLAIN_LEASE)
-UNSENT_GRACE = timedelta(seconds=settings.ATTEST_UNSENT_GRACE)
-PENDING_GRACE = timedelta(seconds=settings.ATTEST_PENDING_GRACE)
 
 
 # -- which decisions ---------------------------------------------------------------------------
@@ -125,21 +122,12 @@ def _send_logged(pending: dict[int, list[int]]) -> None:
 
 
 # -- the sweeper -------------------------------------------------------------------------------
-def queue_empty() -> bool:
-    """No counterfactual task waits in the broker."""
-    with current_app.connection_for_read() as broker, broker.channel() as channel:
-        try:
-            return not channel.queue_declare(queue=QUEUE, passive=True).message_count
-        except broker.channel_errors:  # Redis keeps no key for an empty queue
-            return True
-
-
 def sweep(now: datetime | None = None, limit: int = 5000) -> int:
     """Send again the work lost: running rows whose worker died (lease expired), pending
     rows nobody will send (after UNSENT_GRACE when the queue is empty, else
     PENDING_GRACE). Rows sent are touched: sent again only once stale again."""
     now = now or timezone.now()
-    grace = UNSENT_GRACE if queue_empty() else PENDING_GRACE
+    grace = UNSENT_GRACE if queues_empty((QUEUE,)) else PENDING_GRACE
     stale = Q(status=CounterfactualWork.RUNNING, updated_at__lt=now - LEASE) | Q(
         status=CounterfactualWork.PENDING, updated_at__lt=now - grace
     )

@@ -198,8 +198,13 @@ def wait_until_published() -> None:
 
 def explain_queues_empty() -> bool:
     """No explanation task waits in the broker (a task a worker holds is not counted)."""
+    return queues_empty(EXPLAIN_QUEUES)
+
+
+def queues_empty(names) -> bool:
+    """No task waits in these queues of the broker (a task a worker holds is not counted)."""
     with current_app.connection_for_read() as broker:
-        for name in EXPLAIN_QUEUES:
+        for name in names:
             with broker.channel() as channel:
                 try:
                     if channel.queue_declare(queue=name, passive=True).message_count:

@@ -18,7 +18,6 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-import shap
 import skops.io
 from django.utils import timezone
 from sklearn.compose import ColumnTransformer
@@ -43,6 +42,7 @@ from tests.datasets import (
     german_schema,
 )
 from tests.factories import MODEL_CARD, applicant_inputs
+from tests.reference import tree_shap_by_feature
 from tests.workers import wait_until
 
 
@@ -343,20 +343,9 @@ def test_a_what_if_on_registered_test_models_is_the_models_own_answer(
         name for name, value in edit.items() if decision.inputs[name] != value
     )
 
-    prep, estimator = pipeline[:-1], pipeline[-1]
-    transformed = prep.transform(frame)
-    transformed = transformed.toarray() if hasattr(transformed, "toarray") else transformed
-    values = np.asarray(shap.TreeExplainer(estimator).shap_values(transformed)).reshape(-1)
+    attributions, _ = tree_shap_by_feature(pipeline, frame, schema.names)
     sign = 1.0 if positive == 1 else -1.0  # the raw margin is for classes_[1]
-    expected = dict.fromkeys(schema.names, 0.0)
-    for column, value in zip(prep.get_feature_names_out(), values, strict=True):
-        kind, rest = column.split("__", 1)
-        name = (
-            rest
-            if kind == "remainder"
-            else max((n for n in schema.names if rest.startswith(n + "_")), key=len)
-        )
-        expected[name] += sign * float(value)
+    expected = {name: sign * value for name, value in attributions.items()}
     shap_body = body["explanation"]["shap"]
     for name in schema.names:
         assert shap_body["attributions"][name] == pytest.approx(expected[name], abs=1e-9)

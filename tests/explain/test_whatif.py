@@ -12,10 +12,8 @@ import math
 import uuid
 
 import lightgbm
-import numpy as np
 import pandas as pd
 import pytest
-import shap
 import skops.io
 from django.test import Client
 from sklearn.compose import ColumnTransformer
@@ -31,6 +29,7 @@ from explain.models import Explanation, ExplanationResult
 from explain.whatif import ACTION
 from tests.conftest import PASSWORD
 from tests.factories import DecisionPayloadFactory
+from tests.reference import tree_shap_by_feature
 
 EDITS = {"debt_ratio": 0.12, "prior_defaults": 2, "housing": "own"}
 
@@ -43,20 +42,10 @@ def independent_shap(pipeline, inputs: dict, names: list[str]) -> tuple[dict, fl
     """(attributions towards "bad" per raw feature, base value, the pipeline's log-odds of
     "bad"), from shap.TreeExplainer on the transformed row, one-hot columns summed by name."""
     frame = pipeline_frame(inputs, names)
-    prep, estimator = pipeline[:-1], pipeline[-1]
-    transformed = prep.transform(frame)
-    transformed = transformed.toarray() if hasattr(transformed, "toarray") else transformed
-    explainer = shap.TreeExplainer(estimator, feature_perturbation="tree_path_dependent")
-    values = np.asarray(explainer.shap_values(transformed)).reshape(-1)
-    base = float(np.asarray(explainer.expected_value).reshape(-1)[0])
+    attributions, base = tree_shap_by_feature(pipeline, frame, names)
     # decision_function is for classes_[1] ("good"); the positive class is "bad".
-    sign = 1.0 if list(estimator.classes_).index("bad") == 1 else -1.0
-    columns = prep.get_feature_names_out()
-    per_feature = dict.fromkeys(names, 0.0)
-    for column, value in zip(columns, values, strict=True):
-        kind, rest = column.split("__", 1)
-        name = rest if kind == "remainder" else next(n for n in names if rest.startswith(n + "_"))
-        per_feature[name] += sign * float(value)
+    sign = 1.0 if list(pipeline[-1].classes_).index("bad") == 1 else -1.0
+    per_feature = {name: sign * value for name, value in attributions.items()}
     output = sign * float(pipeline.decision_function(frame)[0])
     return per_feature, sign * base, output
 
@@ -317,16 +306,9 @@ def test_a_lightgbm_version_answers_with_its_own_score_and_treeshap(
     assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, bad], abs=1e-12)
     assert body["prediction"] == pipeline.predict(frame)[0]
     # An independent TreeExplainer on the transformed row, one-hot columns summed by name.
-    prep, estimator = pipeline[:-1], pipeline[-1]
-    transformed = prep.transform(frame)
-    values = shap.TreeExplainer(estimator).shap_values(transformed)
-    values = np.asarray(values[1] if isinstance(values, list) else values).reshape(-1)
+    attributions, _ = tree_shap_by_feature(pipeline, frame, names)
     sign = -1.0 if bad == 0 else 1.0  # LightGBM's raw score is for classes_[1]
-    expected = dict.fromkeys(names, 0.0)
-    for column, value in zip(prep.get_feature_names_out(), values, strict=True):
-        kind, rest = column.split("__", 1)
-        name = rest if kind == "remainder" else next(n for n in names if rest.startswith(n + "_"))
-        expected[name] += sign * float(value)
+    expected = {name: sign * value for name, value in attributions.items()}
     shap_body = body["explanation"]["shap"]
     for name in names:  # LightGBM computes in single precision
         assert shap_body["attributions"][name] == pytest.approx(expected[name], abs=1e-5)
