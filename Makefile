@@ -74,6 +74,7 @@ format: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/explain.py
+	$(PY) bench/latency.py
 	$(PY) bench/monitor.py
 	$(PY) bench/report.py
 	$(PY) bench/search.py

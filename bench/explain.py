@@ -19,12 +19,16 @@ What it does, against PostgreSQL and Redis (nothing else is touched):
      bench-gbc30-lime  the same GBC artifact, LIME "all"
      bench-mlp30       StandardScaler + MLPClassifier pipeline (model-agnostic SHAP:
                        PermutationExplainer), LIME on_demand
+   Counterfactuals are on demand for all five (they have their own queue, workers and
+   bench, bench/counterfactual_flow.py).
    The raw baselines use the models loaded back from the registered artifacts and
    the background parsed from the registered CSV, so both sides use the same bytes.
-3. Real Celery worker processes: one `celery -A auditapp worker --concurrency 2`
-   subprocess (prefork: 2 pool processes that do the work, plus the parent that
-   only talks to the broker). The raw baselines run in a multiprocessing Pool of
-   the same 2 processes. Every process is limited to one BLAS/OpenMP thread.
+3. Real Celery worker processes: one `celery -A auditapp worker --concurrency 2
+   --queues explain,explain-lime,explain-priority,maintenance` subprocess (an
+   explanation worker as the README deploys it; prefork: 2 pool processes that do
+   the work, plus the parent that only talks to the broker). The raw baselines run
+   in a multiprocessing Pool of the same 2 processes. Every process is limited to
+   one BLAS/OpenMP thread.
 4. Decisions are ingested over HTTP (POST /api/v1/decisions, the app served by a
    subprocess, as in bench/ingest.py); the bench then polls the database until
    every explanation of the run is stored. TreeSHAP throughput is measured twice,
@@ -86,6 +90,7 @@ DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/12"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 PROCESSES = 2  # Celery pool processes, and raw Pool processes
+EXPLANATION_QUEUES = "explain,explain-lime,explain-priority,maintenance"
 N_FEATURES = 30
 TRAIN_ROWS = 4000
 BACKGROUND_ROWS = 200
@@ -265,12 +270,16 @@ def register_all(user, frame, labels, background_frame) -> None:
                 schema=schema_for(bench.classes),
                 background=csv.getvalue().encode(),
                 card={"description": f"bench/explain.py: {bench.kind}, {N_FEATURES} features"},
-                explain={"lime": bench.lime},
+                # Counterfactuals on demand, as LIME: this bench measures explanations
+                # (bench/counterfactual_flow.py measures the counterfactuals' own workers).
+                explain={"lime": bench.lime, "counterfactuals": "on_demand"},
             )
             with transaction.atomic():
                 version = registry.register_model_version(actor, upload)
                 version = registry.change_stage(actor, version, ModelVersion.PRODUCTION)
-            print(f"registered {bench.name} version 1 (lime {bench.lime})")
+            print(
+                f"registered {bench.name} version 1 (lime {bench.lime}, counterfactuals on_demand)"
+            )
         elif not RegisteredModel.objects.visible_to(actor).filter(name=bench.name).exists():
             registry.assign_models(user, [bench.name])
         bench.version = version
@@ -522,6 +531,8 @@ class Workers:
                 "INFO",
                 "--hostname",
                 self.nodename,
+                "--queues",  # an explanation worker, as deployed (README: Scaling workers)
+                EXPLANATION_QUEUES,
                 "--without-mingle",
                 "--without-gossip",
             ],
@@ -937,15 +948,17 @@ def perm_calls(max_evals: int):
     return calls
 
 
-def latency_figure(attest: Attest, raw: RawPool) -> dict:
-    """Steady ingestion at LATENCY_RATE/s; p95 of recorded_at -> stored SHAP."""
+def latency_figure(
+    attest: Attest, raw: RawPool, rate: int = LATENCY_RATE, seconds: float = LATENCY_SECONDS
+) -> dict:
+    """Steady ingestion at `rate`/s (one POST a tick); p95 of recorded_at -> stored SHAP."""
     from django.db.models import F
 
     from explain.models import Explanation
 
     bench = BENCHES["gbc"]
-    per_tick = round(LATENCY_RATE * LATENCY_TICK)
-    ticks = round(LATENCY_SECONDS / LATENCY_TICK)
+    per_tick = round(rate * LATENCY_TICK)
+    ticks = round(seconds / LATENCY_TICK)
     items, rows = attest.decisions.take(bench, per_tick * ticks)
     raw_batches = raw.call(_raw_tree_batches, "gbc", rows, per_tick)
     mark = attest.workers.mark()
