@@ -6,8 +6,8 @@ counts so that the module stays well under two minutes:
   with NUL, lone surrogates, invisible and bidi characters, huge and non-finite
   numbers and deep nesting mixed in, as a random role's real API token;
 - schemathesis: every operation of the OpenAPI document (/api/schema/), each case
-  sent once with the generated path and once more per role with the path of a real
-  model, decision and report, through Django's WSGI application.
+  sent once with the generated path and once more with the path of a real model,
+  decision and report, as the next two roles in turn, through Django's WSGI application.
 The counts of payloads tried and 5xx found are printed at the end of the module.
 """
 
@@ -50,10 +50,10 @@ ALL_SCOPES = ["ingest", "read", "report", "admin"]
 TRIED: Counter[str] = Counter()  # payloads sent, per fuzzer
 SERVER_ERRORS: Counter[str] = Counter()  # 5xx answers, per fuzzer (the tests fail on any)
 
-# Hypothesis examples per test; schemathesis examples per operation (times 1 + 5 roles).
+# Hypothesis examples per test; schemathesis examples per operation (each sent twice).
 # CI's second run, on the embedded default, tries a quarter of them (tests/conftest.py).
 HYPOTHESIS_EXAMPLES = 60 if second_database_run() else 250
-SCHEMATHESIS_EXAMPLES = 5 if second_database_run() else 20
+SCHEMATHESIS_EXAMPLES = 10 if second_database_run() else 30
 QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much]
 FUZZ_SETTINGS = settings(
     max_examples=HYPOTHESIS_EXAMPLES,
@@ -523,7 +523,8 @@ SHARDS = 4
 
 @pytest.mark.parametrize("shard", range(SHARDS))
 def test_no_operation_answers_5xx_to_any_role(api_schema, world, shard):
-    """Each case once with its generated path (roles in turn), then per role on real objects."""
+    """Each case twice, as the next roles in turn: with its generated path, then on real
+    objects (every role meets every operation: each sends a fifth of its cases)."""
     tokens = list(world["tokens"].items())
     failures = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
@@ -538,8 +539,8 @@ def test_no_operation_answers_5xx_to_any_role(api_schema, world, shard):
             call(case, role, token)
             if case.path_parameters:
                 case.path_parameters = real_path(case, world)
-            for role, token in tokens:
-                call(case, role, token)
+            role, token = tokens[TRIED["schemathesis"] % len(tokens)]
+            call(case, role, token)
 
         try:
             run()
