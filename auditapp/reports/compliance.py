@@ -19,7 +19,7 @@ import logging
 import statistics
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -69,8 +69,9 @@ TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the sear
 APPENDIX_SAMPLE = 10
 TOP_ERRORS = 5
 IMPORTANCE_CHUNK = 5000  # packed attribution rows summed at a time
-WINDOWS_PER_QUERY = 100  # per-window case counts: 3 aggregates each, in one query per chunk
 DOCUMENT_VERSION = 1
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 Progress = Callable[[int, int], None]
 
@@ -664,33 +665,39 @@ def _queue_throughput(ctx: _Context) -> dict[str, Any]:
 
 
 def _case_counts(cases: QuerySet, bounds: list[tuple[datetime, datetime]]) -> list[dict]:
-    """Cases opened, resolved in, and open at the end of each [low, high): conditional
-    counts, WINDOWS_PER_QUERY windows to a query."""
-    rows = []
-    for first in range(0, len(bounds), WINDOWS_PER_QUERY):
-        chunk = bounds[first : first + WINDOWS_PER_QUERY]
-        aggregates = {}
-        for i, (low, high) in enumerate(chunk):
-            resolved = Q(state=ReviewCase.RESOLVED)
-            aggregates[f"opened_{i}"] = Count(
-                "id", filter=Q(opened_at__gte=low, opened_at__lt=high)
-            )
-            aggregates[f"resolved_{i}"] = Count(
-                "id", filter=resolved & Q(resolved_at__gte=low, resolved_at__lt=high)
-            )
-            aggregates[f"open_{i}"] = Count(
-                "id", filter=Q(opened_at__lt=high) & ~(resolved & Q(resolved_at__lt=high))
-            )
-        counts = cases.aggregate(**aggregates)
-        rows += [
-            {
-                "opened": counts[f"opened_{i}"],
-                "resolved": counts[f"resolved_{i}"],
-                "open_at_end": counts[f"open_{i}"],
-            }
-            for i in range(len(chunk))
-        ]
-    return rows
+    """Cases opened, resolved in, and open at the end of each [low, high).
+
+    The cases' times are read once and counted per window by binary search: a report over
+    years has hundreds of windows, and as conditional SQL aggregates (three a window) the
+    statements alone took two seconds to build.
+    """
+    opened, resolved, closed = [], [], []
+    for opened_at, state, resolved_at in cases.values_list("opened_at", "state", "resolved_at"):
+        opened.append(_micros(opened_at))
+        if state == ReviewCase.RESOLVED and resolved_at is not None:
+            resolved.append(_micros(resolved_at))
+            closed.append(max(_micros(opened_at), _micros(resolved_at)))
+    opened_sorted, resolved_sorted, closed_sorted = (
+        np.sort(np.array(times, dtype=np.int64)) for times in (opened, resolved, closed)
+    )
+
+    def before(times: np.ndarray, moment: datetime) -> int:
+        return int(np.searchsorted(times, _micros(moment), side="left"))
+
+    return [
+        {
+            "opened": before(opened_sorted, high) - before(opened_sorted, low),
+            "resolved": before(resolved_sorted, high) - before(resolved_sorted, low),
+            # Open at `high`: opened before it, and not resolved before it.
+            "open_at_end": before(opened_sorted, high) - before(closed_sorted, high),
+        }
+        for low, high in bounds
+    ]
+
+
+def _micros(moment: datetime) -> int:
+    """Microseconds since the epoch, exactly (a float timestamp rounds at this size)."""
+    return (moment - EPOCH) // MICROSECOND
 
 
 def _open_by_age(cases: QuerySet) -> list[dict[str, Any]]:

@@ -367,6 +367,26 @@ def test_the_review_queue_throughput_in_the_period_and_per_day(
     assert days == [(1, 0, 2), (1, 0, 3), (0, 1, 2)]
 
 
+def test_a_case_opened_or_resolved_at_the_first_instant_of_a_day_counts_in_that_day(
+    model_version, ingest, domain_expert
+):
+    """Windows are [start, end): a moment on a boundary belongs to the later day."""
+    start = window_floor("day", timezone.now()) - timedelta(days=4)
+    (result,) = ingest(DecisionPayloadFactory())
+    expert = roles.Actor(user=domain_expert)
+    case = flag_decision(expert, Decision.objects.get(pk=result["id"]), "Looks odd")
+    resolve_case(expert, case, ReviewCase.CONFIRMED)
+    ReviewCase.objects.filter(pk=case.pk).update(
+        opened_at=start + timedelta(days=1), resolved_at=start + timedelta(days=2)
+    )
+
+    document = build_compliance_document(model_version, start, start + timedelta(days=3))
+
+    windows = document["sections"]["oversight"]["windows"]
+    days = [(w["opened"], w["resolved"], w["open_at_end"]) for w in windows]
+    assert days == [(0, 0, 0), (1, 0, 1), (0, 1, 0)]
+
+
 def test_a_stored_snapshot_that_no_longer_holds_is_computed_again(drifted, model_version, ingest):
     """Its reference changed, or a decision of its day arrived after it was computed."""
     document = build_compliance_document(model_version, drifted.start, drifted.end)
