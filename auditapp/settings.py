@@ -11,6 +11,7 @@ import re
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -268,6 +269,13 @@ if not isinstance(ATTEST_OIDC_ROLE_MAP, dict) or not all(
     # Role names are checked against accounts/roles.py by `manage.py check` (accounts/checks.py).
     raise ImproperlyConfigured(
         'ATTEST_OIDC_ROLE_MAP must be a JSON object of IdP group to role: {"risk-admins": "admin"}.'
+    )
+if ATTEST_OIDC_ISSUER:
+    # Logging out posts a form whose answer redirects to the IdP's end-session endpoint
+    # (RP-initiated logout), and browsers hold a form's redirects to form-action.
+    _issuer = urlsplit(ATTEST_OIDC_ISSUER)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"].append(
+        f"{_issuer.scheme}://{_issuer.netloc}"
     )
 # The settings of mozilla-django-oidc, whose views and backend accounts/sso.py extends.
 OIDC_RP_CLIENT_ID = ATTEST_OIDC_CLIENT_ID

@@ -19,6 +19,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from auditapp.accounts import roles
 from auditapp.accounts.event_sentences import describe
 from auditapp.accounts.models import AuditEvent
+from tests.accounts.test_sso import provider, sign_in  # noqa: F401  (a real IdP)
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
@@ -178,3 +179,19 @@ def test_an_administrator_resets_a_lost_device(admin, capsys):
     assert (
         describe(reset).text().startswith("system (manage.py) reset the two-factor devices of user")
     )
+
+
+def test_single_sign_on_is_the_first_factor_only(provider):  # noqa: F811
+    provider.sign_in("sub-2fa", "alice", ["risk-admins"])
+    client = Client()
+
+    assert sign_in(client, "/audit/") == "/audit/"
+
+    assert client.get("/audit/")["Location"] == "/accounts/two-factor/verify?next=%2Faudit%2F"
+    totp = enroll(client)
+    assert client.get("/audit/").status_code == 200
+    client.post("/accounts/logout/")
+    sign_in(client)
+    assert client.get("/audit/").status_code == 302  # a code again, at every sign-in
+    assert client.post("/accounts/two-factor/verify", {"code": next_code(totp)}).status_code == 302
+    assert client.get("/audit/").status_code == 200
