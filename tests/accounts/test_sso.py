@@ -44,18 +44,21 @@ def provider(settings, role_groups):
         yield started
 
 
-def sign_in(client: Client, next_url: str = "/") -> str:
-    """Click "Sign in with Bank IdP": Attest -> the provider -> Attest's callback.
-
-    Returns where the callback sends the browser.
-    """
+def to_the_provider_and_back(client: Client, next_url: str = "/") -> tuple[str, dict]:
+    """Click "Sign in with Bank IdP": Attest's start URL, then the provider's authorization
+    endpoint, which signs its `person` in; returns the callback's path and query."""
     start = client.get("/accounts/sso/start/", {"next": next_url})
     assert start.status_code == 302, start
     at_provider = requests.get(start["Location"], allow_redirects=False, timeout=10)
     assert at_provider.status_code == 302, at_provider.text
     back = urlsplit(at_provider.headers["Location"])
     assert back.path == "/accounts/sso/callback/"
-    callback = client.get(back.path, parse_qs(back.query))
+    return back.path, parse_qs(back.query)
+
+
+def sign_in(client: Client, next_url: str = "/") -> str:
+    """The whole round trip; returns where Attest's callback sends the browser."""
+    callback = client.get(*to_the_provider_and_back(client, next_url))
     assert callback.status_code == 302
     return callback["Location"]
 
@@ -195,12 +198,9 @@ def test_a_tampered_id_token_is_refused(provider, client, tamper):
 
 def test_a_code_is_not_good_twice(provider, client):
     provider.sign_in("sub-7", "frank", ["ml"])
-    start = client.get("/accounts/sso/start/")
-    back = urlsplit(
-        requests.get(start["Location"], allow_redirects=False, timeout=10).headers["Location"]
-    )
-    assert client.get(back.path, parse_qs(back.query))["Location"] == "/"
-    replay = Client().get(back.path, parse_qs(back.query))  # another browser, the same code
+    callback = to_the_provider_and_back(client)
+    assert client.get(*callback)["Location"] == "/"
+    replay = Client().get(*callback)  # another browser, the same code
     assert replay["Location"] == "/accounts/login/?sso=failed"
 
 
@@ -260,3 +260,19 @@ def test_the_role_map_must_name_roles(settings):
     (error,) = checks.role_map_names_roles(None)
     assert error.id == "attest.E001"
     assert "superhero" in error.msg
+
+
+def test_failed_sign_ins_count_towards_the_address_lockout(provider, client, settings):
+    settings.AXES_FAILURE_LIMIT = 2
+    provider.sign_in("sub-11", "ivan", ["ml"])
+    provider.tamper = "signature"
+    assert sign_in(client) == "/accounts/login/?sso=failed"
+
+    locked = client.get(*to_the_provider_and_back(client))
+
+    assert locked.status_code == 429  # django-axes' lockout page, as for passwords
+    assert b"Sign-in paused" in locked.content
+    provider.tamper = None  # even a good sign-in from the address waits out the lock
+    assert client.get(*to_the_provider_and_back(client)).status_code == 429
+    assert not get_user_model().objects.filter(username="ivan").exists()
+    assert events("auth.locked_out")
