@@ -297,6 +297,7 @@ LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/"
 ATTEST_REQUIRE_2FA = env_bool("ATTEST_REQUIRE_2FA", False)
 OTP_TOTP_ISSUER = env_str("ATTEST_2FA_ISSUER", "Attest")
 OTP_TOTP_THROTTLE_FACTOR = 1  # after n wrong codes in a row, wait 2^(n-1) s before the next
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no secret in the admin (accounts/admin.py)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip, record_event
 
 # What a signed-in user who still owes a code may reach: the two pages that take it, and
 # the way out.
@@ -32,9 +33,22 @@ class TwoFactorMiddleware:
             and request.path not in {reverse(name) for name in OPEN_URL_NAMES}
         ):
             if request.path.startswith("/api/"):
-                return JsonResponse(
-                    {"detail": "Give your two-factor code on the site first."}, status=403
-                )
+                return self._refuse_api(request)
             query = urlencode({"next": request.get_full_path()})
             return redirect(f"{reverse('two-factor-verify')}?{query}")
         return self.get_response(request)
+
+    @staticmethod
+    def _refuse_api(request) -> JsonResponse:
+        """403 in the API's error shape, audited as every 403 is (web/api_errors.py)."""
+        message = "Give your two-factor code on the site first (a session, not a token)."
+        record_event(
+            "access.denied",
+            user=request.user,
+            ip=client_ip(request),
+            path=request.path,
+            method=request.method,
+            reason=message,
+        )
+        body = {"error": {"code": "forbidden", "message": message, "details": None}}
+        return JsonResponse(body, status=403)

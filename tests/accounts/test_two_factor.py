@@ -70,8 +70,12 @@ def test_until_enrolled_the_roles_that_must_reach_only_enrolment(role, users):
         assert first.status_code == 302
         assert first["Location"].startswith("/accounts/two-factor/verify?next=")
         assert client.get(first["Location"])["Location"].startswith("/accounts/two-factor/?next=")
-    # The API answers their session 403, not data.
-    assert client.get("/api/v1/models").status_code == 403
+    # The API answers their session 403, not data, and the log says so.
+    refused = client.get("/api/v1/models")
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "forbidden"
+    denied = AuditEvent.objects.filter(action="access.denied").latest("id")
+    assert (denied.actor_name, denied.details["path"]) == (role, "/api/v1/models")
 
 
 def test_enrolment_shows_a_qr_code_and_a_good_code_confirms_it(admin):
@@ -195,3 +199,15 @@ def test_single_sign_on_is_the_first_factor_only(provider):  # noqa: F811
     assert client.get("/audit/").status_code == 302  # a code again, at every sign-in
     assert client.post("/accounts/two-factor/verify", {"code": next_code(totp)}).status_code == 302
     assert client.get("/audit/").status_code == 200
+
+
+def test_the_admin_shows_devices_without_their_secret(admin):
+    enrolled = log_in("admin")
+    enroll(enrolled)
+    device = TOTPDevice.objects.get(user=admin)
+    listing = enrolled.get("/admin/otp_totp/totpdevice/")
+    assert listing.status_code == 200
+    page = enrolled.get(f"/admin/otp_totp/totpdevice/{device.pk}/change/")
+    assert page.status_code == 200
+    assert device.key not in page.content.decode()
+    assert enrolled.post(f"/admin/otp_totp/totpdevice/{device.pk}/delete/").status_code == 403
