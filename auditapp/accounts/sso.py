@@ -129,6 +129,8 @@ class SSOBackend(OIDCAuthenticationBackend):
             SuspiciousOperation,
             jwt.InvalidTokenError,
             requests.RequestException,
+            KeyError,  # an answer without a field it must have (a JWKS key without "kid")
+            ValueError,
         ) as error:
             log.warning("sso.failed reason=%s", error)
             record_sso_failure(
