@@ -6,10 +6,12 @@ PostgreSQL and Redis; DJANGO_ENV=production turns on the hardened settings.
 """
 
 import base64
+import json
 import re
 import sys
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI served from /static/, pinned with the package
     "csp",
     "axes",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
     "auditapp.accounts",
     "auditapp.registry",
     "auditapp.decisions",
@@ -65,6 +69,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): whether this session passed a TOTP code (django-otp).
+    "django_otp.middleware.OTPMiddleware",
+    # With ATTEST_REQUIRE_2FA, the roles that must use two factors reach only the
+    # enrolment and verification pages until they have (accounts/roles.py).
+    "auditapp.accounts.middleware.TwoFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
@@ -203,6 +212,9 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 # lockout itself is written to the audit log (accounts/signals.py).
 AUTHENTICATION_BACKENDS = [
     "auditapp.accounts.lockout.LockoutBackend",
+    # OpenID Connect sign-in (accounts/sso.py): answers only the callback of a sign-in it
+    # started, and only when ATTEST_OIDC_ISSUER and the client are set.
+    "auditapp.accounts.sso.SSOBackend",
     # Django's, reading the signed-in user's roles with the user (one query, not two).
     "auditapp.accounts.authentication.ModelBackend",
     # A session names the backend that signed it in: the ones from before the line above
@@ -222,6 +234,70 @@ AXES_CLIENT_IP_CALLABLE = "auditapp.accounts.throttling.client_address"
 AXES_LOCKOUT_CALLABLE = "auditapp.accounts.lockout.lockout_response"
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in Attest's own audit log
 AXES_ENABLE_ADMIN = False  # the admin shows records read-only; unlock with axes_reset_*
+
+# --- Single sign-on: OpenID Connect (README: Single sign-on and two-factor authentication)
+# On when the issuer, client id and client secret are all set; off by default (the
+# embedded default signs in with local accounts only, which stay in any case). The
+# endpoints and signing keys come from the issuer's /.well-known/openid-configuration,
+# read when a sign-in needs them (accounts/sso.py), never at start-up. The IdP's groups
+# (ATTEST_OIDC_GROUPS_CLAIM) map to Attest's roles by ATTEST_OIDC_ROLE_MAP, a JSON object
+# {"idp group": "role"}, read again at every sign-in; a person none of whose groups map
+# to a role is refused.
+ATTEST_OIDC_ISSUER = env_str("ATTEST_OIDC_ISSUER", "").rstrip("/")
+ATTEST_OIDC_CLIENT_ID = env_str("ATTEST_OIDC_CLIENT_ID", "")
+ATTEST_OIDC_CLIENT_SECRET = env_str("ATTEST_OIDC_CLIENT_SECRET", "")
+ATTEST_OIDC_ENABLED = bool(ATTEST_OIDC_ISSUER or ATTEST_OIDC_CLIENT_ID or ATTEST_OIDC_CLIENT_SECRET)
+if ATTEST_OIDC_ENABLED and not (
+    ATTEST_OIDC_ISSUER and ATTEST_OIDC_CLIENT_ID and ATTEST_OIDC_CLIENT_SECRET
+):
+    raise ImproperlyConfigured(
+        "Single sign-on needs ATTEST_OIDC_ISSUER, ATTEST_OIDC_CLIENT_ID and "
+        "ATTEST_OIDC_CLIENT_SECRET together: set all three, or none."
+    )
+if PRODUCTION and ATTEST_OIDC_ISSUER and not ATTEST_OIDC_ISSUER.startswith("https://"):
+    raise ImproperlyConfigured("ATTEST_OIDC_ISSUER must be an https:// address in production.")
+ATTEST_OIDC_PROVIDER_NAME = env_str("ATTEST_OIDC_PROVIDER_NAME", "single sign-on")
+ATTEST_OIDC_USERNAME_CLAIM = env_str("ATTEST_OIDC_USERNAME_CLAIM", "preferred_username")
+ATTEST_OIDC_GROUPS_CLAIM = env_str("ATTEST_OIDC_GROUPS_CLAIM", "groups")
+try:
+    ATTEST_OIDC_ROLE_MAP = json.loads(env_str("ATTEST_OIDC_ROLE_MAP", "{}"))
+except ValueError:
+    ATTEST_OIDC_ROLE_MAP = None
+if not isinstance(ATTEST_OIDC_ROLE_MAP, dict) or not all(
+    isinstance(k, str) and isinstance(v, str) for k, v in ATTEST_OIDC_ROLE_MAP.items()
+):
+    # Role names are checked against accounts/roles.py by `manage.py check` (accounts/checks.py).
+    raise ImproperlyConfigured(
+        'ATTEST_OIDC_ROLE_MAP must be a JSON object of IdP group to role: {"risk-admins": "admin"}.'
+    )
+if ATTEST_OIDC_ISSUER:
+    # Logging out posts a form whose answer redirects to the IdP's end-session endpoint
+    # (RP-initiated logout), and browsers hold a form's redirects to form-action.
+    _issuer = urlsplit(ATTEST_OIDC_ISSUER)
+    CONTENT_SECURITY_POLICY["DIRECTIVES"]["form-action"].append(
+        f"{_issuer.scheme}://{_issuer.netloc}"
+    )
+# The settings of mozilla-django-oidc, whose views and backend accounts/sso.py extends.
+OIDC_RP_CLIENT_ID = ATTEST_OIDC_CLIENT_ID
+OIDC_RP_CLIENT_SECRET = ATTEST_OIDC_CLIENT_SECRET
+OIDC_RP_SIGN_ALGO = env_str("ATTEST_OIDC_SIGN_ALGO", "RS256")
+OIDC_RP_SCOPES = env_str("ATTEST_OIDC_SCOPES", "openid email profile")
+OIDC_USE_NONCE = True
+OIDC_USE_PKCE = True
+OIDC_TIMEOUT = 10  # seconds for each call to the IdP (token, user info, keys, discovery)
+OIDC_STORE_ID_TOKEN = True  # for RP-initiated logout (id_token_hint)
+OIDC_CREATE_USER = True
+OIDC_AUTHENTICATION_CALLBACK_URL = "sso-callback"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/login/"
+
+# --- Two-factor authentication (django-otp, TOTP) ----------------------------------
+# With ATTEST_REQUIRE_2FA, the roles accounts/roles.py names (admin, compliance officer)
+# must enrol a TOTP device and give a code at every sign-in, local or single sign-on,
+# before any page answers them. API tokens are not asked (they are for machines).
+ATTEST_REQUIRE_2FA = env_bool("ATTEST_REQUIRE_2FA", False)
+OTP_TOTP_ISSUER = env_str("ATTEST_2FA_ISSUER", "Attest")
+OTP_TOTP_THROTTLE_FACTOR = 1  # after n wrong codes in a row, wait 2^(n-1) s before the next
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no secret in the admin (accounts/admin.py)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

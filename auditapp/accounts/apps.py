@@ -7,4 +7,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "Accounts and audit log"
 
     def ready(self) -> None:
-        from auditapp.accounts import signals  # noqa: F401
+        from auditapp.accounts import checks, signals  # noqa: F401

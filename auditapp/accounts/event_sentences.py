@@ -175,6 +175,7 @@ OBJECT_NAMES = {
     "monitoring.alertrule": "alert rule",
     "monitoring.metricsnapshot": "metric snapshot",
     "monitoring.monitoringsettings": "monitoring settings",
+    "otp_totp.totpdevice": "TOTP device",
     "registry.modelversion": "model version",
     "registry.registeredmodel": "model",
     "registry.stagechange": "stage change",
@@ -487,7 +488,8 @@ class Event:
 
 @sentence("auth.login")
 def _login(e: Event) -> list[Part]:
-    return [f"{e.who} logged in"]
+    via = e.d.get("via")
+    return [f"{e.who} logged in" + (f" through {via}" if via else "")]
 
 
 @sentence("auth.logout")
@@ -508,6 +510,56 @@ def _locked_out(e: Event) -> list[Part]:
     where = f" from {e.facts.ip}" if e.facts.ip else ""
     lasting = f" for {duration(e.d['cooloff_seconds'])}" if e.d.get("cooloff_seconds") else ""
     return [f"signing in as '{e.facts.actor_name}'{where} was locked{lasting}{after}"]
+
+
+SSO_REFUSALS = {
+    "no_role": "none of the provider's groups{groups} maps to an Attest role",
+    "inactive": "the Attest account is disabled",
+    "name_taken": "an Attest account of that name exists and is not linked to the provider's",
+}
+
+
+@sentence("auth.sso_refused")
+def _sso_refused(e: Event) -> list[Part]:
+    groups = [str(g) for g in e.d.get("groups") or []]
+    why = SSO_REFUSALS.get(str(e.d.get("reason")), str(e.d.get("reason") or "refused"))
+    why = why.format(groups=f" ({listing(groups)})" if groups else "")
+    provider = e.d.get("provider") or "single sign-on"
+    return [f"signing in as '{e.facts.actor_name}' through {provider} was refused: {why}"]
+
+
+@sentence("auth.sso_failed")
+def _sso_failed(e: Event) -> list[Part]:
+    where = f" from {e.facts.ip}" if e.facts.ip else ""
+    reason = str(e.d.get("reason") or "").rstrip(".")
+    provider = e.d.get("provider") or "single sign-on"
+    return [f"a sign-in through {provider}{where} failed" + (f": {reason}" if reason else "")]
+
+
+@sentence("two_factor.enrolled")
+def _two_factor_enrolled(e: Event) -> list[Part]:
+    return [f"{e.who} enrolled a TOTP device for two-factor sign-in"]
+
+
+@sentence("two_factor.verified")
+def _two_factor_verified(e: Event) -> list[Part]:
+    return [f"{e.who} gave a good two-factor code"]
+
+
+@sentence("two_factor.failed")
+def _two_factor_failed(e: Event) -> list[Part]:
+    when = " while enrolling" if e.d.get("enrolling") else ""
+    throttled = " (too soon after the last wrong one: not checked)" if e.d.get("throttled") else ""
+    failures = e.d.get("failures")
+    run = f", {count(failures, 'wrong code')} in a row" if failures and not throttled else ""
+    return [f"{e.who} gave a wrong two-factor code{when}{throttled}{run}"]
+
+
+@sentence("two_factor.reset")
+def _two_factor_reset(e: Event) -> list[Part]:
+    devices = e.d.get("devices")
+    removed = in_brackets(count(devices, "device") + " removed" if devices is not None else "")
+    return [f"{e.who} reset the two-factor devices of ", e.obj, removed]
 
 
 @sentence("auth.token_locked_out")
@@ -532,7 +584,25 @@ def _denied(e: Event) -> list[Part]:
 @sentence("user.created")
 def _user_created(e: Event) -> list[Part]:
     role = e.d.get("role")
-    return [f"{e.who} created ", e.obj, in_brackets(f"role {role}" if role else "")]
+    role_text = in_brackets(f"role {role}" if role else "")
+    if e.d.get("via"):
+        return [e.obj, f" was created at their first sign-in through {e.d['via']}", role_text]
+    return [f"{e.who} created ", e.obj, role_text]
+
+
+@sentence("user.roles_changed")
+def _roles_changed(e: Event) -> list[Part]:
+    def roles_text(key: str) -> str:
+        return listing(str(r) for r in e.d.get(key) or []) or "no role"
+
+    change = f" changed from {roles_text('before')} to {roles_text('after')}"
+    if e.d.get("via"):
+        return ["the roles of ", e.obj, change, f" by their groups at {e.d['via']}"]
+    return [
+        f"{e.who} changed the roles of ",
+        e.obj,
+        f": from {roles_text('before')} to {roles_text('after')}",
+    ]
 
 
 @sentence("models.assigned")

@@ -118,3 +118,27 @@ class LogRecord(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"record {self.pk}: {self.kind} {self.object_id}"
+
+
+class SingleSignOnIdentity(models.Model):
+    """The IdP's account (issuer, subject) behind an Attest user signed in by OpenID Connect.
+
+    Sign-in finds the user by this link, never by a username or e-mail the IdP sends:
+    an IdP account named like a local account (`admin`) does not become it.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sso_identity"
+    )
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_login_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["issuer", "subject"], name="sso_identity_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer} ({self.user})"

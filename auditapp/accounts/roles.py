@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
@@ -172,6 +173,19 @@ def scope_table() -> str:
         marks = " | ".join("yes" if capability in SCOPE_CAPABILITIES[s] else "" for s in SCOPES)
         rows.append(f"| `{capability}` | {marks} |")
     return "\n".join(rows)
+
+
+# Who must use two factors (a TOTP code after the password or single sign-on) when
+# ATTEST_REQUIRE_2FA is on: the roles that manage users and settings, and the one that
+# reads every model's personal data and the whole access log.
+TWO_FACTOR_ROLES = frozenset({ADMIN, COMPLIANCE_OFFICER})
+
+
+def two_factor_required(user: AbstractBaseUser) -> bool:
+    """Whether this user must enrol a TOTP device and verify a code in each session."""
+    if not settings.ATTEST_REQUIRE_2FA:
+        return False
+    return any(role in TWO_FACTOR_ROLES for role in role_names(user))
 
 
 def role_names(user: AbstractBaseUser) -> list[str]:

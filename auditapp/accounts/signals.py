@@ -1,4 +1,8 @@
-"""Logins, logouts, failed logins and sign-in lockouts go to the audit log."""
+"""Logins, logouts, failed logins and sign-in lockouts go to the audit log.
+
+A single sign-on's login says so (`via`: the IdP's name); its failures and refusals are
+recorded by accounts/sso.py and services.sign_on, which know why.
+"""
 
 from axes.helpers import get_cool_off
 from axes.signals import user_locked_out
@@ -8,10 +12,19 @@ from django.dispatch import receiver
 
 from auditapp.accounts.audit import client_ip, record_event
 
+# The backend a single sign-on signs in with (settings.AUTHENTICATION_BACKENDS), by name:
+# importing accounts/sso.py here would load the IdP's library with every process.
+SSO_BACKEND = "auditapp.accounts.sso.SSOBackend"
+
 
 @receiver(user_logged_in)
 def _on_login(sender, request, user, **kwargs):
-    record_event("auth.login", user=user, ip=client_ip(request))
+    via = (
+        {"via": settings.ATTEST_OIDC_PROVIDER_NAME}
+        if getattr(user, "backend", None) == SSO_BACKEND
+        else {}
+    )
+    record_event("auth.login", user=user, ip=client_ip(request), **via)
 
 
 @receiver(user_logged_out)
@@ -21,6 +34,8 @@ def _on_logout(sender, request, user, **kwargs):
 
 @receiver(user_login_failed)
 def _on_login_failed(sender, credentials, request=None, **kwargs):
+    if "nonce" in credentials:  # a single sign-on's callback: recorded with its reason by sso.py
+        return
     record_event(
         "auth.login_failed",
         ip=client_ip(request),

@@ -1,6 +1,7 @@
-from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from auditapp.accounts import sso
+from auditapp.accounts import views as account_views
 from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.dossier import views as dossier_views
@@ -13,12 +14,13 @@ from auditapp.web import views
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("", include("auditapp.monitoring.urls")),
-    path(
-        "accounts/login/",
-        auth_views.LoginView.as_view(template_name="accounts/login.html"),
-        name="login",
-    ),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/login/", account_views.LoginView.as_view(), name="login"),
+    path("accounts/logout/", account_views.LogoutView.as_view(), name="logout"),
+    # Single sign-on (404 unless ATTEST_OIDC_ISSUER and the client are set).
+    path("accounts/sso/start/", sso.SSOStartView.as_view(), name="sso-start"),
+    path("accounts/sso/callback/", sso.SSOCallbackView.as_view(), name="sso-callback"),
+    path("accounts/two-factor/", account_views.two_factor_enroll, name="two-factor-enroll"),
+    path("accounts/two-factor/verify", account_views.two_factor_verify, name="two-factor-verify"),
     path("decisions/", dossier_views.search, name="decision-search"),
     path("decisions/export.csv", dossier_views.export_csv, name="decision-export"),
     path("decisions/filters", dossier_views.search_filters, name="decision-search-filters"),

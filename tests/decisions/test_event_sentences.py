@@ -11,12 +11,15 @@ records them.
 from __future__ import annotations
 
 import ast
+import base64
 import csv
 import io
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pyotp
 import pytest
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -25,7 +28,7 @@ from django.utils.timezone import now
 from rest_framework.test import APIClient
 
 from auditapp import formatting
-from auditapp.accounts import event_sentences, roles
+from auditapp.accounts import event_sentences, roles, two_factor
 from auditapp.accounts.access_log import CSV_COLUMNS
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.event_sentences import (
@@ -37,7 +40,15 @@ from auditapp.accounts.event_sentences import (
     detail_lines,
 )
 from auditapp.accounts.models import AuditEvent
-from auditapp.accounts.services import create_api_token, revoke_api_token
+from auditapp.accounts.services import (
+    SignOn,
+    create_api_token,
+    create_user,
+    record_sso_failure,
+    revoke_api_token,
+    set_roles,
+    sign_on,
+)
 from auditapp.decisions.audit_pages import describe_events
 from auditapp.decisions.importing import import_decisions
 from auditapp.decisions.models import Decision
@@ -343,6 +354,19 @@ def log(
     denied.force_authenticate(domain_expert)
     assert denied.get("/api/v1/audit/events").status_code == 403
 
+    # Single sign-on: refused (no group maps to a role), failed (a bad ID token); a role
+    # changed; two factors enrolled, a wrong code, a good one, the device reset.
+    refused = SignOn("https://idp.bank.example", "s-1", "mallory", "", ("canteen",), (), "Bank IdP")
+    sign_on(refused, ip="192.0.2.7")
+    record_sso_failure("InvalidSignatureError: bad", provider="Bank IdP", ip="192.0.2.7")
+    zoe = create_user("zoe", roles.AUDITOR)
+    set_roles(zoe, [roles.AUDITOR, roles.DOMAIN_EXPERT], actor=roles.Actor(user=admin))
+    totp = pyotp.TOTP(base64.b32encode(two_factor.pending_device(admin).bin_key).decode())
+    two_factor.confirm_device(admin, totp.now())
+    two_factor.verify_code(admin, totp.at(time.time() + totp.interval))
+    two_factor.verify_code(admin, f"{(int(totp.now()) + 1) % 1_000_000:06d}")
+    two_factor.reset_devices(admin, actor=roles.system_actor())
+
     # Tokens, stages, decisions, outcomes, an import.
     token, _ = create_api_token(ml_engineer, scopes=["read"], model_names=["credit"], actor=officer)
     revoke_api_token(token, actor=officer)
@@ -533,6 +557,22 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
             "(2 new decisions, 0 duplicates, 0 rejected)"
         ),
         "models.assigned": "someone assigned user domain_expert to model credit",
+        "auth.sso_refused": (
+            "signing in as 'mallory' through Bank IdP was refused: none of the provider's "
+            "groups (canteen) maps to an Attest role"
+        ),
+        "auth.sso_failed": (
+            "a sign-in through Bank IdP from 192.0.2.7 failed: InvalidSignatureError: bad"
+        ),
+        "user.roles_changed": (
+            "admin changed the roles of user zoe: from auditor to auditor and domain_expert"
+        ),
+        "two_factor.enrolled": "admin enrolled a TOTP device for two-factor sign-in",
+        "two_factor.verified": "admin gave a good two-factor code",
+        "two_factor.failed": "admin gave a wrong two-factor code, 1 wrong code in a row",
+        "two_factor.reset": (
+            "system (manage.py) reset the two-factor devices of user admin (1 device removed)"
+        ),
         "user.created": "someone created user auditor (role auditor)",
     }
     for action, sentence in expected.items():

@@ -74,3 +74,52 @@ def test_a_read_replica_needs_postgresql(tmp_path):
     )
     assert result.returncode != 0
     assert "DATABASE_REPLICA_URL needs DATABASE_URL to name PostgreSQL" in result.stderr
+
+
+def test_single_sign_on_needs_the_issuer_and_the_client_together(tmp_path):
+    result = manage(
+        "check", ATTEST_OIDC_ISSUER="https://idp.bank.example", ATTEST_VAR_DIR=str(tmp_path)
+    )
+    assert result.returncode != 0
+    assert "ATTEST_OIDC_CLIENT_ID" in result.stderr
+
+
+def test_the_role_map_is_a_json_object_of_known_roles(tmp_path):
+    sso = {
+        "ATTEST_OIDC_ISSUER": "https://idp.bank.example/realms/bank",
+        "ATTEST_OIDC_CLIENT_ID": "attest",
+        "ATTEST_OIDC_CLIENT_SECRET": "secret",
+        "ATTEST_VAR_DIR": str(tmp_path),
+    }
+    not_json = manage("check", ATTEST_OIDC_ROLE_MAP="risk-admins=admin", **sso)
+    assert not_json.returncode != 0
+    assert "ATTEST_OIDC_ROLE_MAP must be a JSON object" in not_json.stderr
+    unknown = manage("check", ATTEST_OIDC_ROLE_MAP='{"risk-admins": "root"}', **sso)
+    assert unknown.returncode != 0
+    assert "attest.E001" in unknown.stderr and "root" in unknown.stderr
+    good = manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; "
+        "print(' '.join(settings.CONTENT_SECURITY_POLICY['DIRECTIVES']['form-action']))",
+        ATTEST_OIDC_ROLE_MAP='{"risk-admins": "admin", "audit": "auditor"}',
+        **sso,
+    )
+    assert good.returncode == 0, good.stderr
+    # Logging out redirects a form to the IdP's end-session endpoint.
+    assert "'self' https://idp.bank.example" in good.stdout
+
+
+def test_production_wants_the_issuer_over_https(tmp_path):
+    result = manage(
+        "check",
+        DJANGO_ENV="production",
+        SECRET_KEY="k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d",
+        ATTEST_SEAL_SIGNING_KEY="c2VlZCBvZiBhIHRlc3Qgc2lnbmluZyBrZXksIDMyIGI=",
+        ATTEST_OIDC_ISSUER="http://idp.bank.example",
+        ATTEST_OIDC_CLIENT_ID="attest",
+        ATTEST_OIDC_CLIENT_SECRET="secret",
+        ATTEST_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "https://" in result.stderr
