@@ -80,8 +80,9 @@ def current_policy(model: RegisteredModel) -> TrafficPolicy | None:
     )
 
 
-# Revisions are append-only and versions immutable: a process keeps what it loaded.
-_routings: dict[tuple[int, int], Routing] = {}
+# Revisions are append-only and versions immutable: a process keeps what it loaded. The
+# time is in the key too: an id alone may come back where rows are rolled back (tests).
+_routings: dict[tuple[int, int, str], Routing] = {}
 ROUTING_CACHE_SIZE = 256
 
 
@@ -95,7 +96,7 @@ def routing_for(model: RegisteredModel, policy: TrafficPolicy | None) -> Routing
             .first()
         )
         return Routing(None, newest, None, 0.0, (), True, None)
-    key = (model.pk, policy.pk)
+    key = (model.pk, policy.pk, policy.changed_at.isoformat())
     if key not in _routings:
         if len(_routings) > ROUTING_CACHE_SIZE:
             _routings.clear()

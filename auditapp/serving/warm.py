@@ -18,8 +18,9 @@ from explain import engine
 from explain.explainers import cached_context
 
 _lock = threading.Lock()
-# model id -> (the newest policy revision seen, {version id: its loaded context})
-_warm: dict[int, tuple[int | None, dict[int, engine.ModelContext]]] = {}
+# model id -> (the newest policy revision seen, {(version id, artifact sha256): its context})
+Key = tuple[int, str]
+_warm: dict[int, tuple[int | None, dict[Key, engine.ModelContext]]] = {}
 
 
 def context_for(routing: Routing, model_version: ModelVersion) -> engine.ModelContext:
@@ -27,21 +28,22 @@ def context_for(routing: Routing, model_version: ModelVersion) -> engine.ModelCo
     model_id = model_version.registered_model_id
     with _lock:
         contexts = _pinned(model_id, routing)
-        context = contexts.get(model_version.pk)
+        key = (model_version.pk, model_version.artifact_sha256)
+        context = contexts.get(key)
     if context is None:
         # Outside the lock: a cold load takes a second; another model's requests go on.
         context = cached_context(model_version)
         with _lock:
-            contexts.setdefault(model_version.pk, context)
+            contexts.setdefault(key, context)
     return context
 
 
-def _pinned(model_id: int, routing: Routing) -> dict[int, engine.ModelContext]:
+def _pinned(model_id: int, routing: Routing) -> dict[Key, engine.ModelContext]:
     revision, contexts = _warm.get(model_id, (None, {}))
     newer = routing.revision is not None and (revision is None or routing.revision > revision)
     if newer:
         named = {v.pk for v in routing.versions()}
-        contexts = {pk: c for pk, c in contexts.items() if pk in named}
+        contexts = {key: c for key, c in contexts.items() if key[0] in named}
         _warm[model_id] = (routing.revision, contexts)
     elif model_id not in _warm:
         _warm[model_id] = (revision, contexts)
@@ -51,7 +53,7 @@ def _pinned(model_id: int, routing: Routing) -> dict[int, engine.ModelContext]:
 def warm_versions(model_id: int) -> list[int]:
     """The version ids this process keeps loaded for a model (tests, the README's sizing)."""
     with _lock:
-        return sorted(_warm.get(model_id, (None, {}))[1])
+        return sorted(pk for pk, _ in _warm.get(model_id, (None, {}))[1])
 
 
 def clear() -> None:
