@@ -72,6 +72,9 @@ def test_shadow_versions_score_after_the_answer_and_are_kept_apart(
     shadow_link = f"/decisions/{shadow_rows[0]['id']}/"
     assert shadow_link not in browser.get("/decisions/?model=credit").content.decode()
     assert shadow_link in browser.get("/decisions/?model=credit&arm=all").content.decode()
+    detail = browser.get(shadow_link).content.decode()
+    assert "never told to anyone" in detail
+    assert f"/decisions/{shadow_rows[0]['served_by']}/" in detail
 
     # Reports and figures of the shadow versions count none of them; a notice is refused.
     start, end = timezone.now() - timedelta(days=1), timezone.now() + timedelta(minutes=1)
