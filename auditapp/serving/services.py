@@ -122,6 +122,15 @@ def roll_back_traffic(actor: roles.Actor, model: RegisteredModel, *, ip=None) ->
             raise Conflict(
                 "There is no earlier traffic policy to roll back to.", code="nothing_to_roll_back"
             )
+        try:  # its versions are checked again: one may have been archived since
+            parse_policy(model, previous.document)
+        except InvalidInput as exc:
+            raise Conflict(
+                f"The previous traffic policy (revision {previous.pk}) cannot be put back: "
+                f"{exc.message}",
+                code="rollback_invalid",
+                details=exc.details,
+            ) from None
         policy = _append(
             actor,
             model,
@@ -247,6 +256,8 @@ def _predict(actor, model, instances, ip) -> list[Served]:
     new = [c for c in checked if c.request_id not in stored]
     _run_models(routing, new)
     answers: dict[int, Served] = {}
+    if not new:  # every one a retry: the stored answers, nothing to write
+        return [stored[c.request_id] for c in checked]
     with transaction.atomic():
         results = record_checked_decisions(
             actor, new, source="serving", recorded_at=timezone.now(), ip=ip

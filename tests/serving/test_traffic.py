@@ -262,3 +262,19 @@ def test_the_traffic_page_shows_the_policy_and_its_history(api_client, admin, ve
     outsider = Client()
     assert outsider.login(username="outsider", password=PASSWORD)
     assert outsider.get("/models/credit/traffic/").status_code == 404
+
+
+def test_a_rollback_onto_a_version_archived_since_is_refused(api_client, admin, versions):
+    client = api_client(admin)
+    put_policy(client, production="1")
+    put_policy(client, production="2")
+    client.post("/api/v1/models/credit/versions/1/stage", {"stage": "archived"}, format="json")
+
+    response = client.post(traffic_url().replace("traffic", "rollback"))
+
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "rollback_invalid"
+    assert error["details"][0]["field"] == "production"
+    assert "archived" in error["details"][0]["message"]
+    assert client.get(traffic_url()).json()["production"] == "2"
