@@ -7,6 +7,10 @@ stores nothing.
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime
+
+import orjson
 import pytest
 
 from auditapp.accounts import roles
@@ -218,3 +222,29 @@ def test_a_hidden_model_answers_exactly_as_a_missing_one(
     admin_token, _ = token_client(serving["1"].created_by, ["predict"], models=["fraud"])
     assert admin_token.post(predict_url(), instance(1), format="json").status_code == 404
     assert Decision.objects.count() == 0
+
+
+def test_a_reader_checks_a_served_decisions_hash_as_the_readme_says(
+    api_client, ml_engineer, auditor, serving
+):
+    """Independently of hashing.py: the README's recipe, with the arm and served_by it adds
+    for a served decision, from what an auditor (masked features) reads."""
+    sent = instance(3, subject_ref="c-003")
+    decision_id = (
+        api_client(ml_engineer).post(predict_url(), sent, format="json").json()["decision_id"]
+    )
+    d = api_client(auditor).get(f"/api/v1/decisions/{decision_id}").json()
+
+    keys = ("model", "version", "artifact_sha256", "request_id", "subject_ref", "prediction")
+    keys += ("score", "predicted_at", "recorded_at", "source", "metadata")
+    doc = {k: d[k] for k in keys}
+    doc["inputs"] = {k: v for k, v in d["inputs"].items() if k not in d["masked_features"]}
+    doc["sensitive_inputs"] = d["sensitive_inputs_commitment"]
+    assert d["masked_features"] and d["arm"] == PRODUCTION and d["served_by"] is None
+    doc["arm"], doc["served_by"] = d["arm"], d["served_by"]
+    for moment in ("predicted_at", "recorded_at"):  # as the README says: +00:00, microseconds
+        doc[moment] = (
+            datetime.fromisoformat(doc[moment]).astimezone(UTC).isoformat(timespec="microseconds")
+        )
+    canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    assert hashlib.sha256(canonical).hexdigest() == d["content_hash"]
