@@ -31,7 +31,9 @@ from auditapp.serving.models import TrafficPolicy
 
 FIELDS = ("production", "canary", "shadow", "enabled", "fallback")
 # What GET adds to the document: a client may PUT back what it read.
-READ_ONLY = frozenset({"model", "revision", "action", "changed_by", "changed_at", "rolled_back"})
+READ_ONLY = frozenset(
+    {"model", "revision", "action", "changed", "changed_by", "changed_at", "rolled_back"}
+)
 CANARY_FIELDS = frozenset({"version", "share"})
 MAX_SHADOWS = 5  # each scores every served request again, on a worker
 
