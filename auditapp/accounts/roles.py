@@ -237,8 +237,10 @@ class Actor:
 
     user: AbstractBaseUser
     token: ApiToken | None = None
-    # The operator at the command line (manage.py): trusted with everything.
+    # The operator at the command line (manage.py): trusted with everything; or the app
+    # itself acting on its own (shadow versions scoring what was served), named so.
     system: bool = False
+    system_name: str = "system (manage.py)"
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -275,14 +277,15 @@ class Actor:
     @property
     def label(self) -> str:
         if self.system:
-            return "system (manage.py)"
+            return self.system_name
         name = self.user.get_username() if self.user.is_authenticated else "anonymous"
         return f"{name} (token {self.token.key_prefix})" if self.token else name
 
 
-def system_actor() -> Actor:
-    """The actor of management commands run by an operator with shell access."""
-    return Actor(user=AnonymousUser(), system=True)
+def system_actor(name: str = "system (manage.py)") -> Actor:
+    """The actor of management commands run by an operator with shell access (or of the
+    app's own background work, under another name)."""
+    return Actor(user=AnonymousUser(), system=True, system_name=name)
 
 
 def actor_for(request) -> Actor:

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 MAX_INSTANCES = 1_000  # per request (API.md): a batch is answered while the client waits
 INSTANCE_FIELDS = frozenset({"inputs", "request_id", "subject_ref", "metadata"})
 SHADOW_TASK = "serving.shadow"
+SHADOW_ACTOR = "serving (shadow versions)"  # who recorded shadow decisions, in the audit log
 TRAFFIC_EVENT = "model.traffic_changed"
 
 
@@ -468,5 +469,6 @@ def _score_shadow(version: ModelVersion, served: list[Decision]) -> int:
         decision.prediction, decision.score, decision.predicted_at = prediction, score, moment
         decision.arm = SHADOW
         decision.served_by = wanted[decision.request_id].pk
-    record_checked_decisions(roles.system_actor(), checked, source="serving", recorded_at=moment)
+    actor = roles.system_actor(SHADOW_ACTOR)
+    record_checked_decisions(actor, checked, source="serving", recorded_at=moment)
     return len(checked)

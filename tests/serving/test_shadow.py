@@ -10,6 +10,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import PRODUCTION, SHADOW, Decision
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.verification import verify_chain
@@ -55,6 +56,11 @@ def test_shadow_versions_score_after_the_answer_and_are_kept_apart(
         assert shadow.score == pytest.approx(score, abs=1e-12)
         assert shadow.compute_content_hash() == shadow.content_hash
 
+    recorded = AuditEvent.objects.filter(action="decisions.ingested", actor__isnull=True)
+    assert {(e.actor_name, e.details["source"]) for e in recorded} == {
+        ("serving (shadow versions)", "serving")
+    }
+    assert sum(e.details["created"] for e in recorded) == 8
     # Sent again (a retried task), nothing is recorded twice.
     assert score_shadows(list(served), [versions["2"].pk]) == 0
     assert Decision.objects.filter(arm=SHADOW).count() == 8
