@@ -33,3 +33,11 @@ class Conflict(ServiceError):
 class PayloadTooLarge(ServiceError):
     status = 413
     code = "too_large"
+
+
+class Unavailable(ServiceError):
+    """Nothing can answer now (503); `retry_after` seconds go to the Retry-After header."""
+
+    status = 503
+    code = "unavailable"
+    retry_after = 60

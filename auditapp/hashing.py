@@ -11,6 +11,12 @@ Sensitive inputs are not in the document as values but as one salted commitment
 per decision. Whoever may see the values gets the salt and can check them; whoever
 may not cannot test guesses against the hash, since each guess would also need the
 salt. Decisions recorded before commitments (no salt) hash their inputs in clear.
+
+A decision the app served itself (serving/) also has an `arm` (production, canary,
+fallback or shadow) and, for a shadow decision, `served_by` (the id of the decision
+that was served): facts about the decision, so its document holds both
+(SERVED_FIELDS). A decision without an arm (ingested, or recorded before serving)
+has the document it always had: their hashes are unchanged.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ HASHED_FIELDS = (
     "subject_ref",
     "version",
 )
+# In the document only when the decision has an arm (served by the app itself).
+SERVED_FIELDS = ("arm", "served_by")
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 SALT_BYTES = 16
 
@@ -83,8 +91,11 @@ def commitment(salt: bytes, values: dict[str, Any]) -> str:
 def decision_document(
     fields: dict[str, Any], sensitive: Collection[str], salt: bytes | None
 ) -> dict[str, Any]:
-    """What a decision's content hash covers: HASHED_FIELDS, sensitive inputs committed to."""
+    """What a decision's content hash covers: HASHED_FIELDS (and SERVED_FIELDS for a
+    served decision), sensitive inputs committed to."""
     document = {name: fields[name] for name in HASHED_FIELDS}
+    if fields.get("arm") is not None:
+        document.update({name: fields.get(name) for name in SERVED_FIELDS})
     if salt is None:  # recorded before commitments existed
         return document
     inputs = fields["inputs"]

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "auditapp.reviews",
     "auditapp.monitoring",
     "auditapp.reports",
+    "auditapp.serving",
     "auditapp.web",
     "auditapp.demo",
     "explain",
@@ -448,6 +449,7 @@ CELERY_TASK_QUEUES = [
         "monitoring",
         "verify",
         "maintenance",
+        "serving",  # shadow versions scoring what was served (serving/tasks.py)
     )
 ]
 CELERY_TASK_ROUTES = {
@@ -460,6 +462,7 @@ CELERY_TASK_ROUTES = {
     "monitoring.compute_window": {"queue": "monitoring"},
     "monitoring.deliver_webhook": {"queue": "monitoring"},
     "monitoring.deliver_email": {"queue": "monitoring"},
+    "serving.shadow": {"queue": "serving"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A client waiting for its decisions to be acknowledged must not wait on a

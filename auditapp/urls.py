@@ -11,6 +11,7 @@ from auditapp.dossier import api as dossier_api
 from auditapp.registry import api as registry_api
 from auditapp.reports import api as reports_api
 from auditapp.reviews import api as reviews_api
+from auditapp.serving import api as serving_api
 from explain import api as explain_api
 
 api_v1 = [
@@ -26,6 +27,9 @@ api_v1 = [
         registry_api.ModelVersionStageView.as_view(),
         name="api-model-version-stage",
     ),
+    path("models/<slug:name>/predict", serving_api.PredictView.as_view(), name="api-predict"),
+    path("models/<slug:name>/traffic", serving_api.TrafficView.as_view(), name="api-traffic"),
+    path("models/<slug:name>/rollback", serving_api.RollbackView.as_view(), name="api-rollback"),
     path(
         "models/<slug:name>/versions/<str:version>/labelled-data",
         reviews_api.LabelledDataView.as_view(),

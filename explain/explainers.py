@@ -51,6 +51,12 @@ def _cached_context(model_version) -> tuple[engine.ModelContext, dict]:
     return _contexts[key]
 
 
+def cached_context(model_version) -> engine.ModelContext:
+    """A version's loaded model (sha256 checked, trusted types only: registry.artifacts) with
+    its schema and background, from the same per-process LRU cache (serving runs it)."""
+    return _cached_context(model_version)[0]
+
+
 def cached_explainer(model_version, method: str, options: dict | None = None):
     """(context, explainer) for a version, from a bounded per-process LRU cache."""
     context, explainers = _cached_context(model_version)

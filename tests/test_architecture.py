@@ -3,7 +3,8 @@
 Order (lower may not import higher, nor an app its sibling on the same floor):
 
     {shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...), engine}
-    accounts -> registry -> decisions -> {explain, reviews, monitoring} -> reports -> web -> demo
+    accounts -> registry -> decisions -> {explain, reviews, monitoring}
+    -> {reports, dossier, serving} -> web -> demo
 
 The engine is the pure part of explain/ (ENGINE below: the schema, the features, the ranking,
 the SHAP and LIME backends and their lookup, the counterfactual search): it imports nothing
@@ -37,6 +38,7 @@ FLOORS = {
     "monitoring": 4,
     "reports": 5,
     "dossier": 5,
+    "serving": 5,
     "web": 6,
     "demo": 7,
     "project": 8,

@@ -647,6 +647,49 @@ def _stage_changed(e: Event) -> list[Part]:
     ]
 
 
+@sentence("model.traffic_changed")
+def _traffic_changed(e: Event) -> list[Part]:
+    """Who changed which model's traffic policy, and what changed (before -> after)."""
+    model = e.facts.model or "a model"
+    verb = (
+        "rolled back the traffic policy of"
+        if e.d.get("change") == "rollback"
+        else ("changed the traffic policy of")
+    )
+    before, after = e.d.get("before"), e.d.get("after")
+    if not isinstance(after, dict):
+        return [f"{e.who} {verb} model {model}"]
+    if not isinstance(before, dict):
+        return [f"{e.who} set the first traffic policy of model {model}: {_policy_text(after)}"]
+    changed = [
+        f"{name} {_arm_text(before.get(name))} \u2192 {_arm_text(after.get(name))}"
+        for name in ("production", "canary", "shadow", "enabled", "fallback")
+        if before.get(name) != after.get(name)
+    ]
+    return [f"{e.who} {verb} model {model}", in_brackets(", ".join(changed))]
+
+
+def _policy_text(document: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{name} {_arm_text(document.get(name))}"
+        for name in ("production", "canary", "shadow", "enabled", "fallback")
+    )
+
+
+def _arm_text(value: Any) -> str:
+    if value is None or value == []:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, dict):
+        share = value.get("share")
+        shown = f"{share:.0%}" if isinstance(share, int | float) else "?"
+        return f"v{value.get('version')} at {shown}"
+    if isinstance(value, list):
+        return ", ".join(f"v{v}" for v in value)
+    return f"v{value}"
+
+
 # Decisions and outcomes
 
 
@@ -654,7 +697,7 @@ def _recorded(e: Event, noun: str) -> list[Part]:
     created, duplicates = e.d.get("created", 0), e.d.get("duplicates", 0)
     model = e.d.get("model") or e.facts.model
     of = f" of model {model}" if model else ""
-    source = {"api": " through the API", "import": " from an import"}.get(
+    source = {"api": " through the API", "import": " from an import", "serving": " by serving"}.get(
         str(e.d.get("source")), f" (source {e.d['source']})" if e.d.get("source") else ""
     )
     runs = e.d.get("ids") or []

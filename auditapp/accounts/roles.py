@@ -53,6 +53,11 @@ EXPORT_TRAINING_DATA = "export_training_data"  # labelled decisions, for the mod
 RUN_MONITORING = "run_monitoring"  # compute a window's metrics on demand
 ACKNOWLEDGE_ALERTS = "acknowledge_alerts"
 CONFIGURE_MONITORING = "configure_monitoring"  # the reference and fairness settings
+# Serving: run a model on inputs and record the decision (POST .../predict).
+PREDICT = "predict"
+# Changing a model's traffic policy decides which version answers, as a stage change
+# does: one capability for both.
+CHANGE_TRAFFIC = CHANGE_STAGE
 
 # A decision notice is the person's own inputs at work (its reasons say which way a
 # masked value pushed): exporting one needs both.
@@ -80,6 +85,7 @@ CAPABILITIES = frozenset(
         RUN_MONITORING,
         ACKNOWLEDGE_ALERTS,
         CONFIGURE_MONITORING,
+        PREDICT,
     }
 )
 
@@ -91,6 +97,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             UPLOAD_JOBLIB,
             CHANGE_STAGE,
             INGEST,
+            PREDICT,
             READ_MODELS,
             READ_DECISIONS,
             VIEW_SENSITIVE,
@@ -136,7 +143,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
 
 # What an API token's scopes allow: the one table (README: "API token scopes" is
 # generated from it, see scope_table). A token never exceeds its user's role.
-SCOPES = ("read", "ingest", "report", "admin")
+SCOPES = ("read", "ingest", "predict", "report", "admin")
 SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
     # Every read, plus the computations a reader asks for: explanations, what-ifs
     # (computed, never stored), monitoring windows, verification of the chain.
@@ -154,10 +161,12 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
     ),
     # Decisions and outcomes, from a production system.
     "ingest": frozenset({INGEST}),
+    # Serving: predictions, each recorded as a decision (a production system's token).
+    "predict": frozenset({PREDICT}),
     # Reports and notices (which need the person's inputs), labelled-data exports.
     "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, VIEW_SENSITIVE}),
-    # Everything else too: the registry, stages, users and tokens, monitoring settings,
-    # alerts, feedback and reviews.
+    # Everything else too: the registry, stages and traffic policies, users and tokens,
+    # monitoring settings, alerts, feedback and reviews.
     "admin": CAPABILITIES,
 }
 # Not actions but the reach of the role: which models it sees. Scopes never narrow
@@ -242,8 +251,10 @@ class Actor:
 
     user: AbstractBaseUser
     token: ApiToken | None = None
-    # The operator at the command line (manage.py): trusted with everything.
+    # The operator at the command line (manage.py): trusted with everything; or the app
+    # itself acting on its own (shadow versions scoring what was served), named so.
     system: bool = False
+    system_name: str = "system (manage.py)"
 
     @property
     def capabilities(self) -> frozenset[str]:
@@ -280,14 +291,15 @@ class Actor:
     @property
     def label(self) -> str:
         if self.system:
-            return "system (manage.py)"
+            return self.system_name
         name = self.user.get_username() if self.user.is_authenticated else "anonymous"
         return f"{name} (token {self.token.key_prefix})" if self.token else name
 
 
-def system_actor() -> Actor:
-    """The actor of management commands run by an operator with shell access."""
-    return Actor(user=AnonymousUser(), system=True)
+def system_actor(name: str = "system (manage.py)") -> Actor:
+    """The actor of management commands run by an operator with shell access (or of the
+    app's own background work, under another name)."""
+    return Actor(user=AnonymousUser(), system=True, system_name=name)
 
 
 def actor_for(request) -> Actor:

@@ -14,12 +14,32 @@ from auditapp.registry.models import ModelVersion, RegisteredModel, visible_mode
 # the ids it created ([first, last] runs): verification reconciles the two.
 INGESTED_EVENT = "decisions.ingested"
 
+# The arm of a decision the app served itself (serving/): the policy's production version,
+# its canary, the fallback while the policy is disabled, or a shadow version that scored
+# the same inputs after the answer was sent (never returned to anyone). Ingested
+# decisions have none.
+PRODUCTION, CANARY, FALLBACK, SHADOW = "production", "canary", "fallback", "shadow"
+ARMS = (PRODUCTION, CANARY, FALLBACK, SHADOW)
+SERVED_ARMS = (PRODUCTION, CANARY, FALLBACK)
+
+
+def served_q(prefix: str = "") -> models.Q:
+    """Decisions someone was told: ingested ones (no arm) and every arm but shadow."""
+    return models.Q(**{f"{prefix}arm__isnull": True}) | models.Q(
+        **{f"{prefix}arm__in": SERVED_ARMS}
+    )
+
 
 class DecisionQuerySet(AppendOnlyQuerySet):
     def visible_to(self, actor) -> DecisionQuerySet:
         """Decisions of the models the actor may see."""
         scope = visible_models_q(actor, prefix="registered_model__")
         return self.filter(scope) if scope else self
+
+    def served(self) -> DecisionQuerySet:
+        """Decisions someone was told: every arm but shadow (and ingested ones, which have
+        no arm). Reports, notices, monitoring and the search's default read these."""
+        return self.filter(served_q())
 
     def with_related(self) -> DecisionQuerySet:
         """With the model (joined) and the version (read once per version, not per row).
@@ -57,6 +77,13 @@ class Decision(AppendOnlyModel):
         settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
     )
     client = models.CharField(max_length=200, blank=True, help_text="User or token that sent it.")
+    # Served by the app itself (serving/): which arm of the traffic policy; null if ingested.
+    arm = models.CharField(  # noqa: DJ001 - null: not served by the app, distinct from any arm
+        max_length=10, choices=[(a, a) for a in ARMS], null=True, blank=True
+    )
+    # A shadow decision: the id of the served decision whose inputs it scored. An id, not a
+    # foreign key: months are retired one at a time (decisions/retention.py).
+    served_by = models.BigIntegerField(null=True, blank=True)
 
     objects = DecisionQuerySet.as_manager()
 
@@ -73,6 +100,11 @@ class Decision(AppendOnlyModel):
             # A score bound that few decisions pass (score_min=0.99) is read from here,
             # not by filtering every decision of the period (bench/search.py).
             models.Index(fields=["score"], name="decisions_by_score"),
+            models.Index(
+                fields=["served_by"],
+                name="decisions_by_served",
+                condition=models.Q(served_by__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -92,7 +124,13 @@ class Decision(AppendOnlyModel):
             "recorded_at": self.recorded_at,
             "source": self.source,
             "metadata": self.metadata,
+            "arm": self.arm,
+            "served_by": self.served_by,
         }
+
+    @property
+    def is_shadow(self) -> bool:
+        return self.arm == SHADOW
 
     @property
     def sensitive_names(self) -> frozenset[str]:

@@ -23,6 +23,8 @@ _SHOWN_AS_STORED = (
     "source",
     "metadata",
     "content_hash",
+    "arm",
+    "served_by",
 )
 SUMMARY_VALUES = (
     "id",
@@ -66,6 +68,8 @@ class DecisionPresenter:
                 "source": decision.source,
                 "metadata": decision.metadata,
                 "content_hash": decision.content_hash,
+                "arm": decision.arm,
+                "served_by": decision.served_by,
             },
             decision.sensitive_names,
             decision.salt_bytes,
@@ -105,6 +109,9 @@ class DecisionPresenter:
             "recorded_at": values["recorded_at"],
             "source": values["source"],
             "metadata": values["metadata"],
+            # Served by the app itself: its arm, and for a shadow one the served decision.
+            "arm": values["arm"],
+            "served_by": values["served_by"],
             "content_hash": values["content_hash"] if hash_shown else None,
             # The commitment to the sensitive inputs that the content hash covers
             # (hashing.decision_document); none before commitments.

@@ -46,6 +46,8 @@ DECISION_COLUMNS = (
     "metadata",
     "salt",
     "content_hash",
+    "arm",
+    "served_by",
 )
 RANGE = 50_000  # decision ids per task when hashing in processes
 # model version id -> (model name, version, artifact sha256, sensitive feature names)
@@ -86,7 +88,7 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
     sha256, dumps, loads = hashlib.sha256, orjson.dumps, orjson.loads
     out = []
     for pk, version_id, request_id, subject, inputs, prediction, score, *rest in rows:
-        predicted_at, recorded_at, source, metadata, salt, stored = rest
+        predicted_at, recorded_at, source, metadata, salt, stored, arm, served_by = rest
         model, version, artifact, sensitive = versions[version_id]
         fields = {
             "artifact_sha256": artifact,
@@ -101,6 +103,8 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
             "source": source,
             "subject_ref": subject,
             "version": version,
+            "arm": arm,
+            "served_by": served_by,
         }
         document = decision_document(fields, sensitive, None if salt is None else bytes(salt))
         out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored, recorded_at))

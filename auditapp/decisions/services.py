@@ -98,6 +98,8 @@ def _submitted_fields(decision: CheckedDecision) -> dict:
         "score": decision.score,
         "predicted_at": decision.predicted_at,
         "metadata": decision.metadata,
+        "arm": decision.arm,
+        "served_by": decision.served_by,
     }
 
 
@@ -264,6 +266,8 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
         "salt": salt,
         "recorded_by_id": stamp.recorded_by_id,
         "client": stamp.client,
+        "arm": decision.arm,
+        "served_by": decision.served_by,
     }
 
 
@@ -285,6 +289,9 @@ COPY_COLUMNS = (
     "recorded_by_id",
     "client",
 )
+# Written after COPY_COLUMNS (which bench/ scripts fill as they are): a served decision's
+# arm and the decision a shadow one scored.
+SERVED_COLUMNS = ("arm", "served_by")
 
 
 def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
@@ -306,7 +313,7 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
         # The ids the table's default would give (a month's range: auditapp/partitions.py).
         cursor.execute(f"SELECT {table}_next_id() FROM generate_series(1, %s)", [count])
         ids = [row[0] for row in cursor.fetchall()]
-        copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS)}) FROM STDIN"
         # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique
         # violation into django.db.IntegrityError, which record_checked_decisions retries.
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
@@ -330,6 +337,8 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["salt"],
                         row["recorded_by_id"],
                         row["client"],
+                        row["arm"],
+                        row["served_by"],
                     )
                 )
     return ids, written

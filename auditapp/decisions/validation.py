@@ -31,6 +31,8 @@ FIELDS = frozenset(
     }
 )
 REQUIRED = ("model", "version", "request_id", "inputs", "prediction", "predicted_at")
+# What the server itself decides when it serves the prediction (serving/): not sent.
+PREDICTED = ("prediction", "score", "predicted_at")
 MAX_ID_LENGTH = 200
 
 
@@ -47,6 +49,8 @@ class CheckedDecision:
     predicted_at: datetime
     subject_ref: str | None
     metadata: dict
+    arm: str | None = None  # served by the app itself (decisions.models.ARMS)
+    served_by: int | None = None  # a shadow decision: the served decision's id
 
 
 def parse_timestamp(value: Any) -> tuple[datetime | None, str | None]:
@@ -118,8 +122,11 @@ def metadata_errors(metadata: Any) -> list[tuple[str, str]]:
     return []
 
 
-def _envelope_errors(item: dict, now: datetime) -> list[tuple[str, str]]:
-    errors = [(name, "is required") for name in REQUIRED if name not in item]
+def _envelope_errors(item: dict, now: datetime, served: bool) -> list[tuple[str, str]]:
+    required = [name for name in REQUIRED if not (served and name in PREDICTED)]
+    errors = [(name, "is required") for name in required if name not in item]
+    if served:
+        errors += [(name, "is the model's to give, not sent") for name in PREDICTED if name in item]
     errors += [(name, "is not a decision field") for name in item if name not in FIELDS]
     if "request_id" in item and (reason := _identifier_error(item["request_id"], required=True)):
         errors.append(("request_id", reason))
@@ -149,8 +156,15 @@ def check_decisions(
     items: list[Any],
     versions: dict[tuple[str, str], ModelVersion],
     now: datetime,
+    *,
+    served: bool = False,
 ) -> tuple[list[CheckedDecision], list[dict]]:
-    """Check every item; return the good ones and, per bad item, its index and reasons."""
+    """Check every item; return the good ones and, per bad item, its index and reasons.
+
+    `served`: the app predicts them itself (serving/), so the items carry no prediction,
+    score or predicted_at (the checked ones come back with none, and `now` as their time,
+    for the caller to fill in once the model has answered).
+    """
     checked: list[CheckedDecision] = []
     invalid: list[dict] = []
     first_index: dict[tuple[str, str], int] = {}
@@ -160,7 +174,7 @@ def check_decisions(
                 {"index": index, "errors": [{"field": "", "message": "must be an object"}]}
             )
             continue
-        errors = _envelope_errors(item, now)
+        errors = _envelope_errors(item, now, served)
         key = version_key(item)
         model_version = versions.get(key) if key else None
         if key and model_version is None:
@@ -171,7 +185,7 @@ def check_decisions(
             schema = model_version.parsed_schema  # cached on the instance
             if "inputs" in item:
                 errors += schema.input_errors(item["inputs"])
-            if "prediction" in item:
+            if "prediction" in item and not served:
                 errors += schema.target.prediction_errors(item["prediction"], item.get("score"))
             repeat = (item["model"], item.get("request_id"))
             if isinstance(repeat[1], str) and first_index.setdefault(repeat, index) != index:
@@ -192,9 +206,9 @@ def check_decisions(
                 model_version=model_version,
                 request_id=item["request_id"],
                 inputs=item["inputs"],
-                prediction=item["prediction"],
+                prediction=item.get("prediction"),
                 score=float(score) if score is not None else None,
-                predicted_at=parse_timestamp(item["predicted_at"])[0],
+                predicted_at=now if served else parse_timestamp(item["predicted_at"])[0],
                 subject_ref=item.get("subject_ref"),
                 metadata=item.get("metadata", {}),
             )

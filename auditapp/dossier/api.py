@@ -34,6 +34,7 @@ SEARCH_PARAMETERS = [
         ("has_outcome", "true: an outcome was recorded; false: none yet"),
         ("feedback", "latest verdict: none, agree, disagree or unsure"),
         ("review", "open: awaiting review; resolved: reviewed"),
+        ("arm", "production, canary, fallback or shadow; default every arm but shadow; all"),
         ("feature.<name>", "exact value of an input feature; also feature.<name>__gte / __lte"),
         ("ordering", "-predicted_at (default), predicted_at, score, -score"),
         ("cursor", "the `next` value of the previous page"),

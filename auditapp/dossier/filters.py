@@ -17,7 +17,7 @@ from django.db.models.functions import Coalesce
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
 from auditapp.decisions.feature_indexes import search_expression
-from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.models import ARMS, Decision, Outcome
 from auditapp.decisions.presenters import MASK
 from auditapp.errors import InvalidInput
 from auditapp.filtering import (
@@ -28,6 +28,8 @@ from auditapp.filtering import (
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
 from explain.models import TopReason
+
+ALL_ARMS = "all"  # arm=all: shadow decisions too
 
 
 class DecisionFilter(django_filters.FilterSet):
@@ -48,6 +50,11 @@ class DecisionFilter(django_filters.FilterSet):
     feedback = django_filters.ChoiceFilter(
         choices=[(v, v) for v in ("none", "agree", "disagree", "unsure")],
         method="filter_feedback",
+    )
+    # The arm a served decision came from; without it, every decision but shadow ones
+    # (never told to anyone: filter_decisions applies that default); "all" includes them.
+    arm = django_filters.ChoiceFilter(
+        choices=[(v, v) for v in (*ARMS, ALL_ARMS)], method="filter_arm"
     )
 
     class Meta:
@@ -91,6 +98,9 @@ class DecisionFilter(django_filters.FilterSet):
         latest = Subquery(given.order_by("-created_at", "-pk").values("verdict")[:1])
         return queryset.annotate(latest_verdict=latest).filter(latest_verdict=value)
 
+    def filter_arm(self, queryset, name, value):
+        return queryset if value == ALL_ARMS else queryset.filter(arm=value)
+
     def filter_top_reason(self, queryset, name, value):
         """Decisions whose newest SHAP result ranks `value` among its top 3 features.
 
@@ -130,7 +140,8 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         raise PermissionDenied(
             f"Your role may not see {reason}, so it may not search by it ({VIEW_SENSITIVE})."
         )
-    return filter_features(filterset.qs, params, actor)
+    queryset = filterset.qs if params.get("arm") else filterset.qs.served()
+    return filter_features(queryset, params, actor)
 
 
 def sensitive_anywhere(actor: Actor) -> frozenset[str]:

@@ -176,9 +176,8 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
         .values("outcome")[:1]
     )
     rows = list(
-        Decision.objects.filter(
-            model_version=model_version, predicted_at__gte=start, predicted_at__lt=end
-        )
+        Decision.objects.served()  # not shadow decisions (serving/): nobody was told them
+        .filter(model_version=model_version, predicted_at__gte=start, predicted_at__lt=end)
         .annotate(
             shap=FilteredRelation(
                 "explanations",
@@ -199,12 +198,16 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
             "shap__result__attributions",
         )
     )
-    explained = Decision.objects.filter(
-        model_version=model_version,
-        predicted_at__gte=start,
-        predicted_at__lt=end,
-        explanations__isnull=False,
-    ).order_by()
+    explained = (
+        Decision.objects.served()
+        .filter(
+            model_version=model_version,
+            predicted_at__gte=start,
+            predicted_at__lt=end,
+            explanations__isnull=False,
+        )
+        .order_by()
+    )
     group = ["explanations__status"]
     if kind:
         explained = explained.annotate(window=Trunc("predicted_at", kind, tzinfo=UTC))

@@ -142,7 +142,8 @@ def due_snapshots(now: datetime | None = None) -> list[int]:
         end = window_floor(kind, now)
         start = end - length
         versions = (
-            Decision.objects.filter(predicted_at__gte=start, predicted_at__lt=end)
+            Decision.objects.served()
+            .filter(predicted_at__gte=start, predicted_at__lt=end)
             .exclude(model_version__stage=ModelVersion.ARCHIVED)
             .values_list("model_version_id", flat=True)
             .distinct()

@@ -46,7 +46,7 @@ from django.utils import timezone
 from auditapp import formatting
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing, verification
-from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.models import Decision, Outcome, served_q
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.coverage import first_decision_at
@@ -116,10 +116,12 @@ class _Context:
         self.window = periods.window_kind(start, end)
         self.schema = model_version.parsed_schema
         self.labels = {f.name: f.label for f in self.schema.features}
-        self.decisions: QuerySet = Decision.objects.filter(
+        # Shadow decisions (serving/) were never told to anyone: not the model's record.
+        self.decisions: QuerySet = Decision.objects.served().filter(
             model_version=model_version, predicted_at__gte=start, predicted_at__lt=end
         )
         self.explanations: QuerySet = Explanation.objects.filter(
+            served_q("decision__"),
             decision__model_version=model_version,
             decision__predicted_at__gte=start,
             decision__predicted_at__lt=end,
@@ -756,7 +758,8 @@ def access(ctx: _Context) -> dict[str, Any]:
 def _decision_ids(version: ModelVersion) -> QuerySet:
     """The version's decision ids as text, to match AuditEvent.object_id in SQL."""
     return (
-        Decision.objects.filter(model_version=version)
+        Decision.objects.served()
+        .filter(model_version=version)
         .annotate(text_id=Cast("id", CharField()))
         .values("text_id")
     )

@@ -141,9 +141,8 @@ def compute_windows(
 def decisions_per_window(model_version, kind: str, start: datetime, end: datetime) -> dict:
     """{window start (UTC, unclipped): decisions} of the period, counted by the database."""
     rows = (
-        Decision.objects.filter(
-            model_version=model_version, predicted_at__gte=start, predicted_at__lt=end
-        )
+        Decision.objects.served()
+        .filter(model_version=model_version, predicted_at__gte=start, predicted_at__lt=end)
         .annotate(window=Trunc("predicted_at", kind, tzinfo=UTC))
         .values("window")
         .annotate(n=Count("id"))

@@ -257,6 +257,11 @@ def _notice_request(actor: roles.Actor, data: dict) -> dict[str, Any]:
             decision = get_decision_for_actor(actor, decision_id)
         except NotFound as exc:
             errors["decision_id"] = [exc.message]
+    if decision is not None and decision.is_shadow:
+        errors["decision_id"] = [
+            f"decision {decision.pk} is a shadow decision (serving): it was never told to "
+            f"anyone, so it has no notice; decision {decision.served_by} was served"
+        ]
     if errors:
         raise InvalidInput("The notice request is invalid.", code="invalid", details=errors)
     shap_explanation(decision)  # 409 while the reasons are not computed

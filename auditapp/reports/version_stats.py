@@ -33,7 +33,7 @@ class VersionStatistics:
 
 
 def version_statistics(model_version: ModelVersion) -> VersionStatistics:
-    decisions = Decision.objects.filter(model_version=model_version)
+    decisions = Decision.objects.served().filter(model_version=model_version)
     per_day = [
         (day.isoformat(), n)
         for day, n in decisions.annotate(day=TruncDate("predicted_at"))

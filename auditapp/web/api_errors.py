@@ -33,7 +33,10 @@ def record_denial(request, reason: str) -> None:
 def exception_handler(exc, context):
     request = context.get("request")
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        if retry_after := getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(retry_after)
+        return response
     if isinstance(exc, DjangoPermissionDenied | exceptions.PermissionDenied):
         message = str(exc) or "You do not have permission to do this."
         if request is not None:

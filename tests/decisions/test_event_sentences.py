@@ -63,6 +63,7 @@ from auditapp.reports import services as reports
 from auditapp.reports.models import Report
 from auditapp.reviews.exports import export_labelled
 from auditapp.reviews.services import flag_decision, resolve_case, submit_feedback, take_case
+from auditapp.serving.services import change_traffic
 from explain.counterfactual_work import request_counterfactuals
 from explain.services import request_explanations
 from explain.whatif import run_what_if
@@ -371,6 +372,7 @@ def log(
     token, _ = create_api_token(ml_engineer, scopes=["read"], model_names=["credit"], actor=officer)
     revoke_api_token(token, actor=officer)
     change_stage(engineer, model_version, "production")
+    change_traffic(engineer, model_version.registered_model, {"production": "1"})
     ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(40))]
     decision = Decision.objects.get(pk=ids[0])
     record_outcomes(
@@ -522,6 +524,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         ),
         "token.revoked": f"compliance_officer revoked API token {log_token()} of ml_engineer",
         "model_version.stage_changed": "ml_engineer moved credit v1 from staging to production",
+        "model.traffic_changed": (
+            "ml_engineer set the first traffic policy of model credit: production v1, "
+            "canary none, shadow none, enabled on, fallback none"
+        ),
         "decision.viewed": f"compliance_officer viewed decision {d.pk}",
         "decision.explain_requested": (
             f"compliance_officer asked for new explanations of decision {d.pk} (SHAP)"

@@ -38,6 +38,7 @@ from explain.models import (
     ExplanationResult,
     TopReason,
 )
+from tests.decisions.test_partitions import columns_of_today
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
 
@@ -548,23 +549,24 @@ def test_a_months_rows_in_the_legacy_partition_are_deleted_by_id_range(
     call_command("migrate", "accounts", "0007", verbosity=0)
     call_command("migrate", "explain", "0007", verbosity=0)
     try:
-        old = {}
-        for month in (target, other, target):  # interleaved: two ranges of the month
-            # approved: an adverse decision gets a counterfactual work row, whose table
-            # (explain.0009) the schema before partitioning does not have
-            payload = DecisionPayloadFactory(predicted_at=mid(month), prediction="good")
-            old.setdefault(month, []).append(ingest(payload)[0]["id"])
-        record_outcomes(
-            roles.Actor(user=ml_engineer),
-            {
-                "outcomes": [
-                    {"decision_id": i, "outcome": "bad", "observed_at": mid(other)}
-                    for ids in old.values()
-                    for i in ids
-                ]
-            },
-        )
-        seal_new_records()
+        with columns_of_today():
+            old = {}
+            for month in (target, other, target):  # interleaved: two ranges of the month
+                # approved: an adverse decision gets a counterfactual work row, whose table
+                # (explain.0009) the schema before partitioning does not have
+                payload = DecisionPayloadFactory(predicted_at=mid(month), prediction="good")
+                old.setdefault(month, []).append(ingest(payload)[0]["id"])
+            record_outcomes(
+                roles.Actor(user=ml_engineer),
+                {
+                    "outcomes": [
+                        {"decision_id": i, "outcome": "bad", "observed_at": mid(other)}
+                        for ids in old.values()
+                        for i in ids
+                    ]
+                },
+            )
+            seal_new_records()
     finally:
         call_command("migrate", verbosity=0)
     legacy = f"{TABLE}_legacy"

@@ -415,6 +415,7 @@ class TestTriggers:
         "decisions_retiredrange",
         "explain_counterfactualconfig",
         "explain_counterfactualresult",
+        "serving_trafficpolicy",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):

@@ -1,0 +1,61 @@
+"""The models a web process serves, loaded once and kept warm while the policy names them.
+
+Loading is explain's (`explain.explainers.cached_context`: the artifact's sha256 checked,
+only trusted types, the same per-process cache what-ifs use); this module pins the
+versions a model's policy names so that the explainers' small LRU cannot evict a
+production model, and lets go of them when a newer revision no longer names them.
+Requests still in flight on an older revision keep the objects they hold: a switch
+never fails a request, it only stops keeping the old version warm.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from auditapp.registry.models import ModelVersion
+from auditapp.serving.policies import Routing
+from explain import engine
+from explain.explainers import cached_context
+
+_lock = threading.Lock()
+# model id -> (the newest policy revision seen, {(version id, artifact sha256): its context})
+Key = tuple[int, str]
+_warm: dict[int, tuple[int | None, dict[Key, engine.ModelContext]]] = {}
+
+
+def context_for(routing: Routing, model_version: ModelVersion) -> engine.ModelContext:
+    """The version's loaded model, pinned for the routing's revision."""
+    model_id = model_version.registered_model_id
+    with _lock:
+        contexts = _pinned(model_id, routing)
+        key = (model_version.pk, model_version.artifact_sha256)
+        context = contexts.get(key)
+    if context is None:
+        # Outside the lock: a cold load takes a second; another model's requests go on.
+        context = cached_context(model_version)
+        with _lock:
+            contexts.setdefault(key, context)
+    return context
+
+
+def _pinned(model_id: int, routing: Routing) -> dict[Key, engine.ModelContext]:
+    revision, contexts = _warm.get(model_id, (None, {}))
+    newer = routing.revision is not None and (revision is None or routing.revision > revision)
+    if newer:
+        named = {v.pk for v in routing.versions()}
+        contexts = {key: c for key, c in contexts.items() if key[0] in named}
+        _warm[model_id] = (routing.revision, contexts)
+    elif model_id not in _warm:
+        _warm[model_id] = (revision, contexts)
+    return contexts
+
+
+def warm_versions(model_id: int) -> list[int]:
+    """The version ids this process keeps loaded for a model (tests, the README's sizing)."""
+    with _lock:
+        return sorted(pk for pk, _ in _warm.get(model_id, (None, {}))[1])
+
+
+def clear() -> None:
+    with _lock:
+        _warm.clear()
