@@ -9,6 +9,7 @@ from auditapp.registry import views as registry_views
 from auditapp.reports import version_page
 from auditapp.reports import views as report_views
 from auditapp.reviews import views as review_views
+from auditapp.serving import compare_page
 from auditapp.serving import views as serving_views
 from auditapp.web import views
 
@@ -68,6 +69,8 @@ urlpatterns = [
     ),
     path("models/", registry_views.model_list, name="model-list"),
     path("models/<slug:name>/traffic/", serving_views.traffic, name="model-traffic"),
+    path("models/<slug:name>/compare/", compare_page.compare_versions, name="model-compare"),
+    path("models/<slug:name>/compare/promote", compare_page.promote, name="model-promote"),
     path(
         "models/<slug:name>/versions/<str:version>/",
         version_page.version_detail,
