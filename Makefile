@@ -81,6 +81,8 @@ bench: install
 	$(PY) bench/counterfactual.py
 	$(PY) bench/whatif.py
 	$(PY) bench/counterfactual_flow.py
+	$(PY) bench/serving.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf var/

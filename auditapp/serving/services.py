@@ -37,6 +37,7 @@ from auditapp.serving.policies import (
     parse_policy,
     routing_for,
 )
+from explain.features import split_pipeline
 from explain.frames import input_frame
 from explain.publishing import send_soon
 from explain.whatif import model_answers
@@ -392,8 +393,15 @@ def _run_models(routing: Routing, decisions: list[CheckedDecision]) -> None:
 
 
 def score_rows(context, rows: list[dict]) -> tuple[list, list]:
-    """The model's prediction and score on each row, as what-ifs and monitoring take them."""
-    return model_answers(context, context.model, input_frame(context.schema, rows))
+    """The model's prediction and score on each row, as what-ifs and monitoring take them.
+
+    A pipeline's predict and predict_proba each run its preprocessing, then the final
+    estimator: here the preprocessing runs once for both (on a one-hot pipeline it is most
+    of the model's time), which is what each of them computes."""
+    preprocessing, estimator = split_pipeline(context.model)
+    frame = input_frame(context.schema, rows)
+    transformed = frame if preprocessing is None else preprocessing.transform(frame)
+    return model_answers(context, estimator, transformed)
 
 
 def _sender(decision_ids: list[int], shadow_ids: list[int]) -> Callable[[], None]:

@@ -37,6 +37,12 @@ def _shown(value) -> str:
     return f"v{value}"
 
 
+def challengers(document: dict) -> list[str]:
+    """The versions compared with production on the same inputs: its shadows (the
+    comparison page's pairs come from shadow traffic)."""
+    return [v for v in document.get("shadow") or [] if v != document.get("production")]
+
+
 @login_required
 @page
 def traffic(request, name: str):
@@ -65,5 +71,6 @@ def traffic(request, name: str):
         },
         "rows": rows,
         "may_change": actor.can(roles.CHANGE_TRAFFIC),
+        "challengers": challengers(view.document),
     }
     return render(request, "serving/traffic.html", context)

@@ -104,9 +104,7 @@ def test_every_figure_is_the_two_pipelines_own_on_the_same_inputs(pairs, version
     assert comparison.features[0]["feature"] == top
 
 
-def test_the_page_shows_the_comparison_and_only_stage_changers_may_promote(
-    pairs, users, versions
-):
+def test_the_page_shows_the_comparison_and_only_stage_changers_may_promote(pairs, users, versions):
     for who, promotes in (("compliance_officer", False), ("auditor", False), ("admin", True)):
         client = Client()
         client.force_login(users[who])
@@ -150,3 +148,10 @@ def test_a_hidden_model_compares_as_a_missing_one(pairs, users):
     hidden = client.get("/models/credit/compare/?a=1&b=2")
     missing = client.get("/models/nothing/compare/?a=1&b=2")
     assert hidden.status_code == missing.status_code == 404
+
+
+def test_the_traffic_page_links_production_to_each_shadow_s_comparison(pairs, users):
+    client = Client()
+    client.force_login(users["compliance_officer"])
+    html = client.get("/models/credit/traffic/").content.decode()
+    assert 'href="/models/credit/compare/?a=1&amp;b=2"' in html
