@@ -10,13 +10,17 @@ never fails a request, it only stops keeping the old version warm.
 
 from __future__ import annotations
 
+import logging
 import threading
 
+from auditapp.errors import Unavailable
+from auditapp.registry.artifacts import ArtifactError
 from auditapp.registry.models import ModelVersion
 from auditapp.serving.policies import Routing
 from explain import engine
 from explain.explainers import cached_context
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 # model id -> (the newest policy revision seen, {(version id, artifact sha256): its context})
 Key = tuple[int, str]
@@ -32,10 +36,25 @@ def context_for(routing: Routing, model_version: ModelVersion) -> engine.ModelCo
         context = contexts.get(key)
     if context is None:
         # Outside the lock: a cold load takes a second; another model's requests go on.
-        context = cached_context(model_version)
+        context = _load(model_version)
         with _lock:
             contexts.setdefault(key, context)
     return context
+
+
+def _load(model_version: ModelVersion) -> engine.ModelContext:
+    """The version loaded, or Unavailable naming it: an artifact changed after registration
+    (its sha256), gone from storage, or unreadable is the operator's to fix, never a 500."""
+    try:
+        return cached_context(model_version)
+    except (ArtifactError, OSError) as exc:
+        name = f"{model_version.registered_model.name} version {model_version.version}"
+        reason = "its artifact file was not found" if isinstance(exc, FileNotFoundError) else exc
+        log.error("serving.model_unavailable", extra={"version_id": model_version.pk})
+        raise Unavailable(
+            f"{name} cannot be loaded ({reason}); nothing was predicted or stored.",
+            code="model_unavailable",
+        ) from exc
 
 
 def _pinned(model_id: int, routing: Routing) -> dict[Key, engine.ModelContext]:

@@ -18,6 +18,8 @@ from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.services import create_user
 from auditapp.decisions.models import PRODUCTION, Decision
 from auditapp.hashing import decision_document
+from auditapp.serving import warm
+from explain import explainers
 from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory, applicant_inputs
 from tests.serving.helpers import expected, instance, predict_url, put_policy, traffic_url
@@ -248,3 +250,29 @@ def test_a_reader_checks_a_served_decisions_hash_as_the_readme_says(
         )
     canonical = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     assert hashlib.sha256(canonical).hexdigest() == d["content_hash"]
+
+
+@pytest.mark.parametrize("damage", ["changed", "missing"])
+def test_a_version_whose_artifact_cannot_be_loaded_answers_503_naming_it_and_stores_nothing(
+    api_client, ml_engineer, serving, damage
+):
+    """An artifact changed after registration (its sha256 no longer matches) or gone from
+    storage: the API's error shape, the version named, no decision recorded."""
+    artifact = serving["1"].artifact
+    if damage == "changed":
+        with artifact.open("r+b") as handle:
+            handle.write(b"tampered")
+    else:
+        artifact.storage.delete(artifact.name)
+    warm.clear()
+    explainers._contexts.clear()  # a process that had not loaded it yet
+
+    response = api_client(ml_engineer).post(predict_url(), instance(1), format="json")
+
+    assert response.status_code == 503, response.content[:300]
+    assert int(response["Retry-After"]) > 0
+    error = response.json()["error"]
+    assert error["code"] == "model_unavailable"
+    assert "credit version 1 cannot be loaded" in error["message"]
+    assert ("sha256" if damage == "changed" else "not found") in error["message"]
+    assert not Decision.objects.exists()
