@@ -166,13 +166,22 @@ def free_port() -> int:
 
 
 class Server:
-    """The app served by a subprocess; stopped on exit."""
+    """The app served by a subprocess; stopped on exit.
 
-    def __init__(self) -> None:
+    By default this script's `--serve` (Django's threaded server); `command(port)` gives
+    another one's command line (bench/serve.py: gunicorn).
+    """
+
+    def __init__(self, command=None) -> None:
         self.port = free_port()
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives until stop()
+        if command is None:
+            arguments = [sys.executable, str(Path(__file__).resolve()), "--serve"]
+            arguments.append(f"127.0.0.1:{self.port}")
+        else:
+            arguments = command(self.port)
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve", f"127.0.0.1:{self.port}"],
+            arguments,
             cwd=ROOT,
             env=os.environ.copy(),
             stdout=self.log,

@@ -138,61 +138,22 @@ POLICY = {
 # --- processes -------------------------------------------------------------------------------
 
 
-class Gunicorn:
-    """gunicorn serving bench/serve_wsgi.py on a free port; stopped on exit."""
-
-    def __init__(self) -> None:
-        self.port = ingest.free_port()
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - lives until stop()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "bench.serve_wsgi:application",
-                "--workers",
-                str(SERVE_WORKERS),
-                "--worker-class",
-                "gthread",
-                "--threads",
-                "2",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-            ],
-            cwd=ROOT,
-            env=os.environ.copy(),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def wait_ready(self, timeout: float = 60.0) -> float:
-        began = time.monotonic()
-        while time.monotonic() - began < timeout:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited:\n{self.tail()}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                conn.request("GET", "/api/v1/decisions")
-                conn.getresponse().read()
-                conn.close()
-                return time.monotonic() - began
-            except OSError:
-                time.sleep(0.05)  # poll interval, not a fixed wait
-        raise RuntimeError(f"gunicorn did not answer within {timeout:.0f} s:\n{self.tail()}")
-
-    def tail(self, size: int = 4000) -> str:
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-size:]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.log.close()
+def gunicorn(port: int) -> list[str]:
+    """gunicorn serving bench/serve_wsgi.py, as the README deploys the app."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "bench.serve_wsgi:application",
+        "--workers",
+        str(SERVE_WORKERS),
+        "--worker-class",
+        "gthread",
+        "--threads",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
 
 
 class ShadowWorker:
@@ -398,7 +359,7 @@ def main() -> None:
     server = worker = raw = None
     try:
         raw = ingest.RawBaseline(first, user)
-        server = Gunicorn()
+        server = ingest.Server(gunicorn)
         worker = ShadowWorker()
         startup = server.wait_ready()
         status, data = request(server.port, key, "PUT", f"/api/v1/models/{MODEL}/traffic", POLICY)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
-from django.db import models
+from django.db import connection, models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
@@ -28,6 +30,47 @@ def served_q(prefix: str = "") -> models.Q:
     return models.Q(**{f"{prefix}arm__isnull": True}) | models.Q(
         **{f"{prefix}arm__in": SERVED_ARMS}
     )
+
+
+class DecisionKey(models.Model):
+    """A row of `decisions_decision_unique`, PostgreSQL's (model, request_id) -> id side
+    table for the partitioned decisions (auditapp/partitions.py keeps it, by trigger).
+    Read only, and only on PostgreSQL; SQLite has the unique index on the table itself."""
+
+    registered_model_id = models.BigIntegerField()
+    request_id = models.CharField(max_length=200)
+    id = models.BigIntegerField(primary_key=True)
+
+    class Meta:
+        managed = False
+        db_table = "decisions_decision_unique"
+
+    def __str__(self) -> str:
+        return f"{self.registered_model_id}/{self.request_id} -> {self.id}"
+
+
+def request_ids_q(request_ids, *, model_id: int | None = None, model_name: str | None = None):
+    """Decisions of one model (by id or name) with these request_ids.
+
+    On PostgreSQL the decisions are partitioned by month and the side table is the only
+    index on (model, request_id): the ids are read from it, and each decision by its id.
+    Filtering the decisions themselves by request_id reads every decision of the model in
+    every month (4 ms at 18,000 decisions; seconds at a million a month), on every predict,
+    every retry and every outcome given by request_id.
+    """
+    request_ids = list(request_ids)
+    if model_id is not None:
+        model = models.Q(registered_model_id=model_id)
+        models_wanted: Any = [model_id]
+    else:
+        model = models.Q(registered_model__name=model_name)
+        models_wanted = RegisteredModel.objects.filter(name=model_name).values("id")
+    if connection.vendor != "postgresql":
+        return model & models.Q(request_id__in=request_ids)
+    keys = DecisionKey.objects.filter(
+        registered_model_id__in=models_wanted, request_id__in=request_ids
+    ).values("id")
+    return model & models.Q(pk__in=keys)
 
 
 class DecisionQuerySet(AppendOnlyQuerySet):

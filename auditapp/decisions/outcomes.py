@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_counts_per_model
-from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.models import Decision, Outcome, request_ids_q
 from auditapp.decisions.records import OUTCOME
 from auditapp.decisions.validation import parse_timestamp, window_error
 from auditapp.errors import InvalidInput, PayloadTooLarge
@@ -48,7 +48,7 @@ def _decisions_for(actor: roles.Actor, items: list[Any]) -> tuple[dict, dict]:
     # One condition per model, not per item: SQLite refuses expressions deeper than 1,000.
     query = Q(pk__in=ids)
     for model, refs in request_ids.items():
-        query |= Q(registered_model__name=model, request_id__in=refs)
+        query |= request_ids_q(refs, model_name=model)
     wanted = ids or request_ids
     found = Decision.objects.visible_to(actor).with_related().filter(query) if wanted else []
     by_id = {d.pk: d for d in found}

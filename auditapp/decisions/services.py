@@ -16,7 +16,7 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import id_runs, record_counts_per_model, record_event
 from auditapp.appendonly import hold_insert_order
-from auditapp.decisions.models import INGESTED_EVENT, Decision
+from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
@@ -115,7 +115,7 @@ def _existing(decisions: list[CheckedDecision]) -> dict[tuple[int, str], Decisio
         by_model[d.model_version.registered_model_id].append(d.request_id)
     query = Q()
     for model_id, request_ids in by_model.items():
-        query |= Q(registered_model_id=model_id, request_id__in=request_ids)
+        query |= request_ids_q(request_ids, model_id=model_id)
     found = Decision.objects.filter(query).select_related("registered_model", "model_version")
     return {(d.registered_model_id, d.request_id): d for d in found}
 

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.decisions.models import SHADOW, Decision
+from auditapp.decisions.models import SHADOW, Decision, request_ids_q
 from auditapp.decisions.services import record_checked_decisions
 from auditapp.decisions.validation import CheckedDecision, check_decisions
 from auditapp.errors import Conflict, InvalidInput, NotFound, ServiceError, Unavailable
@@ -344,7 +344,7 @@ def _stored(model: RegisteredModel, checked: list[CheckedDecision]) -> dict[str,
     """Decisions already recorded under these request_ids: a retry's answer (409 if the
     retry differs from what was recorded)."""
     found = Decision.objects.filter(
-        registered_model=model, request_id__in=[c.request_id for c in checked]
+        request_ids_q([c.request_id for c in checked], model_id=model.pk)
     ).select_related("model_version")
     by_request = {d.request_id: d for d in found}
     conflicts = []
@@ -440,7 +440,7 @@ def _score_shadow(version: ModelVersion, served: list[Decision]) -> int:
     model = version.registered_model
     wanted = {shadow_request_id(version, d): d for d in served}
     done = set(
-        Decision.objects.filter(registered_model=model, request_id__in=wanted).values_list(
+        Decision.objects.filter(request_ids_q(wanted, model_id=model.pk)).values_list(
             "request_id", flat=True
         )
     )

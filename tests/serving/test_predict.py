@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
@@ -276,3 +278,18 @@ def test_a_version_whose_artifact_cannot_be_loaded_answers_503_naming_it_and_sto
     assert "credit version 1 cannot be loaded" in error["message"]
     assert ("sha256" if damage == "changed" else "not found") in error["message"]
     assert not Decision.objects.exists()
+
+
+def test_a_prediction_looks_its_request_id_up_through_the_unique_keys(
+    api_client, ml_engineer, serving
+):
+    """The retry check of every predict reads the (model, request_id) keys, never a scan of
+    the model's decisions (tests/decisions/test_request_id_lookups.py says why)."""
+    client = api_client(ml_engineer)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.post(predict_url(), instance(3), format="json").status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries if "request_id" in q["sql"]]
+    reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
+    assert reads
+    if connection.vendor == "postgresql":
+        assert all("decisions_decision_unique" in sql for sql in reads)
