@@ -27,17 +27,13 @@ import orjson
 from django.db.models import (
     Avg,
     Count,
-    Exists,
     F,
     FloatField,
     IntegerField,
-    JSONField,
     Max,
     Min,
-    OuterRef,
     Q,
     QuerySet,
-    Subquery,
     TextField,
 )
 from django.db.models.fields.json import KeyTextTransform
@@ -47,7 +43,7 @@ from django.utils import timezone
 from auditapp import formatting
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing, verification
-from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.coverage import first_decision_at
@@ -280,13 +276,17 @@ def _score_histogram(decisions: QuerySet) -> list[dict[str, Any]]:
 
 
 def _outcome_metrics(ctx: _Context) -> dict[str, Any] | None:
-    """Performance on the decisions whose ground truth arrived (the latest outcome counts)."""
-    latest = Outcome.objects.filter(decision=OuterRef("pk")).order_by("-observed_at", "-id")
-    pairs = list(
-        ctx.decisions.filter(Exists(Outcome.objects.filter(decision=OuterRef("pk"))))
-        .annotate(outcome=Subquery(latest.values("outcome")[:1], output_field=JSONField()))
-        .values_list("prediction", "score", "outcome")
-    )
+    """Performance on the decisions whose ground truth arrived (the latest outcome counts),
+    from the period's rows as monitoring fetched them (an outcome is never null: the
+    target's label_error refuses it)."""
+    period = ctx.period
+    pairs = [
+        (prediction, score, outcome)
+        for prediction, score, outcome in zip(
+            period.predictions, period.scores, period.outcomes, strict=True
+        )
+        if outcome is not None
+    ]
     if not pairs:
         return None
     from sklearn import metrics
@@ -326,10 +326,21 @@ def explanations(ctx: _Context) -> dict[str, Any]:
         (row["method"], row["status"]): row["n"]
         for row in ctx.explanations.values("method", "status").annotate(n=Count("id"))
     }
+    # Per method, one query: the durations of the done ones, SHAP's additivity failures.
+    done = {
+        row["method"]: row
+        for row in ctx.explanations.filter(status=Explanation.DONE)
+        .values("method")
+        .annotate(
+            mean=Avg("result__duration_ms"),
+            longest=Max("result__duration_ms"),
+            additivity_failures=Count("id", filter=Q(result__quality__additivity_ok=False)),
+        )
+        .order_by()
+    }
     methods = {}
     for method in ("shap", "lime"):
-        done = ctx.explanations.filter(method=method, status=Explanation.DONE)
-        timing = done.aggregate(mean=Avg("result__duration_ms"), longest=Max("result__duration_ms"))
+        timing = done.get(method) or {"mean": None, "longest": None}
         counts = {s: by_status.get((method, s), 0) for s, _ in Explanation.STATUSES}
         methods[method] = {
             **counts,
@@ -342,7 +353,7 @@ def explanations(ctx: _Context) -> dict[str, Any]:
     return {
         "decisions": total,
         "methods": methods,
-        "additivity_failures": shap_done.filter(result__quality__additivity_ok=False).count(),
+        "additivity_failures": (done.get("shap") or {}).get("additivity_failures", 0),
         "failures": _failures(ctx),
         "global_importance": importance,
         "top_reasons": top_reasons,
