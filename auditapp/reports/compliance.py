@@ -394,17 +394,17 @@ def _shap_figures(ctx: _Context, shap_done: QuerySet) -> tuple[list[dict], list[
         count += len(packed)
         for _, text in chunk:
             if text is not None:
-                counts.update(
-                    _label(feature)
-                    for feature in loads(text)[:TOP_REASON_POSITIONS]
-                    if feature is not None
-                )
+                counts.update(loads(text)[:TOP_REASON_POSITIONS])
     importance = [
         {"feature": name, "label": ctx.labels[name], "mean_abs_shap": float(totals[i] / count)}
         for i, name in enumerate(names)
         if count
     ]
     importance.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
+    named: Counter[str] = Counter()  # as the database's text of each element: null is none
+    for feature, n in counts.items():
+        if feature is not None:
+            named[_label(feature)] += n
     reasons = [
         {
             "feature": name,
@@ -412,7 +412,7 @@ def _shap_figures(ctx: _Context, shap_done: QuerySet) -> tuple[list[dict], list[
             "explanations": n,
             "share": n / explained if explained else None,
         }
-        for name, n in counts.items()
+        for name, n in named.items()
     ]
     reasons.sort(key=lambda row: (-row["explanations"], row["feature"]))
     return importance, reasons
