@@ -22,6 +22,7 @@ from auditapp.hashing import (
     decision_document,
 )
 from auditapp.registry.models import ModelVersion
+from auditapp.snapshots import exported_snapshot
 from explain.schema import parse_schema
 
 CHUNK = 20_000  # rows fetched per round trip while verifying
@@ -260,19 +261,30 @@ def _chunks(
     On PostgreSQL, outside a transaction, the next chunk is fetched on a second
     connection while this thread hashes the last one, so the server's work and
     the hashing overlap (audit events; decisions are hashed in processes).
-    Inside a transaction (tests, or a caller's atomic block) another connection
-    could not see uncommitted rows, so the rows are read here.
+    Inside a one_moment snapshot (a report) the second connection reads in that
+    snapshot, exported (nothing is written inside one). Inside another transaction
+    (tests, or a caller's atomic block) another connection could not see uncommitted
+    rows, so the rows are read here.
     """
     sql = f"SELECT {', '.join(columns)} FROM {table}{_where(where)} ORDER BY id"
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         yield from _prefetched(sql, params)
+    elif (snapshot := exported_snapshot()) is not None:  # inside one_moment: read in it
+        yield from _prefetched(sql, params, snapshot=snapshot)
     else:
         yield from _fetched(sql, params)
 
 
-def _fetched(sql: str, params: Sequence[Any] = ()) -> Iterator[list[Row]]:
-    """The rows of `sql` from a server-side cursor on this thread's connection."""
+def _fetched(
+    sql: str, params: Sequence[Any] = (), snapshot: str | None = None
+) -> Iterator[list[Row]]:
+    """The rows of `sql` from a server-side cursor on this thread's connection (in the
+    exported `snapshot` when given: the transaction begins by importing it)."""
     with transaction.atomic():
+        if snapshot is not None:
+            with connection.cursor() as setup:
+                setup.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                setup.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
         cursor = connection.chunked_cursor()
         try:
             cursor.execute(sql, list(params) or None)
@@ -282,8 +294,11 @@ def _fetched(sql: str, params: Sequence[Any] = ()) -> Iterator[list[Row]]:
             cursor.close()
 
 
-def _prefetched(sql: str, params: Sequence[Any] = (), depth: int = 2) -> Iterator[list[Row]]:
-    """_fetched on a thread of its own (its own connection), at most `depth` chunks ahead."""
+def _prefetched(
+    sql: str, params: Sequence[Any] = (), depth: int = 2, snapshot: str | None = None
+) -> Iterator[list[Row]]:
+    """_fetched on a thread of its own (its own connection), at most `depth` chunks ahead:
+    PostgreSQL reads and converts the next chunk while this thread hashes the last."""
     chunks: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -298,7 +313,7 @@ def _prefetched(sql: str, params: Sequence[Any] = (), depth: int = 2) -> Iterato
 
     def fetch() -> None:
         try:
-            for chunk in _fetched(sql, params):
+            for chunk in _fetched(sql, params, snapshot):
                 if not hand_over(chunk):
                     return
             hand_over(_DONE)

@@ -3,11 +3,13 @@ compliance report's integrity section claims; what it leaves to verify_chain, it
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection
 
+from auditapp import snapshots
 from auditapp.decisions import rehashing
 from auditapp.decisions.models import Decision
 from auditapp.decisions.sealing import seal_new_records
@@ -177,3 +179,32 @@ def test_the_period_is_hashed_in_processes_outside_a_transaction(
     bad = verify_period(model_version.pk, START, END, processes=True).first_bad
     assert (bad["id"], bad["reason"]) == (inside[2], CHANGED)
     assert Decision.objects.count() == 7
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+@pytest.mark.django_db(transaction=True)
+def test_inside_one_moment_the_rows_are_read_ahead_in_its_exported_snapshot(
+    model_version, ingest, monkeypatch
+):
+    """A report verifies inside its snapshot: a second connection reads ahead in that same
+    snapshot, so a decision committed meanwhile is not counted, as by the report's sections."""
+    monkeypatch.setattr(rehashing, "CHUNK", 2)  # several read-ahead chunks
+    inside = recorded(ingest, 30, 20, 10, 5, 1)
+    seal_new_records()
+    exported = []
+    export = snapshots.exported_snapshot
+    monkeypatch.setattr(
+        rehashing, "exported_snapshot", lambda: exported.append(export()) or exported[-1]
+    )
+
+    with snapshots.one_moment():
+        assert Decision.objects.count() == 5
+        meanwhile = threading.Thread(target=lambda: (recorded(ingest, 2), connection.close()))
+        meanwhile.start()
+        meanwhile.join()
+        result = verify_period(model_version.pk, START, END)
+
+    assert exported and exported[0]  # read in the exported snapshot
+    assert result.ok, result.first_bad
+    assert result.decisions == len(inside) == 5
+    assert verify_period(model_version.pk, START, END).decisions == 6  # committed since
