@@ -55,6 +55,20 @@ def one_moment() -> Iterator[None]:
         _open.snapshot = outer  # one on the primary inside one on the replica, say
 
 
+def exported_snapshot(alias: str = DEFAULT_DB_ALIAS) -> str | None:
+    """The id of this thread's one_moment snapshot on `alias`, for another connection to read
+    in it (`SET TRANSACTION SNAPSHOT`, PostgreSQL): None when none is open there, or on
+    SQLite. Inside one_moment nothing is written, so the other connection sees exactly
+    what this one does."""
+    connection = connections[alias]
+    if getattr(_open, "snapshot", None) != alias or connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_export_snapshot()")
+        (snapshot,) = cursor.fetchone()
+    return snapshot
+
+
 @contextmanager
 def _deferred() -> Iterator[None]:
     """A transaction that SQLite begins DEFERRED, whatever the settings' mode for writers."""

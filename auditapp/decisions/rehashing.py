@@ -8,7 +8,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
 import orjson
@@ -22,6 +22,7 @@ from auditapp.hashing import (
     decision_document,
 )
 from auditapp.registry.models import ModelVersion
+from auditapp.snapshots import exported_snapshot
 from explain.schema import parse_schema
 
 CHUNK = 20_000  # rows fetched per round trip while verifying
@@ -63,8 +64,14 @@ def _decision_columns() -> list[str]:
     ]
 
 
-def decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str, str]]]:
-    """(id, content hash recomputed from the stored fields, stored hash), in chunks by id."""
+def decision_hashes(
+    processes: bool, where: str = "", params: Sequence[Any] = ()
+) -> Iterator[list[tuple[int, bytes, str, str]]]:
+    """(id, content hash recomputed from the stored fields, stored hash), in chunks by id.
+
+    `where`: an SQL condition on the decisions table's columns choosing the rows (with
+    `params`), e.g. one version's decisions of a report's period; all of them without it.
+    """
     versions = {
         pk: (name, version, sha, parse_schema(schema).sensitive_names)
         for pk, name, version, sha, schema in ModelVersion.objects.values_list(
@@ -73,9 +80,9 @@ def decision_hashes(processes: bool) -> Iterator[list[tuple[int, bytes, str, str
     }
     table = Decision._meta.db_table
     if processes and _can_use_processes():
-        yield from _hashed_in_processes(table, versions)
+        yield from _hashed_in_processes(table, versions, where, params)
         return
-    for chunk in _chunks(table, _decision_columns()):
+    for chunk in _chunks(table, _decision_columns(), where, params):
         yield hash_decision_rows(chunk, versions)
 
 
@@ -126,30 +133,36 @@ def _can_use_processes() -> bool:
 
 
 def _hashed_in_processes(
-    table: str, versions: Versions
+    table: str, versions: Versions, where: str = "", params: Sequence[Any] = ()
 ) -> Iterator[list[tuple[int, bytes, str, str]]]:
     """The decisions hashed by one process per core, RANGE ids a task, returned in id order.
 
     Hashing is Python's work under one lock; a million decisions take half the
     time on two cores. Each process reads its ids on a connection of its own.
     """
+    chosen = f"({where}) AND " if where else ""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT min(id), max(id) FROM {table}")
+        cursor.execute(f"SELECT min(id), max(id) FROM {table}{_where(where)}", params)
         low, high = cursor.fetchone()
     if low is None:
         return
     sql = (
         f"SELECT {', '.join(_decision_columns())} FROM {table} "
-        "WHERE id >= %s AND id < %s ORDER BY id"
+        f"WHERE {chosen}id >= %s AND id < %s ORDER BY id"
     )
-    params = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
-    tasks = [(params, sql, start, end, versions) for start, end in _id_ranges(table, low, high)]
+    connect = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+    tasks = [
+        (connect, sql, (*params, start, end), versions)
+        for start, end in _id_ranges(table, low, high, chosen, params)
+    ]
     processes = min(len(tasks), os.cpu_count() or 2, 4)
     with multiprocessing.get_context("fork").Pool(processes) as pool:
         yield from pool.imap(_hash_range, tasks)
 
 
-def _id_ranges(table: str, low: int, high: int) -> list[tuple[int, int]]:
+def _id_ranges(
+    table: str, low: int, high: int, chosen: str = "", params: Sequence[Any] = ()
+) -> list[tuple[int, int]]:
     """Ranges of RANGE ids from low to high, skipping the gaps no row falls in.
 
     On PostgreSQL ids jump from one month to the next by 2^32 (auditapp/partitions.py):
@@ -160,20 +173,22 @@ def _id_ranges(table: str, low: int, high: int) -> list[tuple[int, int]]:
     with connection.cursor() as cursor:
         while start is not None and start <= high:
             ranges.append((start, start + RANGE))
-            cursor.execute(f"SELECT min(id) FROM {table} WHERE id >= %s", [start + RANGE])
+            cursor.execute(
+                f"SELECT min(id) FROM {table} WHERE {chosen}id >= %s", [*params, start + RANGE]
+            )
             (start,) = cursor.fetchone()
     return ranges
 
 
 def _hash_range(
-    task: tuple[dict[str, Any], str, int, int, Versions],
+    task: tuple[dict[str, Any], str, tuple[Any, ...], Versions],
 ) -> list[tuple[int, bytes, str, str]]:
     """In a worker process: read one id range on a new connection and hash it."""
     import psycopg
 
-    params, sql, start, end, versions = task
-    with psycopg.connect(**params) as conn, conn.cursor() as cursor:
-        cursor.execute(sql, (start, end))
+    connect, sql, params, versions = task
+    with psycopg.connect(**connect) as conn, conn.cursor() as cursor:
+        cursor.execute(sql, params)
         return hash_decision_rows(cursor.fetchall(), versions)
 
 
@@ -238,36 +253,56 @@ def _time(column: str) -> str:
     return f"(replace(substr({column} || '.000000', 1, 26), ' ', 'T') || '+00:00')"
 
 
-def _chunks(table: str, columns: list[str]) -> Iterator[list[Row]]:
+def _where(condition: str) -> str:
+    return f" WHERE {condition}" if condition else ""
+
+
+def _chunks(
+    table: str, columns: list[str], where: str = "", params: Sequence[Any] = ()
+) -> Iterator[list[Row]]:
     """Rows in id order, CHUNK at a time.
 
     On PostgreSQL, outside a transaction, the next chunk is fetched on a second
     connection while this thread hashes the last one, so the server's work and
     the hashing overlap (audit events; decisions are hashed in processes).
-    Inside a transaction (tests, or a caller's atomic block) another connection
-    could not see uncommitted rows, so the rows are read here.
+    Inside a one_moment snapshot (a report) the second connection reads in that
+    snapshot, exported (nothing is written inside one). Inside another transaction
+    (tests, or a caller's atomic block) another connection could not see uncommitted
+    rows, so the rows are read here.
     """
-    sql = f"SELECT {', '.join(columns)} FROM {table} ORDER BY id"
+    sql = f"SELECT {', '.join(columns)} FROM {table}{_where(where)} ORDER BY id"
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
-        yield from _prefetched(sql)
+        yield from _prefetched(sql, params)
+    elif (snapshot := exported_snapshot()) is not None:  # inside one_moment: read in it
+        yield from _prefetched(sql, params, snapshot=snapshot)
     else:
-        yield from _fetched(sql)
+        yield from _fetched(sql, params)
 
 
-def _fetched(sql: str) -> Iterator[list[Row]]:
-    """The rows of `sql` from a server-side cursor on this thread's connection."""
+def _fetched(
+    sql: str, params: Sequence[Any] = (), snapshot: str | None = None
+) -> Iterator[list[Row]]:
+    """The rows of `sql` from a server-side cursor on this thread's connection (in the
+    exported `snapshot` when given: the transaction begins by importing it)."""
     with transaction.atomic():
+        if snapshot is not None:
+            with connection.cursor() as setup:
+                setup.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                setup.execute("SET TRANSACTION SNAPSHOT %s", [snapshot])
         cursor = connection.chunked_cursor()
         try:
-            cursor.execute(sql)
+            cursor.execute(sql, list(params) or None)
             while chunk := cursor.fetchmany(CHUNK):
                 yield chunk
         finally:
             cursor.close()
 
 
-def _prefetched(sql: str, depth: int = 2) -> Iterator[list[Row]]:
-    """_fetched on a thread of its own (its own connection), at most `depth` chunks ahead."""
+def _prefetched(
+    sql: str, params: Sequence[Any] = (), depth: int = 2, snapshot: str | None = None
+) -> Iterator[list[Row]]:
+    """_fetched on a thread of its own (its own connection), at most `depth` chunks ahead:
+    PostgreSQL reads and converts the next chunk while this thread hashes the last."""
     chunks: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -282,7 +317,7 @@ def _prefetched(sql: str, depth: int = 2) -> Iterator[list[Row]]:
 
     def fetch() -> None:
         try:
-            for chunk in _fetched(sql):
+            for chunk in _fetched(sql, params, snapshot):
                 if not hand_over(chunk):
                     return
             hand_over(_DONE)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 from django.conf import settings
+from django.db import connection
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
@@ -33,6 +34,8 @@ from auditapp.hashing import (
 from auditapp.snapshots import one_moment
 
 # --- verification ------------------------------------------------------------------
+
+VERIFIED_EVENT = "chain.verified"  # a verification of the whole log, and its result
 
 
 @dataclass
@@ -101,7 +104,7 @@ def note_verified(
     actor: roles.Actor, result: Verification, *, ip: str | None, via: str, **more: Any
 ) -> None:
     record_event(
-        "chain.verified",
+        VERIFIED_EVENT,
         actor=actor,
         ip=ip,
         via=via,
@@ -172,6 +175,116 @@ def verify_chain(
         result.ok = False
         result.first_bad = min(result._problems, key=lambda item: item[0])[1]
     return result
+
+
+PERIOD_SCOPE = (
+    "the seals (each one's fields, its tree rebuilt from its leaves, its signature); "
+    "every sealed decision of the log still present or retired by a declaration; and "
+    "each decision of the period: its content hash recomputed from its stored fields "
+    "and matched with the leaf sealed for it (not sealed yet: with its stored hash), "
+    "none inserted inside a sealed range, none backdated, "
+    "each named by the ingestion event that recorded it"
+)
+PERIOD_NOT_CHECKED = (
+    "other periods' and versions' decisions, audit events and the log's other records "
+    "(explanations, outcomes, reviews...) are not recomputed here: the whole log's "
+    "verification (verify_chain) checks them"
+)
+
+
+def verify_period(
+    model_version_id: int, start: datetime, end: datetime, *, processes: bool = False
+) -> Verification:
+    """What the log proves about one version's decisions predicted in [start, end).
+
+    PERIOD_SCOPE says what is checked, PERIOD_NOT_CHECKED what is not. The seals are
+    checked as verify_chain checks them, so a leaf they hold is the log's as signed;
+    each decision of the period is then checked as verify_chain checks it, its time
+    held against the seals around it and the period's decisions written before it (a
+    subset of the rows verify_chain holds it against). A sealed decision deleted since
+    cannot say which period it was in: every sealed id of the log must still be present.
+
+    `result.decisions` counts the period's decisions checked; events and records are
+    not (0).
+    """
+    result = Verification()
+    seals = list(Seal.objects.order_by("index"))
+    result.seals = len(seals)
+    _check_seals(seals, result)
+    sealed = _sealed(seals, "decision")
+    clock = _Clock(seals)
+    declared = _Declared(list(Retirement.objects.order_by("id")))
+    _check_sealed_present(sealed, result, declared)
+    adapt = connection.ops.adapt_datetimefield_value
+    chosen = "model_version_id = %s AND predicted_at >= %s AND predicted_at < %s"
+    rows = decision_hashes(processes, chosen, (model_version_id, adapt(start), adapt(end)))
+    ids = _check_period_rows(rows, sealed, clock, result)
+    result.decisions = len(ids)
+    _reconcile_ingestion(sealed, result, ids)
+    if seals:
+        result.latest_seal = exported_seal(seals[-1])
+    if result._problems:
+        result.ok = False
+        result.first_bad = min(result._problems, key=lambda item: item[0])[1]
+    return result
+
+
+def _check_sealed_present(sealed: _Sealed, result: Verification, declared: _Declared) -> None:
+    """Every sealed decision id is still a row, or a retirement declaration lists it."""
+    if not len(sealed.ids):
+        return
+    present = np.fromiter(
+        Decision.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=CHUNK),
+        dtype="<i8",
+    )
+    table = SEALED_TABLES["decision"]._meta.db_table
+    for pointer in np.flatnonzero(~np.isin(sealed.ids, present)).tolist():
+        _missing("decision", sealed, pointer, result, declared, table)
+
+
+def _check_period_rows(
+    rows: Iterator[list[tuple[int, bytes, str, str]]],
+    sealed: _Sealed,
+    clock: _Clock,
+    result: Verification,
+) -> list[int]:
+    """Each recomputed hash against its sealed leaf (or stored hash); the ids, in order."""
+    ids: list[int] = []
+    total = len(sealed.ids)
+    last_sealed = int(sealed.ids[-1]) if total else 0
+    sealed_ids, leaves, parse = sealed.ids.tolist(), sealed.leaves, datetime.fromisoformat
+    unsealed, previous_time = 0, None
+
+    def bad(seal_index: int | None, row_id: int, reason: str) -> None:
+        order = UNSEALED if seal_index is None else seal_index
+        result.problem(order, row_id, kind="decision", id=row_id, seal=seal_index, reason=reason)
+
+    for chunk in rows:
+        chunk_ids = [row[0] for row in chunk]
+        positions = np.searchsorted(sealed.ids, chunk_ids).tolist() if total else []
+        for n, (row_id, recomputed, stored, time_text) in enumerate(chunk):
+            seal_index = None
+            position = positions[n] if total else total
+            if position < total and sealed_ids[position] == row_id:
+                seal_index = int(sealed.seal_of[position])
+                if recomputed != leaves[32 * position : 32 * position + 32]:
+                    bad(seal_index, row_id, CHANGED)
+                elif recomputed.hex() != stored:
+                    bad(seal_index, row_id, "its content_hash column was changed")
+            elif row_id <= last_sealed:
+                seal_index = int(sealed.seal_of[min(position, total - 1)])
+                bad(seal_index, row_id, "it was inserted inside a sealed range")
+            else:
+                unsealed += 1
+                if recomputed.hex() != stored:
+                    bad(None, row_id, CHANGED_UNSEALED)
+            at = parse(time_text)
+            if reason := clock.problem(at, previous_time, seal_index):
+                bad(seal_index, row_id, reason)
+            previous_time = at if previous_time is None else max(previous_time, at)
+        ids += chunk_ids
+    result.unsealed_decisions = unsealed
+    return ids
 
 
 def _check_seals(seals: list[Seal], result: Verification) -> dict[int, str]:
@@ -573,19 +686,25 @@ class _Declared:
             )
 
 
-def _reconcile_ingestion(sealed: _Sealed, result: Verification) -> None:
+def _reconcile_ingestion(
+    sealed: _Sealed, result: Verification, ids: Iterable[int] | None = None
+) -> None:
     """Every decision must be named by the ingestion event that recorded it, exactly once.
 
     `decisions.ingested` events list the ids they created as [first, last] runs.
     A decision inserted by hand, even with a valid hash and a fresh time, has no
-    such event; one named twice was claimed by a forged event.
+    such event; one named twice was claimed by a forged event. `ids`: the decisions
+    to check, in increasing order (every decision without it).
     """
     runs = []
     events = AuditEvent.objects.filter(action=INGESTED_EVENT).values_list("details", flat=True)
     for details in events.iterator(chunk_size=CHUNK):
         runs += [(first, last) for first, last in (details or {}).get("ids", [])]
     runs.sort()
-    ids = Decision.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=CHUNK)
+    if ids is None:
+        ids = (
+            Decision.objects.order_by("id").values_list("id", flat=True).iterator(chunk_size=CHUNK)
+        )
 
     def bad(decision_id: int, reason: str) -> None:
         seal_index = sealed.seal_holding(decision_id)

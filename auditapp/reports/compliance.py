@@ -23,21 +23,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import orjson
 from django.db.models import (
     Avg,
-    CharField,
     Count,
-    Exists,
     F,
     FloatField,
     IntegerField,
-    JSONField,
     Max,
     Min,
-    OuterRef,
     Q,
     QuerySet,
-    Subquery,
+    TextField,
 )
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Floor, Least, TruncDate
@@ -46,7 +43,7 @@ from django.utils import timezone
 from auditapp import formatting
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import sealing, verification
-from auditapp.decisions.models import Decision, Outcome, served_q
+from auditapp.decisions.models import Decision, served_q
 from auditapp.decisions.reasons import adverse_reasons, protected_input_warning
 from auditapp.hashing import canonical_time
 from auditapp.monitoring.coverage import first_decision_at
@@ -69,7 +66,8 @@ TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the sear
 APPENDIX_SAMPLE = 10
 TOP_ERRORS = 5
 IMPORTANCE_CHUNK = 5000  # packed attribution rows summed at a time
-DOCUMENT_VERSION = 1
+ID_LOOKUP_CHUNK = 1000  # decision ids looked up at a time (SQLite's parameter limit)
+DOCUMENT_VERSION = 2  # 2: the integrity section verifies the period's decisions
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 
@@ -132,6 +130,11 @@ class _Context:
         """The period's rows as monitoring reads them, fetched once for the pooled figures
         and every window's (sections 5 and 6)."""
         return fetch_period(self.model_version, self.start, self.end, self.window)
+
+    @functools.cached_property
+    def total(self) -> int:
+        """The period's decisions, counted once for the sections that state it."""
+        return self.decisions.count()
 
     @functools.cached_property
     def first_decision(self) -> datetime | None:
@@ -276,13 +279,17 @@ def _score_histogram(decisions: QuerySet) -> list[dict[str, Any]]:
 
 
 def _outcome_metrics(ctx: _Context) -> dict[str, Any] | None:
-    """Performance on the decisions whose ground truth arrived (the latest outcome counts)."""
-    latest = Outcome.objects.filter(decision=OuterRef("pk")).order_by("-observed_at", "-id")
-    pairs = list(
-        ctx.decisions.filter(Exists(Outcome.objects.filter(decision=OuterRef("pk"))))
-        .annotate(outcome=Subquery(latest.values("outcome")[:1], output_field=JSONField()))
-        .values_list("prediction", "score", "outcome")
-    )
+    """Performance on the decisions whose ground truth arrived (the latest outcome counts),
+    from the period's rows as monitoring fetched them (an outcome is never null: the
+    target's label_error refuses it)."""
+    period = ctx.period
+    pairs = [
+        (prediction, score, outcome)
+        for prediction, score, outcome in zip(
+            period.predictions, period.scores, period.outcomes, strict=True
+        )
+        if outcome is not None
+    ]
     if not pairs:
         return None
     from sklearn import metrics
@@ -317,15 +324,26 @@ def _outcome_metrics(ctx: _Context) -> dict[str, Any] | None:
 
 
 def explanations(ctx: _Context) -> dict[str, Any]:
-    total = ctx.decisions.count()
+    total = ctx.total
     by_status = {
         (row["method"], row["status"]): row["n"]
         for row in ctx.explanations.values("method", "status").annotate(n=Count("id"))
     }
+    # Per method, one query: the durations of the done ones, SHAP's additivity failures.
+    done = {
+        row["method"]: row
+        for row in ctx.explanations.filter(status=Explanation.DONE)
+        .values("method")
+        .annotate(
+            mean=Avg("result__duration_ms"),
+            longest=Max("result__duration_ms"),
+            additivity_failures=Count("id", filter=Q(result__quality__additivity_ok=False)),
+        )
+        .order_by()
+    }
     methods = {}
     for method in ("shap", "lime"):
-        done = ctx.explanations.filter(method=method, status=Explanation.DONE)
-        timing = done.aggregate(mean=Avg("result__duration_ms"), longest=Max("result__duration_ms"))
+        timing = done.get(method) or {"mean": None, "longest": None}
         counts = {s: by_status.get((method, s), 0) for s, _ in Explanation.STATUSES}
         methods[method] = {
             **counts,
@@ -334,13 +352,14 @@ def explanations(ctx: _Context) -> dict[str, Any]:
             "max_ms": timing["longest"],
         }
     shap_done = ctx.explanations.filter(method="shap", status=Explanation.DONE)
+    importance, top_reasons = _shap_figures(ctx, shap_done)
     return {
         "decisions": total,
         "methods": methods,
-        "additivity_failures": shap_done.filter(result__quality__additivity_ok=False).count(),
+        "additivity_failures": (done.get("shap") or {}).get("additivity_failures", 0),
         "failures": _failures(ctx),
-        "global_importance": _importance(ctx, shap_done),
-        "top_reasons": _top_reasons(ctx, shap_done),
+        "global_importance": importance,
+        "top_reasons": top_reasons,
         "shap_lime_agreement": _agreement(ctx),
     }
 
@@ -358,47 +377,48 @@ def _failures(ctx: _Context) -> list[dict[str, Any]]:
     ]
 
 
-def _importance(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
-    """Mean |SHAP| per feature: the packed attributions summed in chunks with NumPy."""
+def _shap_figures(ctx: _Context, shap_done: QuerySet) -> tuple[list[dict], list[dict]]:
+    """Mean |SHAP| per feature and how often each feature is among the top 3, in one pass
+    over the done SHAP results: the packed attributions summed in chunks with NumPy, the
+    first TOP_REASON_POSITIONS names of each stored top_features counted."""
     names = ctx.schema.names
-    totals, count = np.zeros(len(names)), 0
-    packed = shap_done.values_list("result__attributions", flat=True).iterator(IMPORTANCE_CHUNK)
-    for chunk in iter(lambda: list(itertools.islice(packed, IMPORTANCE_CHUNK)), []):
-        totals += np.abs(unpack_matrix(chunk, len(names))).sum(axis=0)
-        count += len(chunk)
-    rows = [
+    totals, count, explained = np.zeros(len(names)), 0, 0
+    counts: Counter[str] = Counter()
+    loads = orjson.loads
+    rows = (
+        shap_done.annotate(top_text=Cast("result__top_features", TextField()))
+        .values_list("result__attributions", "top_text")
+        .iterator(IMPORTANCE_CHUNK)
+    )
+    for chunk in iter(lambda: list(itertools.islice(rows, IMPORTANCE_CHUNK)), []):
+        explained += len(chunk)
+        packed = [attributions for attributions, _ in chunk if attributions is not None]
+        totals += np.abs(unpack_matrix(packed, len(names))).sum(axis=0)
+        count += len(packed)
+        for _, text in chunk:
+            if text is not None:
+                counts.update(loads(text)[:TOP_REASON_POSITIONS])
+    importance = [
         {"feature": name, "label": ctx.labels[name], "mean_abs_shap": float(totals[i] / count)}
         for i, name in enumerate(names)
         if count
     ]
-    rows.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
-    return rows
-
-
-def _top_reasons(ctx: _Context, shap_done: QuerySet) -> list[dict[str, Any]]:
-    """How often each feature is among the top 3 SHAP features: one GROUP BY per position."""
-    counts: Counter[str] = Counter()
-    for position in range(TOP_REASON_POSITIONS):
-        grouped = (
-            shap_done.annotate(feature=KeyTextTransform(str(position), "result__top_features"))
-            .exclude(feature=None)
-            .values_list("feature")
-            .annotate(n=Count("id"))
-            .values_list("feature", "n")
-        )
-        counts.update(dict(grouped))
-    explained = shap_done.count()
-    rows = [
+    importance.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
+    named: Counter[str] = Counter()  # as the database's text of each element: null is none
+    for feature, n in counts.items():
+        if feature is not None:
+            named[_label(feature)] += n
+    reasons = [
         {
             "feature": name,
             "label": ctx.labels.get(name, name),
             "explanations": n,
             "share": n / explained if explained else None,
         }
-        for name, n in counts.items()
+        for name, n in named.items()
     ]
-    rows.sort(key=lambda row: (-row["explanations"], row["feature"]))
-    return rows
+    reasons.sort(key=lambda row: (-row["explanations"], row["feature"]))
+    return importance, reasons
 
 
 def _agreement(ctx: _Context) -> dict[str, Any]:
@@ -613,7 +633,7 @@ def oversight(ctx: _Context) -> dict[str, Any]:
         .distinct()
         .count()
     )
-    total = ctx.decisions.count()
+    total = ctx.total
     return {
         "decisions": total,
         "reviewed": reviewed,
@@ -726,7 +746,7 @@ def access(ctx: _Context) -> dict[str, Any]:
     name = version.registered_model.name
     events = AuditEvent.objects.filter(at__gte=ctx.start, at__lt=ctx.end)
     about = events.filter(
-        Q(object_type="decisions.decision", object_id__in=_decision_ids(version))
+        Q(object_type="decisions.decision", object_id__in=_version_decisions(version, events))
         | Q(object_type="registry.modelversion", object_id=str(version.pk))
         | Q(object_type="reports.report", details__model=name, details__version=version.version)
         | Q(action__in=["decisions.searched", "decisions.exported"], details__params__model=name)
@@ -755,40 +775,71 @@ def access(ctx: _Context) -> dict[str, Any]:
     }
 
 
-def _decision_ids(version: ModelVersion) -> QuerySet:
-    """The version's decision ids as text, to match AuditEvent.object_id in SQL."""
-    return (
-        Decision.objects.served()
-        .filter(model_version=version)
-        .annotate(text_id=Cast("id", CharField()))
-        .values("text_id")
-    )
+def _version_decisions(version: ModelVersion, events: QuerySet) -> list[str]:
+    """The object ids, as AuditEvent.object_id holds them, of the decisions of this version
+    that the period's events are about: the events' few ids looked up among the decisions,
+    rather than every decision of the version (a million) cast to text to match them."""
+    named = events.filter(object_type="decisions.decision").values_list("object_id", flat=True)
+    ids = sorted({int(text) for text in named.distinct() if _an_id(text)})
+    found: list[str] = []
+    for first in range(0, len(ids), ID_LOOKUP_CHUNK):
+        chunk = ids[first : first + ID_LOOKUP_CHUNK]
+        mine = Decision.objects.served().filter(model_version=version, pk__in=chunk)
+        found += [str(pk) for pk in mine.values_list("pk", flat=True)]
+    return found
+
+
+def _an_id(text: str) -> bool:
+    """Whether an object_id is a decision id's text as Cast(id, CharField) writes it."""
+    return text.isascii() and text.isdigit() and str(int(text)) == text and len(text) < 19
 
 
 # --- 9. integrity --------------------------------------------------------------------------
 
 
 def integrity(ctx: _Context) -> dict[str, Any]:
-    """The whole chain is verified (links make the period depend on all before it), on the
-    primary: verification answers for what has been written, not for a replica's copy."""
+    """The period's decisions verified against the sealed log (verification.verify_period:
+    `checked` and `not_checked` say exactly what), on the primary: verification answers
+    for what has been written, not for a replica's copy. The latest verification of the
+    whole log (a `chain.verified` audit event, itself in the log) is named beside it."""
     with on_primary():
-        result = verification.verify_chain()
+        result = verification.verify_period(ctx.model_version.pk, ctx.start, ctx.end)
     seal = sealing.latest_seal()
     last_sealed = (seal.last_decision_id or 0) if seal else 0
     counts = ctx.decisions.aggregate(
         n=Count("id"), sealed=Count("id", filter=Q(id__lte=last_sealed))
     )
-    first_bad = result.first_bad
     return {
         "ok": result.ok,
+        "checked": verification.PERIOD_SCOPE,
+        "not_checked": verification.PERIOD_NOT_CHECKED,
         "decisions_checked": result.decisions,
-        "events_checked": result.events,
         "seals_checked": result.seals,
-        "first_bad": first_bad,
+        "first_bad": result.first_bad,
         "period_decisions": counts["n"],
         "period_decisions_sealed": counts["sealed"],
         "period_decisions_unsealed": counts["n"] - counts["sealed"],
         "latest_seal_root_hash": seal.root_hash if seal else None,
+        "latest_whole_log_verification": _latest_whole_log_verification(),
+    }
+
+
+def _latest_whole_log_verification() -> dict[str, Any] | None:
+    """The last verify_chain run recorded (job, command or API): when, by whom, its result."""
+    event = (
+        AuditEvent.objects.filter(action=verification.VERIFIED_EVENT).order_by("-at", "-id").first()
+    )
+    if event is None:
+        return None
+    details = event.details or {}
+    return {
+        "at": canonical_time(event.at),
+        "by": event.actor_name or None,
+        "ok": details.get("ok"),
+        "decisions": details.get("decisions"),
+        "events": details.get("events"),
+        "seals": details.get("seals"),
+        "audit_event_id": event.pk,
     }
 
 

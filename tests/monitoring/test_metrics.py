@@ -9,6 +9,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 import skops.io
+from django.db.models import OuterRef, Subquery
 from fairlearn.metrics import (
     MetricFrame,
     demographic_parity_difference,
@@ -24,7 +25,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from auditapp.accounts import roles
-from auditapp.decisions.models import Decision
+from auditapp.decisions.models import Decision, Outcome
+from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.services import record_decisions
 from auditapp.monitoring import metrics
 from auditapp.monitoring.configuration import configure_monitoring
@@ -433,3 +435,49 @@ def test_a_period_fetched_once_gives_each_day_the_figures_of_that_day_alone(
 
 def period_bounds(days):
     return days[0][0], days[-1][1]
+
+
+def test_a_fetched_period_is_what_the_decisions_and_their_latest_outcomes_say(
+    german_version, stream, unseen, outcomes, ml_engineer
+):
+    """fetch_period reads moments as UTC text and the latest outcomes in a query of their
+    own: the same values as the decisions' columns and, per decision, the outcome with the
+    latest observed_at (ties: the latest recorded), as a correlated subquery picks it."""
+    day = a_day(3)
+    decided = stream(unseen.iloc[:40], day, "fetched")
+    outcomes(decided[:20], ["good"] * 20)
+    # corrected, observed an hour after the first: the correction counts; observed before
+    # the first (recorded after it): the first still counts
+    later = [(d, "bad", timedelta(hours=2)) for d in decided[:5]]
+    record_outcomes(
+        roles.Actor(user=ml_engineer),
+        {
+            "outcomes": [
+                {
+                    "decision_id": d.pk,
+                    "model": d.registered_model.name,
+                    "outcome": label,
+                    "observed_at": (d.predicted_at + after).isoformat(),
+                }
+                for d, label, after in [*later, (decided[10], "bad", timedelta(minutes=30))]
+            ]
+        },
+    )
+
+    period = metrics.fetch_period(german_version, day, day + timedelta(days=1), "day")
+
+    latest = Outcome.objects.filter(decision=OuterRef("pk")).order_by("-observed_at", "-id")
+    expected = list(
+        Decision.objects.filter(model_version=german_version)
+        .annotate(latest=Subquery(latest.values("outcome")[:1]))
+        .order_by("predicted_at", "id")
+        .values_list("predicted_at", "inputs", "score", "prediction", "latest")
+    )
+    assert period.moments == [row[0] for row in expected]
+    assert all(m.utcoffset() == timedelta(0) for m in period.moments)
+    assert period.inputs == [row[1] for row in expected]
+    assert period.scores == [row[2] for row in expected]
+    assert period.predictions == [row[3] for row in expected]
+    assert period.outcomes == [row[4] for row in expected]
+    assert period.outcomes[:5] == ["bad"] * 5 and period.outcomes[5:20] == ["good"] * 15
+    assert period.outcomes[20:] == [None] * 20

@@ -24,12 +24,19 @@ from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.sealing import seal_new_records
+from auditapp.decisions.verification import (
+    CHANGED,
+    PERIOD_NOT_CHECKED,
+    PERIOD_SCOPE,
+    verify_as,
+)
 from auditapp.hashing import sha256_hex
 from auditapp.reports import render, services
 from auditapp.reports.compliance import SECTIONS, build_compliance_document
 from auditapp.reports.models import Report
 from explain import engine
 from explain.models import Explanation
+from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
 from tests.reports.conftest import LIME_DECISIONS, PER_DAY, pdf_text, read_file
 
@@ -53,8 +60,8 @@ def json_report(period, generate) -> Report:
 @pytest.fixture
 def all_formats(period, compliance_officer) -> dict[str, Report]:
     """The same report in the three formats, requested first and then generated: between
-    the generations nothing changes (a request is itself an audit event, which section 9's
-    whole-chain verification would count)."""
+    the generations nothing changes (a request is itself an audit event, which section 9
+    counts)."""
     actor = roles.Actor(user=compliance_officer)
     requested = {f: services.request_report(actor, period.body(f)) for f in ("json", "csv", "pdf")}
     return {f: services.generate_report(r.pk) for f, r in requested.items()}
@@ -204,6 +211,34 @@ def test_the_cover_names_the_latest_seal_and_the_integrity_section_counts_sealed
     assert s["cover"]["latest_seal"]["index"] == seal.index
     assert s["integrity"]["period_decisions_sealed"] == len(period.ids)
     assert s["integrity"]["seals_checked"] == 1
+
+
+def test_the_integrity_section_verifies_the_periods_decisions_and_says_what_it_left_out(
+    period, generate, compliance_officer
+):
+    """Section 10 recomputes the period's decisions against the seals; a decision outside
+    the period is left to verify_chain, whose latest run it names."""
+    seal_new_records()
+    verify_as(roles.Actor(user=compliance_officer))  # the whole log: it holds
+    with tampering() as cursor:
+        cursor.execute(
+            "UPDATE decisions_decision SET score = 0.015 WHERE id IN (%s, %s)",
+            [period.ids[1], period.outside[0]],
+        )
+
+    report = generate(period.body("json"))
+    i = sections(report)["integrity"]
+
+    assert i["ok"] is False
+    assert (i["first_bad"]["id"], i["first_bad"]["reason"]) == (period.ids[1], CHANGED)
+    assert i["decisions_checked"] == i["period_decisions"] == len(period.ids)
+    assert (i["checked"], i["not_checked"]) == (PERIOD_SCOPE, PERIOD_NOT_CHECKED)
+    whole = i["latest_whole_log_verification"]
+    assert whole["ok"] is True and whole["by"] == compliance_officer.username
+    assert whole["decisions"] == Decision.objects.count()
+    text = pdf_text(generate(period.body("pdf")))
+    assert "MISMATCH" in text and "Not checked here" in text
+    assert "The whole log was last verified on" in text
 
 
 def test_the_access_section_names_who_viewed_and_exported_and_counts_refusals(
