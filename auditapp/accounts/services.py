@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from auditapp.accounts import roles
@@ -119,7 +120,12 @@ def sign_on(claims: SignOn, *, ip=None):
     the groups at every sign-in: a group removed at the IdP removes its role here, and
     with no group mapping to a role the user keeps none and is refused (audited as
     `auth.sso_refused`). Refusals commit: the roles they removed stay removed.
+
+    The same person's first sign-in from two places at once would both find no identity
+    and both create the user: sign-ins of one (issuer, subject) take turns (a transaction
+    lock on PostgreSQL; SQLite's writers take turns anyway), so the second finds the first's.
     """
+    _one_at_a_time(claims)
     identity = (
         SingleSignOnIdentity.objects.select_for_update()
         .select_related("user")
@@ -149,6 +155,16 @@ def sign_on(claims: SignOn, *, ip=None):
     identity.last_login_at = timezone.now()
     identity.save(update_fields=["last_login_at"])
     return user, ""
+
+
+def _one_at_a_time(claims: SignOn) -> None:
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"sso\n{claims.issuer}\n{claims.subject}".encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)]
+        )
 
 
 def _refuse(claims: SignOn, reason: str, ip, user) -> str:
