@@ -258,8 +258,9 @@ def bench_user():
     return user or create_user(USERNAME, roles.ML_ENGINEER)
 
 
-def bench_model(user):
-    """(model version, fitted model): registered once per database, trained every run."""
+def bench_model(user, explain: dict | None = None):
+    """(model version, fitted model): registered once per database (with `explain`, the
+    version's explanation settings), trained every run."""
     from django.db import transaction
 
     from auditapp.accounts import roles
@@ -284,6 +285,7 @@ def bench_model(user):
             schema=credit.SCHEMA,
             background=background.getvalue().encode(),
             card={"description": "Demo credit model (bench/ingest.py)."},
+            explain=explain,
         )
         with transaction.atomic():
             version = registry.register_model_version(actor, upload)
@@ -758,11 +760,11 @@ def migrated() -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
-def prepare():
+def prepare(explain: dict | None = None):
     """A migrated bench database with its user and model: (user, version, fitted model)."""
     migrated()
     user = bench_user()
-    model_version, model = bench_model(user)
+    model_version, model = bench_model(user, explain)
     return user, model_version, model
 
 
