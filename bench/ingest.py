@@ -273,26 +273,41 @@ def bench_model(user, explain: dict | None = None):
     actor = roles.Actor(user=user)
     version = ModelVersion.objects.filter(registered_model__name=MODEL, version=VERSION).first()
     if version is None:
-        import skops.io
-
-        background = io.StringIO()
-        frame[credit.FEATURES].iloc[4000:4200].to_csv(background, index=False)
-        upload = registry.VersionUpload(
-            name=MODEL,
-            version=VERSION,
-            artifact=skops.io.dumps(model),
-            artifact_format="skops",
-            schema=credit.SCHEMA,
-            background=background.getvalue().encode(),
-            card={"description": "Demo credit model (bench/ingest.py)."},
-            explain=explain,
-        )
         with transaction.atomic():
-            version = registry.register_model_version(actor, upload)
+            version = register_demo_version(
+                actor,
+                VERSION,
+                model,
+                frame[credit.FEATURES].iloc[4000:4200],
+                "Demo credit model (bench/ingest.py).",
+                explain,
+            )
             version = registry.change_stage(actor, version, ModelVersion.PRODUCTION)
     elif not RegisteredModel.objects.visible_to(actor).filter(name=MODEL).exists():
         registry.assign_models(user, [MODEL])
     return version, model
+
+
+def register_demo_version(actor, version: str, model, background, description: str, explain=None):
+    """A version of the demo credit model registered through the real service (skops)."""
+    import skops.io
+
+    from auditapp.demo import credit
+    from auditapp.registry import services as registry
+
+    csv = io.StringIO()
+    background.to_csv(csv, index=False)
+    upload = registry.VersionUpload(
+        name=MODEL,
+        version=version,
+        artifact=skops.io.dumps(model),
+        artifact_format="skops",
+        schema=credit.SCHEMA,
+        background=csv.getvalue().encode(),
+        card={"description": description},
+        explain=explain,
+    )
+    return registry.register_model_version(actor, upload)
 
 
 class Payloads:

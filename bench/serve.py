@@ -85,14 +85,8 @@ def configure_env() -> None:
 def register_versions(user, first, model):
     """Versions 2 and 3 of the demo credit model beside bench/ingest.py's version 1 (in
     production): {version: fitted model}."""
-    import io
-
-    import skops.io
-    from django.db import transaction
-
     from auditapp.accounts import roles
     from auditapp.demo import credit
-    from auditapp.registry import services as registry
     from auditapp.registry.models import ModelVersion
 
     models = {"1": model}
@@ -103,19 +97,13 @@ def register_versions(user, first, model):
         models[number] = trained
         if ModelVersion.objects.filter(registered_model=first.registered_model, version=number):
             continue
-        background = io.StringIO()
-        frame[credit.FEATURES].iloc[4000:4200].to_csv(background, index=False)
-        upload = registry.VersionUpload(
-            name=MODEL,
-            version=number,
-            artifact=skops.io.dumps(trained),
-            artifact_format="skops",
-            schema=credit.SCHEMA,
-            background=background.getvalue().encode(),
-            card={"description": f"Demo credit model, seed {seed} (bench/serve.py)."},
+        ingest.register_demo_version(
+            actor,
+            number,
+            trained,
+            frame[credit.FEATURES].iloc[4000:4200],
+            f"Demo credit model, seed {seed} (bench/serve.py).",
         )
-        with transaction.atomic():
-            registry.register_model_version(actor, upload)
     return models
 
 
