@@ -25,6 +25,9 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Not stored: the configuration revision a request authenticated it at (None: unknown),
+    # by which what the request reads next may be cached (accounts/revision.py).
+    revision: str | None = None
 
     def __str__(self) -> str:
         return f"{self.key_prefix}… ({self.user})"

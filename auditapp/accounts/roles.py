@@ -289,6 +289,17 @@ class Actor:
         return ModelScope(all_models=False, assigned_to_user_id=self.user.pk, names=names)
 
     @property
+    def revision(self) -> str | None:
+        """The configuration revision this actor's request was authenticated at: what it
+        reads may be cached by it (accounts/revision.py). None: read everything."""
+        return self.token.revision if self.token is not None else None
+
+    @property
+    def identity(self) -> tuple:
+        """Who, for a per-process cache of what they may see: the user and the token."""
+        return (self.user.pk, self.token.pk if self.token is not None else None, self.system)
+
+    @property
     def label(self) -> str:
         if self.system:
             return self.system_name

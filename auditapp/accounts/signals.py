@@ -1,4 +1,5 @@
-"""Logins, logouts, failed logins and sign-in lockouts go to the audit log.
+"""Logins, logouts, failed logins and sign-in lockouts go to the audit log; changes of
+tokens, users and groups change the configuration revision.
 
 A single sign-on's login says so (`via`: the IdP's name); its failures and refusals are
 recorded by accounts/sso.py and services.sign_on, which know why.
@@ -7,10 +8,15 @@ recorded by accounts/sso.py and services.sign_on, which know why.
 from axes.helpers import get_cool_off
 from axes.signals import user_locked_out
 from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.db.models.signals import m2m_changed, post_delete, post_save
 from django.dispatch import receiver
 
+from auditapp.accounts import revision
 from auditapp.accounts.audit import client_ip, record_event
+from auditapp.accounts.models import ApiToken
 
 # The backend a single sign-on signs in with (settings.AUTHENTICATION_BACKENDS), by name:
 # importing accounts/sso.py here would load the IdP's library with every process.
@@ -61,3 +67,16 @@ def _on_locked_out(sender, request, username=None, ip_address=None, **kwargs):
         cooloff_seconds=int(cool_off.total_seconds()) if cool_off else None,
         path=request.path,
     )
+
+
+# --- the configuration revision (accounts/revision.py) ---------------------------------
+# A token, a user, a group or someone's groups changed: what requests cached of who may do
+# what no longer counts, in any process.
+for _model in (ApiToken, get_user_model(), Group):
+    post_save.connect(revision.changed, sender=_model, dispatch_uid=f"revision-{_model.__name__}")
+    post_delete.connect(
+        revision.changed, sender=_model, dispatch_uid=f"revision-{_model.__name__}-deleted"
+    )
+m2m_changed.connect(
+    revision.changed, sender=get_user_model().groups.through, dispatch_uid="revision-groups"
+)

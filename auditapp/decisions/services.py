@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import id_runs, record_counts_per_model, record_event
+from auditapp.accounts.revision import RevisionCache
 from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
@@ -51,6 +52,9 @@ def decision_items(payload: Any) -> list[Any]:
 # each process keeps the ones it has seen, with their parsed schema. Registering
 # a version clears it (see registry/models.py), which also keeps tests honest.
 _version_cache: dict[tuple[int, str], ModelVersion] = {}
+# (actor, model names) -> the names among them it may see, with their ids, at the
+# configuration revision its token was read at (accounts/revision.py).
+_visible = RevisionCache()
 VERSION_CACHE_SIZE = 512
 
 
@@ -63,11 +67,15 @@ def _versions_for(actor: roles.Actor, items: list[Any]) -> dict[tuple[str, str],
     keys = {version_key(item) for item in items if isinstance(item, dict)} - {None}
     if not keys:
         return {}
-    visible = dict(
-        RegisteredModel.objects.visible_to(actor)
-        .filter(name__in={name for name, _ in keys})
-        .values_list("name", "id")
-    )
+    names = frozenset(name for name, _ in keys)
+    visible = _visible.get((actor.identity, names), actor.revision)
+    if visible is None:
+        visible = dict(
+            RegisteredModel.objects.visible_to(actor)
+            .filter(name__in=names)
+            .values_list("name", "id")
+        )
+        _visible.put((actor.identity, names), actor.revision, visible)
     wanted = {(visible[name], version) for name, version in keys if name in visible}
     missing = wanted - _version_cache.keys()
     if missing:

@@ -7,4 +7,7 @@ class RegistryConfig(AppConfig):
     verbose_name = "Model registry"
 
     def ready(self) -> None:
-        from auditapp.registry import records  # noqa: F401  (registers model versions and stage changes in the log)
+        from auditapp.registry import (  # noqa: F401
+            receivers,  # changes of models and versions change the configuration revision
+            records,  # registers model versions and stage changes in the log
+        )

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.accounts.revision import RevisionCache
 from auditapp.decisions.models import SHADOW, Decision, request_ids_q
 from auditapp.decisions.services import record_checked_decisions
 from auditapp.decisions.validation import CheckedDecision, check_decisions
@@ -53,15 +54,34 @@ TRAFFIC_EVENT = "model.traffic_changed"
 
 # --- looking the model up --------------------------------------------------------------
 
+# What a predict reads before its work, kept per process at the configuration revision its
+# token was read at (accounts/revision.py): (actor, name) -> the model it may see, and
+# model id -> the routing in force. A change of either changes the revision.
+_visible = RevisionCache()
+_in_force = RevisionCache()
+
 
 def model_for(actor: roles.Actor, name: str, capability: str) -> RegisteredModel:
     """The model, if the actor may do `capability` (else 403) and may see it (else 404,
     the answer a missing model gets: a hidden one's existence is not revealed)."""
     actor.require(capability)
-    model = RegisteredModel.objects.visible_to(actor).filter(name=name).first()
+    key = (actor.identity, name)
+    model = _visible.get(key, actor.revision)
     if model is None:
-        raise NotFound(f"No model named {name!r}.")
+        model = RegisteredModel.objects.visible_to(actor).filter(name=name).first()
+        if model is None:
+            raise NotFound(f"No model named {name!r}.")
+        _visible.put(key, actor.revision, model)
     return model
+
+
+def routing_in_force(model: RegisteredModel, revision: str | None) -> Routing:
+    """The routing of the policy in force (or of the production version, without one)."""
+    routing = _in_force.get(model.pk, revision)
+    if routing is None:
+        routing = routing_for(model, current_policy(model))
+        _in_force.put(model.pk, revision, routing)
+    return routing
 
 
 # --- the traffic policy ------------------------------------------------------------------
@@ -243,40 +263,41 @@ def predict(
     actor.require(roles.PREDICT)
     instances, batch = instances_of(payload)
     try:
-        return _predict(actor, model, instances, ip), batch
+        return _predict(actor, model, instances, ip, retries=False), batch
     except Conflict:
-        # Another request stored one of these request_ids between our look-up and our
-        # insert (a client's retry racing its first try): answer with what it stored.
-        return _predict(actor, model, instances, ip), batch
+        # One of these request_ids was stored before: by an earlier try of this client
+        # (a retry: answered with what was stored, 409 if it differs) or by a request
+        # racing this one. New request_ids are the common case: they are not looked up.
+        return _predict(actor, model, instances, ip, retries=True), batch
 
 
-def _predict(actor, model, instances, ip) -> list[Served]:
-    policy = current_policy(model)  # read once: this request sees one revision, whole
-    routing = routing_for(model, policy)
+def _predict(actor, model, instances, ip, *, retries: bool) -> list[Served]:
+    # read once: this request sees one revision of the policy, whole
+    routing = routing_in_force(model, actor.revision)
     checked = _check(model, routing, instances)
-    stored = _stored(model, checked)
+    stored = _stored(model, checked) if retries else {}
     new = [c for c in checked if c.request_id not in stored]
     _run_models(routing, new)
     answers: dict[int, Served] = {}
     if not new:  # every one a retry: the stored answers, nothing to write
         return [stored[c.request_id] for c in checked]
-    with transaction.atomic():
-        results = record_checked_decisions(
-            actor, new, source="serving", recorded_at=timezone.now(), ip=ip
+    # One transaction (record_checked_decisions'); the shadows are sent once it committed.
+    results = record_checked_decisions(
+        actor, new, source="serving", recorded_at=timezone.now(), ip=ip
+    )
+    ids = []
+    for decision, result in zip(new, results, strict=True):
+        ids.append(result["id"])
+        answers[decision.index] = Served(
+            decision.prediction,
+            decision.score,
+            result["id"],
+            decision.model_version.version,
+            decision.arm,
         )
-        ids = []
-        for decision, result in zip(new, results, strict=True):
-            ids.append(result["id"])
-            answers[decision.index] = Served(
-                decision.prediction,
-                decision.score,
-                result["id"],
-                decision.model_version.version,
-                decision.arm,
-            )
-        shadows = [v.pk for v in routing.shadows()]
-        if ids and shadows:
-            transaction.on_commit(_sender(ids, shadows))
+    shadows = [v.pk for v in routing.shadows()]
+    if ids and shadows:
+        transaction.on_commit(_sender(ids, shadows))
     for decision in checked:
         if decision.index not in answers:
             answers[decision.index] = stored[decision.request_id]

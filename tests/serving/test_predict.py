@@ -283,11 +283,20 @@ def test_a_version_whose_artifact_cannot_be_loaded_answers_503_naming_it_and_sto
 def test_a_prediction_looks_its_request_id_up_through_the_unique_keys(
     api_client, ml_engineer, serving
 ):
-    """The retry check of every predict reads the (model, request_id) keys, never a scan of
-    the model's decisions (tests/decisions/test_request_id_lookups.py says why)."""
+    """A new request_id is not looked up (the unique keys refuse a used one); a retry is,
+    through the (model, request_id) keys, never a scan of the model's decisions
+    (tests/decisions/test_request_id_lookups.py says why)."""
     client = api_client(ml_engineer)
     with CaptureQueriesContext(connection) as queries:
-        assert client.post(predict_url(), instance(3), format="json").status_code == 200
+        first = client.post(predict_url(), instance(3), format="json")
+    assert first.status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries if "request_id" in q["sql"]]
+    assert not [sql for sql in statements if sql.lstrip().startswith("SELECT")]
+
+    with CaptureQueriesContext(connection) as queries:
+        retry = client.post(predict_url(), instance(3), format="json")
+    assert retry.status_code == 200
+    assert retry.json()["decision_id"] == first.json()["decision_id"]
     statements = [q["sql"] for q in queries.captured_queries if "request_id" in q["sql"]]
     reads = [sql for sql in statements if sql.lstrip().startswith("SELECT")]
     assert reads
