@@ -2,6 +2,7 @@ from django.urls import include, path
 
 from auditapp.accounts import sso
 from auditapp.accounts import views as account_views
+from auditapp.approvals import views as approval_views
 from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.dossier import views as dossier_views
@@ -66,6 +67,12 @@ urlpatterns = [
     path("reports/<int:report_id>/download", report_views.report_download, name="report-download"),
     path(
         "decisions/<int:decision_id>/notice", report_views.decision_notice, name="decision-notice"
+    ),
+    path("approvals/", approval_views.approval_list, name="approval-list"),
+    path(
+        "approvals/<int:approval_id>/<str:action>",
+        approval_views.decide,
+        name="approval-decide",
     ),
     path("models/", registry_views.model_list, name="model-list"),
     path("models/<slug:name>/traffic/", serving_views.traffic, name="model-traffic"),
