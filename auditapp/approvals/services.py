@@ -166,7 +166,7 @@ def _comment(comment: Any, *, required: bool) -> str:
     return comment
 
 
-def _decide(actor, approval, action, comment, result, ip) -> Approval:
+def _decide(actor, approval, action, comment, result, ip, *, event: str) -> Approval:
     step = ApprovalStep.objects.create(
         approval=approval,
         action=action,
@@ -178,7 +178,7 @@ def _decide(actor, approval, action, comment, result, ip) -> Approval:
     )
     records.append(APPROVAL_STEP.name, [step.pk])
     record_event(
-        f"approval.{action}",
+        event,
         actor=actor,
         target=approval,
         ip=ip,
@@ -200,7 +200,7 @@ def approve(actor: roles.Actor, approval_id: int, comment: Any = "", *, ip=None)
     comment = _comment(comment, required=False)
     approval = _decidable(actor, approval_id)
     result = changes.kind(approval.kind).apply(approval, actor, ip)
-    return _decide(actor, approval, APPROVED, comment, result, ip)
+    return _decide(actor, approval, APPROVED, comment, result, ip, event="approval.approved")
 
 
 @transaction.atomic
@@ -208,7 +208,7 @@ def reject(actor: roles.Actor, approval_id: int, comment: Any, *, ip=None) -> Ap
     """Reject another person's request, saying why; nothing is changed."""
     comment = _comment(comment, required=True)
     approval = _decidable(actor, approval_id)
-    return _decide(actor, approval, REJECTED, comment, {}, ip)
+    return _decide(actor, approval, REJECTED, comment, {}, ip, event="approval.rejected")
 
 
 def stage_history(model_version: Any) -> list:
