@@ -32,9 +32,7 @@ def _context(actor: roles.Actor, error: ServiceError | None = None) -> dict:
     return {
         "to_decide": [a for a in pending if a.can_decide],
         "mine": mine,
-        "recent": [
-            a for a in services.approvals_for_actor(actor)[: RECENT * 2] if a.state != PENDING
-        ][:RECENT],
+        "recent": list(services.approvals_for_actor(actor).exclude(state=PENDING)[:RECENT]),
         "error": error,
     }
 

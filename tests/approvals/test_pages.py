@@ -112,3 +112,25 @@ def test_the_requester_posting_on_the_page_is_forbidden(asked, ml_engineer):
     response = client.post(f"/approvals/{asked}/approve", {"csrfmiddlewaretoken": csrf(client)})
     assert response.status_code == 403
     assert ModelVersion.objects.get().stage == "staging"
+
+
+def test_the_list_page_and_api_take_a_fixed_number_of_queries(
+    api_client, gated_version, ml_engineer, second_engineer, django_assert_max_num_queries
+):
+    requester = api_client(ml_engineer)
+    for _ in range(2):  # two requests pending
+        assert requester.post(STAGE_URL, {"stage": "production"}, format="json").status_code == 202
+    client = page_as(second_engineer)
+    approver = api_client(second_engineer)
+
+    with django_assert_max_num_queries(12) as page_queries:
+        assert client.get("/approvals/").status_code == 200
+    with django_assert_max_num_queries(6) as api_queries:
+        assert len(approver.get("/api/v1/approvals").json()["results"]) == 2
+    many_page, many_api = len(page_queries), len(api_queries)
+    for _ in range(3):
+        requester.post(STAGE_URL, {"stage": "production"}, format="json")
+    with django_assert_max_num_queries(many_page):
+        client.get("/approvals/")
+    with django_assert_max_num_queries(many_api):
+        assert len(approver.get("/api/v1/approvals").json()["results"]) == 5
