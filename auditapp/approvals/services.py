@@ -199,7 +199,13 @@ def approve(actor: roles.Actor, approval_id: int, comment: Any = "", *, ip=None)
     change no longer fits (Conflict "approval_stale"), nothing is written."""
     comment = _comment(comment, required=False)
     approval = _decidable(actor, approval_id)
-    result = changes.kind(approval.kind).apply(approval, actor, ip)
+    try:
+        result = changes.kind(approval.kind).apply(approval, actor, ip)
+    except PermissionDenied:  # the change is made as the requester's, who lost the right
+        raise Conflict(
+            f"{approval.requester_name} may no longer make this change; nothing was changed.",
+            code="requester_not_allowed",
+        ) from None
     return _decide(actor, approval, APPROVED, comment, result, ip, event="approval.approved")
 
 

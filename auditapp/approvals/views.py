@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -43,7 +44,10 @@ def _context(actor: roles.Actor, error: ServiceError | None = None) -> dict:
 def decide(request, approval_id: int, action: str):
     """The approve and reject buttons: POST /approvals/<id>/approve or /reject."""
     actor = roles.actor_for(request)
-    decide_by = services.approve if action == "approve" else services.reject
+    decisions = {"approve": services.approve, "reject": services.reject}
+    if action not in decisions:
+        raise Http404("No such action.")
+    decide_by = decisions[action]
     try:
         approval = decide_by(
             actor, approval_id, request.POST.get("comment", ""), ip=client_ip(request)

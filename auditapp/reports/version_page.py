@@ -54,6 +54,7 @@ def version_detail(request, name: str, version: str):
     context = {
         "oversight": oversight_figures(model_version),
         "can_export_labelled": actor.can(roles.EXPORT_TRAINING_DATA),
+        "can_change_stage": actor.can(roles.CHANGE_STAGE),
         "model_version": model_version,
         "schema": schema,
         "protected_input_warning": protected_input_warning(schema),

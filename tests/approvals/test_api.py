@@ -313,3 +313,19 @@ class TestWhatIsGated:
         settings.ATTEST_FOUR_EYES_NEW_MODELS = True
         register(ml_engineer, name="fresh")
         assert RegisteredModel.objects.get(name="fresh").four_eyes is True
+
+
+def test_a_requester_who_lost_the_right_makes_the_approval_a_conflict(
+    api_client, gated_version, ml_engineer, second_engineer
+):
+    approval = ask_production(api_client(ml_engineer))
+    ml_engineer.groups.clear()
+
+    response = api_client(second_engineer).post(
+        f"{APPROVALS}/{approval['id']}/approve", {}, format="json"
+    )
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "requester_not_allowed"
+    assert ModelVersion.objects.get().stage == "staging"
+    assert not ApprovalStep.objects.exists()

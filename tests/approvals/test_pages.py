@@ -7,8 +7,8 @@ import re
 import pytest
 from django.test import Client
 
-from auditapp.approvals.models import ApprovalStep
-from auditapp.registry.models import ModelVersion
+from auditapp.approvals.models import Approval, ApprovalStep
+from auditapp.registry.models import ModelVersion, RegisteredModel
 
 STAGE_URL = "/api/v1/models/credit/versions/1/stage"
 
@@ -134,3 +134,46 @@ def test_the_list_page_and_api_take_a_fixed_number_of_queries(
         client.get("/approvals/")
     with django_assert_max_num_queries(many_api):
         assert len(approver.get("/api/v1/approvals").json()["results"]) == 5
+
+
+def test_the_four_eyes_button_asks_to_turn_it_off_and_turns_it_on_at_once(
+    gated_version, ml_engineer, second_engineer, domain_expert
+):
+    client = page_as(ml_engineer)
+    page = client.get("/models/credit/versions/1/").content.decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    assert "Ask to turn four-eyes off" in page
+
+    response = client.post(
+        "/models/credit/four-eyes",
+        {"enabled": "off", "version": "1", "csrfmiddlewaretoken": token},
+        follow=True,
+    )
+
+    assert "waits for a second person" in response.content.decode()
+    assert RegisteredModel.objects.get().four_eyes is True
+    approver = page_as(second_engineer)
+    (approval,) = Approval.objects.all()
+    approver.post(f"/approvals/{approval.pk}/approve", {"csrfmiddlewaretoken": csrf(approver)})
+    assert RegisteredModel.objects.get().four_eyes is False
+    on = client.post(
+        "/models/credit/four-eyes",
+        {"enabled": "on", "version": "1", "csrfmiddlewaretoken": token},
+        follow=True,
+    )
+    assert "Four-eyes approvals are on." in on.content.decode()
+    assert RegisteredModel.objects.get().four_eyes is True
+    expert = Client()
+    expert.force_login(domain_expert)
+    assert b"four-eyes-form" not in expert.get("/models/credit/versions/1/").content
+    assert (
+        expert.post("/models/credit/four-eyes", {"enabled": "off", "version": "1"}).status_code
+        == 403
+    )
+
+
+def test_an_unknown_action_is_not_found(asked, second_engineer):
+    client = page_as(second_engineer)
+    response = client.post(f"/approvals/{asked}/delete", {"csrfmiddlewaretoken": csrf(client)})
+    assert response.status_code == 404
+    assert not ApprovalStep.objects.exists()
