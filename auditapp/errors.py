@@ -20,6 +20,14 @@ class InvalidInput(ServiceError):
     code = "invalid"
 
 
+class Forbidden(ServiceError):
+    """A refusal with a code of its own (403), audited as every refusal is: the requester
+    of a change approving it ("own_request")."""
+
+    status = 403
+    code = "forbidden"
+
+
 class NotFound(ServiceError):
     status = 404
     code = "not_found"

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, StreamingHttpResponse
 from django.shortcuts import render
 
 from auditapp.csvcells import safe_row
-from auditapp.errors import InvalidInput, NotFound, ServiceError
+from auditapp.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from auditapp.filtering import parse_limit
 
 
@@ -27,6 +28,8 @@ def page(view):
             return view(request, *args, **kwargs)
         except NotFound as exc:
             raise Http404(exc.message) from None
+        except Forbidden as exc:  # a refusal: the 403 page, audited as every refusal
+            raise PermissionDenied(exc.message) from None
         except ServiceError as exc:  # bad input (400), a conflict (409), ...
             context = {"status": exc.status, "message": exc.message, "details": exc.details}
             return render(request, "web/error.html", context, status=exc.status)

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "auditapp.accounts",
+    "auditapp.approvals",
     "auditapp.registry",
     "auditapp.decisions",
     "auditapp.reviews",
@@ -624,3 +625,9 @@ MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "auditapp.web.limits.InputLimitsMiddleware",
 )
+
+# Four-eyes approvals (README: Four-eyes approvals): days a request waits for a second
+# person before it expires. Every model starts with four-eyes on (not an environment
+# variable: a deployment cannot turn the control off for all; the test settings do).
+ATTEST_APPROVAL_TTL_DAYS = env_int("ATTEST_APPROVAL_TTL_DAYS", 7)
+ATTEST_FOUR_EYES_NEW_MODELS = True

@@ -63,3 +63,6 @@ CACHES = {
 }
 if CACHES["default"]["BACKEND"].endswith("FileBasedCache"):
     CACHES["default"]["LOCATION"] = str(VAR_DIR / "test-cache")
+# Models registered by tests change stages and traffic at once, as before four-eyes;
+# tests/approvals turns it on for the models it gates.
+ATTEST_FOUR_EYES_NEW_MODELS = False

@@ -6,6 +6,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from auditapp.accounts import api as accounts_api
+from auditapp.approvals import api as approvals_api
 from auditapp.decisions import api as decisions_api
 from auditapp.dossier import api as dossier_api
 from auditapp.registry import api as registry_api
@@ -26,6 +27,27 @@ api_v1 = [
         "models/<slug:name>/versions/<str:version>/stage",
         registry_api.ModelVersionStageView.as_view(),
         name="api-model-version-stage",
+    ),
+    path(
+        "models/<slug:name>/four-eyes",
+        registry_api.ModelFourEyesView.as_view(),
+        name="api-model-four-eyes",
+    ),
+    path("approvals", approvals_api.ApprovalListView.as_view(), name="api-approvals"),
+    path(
+        "approvals/<int:approval_id>",
+        approvals_api.ApprovalDetailView.as_view(),
+        name="api-approval",
+    ),
+    path(
+        "approvals/<int:approval_id>/approve",
+        approvals_api.ApprovalApproveView.as_view(),
+        name="api-approval-approve",
+    ),
+    path(
+        "approvals/<int:approval_id>/reject",
+        approvals_api.ApprovalRejectView.as_view(),
+        name="api-approval-reject",
     ),
     path("models/<slug:name>/predict", serving_api.PredictView.as_view(), name="api-predict"),
     path("models/<slug:name>/traffic", serving_api.TrafficView.as_view(), name="api-traffic"),

@@ -3,8 +3,11 @@
 Order (lower may not import higher, nor an app its sibling on the same floor):
 
     {shared modules (auditapp/*.py: appendonly, errors, env, textcheck, ...), engine}
-    accounts -> registry -> decisions -> {explain, reviews, monitoring}
+    accounts -> approvals -> registry -> decisions -> {explain, reviews, monitoring}
     -> {reports, dossier, serving} -> web -> demo
+
+Approvals (four-eyes) sits below every app whose changes it gates: those apps register
+their kinds of change with it (approvals/changes.py), so it imports none of them.
 
 The engine is the pure part of explain/ (ENGINE below: the schema, the features, the ranking,
 the SHAP and LIME backends and their lookup, the counterfactual search): it imports nothing
@@ -31,17 +34,18 @@ FLOORS = {
     "shared": 0,
     "engine": 0,
     "accounts": 1,
-    "registry": 2,
-    "decisions": 3,
-    "explain": 4,
-    "reviews": 4,
-    "monitoring": 4,
-    "reports": 5,
-    "dossier": 5,
-    "serving": 5,
-    "web": 6,
-    "demo": 7,
-    "project": 8,
+    "approvals": 2,
+    "registry": 3,
+    "decisions": 4,
+    "explain": 5,
+    "reviews": 5,
+    "monitoring": 5,
+    "reports": 6,
+    "dossier": 6,
+    "serving": 6,
+    "web": 7,
+    "demo": 8,
+    "project": 9,
 }
 PROJECT = {"settings", "celery", "urls", "wsgi", "test_settings"}
 ENGINE = {

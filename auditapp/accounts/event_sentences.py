@@ -640,11 +640,51 @@ def _registered(e: Event) -> list[Part]:
 
 @sentence("model_version.stage_changed")
 def _stage_changed(e: Event) -> list[Part]:
+    approval = e.d.get("approval")
     return [
         f"{e.who} moved ",
         e.version(),
         f" from {e.d.get('from_stage') or 'no stage'} to {e.d.get('to_stage')}",
+        in_brackets(f"approved in approval {approval}" if approval else ""),
     ]
+
+
+@sentence("model.four_eyes_changed")
+def _four_eyes_changed(e: Event) -> list[Part]:
+    state = "on" if e.d.get("four_eyes") else "off"
+    return [f"{e.who} turned four-eyes approvals {state} for model {e.facts.model or '?'}"]
+
+
+# Four-eyes approvals
+
+
+def _request_of(e: Event) -> str:
+    """ "ml_engineer's request 5 on credit: v1: staging → production"."""
+    by = e.d.get("requested_by")
+    summary = e.d.get("summary")
+    return f"{by + chr(39) + 's ' if by else ''}request {e.facts.object_id or '?'}{e.on_model}" + (
+        f": {summary}" if summary else ""
+    )
+
+
+@sentence("approval.requested")
+def _approval_requested(e: Event) -> list[Part]:
+    summary = e.d.get("summary") or "a change"
+    return [
+        f"{e.who} asked for a second person's approval{e.on_model}: {summary} "
+        f"(request {e.facts.object_id or '?'})"
+    ]
+
+
+@sentence("approval.approved")
+def _approval_approved(e: Event) -> list[Part]:
+    return [f"{e.who} approved {_request_of(e)}"]
+
+
+@sentence("approval.rejected")
+def _approval_rejected(e: Event) -> list[Part]:
+    comment = e.d.get("comment")
+    return [f"{e.who} rejected {_request_of(e)}", in_brackets(f"why: {comment}" if comment else "")]
 
 
 @sentence("model.traffic_changed")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from auditapp.accounts.models import ApiToken
 
@@ -58,6 +58,11 @@ PREDICT = "predict"
 # Changing a model's traffic policy decides which version answers, as a stage change
 # does: one capability for both.
 CHANGE_TRAFFIC = CHANGE_STAGE
+# Four-eyes: decide (approve or reject) another person's gated change of a model (a stage
+# change to or from production, its traffic policy, a production version's monitoring
+# settings, turning four-eyes off). Whoever may make a change may also decide another's
+# request for it; this capability lets a role decide any of them without making them.
+APPROVE_CHANGES = "approve_changes"
 
 # A decision notice is the person's own inputs at work (its reasons say which way a
 # masked value pushed): exporting one needs both.
@@ -86,6 +91,7 @@ CAPABILITIES = frozenset(
         ACKNOWLEDGE_ALERTS,
         CONFIGURE_MONITORING,
         PREDICT,
+        APPROVE_CHANGES,
     }
 )
 
@@ -111,6 +117,7 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     ),
     COMPLIANCE_OFFICER: frozenset(
         {
+            APPROVE_CHANGES,
             RUN_MONITORING,
             ACKNOWLEDGE_ALERTS,
             READ_MODELS,
@@ -165,8 +172,8 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
     "predict": frozenset({PREDICT}),
     # Reports and notices (which need the person's inputs), labelled-data exports.
     "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, VIEW_SENSITIVE}),
-    # Everything else too: the registry, stages and traffic policies, users and tokens,
-    # monitoring settings, alerts, feedback and reviews.
+    # Everything else too: the registry, stages and traffic policies and the approvals of
+    # their changes, users and tokens, monitoring settings, alerts, feedback and reviews.
     "admin": CAPABILITIES,
 }
 # Not actions but the reach of the role: which models it sees. Scopes never narrow
@@ -243,6 +250,19 @@ class ModelScope:
     all_models: bool
     assigned_to_user_id: int | None  # limit to models assigned to this user
     names: frozenset[str] | None  # limit to these names (a token's restriction)
+
+
+def models_q(actor: Actor, prefix: str = "") -> Q:
+    """The models an actor may see, as a filter on registered models (or on rows reaching
+    one by `prefix`, "registered_model__"): registry.models.visible_models_q, for the apps
+    below the registry too."""
+    scope = actor.model_scope
+    q = Q()
+    if not scope.all_models:
+        q &= Q(**{f"{prefix}assignees__id": scope.assigned_to_user_id})
+    if scope.names is not None:
+        q &= Q(**{f"{prefix}name__in": scope.names})
+    return q
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.approvals.api import pending_response
+from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
@@ -131,6 +133,8 @@ class MonitoringSettingsView(APIView):
         actor = roles.actor_for(request)
         model_version = get_version_for_actor(actor, name, version)
         config = configure_monitoring(actor, model_version, request.data, ip=client_ip(request))
+        if isinstance(config, Approval):
+            return pending_response(config)
         return Response(settings_json(config))
 
 

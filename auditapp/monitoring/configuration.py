@@ -26,7 +26,10 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
-from auditapp.errors import InvalidInput
+from auditapp.approvals.models import Approval
+from auditapp.approvals.services import gated, request_approval
+from auditapp.errors import Conflict, InvalidInput
+from auditapp.hashing import sha256_hex
 from auditapp.monitoring.alerts import applicable_rules, ensure_default_rules
 from auditapp.monitoring.models import AlertRule, MonitoringSettings
 from auditapp.monitoring.windows import parse_moment, parse_period
@@ -279,20 +282,48 @@ def _audited(values: dict) -> dict:
     return {k: v for k, v in values.items() if k in SETTINGS_FIELDS}
 
 
+THRESHOLDS_KIND = "thresholds"  # the four-eyes kind of a settings change (monitoring/apps.py)
+
+
 @transaction.atomic
 def configure_monitoring(
-    actor: roles.Actor, model_version: ModelVersion, data: Any, *, ip=None
-) -> MonitoringSettings:
+    actor: roles.Actor, model_version: ModelVersion, data: Any, *, ip=None, approval=None
+) -> MonitoringSettings | Approval:
     """Change what a version is compared against and its own rules' thresholds (audited,
-    with the values before and after; a change that changes nothing writes nothing)."""
+    with the values before and after; a change that changes nothing writes nothing). For a
+    production version under four-eyes the change is asked for instead (the Approval
+    returned); `approval`: the approved request being applied, as its requester's."""
     actor.require(roles.CONFIGURE_MONITORING)
     config = ensure_monitoring(model_version)
     config = MonitoringSettings.objects.select_for_update().get(pk=config.pk)
     own = {
         r.pk: r for r in AlertRule.objects.select_for_update().filter(model_version=model_version)
     }
-    changes, rule_changes = _settings_changes(model_version, data, own)
     before = settings_json(config)
+    if approval is not None and sha256_hex(_audited(before)) != approval.change["before"]:
+        raise Conflict(
+            "The monitoring settings changed since the request; nothing was changed.",
+            code="approval_stale",
+        )
+    changes, rule_changes = _settings_changes(model_version, data, own)
+    gate = (
+        approval is None
+        and model_version.stage == ModelVersion.PRODUCTION
+        and gated(actor, model_version.registered_model)
+    )
+    if gate:
+        if not _differs(config, changes, own, rule_changes):
+            return config
+        return request_approval(
+            actor,
+            THRESHOLDS_KIND,
+            registered_model=model_version.registered_model,
+            model_version=model_version,
+            change={"settings": data, "before": sha256_hex(_audited(before))},
+            summary=f"v{model_version.version}: monitoring settings "
+            f"({', '.join(sorted(data)) if isinstance(data, dict) else ''})",
+            ip=ip,
+        )
     for field, value in changes.items():
         setattr(config, field, value)
     for rule_id, values in rule_changes.items():
@@ -322,5 +353,36 @@ def configure_monitoring(
         changed=changed,
         before=_audited(before),
         after=_audited(after),
+        **({"approval": approval.pk} if approval is not None else {}),
     )
     return config
+
+
+def _differs(config: MonitoringSettings, changes: dict, own: dict, rule_changes: dict) -> bool:
+    """Whether the change would change anything (an unchanged form asks for nothing)."""
+    if any(getattr(config, field) != value for field, value in changes.items()):
+        return True
+    return any(
+        getattr(own[rule_id], name) != value
+        for rule_id, values in rule_changes.items()
+        for name, value in values.items()
+    )
+
+
+def apply_approved_settings(approval, approver: roles.Actor, ip: str | None) -> dict:
+    """An approved settings change, made as its requester's (approvals.changes)."""
+    requester = roles.Actor(user=approval.requested_by)
+    model_version = ModelVersion.objects.select_related("registered_model").get(
+        pk=approval.model_version_id
+    )
+    try:
+        config = configure_monitoring(
+            requester, model_version, approval.change["settings"], ip=ip, approval=approval
+        )
+    except InvalidInput as exc:
+        raise Conflict(
+            f"The requested settings are no longer valid: {exc.message}",
+            code="approval_stale",
+            details=exc.details,
+        ) from None
+    return {"monitoring_settings": config.pk}

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.alerts import acknowledge_alert
@@ -486,16 +487,24 @@ def configure(request, name: str, version: str):
     config = ensure_monitoring(model_version)
     body = _settings_body(request.POST, model_version, config, version_rules(model_version))
     try:
-        configure_monitoring(actor, model_version, body, ip=client_ip(request))
+        saved = configure_monitoring(actor, model_version, body, ip=client_ip(request))
     except InvalidInput as exc:
         errors = exc.details if isinstance(exc.details, dict) else {"settings": [exc.message]}
         context = _version_context(request, actor, model_version, request.POST, errors)
         return render(request, "monitoring/version.html", context, status=400)
-    messages.success(
-        request,
-        "Monitoring settings saved; windows computed from now on use them.",
-        extra_tags="settings",
-    )
+    if isinstance(saved, Approval):
+        messages.info(
+            request,
+            f"This version is in production under four-eyes: the change waits for a second "
+            f"person's approval (approval {saved.pk}, on the Approvals page).",
+            extra_tags="settings",
+        )
+    else:
+        messages.success(
+            request,
+            "Monitoring settings saved; windows computed from now on use them.",
+            extra_tags="settings",
+        )
     url = reverse("monitoring-version", kwargs={"name": name, "version": version})
     return redirect(f"{url}#settings")
 

@@ -10,6 +10,9 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.approvals.api import pending_response
+from auditapp.approvals.models import Approval
+from auditapp.approvals.services import stage_history
 from auditapp.errors import InvalidInput
 from auditapp.registry import services
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
@@ -65,8 +68,11 @@ def version_detail(model_version: ModelVersion) -> dict:
                 "to": change.to_stage,
                 "by": change.changed_by.get_username() if change.changed_by else None,
                 "at": change.changed_at,
+                # Under four-eyes: the approval that made it, and who approved it.
+                "approval": change.approval.pk if change.approval else None,
+                "approved_by": change.approval.step.decider_name if change.approval else None,
             }
-            for change in model_version.stage_changes.select_related("changed_by")
+            for change in stage_history(model_version)
         ],
     }
 
@@ -77,6 +83,7 @@ def model_json(model: RegisteredModel, versions) -> dict:
         "description": model.description,
         "task": model.task,
         "owner": model.owner.get_username() if model.owner else None,
+        "four_eyes": model.four_eyes,
         "created_at": model.created_at,
         "versions": [version_summary(v) for v in versions],
     }
@@ -163,5 +170,23 @@ class ModelVersionStageView(APIView):
         actor = roles.actor_for(request)
         model_version = get_version_for_actor(actor, name, version)
         stage = request.data.get("stage") if isinstance(request.data, dict) else None
-        model_version = services.change_stage(actor, model_version, stage, ip=client_ip(request))
-        return Response(version_detail(model_version))
+        changed = services.change_stage(actor, model_version, stage, ip=client_ip(request))
+        if isinstance(changed, Approval):
+            return pending_response(changed)
+        return Response(version_detail(changed))
+
+
+class FourEyesRequest(serializers.Serializer):
+    enabled = serializers.BooleanField()
+
+
+class ModelFourEyesView(APIView):
+    @extend_schema(request=FourEyesRequest, responses=OpenApiTypes.OBJECT)
+    def put(self, request, name: str):
+        actor = roles.actor_for(request)
+        model = get_model_for_actor(actor, name)
+        enabled = request.data.get("enabled") if isinstance(request.data, dict) else None
+        changed = services.set_four_eyes(actor, model, enabled, ip=client_ip(request))
+        if isinstance(changed, Approval):
+            return pending_response(changed)
+        return Response({"name": changed.name, "four_eyes": changed.four_eyes})

@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from auditapp.accounts import roles
 from auditapp.appendonly import AppendOnlyModel
 from explain.schema import Schema, parse_schema
 
@@ -27,13 +28,7 @@ class RegisteredModelQuerySet(models.QuerySet):
 
 def visible_models_q(actor, prefix: str = "") -> Q:
     """The same scope as RegisteredModel.objects.visible_to, for related querysets."""
-    scope = actor.model_scope
-    q = Q()
-    if not scope.all_models:
-        q &= Q(**{f"{prefix}assignees__id": scope.assigned_to_user_id})
-    if scope.names is not None:
-        q &= Q(**{f"{prefix}name__in": scope.names})
-    return q
+    return roles.models_q(actor, prefix)
 
 
 class RegisteredModel(models.Model):
@@ -49,6 +44,11 @@ class RegisteredModel(models.Model):
         settings.AUTH_USER_MODEL, blank=True, related_name="assigned_models"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    # Four-eyes: a change touching production (a stage change to or from it, the traffic
+    # policy, a production version's monitoring settings) waits for a second person's
+    # approval (auditapp/approvals). On for every model unless turned off, which itself
+    # needs a second person.
+    four_eyes = models.BooleanField(default=True)
 
     objects = RegisteredModelQuerySet.as_manager()
 

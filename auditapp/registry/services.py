@@ -16,6 +16,8 @@ from django.db import transaction
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
+from auditapp.approvals.models import Approval
+from auditapp.approvals.services import gated, request_approval
 from auditapp.errors import Conflict, InvalidInput
 from auditapp.registry.artifacts import (
     FORMATS,
@@ -335,6 +337,7 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
                 task=schema.target.type,
                 description=card.get("description", ""),
                 owner=actor.user,
+                four_eyes=settings.ATTEST_FOUR_EYES_NEW_MODELS,
             )
             registered.assignees.add(actor.user)
         else:
@@ -391,16 +394,46 @@ def register_model_version(actor: roles.Actor, upload: VersionUpload, *, ip=None
     return model_version
 
 
+STAGE_KIND = "stage"  # the kinds of four-eyes change the registry makes (apps.py)
+FOUR_EYES_KIND = "four_eyes"
+
+
 @transaction.atomic
-def change_stage(actor: roles.Actor, model_version: ModelVersion, stage: str, *, ip=None):
-    """Move a version to another stage, recording who and when."""
+def change_stage(
+    actor: roles.Actor,
+    model_version: ModelVersion,
+    stage: str,
+    *,
+    ip=None,
+    approval: Approval | None = None,
+) -> ModelVersion | Approval:
+    """Move a version to another stage, recording who and when; or, when the move is to or
+    from production and the model is under four-eyes, ask for it (the Approval returned).
+    `approval`: the approved request being applied (by approvals, as its requester)."""
     actor.require(roles.CHANGE_STAGE)
     stages = [s for s, _ in ModelVersion.STAGES]
     if stage not in stages:
         raise InvalidInput(f"stage must be one of {stages}, got {stage!r}.")
     model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+    if approval is not None and model_version.stage != approval.change["from"]:
+        raise Conflict(
+            f"{model_version} moved to {model_version.stage} since the request "
+            f"(from {approval.change['from']}); nothing was changed.",
+            code="approval_stale",
+        )
     if model_version.stage == stage:
         raise Conflict(f"{model_version} is already in {stage}.", code="same_stage")
+    production = ModelVersion.PRODUCTION in (model_version.stage, stage)
+    if approval is None and production and gated(actor, model_version.registered_model):
+        return request_approval(
+            actor,
+            STAGE_KIND,
+            registered_model=model_version.registered_model,
+            model_version=model_version,
+            change={"from": model_version.stage, "to": stage},
+            summary=f"v{model_version.version}: {model_version.stage} → {stage}",
+            ip=ip,
+        )
     change = StageChange.objects.create(
         model_version=model_version,
         from_stage=model_version.stage,
@@ -418,8 +451,71 @@ def change_stage(actor: roles.Actor, model_version: ModelVersion, stage: str, *,
         ip=ip,
         from_stage=change.from_stage,
         to_stage=stage,
+        **({"approval": approval.pk} if approval is not None else {}),
     )
+    model_version._stage_change = change
     return model_version
+
+
+def apply_approved_stage(approval: Approval, approver: roles.Actor, ip: str | None) -> dict:
+    """An approved stage change, made as its requester's (approvals.changes)."""
+    requester = roles.Actor(user=approval.requested_by)
+    model_version = ModelVersion.objects.select_related("registered_model").get(
+        pk=approval.model_version_id
+    )
+    moved = change_stage(requester, model_version, approval.change["to"], ip=ip, approval=approval)
+    return {"stage_change": moved._stage_change.pk}
+
+
+@transaction.atomic
+def set_four_eyes(
+    actor: roles.Actor,
+    model: RegisteredModel,
+    enabled: Any,
+    *,
+    ip=None,
+    approval: Approval | None = None,
+) -> RegisteredModel | Approval:
+    """Turn four-eyes on (at once) or off (which itself waits for a second person while it
+    is on). Audited."""
+    actor.require(roles.CHANGE_STAGE)
+    if not isinstance(enabled, bool):
+        raise InvalidInput("enabled must be true or false.", details={"enabled": ["a boolean"]})
+    model = RegisteredModel.objects.select_for_update().get(pk=model.pk)
+    if model.four_eyes == enabled:
+        if approval is not None:
+            raise Conflict(
+                f"Four-eyes is already {'on' if enabled else 'off'} for {model.name}.",
+                code="approval_stale",
+            )
+        return model
+    if approval is None and not enabled and gated(actor, model):
+        return request_approval(
+            actor,
+            FOUR_EYES_KIND,
+            registered_model=model,
+            change={"four_eyes": False},
+            summary="four-eyes approvals: on → off",
+            ip=ip,
+        )
+    model.four_eyes = enabled
+    model.save(update_fields=["four_eyes"])
+    record_event(
+        "model.four_eyes_changed",
+        actor=actor,
+        target=model,
+        ip=ip,
+        four_eyes=enabled,
+        **({"approval": approval.pk} if approval is not None else {}),
+    )
+    return model
+
+
+def apply_approved_four_eyes(approval: Approval, approver: roles.Actor, ip: str | None) -> dict:
+    requester = roles.Actor(user=approval.requested_by)
+    model = RegisteredModel.objects.get(pk=approval.registered_model_id)
+    set_four_eyes(requester, model, approval.change["four_eyes"], ip=ip, approval=approval)
+    return {"four_eyes": approval.change["four_eyes"]}
 
 
 @transaction.atomic

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Prefetch
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
 from auditapp.pages import page, paginate
+from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.registry.services import set_four_eyes
 from auditapp.replicas import replica_view
 
 PAGE_SIZE = 20  # models per page (each a card with its versions) unless ?limit= says otherwise
@@ -40,3 +46,25 @@ def model_list(request):
     pager = paginate(models, request.GET, per_page=PAGE_SIZE)
     context = {"models": pager.rows, "pager": pager, "order": order}
     return render(request, "registry/model_list.html", context)
+
+
+@login_required
+@require_POST
+@page
+def four_eyes(request, name: str):
+    """The version page's four-eyes button: on at once, off once a second person approves."""
+    actor = roles.actor_for(request)
+    model = get_model_for_actor(actor, name)
+    version = get_version_for_actor(actor, name, request.POST.get("version", ""))
+    enabled = {"on": True, "off": False}.get(request.POST.get("enabled", ""))
+    changed = set_four_eyes(actor, model, enabled, ip=client_ip(request))
+    if isinstance(changed, Approval):
+        messages.info(
+            request,
+            f"Turning four-eyes off waits for a second person's approval (approval {changed.pk}).",
+        )
+    else:
+        messages.success(
+            request, f"Four-eyes approvals are {'on' if changed.four_eyes else 'off'}."
+        )
+    return redirect("model-version", name=name, version=version.version)

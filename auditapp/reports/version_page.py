@@ -12,6 +12,8 @@ from django.shortcuts import render
 
 from auditapp import charts
 from auditapp.accounts import roles
+from auditapp.approvals.models import PENDING
+from auditapp.approvals.services import approvals_for_actor, stage_history
 from auditapp.decisions.reasons import protected_input_warning
 from auditapp.pages import page
 from auditapp.registry.lookups import get_version_for_actor
@@ -52,12 +54,18 @@ def version_detail(request, name: str, version: str):
     context = {
         "oversight": oversight_figures(model_version),
         "can_export_labelled": actor.can(roles.EXPORT_TRAINING_DATA),
+        "can_change_stage": actor.can(roles.CHANGE_STAGE),
         "model_version": model_version,
         "schema": schema,
         "protected_input_warning": protected_input_warning(schema),
         "stats": stats,
         "figures": figures,
-        "stage_history": model_version.stage_changes.select_related("changed_by"),
+        "stage_history": stage_history(model_version),
+        "pending_approvals": list(
+            approvals_for_actor(actor, PENDING).filter(
+                registered_model_id=model_version.registered_model_id
+            )
+        ),
         "versions": model_version.registered_model.versions.order_by("-created_at"),
     }
     return render(request, "registry/version_detail.html", context)

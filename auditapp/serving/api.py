@@ -8,6 +8,8 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.approvals.api import pending_response
+from auditapp.approvals.models import Approval
 from auditapp.serving import services
 
 POLICY_EXAMPLE = OpenApiExample(
@@ -58,7 +60,10 @@ class TrafficView(APIView):
     def put(self, request, name: str):
         actor = roles.actor_for(request)
         model = services.model_for(actor, name, roles.READ_MODELS)
-        view, changed = services.change_traffic(actor, model, request.data, ip=client_ip(request))
+        answer = services.change_traffic(actor, model, request.data, ip=client_ip(request))
+        if isinstance(answer, Approval):
+            return pending_response(answer)
+        view, changed = answer
         return Response({**view.as_json(), "changed": changed})
 
 
@@ -71,4 +76,7 @@ class RollbackView(APIView):
     def post(self, request, name: str):
         actor = roles.actor_for(request)
         model = services.model_for(actor, name, roles.READ_MODELS)
-        return Response(services.roll_back_traffic(actor, model, ip=client_ip(request)).as_json())
+        answer = services.roll_back_traffic(actor, model, ip=client_ip(request))
+        if isinstance(answer, Approval):
+            return pending_response(answer)
+        return Response(answer.as_json())

@@ -18,8 +18,10 @@ import numpy as np
 from django.db import transaction
 
 from auditapp.accounts import roles
+from auditapp.approvals import services as approvals
+from auditapp.approvals.models import Approval
 from auditapp.decisions.models import SHADOW, Decision, Outcome
-from auditapp.errors import InvalidInput, NotFound
+from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.monitoring import metrics
 from auditapp.registry import services as registry
 from auditapp.registry.models import ModelVersion, RegisteredModel
@@ -230,17 +232,38 @@ def _newest_shap(decision_ids: list[int]) -> dict[int, bytes]:
     return newest
 
 
-def promote(actor: roles.Actor, model: RegisteredModel, version: ModelVersion, *, ip=None) -> None:
+PROMOTE_KIND = "promote"  # the four-eyes kind of a promotion (serving/apps.py)
+
+
+def promote(
+    actor: roles.Actor, model: RegisteredModel, version: ModelVersion, *, ip=None, approval=None
+) -> Approval | None:
     """The challenger decides from now on: its stage becomes production and, where a traffic
     policy is in force, it answers as production (no longer canary or shadow). Both changes
-    are the registry's and the policy's own, each audited; one transaction."""
+    are the registry's and the policy's own, each audited; one transaction. Under four-eyes
+    both wait for one approval (returned); `approval`: the approved request being applied."""
     actor.require(roles.CHANGE_STAGE)
     with transaction.atomic():
+        if approval is None and approvals.gated(actor, model):
+            current = services.read_traffic(model).policy
+            return approvals.request_approval(
+                actor,
+                PROMOTE_KIND,
+                registered_model=model,
+                model_version=version,
+                change={
+                    "version": version.version,
+                    "from": version.stage,
+                    "revision": current.pk if current is not None else None,
+                },
+                summary=f"promote v{version.version} to production (stage and traffic)",
+                ip=ip,
+            )
         if version.stage != ModelVersion.PRODUCTION:
-            registry.change_stage(actor, version, ModelVersion.PRODUCTION, ip=ip)
+            registry.change_stage(actor, version, ModelVersion.PRODUCTION, ip=ip, approval=approval)
         policy = services.read_traffic(model)
         if policy.policy is None:
-            return
+            return None
         document = dict(policy.document)
         canary = document.get("canary")
         if isinstance(canary, dict) and canary.get("version") == version.version:
@@ -249,4 +272,29 @@ def promote(actor: roles.Actor, model: RegisteredModel, version: ModelVersion, *
         if document.get("fallback") == version.version:
             document["fallback"] = None
         document["production"] = version.version
-        services.change_traffic(actor, model, document, ip=ip)
+        services.change_traffic(actor, model, document, ip=ip, approval=approval)
+    return None
+
+
+def apply_approved_promotion(approval, approver: roles.Actor, ip: str | None) -> dict:
+    """An approved promotion, made as its requester's (approvals.changes)."""
+    requester = roles.Actor(user=approval.requested_by)
+    model = RegisteredModel.objects.get(pk=approval.registered_model_id)
+    version = ModelVersion.objects.select_related("registered_model").get(
+        pk=approval.model_version_id
+    )
+    try:
+        promote(requester, model, version, ip=ip, approval=approval)
+    except InvalidInput as exc:
+        raise Conflict(
+            f"The promotion no longer fits: {exc.message}",
+            code="approval_stale",
+            details=exc.details,
+        ) from None
+    newest = services.read_traffic(model).policy
+    result = {"promoted": version.version, "traffic_policy": newest.pk if newest else None}
+    if approval.change["from"] != ModelVersion.PRODUCTION:
+        result["stage_change"] = version.stage_changes.order_by("-id").values_list("pk", flat=True)[
+            0
+        ]
+    return result

@@ -3,6 +3,7 @@ button (for those who may change stages)."""
 
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -64,5 +65,12 @@ def promote(request, name: str):
     actor = roles.actor_for(request)
     model = services.model_for(actor, name, roles.CHANGE_STAGE)
     a, b = compare.versions_to_compare(model, request.POST.get("a"), request.POST.get("b"))
-    compare.promote(actor, model, b, ip=client_ip(request))
+    approval = compare.promote(actor, model, b, ip=client_ip(request))
+    if approval is not None:
+        messages.info(
+            request,
+            f"Four-eyes: promoting v{b.version} waits for a second person's approval "
+            f"(approval {approval.pk}, on the Approvals page).",
+        )
+        return redirect(f"/models/{model.name}/compare/?a={a.version}&b={b.version}")
     return redirect(f"/models/{model.name}/compare/?a={b.version}&b={a.version}")

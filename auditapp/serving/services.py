@@ -23,6 +23,8 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.revision import RevisionCache
+from auditapp.approvals.models import Approval
+from auditapp.approvals.services import gated, request_approval
 from auditapp.decisions.models import SHADOW, Decision, request_ids_q
 from auditapp.decisions.services import record_checked_decisions
 from auditapp.decisions.validation import CheckedDecision, check_decisions
@@ -50,6 +52,7 @@ INSTANCE_FIELDS = frozenset({"inputs", "request_id", "subject_ref", "metadata"})
 SHADOW_TASK = "serving.shadow"
 SHADOW_ACTOR = "serving (shadow versions)"  # who recorded shadow decisions, in the audit log
 TRAFFIC_EVENT = "model.traffic_changed"
+TRAFFIC_KIND = "traffic"  # the four-eyes kind of a policy change (serving/apps.py)
 
 
 # --- looking the model up --------------------------------------------------------------
@@ -120,25 +123,44 @@ def traffic_history(model: RegisteredModel, limit: int = 50) -> list[TrafficPoli
 
 
 def change_traffic(
-    actor: roles.Actor, model: RegisteredModel, payload: Any, *, ip=None
-) -> tuple[PolicyView, bool]:
+    actor: roles.Actor, model: RegisteredModel, payload: Any, *, ip=None, approval=None
+) -> tuple[PolicyView, bool] | Approval:
     """Put a new policy in force (a new row, audited with before and after); returns it and
-    whether anything changed (the same policy again writes nothing)."""
+    whether anything changed (the same policy again writes nothing). Under four-eyes, a
+    change is asked for instead (the Approval returned); `approval`: the approved request
+    being applied, as its requester's."""
     actor.require(roles.CHANGE_TRAFFIC)
     document = parse_policy(model, payload)
     with transaction.atomic():
         current = _lock_current(model)
+        _check_base(approval, current)
         if current is not None and canonical_json(current.document) == canonical_json(document):
             return PolicyView(model, document, current), False
-        policy = _append(actor, model, document, replaced=current, action=TrafficPolicy.PUT, ip=ip)
+        if approval is None and gated(actor, model):
+            return _ask(
+                actor, model, {"action": TrafficPolicy.PUT, "document": document}, current, ip
+            )
+        policy = _append(
+            actor,
+            model,
+            document,
+            replaced=current,
+            action=TrafficPolicy.PUT,
+            ip=ip,
+            approval=approval,
+        )
     return PolicyView(model, document, policy), True
 
 
-def roll_back_traffic(actor: roles.Actor, model: RegisteredModel, *, ip=None) -> PolicyView:
-    """Back to the policy the one in force replaced (audited). Again: further back."""
+def roll_back_traffic(
+    actor: roles.Actor, model: RegisteredModel, *, ip=None, approval=None
+) -> PolicyView | Approval:
+    """Back to the policy the one in force replaced (audited). Again: further back. Under
+    four-eyes, asked for instead (as change_traffic)."""
     actor.require(roles.CHANGE_TRAFFIC)
     with transaction.atomic():
         current = _lock_current(model)
+        _check_base(approval, current)
         previous = current.replaced if current is not None else None
         if previous is None:
             raise Conflict(
@@ -153,6 +175,9 @@ def roll_back_traffic(actor: roles.Actor, model: RegisteredModel, *, ip=None) ->
                 code="rollback_invalid",
                 details=exc.details,
             ) from None
+        if approval is None and gated(actor, model):
+            change = {"action": TrafficPolicy.ROLLBACK, "document": previous.document}
+            return _ask(actor, model, change, current, ip)
         policy = _append(
             actor,
             model,
@@ -161,8 +186,62 @@ def roll_back_traffic(actor: roles.Actor, model: RegisteredModel, *, ip=None) ->
             action=TrafficPolicy.ROLLBACK,
             rolled_back=current,
             ip=ip,
+            approval=approval,
         )
     return PolicyView(model, previous.document, policy)
+
+
+def _ask(actor, model, change: dict, current: TrafficPolicy | None, ip) -> Approval:
+    """A request for a traffic change, made against the revision in force now."""
+    revision = current.pk if current is not None else None
+    verb = (
+        "roll back to the previous policy"
+        if change["action"] == TrafficPolicy.ROLLBACK
+        else ("production " + str(change["document"].get("production")))
+    )
+    return request_approval(
+        actor,
+        TRAFFIC_KIND,
+        registered_model=model,
+        change={**change, "revision": revision},
+        summary=f"traffic policy (revision {revision or 'none'}): {verb}",
+        ip=ip,
+    )
+
+
+def _check_base(approval, current: TrafficPolicy | None) -> None:
+    """An approved change applies only to the revision it was asked against."""
+    if approval is None:
+        return
+    revision = current.pk if current is not None else None
+    if approval.change.get("revision") != revision:
+        raise Conflict(
+            f"The traffic policy changed since the request (revision {revision} is in force, "
+            f"the request was made against {approval.change.get('revision')}); nothing was "
+            "changed.",
+            code="approval_stale",
+        )
+
+
+def apply_approved_traffic(approval, approver: roles.Actor, ip: str | None) -> dict:
+    """An approved traffic change, made as its requester's (approvals.changes)."""
+    requester = roles.Actor(user=approval.requested_by)
+    model = RegisteredModel.objects.get(pk=approval.registered_model_id)
+    if approval.change["action"] == TrafficPolicy.ROLLBACK:
+        view = roll_back_traffic(requester, model, ip=ip, approval=approval)
+    else:
+        try:
+            answer = change_traffic(
+                requester, model, approval.change["document"], ip=ip, approval=approval
+            )
+        except InvalidInput as exc:  # a version it names was archived since
+            raise Conflict(
+                f"The requested policy is no longer valid: {exc.message}",
+                code="approval_stale",
+                details=exc.details,
+            ) from None
+        view = answer[0]  # type: ignore[index]
+    return {"traffic_policy": view.policy.pk if view.policy else None}  # type: ignore[union-attr]
 
 
 def _lock_current(model: RegisteredModel) -> TrafficPolicy | None:
@@ -176,7 +255,7 @@ def _lock_current(model: RegisteredModel) -> TrafficPolicy | None:
     )
 
 
-def _append(actor, model, document, *, replaced, action, rolled_back=None, ip=None):
+def _append(actor, model, document, *, replaced, action, rolled_back=None, ip=None, approval=None):
     policy = TrafficPolicy.objects.create(
         registered_model=model,
         document=document,
@@ -197,6 +276,7 @@ def _append(actor, model, document, *, replaced, action, rolled_back=None, ip=No
         change=action,
         before=before,
         after=document,
+        **({"approval": approval.pk} if approval is not None else {}),
     )
     return policy
 

@@ -10,7 +10,7 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from auditapp.accounts.audit import client_ip, record_event
 from auditapp.accounts.roles import actor_for
-from auditapp.errors import ServiceError
+from auditapp.errors import Forbidden, ServiceError
 
 
 def error_body(code: str, message: str, details=None) -> dict:
@@ -33,6 +33,8 @@ def record_denial(request, reason: str) -> None:
 def exception_handler(exc, context):
     request = context.get("request")
     if isinstance(exc, ServiceError):
+        if isinstance(exc, Forbidden) and request is not None:
+            record_denial(request, exc.message)
         response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
         if retry_after := getattr(exc, "retry_after", None):
             response["Retry-After"] = str(retry_after)

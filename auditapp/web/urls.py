@@ -2,6 +2,7 @@ from django.urls import include, path
 
 from auditapp.accounts import sso
 from auditapp.accounts import views as account_views
+from auditapp.approvals import views as approval_views
 from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.dossier import views as dossier_views
@@ -67,7 +68,14 @@ urlpatterns = [
     path(
         "decisions/<int:decision_id>/notice", report_views.decision_notice, name="decision-notice"
     ),
+    path("approvals/", approval_views.approval_list, name="approval-list"),
+    path(
+        "approvals/<int:approval_id>/<str:action>",
+        approval_views.decide,
+        name="approval-decide",
+    ),  # action: approve or reject (anything else: 404)
     path("models/", registry_views.model_list, name="model-list"),
+    path("models/<slug:name>/four-eyes", registry_views.four_eyes, name="model-four-eyes"),
     path("models/<slug:name>/traffic/", serving_views.traffic, name="model-traffic"),
     path("models/<slug:name>/compare/", compare_page.compare_versions, name="model-compare"),
     path("models/<slug:name>/compare/promote", compare_page.promote, name="model-promote"),

@@ -49,6 +49,8 @@ from auditapp.accounts.services import (
     set_roles,
     sign_on,
 )
+from auditapp.approvals import services as approvals
+from auditapp.approvals.models import Approval
 from auditapp.decisions.audit_pages import describe_events
 from auditapp.decisions.importing import import_decisions
 from auditapp.decisions.models import Decision
@@ -58,7 +60,7 @@ from auditapp.decisions.verification import verify_as
 from auditapp.monitoring import alerts, snapshots, windows
 from auditapp.monitoring.configuration import configure_monitoring
 from auditapp.monitoring.models import Alert, AlertRule
-from auditapp.registry.services import change_stage
+from auditapp.registry.services import change_stage, set_four_eyes
 from auditapp.reports import services as reports
 from auditapp.reports.models import Report
 from auditapp.reviews.exports import export_labelled
@@ -373,6 +375,12 @@ def log(
     revoke_api_token(token, actor=officer)
     change_stage(engineer, model_version, "production")
     change_traffic(engineer, model_version.registered_model, {"production": "1"})
+    # Four-eyes: on; leaving production asked for and rejected; turning it off approved.
+    set_four_eyes(engineer, model_version.registered_model, True)
+    leaving = change_stage(engineer, model_version, "archived")
+    approvals.reject(officer, leaving.pk, "keep it")
+    turning_off = set_four_eyes(engineer, model_version.registered_model, False)
+    approvals.approve(officer, turning_off.pk)
     ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(40))]
     decision = Decision.objects.get(pk=ids[0])
     record_outcomes(
@@ -524,6 +532,19 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         ),
         "token.revoked": f"compliance_officer revoked API token {log_token()} of ml_engineer",
         "model_version.stage_changed": "ml_engineer moved credit v1 from staging to production",
+        "model.four_eyes_changed": "ml_engineer turned four-eyes approvals off for model credit",
+        "approval.requested": (
+            "ml_engineer asked for a second person's approval on credit: "
+            "v1: production → archived (request "
+        ),
+        "approval.rejected": (
+            "compliance_officer rejected ml_engineer's request {} on credit: "
+            "v1: production → archived (why: keep it)"
+        ),
+        "approval.approved": (
+            "compliance_officer approved ml_engineer's request {} on credit: "
+            "four-eyes approvals: on → off"
+        ),
         "model.traffic_changed": (
             "ml_engineer set the first traffic policy of model credit: production v1, "
             "canary none, shadow none, enabled on, fallback none"
@@ -581,6 +602,10 @@ def test_the_log_holds_every_action_and_each_reads_as_its_sentence(log, recorded
         ),
         "user.created": "someone created user auditor (role auditor)",
     }
+    first, second = Approval.objects.order_by("pk")
+    expected["approval.rejected"] = expected["approval.rejected"].format(first.pk)
+    expected["approval.approved"] = expected["approval.approved"].format(second.pk)
+    assert said["approval.requested"][0].startswith(expected.pop("approval.requested"))
     for action, sentence in expected.items():
         assert sentence in said[action], (action, said[action])
     assert (

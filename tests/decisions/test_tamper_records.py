@@ -24,13 +24,14 @@ from django.utils import timezone
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.models import AuditEvent, LogRecord
+from auditapp.approvals import services as approvals
 from auditapp.decisions.models import Decision
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
 from auditapp.decisions.verification import verify_chain
 from auditapp.hashing import canonical_time, content_hash, new_salt
 from auditapp.registry.models import StageChange
-from auditapp.registry.services import change_stage
+from auditapp.registry.services import change_stage, set_four_eyes
 from auditapp.reviews.models import CaseEvent, ReviewCase
 from auditapp.reviews.services import open_cases, submit_feedback, take_case
 from explain import batches
@@ -66,7 +67,10 @@ def recorded(model_version, ingest, ml_engineer, domain_expert, admin):
     submit_feedback(expert, decision, {"verdict": "disagree", "comment": "income misread"})
     (case,) = ReviewCase.objects.filter(decision=decision)
     take_case(expert, case)
-    change_stage(roles.Actor(user=admin), model_version, "production")
+    # Under four-eyes: the engineer asks, the admin approves (a request and its decision).
+    set_four_eyes(engineer, model_version.registered_model, True)
+    asked = change_stage(engineer, model_version, "production")
+    approvals.approve(roles.Actor(user=admin), asked.pk)
     seal_new_records()
     result = verify_chain()
     assert result.ok, result.first_bad
@@ -77,6 +81,8 @@ def test_every_kind_is_in_the_log_with_its_own_record(recorded):
     result = verify_chain()
 
     assert result.records == {
+        "approval": 1,
+        "approval_step": 1,
         "case_event": 2,  # the case opened by the disagreement, then taken
         "explanation": 0,  # no worker ran here
         "feedback": 1,
@@ -89,6 +95,8 @@ def test_every_kind_is_in_the_log_with_its_own_record(recorded):
     }
     kinds = set(LogRecord.objects.values_list("kind", flat=True))
     assert kinds == {
+        "approval",
+        "approval_step",
         "case_event",
         "feedback",
         "model_version",

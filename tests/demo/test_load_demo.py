@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from sklearn.metrics import roc_auc_score
 
+from auditapp.approvals.models import Approval
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.demo.management.commands.load_demo import (
     DEMO_USERS,
@@ -150,3 +151,16 @@ def test_the_ready_box_comes_once_the_demo_is_explained_and_says_when_it_is_not(
     assert box[0] == box[-1] and set(box[0]) == {"+", "-"}  # a frame, top and bottom
     for username, _ in DEMO_USERS:
         assert any(f"{username} " in line and demo_password(username) in line for line in box)
+
+
+def test_the_demo_promotes_its_model_with_four_eyes_as_outside_the_tests(role_groups, settings):
+    settings.ATTEST_FOUR_EYES_NEW_MODELS = True  # the real default (the tests' is off)
+
+    load(40)
+
+    version = ModelVersion.objects.select_related("registered_model").get()
+    assert version.registered_model.four_eyes is True
+    assert version.stage == "production"
+    approval = Approval.objects.with_state().select_related("step").get()
+    assert (approval.kind, approval.state) == ("stage", "approved")
+    assert (approval.requester_name, approval.step.decider_name) == ("mlengineer", "compliance")

@@ -18,6 +18,8 @@ from django.test import Client
 
 from auditapp.accounts import roles
 from auditapp.accounts.services import create_api_token, create_user, revoke_api_token
+from auditapp.approvals import services as approvals
+from auditapp.approvals.models import Approval
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.demo import credit
 from auditapp.monitoring.models import DAY
@@ -67,7 +69,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         users = self._users()
-        model_version = self._model(users["mlengineer"])
+        model_version = self._model(users["mlengineer"], users["compliance"])
         registry.assign_models(users["expert"], [MODEL])
         created, payloads = self._replay(users["mlengineer"], model_version, options["decisions"])
         outcomes = self._outcomes(users["mlengineer"], model_version, payloads)
@@ -89,7 +91,7 @@ class Command(BaseCommand):
             users[username] = user or create_user(username, role, password=demo_password(username))
         return users
 
-    def _model(self, engineer) -> ModelVersion:
+    def _model(self, engineer, compliance) -> ModelVersion:
         existing = ModelVersion.objects.filter(
             registered_model__name=MODEL, version=VERSION
         ).first()
@@ -126,7 +128,14 @@ class Command(BaseCommand):
             },
         )
         model_version = registry.register_model_version(actor, upload)
-        return registry.change_stage(actor, model_version, ModelVersion.PRODUCTION)
+        # Four-eyes, as in real use: the engineer asks, the compliance officer approves.
+        asked = registry.change_stage(actor, model_version, ModelVersion.PRODUCTION)
+        if isinstance(asked, Approval):
+            approvals.approve(
+                roles.Actor(user=compliance), asked.pk, "Demo: held-out metrics reviewed."
+            )
+        model_version.refresh_from_db()
+        return model_version
 
     def _replay(self, engineer, model_version: ModelVersion, count: int) -> tuple[int, list]:
         frame = credit.applicants(count, seed=11)

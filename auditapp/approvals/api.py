@@ -1,0 +1,62 @@
+"""Approvals API (API.md: Governance). Thin: parse, ask roles, call a service, answer."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.approvals import services
+from auditapp.approvals.models import Approval
+
+LIST_LIMIT = 200  # newest first
+
+
+def pending_response(approval: Approval) -> Response:
+    """What a gated change answers: 202, the approval it now waits for."""
+    return Response({"approval": services.approval_json(approval)}, status=202)
+
+
+def _comment(request):
+    return request.data.get("comment") if isinstance(request.data, dict) else None
+
+
+class ApprovalListView(APIView):
+    @extend_schema(
+        operation_id="approvals_list",
+        parameters=[OpenApiParameter("state", str, enum=list(services.STATES))],
+        responses=OpenApiTypes.OBJECT,
+    )
+    def get(self, request):
+        actor = roles.actor_for(request)
+        approvals = services.approvals_for_actor(actor, request.query_params.get("state"))
+        return Response({"results": [services.approval_json(a) for a in approvals[:LIST_LIMIT]]})
+
+
+class ApprovalDetailView(APIView):
+    @extend_schema(operation_id="approvals_read", responses=OpenApiTypes.OBJECT)
+    def get(self, request, approval_id: int):
+        approval = services.get_approval_for_actor(roles.actor_for(request), approval_id)
+        return Response(services.approval_json(approval))
+
+
+class ApprovalApproveView(APIView):
+    @extend_schema(
+        operation_id="approvals_approve", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT
+    )
+    def post(self, request, approval_id: int):
+        actor = roles.actor_for(request)
+        approval = services.approve(actor, approval_id, _comment(request), ip=client_ip(request))
+        return Response(services.approval_json(approval))
+
+
+class ApprovalRejectView(APIView):
+    @extend_schema(
+        operation_id="approvals_reject", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT
+    )
+    def post(self, request, approval_id: int):
+        actor = roles.actor_for(request)
+        approval = services.reject(actor, approval_id, _comment(request), ip=client_ip(request))
+        return Response(services.approval_json(approval))
