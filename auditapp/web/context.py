@@ -6,10 +6,16 @@ from auditapp.accounts import roles
 def navigation(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
-        return {"user_roles": [], "can_read_audit": False, "can_export_reports": False}
+        return {
+            "user_roles": [],
+            "can_read_audit": False,
+            "can_export_reports": False,
+            "can_read_privacy": False,
+        }
     actor = roles.Actor(user=user)
     return {
         "user_roles": roles.role_names(user),
         "can_read_audit": actor.can(roles.READ_AUDIT),
         "can_export_reports": actor.can(roles.EXPORT_REPORTS),
+        "can_read_privacy": actor.can(roles.READ_SUBJECT_REQUESTS),
     }
