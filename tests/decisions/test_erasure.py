@@ -213,3 +213,32 @@ def test_an_erasure_changing_anything_else_is_refused(model_version, ingest, mon
         erase_all([decision])
     decision.refresh_from_db()
     assert decision.inputs and decision.salt is not None and Erasure.objects.count() == 0
+
+
+def test_an_erased_decision_reads_as_erased_and_its_hash_recomputes_from_the_api(
+    model_version, ingest, api_client, auditor, compliance_officer
+):
+    """The README's recipe on an erased decision: the commitments are all there is."""
+    (decision,) = recorded(ingest, 1)
+    before = api_client(compliance_officer).get(f"/api/v1/decisions/{decision.pk}").json()
+    assert before["erased"] is False and len(before["inputs_salt"]) == 32
+    erase_all([decision])
+    for user in (auditor, compliance_officer):
+        d = api_client(user).get(f"/api/v1/decisions/{decision.pk}").json()
+        assert d["erased"] is True and d["inputs"] == {} and d["inputs_salt"] is None
+        assert d["salt"] is None and d["erasure"] == Erasure.objects.get().pk
+        assert d["inputs_commitment"] == before["inputs_commitment"]
+        keys = ("model", "version", "request_id", "subject_ref", "prediction", "score")
+        keys += ("source", "metadata")
+        document = {k: d[k] for k in keys}
+        document |= {
+            "artifact_sha256": decision.model_version.artifact_sha256,
+            "predicted_at": canonical_time(decision.predicted_at),
+            "recorded_at": canonical_time(decision.recorded_at),
+            "inputs": d["inputs_commitment"],
+            "sensitive_inputs": d["sensitive_inputs_commitment"],
+            "document_form": 2,
+        }
+        text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode()).hexdigest() == d["content_hash"]
+        assert d["content_hash"] == decision.content_hash
