@@ -101,6 +101,8 @@ RETIREMENT_SETTING = "attest.retirement"
 # named by this setting, once its record is sealed, only for ids in its ranges, and only
 # this exact change of a form-2 decision: inputs to {}, salt to null, kept_commitments
 # from null to the commitments naming this declaration; every other column unchanged.
+# With it, one DELETE: the counterfactual results (copies of the inputs, not sealed) of a
+# decision this declaration has just erased.
 ERASURE_SETTING = "attest.erasure"
 
 REFUSE_CHANGE_FUNCTION = """
@@ -140,6 +142,31 @@ BEGIN
             RAISE EXCEPTION 'table % is append-only: decision % is not erased as erasure '
                 'declaration % (written in this transaction and sealed) allows (UPDATE refused)',
                 relation, OLD.id, erasing
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(erasing, '') <> '' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        IF relation = 'explain_counterfactualresult' THEN
+            -- copies of an erased decision's inputs: only once the decision itself is
+            -- erased by this declaration (sealed, of this transaction)
+            IF EXISTS (
+                SELECT 1 FROM decisions_decision d
+                WHERE d.id = OLD.decision_id AND d.kept_commitments ->> 'erasure' = erasing
+            ) AND EXISTS (
+                SELECT 1 FROM decisions_erasure e
+                WHERE e.id = erasing::bigint AND e.declared_at = transaction_timestamp()
+                  AND EXISTS (
+                      SELECT 1 FROM accounts_logrecord l
+                      WHERE l.kind = 'erasure' AND l.object_id = e.id
+                        AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                                     ORDER BY s."index" DESC LIMIT 1)
+                  )
+            ) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'table % is append-only: row % copies no decision erased by '
+                'erasure declaration % (DELETE refused)', relation, OLD.id, erasing
                 USING ERRCODE = 'insufficient_privilege';
         END IF;
     END IF;

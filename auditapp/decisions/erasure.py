@@ -22,8 +22,10 @@ What is not erased, and why (each is said in a plan's lines):
   are refused (a person's request) or kept (retention), and counted.
 - decisions a legal hold covers (decisions/holds.py).
 - decisions whose inputs were copied into rows that cannot be erased yet: the apps
-  holding copies register here (`register_copies`); a holder without an eraser
-  blocks the erasure of the decisions it holds copies of.
+  holding copies register here (`register_copies`, with an eraser run in the same
+  transaction: counterfactual results, notices' files); a holder without one blocks
+  the erasure of the decisions it holds copies of, as what-if audit events do (sealed
+  events whose details hold the values a reviewer changed).
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def erase(actor: roles.Actor, plan: ErasurePlan, *, via: str = "api") -> Erasure
         started = time.perf_counter()
         rows = _commitments(plan.ids, declaration.pk)
         computed = time.perf_counter()
-        _update(rows, declaration.pk)
+        _update(rows, declaration.pk)  # (the erasure setting stays on for the copies)
         logger.info(
             "decisions.erased declaration=%s n=%s commitments_ms=%.0f update_ms=%.0f",
             declaration.pk,
@@ -191,6 +193,9 @@ def erase(actor: roles.Actor, plan: ErasurePlan, *, via: str = "api") -> Erasure
                 erased = holder.erase(plan.ids)
                 if erased:
                     plan.erased_copies[holder.label] = erased
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config(%s, '', true)", [ERASURE_SETTING])
         plan.declaration = declaration
         record_event(
             ERASED_EVENT,
@@ -318,7 +323,6 @@ def _update(rows: list[tuple[int, str]], declaration_id: int) -> None:
             )
             updated = cursor.rowcount
             cursor.execute("DROP TABLE attest_erasing")
-            cursor.execute("SELECT set_config(%s, '', true)", [ERASURE_SETTING])
         else:
             updated = 0
             for at in range(0, len(rows), CHUNK):

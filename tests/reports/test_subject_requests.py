@@ -21,6 +21,8 @@ from auditapp.decisions.models import Decision, Erasure, RetentionPolicy
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.verification import verify_chain
 from auditapp.reports.models import SubjectRequest
+from explain import batches, counterfactual_batches
+from explain.models import CounterfactualResult, CounterfactualWork, ExplanationResult
 from tests.factories import DecisionPayloadFactory, applicant_inputs
 
 pytestmark = pytest.mark.django_db
@@ -143,6 +145,27 @@ def test_the_privacy_page_files_and_lists_requests(
     outsider = Client()
     outsider.force_login(domain_expert)
     assert outsider.get("/privacy/").status_code == 403
+
+
+def test_an_erasure_deletes_counterfactuals_and_notices_files(
+    model_version, ingest, api_client, compliance_officer
+):
+    """Copies of the inputs: the counterfactual results (deleted, the work row failed) and
+    explanation results (attributions only: kept)."""
+    ids = record_subject(ingest)
+    batches.run_batch(model_version.pk, "shap", ids)
+    counterfactual_batches.run_batch(model_version.pk, ids)
+    assert CounterfactualResult.objects.filter(decision_id__in=ids).exists()
+    seal_new_records()
+    body = file(api_client(compliance_officer), "erasure").json()
+    assert body["status"] == "done", body["refusal"]
+    assert body["result"]["copies_erased"]["counterfactual results"] >= 1
+    assert not CounterfactualResult.objects.filter(decision_id__in=ids).exists()
+    work = CounterfactualWork.objects.filter(decision_id__in=ids)
+    assert all(w.status == CounterfactualWork.FAILED and "erased" in w.error for w in work)
+    assert ExplanationResult.objects.filter(decision_id__in=ids).count() == 2
+    seal_new_records()
+    assert verify_chain().ok
 
 
 def found_in(text: str) -> list[str]:
