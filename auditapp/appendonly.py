@@ -96,6 +96,14 @@ def insert_in_order(row: models.Model) -> None:
 # old declaration opens nothing, as it was not written at this transaction's start; an
 # unsealed one neither. UPDATE and TRUNCATE never pass.
 RETIREMENT_SETTING = "attest.retirement"
+# The one UPDATE let through: erasing decisions' personal inputs (decisions/erasure.py).
+# Only on the decisions table, only in the transaction that wrote the erasure declaration
+# named by this setting, once its record is sealed, only for ids in its ranges, and only
+# this exact change of a form-2 decision: inputs to {}, salt to null, kept_commitments
+# from null to the commitments naming this declaration; every other column unchanged.
+# With it, one DELETE: the counterfactual results (copies of the inputs, not sealed) of a
+# decision this declaration has just erased.
+ERASURE_SETTING = "attest.erasure"
 
 REFUSE_CHANGE_FUNCTION = """
 CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
@@ -103,7 +111,65 @@ DECLARE
     declared text := current_setting('attest.retirement', true);
     relation text;
     covered_up_to bigint;
+    erasing text := current_setting('attest.erasure', true);
 BEGIN
+    IF TG_OP = 'UPDATE' AND TG_LEVEL = 'ROW' AND coalesce(erasing, '') <> '' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        IF relation = 'decisions_decision' THEN
+            IF NEW.inputs = '{}'::jsonb AND NEW.salt IS NULL AND OLD.salt IS NOT NULL
+               AND OLD.document_form = 2 AND OLD.kept_commitments IS NULL
+               AND NEW.kept_commitments ->> 'erasure' = erasing
+               AND NEW.kept_commitments ? 'inputs' AND NEW.kept_commitments ? 'sensitive_inputs'
+               AND (to_jsonb(NEW) - 'inputs' - 'salt' - 'kept_commitments')
+                   = (to_jsonb(OLD) - 'inputs' - 'salt' - 'kept_commitments')
+            THEN
+                SELECT r.last_id INTO covered_up_to FROM decisions_erasedrange r
+                WHERE r.erasure_id = erasing::bigint AND r.first_id <= OLD.id
+                ORDER BY r.first_id DESC LIMIT 1;
+                IF covered_up_to >= OLD.id AND EXISTS (
+                    SELECT 1 FROM decisions_erasure e
+                    WHERE e.id = erasing::bigint AND e.declared_at = transaction_timestamp()
+                      AND EXISTS (
+                          SELECT 1 FROM accounts_logrecord l
+                          WHERE l.kind = 'erasure' AND l.object_id = e.id
+                            AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                                         ORDER BY s."index" DESC LIMIT 1)
+                      )
+                ) THEN
+                    RETURN NEW;
+                END IF;
+            END IF;
+            RAISE EXCEPTION 'table % is append-only: decision % is not erased as erasure '
+                'declaration % (written in this transaction and sealed) allows (UPDATE refused)',
+                relation, OLD.id, erasing
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
+    IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(erasing, '') <> '' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        IF relation = 'explain_counterfactualresult' THEN
+            -- copies of an erased decision's inputs: only once the decision itself is
+            -- erased by this declaration (sealed, of this transaction)
+            IF EXISTS (
+                SELECT 1 FROM decisions_decision d
+                WHERE d.id = OLD.decision_id AND d.kept_commitments ->> 'erasure' = erasing
+            ) AND EXISTS (
+                SELECT 1 FROM decisions_erasure e
+                WHERE e.id = erasing::bigint AND e.declared_at = transaction_timestamp()
+                  AND EXISTS (
+                      SELECT 1 FROM accounts_logrecord l
+                      WHERE l.kind = 'erasure' AND l.object_id = e.id
+                        AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                                     ORDER BY s."index" DESC LIMIT 1)
+                  )
+            ) THEN
+                RETURN OLD;
+            END IF;
+            RAISE EXCEPTION 'table % is append-only: row % copies no decision erased by '
+                'erasure declaration % (DELETE refused)', relation, OLD.id, erasing
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+    END IF;
     IF TG_OP = 'DELETE' AND TG_LEVEL = 'ROW' AND coalesce(declared, '') <> '' THEN
         relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
         -- the declared range starting nearest below the id (one index probe: the

@@ -17,11 +17,23 @@ fallback or shadow) and, for a shadow decision, `served_by` (the id of the decis
 that was served): facts about the decision, so its document holds both
 (SERVED_FIELDS). A decision without an arm (ingested, or recorded before serving)
 has the document it always had: their hashes are unchanged.
+
+Document forms. A decision recorded from document form 2 on (`document_form` = 2)
+commits to every input: `inputs` is a salted commitment to the non-sensitive inputs,
+with a salt derived from the decision's (inputs_salt: HMAC-SHA256(salt, "inputs"),
+first 16 bytes), `sensitive_inputs` the commitment to the sensitive ones as before,
+and `document_form`: 2. Giving a reader the derived salt lets them check the inputs
+they may see without learning anything that helps test guesses of the sensitive ones.
+Erasing a decision's personal inputs (decisions/erasure.py) keeps the two commitments
+(`kept`) and destroys the values and the salt: the document, built from the kept
+commitments, hashes as before, so the sealed log still proves every other field.
+Decisions without a form (null) have the documents described above, unchanged.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import ipaddress
 import secrets
 from collections.abc import Collection
@@ -48,6 +60,9 @@ HASHED_FIELDS = (
 SERVED_FIELDS = ("arm", "served_by")
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
 SALT_BYTES = 16
+# The document form of decisions recorded now: every input committed to (see above).
+COMMITTED_FORM = 2
+KEPT_COMMITMENTS = ("inputs", "sensitive_inputs")
 
 
 def canonical_time(moment: datetime) -> str:
@@ -88,14 +103,44 @@ def commitment(salt: bytes, values: dict[str, Any]) -> str:
     return sha256_hex({"salt": salt.hex(), "values": values})
 
 
+def inputs_salt(salt: bytes) -> bytes:
+    """The salt of a form-2 decision's non-sensitive inputs, derived from its own salt."""
+    return hmac.new(salt, b"inputs", hashlib.sha256).digest()[:SALT_BYTES]
+
+
+def input_commitments(
+    inputs: dict[str, Any], sensitive: Collection[str], salt: bytes
+) -> dict[str, str]:
+    """A form-2 decision's commitments: what erasure keeps of its inputs."""
+    return {
+        "inputs": commitment(
+            inputs_salt(salt), {k: v for k, v in inputs.items() if k not in sensitive}
+        ),
+        "sensitive_inputs": commitment(salt, {k: v for k, v in inputs.items() if k in sensitive}),
+    }
+
+
 def decision_document(
-    fields: dict[str, Any], sensitive: Collection[str], salt: bytes | None
+    fields: dict[str, Any],
+    sensitive: Collection[str],
+    salt: bytes | None,
+    form: int | None = None,
+    kept: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What a decision's content hash covers: HASHED_FIELDS (and SERVED_FIELDS for a
-    served decision), sensitive inputs committed to."""
+    served decision), sensitive inputs committed to; in form 2 every input committed to,
+    from the values and salt or, once they are erased, from the `kept` commitments."""
     document = {name: fields[name] for name in HASHED_FIELDS}
     if fields.get("arm") is not None:
         document.update({name: fields.get(name) for name in SERVED_FIELDS})
+    if form == COMMITTED_FORM:
+        if kept is None:
+            if salt is None:
+                raise ValueError("a form-2 decision has its salt or its kept commitments")
+            kept = input_commitments(fields["inputs"], sensitive, salt)
+        document.update({name: kept[name] for name in KEPT_COMMITMENTS})
+        document["document_form"] = COMMITTED_FORM
+        return document
     if salt is None:  # recorded before commitments existed
         return document
     inputs = fields["inputs"]
@@ -107,7 +152,11 @@ def decision_document(
 
 
 def content_hash(
-    fields: dict[str, Any], sensitive: Collection[str] = (), salt: bytes | None = None
+    fields: dict[str, Any],
+    sensitive: Collection[str] = (),
+    salt: bytes | None = None,
+    form: int | None = None,
+    kept: dict[str, str] | None = None,
 ) -> str:
     """sha256 hex of the canonical JSON of the decision's document (decision_document)."""
-    return sha256_hex(decision_document(fields, sensitive, salt))
+    return sha256_hex(decision_document(fields, sensitive, salt, form, kept))

@@ -457,6 +457,7 @@ CELERY_TASK_ROUTES = {
     "explain.sweep": {"queue": "maintenance"},
     "explain.counterfactuals": {"queue": "explain-cf"},
     "partitions.create_ahead": {"queue": "maintenance"},
+    "retention.apply": {"queue": "maintenance"},
     "audit.verify": {"queue": "verify"},  # decisions/tasks.py: verification jobs
     # Sent by name from services modules (the task modules import those, not the reverse).
     "reports.generate": {"queue": "reports"},
@@ -488,6 +489,12 @@ CELERY_BEAT_SCHEDULE = {
     "partitions-create-ahead": {
         "task": "partitions.create_ahead",
         "schedule": 6 * 3600.0,
+        "options": {"queue": "maintenance"},
+    },
+    # Personal inputs past each model's retention period erased (decisions/input_retention.py).
+    "retention-apply": {
+        "task": "retention.apply",
+        "schedule": 24 * 3600.0,
         "options": {"queue": "maintenance"},
     },
     # New decisions, audit events and records join the log within a minute.

@@ -8,9 +8,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from auditapp.accounts import api as accounts_api
 from auditapp.approvals import api as approvals_api
 from auditapp.decisions import api as decisions_api
+from auditapp.decisions import privacy_api
 from auditapp.dossier import api as dossier_api
 from auditapp.registry import api as registry_api
 from auditapp.reports import api as reports_api
+from auditapp.reports import subjects_api
 from auditapp.reviews import api as reviews_api
 from auditapp.serving import api as serving_api
 from explain import api as explain_api
@@ -106,6 +108,38 @@ api_v1 = [
     path("audit/seals/<int:tree_size>", decisions_api.SealDetailView.as_view(), name="api-seal"),
     path("audit/public-key", decisions_api.PublicKeyView.as_view(), name="api-public-key"),
     path("audit/consistency", decisions_api.ConsistencyView.as_view(), name="api-consistency"),
+    path("legal-holds", privacy_api.LegalHoldListView.as_view(), name="api-legal-holds"),
+    path(
+        "legal-holds/<int:hold_id>",
+        privacy_api.LegalHoldDetailView.as_view(),
+        name="api-legal-hold",
+    ),
+    path(
+        "legal-holds/<int:hold_id>/release",
+        privacy_api.LegalHoldReleaseView.as_view(),
+        name="api-legal-hold-release",
+    ),
+    path(
+        "models/<slug:name>/retention",
+        privacy_api.ModelRetentionView.as_view(),
+        name="api-model-retention",
+    ),
+    path("retention/run", privacy_api.RetentionRunView.as_view(), name="api-retention-run"),
+    path(
+        "subject-requests",
+        subjects_api.SubjectRequestListView.as_view(),
+        name="api-subject-requests",
+    ),
+    path(
+        "subject-requests/<int:request_id>",
+        subjects_api.SubjectRequestDetailView.as_view(),
+        name="api-subject-request",
+    ),
+    path(
+        "subject-requests/<int:request_id>/report.<str:fmt>",
+        subjects_api.SubjectAccessReportView.as_view(),
+        name="api-subject-access-report",
+    ),
     path("reports", reports_api.ReportListView.as_view(), name="api-reports"),
     path("reports/<int:report_id>", reports_api.ReportDetailView.as_view(), name="api-report"),
     path(

@@ -9,6 +9,7 @@ class ExplainConfig(AppConfig):
     def ready(self) -> None:
         from auditapp.decisions import explanation_hooks
         from explain import (  # noqa: F401
+            copies,  # registers counterfactual results as copies of inputs (erasure)
             receivers,  # connects the registration self-test
             records,
             results,  # registers explanation results as records of the log

@@ -167,6 +167,8 @@ OBJECT_NAMES = {
     "accounts.apitoken": "API token",
     "auth.user": "user",
     "decisions.decision": "decision",
+    "decisions.legalhold": "legal hold",
+    "reports.subjectrequest": "subject request",
     "decisions.outcome": "outcome",
     "decisions.seal": "seal",
     "decisions.verificationjob": "verification job",
@@ -1046,6 +1048,83 @@ def _retired(e: Event) -> list[Part]:
         f"{e.who} retired {count(decisions, 'decision')} predicted in {e.d.get('month')}"
         f" and {count(others, 'row')} referring to them, by declaration "
         f"#{e.d.get('declaration')}{channel(e.d)}"
+    ]
+
+
+# Privacy: erasure, legal holds, retention, a person's requests (issue 20)
+
+
+@sentence("decisions.erased")
+def _erased(e: Event) -> list[Part]:
+    cause = {
+        "retention": "past their retention period",
+        "subject_request": "at the subject's request",
+    }
+    return [
+        f"{e.who} erased the personal inputs of {count(e.d.get('decisions', 0), 'decision')} "
+        f"{cause.get(str(e.d.get('cause')), '')}, by declaration #{e.facts.object_id}"
+        f"{channel(e.d)}"
+    ]
+
+
+def _hold_terms(d: Mapping[str, Any]) -> str:
+    when = period(d.get("from"), d.get("to"))
+    subject = f"subject {d['subject_ref']}" if d.get("subject_ref") else ""
+    model = f"model {d['model']}" if d.get("model") else ""
+    return in_brackets(model, when or "", subject)
+
+
+@sentence("legal_hold.placed")
+def _hold_placed(e: Event) -> list[Part]:
+    return [f"{e.who} placed ", e.obj, _hold_terms(e.d), channel(e.d)]
+
+
+@sentence("legal_hold.released")
+def _hold_released(e: Event) -> list[Part]:
+    return [f"{e.who} released ", e.obj, _hold_terms(e.d), channel(e.d)]
+
+
+@sentence("retention.set")
+def _retention_set(e: Event) -> list[Part]:
+    days = e.d.get("days")
+    period_text = f"{count(days, 'day')}" if days else "for ever"
+    duty = e.d.get("duty_days")
+    return [
+        f"{e.who} set how long ",
+        e.obj,
+        f" keeps decisions' inputs: {period_text}"
+        + (f", at least {count(duty, 'day')}" if duty else ""),
+        channel(e.d),
+    ]
+
+
+@sentence("retention.previewed")
+def _retention_previewed(e: Event) -> list[Part]:
+    models = e.d.get("models") or {}
+    n = sum(v for v in models.values() if isinstance(v, int)) if isinstance(models, dict) else 0
+    return [f"{e.who} previewed the retention run ({count(n, 'decision')} to erase){channel(e.d)}"]
+
+
+@sentence("subject_request.filed")
+def _subject_filed(e: Event) -> list[Part]:
+    kind = "an access" if e.d.get("kind") == "access" else "an erasure"
+    status = " (refused)" if e.d.get("status") == "refused" else ""
+    return [
+        f"{e.who} filed {kind} request for subject {e.d.get('subject_ref')}{status}: ",
+        e.obj,
+        channel(e.d),
+    ]
+
+
+@sentence("subject_request.downloaded")
+def _subject_downloaded(e: Event) -> list[Part]:
+    fmt = str(e.d.get("format", "")).upper()
+    return [
+        f"{e.who} downloaded the access report of subject {e.d.get('subject_ref')} ",
+        in_brackets(fmt, count(e.d.get("decisions", 0), "decision")),
+        " of ",
+        e.obj,
+        channel(e.d),
     ]
 
 

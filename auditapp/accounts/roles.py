@@ -55,6 +55,13 @@ ACKNOWLEDGE_ALERTS = "acknowledge_alerts"
 CONFIGURE_MONITORING = "configure_monitoring"  # the reference and fairness settings
 # Serving: run a model on inputs and record the decision (POST .../predict).
 PREDICT = "predict"
+# Privacy (issue 20): legal holds (placing and releasing them; reading them), a model's
+# retention period and the retention run, a person's access and erasure requests.
+MANAGE_LEGAL_HOLDS = "manage_legal_holds"
+READ_LEGAL_HOLDS = "read_legal_holds"
+SET_RETENTION = "set_retention"
+FILE_SUBJECT_REQUESTS = "file_subject_requests"
+READ_SUBJECT_REQUESTS = "read_subject_requests"
 # Changing a model's traffic policy decides which version answers, as a stage change
 # does: one capability for both.
 CHANGE_TRAFFIC = CHANGE_STAGE
@@ -92,6 +99,11 @@ CAPABILITIES = frozenset(
         CONFIGURE_MONITORING,
         PREDICT,
         APPROVE_CHANGES,
+        MANAGE_LEGAL_HOLDS,
+        READ_LEGAL_HOLDS,
+        SET_RETENTION,
+        FILE_SUBJECT_REQUESTS,
+        READ_SUBJECT_REQUESTS,
     }
 )
 
@@ -129,6 +141,11 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
             EXPORT_REPORTS,
             READ_AUDIT,
             VERIFY_CHAIN,
+            MANAGE_LEGAL_HOLDS,
+            READ_LEGAL_HOLDS,
+            SET_RETENTION,
+            FILE_SUBJECT_REQUESTS,
+            READ_SUBJECT_REQUESTS,
         }
     ),
     DOMAIN_EXPERT: frozenset(
@@ -144,7 +161,16 @@ ROLE_CAPABILITIES: dict[str, frozenset[str]] = {
     ),
     # Read-only, and never sees personal data unmasked.
     AUDITOR: frozenset(
-        {READ_MODELS, READ_DECISIONS, ALL_MODELS, EXPORT_REPORTS, READ_AUDIT, VERIFY_CHAIN}
+        {
+            READ_MODELS,
+            READ_DECISIONS,
+            ALL_MODELS,
+            EXPORT_REPORTS,
+            READ_AUDIT,
+            VERIFY_CHAIN,
+            READ_LEGAL_HOLDS,
+            READ_SUBJECT_REQUESTS,
+        }
     ),
 }
 
@@ -164,6 +190,8 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
             REQUEST_EXPLANATIONS,
             WHAT_IF,
             RUN_MONITORING,
+            READ_LEGAL_HOLDS,
+            READ_SUBJECT_REQUESTS,
         }
     ),
     # Decisions and outcomes, from a production system.
@@ -171,7 +199,16 @@ SCOPE_CAPABILITIES: dict[str, frozenset[str]] = {
     # Serving: predictions, each recorded as a decision (a production system's token).
     "predict": frozenset({PREDICT}),
     # Reports and notices (which need the person's inputs), labelled-data exports.
-    "report": frozenset({EXPORT_REPORTS, EXPORT_TRAINING_DATA, READ_MODELS, VIEW_SENSITIVE}),
+    "report": frozenset(
+        {
+            EXPORT_REPORTS,
+            EXPORT_TRAINING_DATA,
+            READ_MODELS,
+            VIEW_SENSITIVE,
+            FILE_SUBJECT_REQUESTS,
+            READ_SUBJECT_REQUESTS,
+        }
+    ),
     # Everything else too: the registry, stages and traffic policies and the approvals of
     # their changes, users and tokens, monitoring settings, alerts, feedback and reviews.
     "admin": CAPABILITIES,

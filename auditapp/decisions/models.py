@@ -127,6 +127,12 @@ class Decision(AppendOnlyModel):
     # A shadow decision: the id of the served decision whose inputs it scored. An id, not a
     # foreign key: months are retired one at a time (decisions/retention.py).
     served_by = models.BigIntegerField(null=True, blank=True)
+    # 2: recorded in document form 2, every input committed to (hashing.py); null: before.
+    document_form = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Once its personal inputs are erased (decisions/erasure.py): the commitments its
+    # document keeps, {"inputs", "sensitive_inputs"}, and the erasure declaration's id
+    # ("erasure"). The inputs are then {} and the salt null.
+    kept_commitments = models.JSONField(null=True, blank=True)
 
     objects = DecisionQuerySet.as_manager()
 
@@ -184,13 +190,38 @@ class Decision(AppendOnlyModel):
     def salt_bytes(self) -> bytes | None:
         return None if self.salt is None else bytes(self.salt)
 
+    @property
+    def erased(self) -> bool:
+        """Whether its personal inputs were erased (the commitments are kept)."""
+        return self.kept_commitments is not None
+
+    def document(self) -> dict[str, Any]:
+        """What its content hash covers (hashing.decision_document)."""
+        return decision_document(
+            self.hashed_fields(),
+            self.sensitive_names,
+            self.salt_bytes,
+            self.document_form,
+            self.kept_commitments,
+        )
+
     def sensitive_commitment(self) -> str | None:
         """The commitment to the sensitive inputs that the content hash covers."""
-        document = decision_document(self.hashed_fields(), self.sensitive_names, self.salt_bytes)
-        return document.get("sensitive_inputs")
+        return self.document().get("sensitive_inputs")
+
+    def inputs_commitment(self) -> str | None:
+        """Form 2: the commitment to the non-sensitive inputs that the content hash covers."""
+        value = self.document().get("inputs") if self.document_form else None
+        return value if isinstance(value, str) else None
 
     def compute_content_hash(self) -> str:
-        return content_hash(self.hashed_fields(), self.sensitive_names, self.salt_bytes)
+        return content_hash(
+            self.hashed_fields(),
+            self.sensitive_names,
+            self.salt_bytes,
+            self.document_form,
+            self.kept_commitments,
+        )
 
 
 class Outcome(AppendOnlyModel):
@@ -346,3 +377,122 @@ class RetiredRange(AppendOnlyModel):
 
     def __str__(self) -> str:
         return f"{self.table_name} {self.first_id}-{self.last_id} (#{self.retirement_id})"
+
+
+class Erasure(AppendOnlyModel):
+    """A declaration that some decisions' personal inputs are erased: written, recorded in
+    the sealed log and sealed before any of them is (decisions/erasure.py).
+
+    The decisions keep their commitments (Decision.kept_commitments), so their content
+    hashes still recompute. On PostgreSQL the append-only triggers let through only the
+    one UPDATE of an erasure (inputs to {}, salt to null, the commitments kept, nothing
+    else) for the ids in the ranges (ErasedRange) of the declaration written in the
+    updating transaction (auditapp/appendonly.py).
+    """
+
+    SUBJECT_REQUEST, RETENTION = "subject_request", "retention"
+    CAUSES = [(SUBJECT_REQUEST, "a person's erasure request"), (RETENTION, "retention period")]
+
+    cause = models.CharField(max_length=20, choices=CAUSES)
+    reason = models.TextField()
+    subject_ref = models.CharField(max_length=200, blank=True)  # a subject's request
+    declared_at = models.DateTimeField()
+    declared_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True)
+    decisions = models.PositiveIntegerField()
+    # {"ranges": [[first, last], ...], "by_model": {model: {month: count}}}
+    scope = models.JSONField()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"erasure declaration #{self.pk} ({self.cause}, {self.decisions} decisions)"
+
+
+class ErasedRange(AppendOnlyModel):
+    """One declared id range of decisions of an erasure, as the database's triggers read it
+    (it may hold decisions that are not erased: those of older forms, or held)."""
+
+    erasure = models.ForeignKey(Erasure, on_delete=models.PROTECT, related_name="ranges")
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["erasure", "first_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.first_id}-{self.last_id} of erasure #{self.erasure_id}"
+
+
+class LegalHoldQuerySet(models.QuerySet):
+    def active(self) -> LegalHoldQuerySet:
+        return self.filter(released_at__isnull=True)
+
+
+class LegalHold(models.Model):
+    """Decisions that must not lose anything while a matter is open (decisions/holds.py):
+    those of a model, of a period (predicted_at in [starts, ends)), of a subject, or
+    of any combination; until released, with a reason, by a compliance officer or admin."""
+
+    registered_model = models.ForeignKey(
+        RegisteredModel, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    starts = models.DateTimeField(null=True, blank=True)
+    ends = models.DateTimeField(null=True, blank=True)
+    subject_ref = models.CharField(max_length=200, blank=True)
+    reason = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    released_at = models.DateTimeField(null=True, blank=True)
+    release_reason = models.TextField(blank=True)
+
+    objects = LegalHoldQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"legal hold {self.pk}"
+
+    def covers_q(self, prefix: str = "") -> models.Q:
+        """The decisions it covers, as a filter (on decisions, or through `prefix`)."""
+        q = models.Q()
+        if self.registered_model_id is not None:
+            q &= models.Q(**{f"{prefix}registered_model_id": self.registered_model_id})
+        if self.starts is not None:
+            q &= models.Q(**{f"{prefix}predicted_at__gte": self.starts})
+        if self.ends is not None:
+            q &= models.Q(**{f"{prefix}predicted_at__lt": self.ends})
+        if self.subject_ref:
+            q &= models.Q(**{f"{prefix}subject_ref": self.subject_ref})
+        return q
+
+
+class RetentionPolicy(models.Model):
+    """How long a model's decisions keep their personal inputs (decisions/erasure.py).
+
+    `days`: inputs of decisions predicted longer ago are erased by the daily run (null:
+    kept for ever). `duty_days`: a duty to keep them at least this long (Reg B's 25
+    months, say): a person's erasure request touching a younger decision is refused.
+    """
+
+    registered_model = models.OneToOneField(
+        RegisteredModel, on_delete=models.PROTECT, related_name="retention"
+    )
+    days = models.PositiveIntegerField(null=True, blank=True)
+    duty_days = models.PositiveIntegerField(null=True, blank=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"retention of model {self.registered_model_id}: {self.days} days"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
-from auditapp.hashing import commitment
+from auditapp.hashing import commitment, input_commitments, inputs_salt
 from auditapp.registry.schemas import version_schema
 
 MASK = "[masked]"
@@ -34,6 +34,8 @@ SUMMARY_VALUES = (
     "model_version__schema_sha256",
     *_SHOWN_AS_STORED,
     "salt",
+    "document_form",
+    "kept_commitments",
 )
 
 
@@ -74,6 +76,8 @@ class DecisionPresenter:
             decision.sensitive_names,
             decision.salt_bytes,
             self.masked_features(decision),
+            decision.document_form,
+            decision.kept_commitments,
         )
 
     def row_summary(self, row: dict) -> dict:
@@ -86,15 +90,23 @@ class DecisionPresenter:
         values["model"] = row["registered_model__name"]
         values["version"] = row["model_version__version"]
         salt = None if row["salt"] is None else bytes(row["salt"])
-        return self._summary(values, sensitive, salt, masked)
+        return self._summary(
+            values, sensitive, salt, masked, row["document_form"], row["kept_commitments"]
+        )
 
     def _summary(
-        self, values: dict, sensitive: frozenset[str], salt: bytes | None, masked: list[str]
+        self,
+        values: dict,
+        sensitive: frozenset[str],
+        salt: bytes | None,
+        masked: list[str],
+        form: int | None = None,
+        kept: dict | None = None,
     ) -> dict:
         inputs = values["inputs"]
         # Recorded before commitments, a masked value's hash covers it in clear: a
         # dictionary of candidates would find it, so the hash is withheld.
-        hash_shown = salt is not None or not masked
+        hash_shown = salt is not None or not masked or form is not None
         return {
             "id": values["id"],
             "model": values["model"],
@@ -116,9 +128,37 @@ class DecisionPresenter:
             # The commitment to the sensitive inputs that the content hash covers
             # (hashing.decision_document); none before commitments.
             "sensitive_inputs_commitment": None
-            if salt is None
-            else commitment(salt, {k: v for k, v in inputs.items() if k in sensitive}),
+            if salt is None and kept is None
+            else commitment(salt, {k: v for k, v in inputs.items() if k in sensitive})
+            if kept is None
+            else kept["sensitive_inputs"],
             "salt": salt.hex() if salt is not None and self.show_sensitive else None,
+            **self._form_fields(inputs, sensitive, salt, form, kept),
+        }
+
+    @staticmethod
+    def _form_fields(
+        inputs: dict, sensitive: frozenset[str], salt: bytes | None, form: int | None, kept
+    ) -> dict:
+        """Document form 2 (hashing.py): the commitment to the non-sensitive inputs and the
+        salt derived for it (which reveals nothing of the sensitive ones' salt), or, once
+        erased, the kept commitments and the erasure declaration."""
+        if form is None:
+            return {"document_form": None, "erased": False}
+        if kept is not None:
+            return {
+                "document_form": form,
+                "inputs_commitment": kept["inputs"],
+                "inputs_salt": None,
+                "erased": True,
+                "erasure": kept.get("erasure"),
+            }
+        assert salt is not None
+        return {
+            "document_form": form,
+            "inputs_commitment": input_commitments(inputs, sensitive, salt)["inputs"],
+            "inputs_salt": inputs_salt(salt).hex(),
+            "erased": False,
         }
 
 

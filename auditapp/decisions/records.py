@@ -2,7 +2,7 @@
 leaves of their own)."""
 
 from auditapp.accounts.records import RecordKind, register
-from auditapp.decisions.models import Outcome, Retirement
+from auditapp.decisions.models import Erasure, LegalHold, Outcome, Retirement
 
 OUTCOME = register(
     RecordKind(
@@ -31,5 +31,45 @@ RETIREMENT = register(
         fields=("month", "declared_at", "declared_by_id", "actor_name", "mode", "tables"),
         # (no time checked: declared_at is its transaction's start, which the triggers
         # match, and measuring a large month comes before the record is written)
+    )
+)
+
+ERASURE = register(
+    RecordKind(
+        name="erasure",
+        label="Erasure declaration",
+        model=Erasure,
+        fields=(
+            "cause",
+            "reason",
+            "subject_ref",
+            "declared_at",
+            "declared_by_id",
+            "actor_name",
+            "decisions",
+            "scope",
+        ),
+    )
+)
+
+LEGAL_HOLD = register(
+    RecordKind(
+        name="legal_hold",
+        label="Legal hold",
+        model=LegalHold,
+        fields=(
+            "registered_model_id",
+            "starts",
+            "ends",
+            "subject_ref",
+            "reason",
+            "created_by_id",
+            "created_at",
+            "released_by_id",
+            "released_at",
+            "release_reason",
+        ),
+        time_field="created_at",
+        stateful=True,  # released later: recorded again
     )
 )

@@ -49,6 +49,8 @@ DECISION_COLUMNS = (
     "content_hash",
     "arm",
     "served_by",
+    "document_form",
+    "kept_commitments",
 )
 RANGE = 50_000  # decision ids per task when hashing in processes
 # model version id -> (model name, version, artifact sha256, sensitive feature names)
@@ -56,7 +58,7 @@ Versions = dict[int, tuple[str, str, str, frozenset[str]]]
 
 
 def _decision_columns() -> list[str]:
-    json_columns = {"inputs", "prediction", "metadata"}
+    json_columns = {"inputs", "prediction", "metadata", "kept_commitments"}
     time_columns = {"predicted_at", "recorded_at"}
     return [
         _json(c) if c in json_columns else _time(c) if c in time_columns else c
@@ -95,7 +97,7 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
     sha256, dumps, loads = hashlib.sha256, orjson.dumps, orjson.loads
     out = []
     for pk, version_id, request_id, subject, inputs, prediction, score, *rest in rows:
-        predicted_at, recorded_at, source, metadata, salt, stored, arm, served_by = rest
+        predicted_at, recorded_at, source, metadata, salt, stored, arm, served_by, *form = rest
         model, version, artifact, sensitive = versions[version_id]
         fields = {
             "artifact_sha256": artifact,
@@ -113,7 +115,14 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
             "arm": arm,
             "served_by": served_by,
         }
-        document = decision_document(fields, sensitive, None if salt is None else bytes(salt))
+        document_form, kept = form
+        document = decision_document(
+            fields,
+            sensitive,
+            None if salt is None else bytes(salt),
+            document_form,
+            None if kept is None else loads(kept),
+        )
         out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored, recorded_at))
     return out
 

@@ -18,9 +18,10 @@ only for the ranges of the declaration written in that transaction
 (auditapp/appendonly.py). SQLite has no partitions and no triggers: the rows are
 deleted by the same ranges.
 
-Per-model periods and legal holds are for later: they would narrow `retiring`
-(which decisions of the month go) and keep the same declaration, deletion and
-verification.
+Per-model periods and legal holds act on the inputs, not on whole rows: decisions/
+input_retention.py erases the personal inputs of expired decisions (decisions/
+erasure.py), keeping every row and its proof, unless a hold (decisions/holds.py)
+covers them.
 """
 
 from __future__ import annotations

@@ -21,7 +21,13 @@ from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
-from auditapp.hashing import canonical_json, canonical_time, content_hash, new_salt
+from auditapp.hashing import (
+    COMMITTED_FORM,
+    canonical_json,
+    canonical_time,
+    content_hash,
+    new_salt,
+)
 from auditapp.registry.models import ModelVersion, RegisteredModel
 
 log = logging.getLogger(__name__)
@@ -269,9 +275,10 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
         "source": stamp.source,
         "metadata": decision.metadata,
         "content_hash": content_hash(
-            fields, decision.model_version.parsed_schema.sensitive_names, salt
+            fields, decision.model_version.parsed_schema.sensitive_names, salt, COMMITTED_FORM
         ),
         "salt": salt,
+        "document_form": COMMITTED_FORM,
         "recorded_by_id": stamp.recorded_by_id,
         "client": stamp.client,
         "arm": decision.arm,
@@ -299,7 +306,7 @@ COPY_COLUMNS = (
 )
 # Written after COPY_COLUMNS (which bench/ scripts fill as they are): a served decision's
 # arm and the decision a shadow one scored.
-SERVED_COLUMNS = ("arm", "served_by")
+SERVED_COLUMNS = ("arm", "served_by", "document_form")
 
 
 def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
@@ -347,6 +354,7 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["client"],
                         row["arm"],
                         row["served_by"],
+                        row["document_form"],
                     )
                 )
     return ids, written

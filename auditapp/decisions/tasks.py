@@ -3,7 +3,8 @@
 from celery import shared_task
 
 from auditapp import partitions
-from auditapp.decisions import jobs
+from auditapp.accounts import roles
+from auditapp.decisions import input_retention, jobs
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.tasking import AttestTask
 
@@ -55,3 +56,18 @@ def create_partitions_ahead() -> list[str]:
     for table in tables:
         partitions.analyze(table)
     return created
+
+
+@shared_task(
+    base=AttestTask,
+    name="retention.apply",
+    acks_late=True,
+    soft_time_limit=3000,
+    time_limit=3300,  # below the broker's visibility timeout (3600 s)
+    max_retries=0,  # beat sends it again tomorrow; a failure is in the worker's log and no
+    # declaration is written (the run is one transaction per model)
+)
+def apply_retention() -> dict[str, int]:
+    """Beat runs this daily: erase the inputs past each model's retention period."""
+    runs = input_retention.apply_retention(roles.system_actor("retention (beat)"), via="beat")
+    return {run.model: len(run.plan.ids) for run in runs}

@@ -5,3 +5,6 @@ class ReportsConfig(AppConfig):
     name = "auditapp.reports"
     label = "reports"
     verbose_name = "Reports"
+
+    def ready(self) -> None:
+        from auditapp.reports import copies  # noqa: F401 - registers notices' files (erasure)

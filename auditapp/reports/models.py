@@ -78,3 +78,41 @@ class Report(models.Model):
         return (
             f"{p['model']}-v{p['version']}-compliance-{p['from'][:10]}-{p['to'][:10]}.{self.format}"
         )
+
+
+class SubjectRequest(models.Model):
+    """A person's request about their data (GDPR Art. 15 access, Art. 17 erasure), filed
+    by a compliance officer or admin for the subject (reports/subjects.py).
+
+    An access request's report (PDF or JSON) is built when downloaded, from the data as
+    it is then, and each download is audited: no copy of the inputs is stored. An erasure
+    request is answered at once: done (the declaration that erased the inputs), or
+    refused with the reason (a legal hold, a retention duty, a form that cannot be
+    erased), nothing erased.
+    """
+
+    ACCESS, ERASURE = "access", "erasure"
+    KINDS = [(ACCESS, "access"), (ERASURE, "erasure")]
+    DONE, REFUSED = "done", "refused"
+    STATUSES = [(DONE, "done"), (REFUSED, "refused")]
+
+    subject_ref = models.CharField(max_length=200)
+    kind = models.CharField(max_length=10, choices=KINDS)
+    reason = models.TextField()
+    status = models.CharField(max_length=10, choices=STATUSES)
+    result = models.JSONField(default=dict)  # decisions found, erased, spared; the refusal
+    refusal = models.TextField(blank=True)
+    erasure = models.ForeignKey(
+        "decisions.Erasure", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        indexes = [models.Index(fields=["subject_ref"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} request {self.pk} ({self.status})"

@@ -11,6 +11,7 @@ def navigation(request) -> dict:
             "can_read_audit": False,
             "can_export_reports": False,
             "can_approve": False,
+            "can_read_privacy": False,
         }
     actor = roles.Actor(user=user)
     return {
@@ -22,4 +23,5 @@ def navigation(request) -> dict:
             actor.can(c)
             for c in (roles.CHANGE_STAGE, roles.CONFIGURE_MONITORING, roles.APPROVE_CHANGES)
         ),
+        "can_read_privacy": actor.can(roles.READ_SUBJECT_REQUESTS),
     }

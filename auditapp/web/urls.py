@@ -7,7 +7,7 @@ from auditapp.decisions import audit_pages
 from auditapp.decisions import views as decision_views
 from auditapp.dossier import views as dossier_views
 from auditapp.registry import views as registry_views
-from auditapp.reports import version_page
+from auditapp.reports import privacy_views, version_page
 from auditapp.reports import views as report_views
 from auditapp.reviews import views as review_views
 from auditapp.serving import compare_page
@@ -56,6 +56,17 @@ urlpatterns = [
         "models/<slug:name>/versions/<str:version>/labelled.<str:fmt>",
         review_views.labelled_data,
         name="labelled-data",
+    ),
+    path("privacy/", privacy_views.privacy, name="privacy"),
+    path(
+        "privacy/holds/<int:hold_id>/release",
+        privacy_views.release_hold,
+        name="privacy-hold-release",
+    ),
+    path(
+        "privacy/requests/<int:request_id>/report.<str:fmt>",
+        privacy_views.access_report,
+        name="privacy-access-report",
     ),
     path("audit/", audit_pages.audit_log, name="audit-log"),
     path("audit/events.csv", audit_pages.audit_log_csv, name="audit-log-export"),

@@ -483,6 +483,65 @@ def log(
         partitions={"decisions_decision_p202601": "decisions_decision_p202601_retired"},
     )
 
+    # Privacy (issue 20): recorded as the code records them (their own tests run the
+    # real paths: tests/decisions/test_erasure.py, tests/reports/test_subject_requests.py).
+    system = roles.system_actor()
+    record_event(
+        "decisions.erased",
+        actor=system,
+        object_type="erasure",
+        object_id="3",
+        via="command",
+        cause="retention",
+        decisions=12,
+    )
+    for action in ("legal_hold.placed", "legal_hold.released"):
+        record_event(
+            action,
+            actor=system,
+            object_type="decisions.legalhold",
+            object_id="4",
+            via="api",
+            model="credit",
+            subject_ref="c-1",
+        )
+    record_event(
+        "retention.set",
+        actor=system,
+        object_type="registry.registeredmodel",
+        object_id="1",
+        via="api",
+        days=30,
+        duty_days=None,
+    )
+    record_event(
+        "retention.previewed",
+        actor=system,
+        object_type="retention",
+        via="api",
+        models={"credit": 5},
+    )
+    record_event(
+        "subject_request.filed",
+        actor=system,
+        object_type="reports.subjectrequest",
+        object_id="5",
+        via="api",
+        kind="erasure",
+        subject_ref="c-1",
+        status="refused",
+    )
+    record_event(
+        "subject_request.downloaded",
+        actor=system,
+        object_type="reports.subjectrequest",
+        object_id="5",
+        via="api",
+        format="pdf",
+        subject_ref="c-1",
+        decisions=2,
+    )
+
     # The log itself: sealed, a seal downloaded, the chain verified, the log read.
     seal_new_records()
     reader.get("/audit/seal.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from unittest import mock
 
 import psycopg
 import pytest
@@ -12,6 +13,7 @@ from django.db import DatabaseError, IntegrityError, OperationalError, connectio
 from auditapp import partitions
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
+from auditapp.decisions import services as decision_services
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.outcomes import record_outcomes
 from auditapp.decisions.sealing import seal_new_records
@@ -217,19 +219,33 @@ def test_every_foreign_key_to_decisions_points_at_the_parent():
 
 
 @contextmanager
-def columns_of_today():
-    """The decision columns added after partitioning (decisions.0012: arm, served_by), there
-    for today's code to write the rows of then (null, as then), and gone again before the
-    migrations run forward and add them."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"ALTER TABLE {TABLE} ADD COLUMN arm varchar(10) NULL, ADD COLUMN served_by bigint NULL"
-        )
-    try:
+def recorded_before_form_2():
+    """Today's code records decisions as it did before document form 2 (decisions.0014):
+    sensitive inputs committed to, the others hashed in clear, no form."""
+    with mock.patch.object(decision_services, "COMMITTED_FORM", None):
         yield
+
+
+@contextmanager
+def columns_of_today():
+    """The decision columns added after partitioning (decisions.0012: arm, served_by;
+    0014: document_form, kept_commitments), there for today's code to write the rows of
+    then (null, as then), and gone again before the migrations run forward and add them."""
+    added = (
+        "arm varchar(10) NULL",
+        "served_by bigint NULL",
+        "document_form smallint NULL",
+        "kept_commitments jsonb NULL",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"ADD COLUMN {c}" for c in added))
+    try:
+        with recorded_before_form_2():
+            yield
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE {TABLE} DROP COLUMN arm, DROP COLUMN served_by")
+            names = ", ".join(f"DROP COLUMN {c.split()[0]}" for c in added)
+            cursor.execute(f"ALTER TABLE {TABLE} {names}")
 
 
 def ingest_one_by_one(ingest, count: int) -> list[int]:

@@ -413,6 +413,8 @@ class TestTriggers:
         "explain_explanationresult",
         "decisions_retirement",
         "decisions_retiredrange",
+        "decisions_erasure",
+        "decisions_erasedrange",
         "explain_counterfactualconfig",
         "explain_counterfactualresult",
         "serving_trafficpolicy",

@@ -84,8 +84,10 @@ def test_every_kind_is_in_the_log_with_its_own_record(recorded):
         "approval": 1,
         "approval_step": 1,
         "case_event": 2,  # the case opened by the disagreement, then taken
+        "erasure": 0,  # tests/decisions/test_erasure.py
         "explanation": 0,  # no worker ran here
         "feedback": 1,
+        "legal_hold": 0,  # tests/decisions/test_holds_and_retention.py
         "model_version": 1,
         "outcome": 1,
         "override": 0,

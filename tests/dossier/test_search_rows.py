@@ -32,7 +32,8 @@ def mixed(model_version, register, ml_engineer, ingest):
     older = Decision.objects.order_by("pk").first()
     fields = {f.attname: getattr(older, f.attname) for f in Decision._meta.concrete_fields}
     del fields["id"]
-    Decision.objects.create(**{**fields, "request_id": "before-commitments", "salt": None})
+    before = {"request_id": "before-commitments", "salt": None, "document_form": None}
+    Decision.objects.create(**{**fields, **before})
     return list(Decision.objects.with_related().order_by("pk"))
 
 

@@ -155,12 +155,22 @@ def test_the_content_hash_is_no_dictionary_oracle(api_client, auditor, target):
         assert sha256_canonical(guess) != shown["sensitive_inputs_commitment"]
     assert tried == 16002
 
-    # What the auditor can do: check the hash with the commitment in place of the values.
+    # Nor the commitment to the visible inputs, with the salt derived for them, to the
+    # masked ones (document form 2: each has its own salt).
+    for sex, income in itertools.product(("female", "male"), (44000.0, 44001.0)):
+        guess = {"salt": shown["inputs_salt"], "values": {"income": income, "sex": sex}}
+        assert sha256_canonical(guess) != shown["sensitive_inputs_commitment"]
+
+    # What the auditor can do: open the visible inputs' commitment with their derived salt,
+    # and check the hash with the commitments in place of the values.
     visible = {k: v for k, v in shown["inputs"].items() if k not in MASKED}
+    opened = {"salt": shown["inputs_salt"], "values": visible}
+    assert sha256_canonical(opened) == shown["inputs_commitment"]
     document = {
         **base,
-        "inputs": visible,
+        "inputs": shown["inputs_commitment"],
         "sensitive_inputs": shown["sensitive_inputs_commitment"],
+        "document_form": 2,
     }
     assert sha256_canonical(document) == shown["content_hash"] == target.content_hash
 

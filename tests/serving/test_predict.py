@@ -242,8 +242,18 @@ def test_a_reader_checks_a_served_decisions_hash_as_the_readme_says(
     keys = ("model", "version", "artifact_sha256", "request_id", "subject_ref", "prediction")
     keys += ("score", "predicted_at", "recorded_at", "source", "metadata")
     doc = {k: d[k] for k in keys}
-    doc["inputs"] = {k: v for k, v in d["inputs"].items() if k not in d["masked_features"]}
+    # Document form 2: the non-sensitive inputs the auditor reads, checked against their
+    # commitment with the derived salt shown to every reader; the commitments hashed.
+    shown = {k: v for k, v in d["inputs"].items() if k not in d["masked_features"]}
+    opened = {"salt": d["inputs_salt"], "values": shown}
+    assert d["document_form"] == 2
+    assert (
+        hashlib.sha256(orjson.dumps(opened, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        == d["inputs_commitment"]
+    )
+    doc["inputs"] = d["inputs_commitment"]
     doc["sensitive_inputs"] = d["sensitive_inputs_commitment"]
+    doc["document_form"] = 2
     assert d["masked_features"] and d["arm"] == PRODUCTION and d["served_by"] is None
     doc["arm"], doc["served_by"] = d["arm"], d["served_by"]
     for moment in ("predicted_at", "recorded_at"):  # as the README says: +00:00, microseconds

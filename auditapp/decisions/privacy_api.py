@@ -1,0 +1,94 @@
+"""Legal holds and retention of inputs per model (API.md: Governance)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiTypes, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from auditapp.accounts import roles
+from auditapp.accounts.audit import client_ip
+from auditapp.decisions import holds, input_retention
+from auditapp.registry.lookups import get_model_for_actor
+
+LIST_LIMIT = 500
+
+
+class LegalHoldListView(APIView):
+    @extend_schema(operation_id="legal_holds_list", responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        """Legal holds, newest first (?active=true for those not released)."""
+        found = holds.visible_holds(roles.actor_for(request))
+        if request.query_params.get("active") in ("true", "1"):
+            found = found.active()
+        return Response({"results": [holds.hold_json(h) for h in found[:LIST_LIMIT]]})
+
+    @extend_schema(
+        operation_id="legal_holds_place",
+        request=OpenApiTypes.OBJECT,
+        responses={201: OpenApiTypes.OBJECT},
+    )
+    def post(self, request):
+        hold = holds.place_hold(
+            roles.actor_for(request), request.data, ip=client_ip(request), via="api"
+        )
+        return Response(holds.hold_json(hold), status=201)
+
+
+class LegalHoldDetailView(APIView):
+    @extend_schema(operation_id="legal_hold", responses=OpenApiTypes.OBJECT)
+    def get(self, request, hold_id: int):
+        return Response(
+            holds.hold_json(holds.get_hold_for_actor(roles.actor_for(request), hold_id))
+        )
+
+
+class LegalHoldReleaseView(APIView):
+    @extend_schema(
+        operation_id="legal_hold_release",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def post(self, request, hold_id: int):
+        actor = roles.actor_for(request)
+        holds.get_hold_for_actor(actor, hold_id)  # 404 before 403 for a reader
+        hold = holds.release_hold(
+            actor, hold_id, request.data.get("reason"), ip=client_ip(request), via="api"
+        )
+        return Response(holds.hold_json(hold))
+
+
+class ModelRetentionView(APIView):
+    @extend_schema(operation_id="model_retention", responses=OpenApiTypes.OBJECT)
+    def get(self, request, name: str):
+        model = get_model_for_actor(roles.actor_for(request), name)
+        return Response(input_retention.policy_json(model))
+
+    @extend_schema(
+        operation_id="model_retention_set",
+        request=OpenApiTypes.OBJECT,
+        responses=OpenApiTypes.OBJECT,
+    )
+    def put(self, request, name: str):
+        actor = roles.actor_for(request)
+        input_retention.set_retention(actor, name, request.data, ip=client_ip(request), via="api")
+        return Response(input_retention.policy_json(get_model_for_actor(actor, name)))
+
+
+class RetentionRunView(APIView):
+    @extend_schema(
+        operation_id="retention_run", request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT
+    )
+    def post(self, request):
+        """Erase (or with dry_run, list) the inputs past each model's period, in this request."""
+        data = request.data if isinstance(request.data, dict) else {}
+        runs = input_retention.apply_retention(
+            roles.actor_for(request),
+            dry_run=data.get("dry_run") is True,
+            model_name=data.get("model") or None,
+            via="api",
+            ip=client_ip(request),
+        )
+        return Response(
+            {"dry_run": data.get("dry_run") is True, "results": [r.as_dict() for r in runs]}
+        )

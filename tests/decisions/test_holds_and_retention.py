@@ -1,0 +1,168 @@
+"""Legal holds and retention of inputs per model (issue 20): holds placed and released by
+compliance officers and admins only, a retention run (dry, real, daily task) that
+erases the inputs past a model's period and spares what a hold covers, the proof
+still verifying.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from auditapp.accounts.models import AuditEvent, LogRecord
+from auditapp.decisions import tasks
+from auditapp.decisions.models import Decision, Erasure, LegalHold, RetentionPolicy
+from auditapp.decisions.sealing import seal_new_records
+from auditapp.decisions.verification import verify_chain
+from tests.factories import DecisionPayloadFactory
+
+pytestmark = pytest.mark.django_db
+HOLDS = "/api/v1/legal-holds"
+
+
+def days_ago(n: int) -> str:
+    return (timezone.now() - dt.timedelta(days=n)).isoformat()
+
+
+@pytest.fixture
+def aged(model_version, ingest):
+    """Decisions of 60 days ago (two of subject c-held) and two of today."""
+    old = [
+        DecisionPayloadFactory(predicted_at=days_ago(60), subject_ref=ref)
+        for ref in ("c-held", "c-held", "c-a", "c-b")
+    ]
+    new = DecisionPayloadFactory.build_batch(2)
+    ids = [r["id"] for r in ingest(*old, *new)]
+    seal_new_records()
+    return {"old": ids[:4], "held": ids[:2], "new": ids[4:]}
+
+
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [
+        ("compliance_officer", 201),
+        ("admin", 201),
+        ("auditor", 403),
+        ("ml_engineer", 403),
+        ("domain_expert", 403),
+        ("anonymous", 401),
+    ],
+)
+def test_only_compliance_officers_and_admins_place_holds(who, status, users, api_client, aged):
+    body = {"model": "credit", "subject_ref": "c-held", "reason": "litigation 2026-17"}
+    response = api_client(users[who]).post(HOLDS, body, format="json")
+    assert response.status_code == status
+    if status == 201:
+        hold = response.json()
+        assert hold["active"] and hold["model"] == "credit" and hold["subject_ref"] == "c-held"
+        assert AuditEvent.objects.filter(action="legal_hold.placed").count() == 1
+        assert LogRecord.objects.filter(kind="legal_hold").count() == 1
+    else:
+        assert LegalHold.objects.count() == 0
+
+
+def test_a_hold_needs_a_reason_and_a_scope(api_client, compliance_officer, aged):
+    client = api_client(compliance_officer)
+    missing = client.post(HOLDS, {"model": "credit"}, format="json")
+    assert missing.status_code == 400 and "reason" in missing.json()["error"]["details"]
+    unscoped = client.post(HOLDS, {"reason": "why"}, format="json")
+    assert unscoped.status_code == 400 and "scope" in unscoped.json()["error"]["details"]
+    hidden = client.post(HOLDS, {"model": "nope", "reason": "why"}, format="json")
+    assert hidden.status_code == 400 and "model" in hidden.json()["error"]["details"]
+
+
+def test_only_compliance_officers_and_admins_release_holds(
+    api_client, compliance_officer, admin, auditor, aged
+):
+    hold = api_client(compliance_officer).post(
+        HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json"
+    )
+    url = f"{HOLDS}/{hold.json()['id']}/release"
+    assert api_client(auditor).post(url, {"reason": "done"}, format="json").status_code == 403
+    assert api_client(admin).post(url, {}, format="json").status_code == 400
+    released = api_client(admin).post(url, {"reason": "case closed"}, format="json")
+    assert released.status_code == 200
+    assert released.json()["active"] is False and released.json()["released_by"] == "admin"
+    again = api_client(admin).post(url, {"reason": "x"}, format="json")
+    assert again.status_code == 409
+    listed = api_client(auditor).get(HOLDS).json()["results"]
+    assert [h["release_reason"] for h in listed] == ["case closed"]
+    assert LogRecord.objects.filter(kind="legal_hold").count() == 2
+    seal_new_records()
+    assert verify_chain().ok
+
+
+def test_retention_is_set_by_compliance_officers_and_admins(
+    api_client, compliance_officer, ml_engineer, auditor, aged
+):
+    url = "/api/v1/models/credit/retention"
+    assert api_client(ml_engineer).put(url, {"days": 30}, format="json").status_code == 403
+    assert api_client(auditor).put(url, {"days": 30}, format="json").status_code == 403
+    bad = api_client(compliance_officer).put(url, {"days": -3}, format="json")
+    assert bad.status_code == 400
+    done = api_client(compliance_officer).put(url, {"days": 30}, format="json")
+    assert done.status_code == 200 and done.json() == {
+        "model": "credit",
+        "days": 30,
+        "duty_days": None,
+    }
+    assert api_client(auditor).get(url).json()["days"] == 30
+    assert AuditEvent.objects.filter(action="retention.set").count() == 1
+
+
+def test_a_retention_run_erases_what_is_past_the_period_and_spares_what_a_hold_covers(
+    api_client, compliance_officer, aged
+):
+    client = api_client(compliance_officer)
+    client.put("/api/v1/models/credit/retention", {"days": 30}, format="json")
+    hold = client.post(HOLDS, {"subject_ref": "c-held", "reason": "litigation"}, format="json")
+
+    out = io.StringIO()
+    call_command("apply_retention", "--dry-run", stdout=out)
+    text = out.getvalue()
+    assert "Would erase the inputs of 2 decisions" in text
+    assert f"legal hold #{hold.json()['id']} spared 2" in text and "Dry run" in text
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+
+    dry = client.post("/api/v1/retention/run", {"dry_run": True}, format="json").json()
+    assert dry["results"][0]["decisions"] == 2 and dry["results"][0]["declaration"] is None
+
+    result = tasks.apply_retention()
+    assert tasks.apply_retention.name == "retention.apply"
+    assert result == {"credit": 2}
+    erased = set(
+        Decision.objects.filter(kept_commitments__isnull=False).values_list("pk", flat=True)
+    )
+    assert erased == set(aged["old"]) - set(aged["held"])
+    assert Erasure.objects.get().cause == Erasure.RETENTION
+    seal_new_records()
+    verified = verify_chain()
+    assert verified.ok, verified.first_bad
+    assert verified.decisions == 6 and verified.records["erasure"] == 1
+
+    # Released, the hold no longer spares them: the next run erases them.
+    client.post(f"{HOLDS}/{hold.json()['id']}/release", {"reason": "closed"}, format="json")
+    again = client.post("/api/v1/retention/run", {}, format="json").json()
+    assert again["results"][0]["decisions"] == 2 and again["results"][0]["already_erased"] == 2
+    assert Decision.objects.filter(kept_commitments__isnull=False).count() == 4
+    assert not Decision.objects.filter(pk__in=aged["new"], kept_commitments__isnull=False)
+
+
+def test_without_a_period_nothing_is_erased(aged):
+    RetentionPolicy.objects.create(
+        registered_model=Decision.objects.first().registered_model, days=None
+    )
+    out = io.StringIO()
+    call_command("apply_retention", stdout=out)
+    assert "No model has a retention period." in out.getvalue()
+    assert Erasure.objects.count() == 0
+
+
+def test_the_retention_run_is_refused_to_readers(api_client, auditor, ml_engineer, aged):
+    for user in (auditor, ml_engineer):
+        response = api_client(user).post("/api/v1/retention/run", {"dry_run": True}, format="json")
+        assert response.status_code == 403
