@@ -285,6 +285,11 @@ class Seal(AppendOnlyModel):
     # position (log.STORED_HEIGHTS).
     frontier = models.BinaryField()
     nodes = models.BinaryField()
+    # Whether this seal stopped at its row limit before what was there to seal: a backlog
+    # sealed in parts. The next part holds rows recorded before this seal was made, which
+    # verification must not call backdated (verification._Clock). Null: sealed before this
+    # was kept (a part is then recognised by its full row limit).
+    cut = models.BooleanField(null=True)
 
     class Meta:
         ordering = ["index"]

@@ -184,7 +184,7 @@ def _horizon() -> dict[str, int]:
 def _seal_next(horizon: dict[str, int], max_rows: int) -> Seal | None:
     previous = latest_seal()
     first_leaf = previous.tree_size if previous else 0
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"cut": False}
     leaves: list[bytes] = []
     for kind in log.NAMES:
         after = (getattr(previous, f"last_{kind}_id") or 0) if previous else 0
@@ -195,6 +195,8 @@ def _seal_next(horizon: dict[str, int], max_rows: int) -> Seal | None:
             .values_list("id", "content_hash")[:max_rows]
         )
         ids, packed = _pack(rows)
+        if len(rows) == max_rows and rows[-1][0] < horizon[kind]:
+            fields["cut"] = True  # the rest of this backlog is in the next seal
         fields.update(
             {
                 f"{kind}_count": len(rows),

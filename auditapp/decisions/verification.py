@@ -25,7 +25,13 @@ from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import log, merkle, signing
 from auditapp.decisions.models import INGESTED_EVENT, Decision, Retirement, Seal
 from auditapp.decisions.rehashing import CHUNK, decision_hashes, event_hashes, record_hashes
-from auditapp.decisions.sealing import GENESIS, MAX_TREE_SIZE, SEALED_TABLES, exported_seal
+from auditapp.decisions.sealing import (
+    GENESIS,
+    MAX_SEAL_ROWS,
+    MAX_TREE_SIZE,
+    SEALED_TABLES,
+    exported_seal,
+)
 from auditapp.errors import InvalidInput
 from auditapp.hashing import (
     canonical_time,
@@ -391,6 +397,16 @@ class _Clock:
     def __init__(self, seals: list[Seal]) -> None:
         self.tolerance = timedelta(seconds=settings.ATTEST_LOG_CLOCK_TOLERANCE)
         self.sealed_at = [seal.sealed_at for seal in seals]
+        # Per seal, the index of the last seal before it that took in everything written
+        # before it was made (None: no such seal). A backlog sealed in parts holds, in each
+        # part after the first, rows recorded before the part before it was made.
+        self.follows: list[int | None] = []
+        whole = None
+        for index, seal in enumerate(seals):
+            self.follows.append(whole)
+            if not _cut(seal):
+                whole = index
+        self.follows.append(whole)  # for rows not sealed yet
 
     def problem(
         self, at: datetime, previous: datetime | None, seal_index: int | None
@@ -401,8 +417,8 @@ class _Clock:
                 f"it is dated {canonical_time(at)}, before the row written before it "
                 f"({canonical_time(previous)}): backdated"
             )
-        after = seal_index - 1 if seal_index is not None else len(self.sealed_at) - 1
-        if after >= 0 and at < self.sealed_at[after] - slack:
+        after = self.follows[seal_index if seal_index is not None else len(self.sealed_at)]
+        if after is not None and at < self.sealed_at[after] - slack:
             return (
                 f"it is dated {canonical_time(at)}, before seal {after} "
                 f"({canonical_time(self.sealed_at[after])}) that it follows: backdated"
@@ -410,6 +426,15 @@ class _Clock:
         if seal_index is not None and at > self.sealed_at[seal_index] + slack:
             return f"it is dated {canonical_time(at)}, after seal {seal_index} that holds it"
         return None
+
+
+def _cut(seal: Seal) -> bool:
+    """Whether a seal stopped at its row limit before the rest of its backlog (sealed
+    before `cut` was kept: whether a kind filled the default limit)."""
+    if seal.cut is not None:
+        return seal.cut
+    counts = (seal.decision_count, seal.event_count, seal.record_count)
+    return MAX_SEAL_ROWS in counts
 
 
 def _check_rows(

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.skipif(
 )
 TABLE = "decisions_decision"
 EVENTS = "accounts_auditevent"
+SEALS = "decisions_seal"
 RESULTS = "explain_explanationresult"
 
 
@@ -229,7 +230,7 @@ def recorded_before_form_2():
 @contextmanager
 def columns_of_today():
     """The decision columns added after partitioning (decisions.0012: arm, served_by;
-    0014: document_form, kept_commitments), there for today's code to write the rows of
+    0014: document_form, kept_commitments) and the seals' `cut` (0015), there for today's code to write the rows of
     then (null, as then), and gone again before the migrations run forward and add them."""
     added = (
         "arm varchar(10) NULL",
@@ -239,6 +240,7 @@ def columns_of_today():
     )
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"ADD COLUMN {c}" for c in added))
+        cursor.execute(f"ALTER TABLE {SEALS} ADD COLUMN cut boolean NULL")  # decisions.0015
     try:
         with recorded_before_form_2():
             yield
@@ -246,6 +248,7 @@ def columns_of_today():
         with connection.cursor() as cursor:
             names = ", ".join(f"DROP COLUMN {c.split()[0]}" for c in added)
             cursor.execute(f"ALTER TABLE {TABLE} {names}")
+            cursor.execute(f"ALTER TABLE {SEALS} DROP COLUMN cut")
 
 
 def ingest_one_by_one(ingest, count: int) -> list[int]:

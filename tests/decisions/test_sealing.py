@@ -8,6 +8,7 @@ superuser can.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -351,7 +352,23 @@ def test_seals_split_large_backlogs(model_version, ingest):
     seals = seal_new_records(max_rows=3)
 
     assert [s.decision_count for s in seals] == [3, 3, 1]
+    assert [s.cut for s in seals] == [True, True, False]
     assert verify_chain().ok
+
+
+def test_a_backlog_sealed_in_parts_is_not_called_backdated(model_version, ingest, settings):
+    """A backlog larger than a seal is sealed in parts, one after the other: the rows of the
+    later parts were recorded before the earlier parts were made. They follow the last seal
+    that took in everything before it, not the part before theirs."""
+    settings.ATTEST_LOG_CLOCK_TOLERANCE = 0.05
+    decision_ids(ingest, 7)
+    time.sleep(0.1)  # the backlog waited longer than the tolerance before it was sealed
+
+    seals = seal_new_records(max_rows=3)
+
+    assert len(seals) == 3
+    result = verify_chain()
+    assert result.ok, result.first_bad
 
 
 class TestVerifyChainCommand:
@@ -418,6 +435,8 @@ class TestTriggers:
         "explain_counterfactualconfig",
         "explain_counterfactualresult",
         "serving_trafficpolicy",
+        "approvals_approval",
+        "approvals_approvalstep",
     ]
 
     def test_every_append_only_table_has_its_triggers(self, db):
