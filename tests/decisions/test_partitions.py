@@ -230,8 +230,9 @@ def recorded_before_form_2():
 @contextmanager
 def columns_of_today():
     """The decision columns added after partitioning (decisions.0012: arm, served_by;
-    0014: document_form, kept_commitments) and the seals' `cut` (0015), there for today's code to write the rows of
-    then (null, as then), and gone again before the migrations run forward and add them."""
+    0014: document_form, kept_commitments) and the seals' `cut` (0015), there for today's
+    code to write the rows of then (null, as then), and gone again before the migrations
+    run forward and add them."""
     added = (
         "arm varchar(10) NULL",
         "served_by bigint NULL",
