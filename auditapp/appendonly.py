@@ -5,6 +5,8 @@ correction is a new row. On PostgreSQL, triggers enforce the same rule below
 the application (see the migrations).
 """
 
+import datetime as dt
+
 from django.db import connection, connections, models, router, transaction
 
 # The PostgreSQL advisory lock that orders inserts of sealed rows against the sealer.
@@ -40,6 +42,16 @@ class AppendOnlyModel(models.Model):
 
     def delete(self, *args, **kwargs):
         raise AppendOnlyError(f"{type(self).__name__} {self.pk} is append-only.")
+
+
+def declaration_time() -> dt.datetime:
+    """The time a retirement or erasure declaration carries: its transaction's start on
+    PostgreSQL, the only one the triggers below accept for the rows it names."""
+    if connection.vendor != "postgresql":
+        return dt.datetime.now(dt.UTC)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT transaction_timestamp()")
+        return cursor.fetchone()[0]
 
 
 def hold_insert_order() -> None:

@@ -30,7 +30,6 @@ What is not erased, and why (each is said in a plan's lines):
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections import Counter, defaultdict
@@ -44,9 +43,9 @@ from django.db.models import CharField, QuerySet
 from django.db.models.functions import Cast
 
 from auditapp.accounts import records, roles
-from auditapp.accounts.audit import record_event
+from auditapp.accounts.audit import id_runs, record_event
 from auditapp.accounts.models import AuditEvent
-from auditapp.appendonly import ERASURE_SETTING
+from auditapp.appendonly import ERASURE_SETTING, declaration_time
 from auditapp.decisions import holds
 from auditapp.decisions.models import Decision, ErasedRange, Erasure
 from auditapp.decisions.sealing import seal_new_records
@@ -214,12 +213,12 @@ def erase(actor: roles.Actor, plan: ErasurePlan, *, via: str = "api") -> Erasure
 
 def _declare(actor: roles.Actor, plan: ErasurePlan) -> Erasure:
     user = actor.user if actor.user.is_authenticated else None
-    ranges = id_ranges(plan.ids)
+    ranges = [tuple(run) for run in id_runs(plan.ids)]
     declaration = Erasure(
         cause=plan.cause,
         reason=plan.reason,
         subject_ref=plan.subject_ref,
-        declared_at=_transaction_time(),
+        declared_at=declaration_time(),
         declared_by=user,
         actor_name=actor.label,
         decisions=len(plan.ids),
@@ -231,26 +230,6 @@ def _declare(actor: roles.Actor, plan: ErasurePlan) -> Erasure:
     )
     records.append("erasure", [declaration.pk])
     return declaration
-
-
-def id_ranges(ids: list[int]) -> list[tuple[int, int]]:
-    """Runs of consecutive ids, [first, last] each."""
-    out: list[tuple[int, int]] = []
-    for pk in sorted(ids):
-        if out and pk == out[-1][1] + 1:
-            out[-1] = (out[-1][0], pk)
-        else:
-            out.append((pk, pk))
-    return out
-
-
-def _transaction_time() -> dt.datetime:
-    """The transaction's start on PostgreSQL: the triggers accept only a declaration of it."""
-    if connection.vendor != "postgresql":
-        return dt.datetime.now(dt.UTC)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT transaction_timestamp()")
-        return cursor.fetchone()[0]
 
 
 def _commitments(ids: list[int], declaration_id: int) -> list[tuple[int, str]]:

@@ -37,7 +37,7 @@ from django.db.models import Q
 from auditapp import partitions
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
-from auditapp.appendonly import RETIREMENT_SETTING
+from auditapp.appendonly import RETIREMENT_SETTING, declaration_time
 from auditapp.decisions.models import Decision, RetiredRange, Retirement
 from auditapp.decisions.sealing import latest_seal, seal_new_records
 from auditapp.errors import Conflict, InvalidInput
@@ -415,7 +415,7 @@ def _check_retirable(plan: Plan) -> None:
 
 def _declare(actor: roles.Actor, plan: Plan) -> Retirement:
     """The declaration, its ranges (for the triggers) and its record in the log."""
-    declared_at = _transaction_time()
+    declared_at = declaration_time()
     tables = {t.table: t.declared() for t in reversed(plan.tables) if t.rows or t.partitions}
     if plan.unique_keys:
         tables[Decision._meta.db_table + UNIQUE_SUFFIX] = {
@@ -441,15 +441,6 @@ def _declare(actor: roles.Actor, plan: Plan) -> Retirement:
     )
     records.append("retirement", [declaration.pk])
     return declaration
-
-
-def _transaction_time() -> dt.datetime:
-    """The transaction's start on PostgreSQL: the triggers accept only a declaration of it."""
-    if connection.vendor != "postgresql":
-        return dt.datetime.now(dt.UTC)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT transaction_timestamp()")
-        return cursor.fetchone()[0]
 
 
 def _delete_rows(cursor, table: TablePlan, plan: Plan) -> None:
