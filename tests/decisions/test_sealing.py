@@ -8,8 +8,8 @@ superuser can.
 from __future__ import annotations
 
 import json
-import time
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -21,8 +21,13 @@ from auditapp.accounts.models import AuditEvent, LogRecord
 from auditapp.decisions import merkle, rehashing
 from auditapp.decisions.models import Decision, Seal
 from auditapp.decisions.proofs import inclusion_holds, inclusion_proof
-from auditapp.decisions.sealing import exported_seal, latest_seal, seal_new_records
-from auditapp.decisions.verification import verify_chain
+from auditapp.decisions.sealing import (
+    MAX_SEAL_ROWS,
+    exported_seal,
+    latest_seal,
+    seal_new_records,
+)
+from auditapp.decisions.verification import _Clock, verify_chain
 from auditapp.errors import NotFound
 from tests.factories import DecisionPayloadFactory
 
@@ -356,19 +361,52 @@ def test_seals_split_large_backlogs(model_version, ingest):
     assert verify_chain().ok
 
 
-def test_a_backlog_sealed_in_parts_is_not_called_backdated(model_version, ingest, settings):
-    """A backlog larger than a seal is sealed in parts, one after the other: the rows of the
-    later parts were recorded before the earlier parts were made. They follow the last seal
-    that took in everything before it, not the part before theirs."""
-    settings.ATTEST_LOG_CLOCK_TOLERANCE = 0.05
-    decision_ids(ingest, 7)
-    time.sleep(0.1)  # the backlog waited longer than the tolerance before it was sealed
+def clock_of(*seals: tuple[int, bool | None]) -> _Clock:
+    """A clock over seals made at these minutes past 10:00, cut (a part of a backlog) or not."""
+    return _Clock(
+        [
+            Seal(index=i, sealed_at=TEN + timedelta(minutes=minute), cut=cut, decision_count=1)
+            for i, (minute, cut) in enumerate(seals)
+        ]
+    )
 
-    seals = seal_new_records(max_rows=3)
 
-    assert len(seals) == 3
-    result = verify_chain()
-    assert result.ok, result.first_bad
+TEN = datetime(2026, 12, 1, 10, tzinfo=UTC)
+
+
+def test_a_row_of_a_later_part_of_a_backlog_follows_the_last_whole_seal(settings):
+    """A backlog sealed an hour late, in parts one after the other: a row of the second
+    part was recorded at 10:10, long before the first part was made at 11:00. It follows
+    seal 0 (whole, 10:00), not the part before it."""
+    settings.ATTEST_LOG_CLOCK_TOLERANCE = 300
+    clock = clock_of((0, False), (60, True), (60, False))
+    at = TEN + timedelta(minutes=10)
+
+    assert clock.problem(at, None, 2) is None
+    assert clock.problem(at, None, 1) is None
+    assert "before seal 0" in clock.problem(TEN - timedelta(hours=1), None, 2)
+
+
+def test_a_row_after_a_backlog_dated_before_its_last_part_is_backdated(settings):
+    settings.ATTEST_LOG_CLOCK_TOLERANCE = 300
+    clock = clock_of((0, False), (60, True), (60, False))
+
+    problem = clock.problem(TEN + timedelta(minutes=10), None, None)  # not sealed yet
+
+    assert problem is not None and "before seal 2" in problem and "backdated" in problem
+
+
+def test_seals_from_before_cut_was_kept_count_as_parts_when_a_kind_filled_the_limit(settings):
+    settings.ATTEST_LOG_CLOCK_TOLERANCE = 300
+    full = Seal(index=1, sealed_at=TEN + timedelta(hours=1), decision_count=MAX_SEAL_ROWS)
+    seals = [
+        Seal(index=0, sealed_at=TEN, decision_count=5),
+        full,
+        Seal(index=2, sealed_at=TEN + timedelta(hours=1), decision_count=3),
+    ]
+    assert [s.cut for s in seals] == [None, None, None]
+
+    assert _Clock(seals).problem(TEN + timedelta(minutes=10), None, 2) is None
 
 
 class TestVerifyChainCommand:
