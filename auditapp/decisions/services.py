@@ -20,6 +20,7 @@ from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
+from auditapp.encryption import row_binding, seal_inputs
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import canonical_json, canonical_time, content_hash, new_salt
 from auditapp.registry.models import ModelVersion, RegisteredModel
@@ -256,26 +257,30 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
     fields["recorded_at"] = stamp.recorded_text
     fields["source"] = stamp.source
     salt = new_salt()
+    sensitive = decision.model_version.parsed_schema.sensitive_names
+    # Sealed for this row: the sensitive values never reach the table in clear.
+    row = row_binding(decision.model_version.registered_model_id, decision.request_id)
+    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row)
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,
         "request_id": decision.request_id,
         "subject_ref": decision.subject_ref,
-        "inputs": decision.inputs,
+        "inputs": clear,
         "prediction": decision.prediction,
         "score": decision.score,
         "predicted_at": decision.predicted_at,
         "recorded_at": stamp.recorded_at,
         "source": stamp.source,
         "metadata": decision.metadata,
-        "content_hash": content_hash(
-            fields, decision.model_version.parsed_schema.sensitive_names, salt
-        ),
+        "content_hash": content_hash(fields, sensitive, salt),
         "salt": salt,
         "recorded_by_id": stamp.recorded_by_id,
         "client": stamp.client,
         "arm": decision.arm,
         "served_by": decision.served_by,
+        "sealed_inputs": sealed,
+        "sensitive_tokens": tokens,
     }
 
 
@@ -300,6 +305,7 @@ COPY_COLUMNS = (
 # Written after COPY_COLUMNS (which bench/ scripts fill as they are): a served decision's
 # arm and the decision a shadow one scored.
 SERVED_COLUMNS = ("arm", "served_by")
+SEALED_COLUMNS = ("sealed_inputs", "sensitive_tokens")
 
 
 def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
@@ -321,7 +327,9 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
         # The ids the table's default would give (a month's range: auditapp/partitions.py).
         cursor.execute(f"SELECT {table}_next_id() FROM generate_series(1, %s)", [count])
         ids = [row[0] for row in cursor.fetchall()]
-        copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS)}) FROM STDIN"
+        copy_sql = (
+            f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS)}) FROM STDIN"
+        )
         # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique
         # violation into django.db.IntegrityError, which record_checked_decisions retries.
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
@@ -347,6 +355,10 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["client"],
                         row["arm"],
                         row["served_by"],
+                        row["sealed_inputs"],
+                        None
+                        if row["sensitive_tokens"] is None
+                        else canonical_json(row["sensitive_tokens"]),
                     )
                 )
     return ids, written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 
 import psycopg
@@ -9,7 +10,7 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 
-from auditapp import partitions
+from auditapp import encryption, partitions
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
@@ -218,18 +219,43 @@ def test_every_foreign_key_to_decisions_points_at_the_parent():
 
 @contextmanager
 def columns_of_today():
-    """The decision columns added after partitioning (decisions.0012: arm, served_by), there
-    for today's code to write the rows of then (null, as then), and gone again before the
-    migrations run forward and add them."""
+    """The decision columns added after partitioning (decisions.0012: arm, served_by; 0014:
+    sealed_inputs, sensitive_tokens), there for today's code to write the rows of then, and
+    gone again before the migrations run forward and add them. Rows of then held their
+    sensitive inputs in clear: today's sealed ones are put back in `inputs` (as the
+    superuser, past the append-only trigger) before their column goes."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"ALTER TABLE {TABLE} ADD COLUMN arm varchar(10) NULL, ADD COLUMN served_by bigint NULL"
+            f"ALTER TABLE {TABLE} ADD COLUMN arm varchar(10) NULL, "
+            "ADD COLUMN served_by bigint NULL, ADD COLUMN sealed_inputs bytea NULL, "
+            "ADD COLUMN sensitive_tokens jsonb NULL"
         )
     try:
         yield
     finally:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, registered_model_id, request_id, inputs::text, sealed_inputs "
+                f"FROM {TABLE} WHERE sealed_inputs IS NOT NULL"
+            )
+            rows = [
+                (
+                    json.dumps(
+                        encryption.merged(
+                            json.loads(inputs), bytes(sealed), encryption.row_binding(model, rid)
+                        )
+                    ),
+                    pk,
+                )
+                for pk, model, rid, inputs, sealed in cursor.fetchall()
+            ]
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.executemany(f"UPDATE {TABLE} SET inputs = %s::jsonb WHERE id = %s", rows)
         with connection.cursor() as cursor:
-            cursor.execute(f"ALTER TABLE {TABLE} DROP COLUMN arm, DROP COLUMN served_by")
+            cursor.execute(
+                f"ALTER TABLE {TABLE} DROP COLUMN arm, DROP COLUMN served_by, "
+                "DROP COLUMN sealed_inputs, DROP COLUMN sensitive_tokens"
+            )
 
 
 def ingest_one_by_one(ingest, count: int) -> list[int]:
