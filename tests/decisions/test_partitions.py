@@ -314,7 +314,7 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
     again = {
         **DecisionPayloadFactory(),
         "request_id": first.request_id,
-        "inputs": first.inputs,
+        "inputs": first.full_inputs(),
         "prediction": first.prediction,
         "score": first.score,
         "predicted_at": first.predicted_at.isoformat(),

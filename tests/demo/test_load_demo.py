@@ -55,7 +55,7 @@ def test_the_demo_has_outcomes_for_old_decisions_and_a_shifted_recent_stream(rol
     recent = [d for d in decisions if d.predicted_at >= downturn]
     earlier = [d for d in decisions if d.predicted_at < downturn]
     income = {
-        name: np.median([d.inputs["income"] for d in group])
+        name: np.median([d.full_inputs()["income"] for d in group])
         for name, group in (("recent", recent), ("earlier", earlier))
     }
     assert income["recent"] < 0.85 * income["earlier"]  # incomes fell by a quarter
