@@ -108,11 +108,17 @@ def insert_in_order(row: models.Model) -> None:
 # old declaration opens nothing, as it was not written at this transaction's start; an
 # unsealed one neither. UPDATE and TRUNCATE never pass.
 RETIREMENT_SETTING = "attest.retirement"
-# The one UPDATE let through: erasing decisions' personal inputs (decisions/erasure.py).
+# Two UPDATEs are let through, on the decisions table only. Re-encrypting sensitive inputs
+# (decisions/rotation.py), in a transaction that set `attest.reencryption` to 'on':
+# sealed_inputs and sensitive_tokens set, inputs only losing keys (clear sensitive values
+# moving into the blob), every other column as it was; what the blob holds, verification
+# judges (it opens it and checks the hash's commitment). And erasing decisions' personal
+# inputs (decisions/erasure.py):
 # Only on the decisions table, only in the transaction that wrote the erasure declaration
 # named by this setting, once its record is sealed, only for ids in its ranges, and only
-# this exact change of a form-2 decision: inputs to {}, salt to null, kept_commitments
-# from null to the commitments naming this declaration; every other column unchanged.
+# this exact change of a form-2 decision: inputs to {}, salt, sealed_inputs and
+# sensitive_tokens to null, kept_commitments from null to the commitments naming this
+# declaration; every other column unchanged.
 # With it, one DELETE: the counterfactual results (copies of the inputs, not sealed) of a
 # decision this declaration has just erased.
 ERASURE_SETTING = "attest.erasure"
@@ -125,15 +131,28 @@ DECLARE
     covered_up_to bigint;
     erasing text := current_setting('attest.erasure', true);
 BEGIN
+    IF TG_OP = 'UPDATE' AND TG_LEVEL = 'ROW'
+       AND coalesce(current_setting('attest.reencryption', true), '') = 'on' THEN
+        relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
+        IF relation = 'decisions_decision' AND NEW.sealed_inputs IS NOT NULL
+           AND OLD.inputs @> NEW.inputs
+           AND (to_jsonb(NEW) - 'sealed_inputs' - 'sensitive_tokens' - 'inputs')
+               = (to_jsonb(OLD) - 'sealed_inputs' - 'sensitive_tokens' - 'inputs') THEN
+            RETURN NEW;
+        END IF;
+    END IF;
     IF TG_OP = 'UPDATE' AND TG_LEVEL = 'ROW' AND coalesce(erasing, '') <> '' THEN
         relation := coalesce(pg_partition_root(TG_RELID), TG_RELID)::regclass::text;
         IF relation = 'decisions_decision' THEN
             IF NEW.inputs = '{}'::jsonb AND NEW.salt IS NULL AND OLD.salt IS NOT NULL
+               AND NEW.sealed_inputs IS NULL AND NEW.sensitive_tokens IS NULL
                AND OLD.document_form = 2 AND OLD.kept_commitments IS NULL
                AND NEW.kept_commitments ->> 'erasure' = erasing
                AND NEW.kept_commitments ? 'inputs' AND NEW.kept_commitments ? 'sensitive_inputs'
-               AND (to_jsonb(NEW) - 'inputs' - 'salt' - 'kept_commitments')
-                   = (to_jsonb(OLD) - 'inputs' - 'salt' - 'kept_commitments')
+               AND (to_jsonb(NEW) - 'inputs' - 'salt' - 'kept_commitments' - 'sealed_inputs'
+                    - 'sensitive_tokens')
+                   = (to_jsonb(OLD) - 'inputs' - 'salt' - 'kept_commitments' - 'sealed_inputs'
+                    - 'sensitive_tokens')
             THEN
                 SELECT r.last_id INTO covered_up_to FROM decisions_erasedrange r
                 WHERE r.erasure_id = erasing::bigint AND r.first_id <= OLD.id

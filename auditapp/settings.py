@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kombu import Exchange, Queue
 
 from auditapp.decisions.signing import parse_public_keys, public_key_of_seed
+from auditapp.encryption import parse_blind_index_key, parse_data_keys
 from auditapp.env import env_bool, env_int, env_list, env_str, filesystem_broker_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -538,6 +539,30 @@ try:
             "ATTEST_SEAL_RETIRED_KEYS lists the public key of ATTEST_SEAL_SIGNING_KEY, the "
             "current key: list only the keys that signed earlier seals"
         )
+except ValueError as _error:
+    raise ImproperlyConfigured(f"{_error}.") from None
+# --- Encryption at rest of sensitive inputs (README: Encryption at rest) -------------
+# Data keys: comma-separated `keyid:base64(32 bytes)`, the first encrypts, every one
+# decrypts (the older ones until `manage.py rotate_data_keys` has re-encrypted their
+# rows). The blind-index key (base64 of 32 bytes) keys the HMAC that lets the search
+# match a sensitive value exactly. Production must set both (start-up stops without
+# them); elsewhere each is made once and kept in var/. Checked here: a typo stops start-up.
+ATTEST_DATA_KEYS = tuple(
+    entry.strip()
+    for entry in (
+        env_str("ATTEST_DATA_KEYS") if PRODUCTION else env_str("ATTEST_DATA_KEYS", "")
+    ).split(",")
+    if entry.strip()
+)
+ATTEST_DATA_KEY_FILE = VAR_DIR / "data-keys"
+ATTEST_BLIND_INDEX_KEY = (
+    env_str("ATTEST_BLIND_INDEX_KEY") if PRODUCTION else env_str("ATTEST_BLIND_INDEX_KEY", "")
+)
+ATTEST_BLIND_INDEX_KEY_FILE = VAR_DIR / "blind-index.key"
+try:
+    parse_data_keys(ATTEST_DATA_KEYS)
+    if ATTEST_BLIND_INDEX_KEY:
+        parse_blind_index_key(ATTEST_BLIND_INDEX_KEY)
 except ValueError as _error:
     raise ImproperlyConfigured(f"{_error}.") from None
 # GET /api/v1/audit/verify verifies in the request up to this many decisions and

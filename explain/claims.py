@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from auditapp.decisions.models import Decision
 from auditapp.decisions.signals import explanations_stored
+from auditapp.encryption import merged, row_binding
 from explain import engine, records
 from explain.models import Explanation, ExplanationResult
 from explain.workrows import id_array, write_rows
@@ -101,7 +102,7 @@ FROM candidates AS c
     LEFT JOIN {results} AS r ON r.id = c.result_id
 WHERE e.id = c.id
 RETURNING e.id, e.decision_id, e.status, e.attempts, r.seed, e.error,
-          d.content_hash, d.score, d.inputs
+          d.content_hash, d.score, d.inputs, d.sealed_inputs, d.registered_model_id, d.request_id
 """
 CLAIM_COLUMNS = (
     "id",
@@ -113,6 +114,9 @@ CLAIM_COLUMNS = (
     "decision__content_hash",
     "decision__score",
     "decision__inputs",
+    "decision__sealed_inputs",
+    "decision__registered_model_id",
+    "decision__request_id",
 )
 
 
@@ -157,7 +161,7 @@ def _claim_postgresql(model_version_id, method, decision_ids, now) -> list[Claim
         fetched = cursor.fetchall()
     # Django leaves jsonb as text for JSONField to decode; orjson is several times faster.
     return sorted(
-        (_claimed(method, now, *row[:-1], orjson.loads(row[-1])) for row in fetched),
+        (_claimed(method, now, *row[:-4], orjson.loads(row[-4]), *row[-3:]) for row in fetched),
         key=lambda row: row.decision_id,
     )
 
@@ -190,8 +194,11 @@ def _claim_portable(model_version_id, method, decision_ids, now) -> list[Claimed
 
 
 def _claimed(
-    method, now, pk, decision_id, status, attempts, seed, error, content_hash, score, inputs
+    method, now, pk, decision_id, status, attempts, seed, error, content_hash, score, inputs, *row
 ) -> ClaimedExplanation:
+    # The explainers need every input: the sealed ones are opened here, in the worker.
+    sealed, model_id, request_id = row
+    inputs = merged(inputs, sealed, row_binding(model_id, request_id))
     return ClaimedExplanation(
         id=pk,
         decision=ClaimedDecision(decision_id, inputs, content_hash, score),

@@ -85,7 +85,7 @@ def run_batch(model_version_id: int, decision_ids: list[int]) -> dict:
         if search is None:
             result = cf.CounterfactualResult(seed=seed, error=setup_error)
         else:
-            result = search.explain(decision.inputs, seed)
+            result = search.explain(decision.full_inputs(), seed)
         computed.append((work, result, (time.perf_counter() - started) * 1000))
     store(model_version, computed)
     failed = sum(not r.ok for _, r, _ in computed)

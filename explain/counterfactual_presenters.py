@@ -241,7 +241,7 @@ def panel(decision, masked: Collection[str] = ()) -> dict:
                 "label": feature.label,
                 "value": "withheld"
                 if hidden
-                else value_text(feature, decision.inputs.get(feature.name)),
+                else value_text(feature, decision.full_inputs().get(feature.name)),
                 "mutable": feature.mutable,
                 "cells": cells,
             }

@@ -95,7 +95,9 @@ class WhatIf:
                 "score": decision.score,
                 "model_prediction": self.original.prediction,
                 "model_score": self.original.score,
-                "inputs": {k: (MASK if k in masked else v) for k, v in decision.inputs.items()},
+                "inputs": {
+                    k: (MASK if k in masked else v) for k, v in decision.full_inputs().items()
+                },
                 "masked_features": self.masked,
                 "explanation": {"shap": shap_json(self.original.shap, schema, masked)},
             },
@@ -161,7 +163,7 @@ def merged_inputs(
     """
     schema = decision.model_version.parsed_schema
     hidden = set(masked)
-    merged = {k: v for k, v in decision.inputs.items() if k not in hidden}
+    merged = {k: v for k, v in decision.full_inputs().items() if k not in hidden}
     merged.update(edits)
     errors = []
     for path, message in schema.input_errors(merged):
@@ -199,7 +201,7 @@ def run_what_if(
     # explanation was), with its default seed.
     seed = default_seed(decision.content_hash)
     try:
-        frame = input_frame(context.schema, [decision.inputs, merged])
+        frame = input_frame(context.schema, [decision.full_inputs(), merged])
         transformed = explainer.model_input(frame)
         original_shap, what_if_shap = explainer.explain(frame, [seed, seed], transformed)
         predictions, scores = model_answers(context, explainer.estimator, transformed)
@@ -219,7 +221,7 @@ def run_what_if(
         for name in model_version.parsed_schema.names
         if name in edits
         and name not in hidden
-        and not _same(edits[name], decision.inputs.get(name))
+        and not _same(edits[name], decision.full_inputs().get(name))
     ]
     supplied_masked = [name for name in masked if name in edits]
     result = WhatIf(
@@ -229,7 +231,7 @@ def run_what_if(
         changed=changed,
         supplied_masked=supplied_masked,
         what_if=Side(merged, predictions[1], scores[1], what_if_shap),
-        original=Side(decision.inputs, predictions[0], scores[0], original_shap),
+        original=Side(decision.full_inputs(), predictions[0], scores[0], original_shap),
     )
     _record(actor, result, ip=ip, via=via)
     return result
@@ -274,7 +276,7 @@ def _record(actor: roles.Actor, result: WhatIf, *, ip, via: str) -> None:
     sensitive = decision.model_version.parsed_schema.sensitive_names
     changes, withheld = [], {}
     for name in result.changed:
-        before, after = decision.inputs.get(name), result.edits[name]
+        before, after = decision.full_inputs().get(name), result.edits[name]
         if name in sensitive:
             changes.append({"feature": name, "from": MASK, "to": MASK})
             withheld[name] = {"from": before, "to": after}

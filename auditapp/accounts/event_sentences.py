@@ -1128,6 +1128,23 @@ def _subject_downloaded(e: Event) -> list[Part]:
     ]
 
 
+@sentence("data_keys.rotation_started")
+def _rotation_started(e: Event) -> list[Part]:
+    return [
+        f"{e.who} began re-encrypting {count(e.d.get('pending'), 'decision')}' sensitive "
+        f"inputs under data key {e.d.get('key_id')}"
+    ]
+
+
+@sentence("data_keys.rotation_finished")
+def _rotation_finished(e: Event) -> list[Part]:
+    return [
+        f"{e.who} re-encrypted {count(e.d.get('reencrypted'), 'decision')}' sensitive inputs "
+        f"under data key {e.d.get('key_id')} in {count(e.d.get('batches'), 'batch', 'batches')}, "
+        f"{figure(e.d.get('left'))} left"
+    ]
+
+
 @sentence("chain.verified")
 def _verified(e: Event) -> list[Part]:
     against = e.d.get("against") or {}

@@ -49,6 +49,7 @@ from auditapp.appendonly import ERASURE_SETTING, declaration_time
 from auditapp.decisions import holds
 from auditapp.decisions.models import Decision, ErasedRange, Erasure
 from auditapp.decisions.sealing import seal_new_records
+from auditapp.encryption import merged, row_binding
 from auditapp.errors import Conflict
 from auditapp.hashing import COMMITTED_FORM, canonical_json, input_commitments
 from auditapp.registry.models import ModelVersion
@@ -242,19 +243,25 @@ def _commitments(ids: list[int], declaration_id: int) -> list[tuple[int, str]]:
     """
     sensitive: dict[int, frozenset[str]] = {}
     out = []
-    for pk, version_id, inputs, salt in _erasing_rows(ids):
+    for pk, version_id, inputs, salt, model_id, request_id, sealed in _erasing_rows(ids):
         if salt is None:  # erased meanwhile: the UPDATE's count will say so
             continue
         if version_id not in sensitive:
             schema = ModelVersion.objects.values_list("schema", flat=True).get(pk=version_id)
             sensitive[version_id] = parse_schema(schema).sensitive_names
-        kept = input_commitments(orjson.loads(inputs), sensitive[version_id], bytes(salt))
+        values = merged(  # the sensitive values are sealed (encryption at rest)
+            orjson.loads(inputs),
+            None if sealed is None else bytes(sealed),
+            row_binding(model_id, request_id),
+        )
+        kept = input_commitments(values, sensitive[version_id], bytes(salt))
         out.append((pk, canonical_json({**kept, "erasure": declaration_id})))
     return out
 
 
 def _erasing_rows(ids: list[int]):
-    """(id, version id, inputs as JSON text, salt) of the decisions to erase."""
+    """(id, version id, inputs as JSON text, salt, model id, request_id, sealed inputs) of
+    the decisions to erase."""
     table = Decision._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -265,7 +272,8 @@ def _erasing_rows(ids: list[int]):
                 for pk in ids:
                     copy.write_row((pk,))
             cursor.execute(
-                f"SELECT d.id, d.model_version_id, d.inputs::text, d.salt FROM {table} d "
+                "SELECT d.id, d.model_version_id, d.inputs::text, d.salt, "
+                f"d.registered_model_id, d.request_id, d.sealed_inputs FROM {table} d "
                 "JOIN attest_erasing_ids e ON e.id = d.id"
             )
             yield from cursor.fetchall()
@@ -275,14 +283,16 @@ def _erasing_rows(ids: list[int]):
             chunk = ids[at : at + CHUNK]
             marks = ", ".join(["%s"] * len(chunk))
             cursor.execute(
-                f"SELECT id, model_version_id, inputs, salt FROM {table} WHERE id IN ({marks})",
+                f"SELECT id, model_version_id, inputs, salt, registered_model_id, request_id, "
+                f"sealed_inputs FROM {table} WHERE id IN ({marks})",
                 chunk,
             )
             yield from cursor.fetchall()
 
 
 def _update(rows: list[tuple[int, str]], declaration_id: int) -> None:
-    """One set-based UPDATE: inputs to {}, salt to null, the commitments kept."""
+    """One set-based UPDATE: inputs to {}, salt and the sealed (encrypted) inputs with
+    their blind-index tokens to null, the commitments kept."""
     table = Decision._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -298,6 +308,7 @@ def _update(rows: list[tuple[int, str]], declaration_id: int) -> None:
                     copy.write_row(row)
             cursor.execute(
                 f"UPDATE {table} AS d SET inputs = '{{}}'::jsonb, salt = NULL, "
+                "sealed_inputs = NULL, sensitive_tokens = NULL, "
                 "kept_commitments = e.kept FROM attest_erasing AS e WHERE d.id = e.id"
             )
             updated = cursor.rowcount
@@ -306,7 +317,8 @@ def _update(rows: list[tuple[int, str]], declaration_id: int) -> None:
             updated = 0
             for at in range(0, len(rows), CHUNK):
                 cursor.executemany(
-                    f"UPDATE {table} SET inputs = '{{}}', salt = NULL, kept_commitments = %s "
+                    f"UPDATE {table} SET inputs = '{{}}', salt = NULL, sealed_inputs = NULL, "
+                    "sensitive_tokens = NULL, kept_commitments = %s "
                     "WHERE id = %s AND kept_commitments IS NULL",
                     [(kept, pk) for pk, kept in rows[at : at + CHUNK]],
                 )

@@ -86,14 +86,22 @@ def _feature_of(model_name: str, feature: str) -> tuple[RegisteredModel, str]:
     if model is None:
         raise InvalidInput(f"There is no model {model_name!r}.", code="unknown_model")
     types: dict[str, str] = {}
+    sensitive: set[str] = set()
     for version in model.versions.only("schema").order_by("pk"):
         types.update({f.name: f.type for f in version.parsed_schema.features})
+        sensitive |= version.parsed_schema.sensitive_names
     names = set(types)
     if feature not in names:
         raise InvalidInput(
             f"{feature!r} is not a feature of {model_name!r}; its features are "
             f"{', '.join(sorted(names)) or 'none yet'}.",
             code="unknown_feature",
+        )
+    if feature in sensitive:
+        raise InvalidInput(
+            f"{feature!r} is sensitive: its values are stored encrypted, not in the inputs an "
+            "index reads, and an exact search on it uses its blind index already.",
+            code="sensitive_feature",
         )
     return model, types[feature]
 

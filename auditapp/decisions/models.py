@@ -9,6 +9,7 @@ from django.db import connection, models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel, AppendOnlyQuerySet
+from auditapp.encryption import merged, row_binding
 from auditapp.hashing import content_hash, decision_document
 from auditapp.registry.models import ModelVersion, RegisteredModel, visible_models_q
 
@@ -133,6 +134,12 @@ class Decision(AppendOnlyModel):
     # document keeps, {"inputs", "sensitive_inputs"}, and the erasure declaration's id
     # ("erasure"). The inputs are then {} and the salt null.
     kept_commitments = models.JSONField(null=True, blank=True)
+    # The sensitive inputs, encrypted (auditapp/encryption.py): `inputs` then holds only the
+    # others. Null: none, or recorded before encryption at rest and not yet rotated
+    # (`manage.py rotate_data_keys` seals those too).
+    sealed_inputs = models.BinaryField(null=True, blank=True)
+    # The blind index of the sealed values, {name: token}, for an exact search on them.
+    sensitive_tokens = models.JSONField(null=True, blank=True)
 
     objects = DecisionQuerySet.as_manager()
 
@@ -166,7 +173,7 @@ class Decision(AppendOnlyModel):
             "artifact_sha256": self.model_version.artifact_sha256,
             "request_id": self.request_id,
             "subject_ref": self.subject_ref,
-            "inputs": self.inputs,
+            "inputs": self.full_inputs(),
             "prediction": self.prediction,
             "score": self.score,
             "predicted_at": self.predicted_at,
@@ -176,6 +183,18 @@ class Decision(AppendOnlyModel):
             "arm": self.arm,
             "served_by": self.served_by,
         }
+
+    def full_inputs(self) -> dict[str, Any]:
+        """Every input, the sensitive ones decrypted: for the system's own work (explaining,
+        scoring, monitoring, hashing). What a person sees goes through the presenters,
+        which mask the sensitive ones for roles without view_sensitive. Raises
+        encryption.UnreadableInputs when the blob's key is missing or it is not this row's."""
+        cached = self.__dict__.get("_full_inputs")
+        if cached is None:
+            row = row_binding(self.registered_model_id, self.request_id)
+            cached = merged(self.inputs, self.sealed_inputs, row)
+            self.__dict__["_full_inputs"] = cached
+        return cached
 
     @property
     def is_shadow(self) -> bool:

@@ -1,9 +1,14 @@
-"""Decisions as the API shows them, with sensitive features masked by role."""
+"""Decisions as the API shows them, with sensitive features masked by role.
+
+The one rule for people: a sensitive value is shown only to roles with view_sensitive.
+The sealed values are opened for every reader here (the commitment the content hash
+covers, shown to all, is computed from them) and masked before anything leaves."""
 
 from __future__ import annotations
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
+from auditapp.encryption import merged, row_binding
 from auditapp.hashing import commitment, input_commitments, inputs_salt
 from auditapp.registry.schemas import version_schema
 
@@ -36,6 +41,8 @@ SUMMARY_VALUES = (
     "salt",
     "document_form",
     "kept_commitments",
+    "sealed_inputs",
+    "registered_model_id",
 )
 
 
@@ -52,7 +59,7 @@ class DecisionPresenter:
         version = decision.model_version
         if version.pk not in self._sensitive:
             self._sensitive[version.pk] = version.parsed_schema.sensitive_names
-        return sorted(self._sensitive[version.pk] & decision.inputs.keys())
+        return sorted(self._sensitive[version.pk] & decision.full_inputs().keys())
 
     def summary(self, decision: Decision) -> dict:
         return self._summary(
@@ -62,7 +69,7 @@ class DecisionPresenter:
                 "version": decision.model_version.version,
                 "request_id": decision.request_id,
                 "subject_ref": decision.subject_ref,
-                "inputs": decision.inputs,
+                "inputs": decision.full_inputs(),
                 "prediction": decision.prediction,
                 "score": decision.score,
                 "predicted_at": decision.predicted_at,
@@ -84,8 +91,10 @@ class DecisionPresenter:
         """summary() of a row of SUMMARY_VALUES: the same answer, without a Decision."""
         schema = version_schema(row["model_version_id"], row["model_version__schema_sha256"])
         sensitive = schema.sensitive_names
-        masked = [] if self.show_sensitive else sorted(sensitive & row["inputs"].keys())
         values = {name: row[name] for name in _SHOWN_AS_STORED}
+        binding = row_binding(row["registered_model_id"], row["request_id"])
+        values["inputs"] = merged(row["inputs"], row["sealed_inputs"], binding)
+        masked = [] if self.show_sensitive else sorted(sensitive & values["inputs"].keys())
         values["id"] = row["id"]
         values["model"] = row["registered_model__name"]
         values["version"] = row["model_version__version"]
@@ -173,11 +182,11 @@ def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
         {
             "name": feature.name,
             "label": feature.label,
-            "value": MASK if feature.name in masked else decision.inputs.get(feature.name),
+            "value": MASK if feature.name in masked else decision.full_inputs().get(feature.name),
             # As a person reads it ("19,211"), formatted per the schema.
             "shown": MASK
             if feature.name in masked
-            else feature.format_value(decision.inputs.get(feature.name)),
+            else feature.format_value(decision.full_inputs().get(feature.name)),
             "masked": feature.name in masked,
             "sensitive": feature.sensitive,
             "protected": feature.protected,

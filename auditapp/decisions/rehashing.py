@@ -16,6 +16,14 @@ from django.db import connection, transaction
 
 from auditapp.accounts.models import AuditEvent, LogRecord, event_document
 from auditapp.decisions.models import Decision
+from auditapp.encryption import (
+    Keyring,
+    UnreadableInputs,
+    key_id_of,
+    keyring,
+    open_sealed,
+    row_binding,
+)
 from auditapp.hashing import (
     canonical_bytes,
     canonical_ip,
@@ -51,10 +59,11 @@ DECISION_COLUMNS = (
     "served_by",
     "document_form",
     "kept_commitments",
+    "sealed_inputs",
 )
 RANGE = 50_000  # decision ids per task when hashing in processes
-# model version id -> (model name, version, artifact sha256, sensitive feature names)
-Versions = dict[int, tuple[str, str, str, frozenset[str]]]
+# model version id -> (model name, version, artifact sha256, sensitive feature names, model id)
+Versions = dict[int, tuple[str, str, str, frozenset[str], int]]
 
 
 def _decision_columns() -> list[str]:
@@ -75,9 +84,14 @@ def decision_hashes(
     `params`), e.g. one version's decisions of a report's period; all of them without it.
     """
     versions = {
-        pk: (name, version, sha, parse_schema(schema).sensitive_names)
-        for pk, name, version, sha, schema in ModelVersion.objects.values_list(
-            "pk", "registered_model__name", "version", "artifact_sha256", "schema"
+        pk: (name, version, sha, parse_schema(schema).sensitive_names, model_id)
+        for pk, name, version, sha, schema, model_id in ModelVersion.objects.values_list(
+            "pk",
+            "registered_model__name",
+            "version",
+            "artifact_sha256",
+            "schema",
+            "registered_model_id",
         )
     }
     table = Decision._meta.db_table
@@ -95,13 +109,22 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
     one no longer reproduces the hashes of the decisions it recorded.
     """
     sha256, dumps, loads = hashlib.sha256, orjson.dumps, orjson.loads
+    ring = keyring()
     out = []
     for pk, version_id, request_id, subject, inputs, prediction, score, *rest in rows:
         predicted_at, recorded_at, source, metadata, salt, stored, arm, served_by, *form = rest
-        model, version, artifact, sensitive = versions[version_id]
+        document_form, kept, sealed = form
+        model, version, artifact, sensitive, model_id = versions[version_id]
+        values = loads(inputs)
+        if sealed is not None:
+            opened = _opened(sealed, row_binding(model_id, request_id), ring)
+            if opened is None:  # not this row's blob, or altered: the row does not match
+                out.append((pk, bytes(32), stored, recorded_at))
+                continue
+            values.update(opened)
         fields = {
             "artifact_sha256": artifact,
-            "inputs": loads(inputs),
+            "inputs": values,
             "metadata": loads(metadata),
             "model": model,
             "predicted_at": predicted_at,
@@ -115,7 +138,6 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
             "arm": arm,
             "served_by": served_by,
         }
-        document_form, kept = form
         document = decision_document(
             fields,
             sensitive,
@@ -125,6 +147,18 @@ def hash_decision_rows(rows: list[Row], versions: Versions) -> list[tuple[int, b
         )
         out.append((pk, sha256(dumps(document, option=_SORTED)).digest(), stored, recorded_at))
     return out
+
+
+def _opened(sealed: bytes, row: str, ring: Keyring) -> dict[str, Any] | None:
+    """The sealed values of a row, None if they do not open under their key for this row
+    (moved or altered). A key that is not configured is an error, not a
+    mismatch: verification cannot judge what it cannot read."""
+    try:
+        return open_sealed(sealed, row, ring)
+    except UnreadableInputs:
+        if key_id_of(sealed) not in ring.keys:
+            raise
+        return None
 
 
 def _can_use_processes() -> bool:

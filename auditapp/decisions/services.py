@@ -20,6 +20,7 @@ from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
+from auditapp.encryption import row_binding, seal_inputs
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import (
     COMMITTED_FORM,
@@ -262,27 +263,31 @@ def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
     fields["recorded_at"] = stamp.recorded_text
     fields["source"] = stamp.source
     salt = new_salt()
+    sensitive = decision.model_version.parsed_schema.sensitive_names
+    # Sealed for this row: the sensitive values never reach the table in clear.
+    row = row_binding(decision.model_version.registered_model_id, decision.request_id)
+    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row)
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,
         "request_id": decision.request_id,
         "subject_ref": decision.subject_ref,
-        "inputs": decision.inputs,
+        "inputs": clear,
         "prediction": decision.prediction,
         "score": decision.score,
         "predicted_at": decision.predicted_at,
         "recorded_at": stamp.recorded_at,
         "source": stamp.source,
         "metadata": decision.metadata,
-        "content_hash": content_hash(
-            fields, decision.model_version.parsed_schema.sensitive_names, salt, COMMITTED_FORM
-        ),
+        "content_hash": content_hash(fields, sensitive, salt, COMMITTED_FORM),
         "salt": salt,
         "document_form": COMMITTED_FORM,
         "recorded_by_id": stamp.recorded_by_id,
         "client": stamp.client,
         "arm": decision.arm,
         "served_by": decision.served_by,
+        "sealed_inputs": sealed,
+        "sensitive_tokens": tokens,
     }
 
 
@@ -307,6 +312,7 @@ COPY_COLUMNS = (
 # Written after COPY_COLUMNS (which bench/ scripts fill as they are): a served decision's
 # arm and the decision a shadow one scored.
 SERVED_COLUMNS = ("arm", "served_by", "document_form")
+SEALED_COLUMNS = ("sealed_inputs", "sensitive_tokens")
 
 
 def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
@@ -328,7 +334,9 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
         # The ids the table's default would give (a month's range: auditapp/partitions.py).
         cursor.execute(f"SELECT {table}_next_id() FROM generate_series(1, %s)", [count])
         ids = [row[0] for row in cursor.fetchall()]
-        copy_sql = f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS)}) FROM STDIN"
+        copy_sql = (
+            f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS)}) FROM STDIN"
+        )
         # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique
         # violation into django.db.IntegrityError, which record_checked_decisions retries.
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
@@ -355,6 +363,10 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
                         row["arm"],
                         row["served_by"],
                         row["document_form"],
+                        row["sealed_inputs"],
+                        None
+                        if row["sensitive_tokens"] is None
+                        else canonical_json(row["sensitive_tokens"]),
                     )
                 )
     return ids, written

@@ -11,6 +11,7 @@ from datetime import datetime
 
 import django_filters
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.db.models import Exists, F, FloatField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
@@ -19,6 +20,7 @@ from auditapp.accounts.roles import VIEW_SENSITIVE, Actor
 from auditapp.decisions.feature_indexes import search_expression
 from auditapp.decisions.models import ARMS, Decision, Outcome
 from auditapp.decisions.presenters import MASK
+from auditapp.encryption import blind_token
 from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     FloatFilter,
@@ -275,6 +277,9 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         except ValueError as exc:
             problems[key] = [str(exc)]
             continue
+        if name in schema.sensitive:
+            queryset = _sensitive_filter(queryset, key, name, bound, value, problems)
+            continue
         expression = search_expression(name, schema.types[name])
         if expression is None:
             lookup = f"inputs__{name}" + (f"__{bound}" if bound else "")
@@ -290,6 +295,25 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
     # The model by id as well as by name: feature indexes are partial on the id
     # (decisions/feature_indexes.py), and PostgreSQL uses one only when it sees it.
     return queryset.filter(registered_model_id=schema.model_id)
+
+
+SENSITIVE_RANGE = (
+    "a sensitive feature is stored encrypted: it can be searched for an exact value only "
+    "(its blind index), not compared with __gte or __lte"
+)
+
+
+def _sensitive_filter(queryset, key, name, bound, value, problems) -> QuerySet:
+    """An exact match on a sensitive value, through its blind index (auditapp/encryption.py):
+    the keyed token of the value, never the value, is compared. A range cannot be: refused.
+    Decisions recorded before encryption at rest are found once rotate_data_keys sealed them."""
+    if bound is not None:
+        problems[key] = [SENSITIVE_RANGE]
+        return queryset
+    token = blind_token(name, value)
+    if connection.vendor == "postgresql":  # @>, which the GIN index answers
+        return queryset.filter(sensitive_tokens__contains={name: token})
+    return queryset.filter(**{f"sensitive_tokens__{name}": token})
 
 
 # Keyset pagination: stable under concurrent inserts, and as fast on the last

@@ -39,7 +39,7 @@ def decision_reasons(decision: Decision, explanations, masked) -> list[Reason]:
     if shap is None:
         return []
     schema = decision.model_version.parsed_schema
-    return adverse_reasons(schema, shap.attributions, decision.inputs, withheld=masked)
+    return adverse_reasons(schema, shap.attributions, decision.full_inputs(), withheld=masked)
 
 
 def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[int, list[dict]]:
@@ -72,7 +72,9 @@ def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[in
         schema, features = by_version[version.pk]
         weights = unpack(packed[decision.pk], schema.names) if decision.pk in packed else {}
         labelled[decision.pk] = [
-            _reason_label(features[name], decision.inputs.get(name), weights.get(name), schema)
+            _reason_label(
+                features[name], decision.full_inputs().get(name), weights.get(name), schema
+            )
             for name in named[decision.pk]
             if name in features and name not in masked
         ]

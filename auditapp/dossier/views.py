@@ -161,7 +161,9 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
         "shap": shap,
         "lime": lime,
         "masked_features": masked,
-        "waterfall": waterfall_chart(shap, schema, decision.inputs, masked) if shap_done else None,
+        "waterfall": waterfall_chart(shap, schema, decision.full_inputs(), masked)
+        if shap_done
+        else None,
         "lime_chart": _lime_chart(decision, lime, masked) if lime_done else None,
         "reasons": decision_reasons(decision, list(by_method.values()), masked),
         "positive_class": schema.target.positive_class,
@@ -177,9 +179,9 @@ def _explanation_context(decision: Decision, actor: roles.Actor) -> dict:
 
 def _lime_chart(decision: Decision, lime, masked):
     """LIME's bars, each labelled with its rule ("Annual income (EUR) ≤ 30,000")."""
-    rules = lime_rule_texts(lime, decision.model_version, decision.inputs, masked)
+    rules = lime_rule_texts(lime, decision.model_version, decision.full_inputs(), masked)
     schema = decision.model_version.parsed_schema
-    return lime_chart(lime, schema, decision.inputs, masked, rules=rules)
+    return lime_chart(lime, schema, decision.full_inputs(), masked, rules=rules)
 
 
 @login_required
@@ -297,7 +299,7 @@ def _what_if_context(
         if values is not None and feature.name in values:
             value = values[feature.name]
         else:
-            value = "" if hidden else _as_text(decision.inputs.get(feature.name))
+            value = "" if hidden else _as_text(decision.full_inputs().get(feature.name))
         fields.append(
             {
                 "name": feature.name,
@@ -327,7 +329,7 @@ def _as_text(value) -> str:
 
 def _comparison(decision: Decision, schema, masked: set[str], result: WhatIf) -> dict:
     target = schema.target
-    original_inputs = {k: v for k, v in decision.inputs.items() if k not in masked}
+    original_inputs = {k: v for k, v in decision.full_inputs().items() if k not in masked}
     rows = []
     for feature in schema.features:
         hidden = feature.name in masked
@@ -361,7 +363,7 @@ def _comparison(decision: Decision, schema, masked: set[str], result: WhatIf) ->
             result.original.prediction,
             result.original.score,
             result.original.shap,
-            decision.inputs,
+            decision.full_inputs(),
             masked,
         ),
         "recorded": {

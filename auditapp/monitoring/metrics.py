@@ -51,6 +51,7 @@ from sklearn.calibration import calibration_curve
 
 from auditapp.decisions import explanation_hooks
 from auditapp.decisions.models import Decision, Outcome, served_q
+from auditapp.encryption import merged, row_binding
 from auditapp.monitoring import thresholds
 from auditapp.monitoring.documents import group_order
 from auditapp.monitoring.models import MonitoringSettings
@@ -219,6 +220,9 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
             "prediction_text",
             "id",
             "shap__result__attributions",
+            "sealed_inputs",
+            "registered_model_id",
+            "request_id",
         )
     )
     # The latest outcome of each decision: the last in (observed_at, id) order.
@@ -249,7 +253,7 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
     for *window, status, n in counted:
         key = window_floor(kind, window[0]) if kind else None
         statuses.setdefault(key, {})[status] = n
-    columns = list(zip(*rows, strict=True)) if rows else [[]] * 6
+    columns = list(zip(*rows, strict=True)) if rows else [[]] * 9
     schema = model_version.parsed_schema
     names = schema.names  # a property: computed once, not once a row
     return Period(
@@ -258,7 +262,13 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
         end=end,
         kind=kind,
         moments=[parse_time(text) for text in columns[0]],
-        inputs=_decoded(columns[1]),
+        # fairness reads protected attributes, which may be sensitive: opened here
+        inputs=[
+            merged(values, sealed, row_binding(model_id, request_id))
+            for values, sealed, model_id, request_id in zip(
+                _decoded(columns[1]), columns[6], columns[7], columns[8], strict=True
+            )
+        ],
         scores=list(columns[2]),
         predictions=_decoded(columns[3]),
         outcomes=_decoded([latest.get(decision_id) for decision_id in columns[4]]),

@@ -57,7 +57,7 @@ def build_notice_document(decision: Decision) -> dict[str, Any]:
     target = schema.target
     explanation = shap_explanation(decision)
     reasons = adverse_reasons(
-        schema, explanation.attributions, decision.inputs, skip_protected=True
+        schema, explanation.attributions, decision.full_inputs(), skip_protected=True
     )
     towards = effect_phrase(target, RAISED)
     reference = notice_reference(decision)

@@ -248,14 +248,14 @@ def _decision_entry(
 def _reasons(decision: Decision, schema, shap, masked: list[str]) -> list[dict[str, Any]]:
     if shap is None or shap.status != Explanation.DONE:
         return []
-    reasons = adverse_reasons(schema, shap.attributions, decision.inputs, withheld=masked)
+    reasons = adverse_reasons(schema, shap.attributions, decision.full_inputs(), withheld=masked)
     return [
         {
             "feature": r.feature,
             "label": r.label,
             "direction": r.direction,
             "contribution": r.attribution,
-            "text": r.text if decision.inputs else f"{r.label} ({r.direction})",
+            "text": r.text if not decision.erased else f"{r.label} ({r.direction})",
         }
         for r in reasons
     ]

@@ -82,7 +82,7 @@ def _row(decision, presenter, names, outcomes, overrides, feedback) -> list:
         decision.pk,
         decision.request_id,
         decision.predicted_at,
-        *[MASK if n in masked else decision.inputs.get(n) for n in names],
+        *[MASK if n in masked else decision.full_inputs().get(n) for n in names],
         decision.prediction,
         decision.score,
         outcome.outcome if outcome else None,

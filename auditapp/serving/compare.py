@@ -21,6 +21,7 @@ from auditapp.accounts import roles
 from auditapp.approvals import services as approvals
 from auditapp.approvals.models import Approval
 from auditapp.decisions.models import SHADOW, Decision, Outcome
+from auditapp.encryption import merged, row_binding
 from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.monitoring import metrics
 from auditapp.registry import services as registry
@@ -110,7 +111,15 @@ def _pairs(a: ModelVersion, b: ModelVersion, limit: int) -> Comparison:
         row[0]: row
         for row in Decision.objects.filter(
             pk__in=[s[1] for s in shadows], model_version__in=[a, b]
-        ).values_list("id", "model_version_id", "prediction", "score", "inputs")
+        ).values_list(
+            "id",
+            "model_version_id",
+            "prediction",
+            "score",
+            "inputs",
+            "sealed_inputs",
+            "request_id",
+        )
     }
     comparison = Comparison(a=Side(a), b=Side(b), inputs=[], outcomes=[])
     served_ids = []
@@ -127,7 +136,8 @@ def _pairs(a: ModelVersion, b: ModelVersion, limit: int) -> Comparison:
             side.decision_ids.append(decision_id)
             side.predictions.append(prediction)
             side.scores.append(score)
-        comparison.inputs.append(answered[4])
+        row = row_binding(a.registered_model_id, answered[6])  # both versions of one model
+        comparison.inputs.append(merged(answered[4], answered[5], row))
         served_ids.append(served_id)
     latest = _latest_outcomes(served_ids)
     comparison.outcomes = [latest.get(pk) for pk in served_ids]

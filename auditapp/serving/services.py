@@ -474,9 +474,9 @@ def _stored(model: RegisteredModel, checked: list[CheckedDecision]) -> dict[str,
 
 def _same_request(stored: Decision, decision: CheckedDecision) -> bool:
     sent = (decision.inputs, decision.subject_ref, decision.metadata)
-    return canonical_json([stored.inputs, stored.subject_ref, stored.metadata]) == canonical_json(
-        list(sent)
-    )
+    return canonical_json(
+        [stored.full_inputs(), stored.subject_ref, stored.metadata]
+    ) == canonical_json(list(sent))
 
 
 def _run_models(routing: Routing, decisions: list[CheckedDecision]) -> None:
@@ -550,7 +550,7 @@ def _score_shadow(version: ModelVersion, served: list[Decision]) -> int:
             "model": model.name,
             "version": version.version,
             "request_id": request_id,
-            "inputs": decision.inputs,
+            "inputs": decision.full_inputs(),
             "subject_ref": decision.subject_ref,
             "metadata": decision.metadata,
         }

@@ -47,7 +47,7 @@ def readme_hash(decision: Decision) -> str:
         )
         return hashlib.sha256(text.encode()).hexdigest()
 
-    inputs = decision.inputs
+    inputs = decision.full_inputs()  # the sensitive ones are sealed (encryption at rest)
     document = {
         "artifact_sha256": decision.model_version.artifact_sha256,
         "document_form": 2,
@@ -95,6 +95,10 @@ def test_erasure_keeps_the_hash_and_verify_chain_passes(model_version, ingest):
         erased = decision.pk in plan.ids
         assert decision.erased is erased
         assert (decision.inputs == {}) is erased and (decision.salt is None) is erased
+        # the encrypted sensitive values and their blind-index tokens go too: with the data
+        # key they would still be readable
+        assert (decision.sealed_inputs is None) is erased
+        assert (decision.sensitive_tokens is None) is erased
         assert decision.content_hash == hashes[decision.pk] == decision.compute_content_hash()
         if erased:
             assert decision.kept_commitments["erasure"] == plan.declaration.pk

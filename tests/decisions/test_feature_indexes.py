@@ -42,33 +42,33 @@ def test_an_index_is_built_used_by_the_search_and_dropped(
 ):
     ingest(*DecisionPayloadFactory.build_batch(40))
     actor = roles.Actor(user=compliance_officer)
-    rich = sorted(d.pk for d in Decision.objects.all() if d.inputs["income"] >= 60_000)
-    before, _ = search(actor, **{"feature.income__gte": "60000"})
+    rich = sorted(d.pk for d in Decision.objects.all() if d.inputs["debt_ratio"] >= 0.5)
+    before, _ = search(actor, **{"feature.debt_ratio__gte": "0.5"})
     assert before == rich
 
-    output = run("credit", "income")
-    name = index_name(model_version.registered_model_id, "income")
+    output = run("credit", "debt_ratio")
+    name = index_name(model_version.registered_model_id, "debt_ratio")
     assert f"{name}: " in output and output.rstrip().endswith("ready.")
     (index,) = feature_indexes()
-    assert (index.model, index.feature, index.valid) == ("credit", "income", True)
-    assert "credit.income" in run()
+    assert (index.model, index.feature, index.valid) == ("credit", "debt_ratio", True)
+    assert "credit.debt_ratio" in run()
     event = AuditEvent.objects.get(action="search_index.created")
-    assert event.details["feature"] == "income" and event.details["index"] == name
-    assert describe(event).text() == "system (manage.py) indexed feature income of model credit"
+    assert event.details["feature"] == "debt_ratio" and event.details["index"] == name
+    assert describe(event).text() == "system (manage.py) indexed feature debt_ratio of model credit"
 
-    after, queryset = search(actor, **{"feature.income__gte": "1e9"})
+    after, queryset = search(actor, **{"feature.debt_ratio__gte": "1e9"})
     assert after == []
     with connection.cursor() as cursor:
         cursor.execute("SET enable_seqscan = off")  # a table this small is read whole otherwise
         plan = queryset.explain()
         cursor.execute("RESET enable_seqscan")
     assert name in plan, plan
-    assert search(actor, **{"feature.income__gte": "60000"})[0] == rich  # same answers
+    assert search(actor, **{"feature.debt_ratio__gte": "0.5"})[0] == rich  # same answers
 
-    assert run("credit", "income", "--drop") == "Dropped the index on credit.income.\n"
+    assert run("credit", "debt_ratio", "--drop") == "Dropped the index on credit.debt_ratio.\n"
     assert feature_indexes() == []
     assert AuditEvent.objects.filter(action="search_index.dropped").count() == 1
-    assert run("credit", "income", "--drop") == "There was no index on credit.income.\n"
+    assert run("credit", "debt_ratio", "--drop") == "There was no index on credit.debt_ratio.\n"
 
 
 @postgresql_only
@@ -80,18 +80,18 @@ def test_the_planner_takes_the_index_for_a_value_no_one_has_without_being_pushed
     index to the end instead (0.5 s at a million decisions)."""
     ingest(*DecisionPayloadFactory.build_batch(400))
     actor = roles.Actor(user=compliance_officer)
-    run("credit", "income")
+    run("credit", "debt_ratio")
     try:
-        found, queryset = search(actor, **{"feature.income__gte": "1e9"})
+        found, queryset = search(actor, **{"feature.debt_ratio__gte": "1e9"})
         plan = queryset.order_by("-predicted_at", "-pk")[:51].explain()
     finally:
-        run("credit", "income", "--drop")  # indexes outlive the test's data
+        run("credit", "debt_ratio", "--drop")  # indexes outlive the test's data
 
     assert found == []
-    assert index_name(model_version.registered_model_id, "income") in plan, plan
-    mid = sorted(d.inputs["income"] for d in Decision.objects.all())[200]
-    assert search(actor, **{"feature.income__gte": str(mid)})[0] == sorted(
-        d.pk for d in Decision.objects.all() if d.inputs["income"] >= mid
+    assert index_name(model_version.registered_model_id, "debt_ratio") in plan, plan
+    mid = sorted(d.inputs["debt_ratio"] for d in Decision.objects.all())[200]
+    assert search(actor, **{"feature.debt_ratio__gte": str(mid)})[0] == sorted(
+        d.pk for d in Decision.objects.all() if d.inputs["debt_ratio"] >= mid
     )
 
 
@@ -101,6 +101,10 @@ def test_an_unknown_model_or_feature_is_named(model_version):
         run("fraud", "income")
     with pytest.raises(CommandError, match="'salary' is not a feature of 'credit'; its features"):
         run("credit", "salary")
+    with pytest.raises(
+        CommandError, match="'income' is sensitive: its values are stored encrypted"
+    ):
+        run("credit", "income")
     with pytest.raises(CommandError, match="Name the feature too"):
         run("credit")
     assert feature_indexes() == []
@@ -109,15 +113,15 @@ def test_an_unknown_model_or_feature_is_named(model_version):
 @pytest.mark.skipif(not embedded_default(), reason="the embedded default's answer")
 def test_the_embedded_default_says_it_searches_without_them(model_version):
     with pytest.raises(CommandError, match="Feature indexes are for PostgreSQL"):
-        run("credit", "income")
+        run("credit", "debt_ratio")
 
 
 @postgresql_only
 def test_on_partitioned_decisions_each_partition_gets_the_index(model_version, ingest):
     """Built concurrently on each partition, attached; a month created later inherits it."""
     ingest(*DecisionPayloadFactory.build_batch(3))
-    run("credit", "income")
-    name = index_name(model_version.registered_model_id, "income")
+    run("credit", "debt_ratio")
+    name = index_name(model_version.registered_model_id, "debt_ratio")
     created = partitions.create_ahead("decisions_decision", 1, today=(2031, 12))
 
     with connection.cursor() as cursor:
@@ -138,8 +142,8 @@ def test_on_partitioned_decisions_each_partition_gets_the_index(model_version, i
     # The expression's statistics too, on the table and every partition, later ones included.
     assert statistics_on() == {"decisions_decision", *names}
 
-    run("credit", "income")  # again: nothing to build, nothing breaks
-    assert run("credit", "income", "--drop") == "Dropped the index on credit.income.\n"
+    run("credit", "debt_ratio")  # again: nothing to build, nothing breaks
+    assert run("credit", "debt_ratio", "--drop") == "Dropped the index on credit.debt_ratio.\n"
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s", [name + "%"])
         assert cursor.fetchone()[0] == 0

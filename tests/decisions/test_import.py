@@ -81,7 +81,7 @@ def test_a_csv_import_stores_valid_rows_and_reports_each_rejected_row(model_vers
     expected = [p for i, p in enumerate(payloads) if i not in (1, 4)]
     assert [d.request_id for d in stored] == sorted(p["request_id"] for p in expected)
     first = Decision.objects.get(request_id=expected[0]["request_id"])
-    assert first.inputs == expected[0]["inputs"]
+    assert first.full_inputs() == expected[0]["inputs"]
     assert first.source == "import"
     assert first.score == expected[0]["score"]
     assert first.content_hash == first.compute_content_hash()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from unittest import mock
 
@@ -10,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
 
-from auditapp import partitions
+from auditapp import encryption, partitions
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions import services as decision_services
@@ -229,23 +230,45 @@ def recorded_before_form_2():
 
 @contextmanager
 def columns_of_today():
-    """The decision columns added after partitioning (decisions.0012: arm, served_by;
-    0014: document_form, kept_commitments) and the seals' `cut` (0015), there for today's
-    code to write the rows of then (null, as then), and gone again before the migrations
-    run forward and add them."""
+    """The decision columns added after partitioning (decisions.0012: arm, served_by; 0014:
+    document_form, kept_commitments; 0016: sealed_inputs, sensitive_tokens) and the seals'
+    `cut` (0015), there for today's code to write the rows of then (null, as then), and gone
+    again before the migrations run forward and add them. Rows of then held their sensitive
+    inputs in clear: today's sealed ones are put back in `inputs` (as the superuser, past
+    the append-only trigger) before their column goes."""
     added = (
         "arm varchar(10) NULL",
         "served_by bigint NULL",
         "document_form smallint NULL",
         "kept_commitments jsonb NULL",
+        "sealed_inputs bytea NULL",
+        "sensitive_tokens jsonb NULL",
     )
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"ADD COLUMN {c}" for c in added))
-        cursor.execute(f"ALTER TABLE {SEALS} ADD COLUMN cut boolean NULL")  # decisions.0015
+        cursor.execute(f"ALTER TABLE {SEALS} ADD COLUMN cut boolean NULL")
     try:
         with recorded_before_form_2():
             yield
     finally:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, registered_model_id, request_id, inputs::text, sealed_inputs "
+                f"FROM {TABLE} WHERE sealed_inputs IS NOT NULL"
+            )
+            rows = [
+                (
+                    json.dumps(
+                        encryption.merged(
+                            json.loads(inputs), bytes(sealed), encryption.row_binding(model, rid)
+                        )
+                    ),
+                    pk,
+                )
+                for pk, model, rid, inputs, sealed in cursor.fetchall()
+            ]
+            cursor.execute("SET LOCAL session_replication_role = replica")
+            cursor.executemany(f"UPDATE {TABLE} SET inputs = %s::jsonb WHERE id = %s", rows)
         with connection.cursor() as cursor:
             names = ", ".join(f"DROP COLUMN {c.split()[0]}" for c in added)
             cursor.execute(f"ALTER TABLE {TABLE} {names}")
@@ -308,7 +331,7 @@ def test_the_migration_keeps_existing_decisions_and_their_log(model_version, ing
     again = {
         **DecisionPayloadFactory(),
         "request_id": first.request_id,
-        "inputs": first.inputs,
+        "inputs": first.full_inputs(),
         "prediction": first.prediction,
         "score": first.score,
         "predicted_at": first.predicted_at.isoformat(),

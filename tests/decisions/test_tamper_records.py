@@ -147,7 +147,7 @@ def insert_decision_by_hand(template: Decision, request_id: str, recorded_at) ->
     salt = new_salt()
     fields = {
         "artifact_sha256": template.model_version.artifact_sha256,
-        "inputs": template.inputs,
+        "inputs": template.full_inputs(),
         "metadata": template.metadata,
         "model": template.registered_model.name,
         "predicted_at": canonical_time(template.predicted_at),
@@ -170,7 +170,7 @@ def insert_decision_by_hand(template: Decision, request_id: str, recorded_at) ->
                 template.model_version_id,
                 request_id,
                 template.subject_ref,
-                json.dumps(template.inputs),
+                json.dumps(template.full_inputs()),
                 json.dumps(template.prediction),
                 template.score,
                 connection.ops.adapt_datetimefield_value(template.predicted_at),

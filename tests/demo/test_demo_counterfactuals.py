@@ -40,7 +40,7 @@ def test_the_demo_s_declined_decisions_get_counterfactuals_that_flip(role_groups
     found, sparsity, distance = 0, [], []
     for row in work.select_related("result", "decision"):
         assert row.status == CounterfactualWork.DONE, row.error
-        inputs = row.decision.inputs
+        inputs = row.decision.full_inputs()
         for item in row.result.counterfactuals:
             changed = {**inputs, **{k: v["to"] for k, v in item["changes"].items()}}
             frame = pd.DataFrame([changed])[credit.FEATURES]

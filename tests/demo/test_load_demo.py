@@ -55,7 +55,7 @@ def test_the_demo_has_outcomes_for_old_decisions_and_a_shifted_recent_stream(rol
     recent = [d for d in decisions if d.predicted_at >= downturn]
     earlier = [d for d in decisions if d.predicted_at < downturn]
     income = {
-        name: np.median([d.inputs["income"] for d in group])
+        name: np.median([d.full_inputs()["income"] for d in group])
         for name, group in (("recent", recent), ("earlier", earlier))
     }
     assert income["recent"] < 0.85 * income["earlier"]  # incomes fell by a quarter
@@ -115,7 +115,10 @@ def test_the_demo_model_declines_like_a_lender_and_the_downturn_shows(role_group
     before = np.array([d["predicted_at"] < downturn for d in decisions])
     days = [downturn + timedelta(days=i) for i in range(2)]  # complete: today follows
     assert days[-1] + timedelta(days=1) <= version.created_at
-    income = np.array([d["inputs"]["income"] for d in decisions], dtype=float)
+    incomes = {
+        d.pk: d.full_inputs()["income"] for d in Decision.objects.filter(model_version=version)
+    }
+    income = np.array([incomes[d["pk"]] for d in decisions], dtype=float)
     moments = np.array([d["predicted_at"] for d in decisions])
     rate_before = declined[before].mean()
     for day in days:

@@ -44,6 +44,7 @@ def expected(decision: Decision, hidden=()) -> list[dict]:
     """The stored SHAP attributions pushing towards "bad", largest first, four at most."""
     schema = decision.model_version.parsed_schema
     features = {f.name: f for f in schema.features}
+    inputs = decision.full_inputs()
     stored = Explanation.objects.get(decision=decision, method="shap").attributions
     floor = 0.01 * sum(abs(v) for v in stored.values())  # a push under 1 % is no reason
     pushing = sorted(
@@ -53,10 +54,10 @@ def expected(decision: Decision, hidden=()) -> list[dict]:
     return [
         {
             "feature": name,
-            "value": decision.inputs[name],
+            "value": inputs[name],
             "direction": "raised",
             "contribution": value,
-            "text": f"{features[name].label} = {shown(features[name], decision.inputs[name])} "
+            "text": f"{features[name].label} = {shown(features[name], inputs[name])} "
             f"— raised the risk of “bad” ({value:+.2f})"
             if value >= 0.005
             else f"— raised the risk of “bad” ({value:+.2g})",

@@ -21,7 +21,7 @@ URL = "/api/v1/decisions"
 @pytest.fixture
 def mixed(model_version, register, ml_engineer, ingest):
     """Decisions of two versions whose schemas mask differently, and one recorded
-    before commitments (no salt)."""
+    before commitments (no salt), and so before encryption at rest (inputs in clear)."""
     schema = credit_schema()
     for feature in schema["features"]:
         if feature["name"] == "age":
@@ -32,7 +32,14 @@ def mixed(model_version, register, ml_engineer, ingest):
     older = Decision.objects.order_by("pk").first()
     fields = {f.attname: getattr(older, f.attname) for f in Decision._meta.concrete_fields}
     del fields["id"]
-    before = {"request_id": "before-commitments", "salt": None, "document_form": None}
+    before = {
+        "request_id": "before-commitments",
+        "salt": None,
+        "document_form": None,
+        "inputs": older.full_inputs(),
+        "sealed_inputs": None,
+        "sensitive_tokens": None,
+    }
     Decision.objects.create(**{**fields, **before})
     return list(Decision.objects.with_related().order_by("pk"))
 

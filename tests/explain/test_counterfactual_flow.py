@@ -96,9 +96,9 @@ def rescored_independently(model_version) -> int:
         assert result.config.method == "sparse-search"
         assert result.config.content["artifact_sha256"] == model_version.artifact_sha256
         for item in result.counterfactuals:
-            row = dict(decision.inputs)
+            row = dict(decision.full_inputs())
             for name, change in item["changes"].items():
-                assert change["from"] == decision.inputs[name]
+                assert change["from"] == decision.full_inputs()[name]
                 row[name] = change["to"]
             frame = pd.DataFrame([row])[schema.names]
             label = plain(model.predict(frame)[0])
@@ -108,7 +108,7 @@ def rescored_independently(model_version) -> int:
             assert math.isclose(item["score"], score, abs_tol=1e-9)
             assert item["sparsity"] == len(item["changes"]) >= 1
             for feature in schema.features:
-                before, after = decision.inputs[feature.name], row[feature.name]
+                before, after = decision.full_inputs()[feature.name], row[feature.name]
                 if before == after:
                     continue
                 assert not feature.protected and not feature.immutable, feature.name
@@ -344,13 +344,13 @@ def test_a_what_if_on_registered_test_models_is_the_models_own_answer(
     with version.artifact.open("rb") as handle:  # the artifact as registered, read here
         artifact = handle.read()
     pipeline = skops.io.loads(artifact, trusted=skops.io.get_untrusted_types(data=artifact))
-    frame = pd.DataFrame([{**decision.inputs, **edit}])[schema.names]
+    frame = pd.DataFrame([{**decision.full_inputs(), **edit}])[schema.names]
     classes = list(pipeline.classes_)
     positive = classes.index(schema.target.positive_class)
     assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, positive], abs=1e-12)
     assert body["prediction"] == plain(pipeline.predict(frame)[0])
     assert sorted(body["changed"]) == sorted(
-        name for name, value in edit.items() if decision.inputs[name] != value
+        name for name, value in edit.items() if decision.full_inputs()[name] != value
     )
 
     attributions, _ = tree_shap_by_feature(pipeline, frame, schema.names)
@@ -428,7 +428,7 @@ def test_a_masked_feature_s_values_are_withheld(
     (hidden,) = [c for c in masked.json()["counterfactuals"] if c["rank"] == full["rank"]]
     assert hidden["changes"]["income"] == {"from": None, "to": None, "withheld": True}
     assert "the annual income had been different (value withheld)" in hidden["sentence"]
-    income = decision.inputs["income"]
+    income = decision.full_inputs()["income"]
     text = masked.content.decode()
     assert str(income) not in text and str(full["changes"]["income"]["to"]) not in text
     assert f"{full['changes']['income']['to']:,.0f}" not in hidden["sentence"]

@@ -49,7 +49,7 @@ def test_a_shap_batch_stores_attributions_equal_to_shap_for_every_decision(
     )
     prep, estimator = credit_pipeline[:-1], credit_pipeline[-1]
     schema = model_version.parsed_schema
-    frame = schema.frame([d.inputs for d in decisions])
+    frame = schema.frame([d.full_inputs() for d in decisions])
     reference = np.asarray(shap.TreeExplainer(estimator).shap_values(prep.transform(frame)))
     # "bad" is classes_[0]: shap's margin is for "good", so the signs flip.
     names_out = list(prep.get_feature_names_out())

@@ -75,14 +75,14 @@ def test_the_answer_is_the_models_own_score_and_shap(
     assert response.status_code == 200, response.content
     body = response.json()
     names = model_version.parsed_schema.names
-    merged = {**decision.inputs, **EDITS}
+    merged = {**decision.full_inputs(), **EDITS}
     assert body["inputs"] == merged
     pipeline = load_model(model_version)
     frame = pipeline_frame(merged, names)
     bad = list(pipeline.classes_).index("bad")
     assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, bad], abs=1e-12)
     assert body["prediction"] == pipeline.predict(frame)[0]
-    changed = [n for n in names if n in EDITS and EDITS[n] != decision.inputs[n]]
+    changed = [n for n in names if n in EDITS and EDITS[n] != decision.full_inputs()[n]]
     assert body["changed"] == changed
 
     shap_body = body["explanation"]["shap"]
@@ -100,9 +100,9 @@ def test_the_answer_is_the_models_own_score_and_shap(
     # The original, side by side: as recorded, and the model's own answer on its inputs.
     original = body["original"]
     assert (original["prediction"], original["score"]) == (decision.prediction, decision.score)
-    recorded = pipeline_frame(decision.inputs, names)
+    recorded = pipeline_frame(decision.full_inputs(), names)
     assert original["model_score"] == pytest.approx(pipeline.predict_proba(recorded)[0, bad])
-    expected, _, _ = independent_shap(pipeline, decision.inputs, names)
+    expected, _, _ = independent_shap(pipeline, decision.full_inputs(), names)
     for name in names:
         attribution = original["explanation"]["shap"]["attributions"][name]
         assert attribution == pytest.approx(expected[name], abs=1e-9)
@@ -114,7 +114,7 @@ def test_the_answer_is_the_models_own_score_and_shap(
     assert event.object_id == str(decision.pk)
     assert event.details["via"] == "api"
     assert event.details["changes"] == [
-        {"feature": n, "from": decision.inputs[n], "to": EDITS[n]} for n in changed
+        {"feature": n, "from": decision.full_inputs()[n], "to": EDITS[n]} for n in changed
     ]
     assert event.details["score"] == pytest.approx(body["score"])
 
@@ -122,7 +122,7 @@ def test_the_answer_is_the_models_own_score_and_shap(
 def test_a_sensitive_change_is_recorded_in_the_events_sensitive_details(
     api_client, compliance_officer, decision
 ):
-    income = decision.inputs["income"] + 10_000
+    income = decision.full_inputs()["income"] + 10_000
     response = api_client(compliance_officer).post(
         url(decision), {"inputs": {"income": income}}, format="json"
     )
@@ -131,7 +131,7 @@ def test_a_sensitive_change_is_recorded_in_the_events_sensitive_details(
     (event,) = AuditEvent.objects.filter(action=ACTION)
     assert event.details["changes"] == [{"feature": "income", "from": "[masked]", "to": "[masked]"}]
     assert event.sensitive_details == {
-        "changes": {"income": {"from": decision.inputs["income"], "to": income}}
+        "changes": {"income": {"from": decision.full_inputs()["income"], "to": income}}
     }
 
 
@@ -245,11 +245,11 @@ def test_masked_features_must_be_supplied_never_taken_from_the_decision(
     details = refused.json()["error"]["details"]
     assert {d["field"] for d in details} == {"inputs.income", "inputs.sex"}
     assert all("hidden from you" in d["message"] for d in details)
-    assert str(decision.inputs["income"]) not in refused.content.decode()
+    assert str(decision.full_inputs()["income"]) not in refused.content.decode()
     assert not AuditEvent.objects.filter(action=ACTION).exists()
 
     # Given, they are the actor's: the row run is theirs alone.
-    guess = {"debt_ratio": 0.2, "income": 50_000.0, "sex": decision.inputs["sex"]}
+    guess = {"debt_ratio": 0.2, "income": 50_000.0, "sex": decision.full_inputs()["sex"]}
     response = client.post(url(decision), {"inputs": guess}, format="json")
     assert response.status_code == 200
     body = response.json()
@@ -263,7 +263,8 @@ def test_masked_features_must_be_supplied_never_taken_from_the_decision(
     assert "income" not in original["explanation"]["shap"]["top_features"]
     text = response.content.decode()
     assert (
-        repr(decision.inputs["income"]) not in text and str(decision.inputs["income"]) not in text
+        repr(decision.full_inputs()["income"]) not in text
+        and str(decision.full_inputs()["income"]) not in text
     )
     # The event says they were given, never whether the guess was right, nor the hidden value.
     (event,) = AuditEvent.objects.filter(action=ACTION)
@@ -301,7 +302,7 @@ def test_a_lightgbm_version_answers_with_its_own_score_and_treeshap(
     body = response.json()
     names = decision.model_version.parsed_schema.names
     pipeline = load_model(decision.model_version)
-    frame = pipeline_frame({**decision.inputs, **EDITS}, names)
+    frame = pipeline_frame({**decision.full_inputs(), **EDITS}, names)
     bad = list(pipeline.classes_).index("bad")
     assert body["score"] == pytest.approx(pipeline.predict_proba(frame)[0, bad], abs=1e-12)
     assert body["prediction"] == pipeline.predict(frame)[0]
@@ -360,7 +361,7 @@ def browser_as(user) -> Client:
 def form_of(decision, **changes) -> dict:
     values = {
         k: ("true" if v is True else "false" if v is False else str(v))
-        for k, v in decision.inputs.items()
+        for k, v in decision.full_inputs().items()
     }
     return {**values, **changes}
 
@@ -368,7 +369,7 @@ def form_of(decision, **changes) -> dict:
 def test_the_panel_is_shown_to_those_who_may(domain_expert, auditor, decision):
     page = browser_as(domain_expert).get(f"/decisions/{decision.pk}/").content.decode()
     assert 'id="what-if"' in page and f'hx-post="/decisions/{decision.pk}/what-if"' in page
-    assert f'name="debt_ratio" value="{decision.inputs["debt_ratio"]}"' in page
+    assert f'name="debt_ratio" value="{decision.full_inputs()["debt_ratio"]}"' in page
     audited = browser_as(auditor).get(f"/decisions/{decision.pk}/").content.decode()
     assert 'id="what-if"' not in audited
     refused = browser_as(auditor).post(f"/decisions/{decision.pk}/what-if", form_of(decision))
@@ -417,7 +418,7 @@ def test_the_panel_shows_an_error_beside_its_field(domain_expert, decision):
 def test_the_panel_asks_for_masked_features_and_never_shows_them(blind_expert, decision):
     client = browser_as(blind_expert)
     page = client.get(f"/decisions/{decision.pk}/").content.decode()
-    hidden = str(decision.inputs["income"])
+    hidden = str(decision.full_inputs()["income"])
     assert 'name="income" value=""' in page and hidden not in page
     response = client.post(
         f"/decisions/{decision.pk}/what-if",

@@ -146,7 +146,7 @@ def test_allow_approximate_registers_it_explained_by_the_model_agnostic_explaine
     )
     # The permutation values add up to the model's own probability of "bad".
     model = load_model(version)
-    frame = version.parsed_schema.frame([e.decision.inputs for e in stored])
+    frame = version.parsed_schema.frame([e.decision.full_inputs() for e in stored])
     probabilities = model.predict_proba(frame)[:, list(model.classes_).index("bad")]
     totals = [e.base_value + sum(e.attributions.values()) for e in stored]
     np.testing.assert_allclose(totals, probabilities, atol=1e-6)

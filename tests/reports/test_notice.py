@@ -159,7 +159,7 @@ def test_a_notice_never_cites_a_protected_attribute_and_its_decision_is_queued(
     assert not {"Age (years)", "Sex"} & set(factors)
     for reason in notice["reasons"]:
         name = next(n for n, label in labels.items() if label == reason["factor"])
-        assert reason["value"] == features[name].format_value(decision.inputs[name])
+        assert reason["value"] == features[name].format_value(decision.full_inputs()[name])
         assert reason["text"].startswith(f"{reason['factor']} = {reason['value']} — ")
     assert notice["outcome"] == "declined"
     assert "reviewed by a person" in notice["human_review"]

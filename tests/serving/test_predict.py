@@ -51,7 +51,7 @@ def test_the_answer_is_the_pipelines_own_and_is_recorded_as_a_served_decision(
     decision = Decision.objects.get(pk=body["decision_id"])
     assert decision.model_version == serving["1"]
     assert (decision.request_id, decision.subject_ref) == ("req-000007", "c-007")
-    assert decision.inputs == sent["inputs"] and decision.metadata == {"channel": "web"}
+    assert decision.full_inputs() == sent["inputs"] and decision.metadata == {"channel": "web"}
     assert (decision.prediction, decision.score) == (prediction, body["score"])
     assert (decision.source, decision.arm, decision.served_by) == ("serving", PRODUCTION, None)
     # The arm is sealed with the decision; its explanations are queued as any decision's.

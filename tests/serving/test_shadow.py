@@ -49,7 +49,7 @@ def test_shadow_versions_score_after_the_answer_and_are_kept_apart(
     }
     for shadow in shadows:
         item = served[shadow.served_by]
-        assert shadow.inputs == item["inputs"] and shadow.subject_ref == item["subject_ref"]
+        assert shadow.full_inputs() == item["inputs"] and shadow.subject_ref == item["subject_ref"]
         assert shadow.request_id == f"shadow-{shadow.model_version.version}-{shadow.served_by}"
         prediction, score = expected(pipelines[shadow.model_version.version], item["inputs"])
         assert (shadow.prediction, shadow.source) == (prediction, "serving")

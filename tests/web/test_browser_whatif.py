@@ -32,7 +32,7 @@ def test_a_domain_expert_tries_a_what_if_beside_the_original(
     changed = {"debt_ratio": 1.4, "prior_defaults": 3, "housing": "rent"}
     pipeline = load_model(model_version)
     names = model_version.parsed_schema.names
-    frame = pd.DataFrame([{n: {**decision.inputs, **changed}[n] for n in names}])
+    frame = pd.DataFrame([{n: {**decision.full_inputs(), **changed}[n] for n in names}])
     expected = pipeline.predict_proba(frame)[0, list(pipeline.classes_).index("bad")]
     page = chromium.new_page(viewport={"width": 1440, "height": 1100})
 
@@ -40,7 +40,7 @@ def test_a_domain_expert_tries_a_what_if_beside_the_original(
     page.goto(f"{live_server.url}/decisions/{decision.pk}/")
     panel = page.locator("#what-if")
     expect(panel.locator("input[name=debt_ratio]")).to_have_value(
-        str(decision.inputs["debt_ratio"])
+        str(decision.full_inputs()["debt_ratio"])
     )
     panel.locator("input[name=debt_ratio]").fill("1.4")
     panel.locator("input[name=prior_defaults]").fill("3")
@@ -52,7 +52,7 @@ def test_a_domain_expert_tries_a_what_if_beside_the_original(
     expect(new).to_have_text(f"{expected:.4f}")
     expect(original).to_have_text(f"{decision.score:.4f}")
     expect(page.locator("#what-if .what-if-inputs tr.changed")).to_have_count(
-        sum(decision.inputs[k] != v for k, v in changed.items())
+        sum(decision.full_inputs()[k] != v for k, v in changed.items())
     )
     expect(page.locator("#what-if-original svg")).to_have_count(1)
     expect(page.locator("#what-if-new svg")).to_have_count(1)

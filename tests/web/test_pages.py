@@ -52,7 +52,7 @@ class TestSearch:
                 decision = explanation.decision
                 hidden = schema.sensitive_names if user == auditor else frozenset()
                 expected = [
-                    f"{features[n].label} = {features[n].format_value(decision.inputs[n])}"
+                    f"{features[n].label} = {features[n].format_value(decision.full_inputs()[n])}"
                     for n in explanation.top_features[:3]
                     if n not in hidden
                 ]

@@ -28,6 +28,12 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+DATA_KEYS = {
+    "ATTEST_DATA_KEYS": "k1:ZGF0YSBrZXkgb2YgYSB0ZXN0LCAzMiBieXRlcyBsb24=",
+    "ATTEST_BLIND_INDEX_KEY": "YmxpbmQgaW5kZXgga2V5IG9mIGEgdGVzdCwgMzIgYnk=",
+}
+
+
 def test_check_deploy_is_clean_with_production_settings(tmp_path):
     result = manage(
         "check",
@@ -38,6 +44,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path):
         SECRET_KEY="k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d",
         ALLOWED_HOSTS="attest.example.com",
         ATTEST_SEAL_SIGNING_KEY="c2VlZCBvZiBhIHRlc3Qgc2lnbmluZyBrZXksIDMyIGI=",
+        **DATA_KEYS,
         ATTEST_VAR_DIR=str(tmp_path),
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,6 +70,27 @@ def test_production_refuses_to_start_without_a_seal_signing_key(tmp_path):
     malformed = manage("check", ATTEST_SEAL_SIGNING_KEY="not base64!", ATTEST_VAR_DIR=str(tmp_path))
     assert malformed.returncode != 0
     assert "32-byte Ed25519 seed" in malformed.stderr
+
+
+def test_production_refuses_to_start_without_data_keys(tmp_path):
+    """Sensitive inputs sealed under a key made up on the spot would be lost with the host."""
+    result = manage(
+        "check",
+        DJANGO_ENV="production",
+        SECRET_KEY="k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d",
+        ATTEST_SEAL_SIGNING_KEY="c2VlZCBvZiBhIHRlc3Qgc2lnbmluZyBrZXksIDMyIGI=",
+        ATTEST_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode != 0
+    assert "ATTEST_DATA_KEYS" in result.stderr
+    assert not (tmp_path / "data-keys").exists()
+
+    short = manage("check", ATTEST_DATA_KEYS="k1:c2hvcnQ=", ATTEST_VAR_DIR=str(tmp_path))
+    assert short.returncode != 0
+    assert "ATTEST_DATA_KEYS key 'k1' must be 32 bytes, got 5" in short.stderr
+    blind = manage("check", ATTEST_BLIND_INDEX_KEY="not base64!", ATTEST_VAR_DIR=str(tmp_path))
+    assert blind.returncode != 0
+    assert "ATTEST_BLIND_INDEX_KEY is not base64" in blind.stderr
 
 
 def test_a_read_replica_needs_postgresql(tmp_path):
@@ -116,6 +144,7 @@ def test_production_wants_the_issuer_over_https(tmp_path):
         DJANGO_ENV="production",
         SECRET_KEY="k" * 64 + "-not-a-real-secret-but-long-and-random-enough-9f8e7d",
         ATTEST_SEAL_SIGNING_KEY="c2VlZCBvZiBhIHRlc3Qgc2lnbmluZyBrZXksIDMyIGI=",
+        **DATA_KEYS,
         ATTEST_OIDC_ISSUER="http://idp.bank.example",
         ATTEST_OIDC_CLIENT_ID="attest",
         ATTEST_OIDC_CLIENT_SECRET="secret",
