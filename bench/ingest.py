@@ -114,8 +114,13 @@ def ensure_database() -> None:
 
 def setup_django() -> None:
     import django
+    from django.conf import settings
 
     django.setup()
+    # The benches' models are made without four-eyes: they measure ingestion, explanations
+    # and serving, whose stage and traffic changes would otherwise wait for a second person
+    # (approvals are tested in tests/approvals). Their own databases only.
+    settings.ATTEST_FOUR_EYES_NEW_MODELS = False
 
 
 # --- the server (a subprocess of this script) -----------------------------------
