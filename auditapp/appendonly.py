@@ -124,6 +124,22 @@ RETIREMENT_SETTING = "attest.retirement"
 ERASURE_SETTING = "attest.erasure"
 
 REFUSE_CHANGE_FUNCTION = """
+-- Whether a declaration's log record (of this kind and object id) is already sealed: the
+-- one condition a retirement and an erasure share before the triggers let rows go.
+CREATE OR REPLACE FUNCTION attest_sealed_record(record_kind text, object bigint)
+RETURNS boolean AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: its body is not checked against tables the early migrations that
+    -- create it do not have yet
+    RETURN EXISTS (
+        SELECT 1 FROM accounts_logrecord l
+        WHERE l.kind = record_kind AND l.object_id = object
+          AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
+                       ORDER BY s."index" DESC LIMIT 1)
+    );
+END;
+$$ LANGUAGE plpgsql STABLE;
+
 CREATE OR REPLACE FUNCTION attest_refuse_change() RETURNS trigger AS $$
 DECLARE
     declared text := current_setting('attest.retirement', true);
@@ -160,12 +176,7 @@ BEGIN
                 IF covered_up_to >= OLD.id AND EXISTS (
                     SELECT 1 FROM decisions_erasure e
                     WHERE e.id = erasing::bigint AND e.declared_at = transaction_timestamp()
-                      AND EXISTS (
-                          SELECT 1 FROM accounts_logrecord l
-                          WHERE l.kind = 'erasure' AND l.object_id = e.id
-                            AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
-                                         ORDER BY s."index" DESC LIMIT 1)
-                      )
+                      AND attest_sealed_record('erasure', e.id)
                 ) THEN
                     RETURN NEW;
                 END IF;
@@ -187,12 +198,7 @@ BEGIN
             ) AND EXISTS (
                 SELECT 1 FROM decisions_erasure e
                 WHERE e.id = erasing::bigint AND e.declared_at = transaction_timestamp()
-                  AND EXISTS (
-                      SELECT 1 FROM accounts_logrecord l
-                      WHERE l.kind = 'erasure' AND l.object_id = e.id
-                        AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
-                                     ORDER BY s."index" DESC LIMIT 1)
-                  )
+                  AND attest_sealed_record('erasure', e.id)
             ) THEN
                 RETURN OLD;
             END IF;
@@ -212,12 +218,7 @@ BEGIN
         IF covered_up_to >= OLD.id AND EXISTS (
             SELECT 1 FROM decisions_retirement d
             WHERE d.id = declared::bigint AND d.declared_at = transaction_timestamp()
-              AND EXISTS (
-                  SELECT 1 FROM accounts_logrecord l
-                  WHERE l.kind = 'retirement' AND l.object_id = d.id
-                    AND l.id <= (SELECT s.last_record_id FROM decisions_seal s
-                                 ORDER BY s."index" DESC LIMIT 1)
-              )
+              AND attest_sealed_record('retirement', d.id)
         ) THEN
             RETURN OLD;
         END IF;
