@@ -354,7 +354,7 @@ def drift_verdict(
         windows = len({f["window_start"] for f in findings})
         sentences.append(
             f"Drift in {windows} of the {_count(len(judged), kind)} judged: "
-            f"{_drift_phrases(findings)}."
+            f"{_drift_phrases(kind, findings)}."
         )
     else:
         sentences.append(
@@ -392,22 +392,41 @@ def _why(rows: list[dict]) -> str:
     return " or ".join(parts)
 
 
-def _drift_phrases(findings: list[dict]) -> str:
+def _drift_phrases(kind: str, findings: list[dict]) -> str:
     by_feature: dict[str, list[dict]] = defaultdict(list)
     for finding in findings:
         by_feature[finding["label"]].append(finding)
     phrases = []
     for label, found in by_feature.items():
-        named = [f"{f['window']} (PSI {formatting.decimal(f['psi'])})" for f in found]
-        if len(named) > SHOWN_PER_FEATURE:
-            worst = max(found, key=lambda f: f["psi"] or 0.0)
-            rest = len(named) - SHOWN_PER_FEATURE
-            named = [
-                *named[:SHOWN_PER_FEATURE],
-                f"{rest} more (largest PSI {formatting.decimal(worst['psi'])}, {worst['window']})",
-            ]
-        phrases.append(f"{label} drifted on {_and(named)}")
+        figures = [(f["window"], f["psi"] or 0.0) for f in found]
+        named = _the_worst(kind, figures, worst_first=True, figure=lambda psi: f"PSI {psi}")
+        phrases.append(f"{label} drifted on {named}")
     return "; ".join(phrases)
+
+
+def _the_worst(
+    kind: str,
+    figures: list[tuple[str, float]],
+    worst_first: bool,
+    figure: Callable[[str], str] = str,
+) -> str:
+    """The windows (in date order, each with its figure) of the SHOWN_PER_FEATURE worst
+    figures, and the count and range of the rest: a reader acts on the worst days, which a
+    list cut at the first ones could leave out."""
+    shown = sorted(figures, key=lambda pair: pair[1], reverse=worst_first)[:SHOWN_PER_FEATURE]
+    named = [
+        f"{window} ({figure(formatting.decimal(value))})"
+        for window, value in figures
+        if (window, value) in shown
+    ]
+    rest = [value for window, value in figures if (window, value) not in shown]
+    if not rest:
+        return _and(named)
+    low, high = formatting.decimal(min(rest)), formatting.decimal(max(rest))
+    span = low if low == high else f"{low} to {high}"
+    one, many = nouns(kind)
+    others = f"{len(rest)} other {one if len(rest) == 1 else many}"
+    return f"{_and(named)}, and on {others} ({figure(span)})"
 
 
 def _and(items: list[str]) -> str:
@@ -499,12 +518,10 @@ def fairness_verdict(
             continue
         failing = [(row, r) for row, r in ratios if r < thresholds.FOUR_FIFTHS]
         if failing:
-            named = [f"{row['label']} ({formatting.decimal(r)})" for row, r in failing]
-            if len(named) > SHOWN_PER_FEATURE:
-                named = [*named[:SHOWN_PER_FEATURE], f"{len(named) - SHOWN_PER_FEATURE} more"]
+            named = _the_worst(kind, [(row["label"], r) for row, r in failing], worst_first=False)
             sentences.append(
                 f"{label}: the disparate impact ratio fails the four-fifths rule on "
-                f"{_and(named)}; {pooled_text}."
+                f"{named}; {pooled_text}."
             )
         else:
             row, lowest = min(ratios, key=lambda pair: pair[1])

@@ -23,7 +23,7 @@ from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, metrics, snapshots, tasks
 from auditapp.monitoring.models import Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
-from auditapp.reports import render, services
+from auditapp.reports import periods, render, services
 from auditapp.reports.compliance import build_compliance_document
 from auditapp.reports.models import Report
 from auditapp.reviews.models import ReviewCase
@@ -404,3 +404,46 @@ def test_a_stored_snapshot_that_no_longer_holds_is_computed_again(drifted, model
     MetricSnapshot.objects.filter(pk=drifted.snapshot.pk).update(decisions=PER_DAY[-1] + 1)
     changed = build_compliance_document(model_version, drifted.start, drifted.end)
     assert changed["sections"]["drift"]["windows"][-1]["monitoring_snapshot"] is None
+
+
+def _drifted_day(day: int, psi: float) -> dict:
+    start = datetime(2026, 11, day, tzinfo=UTC)
+    return {
+        "feature": "income",
+        "label": "Income",
+        "window_start": start,
+        "window_end": start + timedelta(days=1),
+        "window": f"{day} Nov 2026",
+        "psi": psi,
+        "p_value": 0.001,
+    }
+
+
+def test_a_verdict_naming_only_some_drifted_days_names_the_worst_in_date_order():
+    """Noise drifts a few early days a little; the shift late in the period drifts most.
+    The verdict names the days that drifted most (a reader acts on those), not the first."""
+    psis = {3: 0.25, 5: 0.31, 8: 0.22, 20: 0.71, 21: 0.66, 22: 0.59}
+    findings = [_drifted_day(day, psi) for day, psi in psis.items()]
+    rows = [{"judged": True, "window_start": f["window_start"]} for f in findings]
+    text = periods.drift_verdict("day", rows, findings, [])
+    assert (
+        "Income drifted on 20 Nov 2026 (PSI 0.710), 21 Nov 2026 (PSI 0.660) and "
+        "22 Nov 2026 (PSI 0.590), and on 3 other days (PSI 0.220 to 0.310)"
+    ) in text
+
+
+def test_a_fairness_verdict_naming_only_some_failing_days_names_the_lowest_ratios():
+    ratios = {3: 0.79, 5: 0.78, 8: 0.77, 20: 0.41, 21: 0.45, 22: 0.52}
+    rows = [
+        {
+            "judged": True,
+            "label": f"{day} Nov 2026",
+            "by_feature": {"sex": {"disparate_impact_ratio": ratio}},
+        }
+        for day, ratio in ratios.items()
+    ]
+    text = periods.fairness_verdict("day", rows, {}, ["sex"], {"sex": "Sex"})
+    assert (
+        "fails the four-fifths rule on 20 Nov 2026 (0.410), 21 Nov 2026 (0.450) and "
+        "22 Nov 2026 (0.520), and on 3 other days (0.770 to 0.790)"
+    ) in text
