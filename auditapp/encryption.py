@@ -155,11 +155,16 @@ def split_inputs(
     return clear, {k: v for k, v in inputs.items() if k in sensitive}
 
 
-def seal(values: dict[str, Any], row: str, ring: Keyring | None = None) -> bytes:
-    """The blob of `values` under the current key, bound to `row` (row_binding)."""
+def seal(
+    values: dict[str, Any], row: str, ring: Keyring | None = None, nonce: bytes | None = None
+) -> bytes:
+    """The blob of `values` under the current key, bound to `row` (row_binding); `nonce`, if
+    given, must be NONCE_BYTES fresh from the OS's CSPRNG (a batch draws them at once)."""
     ring = ring or keyring()
     key_id = ring.current.encode()
-    nonce = secrets.token_bytes(NONCE_BYTES)
+    nonce = nonce or secrets.token_bytes(NONCE_BYTES)
+    if len(nonce) != NONCE_BYTES:
+        raise ValueError(f"an AES-GCM nonce is {NONCE_BYTES} bytes, not {len(nonce)}")
     sealed = _cipher(ring.keys[ring.current]).encrypt(
         nonce, canonical_bytes(values), AAD_PREFIX + row.encode()
     )
@@ -210,14 +215,14 @@ def row_binding(model_id: int, request_id: str) -> str:
 
 
 def seal_inputs(
-    inputs: dict[str, Any], sensitive: Collection[str], row: str
+    inputs: dict[str, Any], sensitive: Collection[str], row: str, nonce: bytes | None = None
 ) -> tuple[dict[str, Any], bytes | None, dict[str, str] | None]:
     """(the clear inputs, the blob of the sensitive ones, their blind index) of one row;
     the blob and index are None when the row has no sensitive value."""
     clear, secret = split_inputs(inputs, sensitive)
     if not secret:
         return inputs, None, None
-    return clear, seal(secret, row), blind_tokens(secret)
+    return clear, seal(secret, row, nonce=nonce), blind_tokens(secret)
 
 
 def merged(clear: dict[str, Any], blob: bytes | None, row: str) -> dict[str, Any]:

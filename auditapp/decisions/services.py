@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from functools import lru_cache
@@ -20,14 +21,14 @@ from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
-from auditapp.encryption import row_binding, seal_inputs
+from auditapp.encryption import NONCE_BYTES, row_binding, seal_inputs
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import (
     COMMITTED_FORM,
+    SALT_BYTES,
     canonical_json,
     canonical_time,
     content_hash,
-    new_salt,
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel
 
@@ -210,7 +211,14 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
         # Rows are built (encoded, hashed) while they stream into the database,
         # so the server parses one part while Python prepares the next.
         stamp = _Stamp(recorded_at, _time_text(recorded_at), source, actor)
-        ids, new_rows = _insert((_row(checked[position], stamp) for position in new), len(new))
+        fresh = _fresh_randomness(len(new))
+        ids, new_rows = _insert(
+            (
+                _row(checked[p], stamp, *randomness)
+                for p, randomness in zip(new, fresh, strict=True)
+            ),
+            len(new),
+        )
         for position, decision_id in zip(new, ids, strict=True):
             results[position] = {
                 "request_id": checked[position].request_id,
@@ -258,15 +266,25 @@ class _Stamp:
         self.client = actor.label[:200]
 
 
-def _row(decision: CheckedDecision, stamp: _Stamp) -> dict:
+def _fresh_randomness(count: int) -> list[tuple[bytes, bytes]]:
+    """A (salt, nonce) for each of `count` rows, from one draw of the OS's CSPRNG: a draw
+    cost ~19 µs here whatever its size, and two a row took 37 ms of a 1,000-decision batch."""
+    size = SALT_BYTES + NONCE_BYTES
+    pool = secrets.token_bytes(size * count)
+    return [
+        (pool[start : start + SALT_BYTES], pool[start + SALT_BYTES : start + size])
+        for start in range(0, size * count, size)
+    ]
+
+
+def _row(decision: CheckedDecision, stamp: _Stamp, salt: bytes, nonce: bytes) -> dict:
     fields = _submitted_fields(decision)
     fields["recorded_at"] = stamp.recorded_text
     fields["source"] = stamp.source
-    salt = new_salt()
     sensitive = decision.model_version.parsed_schema.sensitive_names
     # Sealed for this row: the sensitive values never reach the table in clear.
     row = row_binding(decision.model_version.registered_model_id, decision.request_id)
-    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row)
+    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row, nonce)
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,

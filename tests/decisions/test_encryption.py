@@ -95,6 +95,26 @@ def test_the_stored_row_holds_no_plaintext_of_a_sensitive_value(distinct):
     assert distinct.compute_content_hash() == distinct.content_hash
 
 
+def test_each_decision_of_a_batch_has_its_own_salt_and_nonce(model_version, ingest, keys):
+    """A batch draws its randomness at once and slices it: no two rows may share a slice
+    (a repeated AES-GCM nonce under one key gives the two plaintexts' XOR away)."""
+    items = DecisionPayloadFactory.create_batch(40)
+    ingest(*items)
+    rows = list(Decision.objects.filter(request_id__in=[i["request_id"] for i in items]))
+    salts = [bytes(row.salt) for row in rows]
+    nonces = []
+    for row in rows:
+        blob = bytes(row.sealed_inputs)
+        start = 2 + blob[1]  # after the format byte and the key id
+        nonces.append(blob[start : start + encryption.NONCE_BYTES])
+    assert len(rows) == len(set(salts)) == len(set(nonces)) == 40
+    assert {len(s) for s in salts} == {16}
+    submitted = {i["request_id"]: i["inputs"] for i in items}
+    for row in rows:
+        assert row.full_inputs() == submitted[row.request_id]
+        assert row.compute_content_hash() == row.content_hash
+
+
 @postgresql_only
 def test_a_dump_of_the_table_does_not_hold_the_value(distinct):
     params = connection.get_connection_params()

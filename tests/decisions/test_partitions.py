@@ -98,6 +98,36 @@ def test_a_request_id_is_unique_per_model_across_partitions(model_version, inges
         )
 
 
+def test_a_reused_request_id_refuses_the_whole_batch_and_keeps_no_key_of_it(model_version, ingest):
+    """The keys are kept once per statement (a row-level trigger cost an INSERT a decision):
+    a batch holding one used request_id stores neither its decisions nor their keys."""
+    (created,) = ingest(DecisionPayloadFactory())
+    fresh = DecisionPayloadFactory()["request_id"]
+    columns = (
+        "registered_model_id, model_version_id, inputs, prediction, predicted_at, recorded_at, "
+        "source, metadata, content_hash, client"
+    )
+    with (
+        pytest.raises(IntegrityError, match="decisions_decision_unique_pkey"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            f"INSERT INTO {TABLE} (request_id, {columns}) "
+            f"SELECT key, {columns} FROM {TABLE}, unnest(ARRAY[%s, request_id]) AS key "
+            "WHERE id = %s",
+            [fresh, created["id"]],
+        )
+    assert not Decision.objects.filter(request_id=fresh).exists()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {TABLE}_unique WHERE request_id = %s", [fresh])
+        assert cursor.fetchone() == (0,)
+        cursor.execute(
+            "SELECT tgtype & 1 FROM pg_trigger WHERE tgname = %s", [f"{TABLE}_unique_key"]
+        )
+        assert cursor.fetchall() == [(0,)]  # TRIGGER_TYPE_ROW unset: once per statement
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     "statement", ["UPDATE {t} SET score = 0", "DELETE FROM {t}", "TRUNCATE {t} CASCADE"]
