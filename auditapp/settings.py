@@ -663,3 +663,8 @@ MIDDLEWARE.insert(
 # variable: a deployment cannot turn the control off for all; the test settings do).
 ATTEST_APPROVAL_TTL_DAYS = env_int("ATTEST_APPROVAL_TTL_DAYS", 7)
 ATTEST_FOUR_EYES_NEW_MODELS = True
+
+# Serving (README: Processes, sizing and the cold start): a web process loads, as it
+# starts, the versions that answer under each model's traffic policy, so that the first
+# predict after a deploy does not pay the cold load.
+ATTEST_SERVING_PRELOAD = env_bool("ATTEST_SERVING_PRELOAD", True)

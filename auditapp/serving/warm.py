@@ -13,10 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 
+from django.conf import settings
+from django.db import connections
+
 from auditapp.errors import Unavailable
 from auditapp.registry.artifacts import ArtifactError
-from auditapp.registry.models import ModelVersion
-from auditapp.serving.policies import Routing
+from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.serving.models import TrafficPolicy
+from auditapp.serving.policies import Routing, current_policy, routing_for
 from explain import engine
 from explain.explainers import cached_context
 
@@ -67,6 +71,47 @@ def _pinned(model_id: int, routing: Routing) -> dict[Key, engine.ModelContext]:
     elif model_id not in _warm:
         _warm[model_id] = (revision, contexts)
     return contexts
+
+
+def preload() -> list[str]:
+    """Load the versions that answer (production, canary, fallback; shadows score in the
+    workers) under every model's traffic policy, in this new process: "<model> v<n>" of each.
+
+    A web process calls it as it starts (wsgi.py) so that the first predict after a deploy
+    does not pay the cold load (1.8-2.0 s for the demo model). It never raises: what cannot
+    be loaded is logged, and the first predict that needs it loads it or answers 503
+    naming why.
+    """
+    loaded = []
+    try:
+        served = RegisteredModel.objects.filter(
+            pk__in=TrafficPolicy.objects.values("registered_model")
+        )
+        for model in served.order_by("name"):
+            routing = routing_for(model, current_policy(model))
+            answering = {routing.production, routing.canary, routing.fallback} - {None}
+            for version in sorted(answering, key=lambda v: v.pk):
+                try:
+                    context_for(routing, version)
+                except Unavailable as exc:
+                    log.warning("serving.preload_failed", extra={"reason": str(exc)})
+                    continue
+                loaded.append(f"{model.name} v{version.version}")
+    except Exception:  # the database down at start-up: the first predicts load instead
+        log.exception("serving.preload_failed")
+    log.info("serving.preloaded", extra={"versions": loaded})
+    return loaded
+
+
+def preload_at_start() -> list[str]:
+    """preload() if ATTEST_SERVING_PRELOAD, then the connection it used closed: a process
+    that forks after loading the app (gunicorn --preload) must not share it."""
+    if not settings.ATTEST_SERVING_PRELOAD:
+        return []
+    try:
+        return preload()
+    finally:
+        connections.close_all()
 
 
 def warm_versions(model_id: int) -> list[int]:
