@@ -18,6 +18,9 @@ each figure beside its raw baseline and marks the targets of the serving issue m
       raw = the model's own predict_proba on one row + one autocommitted INSERT into a
       scratch copy of the decisions table (bench/ingest.py's RawBaseline). Target: Attest's
       overhead (p50 minus raw p50) <= 5 ms.
+   a'. the same loop against bench/serve_floor_wsgi.py under the same gunicorn: the floor
+      of the design the README names (no Django request stack, one statement writing the
+      decision, its work rows and the event), as a measurement instead of an estimate.
    b. batches of 1,000 instances in one POST: decisions/s; raw = predict_proba on the 1,000
       rows + one COPY of them. Target >= 0.5x raw.
    c. sustained: Locust users at a fixed total rate, short probes at rising rates, then
@@ -145,13 +148,13 @@ POLICY = {
 # --- processes -------------------------------------------------------------------------------
 
 
-def gunicorn(port: int) -> list[str]:
+def gunicorn(port: int, app: str = "bench.serve_wsgi:application") -> list[str]:
     """gunicorn serving bench/serve_wsgi.py, as the README deploys the app."""
     return [
         sys.executable,
         "-m",
         "gunicorn",
-        "bench.serve_wsgi:application",
+        app,
         "--workers",
         str(SERVE_WORKERS),
         "--worker-class",
@@ -261,6 +264,17 @@ def users_for(rate: float) -> int:
 def percentiles(values: list[float]) -> dict:
     ordered = sorted(values)
     return {p: ingest.percentile(ordered, p / 100) for p in (50, 95, 99)}
+
+
+def floor_single(key: str, rows_file: Path, tag: str) -> dict:
+    """Figure a's loop against bench/serve_floor_wsgi.py: the design's floor (see there)."""
+    server = ingest.Server(lambda port: gunicorn(port, "bench.serve_floor_wsgi:application"))
+    try:
+        server.wait_ready()
+        _, server_ms, _, _ = locust(server.port, key, rows_file, tag, 1, 0, SINGLE_SECONDS)
+    finally:
+        server.stop()
+    return percentiles([t for t in server_ms[20:] if t == t])
 
 
 def raw_single(models, raw, payloads: list[dict]) -> dict:
@@ -391,6 +405,7 @@ def main() -> None:
             server.port, key, rows_file, f"{tag}-a", 1, 0, SINGLE_SECONDS
         )
         single = percentiles([t for t in server_ms[20:] if t == t])
+        floor = floor_single(key, rows_file, f"{tag}-f")
         items = [
             {
                 "model": MODEL,
@@ -454,6 +469,14 @@ def main() -> None:
             f"{raw_one[50]:.2f} / {raw_one[95]:.2f} / {raw_one[99]:.2f} ms",
             f"overhead p50 {overhead:.2f} ms",
             f"{met(overhead <= TARGET_OVERHEAD_MS)} (<= {TARGET_OVERHEAD_MS:.0f} ms)",
+        ),
+        (
+            "a'. the floor design (bench/serve_floor_wsgi.py: no Django stack, one statement)",
+            f"{floor[50]:.2f} / {floor[95]:.2f} / {floor[99]:.2f} ms",
+            f"{raw_one[50]:.2f} / {raw_one[95]:.2f} / {raw_one[99]:.2f} ms",
+            f"overhead p50 {floor[50] - raw_one[50]:.2f} ms",
+            f"{met(floor[50] - raw_one[50] <= TARGET_OVERHEAD_MS)} "
+            f"(<= {TARGET_OVERHEAD_MS:.0f} ms)",
         ),
         (
             f"b. batches of {BATCH:,} instances, decisions/s ({BATCH_REPS} POSTs)",

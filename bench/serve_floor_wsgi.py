@@ -1,0 +1,204 @@
+"""The floor of the single-predict design: what bench/serve.py measures beside Attest.
+
+Not the product. A plain WSGI application, under the same gunicorn, that does what a
+served prediction must do and nothing around it, with the product's own functions where
+the work is the same:
+
+- the token checked once per process, then kept (the product keeps it per configuration
+  revision);
+- the inputs checked against the version's schema (the product's rules), the model
+  scored by the product's `score_rows` (the preprocessing once for predict and
+  predict_proba);
+- the decision's row built by the product (its content hash with salted commitments,
+  the sensitive values sealed), its explanation work rows and the ingestion event hashed
+  as the product hashes them;
+- two round trips to PostgreSQL in pipeline mode: the sealing lock with the new id (the
+  time is stamped after the lock: sealing's backdating rule), then the decision, its work
+  rows and the event in one statement, and the commit.
+
+No policy, no canary, no shadow, no idempotent retry, no explanation or counterfactual
+messages to the broker, no rate limits, no Django request stack: the design's floor, not
+a product. Answers like the product: {"prediction", "score", "decision_id", "version",
+"arm"}.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from datetime import UTC, datetime
+
+import django
+import orjson
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditapp.settings")
+django.setup()
+
+import psycopg  # noqa: E402 - after Django's set-up
+from django.db import connection  # noqa: E402
+
+from auditapp.accounts.authentication import ApiTokenAuthentication  # noqa: E402
+from auditapp.accounts.models import AuditEvent  # noqa: E402
+from auditapp.appendonly import SEALING_LOCK  # noqa: E402
+from auditapp.decisions import services  # noqa: E402
+from auditapp.decisions.models import INGESTED_EVENT, PRODUCTION  # noqa: E402
+from auditapp.decisions.validation import CheckedDecision  # noqa: E402
+from auditapp.encryption import NONCE_BYTES  # noqa: E402
+from auditapp.hashing import SALT_BYTES, canonical_json  # noqa: E402
+from auditapp.registry.models import ModelVersion  # noqa: E402
+from auditapp.serving.services import score_rows  # noqa: E402
+from bench.ingest import timed_application  # noqa: E402
+from explain.explainers import cached_context  # noqa: E402
+from explain.models import Explanation  # noqa: E402
+from explain.services import methods_for  # noqa: E402
+
+MODEL = os.environ.get("BENCH_SERVE_MODEL", "credit")
+VERSION = ModelVersion.objects.select_related("registered_model").get(
+    registered_model__name=MODEL, version="1"
+)
+CONTEXT = cached_context(VERSION)
+PATH = f"/api/v1/models/{MODEL}/predict"
+CONNECT = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
+connection.close()  # each gunicorn thread opens its own below
+DECISION_COLUMNS = services.COPY_COLUMNS + services.SERVED_COLUMNS + services.SEALED_COLUMNS
+EVENT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+
+_tokens: dict[str, object] = {}
+_local = threading.local()
+
+
+def _actor(key: str):
+    """The token's user, checked by the product once per key and process."""
+    if key not in _tokens:
+        user, _ = ApiTokenAuthentication().authenticate_credentials(key)
+        _tokens[key] = user
+    return _tokens[key]
+
+
+def _connection() -> psycopg.Connection:
+    if getattr(_local, "conn", None) is None:
+        _local.conn = psycopg.connect(**CONNECT)
+    return _local.conn
+
+
+def _answer(start_response, status: str, body: dict) -> list[bytes]:
+    data = orjson.dumps(body)
+    start_response(status, [("Content-Type", "application/json")])
+    return [data]
+
+
+def _decision_values(decision_id: int, row: dict) -> list:
+    return [
+        decision_id,
+        row["registered_model_id"],
+        row["model_version"].pk,
+        row["request_id"],
+        row["subject_ref"],
+        canonical_json(row["inputs"]),
+        canonical_json(row["prediction"]),
+        row["score"],
+        row["predicted_at"],
+        row["recorded_at"],
+        row["source"],
+        canonical_json(row["metadata"]),
+        row["content_hash"],
+        row["salt"],
+        row["recorded_by_id"],
+        row["client"],
+        row["arm"],
+        row["served_by"],
+        row["document_form"],
+        row["sealed_inputs"],
+        None if row["sensitive_tokens"] is None else canonical_json(row["sensitive_tokens"]),
+    ]
+
+
+def predict(environ, start_response):
+    if environ.get("PATH_INFO") != PATH or environ.get("REQUEST_METHOD") != "POST":
+        return _answer(start_response, "404 Not Found", {"error": "not here"})
+    header = environ.get("HTTP_AUTHORIZATION", "")
+    user = _actor(header.removeprefix("Token ").strip())
+    body = orjson.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+    inputs = body["inputs"]
+    if errors := CONTEXT.schema.input_errors(inputs):
+        return _answer(start_response, "400 Bad Request", {"errors": errors})
+    (prediction,), (score,) = score_rows(CONTEXT, [inputs])
+    conn = _connection()
+    with conn.pipeline():
+        locked = conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(%s), decisions_decision_next_id()",
+            [SEALING_LOCK],
+        )
+        (_, decision_id) = locked.fetchone()
+    recorded_at = datetime.now(UTC)
+    checked = CheckedDecision(
+        index=0,
+        model_version=VERSION,
+        request_id=body["request_id"],
+        inputs=inputs,
+        prediction=prediction,
+        score=score,
+        predicted_at=recorded_at,
+        subject_ref=body.get("subject_ref"),
+        metadata={},
+        arm=PRODUCTION,
+    )
+    actor_label = user.get_username()
+    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", _Actor(user))
+    randomness = secrets.token_bytes(SALT_BYTES + NONCE_BYTES)
+    row = services._row(checked, stamp, randomness[:SALT_BYTES], randomness[SALT_BYTES:])
+    event = AuditEvent(
+        model=MODEL,
+        actor=user,
+        actor_name=actor_label,
+        action=INGESTED_EVENT,
+        object_type="decisions.decision",
+        details={"created": 1, "duplicates": 0, "ids": [[decision_id, decision_id]]},
+        at=recorded_at,
+    )
+    event.content_hash = event.compute_content_hash()
+    event_values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in EVENT_FIELDS]
+    methods = methods_for(VERSION, row["content_hash"])
+    with conn.pipeline():
+        conn.execute(
+            f"WITH d AS (INSERT INTO decisions_decision ({', '.join(DECISION_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(DECISION_COLUMNS))}) RETURNING id), "
+            "w AS (INSERT INTO explain_explanation "
+            "(decision_id, method, status, attempts, error, created_at, updated_at) "
+            "SELECT d.id, m, %s, 0, '', %s, %s FROM d, unnest(%s::text[]) AS m) "
+            f"INSERT INTO {AuditEvent._meta.db_table} "
+            f"({', '.join(f.column for f in EVENT_FIELDS)}) "
+            f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})",
+            [
+                *_decision_values(decision_id, row),
+                Explanation.PENDING,
+                recorded_at,
+                recorded_at,
+                methods,
+                *event_values,
+            ],
+        )
+        conn.commit()
+    return _answer(
+        start_response,
+        "200 OK",
+        {
+            "prediction": prediction,
+            "score": score,
+            "decision_id": decision_id,
+            "version": VERSION.version,
+            "arm": PRODUCTION,
+        },
+    )
+
+
+class _Actor:
+    """What services._Stamp reads of an actor."""
+
+    def __init__(self, user):
+        self.user = user
+        self.label = user.get_username()
+
+
+application = timed_application(predict)
