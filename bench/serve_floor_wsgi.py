@@ -45,7 +45,7 @@ from auditapp.decisions import services  # noqa: E402
 from auditapp.decisions.models import INGESTED_EVENT, PRODUCTION  # noqa: E402
 from auditapp.decisions.validation import CheckedDecision  # noqa: E402
 from auditapp.encryption import NONCE_BYTES  # noqa: E402
-from auditapp.hashing import SALT_BYTES, canonical_json  # noqa: E402
+from auditapp.hashing import SALT_BYTES  # noqa: E402
 from auditapp.registry.models import ModelVersion  # noqa: E402
 from auditapp.serving.services import score_rows  # noqa: E402
 from bench.ingest import timed_application  # noqa: E402
@@ -86,32 +86,6 @@ def _answer(start_response, status: str, body: dict) -> list[bytes]:
     data = orjson.dumps(body)
     start_response(status, [("Content-Type", "application/json")])
     return [data]
-
-
-def _decision_values(decision_id: int, row: dict) -> list:
-    return [
-        decision_id,
-        row["registered_model_id"],
-        row["model_version"].pk,
-        row["request_id"],
-        row["subject_ref"],
-        canonical_json(row["inputs"]),
-        canonical_json(row["prediction"]),
-        row["score"],
-        row["predicted_at"],
-        row["recorded_at"],
-        row["source"],
-        canonical_json(row["metadata"]),
-        row["content_hash"],
-        row["salt"],
-        row["recorded_by_id"],
-        row["client"],
-        row["arm"],
-        row["served_by"],
-        row["document_form"],
-        row["sealed_inputs"],
-        None if row["sensitive_tokens"] is None else canonical_json(row["sensitive_tokens"]),
-    ]
 
 
 def predict(environ, start_response):
@@ -171,7 +145,7 @@ def predict(environ, start_response):
             f"({', '.join(f.column for f in EVENT_FIELDS)}) "
             f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})",
             [
-                *_decision_values(decision_id, row),
+                *services.row_values(decision_id, row),
                 Explanation.PENDING,
                 recorded_at,
                 recorded_at,

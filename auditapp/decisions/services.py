@@ -360,34 +360,35 @@ def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[d
         with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
             for decision_id, row in zip(ids, rows, strict=True):
                 written.append(row)
-                copy.write_row(
-                    (
-                        decision_id,
-                        row["registered_model_id"],
-                        row["model_version"].pk,
-                        row["request_id"],
-                        row["subject_ref"],
-                        canonical_json(row["inputs"]),
-                        canonical_json(row["prediction"]),
-                        row["score"],
-                        row["predicted_at"],
-                        row["recorded_at"],
-                        row["source"],
-                        canonical_json(row["metadata"]),
-                        row["content_hash"],
-                        row["salt"],
-                        row["recorded_by_id"],
-                        row["client"],
-                        row["arm"],
-                        row["served_by"],
-                        row["document_form"],
-                        row["sealed_inputs"],
-                        None
-                        if row["sensitive_tokens"] is None
-                        else canonical_json(row["sensitive_tokens"]),
-                    )
-                )
+                copy.write_row(row_values(decision_id, row))
     return ids, written
+
+
+def row_values(decision_id: int, row: dict) -> tuple:
+    """A built row's values in the order of COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS."""
+    return (
+        decision_id,
+        row["registered_model_id"],
+        row["model_version"].pk,
+        row["request_id"],
+        row["subject_ref"],
+        canonical_json(row["inputs"]),
+        canonical_json(row["prediction"]),
+        row["score"],
+        row["predicted_at"],
+        row["recorded_at"],
+        row["source"],
+        canonical_json(row["metadata"]),
+        row["content_hash"],
+        row["salt"],
+        row["recorded_by_id"],
+        row["client"],
+        row["arm"],
+        row["served_by"],
+        row["document_form"],
+        row["sealed_inputs"],
+        None if row["sensitive_tokens"] is None else canonical_json(row["sensitive_tokens"]),
+    )
 
 
 def note_decision_viewed(actor: roles.Actor, decision: Decision, *, ip=None, via: str = "api"):
