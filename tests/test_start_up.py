@@ -7,13 +7,9 @@ is registered or loaded. A fresh interpreter is the only honest check.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.workers import python_json
 
 HEAVY = ("shap", "sklearn", "skops", "lime", "numba", "matplotlib", "fairlearn", "weasyprint")
 
@@ -39,16 +35,7 @@ NOT_WITH_THE_URLS = ("shap", "skops", "lime", "numba", "matplotlib", "weasyprint
 
 def loaded_at_start_up(script: str = SCRIPT) -> set[str]:
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "auditapp.settings"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return set(json.loads(done.stdout.splitlines()[-1]))
+    return set(python_json(script, env))
 
 
 def test_django_setup_loads_no_machine_learning_library():

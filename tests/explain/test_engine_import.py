@@ -5,13 +5,9 @@ A fresh interpreter is the only honest check: this one has Django loaded already
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from tests.workers import python_json
 
 # Fits a tiny model, explains two rows with SHAP, and reports what got loaded.
 SCRIPT = """
@@ -48,16 +44,7 @@ print(json.dumps({
 
 def run_engine_alone() -> dict:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    done = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return json.loads(done.stdout.splitlines()[-1])
+    return python_json(SCRIPT, env)
 
 
 def test_the_engine_explains_with_no_project_django_or_celery_loaded():

@@ -4,10 +4,7 @@ without stopping the process."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from django.conf import settings
@@ -15,7 +12,7 @@ from django.conf import settings
 from auditapp.serving import warm
 from explain import explainers
 from tests.serving.helpers import expected, instance, predict_url, put_policy
-from tests.workers import ROOT, database_url
+from tests.workers import database_url, python_json
 
 
 def a_new_process() -> None:
@@ -89,15 +86,6 @@ def test_the_wsgi_application_preloads_as_the_process_starts(api_client, admin, 
         "DJANGO_SETTINGS_MODULE": "auditapp.test_settings",
         "ATTEST_SERVING_PRELOAD": preload,
     }
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    warm_ids, closed = json.loads(done.stdout.splitlines()[-1])
+    warm_ids, closed = python_json(script, env)
     assert warm_ids == ([versions["2"].pk] if preload == "1" else [])
     assert closed  # no connection left for a forked worker to share
