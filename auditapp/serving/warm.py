@@ -94,12 +94,12 @@ def preload() -> list[str]:
                 try:
                     context_for(routing, version)
                 except Unavailable as exc:
-                    log.warning("serving.preload_failed", extra={"reason": str(exc)})
+                    log.warning("serving.preload_failed reason=%s", exc)
                     continue
                 loaded.append(f"{model.name} v{version.version}")
     except Exception:  # the database down at start-up: the first predicts load instead
         log.exception("serving.preload_failed")
-    log.info("serving.preloaded", extra={"versions": loaded})
+    log.info("serving.preloaded versions=%s", ",".join(loaded) or "none")
     return loaded
 
 

@@ -62,8 +62,9 @@ def test_a_version_that_cannot_load_is_logged_and_the_others_are_loaded(
 
     assert warm.preload() == ["credit v1"]
 
-    (failure,) = [r for r in caplog.records if r.getMessage() == "serving.preload_failed"]
-    assert "credit version 2 cannot be loaded" in failure.reason
+    (failure,) = [r for r in caplog.records if r.msg.startswith("serving.preload_failed")]
+    assert "credit version 2 cannot be loaded" in failure.getMessage()
+    assert "serving.preloaded versions=credit v1" in caplog.text
 
 
 @pytest.mark.django_db(transaction=True)
