@@ -52,11 +52,13 @@ worker: install
 
 # One test process per core (at most 4): each gets its own database, var folder and
 # Redis database (auditapp/test_settings.py). PYTEST_ARGS= runs them in one process.
+# The slowest modules start first (tests/conftest.py); worksteal gives a process that runs
+# out of tests half of another's, so the run ends when the last short test does.
 # The read-replica test runs after the rest, alone: a hot standby of the test cluster
 # opens only once no long transaction with many savepoints runs on it (tests/test_replica.py).
 # CI's embedded run leaves it to the PostgreSQL run (tests/conftest.py): pytest's exit 5,
 # "no tests collected", is then no failure.
-PYTEST_ARGS ?= -n auto --maxprocesses 4
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist worksteal
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS) --ignore tests/test_replica.py
 	$(VENV)/bin/pytest tests/test_replica.py || [ $$? -eq 5 ]

@@ -113,12 +113,43 @@ def left_to_postgresql(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slowest_modules_first(items)
     if not second_database_run():
         return
     kept = [item for item in items if not left_to_postgresql(item)]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if left_to_postgresql(item)])
         items[:] = kept
+
+
+# --- the order: the slowest modules first ------------------------------------
+#
+# Under `pytest -n`, a test process that is given a 40 s test last keeps the run going while
+# the others idle. The modules tests/slowest.txt lists (their slowest test as measured on
+# the PostgreSQL run) go first, slowest first, each module's tests together and in their
+# own order; the rest follow in collection order. xdist's worksteal scheduler (Makefile)
+# then hands the short tests at the end to whichever process is free.
+
+
+def slowest_modules() -> dict[str, float]:
+    seconds = {}
+    for line in (TESTS_DIR / "slowest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            value, module = line.split()
+            seconds[module] = float(value)
+    return seconds
+
+
+def slowest_modules_first(items: list[pytest.Item]) -> None:
+    seconds = slowest_modules()
+
+    def module_seconds(item: pytest.Item) -> float:
+        path = Path(str(item.path))
+        if not path.is_relative_to(TESTS_DIR):
+            return 0.0
+        return -seconds.get(path.relative_to(TESTS_DIR).as_posix(), 0.0)
+
+    items.sort(key=module_seconds)  # stable: a module's tests keep their order
 
 
 # --- the trained model (once per session) -----------------------------------

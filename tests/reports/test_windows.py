@@ -292,9 +292,12 @@ def test_a_40_day_period_is_told_in_week_windows_partial_at_both_ends(
 
 
 def test_a_window_not_over_yet_is_partial(model_version, ingest):
-    start = window_floor("day", timezone.now()) - timedelta(days=2)
+    today = window_floor("day", timezone.now())
+    start = today - timedelta(days=2)
     end = start + timedelta(days=3)  # ends at midnight tonight
-    ingest(DecisionPayloadFactory())
+    # The version's first decision, made today: the factory's hour ago is yesterday until
+    # 01:00 UTC, and the window a version's first decision came in is partial too.
+    ingest(DecisionPayloadFactory(predicted_at=today.isoformat()))
 
     windows = build_compliance_document(model_version, start, end)["sections"]["drift"]["windows"]
 
