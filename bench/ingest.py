@@ -368,7 +368,8 @@ RAW_COLUMNS = (
 class RawBaseline:
     """psycopg straight into a scratch copy of the decisions table: no validation, no hash."""
 
-    def __init__(self, model_version, user) -> None:
+    def __init__(self, model_version, user, create: bool = True) -> None:
+        """`create`: (re)create the scratch table; without it, use the one another made."""
         import psycopg
 
         from auditapp.decisions.models import Decision
@@ -378,6 +379,13 @@ class RawBaseline:
         self.version_id = model_version.pk
         self.user_id = user.pk
         self.client = user.get_username()
+        self.copy_sql = f"COPY {SCRATCH_TABLE} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
+        self.insert_sql = (
+            f"INSERT INTO {SCRATCH_TABLE} ({', '.join(RAW_COLUMNS)}) "
+            f"VALUES ({', '.join(['%s'] * len(RAW_COLUMNS))})"
+        )
+        if not create:
+            return
         real = Decision._meta.db_table
         self.conn.execute(f"DROP TABLE IF EXISTS {SCRATCH_TABLE}")
         # Same columns, defaults, identity, NOT NULLs, checks and indexes
@@ -393,11 +401,6 @@ class RawBaseline:
         self.indexes = self.conn.execute(
             "SELECT count(*) FROM pg_indexes WHERE tablename = %s", [SCRATCH_TABLE]
         ).fetchone()[0]
-        self.copy_sql = f"COPY {SCRATCH_TABLE} ({', '.join(RAW_COLUMNS)}) FROM STDIN"
-        self.insert_sql = (
-            f"INSERT INTO {SCRATCH_TABLE} ({', '.join(RAW_COLUMNS)}) "
-            f"VALUES ({', '.join(['%s'] * len(RAW_COLUMNS))})"
-        )
 
     def _row(self, item: dict, now: datetime) -> tuple:
         from psycopg.types.json import Jsonb

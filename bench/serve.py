@@ -21,6 +21,8 @@ each figure beside its raw baseline and marks the targets of the serving issue m
    a'. the same loop against bench/serve_floor_wsgi.py under the same gunicorn: the floor
       of the design the README names (no Django request stack, one statement writing the
       decision, its work rows and the event), as a measurement instead of an estimate.
+   a''. the same loop against the raw baseline's own work served as a WSGI app under the same
+      gunicorn: what serving over HTTP beside Locust adds to the same work done in a loop.
    b. batches of 1,000 instances in one POST: decisions/s; raw = predict_proba on the 1,000
       rows + one COPY of them. Target >= 0.5x raw.
    c. sustained: Locust users at a fixed total rate, short probes at rising rates, then
@@ -266,9 +268,9 @@ def percentiles(values: list[float]) -> dict:
     return {p: ingest.percentile(ordered, p / 100) for p in (50, 95, 99)}
 
 
-def floor_single(key: str, rows_file: Path, tag: str) -> dict:
-    """Figure a's loop against bench/serve_floor_wsgi.py: the design's floor (see there)."""
-    server = ingest.Server(lambda port: gunicorn(port, "bench.serve_floor_wsgi:application"))
+def floor_single(key: str, rows_file: Path, tag: str, app: str = "application") -> dict:
+    """Figure a's loop against an app of bench/serve_floor_wsgi.py (see there)."""
+    server = ingest.Server(lambda port: gunicorn(port, f"bench.serve_floor_wsgi:{app}"))
     try:
         server.wait_ready()
         _, server_ms, _, _ = locust(server.port, key, rows_file, tag, 1, 0, SINGLE_SECONDS)
@@ -406,6 +408,7 @@ def main() -> None:
         )
         single = percentiles([t for t in server_ms[20:] if t == t])
         floor = floor_single(key, rows_file, f"{tag}-f")
+        raw_served = floor_single(key, rows_file, f"{tag}-r", "raw_application")
         items = [
             {
                 "model": MODEL,
@@ -477,6 +480,13 @@ def main() -> None:
             f"overhead p50 {floor[50] - raw_one[50]:.2f} ms",
             f"{met(floor[50] - raw_one[50] <= TARGET_OVERHEAD_MS)} "
             f"(<= {TARGET_OVERHEAD_MS:.0f} ms)",
+        ),
+        (
+            "a''. the raw baseline served (predict_proba + INSERT as a WSGI app, same gunicorn)",
+            f"{raw_served[50]:.2f} / {raw_served[95]:.2f} / {raw_served[99]:.2f} ms",
+            f"{raw_one[50]:.2f} / {raw_one[95]:.2f} / {raw_one[99]:.2f} ms",
+            f"the server's part p50 {raw_served[50] - raw_one[50]:.2f} ms",
+            "",
         ),
         (
             f"b. batches of {BATCH:,} instances, decisions/s ({BATCH_REPS} POSTs)",

@@ -1,5 +1,10 @@
 """The floor of the single-predict design: what bench/serve.py measures beside Attest.
 
+Two applications. `raw_application` is the raw baseline served: the model's own
+predict_proba on the row and one autocommitted INSERT into bench/ingest.py's scratch table,
+nothing else (what the server around a request costs, beside the same work in a loop).
+`application`:
+
 Not the product. A plain WSGI application, under the same gunicorn, that does what a
 served prediction must do and nothing around it, with the product's own functions where
 the work is the same:
@@ -48,7 +53,7 @@ from auditapp.encryption import NONCE_BYTES  # noqa: E402
 from auditapp.hashing import SALT_BYTES  # noqa: E402
 from auditapp.registry.models import ModelVersion  # noqa: E402
 from auditapp.serving.services import score_rows  # noqa: E402
-from bench.ingest import timed_application  # noqa: E402
+from bench.ingest import RawBaseline, timed_application  # noqa: E402
 from explain.explainers import cached_context  # noqa: E402
 from explain.models import Explanation  # noqa: E402
 from explain.services import methods_for  # noqa: E402
@@ -175,4 +180,24 @@ class _Actor:
         self.label = user.get_username()
 
 
+def raw_predict(environ, start_response):
+    """predict_proba on the row and one INSERT, as bench/serve.py's raw loop does."""
+    import pandas as pd
+
+    body = orjson.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+    user = _actor(environ.get("HTTP_AUTHORIZATION", "").removeprefix("Token ").strip())
+    if getattr(_local, "raw", None) is None:
+        _local.raw = RawBaseline(VERSION, user, create=False)
+    frame = pd.DataFrame([body["inputs"]])[CONTEXT.schema.names]
+    score = float(CONTEXT.model.predict_proba(frame)[0][1])
+    item = {**body, "prediction": "good", "score": score, "predicted_at": datetime.now(UTC)}
+    _local.raw.insert_one(item)
+    return _answer(
+        start_response,
+        "200 OK",
+        {"prediction": "good", "score": score, "decision_id": 0, "version": "1", "arm": "raw"},
+    )
+
+
 application = timed_application(predict)
+raw_application = timed_application(raw_predict)
