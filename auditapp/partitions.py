@@ -114,6 +114,10 @@ def keep_unique_keys_per_statement(schema_editor, table: str, unique: tuple[str,
     """(Re)create <table>'s unique-key trigger as the statement-level one."""
     cursor = schema_editor.connection.cursor()
     cursor.execute(f"DROP TRIGGER IF EXISTS {table}_unique_key ON {table}")
+    _unique_key_trigger(cursor, table, unique)
+
+
+def _unique_key_trigger(cursor, table: str, unique: tuple[str, ...]) -> None:
     cursor.execute(UNIQUE_KEY_FUNCTION.format(table=table, columns=", ".join(unique)))
     cursor.execute(UNIQUE_KEY_TRIGGER.format(table=table))
 
@@ -465,8 +469,7 @@ def _unique_side_table(cursor, table: str, unique: tuple[str, ...]) -> None:
         f"ALTER TABLE {table}_unique ADD CONSTRAINT {table}_unique_pkey PRIMARY KEY ({columns})",
     )
     cursor.execute(f"INSERT INTO {table}_unique SELECT {columns}, id FROM {table}")
-    cursor.execute(UNIQUE_KEY_FUNCTION.format(table=table, columns=columns))
-    cursor.execute(UNIQUE_KEY_TRIGGER.format(table=table))
+    _unique_key_trigger(cursor, table, unique)
 
 
 def unpartition_table(schema_editor, table: str) -> None:

@@ -123,14 +123,14 @@ def predict(environ, start_response):
         metadata={},
         arm=PRODUCTION,
     )
-    actor_label = user.get_username()
-    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", _Actor(user))
+    actor = _Actor(user)
+    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", actor)
     randomness = secrets.token_bytes(SALT_BYTES + NONCE_BYTES)
     row = services._row(checked, stamp, randomness[:SALT_BYTES], randomness[SALT_BYTES:])
     event = AuditEvent(
         model=MODEL,
         actor=user,
-        actor_name=actor_label,
+        actor_name=actor.label,
         action=INGESTED_EVENT,
         object_type="decisions.decision",
         details={"created": 1, "duplicates": 0, "ids": [[decision_id, decision_id]]},
