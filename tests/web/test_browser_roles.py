@@ -132,11 +132,14 @@ def test_each_role_does_its_main_job_on_the_demo(live_server, chromium, demo):  
         ).stdout.split()
     )
     first_day = downturn_start(version.created_at)
-    # The downturn cut incomes on its days: the report names one of them at least (and
-    # may name others, on days of some 20 decisions).
+    # The downturn cut incomes and raised debt ratios on its days: the report's table of
+    # what drifted names one of them on one of its days at least. Days of some 20
+    # decisions drift by chance too (PSI up to ~0.55 here), so the verdict, which names
+    # each feature's worst days, may name a chance day before a downturn day.
     days = "|".join(f"{d.day} {d:%b %Y}" for d in (first_day, first_day + timedelta(days=1)))
-    drifted = rf"Annual income \(EUR\) drifted on [^;]*\b({days}) \(PSI \d\.\d+\)"
-    assert re.search(drifted, text), text
+    moved = r"(Annual income \(EUR\)|Debt-to-income ratio)"
+    assert "drifted on" in text, text
+    assert re.search(rf"what drifted day PSI p-value .*{moved} ({days}) \d\.\d+ ", text), text
     page.screenshot(path=SHOTS / "roles-compliance-report.png", full_page=True)
 
     # The domain expert disagrees with a declined decision, then finds it in the queue.
