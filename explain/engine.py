@@ -107,10 +107,20 @@ def score_quality(model_score: float, recorded_score: float, tolerance: float) -
 def check_recorded_scores(
     results: list[ExplanationResult], scores: Sequence[float | None], tolerance: float
 ) -> None:
-    """Add the recorded-score check to every result that knows the model's own score."""
+    """Add the recorded-score check to every result that knows the model's own score.
+
+    The tolerance joins the result's configuration too (one object per configuration
+    the batch shares), where a stored row finds it (records.stored_quality)."""
+    configs: dict[int, dict[str, Any]] = {}
     for result, recorded in zip(results, scores, strict=True):
         model_score = result.quality.get("model_score")
-        if result.ok and recorded is not None and model_score is not None:
+        if not result.ok or model_score is None:
+            continue
+        key = id(result.config)
+        if key not in configs:
+            configs[key] = {**result.config, "score_tolerance": tolerance}
+        result.config = configs[key]
+        if recorded is not None:
             result.quality.update(score_quality(model_score, float(recorded), tolerance))
 
 

@@ -16,6 +16,7 @@ from django.db import models
 from django.utils import timezone
 
 from auditapp.appendonly import AppendOnlyModel
+from auditapp.registry.models import agreement_settings
 from explain import packing, records
 
 
@@ -205,9 +206,19 @@ class Explanation(models.Model):
 
     @property
     def quality(self) -> dict | None:
-        if self.result is None:
+        """The newest result's quality as computed (records.shown_quality), with its
+        agreement with SHAP on a LIME row (the version's thresholds judge the figures kept)."""
+        result = self.result
+        if result is None:
             return None
-        return records.with_agreement(self.result.quality, self.agreement)
+        quality = records.shown_quality(
+            result.quality, result.config.content, lambda: self.decision.score
+        )
+        agreement = self.agreement
+        if agreement and "why" not in agreement:
+            thresholds = agreement_settings(result.config.model_version.explain_settings)
+            agreement = records.shown_agreement(agreement, quality.get("fidelity_r2"), thresholds)
+        return records.with_agreement(quality, agreement)
 
 
 class TopReason(models.Model):

@@ -14,11 +14,13 @@ rebuilds it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from auditapp.hashing import canonical_time, sha256_hex
+from auditapp.registry.agreement import judge_agreement
+from explain.engine import score_quality
 from explain.packing import unpack
 from explain.ranking import rank_features
 
@@ -137,6 +139,73 @@ def ranked(attributions: Mapping[str, float]) -> list[str]:
 def with_agreement(quality: dict, agreement: dict | None) -> dict:
     """A LIME result's quality as shown: with its agreement with SHAP, kept on the work row."""
     return {**quality, "agreement_with_shap": agreement} if agreement else quality
+
+
+# -- what a row keeps of its quality and agreement, and what is derived when read -------------
+# A SHAP result's tolerances are its configuration's (one row per version and settings), and
+# the recorded-score check follows from the model's score it keeps, the decision's recorded
+# score and that tolerance: stored once, or not at all, instead of on every row.
+ADDITIVITY_TOLERANCE = "additivity_tolerance"
+SCORE_TOLERANCE = "score_tolerance"
+SCORE_CHECK = ("recorded_score", "score_error", SCORE_TOLERANCE, "score_ok")
+# Of SHAP-LIME agreement, a LIME work row keeps the figures and the verdict's two booleans
+# (what the compliance report counts); the thresholds and the sentence come from the
+# version's settings when read (shown_agreement).
+STORED_AGREEMENT = ("top_k", "top_k_overlap", "rank_correlation", "judged", "agrees")
+
+
+def stored_quality(quality: dict, config: Mapping[str, Any]) -> dict:
+    """What a result row keeps of its quality: less the tolerances its configuration holds and
+    the score check derived from them (shown_quality puts them back)."""
+    dropped: set[str] = set()
+    if ADDITIVITY_TOLERANCE in quality and quality[ADDITIVITY_TOLERANCE] == config.get(
+        ADDITIVITY_TOLERANCE
+    ):
+        dropped.add(ADDITIVITY_TOLERANCE)
+    if (
+        "model_score" in quality
+        and SCORE_TOLERANCE in quality
+        and quality[SCORE_TOLERANCE] == config.get(SCORE_TOLERANCE)
+    ):
+        dropped.update(SCORE_CHECK)
+    return {k: v for k, v in quality.items() if k not in dropped} if dropped else quality
+
+
+def shown_quality(
+    stored: dict, config: Mapping[str, Any], recorded_score: Callable[[], float | None]
+) -> dict:
+    """A result's quality as computed, from what its row keeps (stored_quality), its
+    configuration and the decision's recorded score (asked for only when needed)."""
+    quality = dict(stored)
+    if (
+        "additivity_error" in stored
+        and ADDITIVITY_TOLERANCE not in stored
+        and (ADDITIVITY_TOLERANCE in config)
+    ):
+        quality[ADDITIVITY_TOLERANCE] = config[ADDITIVITY_TOLERANCE]
+    if "model_score" in stored and SCORE_TOLERANCE not in stored and SCORE_TOLERANCE in config:
+        recorded = recorded_score()
+        if recorded is not None and stored["model_score"] is not None:
+            quality.update(score_quality(stored["model_score"], recorded, config[SCORE_TOLERANCE]))
+    return quality
+
+
+def stored_agreement(agreement: dict | None) -> dict | None:
+    """What a LIME work row keeps of its agreement with SHAP (STORED_AGREEMENT)."""
+    if agreement is None:
+        return None
+    return {key: agreement[key] for key in STORED_AGREEMENT if key in agreement}
+
+
+def shown_agreement(
+    stored: dict | None, fidelity_r2: float | None, thresholds: Mapping[str, Any]
+) -> dict | None:
+    """The agreement with its verdict in words, from what the row keeps and the version's
+    thresholds (rows written before the verdict was trimmed carry it whole)."""
+    if not stored or "why" in stored or "judged" not in stored:
+        return stored
+    figures = {key: stored[key] for key in STORED_AGREEMENT[:3] if key in stored}
+    return {**figures, **judge_agreement(figures, fidelity_r2, dict(thresholds))}
 
 
 def stripped_config(config: dict, artifact_sha256: str, background_sha256: str):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 
@@ -63,6 +63,9 @@ def insert_results(
                 outcome.output_space,
                 outcome.config,
             )
+        kept = records.stored_quality(outcome.quality, outcome.config)
+        if kept is not outcome.quality:
+            outcome = replace(outcome, quality=kept)  # the caller's keeps it whole
         keyed.append((decision_id, outcome, digests[key]))
     config_ids = _config_ids(model_version, method, {d: o for _, o, d in keyed})
     decision_ids = [decision_id for decision_id, _, _ in keyed]

@@ -335,6 +335,7 @@ class ShapExplainer:
             **self.config,
             "background_sha256": self.context.background_sha256,
             "artifact_sha256": self.context.artifact_sha256,
+            "additivity_tolerance": tolerance,  # kept here once, not on every row's quality
         }
         return [
             ExplanationResult(

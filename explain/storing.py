@@ -114,7 +114,9 @@ def _fill_agreement(
         fidelity = (lime_row.quality or {}).get("fidelity_r2")
         figures = engine.agreement(shap_row.attributions, lime_row.attributions)
         verdict = judge_agreement(figures, fidelity, thresholds)
-        lime_row.agreement = {**figures, **verdict}
+        # The row keeps the figures and the verdict's booleans; the thresholds and the
+        # sentence are the version's, put back when read (records.shown_agreement).
+        lime_row.agreement = records.stored_agreement({**figures, **verdict})
         changed.append(lime_row)
     return changed if method == "shap" else []
 

@@ -3,6 +3,7 @@ change, stored compactly, and read back as exactly the document written."""
 
 from __future__ import annotations
 
+import copy
 import struct
 
 import pytest
@@ -13,7 +14,9 @@ from django.db.migrations.executor import MigrationExecutor
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.hashing import sha256_hex
-from explain import batches, claims, explainers, records, storing
+from auditapp.registry.agreement import judge_agreement
+from auditapp.registry.models import agreement_settings
+from explain import batches, claims, engine, explainers, records, storing
 from explain.models import Explanation, ExplanationConfig, ExplanationResult
 from explain.presenters import explanation_json
 from explain.results import latest_result, result_documents, stale_pointers
@@ -116,6 +119,75 @@ def test_results_are_stored_compactly_and_read_back_as_computed(explained, model
         assert explanation.config["background_sha256"] == model_version.background_sha256
     assert ExplanationConfig.objects.count() == 2  # one per method, for 8 results
     assert ExplanationResult.objects.count() == 8
+
+
+def test_a_row_keeps_what_its_configuration_does_not_fix_and_reads_back_as_computed(
+    decisions, model_version
+):
+    """The tolerances live on the configuration, the score check and the agreement's verdict
+    in words are derived when read: a row keeps the rest, and reads back as computed."""
+    ids = [d.pk for d in decisions]
+    computed: dict[str, list[dict]] = {}
+
+    def keep(method):
+        def mutate(results):
+            computed[method] = [copy.deepcopy(r.quality) for r in results]
+
+        return mutate
+
+    shap_written = store(model_version, "shap", ids, keep("shap"))
+    store(model_version, "lime", ids, keep("lime"))
+
+    scores = {d.pk: d.score for d in decisions}
+    for stored, full in zip(shap_written, computed["shap"], strict=True):
+        row = ExplanationResult.objects.select_related("config").get(pk=stored.id)
+        assert set(row.quality) == {
+            "additivity_error",
+            "additivity_ok",
+            "model_output",
+            "model_score",
+        }
+        assert row.config.content["additivity_tolerance"] == full["additivity_tolerance"]
+        assert row.config.content["score_tolerance"] == full["score_tolerance"] == 1e-3
+        # What the row dropped is what the computation derived from it.
+        assert full["recorded_score"] == scores[stored.decision_id]
+        assert full["score_error"] == abs(full["model_score"] - scores[stored.decision_id])
+        shown = Explanation.objects.with_results().get(
+            decision_id=stored.decision_id, method="shap"
+        )
+        assert shown.quality == full
+
+    thresholds = agreement_settings(model_version.explain_settings)
+    for explanation in Explanation.objects.with_results().filter(decision__in=ids, method="lime"):
+        assert set(explanation.agreement) == set(records.STORED_AGREEMENT)
+        shap = Explanation.objects.with_results().get(decision=explanation.decision, method="shap")
+        figures = engine.agreement(shap.attributions, explanation.attributions)
+        fidelity = explanation.result.quality["fidelity_r2"]
+        expected = {**figures, **judge_agreement(figures, fidelity, thresholds)}
+        assert explanation.quality["agreement_with_shap"] == expected
+        assert expected["why"] and expected["min_fidelity"] == thresholds["min_fidelity"]
+        assert {k: expected[k] for k in records.STORED_AGREEMENT} == explanation.agreement
+
+
+def test_rows_written_whole_before_read_back_unchanged():
+    """Results and agreements stored before the trim carry every figure: shown as stored."""
+    full = {
+        "additivity_error": 1e-16,
+        "additivity_tolerance": 1e-6,
+        "additivity_ok": True,
+        "model_output": -1.2,
+        "model_score": 0.23,
+        "recorded_score": 0.5,
+        "score_error": 0.27,
+        "score_tolerance": 1e-3,
+        "score_ok": False,
+    }
+    config = {"additivity_tolerance": 1e-9, "score_tolerance": 0.5}  # not the row's: kept
+    assert records.stored_quality(full, config) == full
+    assert records.shown_quality(full, config, lambda: 0.9) == full
+    agreement = {"top_k": 3, "top_k_overlap": 1.0, "rank_correlation": 0.9, "judged": True}
+    whole = {**agreement, "agrees": True, "why": "as judged then", "min_fidelity": 0.5}
+    assert records.shown_agreement(whole, 0.1, {"min_fidelity": 0.9}) == whole
 
 
 def test_the_document_written_is_the_document_read_back(decisions, model_version):

@@ -289,11 +289,9 @@ def run_both(model_version, ids, lime_first: bool) -> None:
 
 
 def lime_agreement(ids) -> dict[int, dict]:
-    return dict(
-        Explanation.objects.filter(decision_id__in=ids, method="lime").values_list(
-            "decision_id", "agreement"
-        )
-    )
+    """Each LIME explanation's agreement with SHAP as read (the verdict in words put back)."""
+    lime = Explanation.objects.with_results().filter(decision_id__in=ids, method="lime")
+    return {e.decision_id: e.quality["agreement_with_shap"] for e in lime}
 
 
 @pytest.mark.parametrize("lime_first", [False, True], ids=["shap-first", "lime-first"])
