@@ -58,6 +58,7 @@ GROUPS = {
     "explain_explanation": "explanations",
     "explain_explanationresult": "explanations",
     "explain_explanationconfig": "explanations",
+    "explain_topreason": "explanations",
     "reviews_reviewcase": "reviews",
     "reviews_caseevent": "reviews",
     "reviews_feedback": "reviews",
@@ -222,28 +223,40 @@ class Table:
 
 
 def sizes() -> dict[str, Table]:
-    """Every table of the public schema: heap, TOAST and each index, in bytes."""
+    """Every table of the public schema: heap, TOAST and each index, in bytes.
+
+    A partitioned table (decisions, results, audit events, log records by month) counts
+    as one, under its own name: its partitions' sizes summed, each index with its
+    partitions' indexes.
+    """
     from django.db import connection
 
-    tables = {}
+    tables: dict[str, Table] = {}
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT c.relname, c.reltuples::bigint, "
+            "SELECT r.relname, c.reltuples::bigint, "
             "pg_table_size(c.oid) - coalesce(pg_total_relation_size(c.reltoastrelid), 0), "
             "coalesce(pg_total_relation_size(c.reltoastrelid), 0) "
             "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = 'public' AND c.relkind = 'r'"
+            "JOIN pg_class r ON r.oid = coalesce(pg_partition_root(c.oid), c.oid) "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p')"
         )
         for name, rows, heap, toast in cursor.fetchall():
-            tables[name] = Table(name, max(rows, 0), heap, toast)
+            table = tables.setdefault(name, Table(name, 0, 0, 0))
+            table.rows += max(rows, 0)
+            table.heap += heap
+            table.toast += toast
         cursor.execute(
-            "SELECT t.relname, i.relname, pg_relation_size(i.oid) FROM pg_index x "
+            "SELECT rt.relname, ri.relname, pg_relation_size(i.oid) FROM pg_index x "
             "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
-            "JOIN pg_namespace n ON n.oid = t.relnamespace WHERE n.nspname = 'public' "
-            "ORDER BY 1, 2"
+            "JOIN pg_namespace n ON n.oid = t.relnamespace "
+            "JOIN pg_class rt ON rt.oid = coalesce(pg_partition_root(t.oid), t.oid) "
+            "JOIN pg_class ri ON ri.oid = coalesce(pg_partition_root(i.oid), i.oid) "
+            "WHERE n.nspname = 'public' ORDER BY 1, 2"
         )
-        for table, index, size in cursor.fetchall():
-            tables[table].indexes[index] = size
+        for table_name, index, size in cursor.fetchall():
+            indexes = tables[table_name].indexes
+            indexes[index] = indexes.get(index, 0) + size
         for table in tables.values():  # reltuples is an estimate; the decision tables are exact
             if table.name in GROUPS:
                 cursor.execute(f"SELECT count(*) FROM {table.name}")
