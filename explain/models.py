@@ -69,8 +69,10 @@ class ExplanationResult(AppendOnlyModel):
     base_value = models.FloatField()
     # float64 little-endian, one per feature in the version's schema order (packing.pack).
     attributions = models.BinaryField()
-    # The names of the three largest |attributions|: what the top_reason search matches.
-    top_features = models.JSONField()
+    # Null since explain.0011: the top features are derived from the attributions where
+    # needed (explain.ranking; TopReason keeps the newest SHAP result's for the search).
+    # Rows written before keep the names of their three largest |attributions|.
+    top_features = models.JSONField(null=True, blank=True)
     quality = models.JSONField(default=dict)
     seed = models.BigIntegerField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)

@@ -90,13 +90,12 @@ def insert_results(
 # as one JSON recordset (the packed attributions in base64). Django's bulk_create spends
 # more time building and binding its parameters than the database needs to insert them.
 INSERT_SQL = """
-INSERT INTO {table} (decision_id, config_id, base_value, attributions, top_features, quality,
+INSERT INTO {table} (decision_id, config_id, base_value, attributions, quality,
                      seed, duration_ms, computed_at)
 SELECT v.decision_id, v.config_id, v.base_value, decode(v.attributions, 'base64'),
-       v.top_features, v.quality, v.seed, %s, %s
+       v.quality, v.seed, %s, %s
 FROM jsonb_to_recordset(%s::jsonb) AS v(decision_id bigint, config_id bigint,
-     base_value double precision, attributions text, top_features jsonb, quality jsonb,
-     seed bigint)
+     base_value double precision, attributions text, quality jsonb, seed bigint)
 RETURNING id, decision_id
 """
 
@@ -108,7 +107,6 @@ def _insert_postgresql(keyed, config_ids, names, duration_ms, computed_at) -> li
             "config_id": config_ids[digest],
             "base_value": outcome.base_value,
             "attributions": base64.b64encode(packing.pack(outcome.attributions, names)).decode(),
-            "top_features": outcome.top_features[: records.STORED_TOP],
             "quality": outcome.quality,
             "seed": outcome.seed,
         }
@@ -128,7 +126,6 @@ def _insert_portable(keyed, config_ids, names, duration_ms, computed_at) -> list
             config_id=config_ids[digest],
             base_value=outcome.base_value,
             attributions=packing.pack(outcome.attributions, names),
-            top_features=outcome.top_features[: records.STORED_TOP],
             quality=outcome.quality,
             seed=outcome.seed,
             duration_ms=duration_ms,

@@ -23,7 +23,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import orjson
 from django.db.models import (
     Avg,
     Count,
@@ -34,7 +33,6 @@ from django.db.models import (
     Min,
     Q,
     QuerySet,
-    TextField,
 )
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast, Floor, Least, TruncDate
@@ -58,6 +56,7 @@ from auditapp.snapshots import one_moment
 from auditapp.version import __version__
 from explain.models import Explanation
 from explain.packing import unpack, unpack_matrix
+from explain.ranking import rank_rows
 
 log = logging.getLogger(__name__)
 
@@ -379,35 +378,26 @@ def _failures(ctx: _Context) -> list[dict[str, Any]]:
 
 def _shap_figures(ctx: _Context, shap_done: QuerySet) -> tuple[list[dict], list[dict]]:
     """Mean |SHAP| per feature and how often each feature is among the top 3, in one pass
-    over the done SHAP results: the packed attributions summed in chunks with NumPy, the
-    first TOP_REASON_POSITIONS names of each stored top_features counted."""
+    over the done SHAP results' packed attributions, in chunks with NumPy: summed, and
+    ranked as the engine ranks them (explain.ranking.rank_rows)."""
     names = ctx.schema.names
     totals, count, explained = np.zeros(len(names)), 0, 0
     counts: Counter[str] = Counter()
-    loads = orjson.loads
-    rows = (
-        shap_done.annotate(top_text=Cast("result__top_features", TextField()))
-        .values_list("result__attributions", "top_text")
-        .iterator(IMPORTANCE_CHUNK)
-    )
+    rows = shap_done.values_list("result__attributions", flat=True).iterator(IMPORTANCE_CHUNK)
     for chunk in iter(lambda: list(itertools.islice(rows, IMPORTANCE_CHUNK)), []):
         explained += len(chunk)
-        packed = [attributions for attributions, _ in chunk if attributions is not None]
-        totals += np.abs(unpack_matrix(packed, len(names))).sum(axis=0)
+        packed = [attributions for attributions in chunk if attributions is not None]
+        matrix = unpack_matrix(packed, len(names))
+        totals += np.abs(matrix).sum(axis=0)
         count += len(packed)
-        for _, text in chunk:
-            if text is not None:
-                counts.update(loads(text)[:TOP_REASON_POSITIONS])
+        for top in rank_rows(matrix, names, TOP_REASON_POSITIONS):
+            counts.update(top)
     importance = [
         {"feature": name, "label": ctx.labels[name], "mean_abs_shap": float(totals[i] / count)}
         for i, name in enumerate(names)
         if count
     ]
     importance.sort(key=lambda row: (-row["mean_abs_shap"], row["feature"]))
-    named: Counter[str] = Counter()  # as the database's text of each element: null is none
-    for feature, n in counts.items():
-        if feature is not None:
-            named[_label(feature)] += n
     reasons = [
         {
             "feature": name,
@@ -415,7 +405,7 @@ def _shap_figures(ctx: _Context, shap_done: QuerySet) -> tuple[list[dict], list[
             "explanations": n,
             "share": n / explained if explained else None,
         }
-        for name, n in named.items()
+        for name, n in counts.items()
     ]
     reasons.sort(key=lambda row: (-row["explanations"], row["feature"]))
     return importance, reasons

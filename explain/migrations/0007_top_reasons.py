@@ -3,6 +3,9 @@
 import django.db.models.deletion
 from django.db import migrations, models
 
+from explain.packing import unpack_matrix
+from explain.ranking import rank_rows
+
 # The top features of every decision's newest SHAP result, as the search reads them.
 FILL = {
     "postgresql": """
@@ -30,6 +33,35 @@ def fill(apps, schema_editor):
     connection = schema_editor.connection
     with connection.cursor() as cursor:
         cursor.execute(FILL[connection.vendor])
+    fill_ranked(apps)
+
+
+def fill_ranked(apps):
+    """Results stored without their top features (since explain.0011; here only when the
+    database went back past this migration and forward again): ranked from the packed
+    attributions as the engine ranks them."""
+    Explanation = apps.get_model("explain", "Explanation")
+    TopReason = apps.get_model("explain", "TopReason")
+    rows = (
+        Explanation.objects.filter(method="shap", result__top_features__isnull=True)
+        .exclude(result=None)
+        .values_list(
+            "decision_id",
+            "decision__predicted_at",
+            "result__attributions",
+            "result__config__model_version__schema",
+        )
+        .iterator(2000)
+    )
+    reasons = []
+    for decision_id, predicted_at, packed, schema in rows:
+        names = [feature["name"] for feature in schema["features"]]
+        (top,) = rank_rows(unpack_matrix([packed], len(names)), names, limit=3)
+        reasons += [
+            TopReason(decision_id=decision_id, feature=name, rank=rank, predicted_at=predicted_at)
+            for rank, name in enumerate(top, start=1)
+        ]
+    TopReason.objects.bulk_create(reasons, batch_size=2000)
 
 
 class Migration(migrations.Migration):
