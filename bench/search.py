@@ -84,12 +84,12 @@ def top_up(version, model, target: int, end: datetime) -> int:
 
 
 def reason_counts(version, start: datetime, end: datetime) -> Counter:
-    from explain.models import TopReason
+    from explain.models import TopReasons
 
-    rows = TopReason.objects.filter(
+    rows = TopReasons.objects.filter(
         decision__model_version=version, predicted_at__gte=start, predicted_at__lt=end
-    ).values_list("feature", flat=True)
-    return Counter(rows.iterator(chunk_size=20_000))
+    ).values_list(*TopReasons.PLACES)
+    return Counter(name for places in rows.iterator(chunk_size=20_000) for name in places if name)
 
 
 def searches(version, start: datetime, end: datetime) -> list[tuple[str, dict]]:

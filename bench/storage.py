@@ -58,7 +58,7 @@ GROUPS = {
     "explain_explanation": "explanations",
     "explain_explanationresult": "explanations",
     "explain_explanationconfig": "explanations",
-    "explain_topreason": "explanations",
+    "explain_topreasons": "explanations",
     "reviews_reviewcase": "reviews",
     "reviews_caseevent": "reviews",
     "reviews_feedback": "reviews",

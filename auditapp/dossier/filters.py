@@ -29,7 +29,7 @@ from auditapp.filtering import (
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
-from explain.models import TopReason
+from explain.models import TopReasons
 
 ALL_ARMS = "all"  # arm=all: shadow decisions too
 
@@ -106,11 +106,12 @@ class DecisionFilter(django_filters.FilterSet):
     def filter_top_reason(self, queryset, name, value):
         """Decisions whose newest SHAP result ranks `value` among its top 3 features.
 
-        Read from the reasons' (feature, predicted_at) index, narrowed to the search's
-        time range: a reason that matches few decisions costs a few rows, not a probe
-        of every decision in the range (explain.models.TopReason).
+        Read from the reasons' index on each place, narrowed to the search's time range:
+        a reason that matches few decisions costs a few rows, not a probe of every
+        decision in the range; a common one is checked by each decision's key
+        (explain.models.TopReasons).
         """
-        reasons = TopReason.objects.filter(feature=value)
+        reasons = TopReasons.objects.filter(Q(first=value) | Q(second=value) | Q(third=value))
         period = self.form.cleaned_data
         if period.get("from") is not None:
             reasons = reasons.filter(predicted_at__gte=period["from"])

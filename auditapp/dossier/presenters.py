@@ -8,7 +8,7 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.decisions.reasons import Reason, adverse_reasons
 from auditapp.reviews.services import feedback_json
-from explain.models import Explanation, TopReason
+from explain.models import Explanation, TopReasons
 from explain.packing import unpack
 from explain.presenters import explanation_json
 
@@ -47,15 +47,17 @@ def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[in
     which way it pushed (towards the adverse outcome or away: a declined person's top
     three may hold a feature that argued for them).
 
-    Two queries for the page: the reasons (explain.TopReason) and the newest SHAP
+    Two queries for the page: the reasons (explain.TopReasons) and the newest SHAP
     results' attributions. A feature masked for this reader is left out, as it is from
     the decision's own `top_features`.
     """
     ids = [d.pk for d in rows]
     named: dict[int, list[str]] = defaultdict(list)
-    reasons = TopReason.objects.filter(decision_id__in=ids).order_by("decision_id", "rank")
-    for decision_id, feature in reasons.values_list("decision_id", "feature"):
-        named[decision_id].append(feature)
+    places = TopReasons.objects.filter(decision_id__in=ids).values_list(
+        "decision_id", *TopReasons.PLACES
+    )
+    for decision_id, *features in places:
+        named[decision_id] = [name for name in features if name]
     packed = dict(
         Explanation.objects.filter(
             decision_id__in=ids, method="shap", result__isnull=False

@@ -36,7 +36,7 @@ from explain.models import (
     CounterfactualWork,
     Explanation,
     ExplanationResult,
-    TopReason,
+    TopReasons,
 )
 from tests.decisions.test_partitions import columns_of_today
 from tests.decisions.test_sealing import tampering
@@ -49,7 +49,7 @@ postgresql_only = pytest.mark.skipif(
 TABLE, RESULTS = "decisions_decision", "explain_explanationresult"
 # Every model whose rows refer to a decision, with the rows made for each below.
 REFERRERS = (Outcome, Feedback, ReviewCase, CaseEvent, Override, Explanation, ExplanationResult)
-REFERRERS += (TopReason, Report, CounterfactualWork, CounterfactualResult)
+REFERRERS += (TopReasons, Report, CounterfactualWork, CounterfactualResult)
 
 
 def months_back(count: int) -> tuple[int, int]:

@@ -378,7 +378,7 @@ def test_a_log_truncated_at_its_tail_is_named(recorded):
     """The newest sealed decisions deleted with everything pointing at them: named."""
     last = max(recorded)
     with tampering() as cursor:
-        cursor.execute("DELETE FROM explain_topreason WHERE decision_id = %s", [last])
+        cursor.execute("DELETE FROM explain_topreasons WHERE decision_id = %s", [last])
         cursor.execute("DELETE FROM explain_explanation WHERE decision_id = %s", [last])
         cursor.execute("DELETE FROM explain_counterfactualwork WHERE decision_id = %s", [last])
         cursor.execute("DELETE FROM decisions_decision WHERE id = %s", [last])

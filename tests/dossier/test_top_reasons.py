@@ -1,5 +1,5 @@
 """The top_reason search reads each decision's newest SHAP result's reasons from their
-own indexed table (explain.models.TopReason): kept in step with the results, narrowed
+own indexed table (explain.models.TopReasons): kept in step with the results, narrowed
 to the search's period, and filled for results stored before the table existed."""
 
 from __future__ import annotations
@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.db import connection
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from explain import batches, claims, explainers, storing
-from explain.models import Explanation, TopReason
+from explain.models import Explanation, TopReasons
 from explain.ranking import rank_features
 from explain.services import request_explanations
 from tests.factories import DecisionPayloadFactory
@@ -33,10 +34,7 @@ def newest_top3() -> dict[int, list[str]]:
 
 
 def reasons() -> dict[int, list[str]]:
-    found: dict[int, list[str]] = {}
-    for reason in TopReason.objects.order_by("decision_id", "rank"):
-        found.setdefault(reason.decision_id, []).append(reason.feature)
-    return found
+    return {row.decision_id: row.features for row in TopReasons.objects.all()}
 
 
 def store_again(model_version, decision_id: int, *, officer, change) -> None:
@@ -115,6 +113,21 @@ def test_the_period_narrows_a_top_reason_search(explained, api_client, complianc
     expected = {explained[n] for n in range(9, 19) if feature in top[explained[n]]}
     assert search(client, top_reason=feature, **period) == expected
     assert 0 < len(expected) < len(search(client, top_reason=feature))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_row_a_decision_goes_back_to_a_row_a_reason_and_forward_unchanged(explained):
+    expected = newest_top3()
+    call_command("migrate", "explain", "0011", verbosity=0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT decision_id, feature, rank FROM explain_topreason")
+        rows = cursor.fetchall()
+    back: dict[int, list[str]] = {}
+    for decision_id, feature, _ in sorted(rows, key=lambda row: (row[0], row[2])):
+        back.setdefault(decision_id, []).append(feature)
+    assert back == expected and len(rows) == 90
+    call_command("migrate", verbosity=0)
+    assert reasons() == expected
 
 
 @pytest.mark.django_db(transaction=True)
