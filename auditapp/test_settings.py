@@ -48,6 +48,14 @@ MEDIA_ROOT = env_str("MEDIA_ROOT", str(VAR_DIR / "test-media"))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so that threads in concurrency tests share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A commit of a test (or of a worker or server it starts) does not wait for its WAL to
+    # reach the disk: the test database is thrown away, and no test crashes the shared
+    # cluster (tests/faults/private.py crashes a cluster of its own). Each commit and each
+    # transactional test's flush then costs no fsync; what a commit makes visible and when
+    # is the same (PostgreSQL: synchronous_commit).
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c synchronous_commit=off".strip()
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Tasks enqueued by tests go to their own folder, never to the queue a
     # development worker (make run) is reading. A worker looks for new messages every

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import skops.io
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.db import connection
 from rest_framework.test import APIClient
 
 from auditapp.accounts import roles
@@ -187,6 +189,32 @@ def joblib_artifact(credit_pipeline) -> bytes:
 @pytest.fixture(scope="session")
 def background_csv(credit_frame) -> bytes:
     return credit_frame[FEATURES].head(60).to_csv(index=False).encode()
+
+
+# --- the test database ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database; before it is dropped, the connections to it that
+    other threads opened and left open (one of the live server's request threads, in the
+    browser tests) are ended and named in a warning. Left open, PostgreSQL waits five
+    seconds for them at the end of each test process, then refuses to drop the database."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT left(query, 80), pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        ended = [query for query, _ in cursor.fetchall()]
+    if ended:
+        warnings.warn(
+            f"{len(ended)} connection(s) to the test database were still open at its end "
+            f"(their last statements: {ended}); ended",
+            stacklevel=1,
+        )
 
 
 # --- files and broker --------------------------------------------------------

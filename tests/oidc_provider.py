@@ -16,6 +16,7 @@ under the same key id), "nonce", "audience", "issuer", "expired".
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import secrets
@@ -31,6 +32,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 CLIENT_ID = "attest-tests"
 CLIENT_SECRET = "s3cret-" + "x" * 24
 KEY_ID = "test-key-1"
+# How often serve_forever looks whether shutdown() was called: its default, half a
+# second, was what each test's teardown waited for.
+POLL = 0.05
 
 
 def _b64(number: int) -> str:
@@ -38,12 +42,21 @@ def _b64(number: int) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+@functools.cache
+def signing_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
+    """The provider's key and another one (a token signed by the wrong key), made once per
+    test process: an RSA key takes a tenth of a second to make, and a key is never changed."""
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+
+
 class Provider:
     """The provider's state: who is signed in at it, the codes and tokens it handed out."""
 
     def __init__(self) -> None:
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key, self.other_key = signing_keys()
         self.person: dict[str, Any] = {}
         self.tamper: str | None = None
         self.codes: dict[str, dict[str, Any]] = {}
@@ -52,7 +65,9 @@ class Provider:
         self.logged_out: list[dict[str, list[str]]] = []
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.issuer = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": POLL}, daemon=True
+        )
 
     def __enter__(self) -> Provider:
         self.thread.start()

@@ -208,8 +208,12 @@ def replica(django_db_setup, django_db_blocker) -> Iterator[str]:
 
 
 def wait_replayed() -> None:
-    """Until the replica has replayed everything the primary has written so far."""
-    lsn = _primary("SELECT pg_current_wal_lsn()::text")
+    """Until the replica has replayed everything the primary has written so far.
+
+    The insert position, not the write position: the test settings commit without waiting
+    for the WAL to be written out (synchronous_commit=off), so a commit just made may not
+    be written yet; the WAL writer sends it on within a fraction of a second."""
+    lsn = _primary("SELECT pg_current_wal_insert_lsn()::text")
     wait_until(
         lambda: _replica("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", [lsn]),
         f"the replica to replay up to {lsn}",

@@ -18,6 +18,7 @@ from auditapp.monitoring import alerts, snapshots, tasks
 from auditapp.monitoring.documents import SnapshotDocument
 from auditapp.monitoring.models import Alert, AlertRule, MetricSnapshot
 from tests.monitoring.conftest import a_day, shifted
+from tests.oidc_provider import POLL
 
 
 def compute_day(version, user, day) -> MetricSnapshot:
@@ -199,7 +200,9 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/attest"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": POLL}, daemon=True
+        )
         self.thread.start()
 
     def close(self):
