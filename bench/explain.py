@@ -516,7 +516,9 @@ class Workers:
         self.nodename = f"bench-explain-{os.getpid()}@bench"
         self.log_path = Path(tempfile.mkstemp(prefix="bench-explain-worker-", suffix=".log")[1])
         self.log = self.log_path.open("wb")
-        env = {**os.environ, "LOG_LEVEL": "INFO"}
+        # Celery's line per finished task (where the pool's time went) is at WARNING
+        # unless asked for (settings: CELERY_TASK_LOG_LEVEL).
+        env = {**os.environ, "LOG_LEVEL": "INFO", "CELERY_TASK_LOG_LEVEL": "INFO"}
         self.process = subprocess.Popen(
             [
                 sys.executable,
