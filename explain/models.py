@@ -224,10 +224,11 @@ class Explanation(models.Model):
         quality = records.shown_quality(
             result.quality, result.config.content, lambda: self.decision.score
         )
-        agreement = self.agreement
-        if agreement and "why" not in agreement:
-            thresholds = agreement_settings(result.config.model_version.explain_settings)
-            agreement = records.shown_agreement(agreement, quality.get("fidelity_r2"), thresholds)
+        agreement = records.shown_agreement(
+            self.agreement,
+            quality.get("fidelity_r2"),
+            lambda: agreement_settings(result.config.model_version.explain_settings),
+        )
         return records.with_agreement(quality, agreement)
 
 

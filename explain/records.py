@@ -24,7 +24,7 @@ from explain.engine import score_quality
 from explain.packing import unpack
 from explain.ranking import rank_features
 
-# Names of the largest |attributions| stored per result, for the top_reason search.
+# How many of a decision's largest |attributions| the top_reason search keeps (TopReasons).
 STORED_TOP = 3
 # What a result's document holds (result_document's argument has these keys).
 DOCUMENT_FIELDS = (
@@ -151,7 +151,8 @@ SCORE_CHECK = ("recorded_score", "score_error", SCORE_TOLERANCE, "score_ok")
 # Of SHAP-LIME agreement, a LIME work row keeps the figures and the verdict's two booleans
 # (what the compliance report counts); the thresholds and the sentence come from the
 # version's settings when read (shown_agreement).
-STORED_AGREEMENT = ("top_k", "top_k_overlap", "rank_correlation", "judged", "agrees")
+AGREEMENT_FIGURES = ("top_k", "top_k_overlap", "rank_correlation")  # engine.agreement's
+STORED_AGREEMENT = (*AGREEMENT_FIGURES, "judged", "agrees")
 
 
 def stored_quality(quality: dict, config: Mapping[str, Any]) -> dict:
@@ -177,11 +178,8 @@ def shown_quality(
     """A result's quality as computed, from what its row keeps (stored_quality), its
     configuration and the decision's recorded score (asked for only when needed)."""
     quality = dict(stored)
-    if (
-        "additivity_error" in stored
-        and ADDITIVITY_TOLERANCE not in stored
-        and (ADDITIVITY_TOLERANCE in config)
-    ):
+    configured = ADDITIVITY_TOLERANCE in config and ADDITIVITY_TOLERANCE not in stored
+    if configured and "additivity_error" in stored:
         quality[ADDITIVITY_TOLERANCE] = config[ADDITIVITY_TOLERANCE]
     if "model_score" in stored and SCORE_TOLERANCE not in stored and SCORE_TOLERANCE in config:
         recorded = recorded_score()
@@ -198,14 +196,15 @@ def stored_agreement(agreement: dict | None) -> dict | None:
 
 
 def shown_agreement(
-    stored: dict | None, fidelity_r2: float | None, thresholds: Mapping[str, Any]
+    stored: dict | None, fidelity_r2: float | None, thresholds: Callable[[], Mapping[str, Any]]
 ) -> dict | None:
     """The agreement with its verdict in words, from what the row keeps and the version's
-    thresholds (rows written before the verdict was trimmed carry it whole)."""
+    thresholds (asked for only when needed: rows written before the verdict was trimmed
+    carry it whole)."""
     if not stored or "why" in stored or "judged" not in stored:
         return stored
-    figures = {key: stored[key] for key in STORED_AGREEMENT[:3] if key in stored}
-    return {**figures, **judge_agreement(figures, fidelity_r2, dict(thresholds))}
+    figures = {key: stored[key] for key in AGREEMENT_FIGURES if key in stored}
+    return {**figures, **judge_agreement(figures, fidelity_r2, dict(thresholds()))}
 
 
 def stripped_config(config: dict, artifact_sha256: str, background_sha256: str):

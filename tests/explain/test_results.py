@@ -190,7 +190,7 @@ def test_rows_written_whole_before_read_back_unchanged():
     assert records.shown_quality(full, config, lambda: 0.9) == full
     agreement = {"top_k": 3, "top_k_overlap": 1.0, "rank_correlation": 0.9, "judged": True}
     whole = {**agreement, "agrees": True, "why": "as judged then", "min_fidelity": 0.5}
-    assert records.shown_agreement(whole, 0.1, {"min_fidelity": 0.9}) == whole
+    assert records.shown_agreement(whole, 0.1, lambda: {"min_fidelity": 0.9}) == whole
 
 
 @pytest.mark.skipif(embedded_default(), reason="PostgreSQL's plan")
