@@ -560,7 +560,18 @@ def copy_explanations(cursor, rows: list[tuple], now) -> None:
         ),
     )
     # The search's reasons, as the product writes them beside each SHAP result.
-    replace_top_reasons([(row[0], orjson.loads(row[5])) for row in rows if row[1] == "shap"])
+    shap_rows = [row for row in rows if row[1] == "shap"]
+    moments = predicted_at_of(cursor, [row[0] for row in shap_rows])
+    replace_top_reasons([(row[0], moments[row[0]], orjson.loads(row[5])) for row in shap_rows])
+
+
+def predicted_at_of(cursor, decision_ids: list[int]) -> dict:
+    """decision id -> its predicted_at (the top reasons carry it)."""
+    cursor.execute(
+        "SELECT id, predicted_at FROM decisions_decision WHERE id = ANY(%s::bigint[])",
+        ["{" + ",".join(map(str, decision_ids)) + "}"],
+    )
+    return dict(cursor.fetchall())
 
 
 def result_row(result_id: int, row: tuple, now) -> dict:

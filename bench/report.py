@@ -164,11 +164,12 @@ def _finish_explanations(version, rng) -> None:
             )
             results.append(ingest.result_row(result_id, row, now))
         ingest.copy_model_rows(cursor, ExplanationResult, results)
+        shap_results = [r for r in results if r["config_id"] == config_ids["shap"]]
+        moments = ingest.predicted_at_of(cursor, [r["decision_id"] for r in shap_results])
         replace_top_reasons(
             [
-                (r["decision_id"], orjson.loads(r["top_features"]))
-                for r in results
-                if r["config_id"] == config_ids["shap"]
+                (r["decision_id"], moments[r["decision_id"]], orjson.loads(r["top_features"]))
+                for r in shap_results
             ]
         )
         cursor.execute(

@@ -26,12 +26,16 @@ MAX_ATTEMPTS = 5
 
 @dataclass
 class ClaimedDecision:
-    """What a batch reads of a decision: its inputs, its hash (default seed) and its score."""
+    """What a batch reads of a decision: its inputs, its hash (default seed), its score,
+    and what the review rules and the search's reasons need (prediction, time), so that
+    storing the batch reads the decisions no more."""
 
     id: int
     inputs: dict
     content_hash: str
     score: float | None
+    prediction: str
+    predicted_at: datetime
 
 
 @dataclass
@@ -102,7 +106,8 @@ FROM candidates AS c
     LEFT JOIN {results} AS r ON r.id = c.result_id
 WHERE e.id = c.id
 RETURNING e.id, e.decision_id, e.status, e.attempts, r.seed, e.error,
-          d.content_hash, d.score, d.inputs, d.sealed_inputs, d.registered_model_id, d.request_id
+          d.content_hash, d.score, d.prediction, d.predicted_at,
+          d.inputs, d.sealed_inputs, d.registered_model_id, d.request_id
 """
 CLAIM_COLUMNS = (
     "id",
@@ -113,6 +118,8 @@ CLAIM_COLUMNS = (
     "error",
     "decision__content_hash",
     "decision__score",
+    "decision__prediction",
+    "decision__predicted_at",
     "decision__inputs",
     "decision__sealed_inputs",
     "decision__registered_model_id",
@@ -133,7 +140,9 @@ def claim(model_version_id: int, method: str, decision_ids: list[int]) -> list[C
             rows = _claim_portable(model_version_id, method, decision_ids, now)
         exhausted = [row for row in rows if row.status == Explanation.FAILED]
         if exhausted:
-            explanations_stored.send(Explanation, explanations=exhausted, explain_settings=None)
+            explanations_stored.send(
+                Explanation, explanations=exhausted, explain_settings=None, model_version=None
+            )
     return [row for row in rows if row.status == Explanation.RUNNING]
 
 
@@ -159,9 +168,21 @@ def _claim_postgresql(model_version_id, method, decision_ids, now) -> list[Claim
             },
         )
         fetched = cursor.fetchall()
-    # Django leaves jsonb as text for JSONField to decode; orjson is several times faster.
+    # Django leaves jsonb (the prediction, the inputs) as text for JSONField to decode;
+    # orjson is several times faster.
     return sorted(
-        (_claimed(method, now, *row[:-4], orjson.loads(row[-4]), *row[-3:]) for row in fetched),
+        (
+            _claimed(
+                method,
+                now,
+                *row[:8],
+                orjson.loads(row[8]),
+                row[9],
+                orjson.loads(row[10]),
+                *row[11:],
+            )
+            for row in fetched
+        ),
         key=lambda row: row.decision_id,
     )
 
@@ -194,14 +215,16 @@ def _claim_portable(model_version_id, method, decision_ids, now) -> list[Claimed
 
 
 def _claimed(
-    method, now, pk, decision_id, status, attempts, seed, error, content_hash, score, inputs, *row
+    method, now, pk, decision_id, status, attempts, seed, error, *row
 ) -> ClaimedExplanation:
+    content_hash, score, prediction, predicted_at, inputs, sealed, model_id, request_id = row
     # The explainers need every input: the sealed ones are opened here, in the worker.
-    sealed, model_id, request_id = row
     inputs = merged(inputs, sealed, row_binding(model_id, request_id))
     return ClaimedExplanation(
         id=pk,
-        decision=ClaimedDecision(decision_id, inputs, content_hash, score),
+        decision=ClaimedDecision(
+            decision_id, inputs, content_hash, score, prediction, predicted_at
+        ),
         method=method,
         status=status,
         attempts=attempts,

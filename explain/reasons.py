@@ -8,49 +8,49 @@ it leaves the result.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.db import connection
 
-from auditapp.decisions.models import Decision
 from explain.models import TopReasons
 
 # One statement for a batch on PostgreSQL: a decision explained again has its row replaced.
+# The decision's time comes with it (the batch read it when it claimed the rows): no join.
 REPLACE_SQL = """
-INSERT INTO {table} (decision_id, first, second, third, predicted_at)
-SELECT v.decision_id, v.first, v.second, v.third, d.predicted_at
-FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[])
-     AS v(decision_id, first, second, third)
-JOIN {decisions} d ON d.id = v.decision_id
+INSERT INTO {table} (decision_id, predicted_at, first, second, third)
+SELECT * FROM unnest(%s::bigint[], %s::timestamptz[], %s::text[], %s::text[], %s::text[])
 ON CONFLICT (decision_id) DO UPDATE
 SET first = EXCLUDED.first, second = EXCLUDED.second, third = EXCLUDED.third
 """
 
 
-def replace_top_reasons(top: Sequence[tuple[int, Sequence[str]]]) -> None:
-    """Make `top` ((decision id, its features ranked, largest first)) their reasons."""
-    rows = [(decision_id, *_places(features)) for decision_id, features in top if features]
+def replace_top_reasons(top: Sequence[tuple[int, datetime, Sequence[str]]]) -> None:
+    """Make `top` ((decision id, its predicted_at, its features ranked, largest first))
+    their reasons."""
+    rows = [
+        (decision_id, predicted_at, *_places(features))
+        for decision_id, predicted_at, features in top
+        if features
+    ]
     if not rows:
         return
     if connection.vendor == "postgresql":
-        table, decisions = TopReasons._meta.db_table, Decision._meta.db_table
         with connection.cursor() as cursor:
             cursor.execute(
-                REPLACE_SQL.format(table=table, decisions=decisions),
+                REPLACE_SQL.format(table=TopReasons._meta.db_table),
                 [list(column) for column in zip(*rows, strict=True)],
             )
         return
-    decision_ids = [row[0] for row in rows]
-    TopReasons.objects.filter(decision_id__in=decision_ids).delete()
-    moments = dict(Decision.objects.filter(pk__in=decision_ids).values_list("pk", "predicted_at"))
+    TopReasons.objects.filter(decision_id__in=[row[0] for row in rows]).delete()
     TopReasons.objects.bulk_create(
         TopReasons(
             decision_id=decision_id,
+            predicted_at=predicted_at,
             first=first,
             second=second,
             third=third,
-            predicted_at=moments[decision_id],
         )
-        for decision_id, first, second, third in rows
+        for decision_id, predicted_at, first, second, third in rows
     )
 
 

@@ -149,12 +149,15 @@ def store_results(claimed, results, model_version, method, elapsed_ms) -> list[S
             explanation.result_id = inserted.id
         if method == "shap":
             replace_top_reasons(
-                [(e.decision_id, e.outcome.top_features[: records.STORED_TOP]) for e in done]
+                [(e.decision_id, e.decision.predicted_at, e.outcome.top_features) for e in done]
             )
         write_rows(done, DONE_FIELDS)
         write_rows([e for e in claimed if e.status != Explanation.DONE], FAILURE_FIELDS)
         write_rows(partners, ["agreement"])
         explanations_stored.send(
-            Explanation, explanations=[*claimed, *partners], explain_settings=explain_settings
+            Explanation,
+            explanations=[*claimed, *partners],
+            explain_settings=explain_settings,
+            model_version=model_version,
         )
     return stored

@@ -9,9 +9,11 @@ so a decision is never stored without them, and sends the work once it commits.
 
 `explanations_stored` is sent by the explanation workers inside the transaction
 that stored a batch (its results, or rows that used up their attempts), with
-`explanations` (work rows with decision, method, status, quality, error) and
-`explain_settings` (the version's). The review queue listens (reviews/apps.py)
-and opens cases in the same transaction.
+`explanations` (work rows with decision, method, status, quality, error; those
+computed by this batch also carry their `outcome`, and their decision its
+`prediction`), `explain_settings` (the version's) and `model_version` (the one
+the batch is of; None for rows that only used up their attempts). The review
+queue listens (reviews/apps.py) and opens cases in the same transaction.
 """
 
 from django.dispatch import Signal

@@ -224,15 +224,19 @@ def _open_new_cases_postgresql(
     return opened, [event_id for _, _, event_id in rows]
 
 
-def on_explanations_stored(sender, explanations, explain_settings=None, **kwargs) -> None:
+def on_explanations_stored(
+    sender, explanations, explain_settings=None, model_version=None, **kwargs
+) -> None:
     """Receiver of decisions.signals.explanations_stored (connected in apps.py)."""
-    review_explanations(explanations, explain_settings)
+    review_explanations(explanations, explain_settings, model_version)
 
 
-def review_explanations(explanations, explain_settings: dict | None = None) -> list[ReviewCase]:
+def review_explanations(
+    explanations, explain_settings: dict | None = None, model_version: ModelVersion | None = None
+) -> list[ReviewCase]:
     """Apply the queue's rules to freshly written explanations (called by the workers).
 
-    The explanations are of one model version (a worker's batch);
+    The explanations are of one model version (a worker's batch), `model_version`;
     `explain_settings` is that version's, which holds its agreement thresholds.
     """
     agreement = rules.agreement_settings(explain_settings)
@@ -243,15 +247,18 @@ def review_explanations(explanations, explain_settings: dict | None = None) -> l
             found += rules.score_reasons(explanation.decision.score)
         if found:
             reasons.setdefault(explanation.decision_id, []).extend(found)
-    for decision_id, found in _protected_reasons(explanations).items():
+    for decision_id, found in _protected_reasons(explanations, model_version).items():
         reasons.setdefault(decision_id, []).extend(found)
     return open_cases(reasons)
 
 
-def _protected_reasons(explanations) -> dict[int, list[dict]]:
+def _protected_reasons(explanations, model_version: ModelVersion | None) -> dict[int, list[dict]]:
     """rules.protected_reasons for the SHAP results this batch computed (those with an
     `outcome`; a partner re-judged for agreement was reviewed when it was stored).
-    Two queries a batch."""
+
+    The batch's claimed decisions carry their predictions, and the batch is of
+    `model_version`: no query.
+    """
     fresh = [
         e
         for e in explanations
@@ -259,20 +266,14 @@ def _protected_reasons(explanations) -> dict[int, list[dict]]:
     ]
     if not fresh:
         return {}
-    facts = {
-        pk: (version_id, prediction)
-        for pk, version_id, prediction in Decision.objects.filter(
-            pk__in=[e.decision_id for e in fresh]
-        ).values_list("pk", "model_version_id", "prediction")
-    }
-    schemas = {
-        v.pk: v.parsed_schema
-        for v in ModelVersion.objects.filter(pk__in={v for v, _ in facts.values()}).only("schema")
-    }
+    if model_version is None:
+        raise ValueError("fresh SHAP results are reviewed with the model version they are of")
+    schema = model_version.parsed_schema
     found = {}
     for explanation in fresh:
-        version_id, prediction = facts[explanation.decision_id]
-        hits = rules.protected_reasons(schemas[version_id], prediction, explanation.attributions)
+        hits = rules.protected_reasons(
+            schema, explanation.decision.prediction, explanation.attributions
+        )
         if hits:
             found[explanation.decision_id] = hits
     return found

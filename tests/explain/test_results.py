@@ -11,15 +11,18 @@ from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from auditapp.accounts import roles
+from auditapp.accounts.models import LogRecord
+from auditapp.accounts.records import write as write_records
 from auditapp.decisions.models import Decision
 from auditapp.hashing import sha256_hex
 from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import agreement_settings
 from explain import batches, claims, engine, explainers, records, storing
-from explain.models import Explanation, ExplanationConfig, ExplanationResult
+from explain.models import Explanation, ExplanationConfig, ExplanationResult, TopReasons
 from explain.presenters import explanation_json
 from explain.results import latest_result, result_documents, stale_pointers
 from explain.services import request_explanations
@@ -242,6 +245,46 @@ def test_the_document_written_is_the_document_read_back(decisions, model_version
     assert first["config"]["artifact_sha256"] == model_version.artifact_sha256
     assert read[written[4].id]["method"] == "lime" and read[written[4].id]["seed"] is not None
     assert first["computed_at"].endswith("+00:00")
+
+
+def test_storing_a_batch_reads_nothing_more_of_its_decisions(decisions, model_version):
+    """The claim read what the store needs (the decisions' predictions for the review
+    rules, their times for the search's reasons): the store writes, it does not read them
+    again. What it writes is what a verifier reads: a log record per result whose hash is
+    the result's document, and the reasons at their decision's time."""
+    ids = [d.pk for d in decisions]
+    claimed = claims.claim(model_version.pk, "shap", ids)
+    context, explainer = explainers.cached_explainer(model_version, "shap")
+    computed = batches.explain_claimed(context, explainer, "shap", claimed, False, 1e-3)
+    with CaptureQueriesContext(connection) as queries:
+        stored = storing.store_results(claimed, computed, model_version, "shap", 12.5)
+
+    reads = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert not [sql for sql in reads if Decision._meta.db_table in sql], reads
+    recorded = dict(
+        LogRecord.objects.filter(kind="explanation").values_list("object_id", "content_hash")
+    )
+    read_back = dict(result_documents(ExplanationResult.objects.filter(decision__in=ids)))
+    assert recorded == {
+        pk: sha256_hex({"kind": "explanation", "id": pk, "record": document})
+        for pk, document in read_back.items()
+    }
+    assert set(recorded) == {s.id for s in stored}
+    reasons = {r.decision_id: r for r in TopReasons.objects.filter(decision__in=ids)}
+    for decision in decisions:
+        ranked = records.ranked(latest_result(decision.pk, "shap").attribution_map)
+        assert reasons[decision.pk].predicted_at == decision.predicted_at
+        assert [reasons[decision.pk].first, reasons[decision.pk].second] == ranked[:2]
+
+
+def test_a_log_record_refuses_a_hash_that_is_not_a_sha256_digest(decisions):
+    """Hashes travel to PostgreSQL as an array literal: anything but hex digits is refused
+    before it is sent, and nothing is written."""
+    before = LogRecord.objects.count()
+    for bad in ["a" * 63, "A" * 64, "a" * 63 + ",", 'a" , "b' + "a" * 58]:
+        with pytest.raises(ValueError, match="not a sha256 hex digest"):
+            write_records("explanation", [(1, "b" * 64), (2, bad)])
+    assert LogRecord.objects.count() == before
 
 
 # -- the migration of rows computed before results were records --------------------------------
