@@ -903,7 +903,9 @@ def per_row_figure(
     see the same drift in the machine's load. Per decision = wall x processes / rows.
     """
     bench = BENCHES[key]
-    attest.warm(bench, method, PROCESSES, 1)
+    # Enough decisions in one request for PROCESSES tasks: the publisher merges requests
+    # that come together into one task, and one task warms one pool process only.
+    attest.warm(bench, method, 1, batch * (PROCESSES - 1) + 1)
     function = _raw_lime if method == "lime" else _raw_perm
     unit = PROCESSES * batch
     count = max(1, min(5, total // unit))
