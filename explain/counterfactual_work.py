@@ -36,6 +36,7 @@ from auditapp.registry.models import ModelVersion
 from explain.leases import LEASE, PENDING_GRACE, UNSENT_GRACE
 from explain.models import CounterfactualWork
 from explain.publishing import queues_empty, send_soon
+from explain.workrows import id_array
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def add_pending(
                 f"INSERT INTO {CounterfactualWork._meta.db_table} "
                 "(decision_id, status, attempts, error, created_at, updated_at) "
                 "SELECT unnest(%s::bigint[]), %s, 0, '', %s, %s",
-                [ids, CounterfactualWork.PENDING, now, now],
+                [id_array(ids), CounterfactualWork.PENDING, now, now],
             )
     else:
         CounterfactualWork.objects.bulk_create(

@@ -13,6 +13,7 @@ from datetime import datetime
 from django.db import connection
 
 from explain.models import TopReasons
+from explain.workrows import id_array
 
 # One statement for a batch on PostgreSQL: a decision explained again has its row replaced.
 # The decision's time comes with it (the batch read it when it claimed the rows): no join.
@@ -35,10 +36,11 @@ def replace_top_reasons(top: Sequence[tuple[int, datetime, Sequence[str]]]) -> N
     if not rows:
         return
     if connection.vendor == "postgresql":
+        decision_ids, moments, *places = zip(*rows, strict=True)
         with connection.cursor() as cursor:
             cursor.execute(
                 REPLACE_SQL.format(table=TopReasons._meta.db_table),
-                [list(column) for column in zip(*rows, strict=True)],
+                [id_array(decision_ids), list(moments), *(list(names) for names in places)],
             )
         return
     TopReasons.objects.filter(decision_id__in=[row[0] for row in rows]).delete()

@@ -19,6 +19,7 @@ from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
 from explain.models import Explanation
 from explain.publishing import enqueue_batches, enqueue_soon
+from explain.workrows import id_array
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,11 @@ def add_pending_explanations(
                 "(decision_id, method, status, attempts, created_at, updated_at) "
                 "SELECT v.decision_id, v.method, %s, 0, %s, %s "
                 "FROM unnest(%s::bigint[], %s::text[]) AS v(decision_id, method)",
-                [Explanation.PENDING, now, now, [i for i, _ in pairs], [m for _, m in pairs]],
+                [
+                    *(Explanation.PENDING, now, now),
+                    id_array(i for i, _ in pairs),
+                    [m for _, m in pairs],
+                ],
             )
     else:
         Explanation.objects.bulk_create(
