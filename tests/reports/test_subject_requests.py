@@ -33,11 +33,13 @@ TRACES = ("7318264", "7,318,264", "98765.43", "98,765")
 URL = "/api/v1/subject-requests"
 
 
-def record_subject(ingest, count: int = 2) -> list[int]:
+def record_subject(ingest, count: int = 2, **fields) -> list[int]:
+    """`count` decisions about SUBJECT (and one about someone else); `fields` fix more of
+    theirs (a factory's sequence otherwise decides, e.g., whether they are adverse)."""
     items = []
     for n in range(count):
         inputs = applicant_inputs(n) | {"income": INCOME, "loan_amount": LOAN}
-        items.append(DecisionPayloadFactory(subject_ref=SUBJECT, inputs=inputs))
+        items.append(DecisionPayloadFactory(subject_ref=SUBJECT, inputs=inputs, **fields))
     items.append(DecisionPayloadFactory(subject_ref="c-someone-else"))
     return [r["id"] for r in ingest(*items)][:count]
 
@@ -152,7 +154,8 @@ def test_an_erasure_deletes_counterfactuals_and_notices_files(
 ):
     """Copies of the inputs: the counterfactual results (deleted, the work row failed) and
     explanation results (attributions only: kept)."""
-    ids = record_subject(ingest)
+    # Adverse, so that counterfactuals are computed for them, whatever ran before.
+    ids = record_subject(ingest, prediction="bad", score=0.81)
     batches.run_batch(model_version.pk, "shap", ids)
     counterfactual_batches.run_batch(model_version.pk, ids)
     assert CounterfactualResult.objects.filter(decision_id__in=ids).exists()
