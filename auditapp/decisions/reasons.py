@@ -96,36 +96,45 @@ def adverse_reasons(
     `withheld` (masked for the reader) are left out before ranking; so are protected
     attributes when `skip_protected` (a notice).
     """
-    sign = schema.target.adverse_sign
-    floor = MIN_SHARE * sum(abs(v) for v in attributions.values())
-    features = {f.name: f for f in schema.features}
     left_out = set(withheld)
     if skip_protected:
         left_out |= {f.name for f in schema.features if f.protected}
+    features = {f.name: f for f in schema.features}
+    return [
+        reason_for(features[name], inputs.get(name), value, schema.target)
+        for name, value in _pushing(schema, attributions, left_out, limit)
+    ]
+
+
+def _pushing(
+    schema: Schema, attributions: Mapping[str, float], left_out: Collection[str], limit: int
+) -> list[tuple[str, float]]:
+    """(feature, attribution) of the `limit` largest pushes towards the adverse outcome."""
+    sign = schema.target.adverse_sign
+    floor = MIN_SHARE * sum(abs(v) for v in attributions.values())
+    names = set(schema.names)
     pushing = sorted(
         (
             (name, value)
             for name, value in attributions.items()
-            if value * sign > 0
-            and abs(value) >= floor
-            and name in features
-            and name not in left_out
+            if value * sign > 0 and abs(value) >= floor and name in names and name not in left_out
         ),
         key=lambda item: (-item[1] * sign, item[0]),
     )
-    return [
-        reason_for(features[name], inputs.get(name), value, schema.target)
-        for name, value in pushing[:limit]
-    ]
+    return pushing[:limit]
 
 
 def protected_among_reasons(
     schema: Schema, attributions: Mapping[str, float], limit: int = MAX_REASONS
 ) -> list[str]:
-    """The protected attributes among the principal reasons (before a notice skips them)."""
-    return [
-        r.feature for r in adverse_reasons(schema, attributions, {}, limit=limit) if r.protected
-    ]
+    """The protected attributes among the principal reasons (before a notice skips them).
+
+    Called for every SHAP result a worker stores: a schema with no protected attribute
+    answers at once, and no reason is worded."""
+    protected = {f.name for f in schema.features if f.protected}
+    if not protected:
+        return []
+    return [name for name, _ in _pushing(schema, attributions, (), limit) if name in protected]
 
 
 def protected_inputs(schema: Schema) -> list[Feature]:
