@@ -374,6 +374,8 @@ def test_the_fast_input_frame_equals_the_schemas_frame_for_every_feature_type(sc
         for i in range(6)
     ]
     assert_frame_equal(input_frame(credit, rows), credit.frame(rows))
+    for row in rows:  # one row, as a single prediction or what-if builds it
+        assert_frame_equal(input_frame(credit, [row]), credit.frame([row]))
     nulls = [dict(row) for row in rows]
     for feature in credit.features:
         nulls[2][feature.name] = None  # nullable booleans and integers change dtype
