@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import orjson
 from django.db import connection, transaction
@@ -34,7 +35,7 @@ class ClaimedDecision:
     inputs: dict
     content_hash: str
     score: float | None
-    prediction: str
+    prediction: Any  # the recorded class (JSON: text, a number or a boolean)
     predicted_at: datetime
 
 
