@@ -567,9 +567,11 @@ def copy_explanations(cursor, rows: list[tuple], now) -> None:
 
 def predicted_at_of(cursor, decision_ids: list[int]) -> dict:
     """decision id -> its predicted_at (the top reasons carry it)."""
+    from auditapp.sqlarrays import id_array
+
     cursor.execute(
         "SELECT id, predicted_at FROM decisions_decision WHERE id = ANY(%s::bigint[])",
-        ["{" + ",".join(map(str, decision_ids)) + "}"],
+        [id_array(decision_ids)],
     )
     return dict(cursor.fetchall())
 

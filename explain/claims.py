@@ -18,9 +18,10 @@ from django.utils import timezone
 from auditapp.decisions.models import Decision
 from auditapp.decisions.signals import explanations_stored
 from auditapp.encryption import merged, row_binding
+from auditapp.sqlarrays import id_array
 from explain import engine, records
 from explain.models import Explanation, ExplanationResult
-from explain.workrows import id_array, write_rows
+from explain.workrows import write_rows
 
 MAX_ATTEMPTS = 5
 

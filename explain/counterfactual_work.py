@@ -33,10 +33,10 @@ from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict
 from auditapp.registry.models import ModelVersion
+from auditapp.sqlarrays import id_array
 from explain.leases import LEASE, PENDING_GRACE, UNSENT_GRACE
 from explain.models import CounterfactualWork
 from explain.publishing import queues_empty, send_soon
-from explain.workrows import id_array
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from datetime import datetime
 
 from django.db import connection
 
+from auditapp.sqlarrays import id_array
 from explain.models import TopReasons
-from explain.workrows import id_array
 
 # One statement for a batch on PostgreSQL: a decision explained again has its row replaced.
 # The decision's time comes with it (the batch read it when it claimed the rows): no join.

@@ -17,9 +17,9 @@ from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision
 from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
+from auditapp.sqlarrays import id_array
 from explain.models import Explanation
 from explain.publishing import enqueue_batches, enqueue_soon
-from explain.workrows import id_array
 
 log = logging.getLogger(__name__)
 

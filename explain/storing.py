@@ -15,12 +15,13 @@ from django.utils import timezone
 from auditapp.decisions.signals import explanations_stored
 from auditapp.registry.agreement import judge_agreement
 from auditapp.registry.models import agreement_settings
+from auditapp.sqlarrays import id_array
 from explain import engine, packing, records
 from explain.claims import ClaimedExplanation
 from explain.models import Explanation, ExplanationResult
 from explain.reasons import replace_top_reasons
 from explain.results import Stored, insert_results
-from explain.workrows import id_array, lock_rows, write_rows
+from explain.workrows import lock_rows, write_rows
 
 
 def _apply_result(explanation: ClaimedExplanation, result: engine.ExplanationResult, now):

@@ -12,6 +12,7 @@ from datetime import datetime
 import orjson
 from django.db import connection
 
+from auditapp.sqlarrays import id_array
 from explain.models import Explanation
 
 # Column types, for writing many work rows in one statement on PostgreSQL.
@@ -70,11 +71,6 @@ def _shared_by_all(explanations: list, field: str) -> bool:
         kind = type(first)
         return all(type(value) is kind and value == first for value in values)
     return False
-
-
-def id_array(ids) -> str:
-    """A bigint[] literal: psycopg's client-side array quoting costs a few µs per element."""
-    return "{" + ",".join(str(int(i)) for i in ids) + "}"
 
 
 def _parameter(field: str, value):

@@ -32,6 +32,7 @@ from django.utils import timezone
 from auditapp.accounts.models import LogRecord
 from auditapp.appendonly import SEALING_LOCK, hold_insert_order
 from auditapp.hashing import sha256_hex
+from auditapp.sqlarrays import id_array
 
 
 def stored_values(row: dict[str, Any]) -> dict[str, Any]:
@@ -134,7 +135,7 @@ def write(
     if db.vendor == "postgresql":
         if not hashes:
             return 0
-        ids = "{" + ",".join(str(int(object_id)) for object_id, _ in hashes) + "}"
+        ids = id_array(object_id for object_id, _ in hashes)
         with db.cursor() as cursor:
             cursor.execute(
                 WRITE_SQL.format(table=model._meta.db_table),
