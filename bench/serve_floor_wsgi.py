@@ -66,7 +66,7 @@ CONTEXT = cached_context(VERSION)
 PATH = f"/api/v1/models/{MODEL}/predict"
 CONNECT = {k: v for k, v in connection.get_connection_params().items() if k != "context"}
 connection.close()  # each gunicorn thread opens its own below
-DECISION_COLUMNS = services.COPY_COLUMNS + services.SERVED_COLUMNS + services.SEALED_COLUMNS
+DECISION_COLUMNS = services.DECISION_COLUMNS
 EVENT_FIELDS = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
 
 _tokens: dict[str, object] = {}

@@ -31,6 +31,7 @@ from auditapp.hashing import (
     content_hash,
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel
+from auditapp.roundtrips import pipelined
 
 log = logging.getLogger(__name__)
 INSERT_ATTEMPTS = 3
@@ -203,50 +204,62 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                 code="request_id_conflict",
                 details=conflicts,
             )
-        # The time is taken once this transaction holds the sealing lock, so that
-        # it cannot predate the seal before the one that will hold these rows
-        # (verification's backdating rule, sealing._Clock).
-        hold_insert_order()
-        recorded_at = timezone.now()
-        # Rows are built (encoded, hashed) while they stream into the database,
-        # so the server parses one part while Python prepares the next.
-        stamp = _Stamp(recorded_at, _time_text(recorded_at), source, actor)
-        fresh = _fresh_randomness(len(new))
-        ids, new_rows = _insert(
-            (
+        # On PostgreSQL one decision's whole store is one pipeline (roundtrips.py): the
+        # lock and its id, then its row, the work rows the signal's receivers add and
+        # the event, read at once. Many are COPYed (faster, but not in a pipeline), and
+        # what follows the COPY is sent together.
+        many = connection.vendor == "postgresql" and len(new) > 1
+        with pipelined(enabled=not many):
+            reserved = _reserve_ids(len(new))
+            # The time is taken once this transaction holds the sealing lock, so that
+            # it cannot predate the seal before the one that will hold these rows
+            # (verification's backdating rule, sealing._Clock).
+            recorded_at = timezone.now()
+            # Rows are built (encoded, hashed) while they stream into the database,
+            # so the server parses one part while Python prepares the next.
+            stamp = _Stamp(recorded_at, _time_text(recorded_at), source, actor)
+            fresh = _fresh_randomness(len(new))
+            rows = (
                 _row(checked[p], stamp, *randomness)
                 for p, randomness in zip(new, fresh, strict=True)
-            ),
-            len(new),
-        )
-        for position, decision_id in zip(new, ids, strict=True):
-            results[position] = {
-                "request_id": checked[position].request_id,
-                "id": decision_id,
-                "status": "created",
-            }
-        decisions_recorded.send(
-            Decision,
-            decisions=[
-                (decision_id, row["model_version"], row["content_hash"])
-                for row, decision_id in zip(new_rows, ids, strict=True)
-            ],
-            predictions=[row["prediction"] for row in new_rows],
-            recorded_at=recorded_at,
-        )
-        created_ids: dict[str, list[int]] = defaultdict(list)
-        for position, decision_id in zip(new, ids, strict=True):
-            created_ids[checked[position].model_version.registered_model.name].append(decision_id)
-        record_counts_per_model(
-            INGESTED_EVENT,
-            Counter(d.model_version.registered_model.name for d in checked),
-            Counter(checked[p].model_version.registered_model.name for p in new),
-            per_model={name: {"ids": id_runs(found)} for name, found in created_ids.items()},
-            actor=actor,
-            ip=ip,
-            object_type="decisions.decision",
-            source=source,
-        )
+            )
+            if many:
+                ids, new_rows = reserved, _copy_decisions(reserved, rows)
+            else:
+                ids, new_rows = _insert(reserved, rows)
+            with pipelined(enabled=many):
+                for position, decision_id in zip(new, ids, strict=True):
+                    results[position] = {
+                        "request_id": checked[position].request_id,
+                        "id": decision_id,
+                        "status": "created",
+                    }
+                decisions_recorded.send(
+                    Decision,
+                    decisions=[
+                        (decision_id, row["model_version"], row["content_hash"])
+                        for row, decision_id in zip(new_rows, ids, strict=True)
+                    ],
+                    predictions=[row["prediction"] for row in new_rows],
+                    recorded_at=recorded_at,
+                )
+                created_ids: dict[str, list[int]] = defaultdict(list)
+                for position, decision_id in zip(new, ids, strict=True):
+                    created_ids[checked[position].model_version.registered_model.name].append(
+                        decision_id
+                    )
+                record_counts_per_model(
+                    INGESTED_EVENT,
+                    Counter(d.model_version.registered_model.name for d in checked),
+                    Counter(checked[p].model_version.registered_model.name for p in new),
+                    per_model={
+                        name: {"ids": id_runs(found)} for name, found in created_ids.items()
+                    },
+                    actor=actor,
+                    ip=ip,
+                    object_type="decisions.decision",
+                    source=source,
+                )
     return results
 
 
@@ -331,41 +344,62 @@ COPY_COLUMNS = (
 # arm and the decision a shadow one scored.
 SERVED_COLUMNS = ("arm", "served_by", "document_form")
 SEALED_COLUMNS = ("sealed_inputs", "sensitive_tokens")
+DECISION_COLUMNS = COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS
 
 
-def _insert(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
-    """Insert decision rows; COPY on PostgreSQL (several times faster), bulk INSERT elsewhere."""
-    if count == 0:
-        return [], []
-    # (the caller holds the sealing lock already: it took its time under it)
-    if connection.vendor == "postgresql" and count > 1:
-        return _copy_decisions(rows, count)
-    rows = list(rows)
-    objs = Decision.objects.bulk_create([Decision(**row) for row in rows])
-    return [obj.pk for obj in objs], rows
-
-
-def _copy_decisions(rows: Iterable[dict], count: int) -> tuple[list[int], list[dict]]:
-    table = Decision._meta.db_table
-    written = []
+def _reserve_ids(count: int) -> list[int] | None:
+    """Take the sealing lock (appendonly.hold_insert_order), then draw the ids `count` rows
+    will have, the table's default's (a month's range: auditapp/partitions.py): one round
+    trip inside `pipelined`, the lock first. None on SQLite, which numbers rows as they
+    are inserted, one writer at a time."""
+    hold_insert_order()
+    if connection.vendor != "postgresql":
+        return None
     with connection.cursor() as cursor:
-        # The ids the table's default would give (a month's range: auditapp/partitions.py).
-        cursor.execute(f"SELECT {table}_next_id() FROM generate_series(1, %s)", [count])
-        ids = [row[0] for row in cursor.fetchall()]
-        copy_sql = (
-            f"COPY {table} ({', '.join(COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS)}) FROM STDIN"
+        cursor.execute(
+            f"SELECT {Decision._meta.db_table}_next_id() FROM generate_series(1, %s)", [count]
         )
-        # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique
-        # violation into django.db.IntegrityError, which record_checked_decisions retries.
-        with connection.wrap_database_errors, cursor.cursor.copy(copy_sql) as copy:
-            for decision_id, row in zip(ids, rows, strict=True):
-                written.append(row)
-                copy.write_row(row_values(decision_id, row))
-    return ids, written
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _insert(ids: list[int] | None, rows: Iterable[dict]) -> tuple[list[int], list[dict]]:
+    """Insert a few decision rows under the reserved `ids` (an INSERT, sent without waiting
+    inside `pipelined`); without them (SQLite), the ORM's bulk INSERT numbers them."""
+    rows = list(rows)
+    if ids is None:
+        objs = Decision.objects.bulk_create([Decision(**row) for row in rows])
+        return [obj.pk for obj in objs], rows
+    if rows:
+        values = "(" + ", ".join(["%s"] * len(DECISION_COLUMNS)) + ")"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {Decision._meta.db_table} ({', '.join(DECISION_COLUMNS)}) "
+                f"VALUES {', '.join([values] * len(rows))}",
+                [value for i, row in zip(ids, rows, strict=True) for value in row_values(i, row)],
+            )
+    return ids, rows
+
+
+def _copy_decisions(ids: list[int], rows: Iterable[dict]) -> list[dict]:
+    """COPY decision rows under the reserved `ids`: several times faster than an INSERT
+    for many rows (one COPY costs two round trips, and cannot be pipelined)."""
+    written = []
+    copy_sql = f"COPY {Decision._meta.db_table} ({', '.join(DECISION_COLUMNS)}) FROM STDIN"
+    # The raw psycopg cursor raises psycopg's errors; wrapping turns a unique violation
+    # into django.db.IntegrityError, which record_checked_decisions retries.
+    with (
+        connection.cursor() as cursor,
+        connection.wrap_database_errors,
+        cursor.cursor.copy(copy_sql) as copy,
+    ):
+        for decision_id, row in zip(ids, rows, strict=True):
+            written.append(row)
+            copy.write_row(row_values(decision_id, row))
+    return written
 
 
 def row_values(decision_id: int, row: dict) -> tuple:
-    """A built row's values in the order of COPY_COLUMNS + SERVED_COLUMNS + SEALED_COLUMNS."""
+    """A built row's values in the order of DECISION_COLUMNS."""
     return (
         decision_id,
         row["registered_model_id"],

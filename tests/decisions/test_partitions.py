@@ -267,7 +267,9 @@ def columns_of_today():
     `cut` (0015), there for today's code to write the rows of then (null, as then), and gone
     again before the migrations run forward and add them. Rows of then held their sensitive
     inputs in clear: today's sealed ones are put back in `inputs` (as the superuser, past
-    the append-only trigger) before their column goes."""
+    the append-only trigger) before their column goes. The id function today's store
+    draws ids with before it inserts is there too, drawing the identity's (partitioning
+    replaces it)."""
     added = (
         "arm varchar(10) NULL",
         "served_by bigint NULL",
@@ -279,6 +281,10 @@ def columns_of_today():
     with connection.cursor() as cursor:
         cursor.execute(f"ALTER TABLE {TABLE} " + ", ".join(f"ADD COLUMN {c}" for c in added))
         cursor.execute(f"ALTER TABLE {SEALS} ADD COLUMN cut boolean NULL")
+        cursor.execute(
+            f"CREATE FUNCTION {TABLE}_next_id() RETURNS bigint LANGUAGE sql "
+            f"AS $$ SELECT nextval(pg_get_serial_sequence('{TABLE}', 'id')) $$"
+        )
     try:
         with recorded_before_form_2():
             yield
@@ -305,10 +311,11 @@ def columns_of_today():
             names = ", ".join(f"DROP COLUMN {c.split()[0]}" for c in added)
             cursor.execute(f"ALTER TABLE {TABLE} {names}")
             cursor.execute(f"ALTER TABLE {SEALS} DROP COLUMN cut")
+            cursor.execute(f"DROP FUNCTION {TABLE}_next_id()")
 
 
 def ingest_one_by_one(ingest, count: int) -> list[int]:
-    """Unpartitioned there is no id function to COPY with: one INSERT each. Approved ones:
+    """One decision a request, as a single ingestion stores them. Approved ones:
     an adverse decision gets a counterfactual work row, whose table (explain.0009) the
     schema of before partitioning does not have."""
     return [ingest(DecisionPayloadFactory(prediction="good"))[0]["id"] for _ in range(count)]

@@ -20,11 +20,12 @@ from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.services import create_user
 from auditapp.decisions.models import PRODUCTION, Decision
 from auditapp.hashing import decision_document
-from auditapp.serving import warm
+from auditapp.serving import services, warm
 from explain import explainers
 from explain.models import Explanation
-from tests.factories import DecisionPayloadFactory, applicant_inputs
+from tests.factories import MODEL_NAME, DecisionPayloadFactory, applicant_inputs
 from tests.serving.helpers import expected, instance, predict_url, put_policy, traffic_url
+from tests.wire import round_trips
 
 pytestmark = [pytest.mark.django_db, pytest.mark.embedded]
 
@@ -288,6 +289,38 @@ def test_a_version_whose_artifact_cannot_be_loaded_answers_503_naming_it_and_sto
     assert "credit version 1 cannot be loaded" in error["message"]
     assert ("sha256" if damage == "changed" else "not found") in error["message"]
     assert not Decision.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="round trips to PostgreSQL")
+def test_a_prediction_is_stored_in_five_round_trips_after_the_policy_read(ml_engineer, serving):
+    """The store of one served decision: BEGIN, the sealing lock with the decision's id,
+    then its row, work rows and event sent together, the pipeline's end, COMMIT. Without
+    a token there is no configuration revision to keep the policy in force by: it is read
+    first, a round trip of its own."""
+    actor = roles.Actor(user=ml_engineer)
+    model = services.model_for(actor, MODEL_NAME, roles.PREDICT)
+    services.predict(actor, model, instance(1))
+
+    with round_trips() as waits, CaptureQueriesContext(connection) as queries:
+        (served,), _ = services.predict(actor, model, instance(2, subject_ref="c-2"))
+
+    statements = [q["sql"].split()[0] for q in queries.captured_queries]
+    assert statements == [
+        "SELECT",
+        "BEGIN",
+        "SELECT",
+        "SELECT",
+        "INSERT",
+        "INSERT",
+        "WITH",
+        "COMMIT",
+    ]
+    assert waits == [1 + 5]
+    stored = Decision.objects.get(pk=served.decision_id)
+    assert (stored.request_id, stored.subject_ref, stored.arm) == ("req-000002", "c-2", PRODUCTION)
+    assert set(Explanation.objects.filter(decision=stored).values_list("method", flat=True))
+    assert AuditEvent.objects.filter(action="decisions.ingested", details__ids=[[stored.pk] * 2])
 
 
 def test_a_prediction_looks_its_request_id_up_through_the_unique_keys(
