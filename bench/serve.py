@@ -29,10 +29,12 @@ each figure beside its raw baseline and marks the targets of the serving issue m
    b'. the same rows under new request_ids, each POST sent once the previous batch's
       shadow decisions are stored (untimed): the served path alone.
    c. sustained: Locust users at a fixed total rate, short probes at rising rates, then
-      SUSTAINED_SECONDS at the highest rate whose p95 stayed <= 50 ms with no failure;
-      afterwards every request_id Locust saw answered 2xx must be stored as a served
-      decision (a request whose answer the client stopped waiting for at the end may be
-      stored too: counted apart), and the shadow decisions recorded are counted.
+      SUSTAINED_SECONDS at the highest rate whose p95 stayed <= 50 ms with no failure (a
+      probe is short: when the long run does not hold that rate, it runs once more at the
+      next rate down, and both runs are printed); afterwards every request_id Locust saw
+      answered 2xx must be stored as a served decision (a request whose answer the client
+      stopped waiting for at the end may be stored too: counted apart), and the shadow
+      decisions recorded are counted.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ BATCH_REPS = 5
 PROBE_RATES = (20, 30, 40, 50, 60, 80, 100)  # decisions/s, short probes before the long run
 PROBE_SECONDS = 12
 SUSTAINED_SECONDS = 60
+SUSTAINED_TRIES = 2  # the best probe's rate, then the next one down if that was not held
 # Locust users at a fixed total rate: each sends about this many a second. Twenty users
 # started at once, each waiting its 0.8 s, sent in bursts of twenty: the queue, not the
 # server, then made the latency (client p50 140 ms against 34 ms inside Django).
@@ -463,18 +466,25 @@ def main() -> None:
             probe, _, _, _ = locust(
                 server.port, key, rows_file, f"{tag}-p{rate}", users_for(rate), rate, PROBE_SECONDS
             )
-            ok = int(probe["Failure Count"]) == 0 and float(probe["95%"]) <= TARGET_SUSTAINED_P95_MS
+            ok = sustained_held(probe)
             probes.append((rate, float(probe["Requests/s"]), float(probe["95%"]), ok))
             if not ok:
                 break
-        best = max((rate for rate, _, _, ok in probes if ok), default=PROBE_RATES[0])
-        long_tag = f"{tag}-c"
-        sustained, _, long_arms, answered_ids = locust(
-            server.port, key, rows_file, long_tag, users_for(best), best, SUSTAINED_SECONDS
-        )
-        answered = len(answered_ids)
-        stored = stored_ids(long_tag)
-        shadows = wait_for_shadows(long_tag, len(stored))
+        # The long run at the best probe's rate; a short probe can pass at a rate the
+        # machine does not hold for a minute: then once more, at the next rate down.
+        held = sorted((rate for rate, _, _, ok in probes if ok), reverse=True) or [PROBE_RATES[0]]
+        tries = []
+        for attempt, best in enumerate(held[:SUSTAINED_TRIES]):
+            long_tag = f"{tag}-c{attempt}"
+            sustained, _, long_arms, answered_ids = locust(
+                server.port, key, rows_file, long_tag, users_for(best), best, SUSTAINED_SECONDS
+            )
+            answered = len(answered_ids)
+            stored = stored_ids(long_tag)
+            shadows = wait_for_shadows(long_tag, len(stored))
+            tries.append((best, float(sustained["95%"]), sustained_held(sustained)))
+            if sustained_held(sustained):
+                break
     finally:
         if worker is not None:
             worker.stop()
@@ -531,8 +541,7 @@ def main() -> None:
             f"{int(sustained['Failure Count'])} failed",
             "",
             "",
-            f"{met(float(sustained['95%']) <= TARGET_SUSTAINED_P95_MS)} "
-            f"(p95 <= {TARGET_SUSTAINED_P95_MS:.0f} ms)",
+            f"{met(sustained_held(sustained))} (p95 <= {TARGET_SUSTAINED_P95_MS:.0f} ms)",
         ),
         (
             "   every 2xx answer stored, nothing stored twice",
@@ -555,9 +564,20 @@ def main() -> None:
         "probes (asked/s: answered/s, p95 ms): "
         + "; ".join(f"{r}: {got:.0f}/s, {p95:.0f} ms" for r, got, p95, _ in probes)
     )
+    print(
+        f"sustained runs ({SUSTAINED_SECONDS} s each): "
+        + "; ".join(
+            f"{rate}/s: p95 {p95:.0f} ms, {'held' if ok else 'not held'}" for rate, p95, ok in tries
+        )
+    )
     print(f"arms answered: single run {arms}; sustained run {long_arms}")
     print()
     print_table(table)
+
+
+def sustained_held(stats: dict) -> bool:
+    """No failure, and p95 within the target (Locust's aggregated row)."""
+    return int(stats["Failure Count"]) == 0 and float(stats["95%"]) <= TARGET_SUSTAINED_P95_MS
 
 
 def print_table(rows) -> None:
