@@ -215,14 +215,33 @@ def row_binding(model_id: int, request_id: str) -> str:
 
 
 def seal_inputs(
-    inputs: dict[str, Any], sensitive: Collection[str], row: str, nonce: bytes | None = None
+    inputs: dict[str, Any],
+    sensitive: Collection[str],
+    row: str,
+    nonce: bytes | None = None,
+    keys: Keys | None = None,
 ) -> tuple[dict[str, Any], bytes | None, dict[str, str] | None]:
     """(the clear inputs, the blob of the sensitive ones, their blind index) of one row;
-    the blob and index are None when the row has no sensitive value."""
+    the blob and index are None when the row has no sensitive value. `keys`: the ones in
+    force, read once for a batch's rows."""
     clear, secret = split_inputs(inputs, sensitive)
     if not secret:
         return inputs, None, None
-    return clear, seal(secret, row, nonce=nonce), blind_tokens(secret)
+    keys = keys or Keys()
+    return clear, seal(secret, row, keys.ring, nonce), blind_tokens(secret, keys.blind_index)
+
+
+class Keys:
+    """The keyring and the blind index's key, each read from the settings when first
+    needed (a batch seals thousands of rows; each read looks the settings up)."""
+
+    @functools.cached_property
+    def ring(self) -> Keyring:
+        return keyring()
+
+    @functools.cached_property
+    def blind_index(self) -> bytes:
+        return blind_index_key()
 
 
 def merged(clear: dict[str, Any], blob: bytes | None, row: str) -> dict[str, Any]:
@@ -246,6 +265,6 @@ def blind_token(name: str, value: Any, key: bytes | None = None) -> str:
     return digest.hexdigest()[: 2 * TOKEN_BYTES]
 
 
-def blind_tokens(values: dict[str, Any]) -> dict[str, str]:
-    key = blind_index_key()
+def blind_tokens(values: dict[str, Any], key: bytes | None = None) -> dict[str, str]:
+    key = key or blind_index_key()
     return {name: blind_token(name, value, key) for name, value in values.items()}

@@ -21,7 +21,7 @@ from auditapp.appendonly import hold_insert_order
 from auditapp.decisions.models import INGESTED_EVENT, Decision, request_ids_q
 from auditapp.decisions.signals import decisions_recorded
 from auditapp.decisions.validation import CheckedDecision, check_decisions, version_key
-from auditapp.encryption import NONCE_BYTES, row_binding, seal_inputs
+from auditapp.encryption import NONCE_BYTES, Keys, row_binding, seal_inputs
 from auditapp.errors import Conflict, InvalidInput, PayloadTooLarge
 from auditapp.hashing import (
     COMMITTED_FORM,
@@ -277,6 +277,7 @@ class _Stamp:
         self.source = source
         self.recorded_by_id = actor.user.pk if actor.user.is_authenticated else None
         self.client = actor.label[:200]
+        self.keys = Keys()
 
 
 def _fresh_randomness(count: int) -> list[tuple[bytes, bytes]]:
@@ -297,7 +298,7 @@ def _row(decision: CheckedDecision, stamp: _Stamp, salt: bytes, nonce: bytes) ->
     sensitive = decision.model_version.parsed_schema.sensitive_names
     # Sealed for this row: the sensitive values never reach the table in clear.
     row = row_binding(decision.model_version.registered_model_id, decision.request_id)
-    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row, nonce)
+    clear, sealed, tokens = seal_inputs(decision.inputs, sensitive, row, nonce, stamp.keys)
     return {
         "registered_model_id": decision.model_version.registered_model_id,
         "model_version": decision.model_version,

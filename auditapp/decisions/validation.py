@@ -74,25 +74,44 @@ def parse_timestamp(value: Any) -> tuple[datetime | None, str | None]:
         return (earliest if moment.year < 5000 else latest), None
 
 
-def window_error(value: str, moment: datetime, now: datetime) -> str | None:
+@dataclass(frozen=True)
+class Window:
+    """The moments a timestamp may name: ATTEST_PREDICTED_AT_MAX_AGE_DAYS before the
+    server's clock, ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES after it. Read once per batch:
+    the settings cost a lookup each, and a batch has thousands of timestamps."""
+
+    age: int
+    ahead: int
+    earliest: datetime
+    latest: datetime
+
+    @classmethod
+    def around(cls, now: datetime) -> Window:
+        age = settings.ATTEST_PREDICTED_AT_MAX_AGE_DAYS
+        ahead = settings.ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES
+        return cls(age, ahead, now - timedelta(days=age), now + timedelta(minutes=ahead))
+
+
+def window_error(value: str, moment: datetime, window: datetime | Window) -> str | None:
     """Why a moment is too far from the server's clock to be a real one, or None.
 
-    The window (ATTEST_PREDICTED_AT_MAX_AGE_DAYS before now,
-    ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES after) allows for clock drift and
-    late batches; year 1 or a prediction a week ahead is a bug in the sender.
+    The window (`Window`, or the one around the server's clock given) allows for clock
+    drift and late batches; year 1 or a prediction a week ahead is a bug in the sender.
     """
-    age = settings.ATTEST_PREDICTED_AT_MAX_AGE_DAYS
-    ahead = settings.ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES
-    if moment < now - timedelta(days=age):
-        return f"{value} is more than {age} days before the server's clock"
-    if moment > now + timedelta(minutes=ahead):
-        return f"{value} is in the future: more than {ahead} minutes after the server's clock"
+    if isinstance(window, datetime):
+        window = Window.around(window)
+    if moment < window.earliest:
+        return f"{value} is more than {window.age} days before the server's clock"
+    if moment > window.latest:
+        return (
+            f"{value} is in the future: more than {window.ahead} minutes after the server's clock"
+        )
     return None
 
 
-def timestamp_error(value: Any, now: datetime) -> str | None:
+def timestamp_error(value: Any, window: datetime | Window) -> str | None:
     moment, error = parse_timestamp(value)
-    return error or window_error(value, moment, now)
+    return error or window_error(value, moment, window)
 
 
 def _identifier_error(value: Any, *, required: bool) -> str | None:
@@ -109,6 +128,8 @@ def metadata_errors(metadata: Any) -> list[tuple[str, str]]:
     """Metadata is a small JSON object: limited depth, key count and size (settings)."""
     if not isinstance(metadata, dict):
         return [("metadata", "must be an object")]
+    if not metadata:  # most decisions carry none: within every limit
+        return []
     depth = settings.ATTEST_METADATA_MAX_DEPTH
     if problem := json_problem(metadata, max_depth=depth):
         path, reason = problem
@@ -122,7 +143,7 @@ def metadata_errors(metadata: Any) -> list[tuple[str, str]]:
     return []
 
 
-def _envelope_errors(item: dict, now: datetime, served: bool) -> list[tuple[str, str]]:
+def _envelope_errors(item: dict, window: Window, served: bool) -> list[tuple[str, str]]:
     required = [name for name in REQUIRED if not (served and name in PREDICTED)]
     errors = [(name, "is required") for name in required if name not in item]
     if served:
@@ -140,7 +161,7 @@ def _envelope_errors(item: dict, now: datetime, served: bool) -> list[tuple[str,
         shown = f"the number {version}" if number else repr(version)
         errors.append(("version", f'must be a string such as "1", got {shown}'))
     errors += metadata_errors(item.get("metadata", {}))
-    if "predicted_at" in item and (reason := timestamp_error(item["predicted_at"], now)):
+    if "predicted_at" in item and (reason := timestamp_error(item["predicted_at"], window)):
         errors.append(("predicted_at", reason))
     return errors
 
@@ -168,13 +189,14 @@ def check_decisions(
     checked: list[CheckedDecision] = []
     invalid: list[dict] = []
     first_index: dict[tuple[str, str], int] = {}
+    window = Window.around(now)
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             invalid.append(
                 {"index": index, "errors": [{"field": "", "message": "must be an object"}]}
             )
             continue
-        errors = _envelope_errors(item, now, served)
+        errors = _envelope_errors(item, window, served)
         key = version_key(item)
         model_version = versions.get(key) if key else None
         if key and model_version is None:
