@@ -6,12 +6,15 @@ import json
 from contextlib import contextmanager
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from auditapp.accounts import revision
+from auditapp.accounts.models import AuditEvent
 from auditapp.accounts.services import create_api_token
+from auditapp.decisions.models import INGESTED_EVENT, Decision
+from explain.models import Explanation
 from tests.factories import DecisionPayloadFactory
 from tests.wire import round_trips
 
@@ -81,3 +84,45 @@ def test_a_single_decision_is_recorded_in_one_transaction_of_five_round_trips(
     assert len(with_work_row) == len(statements) + 1
     assert with_work_row.count("INSERT") == statements.count("INSERT") + 1
     assert waits_with_work_row == waits
+
+
+def stored() -> tuple[int, int, int]:
+    """Decisions, ingestion events and explanation work rows."""
+    return (
+        Decision.objects.count(),
+        AuditEvent.objects.filter(action=INGESTED_EVENT).count(),
+        Explanation.objects.count(),
+    )
+
+
+REFUSE_WORK_ROWS = """
+CREATE FUNCTION test_refuse_work_rows() RETURNS trigger LANGUAGE plpgsql
+AS $$ BEGIN RAISE EXCEPTION 'work rows refused by the test'; END $$;
+CREATE TRIGGER test_refuse_work_rows BEFORE INSERT ON explain_explanation
+FOR EACH STATEMENT EXECUTE FUNCTION test_refuse_work_rows();
+"""
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's pipeline")
+def test_a_statement_failing_inside_the_pipeline_leaves_nothing_stored(model_version, ingest):
+    """The decision's INSERT goes out, then its work rows' INSERT fails in the same
+    pipeline: the error surfaces where the results are read, names its cause, and the
+    whole store rolls back (no decision, no key, no event); the connection serves the
+    next decision as usual."""
+    before = stored()
+    with connection.cursor() as cursor:
+        cursor.execute(REFUSE_WORK_ROWS)
+    try:
+        with pytest.raises(DatabaseError, match="work rows refused by the test"):
+            ingest(DecisionPayloadFactory(request_id="refused-1"))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER test_refuse_work_rows ON explain_explanation")
+            cursor.execute("DROP FUNCTION test_refuse_work_rows()")
+    assert stored() == before
+
+    (again,) = ingest(DecisionPayloadFactory(request_id="refused-1"))
+    assert again["status"] == "created"
+    assert Decision.objects.get(pk=again["id"]).request_id == "refused-1"
+    assert stored() == (before[0] + 1, before[1] + 1, before[2] + 2)
