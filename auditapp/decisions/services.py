@@ -234,33 +234,35 @@ def _store(actor, checked, source, recorded_at, ip, *, look_up_existing: bool) -
                         "id": decision_id,
                         "status": "created",
                     }
-                decisions_recorded.send(
-                    Decision,
-                    decisions=[
-                        (decision_id, row["model_version"], row["content_hash"])
-                        for row, decision_id in zip(new_rows, ids, strict=True)
-                    ],
-                    predictions=[row["prediction"] for row in new_rows],
-                    recorded_at=recorded_at,
-                )
-                created_ids: dict[str, list[int]] = defaultdict(list)
-                for position, decision_id in zip(new, ids, strict=True):
-                    created_ids[checked[position].model_version.registered_model.name].append(
-                        decision_id
-                    )
-                record_counts_per_model(
-                    INGESTED_EVENT,
-                    Counter(d.model_version.registered_model.name for d in checked),
-                    Counter(checked[p].model_version.registered_model.name for p in new),
-                    per_model={
-                        name: {"ids": id_runs(found)} for name, found in created_ids.items()
-                    },
-                    actor=actor,
-                    ip=ip,
-                    object_type="decisions.decision",
-                    source=source,
-                )
+                _announce(actor, checked, new, ids, new_rows, recorded_at, source, ip)
     return results
+
+
+def _announce(actor, checked, new, ids, new_rows, recorded_at, source, ip) -> None:
+    """What follows new decisions in their transaction: their work rows, which other apps
+    add on `decisions_recorded`, and the ingestion event per model naming their ids."""
+    decisions_recorded.send(
+        Decision,
+        decisions=[
+            (decision_id, row["model_version"], row["content_hash"])
+            for row, decision_id in zip(new_rows, ids, strict=True)
+        ],
+        predictions=[row["prediction"] for row in new_rows],
+        recorded_at=recorded_at,
+    )
+    created_ids: dict[str, list[int]] = defaultdict(list)
+    for position, decision_id in zip(new, ids, strict=True):
+        created_ids[checked[position].model_version.registered_model.name].append(decision_id)
+    record_counts_per_model(
+        INGESTED_EVENT,
+        Counter(d.model_version.registered_model.name for d in checked),
+        Counter(checked[p].model_version.registered_model.name for p in new),
+        per_model={name: {"ids": id_runs(found)} for name, found in created_ids.items()},
+        actor=actor,
+        ip=ip,
+        object_type="decisions.decision",
+        source=source,
+    )
 
 
 @lru_cache(maxsize=4)
