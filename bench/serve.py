@@ -28,6 +28,9 @@ each figure beside its raw baseline and marks the targets of the serving issue m
       while the next is served, on the same cores.
    b'. the same rows under new request_ids, each POST sent once the previous batch's
       shadow decisions are stored (untimed): the served path alone.
+   b''. the same rows again against bench/serve_floor_wsgi.py's batch under the same
+      gunicorn: the floor of the design with today's storage (the product's checks,
+      hashing and sealing; one COPY, the work rows, the event), measured.
    c. sustained: Locust users at a fixed total rate, short probes at rising rates, then
       SUSTAINED_SECONDS at the highest rate whose p95 stayed <= 50 ms with no failure (a
       probe is short: when the long run does not hold that rate, it runs once more at the
@@ -285,6 +288,16 @@ def floor_single(key: str, rows_file: Path, tag: str, app: str = "application") 
     return percentiles([t for t in server_ms[20:] if t == t])
 
 
+def floor_batch(key: str, batches: list[list[dict]]) -> float:
+    """Figure b's batches against the floor design (bench/serve_floor_wsgi.py)."""
+    server = ingest.Server(lambda port: gunicorn(port, "bench.serve_floor_wsgi:application"))
+    try:
+        server.wait_ready()
+        return attest_batch(server.port, key, batches)
+    finally:
+        server.stop()
+
+
 def raw_single(models, raw, payloads: list[dict]) -> dict:
     """predict_proba on one row + one INSERT, per decision, as a serving loop would."""
     import pandas as pd
@@ -458,6 +471,12 @@ def main() -> None:
             settled,
             settle=lambda k: wait_for_shadows(f"{tag}-q{k}", len(settled[k])),
         )
+        # b''. the same rows again (new request_ids) against the floor design's batch
+        floor_batches = [
+            [{**i, "request_id": f"{tag}-f{k}-{i['request_id']}"} for i in items]
+            for k, items in enumerate(batches)
+        ]
+        floor_rate = floor_batch(key, floor_batches)
         raw_rate = raw_batch(models, raw, batches[1:])
 
         # c. sustained: probes at rising rates, then the long run at the best one
@@ -533,6 +552,13 @@ def main() -> None:
             f"{raw_rate:,.0f}/s",
             f"{settled_rate / raw_rate:.2f}x raw",
             f"{met(settled_rate / raw_rate >= TARGET_BATCH_SHARE)} (>= {TARGET_BATCH_SHARE}x)",
+        ),
+        (
+            "b''. the floor design's batch (bench/serve_floor_wsgi.py: no Django stack)",
+            f"{floor_rate:,.0f}/s",
+            f"{raw_rate:,.0f}/s",
+            f"{floor_rate / raw_rate:.2f}x raw",
+            f"{met(floor_rate / raw_rate >= TARGET_BATCH_SHARE)} (>= {TARGET_BATCH_SHARE}x)",
         ),
         (
             f"c. sustained {SUSTAINED_SECONDS} s at {best}/s asked, {users_for(best)} users "

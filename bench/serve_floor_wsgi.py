@@ -1,4 +1,4 @@
-"""The floor of the single-predict design: what bench/serve.py measures beside Attest.
+"""The floor of the predict design, single and batch: what bench/serve.py measures beside Attest.
 
 Two applications. `raw_application` is the raw baseline served: the model's own
 predict_proba on the row and one autocommitted INSERT into bench/ingest.py's scratch table,
@@ -25,6 +25,12 @@ No policy, no canary, no shadow, no idempotent retry, no explanation or counterf
 messages to the broker, no rate limits, no Django request stack: the design's floor, not
 a product. Answers like the product: {"prediction", "score", "decision_id", "version",
 "arm"}.
+
+A batch (`{"instances": [...]}`, figure b'') goes the same way: each instance checked by
+the schema's rules, the model once on all of them, every row built by the product; then
+the lock and the ids in one round trip, one COPY of the decisions, their explanation work
+rows in one INSERT and the event, the commit. No counterfactual work rows (the demo's
+policy selects some adverse decisions for them; the product writes those too).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ django.setup()
 import psycopg  # noqa: E402 - after Django's set-up
 from django.db import connection  # noqa: E402
 
+from auditapp.accounts.audit import id_runs  # noqa: E402
 from auditapp.accounts.authentication import ApiTokenAuthentication  # noqa: E402
 from auditapp.accounts.models import AuditEvent  # noqa: E402
 from auditapp.appendonly import SEALING_LOCK  # noqa: E402
@@ -53,6 +60,7 @@ from auditapp.encryption import NONCE_BYTES  # noqa: E402
 from auditapp.hashing import SALT_BYTES  # noqa: E402
 from auditapp.registry.models import ModelVersion  # noqa: E402
 from auditapp.serving.services import score_rows  # noqa: E402
+from auditapp.sqlarrays import id_array  # noqa: E402
 from bench.ingest import RawBaseline, timed_application  # noqa: E402
 from explain.explainers import cached_context  # noqa: E402
 from explain.models import Explanation  # noqa: E402
@@ -99,6 +107,8 @@ def predict(environ, start_response):
     header = environ.get("HTTP_AUTHORIZATION", "")
     user = _actor(header.removeprefix("Token ").strip())
     body = orjson.loads(environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+    if "instances" in body:
+        return predict_batch(start_response, user, body["instances"])
     inputs = body["inputs"]
     if errors := CONTEXT.schema.input_errors(inputs):
         return _answer(start_response, "400 Bad Request", {"errors": errors})
@@ -170,6 +180,102 @@ def predict(environ, start_response):
             "arm": PRODUCTION,
         },
     )
+
+
+def predict_batch(start_response, user, instances: list[dict]):
+    """The floor of a batch: each instance checked by the product's schema rules, the
+    model once on all, the rows built by the product (hashes, salted commitments, sealed
+    values), then under the sealing lock: one COPY of the decisions, one INSERT of their
+    explanation work rows, the event, the commit (three round trips and the COPY's)."""
+    if errors := [
+        {"index": n, "errors": found}
+        for n, item in enumerate(instances)
+        if (found := CONTEXT.schema.input_errors(item["inputs"]))
+    ]:
+        return _answer(start_response, "400 Bad Request", {"errors": errors})
+    predictions, scores = score_rows(CONTEXT, [item["inputs"] for item in instances])
+    conn = _connection()
+    with conn.pipeline():
+        conn.execute("SELECT pg_advisory_xact_lock_shared(%s)", [SEALING_LOCK])
+        drawn = conn.execute(
+            "SELECT decisions_decision_next_id() FROM generate_series(1, %s)", [len(instances)]
+        )
+        ids = [row[0] for row in drawn.fetchall()]
+    recorded_at = datetime.now(UTC)
+    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", _Actor(user))
+    size = SALT_BYTES + NONCE_BYTES
+    pool = secrets.token_bytes(size * len(instances))
+    pairs = []
+    with (
+        conn.cursor() as cursor,
+        cursor.copy(f"COPY decisions_decision ({', '.join(DECISION_COLUMNS)}) FROM STDIN") as copy,
+    ):
+        for n, (item, prediction, score, decision_id) in enumerate(
+            zip(instances, predictions, scores, ids, strict=True)
+        ):
+            checked = CheckedDecision(
+                index=n,
+                model_version=VERSION,
+                request_id=item["request_id"],
+                inputs=item["inputs"],
+                prediction=prediction,
+                score=score,
+                predicted_at=recorded_at,
+                subject_ref=item.get("subject_ref"),
+                metadata={},
+                arm=PRODUCTION,
+            )
+            salt_at = n * size
+            row = services._row(
+                checked,
+                stamp,
+                pool[salt_at : salt_at + SALT_BYTES],
+                pool[salt_at + SALT_BYTES : salt_at + size],
+            )
+            copy.write_row(services.row_values(decision_id, row))
+            pairs += [(decision_id, m) for m in methods_for(VERSION, row["content_hash"])]
+    event = AuditEvent(
+        model=MODEL,
+        actor=user,
+        actor_name=stamp.client,
+        action=INGESTED_EVENT,
+        object_type="decisions.decision",
+        details={"created": len(ids), "duplicates": 0, "ids": id_runs(ids)},
+        at=recorded_at,
+    )
+    event.content_hash = event.compute_content_hash()
+    event_values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in EVENT_FIELDS]
+    with conn.pipeline():
+        conn.execute(
+            "INSERT INTO explain_explanation "
+            "(decision_id, method, status, attempts, error, created_at, updated_at) "
+            "SELECT v.d, v.m, %s, 0, '', %s, %s FROM unnest(%s::bigint[], %s::text[]) AS v(d, m)",
+            [
+                Explanation.PENDING,
+                recorded_at,
+                recorded_at,
+                id_array(d for d, _ in pairs),
+                [m for _, m in pairs],
+            ],
+        )
+        conn.execute(
+            f"INSERT INTO {AuditEvent._meta.db_table} "
+            f"({', '.join(f.column for f in EVENT_FIELDS)}) "
+            f"VALUES ({', '.join(['%s'] * len(EVENT_FIELDS))})",
+            event_values,
+        )
+    conn.commit()
+    answers = [
+        {
+            "prediction": prediction,
+            "score": score,
+            "decision_id": decision_id,
+            "version": VERSION.version,
+            "arm": PRODUCTION,
+        }
+        for prediction, score, decision_id in zip(predictions, scores, ids, strict=True)
+    ]
+    return _answer(start_response, "200 OK", {"results": answers})
 
 
 class _Actor:
