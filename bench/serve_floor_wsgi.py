@@ -121,33 +121,11 @@ def predict(environ, start_response):
         )
         (_, decision_id) = locked.fetchone()
     recorded_at = datetime.now(UTC)
-    checked = CheckedDecision(
-        index=0,
-        model_version=VERSION,
-        request_id=body["request_id"],
-        inputs=inputs,
-        prediction=prediction,
-        score=score,
-        predicted_at=recorded_at,
-        subject_ref=body.get("subject_ref"),
-        metadata={},
-        arm=PRODUCTION,
-    )
-    actor = _Actor(user)
-    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", actor)
+    checked = _checked(0, body, prediction, score, recorded_at)
+    stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "api", _Actor(user))
     randomness = secrets.token_bytes(SALT_BYTES + NONCE_BYTES)
     row = services._row(checked, stamp, randomness[:SALT_BYTES], randomness[SALT_BYTES:])
-    event = AuditEvent(
-        model=MODEL,
-        actor=user,
-        actor_name=actor.label,
-        action=INGESTED_EVENT,
-        object_type="decisions.decision",
-        details={"created": 1, "duplicates": 0, "ids": [[decision_id, decision_id]]},
-        at=recorded_at,
-    )
-    event.content_hash = event.compute_content_hash()
-    event_values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in EVENT_FIELDS]
+    event_values = _event_values(user, stamp, [decision_id])
     methods = methods_for(VERSION, row["content_hash"])
     with conn.pipeline():
         conn.execute(
@@ -213,18 +191,7 @@ def predict_batch(start_response, user, instances: list[dict]):
         for n, (item, prediction, score, decision_id) in enumerate(
             zip(instances, predictions, scores, ids, strict=True)
         ):
-            checked = CheckedDecision(
-                index=n,
-                model_version=VERSION,
-                request_id=item["request_id"],
-                inputs=item["inputs"],
-                prediction=prediction,
-                score=score,
-                predicted_at=recorded_at,
-                subject_ref=item.get("subject_ref"),
-                metadata={},
-                arm=PRODUCTION,
-            )
+            checked = _checked(n, item, prediction, score, recorded_at)
             salt_at = n * size
             row = services._row(
                 checked,
@@ -234,17 +201,7 @@ def predict_batch(start_response, user, instances: list[dict]):
             )
             copy.write_row(services.row_values(decision_id, row))
             pairs += [(decision_id, m) for m in methods_for(VERSION, row["content_hash"])]
-    event = AuditEvent(
-        model=MODEL,
-        actor=user,
-        actor_name=stamp.client,
-        action=INGESTED_EVENT,
-        object_type="decisions.decision",
-        details={"created": len(ids), "duplicates": 0, "ids": id_runs(ids)},
-        at=recorded_at,
-    )
-    event.content_hash = event.compute_content_hash()
-    event_values = [f.get_db_prep_save(f.pre_save(event, True), connection) for f in EVENT_FIELDS]
+    event_values = _event_values(user, stamp, ids)
     with conn.pipeline():
         conn.execute(
             "INSERT INTO explain_explanation "
@@ -276,6 +233,38 @@ def predict_batch(start_response, user, instances: list[dict]):
         for prediction, score, decision_id in zip(predictions, scores, ids, strict=True)
     ]
     return _answer(start_response, "200 OK", {"results": answers})
+
+
+def _checked(index: int, item: dict, prediction, score, recorded_at) -> CheckedDecision:
+    """An instance as the product's row builder takes it, scored and served now."""
+    return CheckedDecision(
+        index=index,
+        model_version=VERSION,
+        request_id=item["request_id"],
+        inputs=item["inputs"],
+        prediction=prediction,
+        score=score,
+        predicted_at=recorded_at,
+        subject_ref=item.get("subject_ref"),
+        metadata={},
+        arm=PRODUCTION,
+    )
+
+
+def _event_values(user, stamp, ids: list[int]) -> list:
+    """The ingestion event of these decisions, hashed as the product hashes it: its
+    column values in EVENT_FIELDS order."""
+    event = AuditEvent(
+        model=MODEL,
+        actor=user,
+        actor_name=stamp.client,
+        action=INGESTED_EVENT,
+        object_type="decisions.decision",
+        details={"created": len(ids), "duplicates": 0, "ids": id_runs(ids)},
+        at=stamp.recorded_at,
+    )
+    event.content_hash = event.compute_content_hash()
+    return [f.get_db_prep_save(f.pre_save(event, True), connection) for f in EVENT_FIELDS]
 
 
 class _Actor:

@@ -14,7 +14,7 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_counts_per_model
 from auditapp.decisions.models import Decision, Outcome, request_ids_q
 from auditapp.decisions.records import OUTCOME
-from auditapp.decisions.validation import parse_timestamp, window_error
+from auditapp.decisions.validation import Window, parse_timestamp, window_error
 from auditapp.errors import InvalidInput, PayloadTooLarge
 from auditapp.registry.models import RegisteredModel
 from auditapp.textcheck import INT64, identifier_problem, text_problem
@@ -61,7 +61,7 @@ def _storable(value: Any) -> bool:
     return isinstance(value, str) and text_problem(value) is None
 
 
-def _check(item: Any, by_id: dict, by_ref: dict, now: datetime):
+def _check(item: Any, by_id: dict, by_ref: dict, window: Window):
     """(decision, outcome value, observed_at) or a list of (field, reason)."""
     if not isinstance(item, dict):
         return [("", "must be an object")]
@@ -91,7 +91,7 @@ def _check(item: Any, by_id: dict, by_ref: dict, now: datetime):
     ):
         errors.append(("outcome", reason))
     observed_at, reason = parse_timestamp(item.get("observed_at"))
-    if reason or (reason := window_error(item["observed_at"], observed_at, now)):
+    if reason or (reason := window_error(item["observed_at"], observed_at, window)):
         errors.append(("observed_at", reason))
     return errors or (decision, item["outcome"], observed_at)
 
@@ -100,8 +100,9 @@ def check_outcomes(actor: roles.Actor, items: list[Any], now: datetime):
     """The valid outcomes, and every invalid item with its index and reasons."""
     by_id, by_ref = _decisions_for(actor, items)
     valid, invalid = [], []
+    window = Window.around(now)
     for index, item in enumerate(items):
-        result = _check(item, by_id, by_ref, now)
+        result = _check(item, by_id, by_ref, window)
         if isinstance(result, list):
             request_id = item.get("request_id") if isinstance(item, dict) else None
             invalid.append(

@@ -92,14 +92,12 @@ class Window:
         return cls(age, ahead, now - timedelta(days=age), now + timedelta(minutes=ahead))
 
 
-def window_error(value: str, moment: datetime, window: datetime | Window) -> str | None:
+def window_error(value: str, moment: datetime, window: Window) -> str | None:
     """Why a moment is too far from the server's clock to be a real one, or None.
 
-    The window (`Window`, or the one around the server's clock given) allows for clock
-    drift and late batches; year 1 or a prediction a week ahead is a bug in the sender.
+    The window allows for clock drift and late batches; year 1 or a prediction a week
+    ahead is a bug in the sender.
     """
-    if isinstance(window, datetime):
-        window = Window.around(window)
     if moment < window.earliest:
         return f"{value} is more than {window.age} days before the server's clock"
     if moment > window.latest:
@@ -109,7 +107,7 @@ def window_error(value: str, moment: datetime, window: datetime | Window) -> str
     return None
 
 
-def timestamp_error(value: Any, window: datetime | Window) -> str | None:
+def timestamp_error(value: Any, window: Window) -> str | None:
     moment, error = parse_timestamp(value)
     return error or window_error(value, moment, window)
 
