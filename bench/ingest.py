@@ -604,49 +604,46 @@ def copy_decision_row(
     recorded_at: datetime,
     client: str,
 ) -> tuple:
-    """A decisions_decision row in COPY_COLUMNS order, with the product's own content hash.
+    """A decisions_decision row in DECISION_COLUMNS order, built by the product's own row
+    builder as ingestion builds it today: document form 2 (every input committed to, with
+    a fresh salt), the sensitive values sealed with AES-GCM and their blind-index tokens.
 
-    For benchmarks that fill a table fast (bench/chain.py, report.py, monitor.py):
-    `model_name` is passed in because a related-object query on the connection
-    that is running the COPY would wait for the COPY for ever.
+    For benchmarks that fill a table fast (bench/chain.py, monitor.py), so that what they
+    verify or read is what a deployment holds. `model_name` is passed in because a
+    related-object query on the connection that is running the COPY would wait for the
+    COPY for ever (the version's registered model must be loaded before it starts).
     """
-    from auditapp.decisions.services import COPY_COLUMNS
-    from auditapp.hashing import canonical_json, content_hash
+    from auditapp.accounts import roles
+    from auditapp.decisions import services
+    from auditapp.decisions.validation import CheckedDecision
+    from auditapp.encryption import NONCE_BYTES
+    from auditapp.hashing import SALT_BYTES
 
-    fields = {
-        "model": model_name,
-        "version": version.version,
-        "artifact_sha256": version.artifact_sha256,
-        "request_id": request_id,
-        "subject_ref": payload.get("subject_ref"),
-        "inputs": payload["inputs"],
-        "prediction": payload["prediction"],
-        "score": payload.get("score"),
-        "predicted_at": predicted_at,
-        "recorded_at": recorded_at,
-        "source": "import",
-        "metadata": {},
-    }
-    row = {
-        "id": decision_id,
-        "registered_model_id": version.registered_model_id,
-        "model_version_id": version.pk,
-        "request_id": request_id,
-        "subject_ref": fields["subject_ref"],
-        "inputs": canonical_json(fields["inputs"]),
-        "prediction": canonical_json(fields["prediction"]),
-        "score": fields["score"],
-        "predicted_at": predicted_at,
-        "recorded_at": recorded_at,
-        "source": "import",
-        "metadata": "{}",
-        "content_hash": content_hash(fields),
-        "salt": None,  # hashed in clear, as before commitments (hashing.decision_document)
-        "recorded_by_id": None,
-        "client": client,
-    }
-    # By name: a column COPY_COLUMNS gains fails here by name, not as a shifted row.
-    return tuple(row[column] for column in COPY_COLUMNS)
+    del model_name  # the row builder reads it from the version, loaded before the COPY
+    stamp = _stamps.get((recorded_at, client))
+    if stamp is None:
+        actor = roles.system_actor(client)
+        stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "import", actor)
+        _stamps.clear()
+        _stamps[(recorded_at, client)] = stamp
+    randomness = secrets.token_bytes(SALT_BYTES + NONCE_BYTES)
+    checked = CheckedDecision(
+        index=0,
+        model_version=version,
+        request_id=request_id,
+        inputs=payload["inputs"],
+        prediction=payload["prediction"],
+        score=payload.get("score"),
+        predicted_at=predicted_at,
+        subject_ref=payload.get("subject_ref"),
+        metadata={},
+    )
+    row = services._row(checked, stamp, randomness[:SALT_BYTES], randomness[SALT_BYTES:])
+    return services.row_values(decision_id, row)
+
+
+# The stamp of the rows being written (what one request's rows share), kept between calls.
+_stamps: dict = {}
 
 
 def percentile(values: list[float], q: float) -> float:

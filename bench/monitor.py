@@ -98,7 +98,7 @@ def top_up(version, model, target: int) -> int:
 
 
 def copy_chunk(cursor, version, payloads, shap, run, first, count, start, spacing):
-    from auditapp.decisions.services import COPY_COLUMNS
+    from auditapp.decisions.services import DECISION_COLUMNS
     from bench import ingest
 
     recorded = datetime.now(UTC)
@@ -118,7 +118,7 @@ def copy_chunk(cursor, version, payloads, shap, run, first, count, start, spacin
         for n, decision_id in enumerate(ids, start=first)
     ]
     with cursor.cursor.copy(
-        f"COPY decisions_decision ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+        f"COPY decisions_decision ({', '.join(DECISION_COLUMNS)}) FROM STDIN"
     ) as copy:
         for row in rows:
             copy.write_row(row)
