@@ -49,6 +49,20 @@ def model_list(request):
 
 
 @login_required
+@page
+def model_home(request, name: str):
+    """/models/<name>/: the page of the version that decides (the newest in production),
+    else of the newest version. A model the reader may not see is not found, as a missing one."""
+    actor = roles.actor_for(request)
+    model = get_model_for_actor(actor, name)
+    versions = model.versions.order_by("-created_at", "-id")
+    version = versions.filter(stage=ModelVersion.PRODUCTION).first() or versions.first()
+    if version is None:  # registered, with no version yet: the list shows it
+        return redirect("model-list")
+    return redirect("model-version", name=model.name, version=version.version)
+
+
+@login_required
 @require_POST
 @page
 def four_eyes(request, name: str):

@@ -86,6 +86,7 @@ urlpatterns = [
         name="approval-decide",
     ),  # action: approve or reject (anything else: 404)
     path("models/", registry_views.model_list, name="model-list"),
+    path("models/<slug:name>/", registry_views.model_home, name="model-home"),
     path("models/<slug:name>/four-eyes", registry_views.four_eyes, name="model-four-eyes"),
     path("models/<slug:name>/traffic/", serving_views.traffic, name="model-traffic"),
     path("models/<slug:name>/compare/", compare_page.compare_versions, name="model-compare"),

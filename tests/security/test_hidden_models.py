@@ -66,6 +66,18 @@ def test_the_search_page_of_a_hidden_model_is_that_of_a_missing_one(client, outs
     assert without_csrf(hidden).replace("credit", "no-such-model") == without_csrf(missing)
 
 
+def test_a_hidden_model_s_page_address_is_that_of_a_missing_one(client, outsider, recorded):
+    """/models/<name>/ leads to the model's version page: for a model the reader may not
+    see it answers exactly as for a name no model has."""
+    client.force_login(outsider)
+
+    hidden = client.get("/models/credit/")
+    missing = client.get("/models/no-such-model/")
+
+    assert hidden.status_code == missing.status_code == 404
+    assert without_csrf(hidden).replace("credit", "no-such-model") == without_csrf(missing)
+
+
 def without_csrf(response) -> str:
     text = re.sub(r'"X-CSRFToken": "[^"]+"', "", response.content.decode())
     return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", text)

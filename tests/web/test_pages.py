@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from auditapp.accounts.models import AuditEvent
+from auditapp.registry.models import ModelVersion
 from explain import batches
 from tests.factories import DecisionPayloadFactory
 
@@ -195,6 +196,20 @@ class TestModelPages:
     def test_models_not_assigned_are_not_found(self, outsider, decisions):
         assert browser(outsider).get("/models/credit/versions/1/").status_code == 404
         assert browser(outsider).get("/models/").context["pager"].total == 0
+
+    def test_the_model_s_address_leads_to_its_production_version(
+        self, compliance_officer, ml_engineer, register, decisions
+    ):
+        # /models/credit/ is where a reader lands going up from a version's page
+        ModelVersion.objects.filter(version="1").update(stage=ModelVersion.PRODUCTION)
+        register(ml_engineer, version="2")  # newer, but in staging
+        response = browser(compliance_officer).get("/models/credit/")
+        assert response.status_code == 302
+        assert response["Location"] == "/models/credit/versions/1/"
+        # no version in production: the newest one
+        ModelVersion.objects.filter(version="1").update(stage=ModelVersion.ARCHIVED)
+        response = browser(compliance_officer).get("/models/credit/")
+        assert response["Location"] == "/models/credit/versions/2/"
 
 
 def test_the_django_admin_is_for_admins_only(admin, compliance_officer, auditor):
