@@ -187,6 +187,16 @@ class TestModelPages:
         assert list(importance.values()) == sorted(importance.values(), reverse=True)
         assert b"Pre-screening of loan applications." in response.content
 
+    def test_the_self_test_s_figures_read_as_numbers_not_strings_of_zeros(
+        self, compliance_officer, model_version
+    ):
+        shap = model_version.self_test["shap"]
+        shap["max_additivity_error"] = 3.108624468950438e-15  # as TreeSHAP leaves it
+        ModelVersion.objects.filter(pk=model_version.pk).update(self_test=model_version.self_test)
+        page = browser(compliance_officer).get("/models/credit/versions/1/").content.decode()
+        assert "<dt>Largest difference</dt><dd>3.1 × 10⁻¹⁵ (tolerance 1.0 × 10⁻⁶ relative)" in page
+        assert "0.00000000" not in page
+
     def test_the_list_shows_versions_with_their_volume(self, compliance_officer, decisions):
         response = browser(compliance_officer).get("/models/")
         (model,) = response.context["models"]
