@@ -9,6 +9,7 @@ import pytest
 from django.test import Client
 
 from auditapp.accounts.models import AuditEvent
+from auditapp.formatting import number
 from auditapp.registry.models import ModelVersion
 from explain import batches
 from tests.factories import DecisionPayloadFactory
@@ -194,7 +195,12 @@ class TestModelPages:
         shap["max_additivity_error"] = 3.108624468950438e-15  # as TreeSHAP leaves it
         ModelVersion.objects.filter(pk=model_version.pk).update(self_test=model_version.self_test)
         page = browser(compliance_officer).get("/models/credit/versions/1/").content.decode()
-        assert "<dt>Largest difference</dt><dd>3.1 × 10⁻¹⁵ (tolerance 1.0 × 10⁻⁶ relative)" in page
+        error, tolerance = number(3.108624468950438e-15), number(1e-6)
+        assert (error, tolerance) == (
+            "3.1 \N{MULTIPLICATION SIGN} 10⁻¹⁵",
+            "1.0 \N{MULTIPLICATION SIGN} 10⁻⁶",
+        )
+        assert f"<dt>Largest difference</dt><dd>{error} (tolerance {tolerance} relative)" in page
         assert "0.00000000" not in page
 
     def test_the_list_shows_versions_with_their_volume(self, compliance_officer, decisions):
