@@ -8,6 +8,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import django_filters
 from django.core.exceptions import PermissionDenied
@@ -131,6 +132,7 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
     may not see: its yes/no answer would disclose the value.
     """
     refuse_control_characters(params)
+    _refuse_unknown(params)
     filterset = DecisionFilter(params, queryset=queryset)
     if not filterset.is_valid():
         raise InvalidInput(
@@ -138,6 +140,7 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             code="invalid_parameters",
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
+    _refuse_swapped_ends(filterset.form.cleaned_data)
     reason = params.get("top_reason")
     if reason and not actor.can(VIEW_SENSITIVE) and reason in sensitive_anywhere(actor):
         raise PermissionDenied(
@@ -145,6 +148,44 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         )
     queryset = filterset.qs if params.get("arm") else filterset.qs.served()
     return filter_features(queryset, params, actor)
+
+
+# What a search reads besides its filters: the page's order, position and size (keyset_page).
+PAGING_PARAMETERS = ("ordering", "cursor", "limit")
+
+
+def _refuse_unknown(params) -> None:
+    """A parameter the search does not take is an error naming it, not ignored: a misspelt
+    filter (scor_min) would otherwise answer with every decision, as if it had applied."""
+    known = sorted({*DecisionFilter.base_filters, *PAGING_PARAMETERS})
+    unknown = sorted(key for key in params if key not in known and not key.startswith("feature."))
+    if unknown:
+        takes = f"not a search parameter; the search takes {', '.join(known)} and feature.<name>"
+        raise InvalidInput(
+            f"Unknown search parameters: {', '.join(unknown)}.",
+            code="invalid_parameters",
+            details={key: [takes] for key in unknown},
+        )
+
+
+def _refuse_swapped_ends(cleaned: dict) -> None:
+    """A range whose ends are swapped is an error, not an empty answer: it is a mistake."""
+    if _swapped(cleaned.get("from"), cleaned.get("to"), strict=True):
+        _refuse_range("from", "from must be before to (to is excluded)")
+    if _swapped(cleaned.get("score_min"), cleaned.get("score_max")):
+        _refuse_range("score_min", "score_min must not be above score_max")
+
+
+def _swapped(low, high, *, strict: bool = False) -> bool:
+    if low is None or high is None:
+        return False
+    return low >= high if strict else low > high
+
+
+def _refuse_range(key: str, message: str) -> None:
+    raise InvalidInput(
+        "Some search parameters are invalid.", code="invalid_parameters", details={key: [message]}
+    )
 
 
 def sensitive_anywhere(actor: Actor) -> frozenset[str]:
@@ -269,6 +310,7 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             f"Your role may not see {', '.join(hidden)}, so it may not filter on "
             f"{'it' if len(hidden) == 1 else 'them'} ({VIEW_SENSITIVE})."
         )
+    bounds: dict[str, dict[str, tuple[str, Any]]] = {}  # feature -> gte / lte -> (key, value)
     for key, name, bound in parsed:
         if name not in schema.types:
             problems[key] = [f"{name!r} is not a feature of this model"]
@@ -281,6 +323,8 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
         if name in schema.sensitive:
             queryset = _sensitive_filter(queryset, key, name, bound, value, problems)
             continue
+        if bound is not None:
+            bounds.setdefault(name, {})[bound] = (key, value)
         expression = search_expression(name, schema.types[name])
         if expression is None:
             lookup = f"inputs__{name}" + (f"__{bound}" if bound else "")
@@ -289,6 +333,9 @@ def filter_features(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             alias = f"feature_value_{len(queryset.query.annotations)}"
             queryset = queryset.alias(**{alias: expression})
             queryset = queryset.filter(**{f"{alias}__{bound or 'exact'}": float(value)})
+    for name, ends in bounds.items():
+        if "gte" in ends and "lte" in ends and _swapped(ends["gte"][1], ends["lte"][1]):
+            problems[ends["gte"][0]] = [f"feature.{name}__gte must not be above __lte"]
     if problems:
         raise InvalidInput(
             "Some feature filters are invalid.", code="invalid_parameters", details=problems

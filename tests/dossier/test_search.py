@@ -208,6 +208,53 @@ def test_invalid_filter_values_are_named_in_details(officer_client, model_versio
     assert list(error["details"]) == ["from"]
 
 
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"scor_min": "0.5"}, ["scor_min"]),  # a typo must not return every decision
+        ({"order": "-score", "limit": "5"}, ["order"]),
+        ({"model": "credit", "foo": "", "bar": "1"}, ["bar", "foo"]),
+    ],
+    ids=["misspelt_filter", "misspelt_ordering", "two_unknown"],
+)
+def test_an_unknown_search_parameter_is_refused_by_name_not_ignored(
+    officer_client, decisions, params, named
+):
+    error = officer_client.get(URL, params).json()["error"]
+
+    assert error["code"] == "invalid_parameters"
+    assert sorted(error["details"]) == named
+    assert "score_min" in error["details"][named[0]][0]  # the ones it takes are listed
+    assert not AuditEvent.objects.filter(action="decisions.searched").exists()
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"score_min": "0.9", "score_max": "0.1"}, "score_min"),
+        ({"from": "2026-12-10T00:00:00Z", "to": "2026-12-01T00:00:00Z"}, "from"),
+        ({"from": "2026-12-10T00:00:00Z", "to": "2026-12-10T00:00:00Z"}, "from"),
+        (
+            {"model": "credit", "feature.age__gte": "60", "feature.age__lte": "30"},
+            "feature.age__gte",
+        ),
+    ],
+    ids=["scores", "times", "empty_period", "feature_bounds"],
+)
+def test_a_range_whose_ends_are_swapped_is_refused_not_answered_empty(
+    officer_client, decisions, params, named
+):
+    error = officer_client.get(URL, params).json()["error"]
+
+    assert error["code"] == "invalid_parameters"
+    assert list(error["details"]) == [named]
+
+
+def test_equal_score_bounds_and_the_page_s_own_parameters_are_a_search(officer_client, decisions):
+    params = {"score_min": "0.5", "score_max": "0.5", "ordering": "score", "limit": "5"}
+    assert officer_client.get(URL, params).status_code == 200
+
+
 @pytest.mark.parametrize("who", ["compliance_officer", "auditor", "domain_expert"])
 def test_the_list_query_count_does_not_grow_with_the_page(
     api_client, users, model_version, ingest, who, django_assert_max_num_queries

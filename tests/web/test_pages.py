@@ -115,6 +115,13 @@ class TestCsvDownload:
         assert all(r["age"].isdigit() for r in rows)
         assert AuditEvent.objects.filter(action="decisions.exported", actor=auditor).count() == 1
 
+    def test_a_misspelt_filter_exports_nothing_and_says_which(self, compliance_officer, decisions):
+        for path in ("/decisions/", "/decisions/export.csv"):
+            response = browser(compliance_officer).get(path, {"model": "credit", "scor_min": "0.5"})
+            assert response.status_code == 400
+            assert "scor_min" in response.content.decode()
+        assert not AuditEvent.objects.filter(action="decisions.exported").exists()
+
     def test_a_compliance_officer_gets_the_values(self, compliance_officer, decisions):
         response = browser(compliance_officer).get("/decisions/export.csv", {"model": "credit"})
         rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
