@@ -1,9 +1,13 @@
-"""Filter fields that refuse what the database cannot compare, shared by every search."""
+"""Filter fields that refuse what the database cannot compare, and the checks every search
+and listing applies to its query parameters."""
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable, Iterable
 from datetime import UTC
+from typing import Any
 
 import django_filters
 from django import forms
@@ -66,3 +70,40 @@ def parse_limit(raw: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.")
     return limit
+
+
+def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
+    """400 naming every query parameter not in `known`: a misspelt filter (scor_min, stat)
+    would otherwise be ignored, and the answer read as if it had applied. A known name
+    with a placeholder, "feature.<name>", admits every name after "feature."."""
+    known = sorted(set(known))
+    exact = {name for name in known if "<" not in name}
+    prefixes = tuple(name.split("<", 1)[0] for name in known if "<" in name)
+    unknown = sorted(
+        key for key in params if key not in exact and not (prefixes and key.startswith(prefixes))
+    )
+    if unknown:
+        takes = f"takes {', '.join(known)}" if known else "takes no query parameters"
+        raise InvalidInput(
+            f"Unknown query parameters: {', '.join(unknown)}.",
+            code="invalid_parameters",
+            details={key: [f"not a parameter of this request; it {takes}"] for key in unknown},
+        )
+
+
+def takes_parameters(parameters: Iterable[Any]) -> Callable:
+    """An API view's get() that answers only the query parameters its schema declares
+    (`parameters`: the OpenApiParameter list given to extend_schema, so the documentation
+    and the check are one list); any other is refused by name (refuse_unknown_parameters).
+    Put it under @extend_schema."""
+    names = [parameter.name for parameter in parameters]
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def checked(view, request, *args, **kwargs):
+            refuse_unknown_parameters(request.query_params, names)
+            return method(view, request, *args, **kwargs)
+
+        return checked
+
+    return decorate

@@ -8,7 +8,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.filtering import parse_limit
+from auditapp.filtering import parse_limit, takes_parameters
 
 EVENT_PARAMETERS = [
     OpenApiParameter(name, OpenApiTypes.STR, description=text)
@@ -29,6 +29,7 @@ class AuditEventListView(APIView):
     @extend_schema(
         operation_id="audit_events", parameters=EVENT_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @takes_parameters(EVENT_PARAMETERS)
     def get(self, request):
         """The access log, newest first (compliance officers, auditors, admins)."""
         actor = roles.actor_for(request)

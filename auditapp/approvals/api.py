@@ -10,6 +10,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals import services
 from auditapp.approvals.models import Approval
+from auditapp.filtering import takes_parameters
 
 LIST_LIMIT = 200  # newest first
 
@@ -23,12 +24,14 @@ def _comment(request):
     return request.data.get("comment") if isinstance(request.data, dict) else None
 
 
+LIST_PARAMETERS = [OpenApiParameter("state", str, enum=list(services.STATES))]
+
+
 class ApprovalListView(APIView):
     @extend_schema(
-        operation_id="approvals_list",
-        parameters=[OpenApiParameter("state", str, enum=list(services.STATES))],
-        responses=OpenApiTypes.OBJECT,
+        operation_id="approvals_list", parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @takes_parameters(LIST_PARAMETERS)
     def get(self, request):
         actor = roles.actor_for(request)
         approvals = services.approvals_for_actor(actor, request.query_params.get("state"))

@@ -10,7 +10,7 @@ from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import jobs, outcomes, proofs, sealing, services, verification
 from auditapp.decisions.lookups import get_decision_for_actor
-from auditapp.filtering import parse_limit
+from auditapp.filtering import parse_limit, takes_parameters
 
 
 # POST records decisions; the search (GET) is added above, by auditapp.dossier.api.
@@ -32,17 +32,19 @@ class OutcomeListView(APIView):
         return Response({"results": results}, status=201)
 
 
+VERIFY_PARAMETERS = [
+    OpenApiParameter("tree_size", OpenApiTypes.INT, description="a kept seal's tree size"),
+    OpenApiParameter("root_hash", OpenApiTypes.STR, description="and its root hash"),
+    OpenApiParameter("seal_index", OpenApiTypes.INT, description="former chain seal"),
+    OpenApiParameter("seal_hash", OpenApiTypes.STR, description="and its seal_hash"),
+]
+
+
 class AuditVerifyView(APIView):
     @extend_schema(
-        operation_id="audit_verify",
-        parameters=[
-            OpenApiParameter("tree_size", OpenApiTypes.INT, description="a kept seal's tree size"),
-            OpenApiParameter("root_hash", OpenApiTypes.STR, description="and its root hash"),
-            OpenApiParameter("seal_index", OpenApiTypes.INT, description="former chain seal"),
-            OpenApiParameter("seal_hash", OpenApiTypes.STR, description="and its seal_hash"),
-        ],
-        responses=OpenApiTypes.OBJECT,
+        operation_id="audit_verify", parameters=VERIFY_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @takes_parameters(VERIFY_PARAMETERS)
     def get(self, request):
         """Verify now, in this request, up to ATTEST_VERIFY_NOW_LIMIT records (else 409: POST)."""
         params = request.query_params
@@ -78,15 +80,17 @@ class VerificationJobView(APIView):
         return Response(jobs.job_json(jobs.get_job_for_actor(roles.actor_for(request), job_id)))
 
 
+SEAL_LIST_PARAMETERS = [
+    OpenApiParameter("cursor", OpenApiTypes.STR, description="`next` of the last page"),
+    OpenApiParameter("limit", OpenApiTypes.INT, description="page size, 1-500"),
+]
+
+
 class SealListView(APIView):
     @extend_schema(
-        operation_id="audit_seals",
-        parameters=[
-            OpenApiParameter("cursor", OpenApiTypes.STR, description="`next` of the last page"),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="page size, 1-500"),
-        ],
-        responses=OpenApiTypes.OBJECT,
+        operation_id="audit_seals", parameters=SEAL_LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @takes_parameters(SEAL_LIST_PARAMETERS)
     def get(self, request):
         """Every seal (signed tree head), newest first."""
         rows, next_cursor = sealing.seals_page(
@@ -121,15 +125,19 @@ class PublicKeyView(APIView):
         return Response(sealing.public_key(roles.actor_for(request)))
 
 
+CONSISTENCY_PARAMETERS = [
+    OpenApiParameter("first", OpenApiTypes.INT, description="an earlier seal's tree size"),
+    OpenApiParameter("second", OpenApiTypes.INT, description="a later one (latest)"),
+]
+
+
 class ConsistencyView(APIView):
     @extend_schema(
         operation_id="audit_consistency",
-        parameters=[
-            OpenApiParameter("first", OpenApiTypes.INT, description="an earlier seal's tree size"),
-            OpenApiParameter("second", OpenApiTypes.INT, description="a later one (latest)"),
-        ],
+        parameters=CONSISTENCY_PARAMETERS,
         responses=OpenApiTypes.OBJECT,
     )
+    @takes_parameters(CONSISTENCY_PARAMETERS)
     def get(self, request):
         """RFC 6962 proof that the tree of seal `second` extends the tree of seal `first`."""
         actor, params = roles.actor_for(request), request.query_params
@@ -157,6 +165,7 @@ class DecisionProofView(APIView):
         parameters=PROOF_PARAMETERS,
         responses=OpenApiTypes.OBJECT,
     )
+    @takes_parameters(PROOF_PARAMETERS)
     def get(self, request, decision_id: int):
         """RFC 6962 inclusion proof of the decision in the tree of a seal."""
         actor = roles.actor_for(request)
@@ -170,6 +179,7 @@ class AuditEventProofView(APIView):
         parameters=PROOF_PARAMETERS,
         responses=OpenApiTypes.OBJECT,
     )
+    @takes_parameters(PROOF_PARAMETERS)
     def get(self, request, event_id: int):
         """RFC 6962 inclusion proof of an audit event in the tree of a seal (as readable as it)."""
         actor = roles.actor_for(request)

@@ -19,11 +19,15 @@ from auditapp.accounts.audit import client_ip
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.sealing import latest_seal
 from auditapp.errors import InvalidInput
+from auditapp.filtering import refuse_unknown_parameters
 from auditapp.pages import csv_response, is_htmx, page, paginate, query_string
 from auditapp.registry.models import ModelVersion
 
 # ?order= of the page (the API and the CSV are newest first, by id: ids only grow).
 ORDERS = {"newest": "-id", "oldest": "id"}
+# What the page and its CSV take: the filters, the order, the page and its size, and the
+# verification job the page shows when it was started from it.
+PAGE_PARAMETERS = (*access_log.FILTERS, "order", "page", "limit", "verification")
 
 
 @login_required
@@ -32,6 +36,7 @@ def audit_log(request):
     """The access log a page at a time, with its total; filters and order in the URL."""
     actor = roles.actor_for(request)
     events = access_log.search_events(actor, request.GET)
+    refuse_unknown_parameters(request.GET, PAGE_PARAMETERS)
     order = request.GET.get("order") or "newest"
     if order not in ORDERS:
         raise InvalidInput(
@@ -64,6 +69,7 @@ def audit_log_csv(request):
     """The filtered access log as CSV; the download is itself an audit event."""
     actor = roles.actor_for(request)
     events = access_log.search_events(actor, request.GET)
+    refuse_unknown_parameters(request.GET, PAGE_PARAMETERS)
     access_log.note_read(actor, request.GET, ip=client_ip(request), via="page", exported=True)
     rows = access_log.csv_rows(events, actor.can(roles.VIEW_SENSITIVE), summaries=_summaries)
     return csv_response("access-log.csv", access_log.CSV_COLUMNS, rows)

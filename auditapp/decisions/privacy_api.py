@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import holds, input_retention
+from auditapp.filtering import takes_parameters
 from auditapp.registry.lookups import get_model_for_actor
 
 LIST_LIMIT = 500
 
 
+HOLD_LIST_PARAMETERS = [
+    OpenApiParameter("active", str, enum=["true", "false"], description="true: not released")
+]
+
+
 class LegalHoldListView(APIView):
-    @extend_schema(operation_id="legal_holds_list", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="legal_holds_list",
+        parameters=HOLD_LIST_PARAMETERS,
+        responses=OpenApiTypes.OBJECT,
+    )
+    @takes_parameters(HOLD_LIST_PARAMETERS)
     def get(self, request):
         """Legal holds, newest first (?active=true for those not released)."""
         found = holds.visible_holds(roles.actor_for(request))

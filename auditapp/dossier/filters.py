@@ -27,6 +27,7 @@ from auditapp.filtering import (
     FloatFilter,
     MomentFilter,
     refuse_control_characters,
+    refuse_unknown_parameters,
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reviews.models import Feedback, ReviewCase
@@ -132,7 +133,7 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
     may not see: its yes/no answer would disclose the value.
     """
     refuse_control_characters(params)
-    _refuse_unknown(params)
+    refuse_unknown_parameters(params, SEARCH_PARAMETER_NAMES)
     filterset = DecisionFilter(params, queryset=queryset)
     if not filterset.is_valid():
         raise InvalidInput(
@@ -152,20 +153,7 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
 
 # What a search reads besides its filters: the page's order, position and size (keyset_page).
 PAGING_PARAMETERS = ("ordering", "cursor", "limit")
-
-
-def _refuse_unknown(params) -> None:
-    """A parameter the search does not take is an error naming it, not ignored: a misspelt
-    filter (scor_min) would otherwise answer with every decision, as if it had applied."""
-    known = sorted({*DecisionFilter.base_filters, *PAGING_PARAMETERS})
-    unknown = sorted(key for key in params if key not in known and not key.startswith("feature."))
-    if unknown:
-        takes = f"not a search parameter; the search takes {', '.join(known)} and feature.<name>"
-        raise InvalidInput(
-            f"Unknown search parameters: {', '.join(unknown)}.",
-            code="invalid_parameters",
-            details={key: [takes] for key in unknown},
-        )
+SEARCH_PARAMETER_NAMES = (*DecisionFilter.base_filters, *PAGING_PARAMETERS, "feature.<name>")
 
 
 def _refuse_swapped_ends(cleaned: dict) -> None:

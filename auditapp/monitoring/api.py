@@ -14,6 +14,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
+from auditapp.filtering import takes_parameters
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
 from auditapp.monitoring.coverage import coverage, first_decision_at
@@ -64,16 +65,25 @@ def monitoring_url(model_version) -> str:
     )
 
 
+SNAPSHOT_PARAMETERS = [
+    OpenApiParameter("window", str, enum=WINDOW_NAMES, description="default: day"),
+    OpenApiParameter("from", OpenApiTypes.DATETIME),
+    OpenApiParameter("to", OpenApiTypes.DATETIME),
+]
+ALERT_PARAMETERS = [
+    OpenApiParameter("model", str),
+    OpenApiParameter("version", str),
+    OpenApiParameter("state", str, enum=[*STATE_NAMES, "active"]),
+]
+
+
 class MonitoringView(APIView):
     @extend_schema(
         operation_id="monitoring_snapshots",
-        parameters=[
-            OpenApiParameter("window", str, enum=WINDOW_NAMES, description="default: day"),
-            OpenApiParameter("from", OpenApiTypes.DATETIME),
-            OpenApiParameter("to", OpenApiTypes.DATETIME),
-        ],
+        parameters=SNAPSHOT_PARAMETERS,
         responses=OpenApiTypes.OBJECT,
     )
+    @takes_parameters(SNAPSHOT_PARAMETERS)
     def get(self, request, name: str, version: str):
         model_version = get_version_for_actor(roles.actor_for(request), name, version)
         window = request.query_params.get("window", "day")
@@ -140,14 +150,9 @@ class MonitoringSettingsView(APIView):
 
 class AlertListView(APIView):
     @extend_schema(
-        operation_id="alerts_list",
-        parameters=[
-            OpenApiParameter("model", str),
-            OpenApiParameter("version", str),
-            OpenApiParameter("state", str, enum=[*STATE_NAMES, "active"]),
-        ],
-        responses=OpenApiTypes.OBJECT,
+        operation_id="alerts_list", parameters=ALERT_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
+    @takes_parameters(ALERT_PARAMETERS)
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_MODELS)

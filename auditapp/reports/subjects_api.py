@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.filtering import takes_parameters
 from auditapp.reports import subjects
 
 LIST_LIMIT = 500
 
 
+LIST_PARAMETERS = [OpenApiParameter("subject_ref", str, description="one subject's requests")]
+
+
 class SubjectRequestListView(APIView):
-    @extend_schema(operation_id="subject_requests_list", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="subject_requests_list",
+        parameters=LIST_PARAMETERS,
+        responses=OpenApiTypes.OBJECT,
+    )
+    @takes_parameters(LIST_PARAMETERS)
     def get(self, request):
         """Subject requests, newest first (?subject_ref= narrows)."""
         found = subjects.visible_requests(roles.actor_for(request))

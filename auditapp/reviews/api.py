@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from django.http import HttpResponse
-from drf_spectacular.utils import OpenApiTypes, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiTypes, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
+from auditapp.filtering import takes_parameters
 from auditapp.registry.lookups import get_version_for_actor
 from auditapp.reviews.exports import FORMATS, export_labelled, parse_period
 from auditapp.reviews.services import feedback_json, submit_feedback
@@ -24,10 +25,18 @@ class DecisionFeedbackView(APIView):
         return Response(feedback_json(feedback), status=201)
 
 
+LABELLED_PARAMETERS = [
+    OpenApiParameter("format", str, enum=list(FORMATS), description="default: csv"),
+    OpenApiParameter("from", OpenApiTypes.DATETIME),
+    OpenApiParameter("to", OpenApiTypes.DATETIME),
+]
+
+
 class LabelledDataView(APIView):
     """GET /api/v1/models/{name}/versions/{version}/labelled-data?format=csv|parquet&from=&to="""
 
-    @extend_schema(responses={200: OpenApiTypes.BINARY})
+    @extend_schema(parameters=LABELLED_PARAMETERS, responses={200: OpenApiTypes.BINARY})
+    @takes_parameters(LABELLED_PARAMETERS)
     def get(self, request, name: str, version: str):
         return labelled_download(request, name, version, request.query_params.get("format", "csv"))
 

@@ -8,7 +8,7 @@ everywhere else. CSV or Parquet; every export is an audit event.
 from __future__ import annotations
 
 import io
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 from django.db.models import Exists, OuterRef
@@ -135,10 +135,9 @@ def _formula_safe(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def parse_period(params) -> tuple[datetime | None, datetime | None]:
-    """`from` / `to` query parameters (ISO-8601; a date alone means midnight UTC)."""
-    from datetime import UTC
-
-    bounds = []
+    """`from` / `to` query parameters (ISO-8601; a date alone means midnight UTC), in UTC:
+    an offset PostgreSQL does not take (+18:04 is valid ISO-8601) is converted, not sent."""
+    bounds: list[datetime | None] = []
     for name in ("from", "to"):
         text = params.get(name) or ""
         if not text:
@@ -148,5 +147,19 @@ def parse_period(params) -> tuple[datetime | None, datetime | None]:
             moment = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInput(f"{name} must be an ISO-8601 date or time, got {text!r}.") from None
-        bounds.append(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return bounds[0], bounds[1]
+        try:
+            bounds.append(moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC))
+        except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+            raise InvalidInput(
+                f"{name} is outside the years 1 to 9999 in UTC.",
+                code="invalid_parameters",
+                details={name: ["outside the years 1 to 9999 in UTC"]},
+            ) from None
+    start, end = bounds
+    if start is not None and end is not None and start >= end:
+        raise InvalidInput(
+            "from must be before to (to is excluded).",
+            code="invalid_parameters",
+            details={"from": ["must be before to"]},
+        )
+    return start, end

@@ -14,7 +14,10 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.utils import timezone
 
+from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.dossier.api import SEARCH_PARAMETERS
+from auditapp.dossier.filters import SEARCH_PARAMETER_NAMES
 from auditapp.reviews.models import Feedback
 from tests.conftest import PASSWORD
 from tests.factories import DecisionPayloadFactory, upload_form
@@ -597,3 +600,45 @@ def test_the_import_command_rejects_unstorable_rows_and_keeps_the_others(model_v
     assert list(Decision.objects.values_list("request_id", flat=True)) == ["import-ok"]
     report = out.getvalue()
     assert "U+0000" in report and "U+202E" in report and "U+D800" in report
+
+
+# Every API listing or lookup that takes query parameters, with a misspelt one each.
+MISSPELT = [
+    ("/api/v1/decisions", {"scor_min": "0.5"}),
+    ("/api/v1/audit/events", {"actr": "alice"}),
+    ("/api/v1/audit/verify", {"tree_sise": "3"}),
+    ("/api/v1/audit/seals", {"limt": "5"}),
+    ("/api/v1/audit/consistency", {"first": "1", "secnd": "2"}),
+    ("/api/v1/decisions/{decision}/proof", {"tree": "1"}),
+    ("/api/v1/audit/events/{event}/proof", {"tree": "1"}),
+    ("/api/v1/approvals", {"stat": "pending"}),
+    ("/api/v1/alerts", {"stat": "open"}),
+    ("/api/v1/models/credit/versions/1/monitoring", {"windw": "week"}),
+    ("/api/v1/models/credit/versions/1/labelled-data", {"fromat": "parquet"}),
+    ("/api/v1/legal-holds", {"activ": "true"}),
+    ("/api/v1/subject-requests", {"subject": "c-1"}),
+]
+
+
+@pytest.mark.parametrize("path, params", MISSPELT, ids=[path for path, _ in MISSPELT])
+def test_a_misspelt_query_parameter_is_refused_by_name_not_ignored(
+    api_client, admin, ingest, path, params
+):
+    """Ignored, `stat=open` would list every alert and be read as the open ones."""
+    (recorded,) = ingest(DecisionPayloadFactory())
+    event = AuditEvent.objects.order_by("-pk").first()
+    url = path.format(decision=recorded["id"], event=event.pk)
+
+    response = api_client(admin).get(url, params)
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid_parameters"
+    misspelt = next(key for key in params if key not in ("first",))
+    assert list(error["details"]) == [misspelt]
+    assert "it takes " in error["details"][misspelt][0]
+
+
+def test_the_search_s_documented_parameters_are_the_ones_it_takes():
+    documented = {parameter.name for parameter in SEARCH_PARAMETERS}
+    assert documented == set(SEARCH_PARAMETER_NAMES)

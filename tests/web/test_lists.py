@@ -219,3 +219,12 @@ def test_the_queue_query_count_does_not_grow_with_the_page(
     with django_assert_max_num_queries(9):
         response = client.get("/review/", {"limit": "50"})
     assert len(response.context["cases"]) == 50
+
+
+def test_the_audit_log_and_its_csv_refuse_a_misspelt_filter_by_name(compliance_officer, flagged):
+    """Ignored, actr=alice would list everyone's events as if they were alice's."""
+    for path in ("/audit/", "/audit/events.csv"):
+        response = browser(compliance_officer).get(path, {"actr": "alice"})
+        assert response.status_code == 400
+        assert "actr" in response.content.decode()
+    assert browser(compliance_officer).get("/audit/", {"verification": "1"}).status_code == 200
