@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import django_filters
@@ -23,6 +23,16 @@ class FloatFilter(django_filters.NumberFilter):
     """A score is a float: NaN, Infinity and 1e400 are not numbers it can be compared with."""
 
     field_class = forms.FloatField
+
+
+def in_utc(moment: datetime) -> datetime | None:
+    """An aware moment from a client, in UTC; None when UTC cannot hold it (year 1 east of
+    Greenwich, year 9999 west of it). ISO-8601 allows offsets PostgreSQL refuses (+18:04):
+    a client's moment is converted before it reaches the database."""
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 class MomentField(IsoDateTimeField):

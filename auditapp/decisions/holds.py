@@ -20,6 +20,7 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import LegalHold
 from auditapp.errors import Conflict, InvalidInput, NotFound
+from auditapp.filtering import in_utc
 from auditapp.hashing import canonical_time
 from auditapp.registry.models import RegisteredModel
 
@@ -151,4 +152,6 @@ def _moment(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | N
     if moment is None or moment.tzinfo is None:
         errors[name] = ["An ISO-8601 time with its offset (2026-01-01T00:00:00Z)."]
         return None
-    return moment
+    if (utc := in_utc(moment)) is None:
+        errors[name] = ["outside the years 1 to 9999 in UTC"]
+    return utc

@@ -26,6 +26,7 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     FloatFilter,
     MomentFilter,
+    in_utc,
     refuse_control_characters,
     refuse_unknown_parameters,
 )
@@ -372,7 +373,12 @@ def _decode_cursor(cursor: str, field: str):
         value, pk = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         # A cursor comes from the client: its value must have the sort key's type,
         # or the database would be asked to compare a score with a word.
-        value = datetime.fromisoformat(value) if field == "predicted_at" else float(value)
+        if field == "predicted_at":
+            value = in_utc(datetime.fromisoformat(value))  # we issue UTC; any offset reads
+            if value is None:
+                raise ValueError("outside the years UTC holds")
+        else:
+            value = float(value)
         return value, int(pk)
     except (ValueError, TypeError):
         raise InvalidInput(

@@ -20,6 +20,7 @@ from auditapp.csvcells import safe_cell
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK, DecisionPresenter
 from auditapp.errors import InvalidInput
+from auditapp.filtering import in_utc
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, Override
 
@@ -147,14 +148,14 @@ def parse_period(params) -> tuple[datetime | None, datetime | None]:
             moment = datetime.fromisoformat(text)
         except ValueError:
             raise InvalidInput(f"{name} must be an ISO-8601 date or time, got {text!r}.") from None
-        try:
-            bounds.append(moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC))
-        except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+        utc = in_utc(moment) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if utc is None:
             raise InvalidInput(
                 f"{name} is outside the years 1 to 9999 in UTC.",
                 code="invalid_parameters",
                 details={name: ["outside the years 1 to 9999 in UTC"]},
-            ) from None
+            )
+        bounds.append(utc)
     start, end = bounds
     if start is not None and end is not None and start >= end:
         raise InvalidInput(

@@ -75,6 +75,18 @@ def test_a_hold_needs_a_reason_and_a_scope(api_client, compliance_officer, aged)
     assert hidden.status_code == 400 and "model" in hidden.json()["error"]["details"]
 
 
+def test_a_hold_s_period_in_any_offset_is_kept_in_utc(api_client, compliance_officer, aged):
+    """+18:04 is valid ISO-8601 that PostgreSQL refuses as an offset: it was a 500."""
+    body = {"model": "credit", "reason": "r", "from": "2026-01-01T12:00:00+18:04"}
+    response = api_client(compliance_officer).post(HOLDS, body, format="json")
+    assert response.status_code == 201, response.content
+    hold = LegalHold.objects.get()
+    assert hold.starts == dt.datetime(2025, 12, 31, 17, 56, tzinfo=dt.UTC)
+    outside = {"model": "credit", "reason": "r", "from": "0001-01-01T00:00:00+05:00"}
+    refused = api_client(compliance_officer).post(HOLDS, outside, format="json")
+    assert refused.status_code == 400 and "from" in refused.json()["error"]["details"]
+
+
 def test_only_compliance_officers_and_admins_release_holds(
     api_client, compliance_officer, admin, auditor, aged
 ):

@@ -201,6 +201,14 @@ def test_invalid_search_parameters_are_a_400_in_the_error_shape(officer_client, 
     assert error["message"]
 
 
+def test_a_cursor_s_moment_in_any_offset_reads_in_utc(officer_client, decisions):
+    """+18:04 is valid ISO-8601 that PostgreSQL refuses as an offset: it was a 500."""
+    cursor = encoded_cursor(["1843-04-14T01:21:43+18:04", 3])
+    assert officer_client.get(URL, {"cursor": cursor}).json() == {"results": [], "next": None}
+    outside = encoded_cursor(["0001-01-01T00:00:00+05:00", 3])
+    assert officer_client.get(URL, {"cursor": outside}).status_code == 400
+
+
 def test_invalid_filter_values_are_named_in_details(officer_client, model_version):
     error = officer_client.get(URL, {"from": "yesterday", "limit": "5"}).json()["error"]
 
