@@ -36,16 +36,16 @@ def in_utc(moment: datetime) -> datetime | None:
 
 
 class MomentField(IsoDateTimeField):
-    """An ISO-8601 moment that has a UTC equivalent (year 1 at +01:00 has none)."""
+    """An ISO-8601 moment that has a UTC equivalent (year 1 at +01:00 has none), in UTC."""
 
     def clean(self, value):
         moment = super().clean(value)
-        if moment is not None:
-            try:
-                moment.astimezone(UTC)
-            except OverflowError:
-                raise forms.ValidationError("is outside the range of dates") from None
-        return moment
+        if moment is None:
+            return None
+        utc = in_utc(moment)  # an offset PostgreSQL refuses (+18:04) is read in UTC
+        if utc is None:
+            raise forms.ValidationError("is outside the range of dates")
+        return utc
 
 
 class MomentFilter(django_filters.IsoDateTimeFilter):

@@ -209,6 +209,12 @@ def test_a_cursor_s_moment_in_any_offset_reads_in_utc(officer_client, decisions)
     assert officer_client.get(URL, {"cursor": outside}).status_code == 400
 
 
+def test_a_period_in_any_offset_reads_in_utc(officer_client, decisions):
+    """+18:04 is valid ISO-8601 that PostgreSQL refuses as an offset."""
+    response = officer_client.get(URL, {"from": "2026-01-01T00:00:00+18:04", "limit": "1"})
+    assert response.status_code == 200, response.content
+
+
 def test_invalid_filter_values_are_named_in_details(officer_client, model_version):
     error = officer_client.get(URL, {"from": "yesterday", "limit": "5"}).json()["error"]
 
