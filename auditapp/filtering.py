@@ -12,9 +12,19 @@ from typing import Any
 import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.types import OpenApiTypes
 
 from auditapp.errors import InvalidInput
 
+# The types of the query parameters searches share, as their OpenAPI operations declare
+# them: clients, and the API fuzzers, then send what they mean (a moment, a number).
+PARAMETER_TYPES = {
+    "from": OpenApiTypes.DATETIME,
+    "to": OpenApiTypes.DATETIME,
+    "score_min": OpenApiTypes.NUMBER,
+    "score_max": OpenApiTypes.NUMBER,
+    "limit": OpenApiTypes.INT,
+}
 DEFAULT_LIMIT = 50  # rows per page of a search, unless ?limit= says otherwise
 MAX_LIMIT = 500
 

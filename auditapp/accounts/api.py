@@ -8,10 +8,10 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.filtering import parse_limit, takes_parameters
+from auditapp.filtering import PARAMETER_TYPES, parse_limit, takes_parameters
 
 EVENT_PARAMETERS = [
-    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    OpenApiParameter(name, PARAMETER_TYPES.get(name, OpenApiTypes.STR), description=text)
     for name, text in [
         ("actor", "user name (exact)"),
         ("action", "an action (auth.login) or a prefix ending in a dot (decision.)"),

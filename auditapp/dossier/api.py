@@ -16,11 +16,11 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import SUMMARY_VALUES, DecisionPresenter
 from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
 from auditapp.dossier.presenters import decision_detail
-from auditapp.filtering import parse_limit
+from auditapp.filtering import PARAMETER_TYPES, parse_limit
 from auditapp.replicas import replica_view
 
 SEARCH_PARAMETERS = [
-    OpenApiParameter(name, OpenApiTypes.STR, description=text)
+    OpenApiParameter(name, PARAMETER_TYPES.get(name, OpenApiTypes.STR), description=text)
     for name, text in [
         ("model", "model name"),
         ("version", "model version"),
