@@ -111,6 +111,24 @@ def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
         )
 
 
+def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
+    """400 naming every field of a JSON body not in `known`, before anything is done: a
+    misspelt field is otherwise ignored, and its default taken as what was meant (a
+    "dryrun" ran for real; a "subjet_ref" held a whole model). A body that is not an object
+    is left to the caller, which says what shape it wants."""
+    if not isinstance(data, dict):
+        return
+    known = sorted(set(known))
+    unknown = sorted(str(key) for key in data if key not in known)
+    if unknown:
+        raise InvalidInput(
+            f"Unknown {what} fields: {', '.join(unknown)}; nothing was done.",
+            details={
+                key: [f"is not a {what} field; it takes {', '.join(known)}"] for key in unknown
+            },
+        )
+
+
 def takes_parameters(parameters: Iterable[Any]) -> Callable:
     """An API view's get() that answers only the query parameters its schema declares
     (`parameters`: the OpenApiParameter list given to extend_schema, so the documentation

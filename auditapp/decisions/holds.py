@@ -20,7 +20,7 @@ from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import LegalHold
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.filtering import in_utc
+from auditapp.filtering import in_utc, refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.models import RegisteredModel
 
@@ -73,6 +73,7 @@ def hold_json(hold: LegalHold) -> dict[str, Any]:
 def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = "api"):
     """A new hold, from {"model"?, "from"?, "to"?, "subject_ref"?, "reason"}."""
     actor.require(roles.MANAGE_LEGAL_HOLDS)
+    refuse_unknown_fields(data, ("model", "from", "to", "subject_ref", "reason"), "legal hold")
     errors: dict[str, list[str]] = {}
     hold = LegalHold(reason=_reason(data.get("reason"), "reason", errors))
     model_name = data.get("model")

@@ -35,6 +35,7 @@ from auditapp.accounts.audit import record_event
 from auditapp.decisions import erasure
 from auditapp.decisions.models import Decision, Erasure, RetentionPolicy
 from auditapp.errors import InvalidInput, NotFound
+from auditapp.filtering import refuse_unknown_fields
 from auditapp.registry.models import RegisteredModel
 
 SET_EVENT = "retention.set"
@@ -107,6 +108,7 @@ def set_retention(
     if model is None:
         raise NotFound(f"No model named {model_name!r}.")
     actor.require(roles.SET_RETENTION)
+    refuse_unknown_fields(data, ("days", "duty_days"), "retention")
     if not isinstance(data, dict) or not ({"days", "duty_days"} & data.keys()):
         raise InvalidInput('Send {"days": N} and/or {"duty_days": N} (null: none).')
     errors: dict[str, list[str]] = {}

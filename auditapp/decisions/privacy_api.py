@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import holds, input_retention
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import refuse_unknown_fields, takes_parameters
 from auditapp.registry.lookups import get_model_for_actor
 
 LIST_LIMIT = 500
@@ -93,6 +93,7 @@ class RetentionRunView(APIView):
     def post(self, request):
         """Erase (or with dry_run, list) the inputs past each model's period, in this request."""
         data = request.data if isinstance(request.data, dict) else {}
+        refuse_unknown_fields(data, ("dry_run", "model"), "retention run")
         runs = input_retention.apply_retention(
             roles.actor_for(request),
             dry_run=data.get("dry_run") is True,

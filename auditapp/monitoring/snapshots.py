@@ -20,6 +20,7 @@ from django.utils import timezone
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import Decision, Outcome
+from auditapp.filtering import refuse_unknown_fields
 from auditapp.monitoring.alerts import evaluate_rules
 from auditapp.monitoring.configuration import ensure_monitoring
 from auditapp.monitoring.metrics import compute_window_metrics
@@ -54,6 +55,7 @@ def request_snapshot(
 ) -> MetricSnapshot:
     """Compute a window now (on the monitoring queue); the snapshot is pending until then."""
     actor.require(roles.RUN_MONITORING)
+    refuse_unknown_fields(data, ("from", "to"), "monitoring window")
     start, end = parse_period(data)
     with transaction.atomic():
         ensure_monitoring(model_version)

@@ -25,6 +25,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
+from auditapp.filtering import refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion
@@ -86,6 +87,13 @@ def report_json(report: Report) -> dict[str, Any]:
 # --- requesting -----------------------------------------------------------------------
 
 
+# The fields of a request for each kind of report.
+REQUEST_FIELDS = {
+    Report.COMPLIANCE: ("kind", "format", "model", "version", "from", "to"),
+    Report.NOTICE: ("kind", "format", "decision_id"),
+}
+
+
 def request_report(
     actor: roles.Actor, data: Any, *, ip: str | None = None, via: str = "api"
 ) -> Report:
@@ -94,6 +102,8 @@ def request_report(
     if not isinstance(data, dict):
         raise InvalidInput("The request must be a JSON object.", code="invalid")
     kind = data.get("kind")
+    if kind in REQUEST_FIELDS:
+        refuse_unknown_fields(data, REQUEST_FIELDS[kind], "report request")
     if kind == Report.COMPLIANCE:
         fields = _compliance_request(actor, data)
     elif kind == Report.NOTICE:

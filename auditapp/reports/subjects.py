@@ -30,6 +30,7 @@ from auditapp.decisions.models import Decision, Erasure
 from auditapp.decisions.presenters import DecisionPresenter
 from auditapp.decisions.reasons import adverse_reasons
 from auditapp.errors import InvalidInput, NotFound
+from auditapp.filtering import refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.reports.models import SubjectRequest
 from auditapp.reports.render import content_sha256, render_json, render_pdf
@@ -141,6 +142,7 @@ def _checked(data: Any) -> tuple[str, str, str]:
     errors: dict[str, list[str]] = {}
     if not isinstance(data, dict):
         raise InvalidInput('Send {"subject_ref", "kind": "access" | "erasure", "reason"}.')
+    refuse_unknown_fields(data, ("subject_ref", "kind", "reason"), "subject request")
     subject = data.get("subject_ref")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 200:
         errors["subject_ref"] = ["A subject reference: text of 1 to 200 characters."]

@@ -164,6 +164,34 @@ def test_a_retention_run_erases_what_is_past_the_period_and_spares_what_a_hold_c
     assert not Decision.objects.filter(pk__in=aged["new"], kept_commitments__isnull=False)
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "body", "named"),
+    [
+        # a misspelt dry_run ran for real: erased what the caller meant to preview
+        ("post", "/api/v1/retention/run", {"dryrun": True}, "dryrun"),
+        # a misspelt subject_ref held the whole model: every subject's erasure refused
+        ("post", HOLDS, {"model": "credit", "subjet_ref": "c-held", "reason": "r"}, "subjet_ref"),
+        ("put", "/api/v1/models/credit/retention", {"days": 30, "duty": 10}, "duty"),
+    ],
+    ids=["retention_run", "hold", "retention_period"],
+)
+def test_a_misspelt_field_is_refused_by_name_and_nothing_happens(
+    api_client, compliance_officer, admin, aged, method, url, body, named
+):
+    RetentionPolicy.objects.create(
+        registered_model=Decision.objects.first().registered_model, days=30
+    )
+    client = api_client(admin if "retention" in url and method == "put" else compliance_officer)
+
+    response = getattr(client, method)(url, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["details"]) == [named]
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+    assert not LegalHold.objects.exists()
+    assert RetentionPolicy.objects.get().days == 30
+
+
 def test_without_a_period_nothing_is_erased(aged):
     RetentionPolicy.objects.create(
         registered_model=Decision.objects.first().registered_model, days=None

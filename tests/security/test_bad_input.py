@@ -642,3 +642,36 @@ def test_a_misspelt_query_parameter_is_refused_by_name_not_ignored(
 def test_the_search_s_documented_parameters_are_the_ones_it_takes():
     documented = {parameter.name for parameter in SEARCH_PARAMETERS}
     assert documented == set(SEARCH_PARAMETER_NAMES)
+
+
+# Request bodies with a misspelt field each: refused by name, nothing done.
+MISSPELT_BODIES = [
+    (
+        "/api/v1/reports",
+        {"kind": "model_compliance", "model": "credit", "version": "1", "formt": "csv",
+         "from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        "formt",
+    ),
+    ("/api/v1/subject-requests", {"subject_ref": "c-1", "kind": "access", "reason": "asked",
+                                  "kindd": "erasure"}, "kindd"),
+    (
+        "/api/v1/models/credit/versions/1/monitoring",
+        {"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z", "window": "week"},
+        "window",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "path, body, named", MISSPELT_BODIES, ids=[path for path, _, _ in MISSPELT_BODIES]
+)
+def test_a_misspelt_body_field_is_refused_by_name_and_nothing_is_done(
+    api_client, admin, path, body, named
+):
+    before = AuditEvent.objects.count()
+
+    response = api_client(admin).post(path, body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["details"]) == [named]
+    assert AuditEvent.objects.count() == before
