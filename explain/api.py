@@ -12,6 +12,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.presenters import DecisionPresenter
+from auditapp.filtering import refuse_unknown_fields
 from explain.counterfactual_presenters import counterfactuals_json
 from explain.counterfactual_work import request_counterfactuals
 from explain.services import request_explanations
@@ -23,6 +24,7 @@ class DecisionExplainView(APIView):
     def post(self, request, decision_id: int):
         actor = roles.actor_for(request)
         decision = get_decision_for_actor(actor, decision_id)
+        refuse_unknown_fields(request.data, ("methods",), "explanation request")
         methods = (
             request.data.get("methods", ["shap", "lime"])
             if isinstance(request.data, dict)

@@ -10,7 +10,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals import services
 from auditapp.approvals.models import Approval
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import refuse_unknown_fields, takes_parameters
 
 LIST_LIMIT = 200  # newest first
 
@@ -21,6 +21,7 @@ def pending_response(approval: Approval) -> Response:
 
 
 def _comment(request):
+    refuse_unknown_fields(request.data, ("comment",), "decision on an approval")
     return request.data.get("comment") if isinstance(request.data, dict) else None
 
 

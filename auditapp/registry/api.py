@@ -14,6 +14,7 @@ from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
 from auditapp.approvals.services import stage_history
 from auditapp.errors import InvalidInput
+from auditapp.filtering import refuse_unknown_fields
 from auditapp.registry import services
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel, agreement_settings
@@ -169,6 +170,7 @@ class ModelVersionStageView(APIView):
     def post(self, request, name: str, version: str):
         actor = roles.actor_for(request)
         model_version = get_version_for_actor(actor, name, version)
+        refuse_unknown_fields(request.data, ("stage",), "stage change")
         stage = request.data.get("stage") if isinstance(request.data, dict) else None
         changed = services.change_stage(actor, model_version, stage, ip=client_ip(request))
         if isinstance(changed, Approval):
@@ -185,6 +187,7 @@ class ModelFourEyesView(APIView):
     def put(self, request, name: str):
         actor = roles.actor_for(request)
         model = get_model_for_actor(actor, name)
+        refuse_unknown_fields(request.data, ("enabled",), "four-eyes setting")
         enabled = request.data.get("enabled") if isinstance(request.data, dict) else None
         changed = services.set_four_eyes(actor, model, enabled, ip=client_ip(request))
         if isinstance(changed, Approval):

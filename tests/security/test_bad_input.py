@@ -659,6 +659,10 @@ MISSPELT_BODIES = [
         {"from": "2026-11-20T00:00:00Z", "to": "2026-11-21T00:00:00Z", "window": "week"},
         "window",
     ),
+    # "method" for "methods": both methods were queued, as if none had been named
+    ("/api/v1/decisions/{decision}/explain", {"method": ["lime"]}, "method"),
+    ("/api/v1/models/credit/versions/1/stage", {"stage": "archived", "why": "old"}, "why"),
+    ("/api/v1/approvals/{approval}/approve", {"coment": "checked"}, "coment"),
 ]  # fmt: skip
 
 
@@ -666,11 +670,13 @@ MISSPELT_BODIES = [
     "path, body, named", MISSPELT_BODIES, ids=[path for path, _, _ in MISSPELT_BODIES]
 )
 def test_a_misspelt_body_field_is_refused_by_name_and_nothing_is_done(
-    api_client, admin, path, body, named
+    api_client, admin, ingest, path, body, named
 ):
+    (recorded,) = ingest(DecisionPayloadFactory())
+    url = path.format(decision=recorded["id"], approval=1)
     before = AuditEvent.objects.count()
 
-    response = api_client(admin).post(path, body, format="json")
+    response = api_client(admin).post(url, body, format="json")
 
     assert response.status_code == 400, response.content
     assert list(response.json()["error"]["details"]) == [named]
