@@ -12,7 +12,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.presenters import DecisionPresenter
-from auditapp.filtering import refuse_unknown_fields
+from auditapp.filtering import refuse_unknown_fields, takes_parameters
 from explain.counterfactual_presenters import counterfactuals_json
 from explain.counterfactual_work import request_counterfactuals
 from explain.services import request_explanations
@@ -126,6 +126,7 @@ class DecisionCounterfactualsView(APIView):
             "are withheld."
         ),
     )
+    @takes_parameters(())
     def get(self, request, decision_id: int):
         actor = roles.actor_for(request)
         decision = get_decision_for_actor(actor, decision_id)

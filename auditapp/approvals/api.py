@@ -41,6 +41,7 @@ class ApprovalListView(APIView):
 
 class ApprovalDetailView(APIView):
     @extend_schema(operation_id="approvals_read", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, approval_id: int):
         approval = services.get_approval_for_actor(roles.actor_for(request), approval_id)
         return Response(services.approval_json(approval))

@@ -75,6 +75,7 @@ class AuditVerifyView(APIView):
 
 class VerificationJobView(APIView):
     @extend_schema(operation_id="audit_verify_status", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, job_id: int):
         """A verification job: status, progress (0-100) and, once done, GET verify's body."""
         return Response(jobs.job_json(jobs.get_job_for_actor(roles.actor_for(request), job_id)))
@@ -103,6 +104,7 @@ class SealListView(APIView):
 
 class SealDetailView(APIView):
     @extend_schema(operation_id="audit_seal", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, tree_size: int | None = None):
         """One seal, to keep outside the database and check proofs against; audited."""
         document = sealing.export_seal(
@@ -113,6 +115,7 @@ class SealDetailView(APIView):
 
 class LatestSealView(SealDetailView):
     @extend_schema(operation_id="audit_latest_seal", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request):
         """The latest seal, to keep outside the database and verify against later; audited."""
         return super().get(request)
@@ -120,6 +123,7 @@ class LatestSealView(SealDetailView):
 
 class PublicKeyView(APIView):
     @extend_schema(operation_id="audit_public_key", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request):
         """The Ed25519 public key the seals are signed with, for auditors to keep."""
         return Response(sealing.public_key(roles.actor_for(request)))

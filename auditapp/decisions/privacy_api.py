@@ -48,6 +48,7 @@ class LegalHoldListView(APIView):
 
 class LegalHoldDetailView(APIView):
     @extend_schema(operation_id="legal_hold", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, hold_id: int):
         return Response(
             holds.hold_json(holds.get_hold_for_actor(roles.actor_for(request), hold_id))
@@ -71,6 +72,7 @@ class LegalHoldReleaseView(APIView):
 
 class ModelRetentionView(APIView):
     @extend_schema(operation_id="model_retention", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, name: str):
         model = get_model_for_actor(roles.actor_for(request), name)
         return Response(input_retention.policy_json(model))

@@ -16,7 +16,7 @@ from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import SUMMARY_VALUES, DecisionPresenter
 from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
 from auditapp.dossier.presenters import decision_detail
-from auditapp.filtering import PARAMETER_TYPES, parse_limit
+from auditapp.filtering import PARAMETER_TYPES, parse_limit, takes_parameters
 from auditapp.replicas import replica_view
 
 SEARCH_PARAMETERS = [
@@ -68,6 +68,7 @@ class DecisionListView(decisions_api.DecisionListView):
 
 class DecisionDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, decision_id: int):
         actor = roles.actor_for(request)
         decision = get_decision_for_actor(actor, decision_id)

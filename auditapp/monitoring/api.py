@@ -129,6 +129,7 @@ class MonitoringView(APIView):
 
 class MonitoringSettingsView(APIView):
     @extend_schema(operation_id="monitoring_settings", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, name: str, version: str):
         model_version = get_version_for_actor(roles.actor_for(request), name, version)
         config, _ = MonitoringSettings.objects.get_or_create(model_version=model_version)

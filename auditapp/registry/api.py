@@ -14,7 +14,7 @@ from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
 from auditapp.approvals.services import stage_history
 from auditapp.errors import InvalidInput
-from auditapp.filtering import refuse_unknown_fields
+from auditapp.filtering import refuse_unknown_fields, takes_parameters
 from auditapp.registry import services
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel, agreement_settings
@@ -115,6 +115,7 @@ def _file_bytes(request, field: str, required: bool) -> bytes | None:
 
 class ModelListView(APIView):
     @extend_schema(operation_id="models_list", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_MODELS)
@@ -148,6 +149,7 @@ class ModelListView(APIView):
 
 class ModelDetailView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, name: str):
         model = get_model_for_actor(roles.actor_for(request), name)
         versions = model.versions.select_related("registered_model")
@@ -156,6 +158,7 @@ class ModelDetailView(APIView):
 
 class ModelVersionView(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, name: str, version: str):
         model_version = get_version_for_actor(roles.actor_for(request), name, version)
         return Response(version_detail(model_version))

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
+from auditapp.filtering import takes_parameters
 from auditapp.reports import services
 from auditapp.reports.models import Report
 
@@ -17,6 +18,7 @@ LIST_LIMIT = 200
 
 class ReportListView(APIView):
     @extend_schema(operation_id="reports_list", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request):
         """The latest reports about the models the caller may see, newest first."""
         reports = services.visible_reports(roles.actor_for(request))[:LIST_LIMIT]
@@ -36,6 +38,7 @@ class ReportListView(APIView):
 
 class ReportDetailView(APIView):
     @extend_schema(operation_id="reports_status", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, report_id: int):
         report = services.get_report_for_actor(roles.actor_for(request), report_id)
         return Response(services.report_json(report))
@@ -43,6 +46,7 @@ class ReportDetailView(APIView):
 
 class ReportDownloadView(APIView):
     @extend_schema(operation_id="reports_download", responses={200: OpenApiTypes.BINARY})
+    @takes_parameters(())
     def get(self, request, report_id: int):
         return download_response(request, report_id, via="api")
 

@@ -47,6 +47,7 @@ class SubjectRequestListView(APIView):
 
 class SubjectRequestDetailView(APIView):
     @extend_schema(operation_id="subject_request", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, request_id: int):
         found = subjects.get_request_for_actor(roles.actor_for(request), request_id)
         return Response(subjects.request_json(found))
@@ -54,6 +55,7 @@ class SubjectRequestDetailView(APIView):
 
 class SubjectAccessReportView(APIView):
     @extend_schema(operation_id="subject_access_report", responses={200: OpenApiTypes.BINARY})
+    @takes_parameters(())
     def get(self, request, request_id: int, fmt: str):
         return access_report_response(request, request_id, fmt, via="api")
 

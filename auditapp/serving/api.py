@@ -10,6 +10,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
+from auditapp.filtering import takes_parameters
 from auditapp.serving import services
 
 POLICY_EXAMPLE = OpenApiExample(
@@ -47,6 +48,7 @@ class PredictView(APIView):
 
 class TrafficView(APIView):
     @extend_schema(operation_id="models_traffic_read", responses=OpenApiTypes.OBJECT)
+    @takes_parameters(())
     def get(self, request, name: str):
         model = services.model_for(roles.actor_for(request), name, roles.READ_MODELS)
         return Response(services.read_traffic(model).as_json())

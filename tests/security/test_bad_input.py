@@ -617,6 +617,12 @@ MISSPELT = [
     ("/api/v1/models/credit/versions/1/labelled-data", {"fromat": "parquet"}),
     ("/api/v1/legal-holds", {"activ": "true"}),
     ("/api/v1/subject-requests", {"subject": "c-1"}),
+    # and those that take none: ordr=newest must not read as an order
+    ("/api/v1/models", {"ordr": "newest"}),
+    ("/api/v1/decisions/{decision}", {"fields": "id"}),
+    ("/api/v1/models/credit/traffic", {"arm": "canary"}),
+    ("/api/v1/reports", {"stat": "done"}),
+    ("/api/v1/audit/seals/latest", {"tree_size": "1"}),
 ]
 
 
