@@ -99,16 +99,13 @@ def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
     known = sorted(set(known))
     exact = {name for name in known if "<" not in name}
     prefixes = tuple(name.split("<", 1)[0] for name in known if "<" in name)
-    unknown = sorted(
-        key for key in params if key not in exact and not (prefixes and key.startswith(prefixes))
+    takes = f"takes {', '.join(known)}" if known else "takes no query parameters"
+    _refuse_unknown(
+        [key for key in params if not (key in exact or (prefixes and key.startswith(prefixes)))],
+        "Unknown query parameters: {}.",
+        f"not a parameter of this request; it {takes}",
+        code="invalid_parameters",
     )
-    if unknown:
-        takes = f"takes {', '.join(known)}" if known else "takes no query parameters"
-        raise InvalidInput(
-            f"Unknown query parameters: {', '.join(unknown)}.",
-            code="invalid_parameters",
-            details={key: [f"not a parameter of this request; it {takes}"] for key in unknown},
-        )
 
 
 def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
@@ -119,13 +116,21 @@ def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
     if not isinstance(data, dict):
         return
     known = sorted(set(known))
-    unknown = sorted(str(key) for key in data if key not in known)
+    _refuse_unknown(
+        [str(key) for key in data if key not in known],
+        f"Unknown {what} fields: {{}}; nothing was done.",
+        f"is not a {what} field; it takes {', '.join(known)}",
+    )
+
+
+def _refuse_unknown(unknown: list[str], message: str, detail: str, **kwargs: Any) -> None:
+    """The one refusal of names a request does not take: each named in `details`."""
     if unknown:
+        unknown = sorted(unknown)
         raise InvalidInput(
-            f"Unknown {what} fields: {', '.join(unknown)}; nothing was done.",
-            details={
-                key: [f"is not a {what} field; it takes {', '.join(known)}"] for key in unknown
-            },
+            message.format(", ".join(unknown)),
+            details={key: [detail] for key in unknown},
+            **kwargs,
         )
 
 

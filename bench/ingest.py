@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import gc
 import http.client
 import io
@@ -613,19 +614,13 @@ def copy_decision_row(
     related-object query on the connection that is running the COPY would wait for the
     COPY for ever (the version's registered model must be loaded before it starts).
     """
-    from auditapp.accounts import roles
     from auditapp.decisions import services
     from auditapp.decisions.validation import CheckedDecision
     from auditapp.encryption import NONCE_BYTES
     from auditapp.hashing import SALT_BYTES
 
     del model_name  # the row builder reads it from the version, loaded before the COPY
-    stamp = _stamps.get((recorded_at, client))
-    if stamp is None:
-        actor = roles.system_actor(client)
-        stamp = services._Stamp(recorded_at, services._time_text(recorded_at), "import", actor)
-        _stamps.clear()
-        _stamps[(recorded_at, client)] = stamp
+    stamp = _stamp(recorded_at, client)
     randomness = secrets.token_bytes(SALT_BYTES + NONCE_BYTES)
     checked = CheckedDecision(
         index=0,
@@ -642,8 +637,14 @@ def copy_decision_row(
     return services.row_values(decision_id, row)
 
 
-# The stamp of the rows being written (what one request's rows share), kept between calls.
-_stamps: dict = {}
+@functools.lru_cache(maxsize=1)
+def _stamp(recorded_at: datetime, client: str):
+    """What the rows being written share (one request's stamp), kept between calls."""
+    from auditapp.accounts import roles
+    from auditapp.decisions import services
+
+    actor = roles.system_actor(client)
+    return services._Stamp(recorded_at, services._time_text(recorded_at), "import", actor)
 
 
 def percentile(values: list[float], q: float) -> float:

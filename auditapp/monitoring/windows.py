@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from auditapp.errors import InvalidInput
+from auditapp.filtering import in_utc
 from auditapp.monitoring.models import CUSTOM, DAY, HOUR, WEEK
 
 WINDOW_LENGTH = {HOUR: timedelta(hours=1), DAY: timedelta(days=1), WEEK: timedelta(weeks=1)}
@@ -54,10 +55,9 @@ def parse_moment(value: Any, field: str) -> datetime:
         raise InvalidInput(f"{field} must be an ISO-8601 date-time, e.g. 2026-11-20T00:00:00Z.")
     if timezone.is_naive(moment):
         raise InvalidInput(f"{field} must carry a time zone (e.g. Z for UTC).")
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
-        raise InvalidInput(f"{field} is outside the years 1 to 9999 in UTC.") from None
+    if (utc := in_utc(moment)) is None:
+        raise InvalidInput(f"{field} is outside the years 1 to 9999 in UTC.")
+    return utc
 
 
 def parse_period(data: Any) -> tuple[datetime, datetime]:

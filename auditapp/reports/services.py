@@ -25,7 +25,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.filtering import refuse_unknown_fields
+from auditapp.filtering import in_utc, refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion
@@ -213,11 +213,9 @@ def _moment(data: dict, key: str, errors: dict[str, list[str]]) -> datetime | No
     if timezone.is_naive(moment):
         errors[key] = [f"{value!r} has no time zone (add Z or +00:00)"]
         return None
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+    if (utc := in_utc(moment)) is None:
         errors[key] = [f"{value!r} is before 1970 or after 9999"]
-        return None
+    return utc
 
 
 def _version(actor: roles.Actor, data: dict, errors: dict[str, list[str]]) -> ModelVersion | None:
