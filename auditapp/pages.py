@@ -16,7 +16,7 @@ from django.shortcuts import render
 
 from auditapp.csvcells import safe_row
 from auditapp.errors import Forbidden, InvalidInput, NotFound, ServiceError
-from auditapp.filtering import parse_limit
+from auditapp.filtering import parse_limit, refuse_unknown_parameters
 
 
 def page(view):
@@ -35,6 +35,22 @@ def page(view):
             return render(request, "web/error.html", context, status=exc.status)
 
     return wrapper
+
+
+def takes_query(*names: str):
+    """A page view that answers only the query parameters it names: a misspelt filter,
+    order or page (?shwo=resolved) is refused by name, not ignored and the page read as
+    if it had applied. Put it under @page, which shows the refusal."""
+
+    def decorate(view):
+        @functools.wraps(view)
+        def checked(request, *args, **kwargs):
+            refuse_unknown_parameters(request.GET, names)
+            return view(request, *args, **kwargs)
+
+        return checked
+
+    return decorate
 
 
 def query_string(params, **changes) -> str:

@@ -37,7 +37,7 @@ from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.metrics import favourable_class
 from auditapp.monitoring.models import DAY, HOUR, WEEK, Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.snapshots import request_snapshot
-from auditapp.pages import is_htmx, page, paginate
+from auditapp.pages import is_htmx, page, paginate, takes_query
 from auditapp.registry.lookups import get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
 
@@ -46,6 +46,7 @@ PERIOD_FORMATS = {HOUR: "%m-%d %H:00", DAY: "%Y-%m-%d", WEEK: "%G-W%V"}
 PARTIAL_MARK = "*"  # after a partial window's label in the charts (the page explains it)
 # The alert lists page (?page=, ?limit=) in ?order= (newest raised first by default).
 ALERT_ORDERS = {"newest": ("-raised_at", "-id"), "oldest": ("raised_at", "id")}
+ALERT_PARAMETERS = ("order", "page", "limit")
 LOCAL_INPUT = "%Y-%m-%dT%H:%M"  # an <input type="datetime-local"> value (UTC on these pages)
 
 
@@ -91,6 +92,7 @@ def _summary(snapshot: MetricSnapshot | None, names: list[str], first_decision=N
 
 @login_required
 @page
+@takes_query(*ALERT_PARAMETERS)
 def dashboard(request):
     actor = roles.actor_for(request)
     actor.require(roles.READ_MODELS)
@@ -415,9 +417,14 @@ def _settings_body(post, model_version, config: MonitoringSettings, rules: list)
 
 
 def _version_context(request, actor, model_version, posted=None, errors=None) -> dict:
-    window = request.GET.get("window", DAY)
+    window = request.GET.get("window") or DAY
     if window not in PERIOD_FORMATS:
-        window = DAY
+        windows = ", ".join(PERIOD_FORMATS)
+        raise InvalidInput(
+            f"window must be one of {windows}.",
+            code="invalid_parameters",
+            details={"window": [f"must be one of {windows}"]},
+        )
     snapshots = list(
         MetricSnapshot.objects.filter(
             model_version=model_version, window=window, status=MetricSnapshot.DONE
@@ -469,6 +476,7 @@ def _version_context(request, actor, model_version, posted=None, errors=None) ->
 
 @login_required
 @page
+@takes_query("window", *ALERT_PARAMETERS)
 def version_monitoring(request, name: str, version: str):
     actor = roles.actor_for(request)
     model_version = get_version_for_actor(actor, name, version)

@@ -12,7 +12,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
-from auditapp.pages import page, paginate
+from auditapp.pages import page, paginate, takes_query
 from auditapp.registry.lookups import get_model_for_actor, get_version_for_actor
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.registry.services import set_four_eyes
@@ -25,6 +25,7 @@ ORDERS = {"name": ("name",), "newest": ("-created_at", "-id")}
 
 @login_required
 @page
+@takes_query("order", "page", "limit")
 @replica_view  # lists a user reaches by browsing may lag (README: Deployment)
 def model_list(request):
     actor = roles.actor_for(request)

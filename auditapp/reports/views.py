@@ -14,7 +14,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import InvalidInput
-from auditapp.pages import page, paginate
+from auditapp.pages import page, paginate, takes_query
 from auditapp.registry.models import ModelVersion, RegisteredModel
 from auditapp.reports import services
 from auditapp.reports.api import download_response
@@ -24,6 +24,9 @@ PAGE_SIZE = 50
 # The list's ?order= and ?kind= (both kept in the pager's links).
 ORDERS = {"newest": ("-requested_at", "-id"), "oldest": ("requested_at", "id")}
 KINDS = {"compliance": Report.COMPLIANCE, "notice": Report.NOTICE}
+# What the page takes: the list's order, kind, page and size; the version a link from its
+# page names for the form (?model=&version=).
+LIST_PARAMETERS = ("order", "kind", "page", "limit", "model", "version")
 
 
 def _versions(actor) -> list[ModelVersion]:
@@ -36,6 +39,7 @@ def _versions(actor) -> list[ModelVersion]:
 
 @login_required
 @page
+@takes_query(*LIST_PARAMETERS)
 def report_list(request):
     """GET: the reports one may see and the request form; POST: request a compliance report."""
     actor = roles.actor_for(request)

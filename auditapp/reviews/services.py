@@ -309,6 +309,9 @@ def _transition(actor, case: ReviewCase, action: str, ip, changed: list[str], **
 # -- the queue page ----------------------------------------------------------------------------
 
 QUEUE_SHOW = {"open": [ReviewCase.OPEN, ReviewCase.IN_REVIEW], "resolved": [ReviewCase.RESOLVED]}
+QUEUE_WHO = ("mine", "unassigned")
+# The queue's query parameters (queue_cases): what it shows, whose, of which model, in what order.
+QUEUE_FILTERS = ("show", "who", "model", "order")
 # ?order=: priority (the default) is the most severe rule first, then the score
 # closest to the threshold (the model was least sure), then the oldest case.
 QUEUE_ORDERS = {
@@ -362,9 +365,16 @@ def queue_cases(actor: roles.Actor, params) -> QuerySet:
         cases = cases.filter(state__in=QUEUE_SHOW[show])
     if params.get("model"):
         cases = cases.filter(decision__registered_model__name=params["model"])
-    if params.get("who") == "mine":
+    who = params.get("who") or ""
+    if who not in ("", *QUEUE_WHO):
+        raise InvalidInput(
+            "who must be mine or unassigned.",
+            code="invalid_parameters",
+            details={"who": ["must be mine or unassigned"]},
+        )
+    if who == "mine":
         cases = cases.filter(assignee=actor.user)
-    elif params.get("who") == "unassigned":
+    elif who == "unassigned":
         cases = cases.filter(assignee=None)
     return cases.order_by(*QUEUE_ORDERS[order])
 

@@ -17,12 +17,14 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.pages import page, paginate
+from auditapp.pages import page, paginate, takes_query
 from auditapp.reviews import services
 from auditapp.reviews.api import labelled_download
 from auditapp.reviews.models import ReviewCase
 
 QUEUE_PAGE = 50  # cases per page unless ?limit= says otherwise
+# What the queue page takes: services.queue_cases's filters and order, the page and its size.
+QUEUE_PARAMETERS = (*services.QUEUE_FILTERS, "page", "limit")
 
 
 def _case_for(actor, case_id: int) -> ReviewCase:
@@ -64,6 +66,7 @@ def _queue_context(actor, params) -> dict:
 
 @login_required
 @page
+@takes_query(*QUEUE_PARAMETERS)
 def queue(request):
     """The cases to review, by priority unless ?order= says otherwise, a page at a time."""
     actor = roles.actor_for(request)

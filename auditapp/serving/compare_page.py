@@ -11,12 +11,13 @@ from django.views.decorators.http import require_POST
 from auditapp import charts
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.pages import page
+from auditapp.pages import page, takes_query
 from auditapp.serving import compare, services
 
 
 @login_required
 @page
+@takes_query("a", "b")
 def compare_versions(request, name: str):
     actor = roles.actor_for(request)
     model = services.model_for(actor, name, roles.READ_MODELS)

@@ -239,3 +239,45 @@ def test_the_django_admin_is_for_admins_only(admin, compliance_officer, auditor)
     assert browser(admin).get("/admin/accounts/auditevent/").status_code == 200
     for user in (compliance_officer, auditor):
         assert browser(user).get("/admin/").status_code == 302  # to the admin's login
+
+
+# Every page that filters, orders or pages by its query string, with a misspelt parameter
+# each: ignored, `?shwo=resolved` showed the open cases and was read as the resolved ones.
+MISSPELT_PAGES = [
+    ("/review/", {"shwo": "resolved"}),
+    ("/reports/", {"knd": "notice"}),
+    ("/models/", {"ordr": "newest"}),
+    ("/monitoring/", {"ordr": "oldest"}),
+    ("/models/credit/versions/1/monitoring/", {"windw": "week"}),
+    ("/models/credit/compare/", {"a": "1", "bb": "1"}),
+]
+
+
+@pytest.mark.parametrize("path, params", MISSPELT_PAGES, ids=[p for p, _ in MISSPELT_PAGES])
+def test_a_misspelt_page_parameter_is_refused_by_name_not_ignored(
+    admin, model_version, path, params
+):
+    response = browser(admin).get(path, params)
+
+    assert response.status_code == 400, response.content[:300]
+    misspelt = next(key for key in params if key not in ("a",))
+    html = response.content.decode()
+    assert misspelt in html and "takes" in html
+
+
+# Known parameters with a value the page does not know: ignored, `?who=mne` listed
+# everyone's cases and `?window=wek` the days, each read as what was asked for.
+BAD_VALUES = [
+    ("/review/", {"who": "mne"}, "who"),
+    ("/models/credit/versions/1/monitoring/", {"window": "wek"}, "window"),
+]
+
+
+@pytest.mark.parametrize("path, params, named", BAD_VALUES, ids=[p for p, _, _ in BAD_VALUES])
+def test_a_page_parameter_with_an_unknown_value_is_refused_by_name(
+    admin, model_version, path, params, named
+):
+    response = browser(admin).get(path, params)
+
+    assert response.status_code == 400, response.content[:300]
+    assert named in response.content.decode()
