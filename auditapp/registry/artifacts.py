@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import zipfile
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,10 @@ def trusted_types() -> dict[str, frozenset[str]]:
     return {name: frozenset({OBJECT}) for name in estimators} | TRUSTED_INTERNAL_TYPES
 
 
+LOADED_CACHE_SIZE = 8  # models kept by load_artifact, as explain.explainers keeps contexts
+_loaded: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+
 def _nodes(data: bytes):
     """(loader, type name) of every node in a skops file's schema.json."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -148,12 +153,30 @@ def trusted_skops_types(data: bytes) -> list[str]:
 
 
 def load_artifact(data: bytes, artifact_format: str, expected_sha256: str | None = None) -> Any:
-    """Deserialise an artifact after checking its sha256 (when one was recorded)."""
-    if expected_sha256 is not None and sha256_hex(data) != expected_sha256:
+    """Deserialise an artifact after checking its sha256 (when one was recorded).
+
+    The same bytes give the same model: the last LOADED_CACHE_SIZE artifacts this process
+    audited and loaded are kept by sha256, so registering a version, then serving and
+    explaining it (or several versions of one artifact) load it once. Callers only read
+    the model (predict, explain), as the explainers' cache already shares it."""
+    digest = sha256_hex(data)
+    if expected_sha256 is not None and digest != expected_sha256:
         raise ArtifactIntegrityError(
-            f"the artifact's sha256 is {sha256_hex(data)}, not the registered {expected_sha256}; "
+            f"the artifact's sha256 is {digest}, not the registered {expected_sha256}; "
             "it was changed after registration and will not be loaded"
         )
+    key = (digest, artifact_format)
+    if key in _loaded:
+        _loaded.move_to_end(key)
+        return _loaded[key]
+    model = _deserialise(data, artifact_format)
+    _loaded[key] = model
+    while len(_loaded) > LOADED_CACHE_SIZE:
+        _loaded.popitem(last=False)
+    return model
+
+
+def _deserialise(data: bytes, artifact_format: str) -> Any:
     if artifact_format == "skops":
         trusted = trusted_skops_types(data)
         import skops.io

@@ -72,3 +72,25 @@ def test_a_truncated_artifact_is_an_integrity_error(model_version, skops_artifac
 
     with pytest.raises(ArtifactIntegrityError):
         load_model(model_version)
+
+
+def test_the_same_bytes_are_loaded_once_and_other_bytes_never_take_their_place(
+    model_version, skops_artifact, credit_pipeline, credit_frame
+):
+    """Registration, serving and explaining share one load of an artifact (by sha256); the
+    integrity check still comes first, so bytes changed on disk are refused, not served
+    from what was loaded before."""
+    registered = load_model(model_version)
+    assert load_model(model_version) is registered
+    assert artifacts.load_artifact(skops_artifact, "skops") is registered
+
+    sample = credit_frame[FEATURES].head(20)
+    assert list(registered.predict_proba(sample)[:, 1]) == list(
+        credit_pipeline.predict_proba(sample)[:, 1]
+    )
+    overwrite_artifact(model_version, skops_artifact + b"\0")
+    with pytest.raises(ArtifactIntegrityError):
+        load_model(model_version)
+    # the same bytes under another format are loaded (and checked) as that format
+    with pytest.raises(ArtifactError):
+        artifacts.load_artifact(skops_artifact, "pickle")
