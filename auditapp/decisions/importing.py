@@ -7,7 +7,6 @@ long import makes progress and a bad row never leaves half a decision behind.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from auditapp import textcheck
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.services import record_checked_decisions
@@ -68,7 +68,7 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
                 item["subject_ref"] = row["subject_ref"]
             if row.get("metadata", "").strip():
                 try:
-                    item["metadata"] = json.loads(row["metadata"])
+                    item["metadata"] = textcheck.loads(row["metadata"])
                 except ValueError:
                     yield (
                         line,
@@ -87,7 +87,7 @@ def _jsonl_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, 
             if not text.strip():
                 continue
             try:
-                item = json.loads(text)
+                item = textcheck.loads(text)
             except (ValueError, RecursionError) as exc:  # nested thousands deep: RecursionError
                 yield line, {"errors": [("", f"is not valid JSON ({exc})")], "request_id": None}
                 continue

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from auditapp import textcheck
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.approvals.models import Approval
@@ -66,7 +67,7 @@ def _load_json(value: Any, field: str) -> Any:
         loaded = value
     else:
         try:
-            loaded = json.loads(value)
+            loaded = textcheck.loads(value)
         except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidInput(f"{field} is not valid JSON ({exc}).", code="invalid_json") from None
     # What the database cannot store (NUL, lone surrogates, deep nesting) is named here.

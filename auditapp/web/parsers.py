@@ -5,14 +5,15 @@ Kept apart from the views (DRF's settings import it while APIView is defined).
 
 from __future__ import annotations
 
-import io
 import re
 
 from django.conf import settings
 from rest_framework import parsers
+from rest_framework.exceptions import ParseError
+from rest_framework.utils import json as drf_json
 
 from auditapp.errors import InvalidInput
-from auditapp.textcheck import format_path, json_problem, nests_deeper
+from auditapp.textcheck import RepeatedKey, format_path, json_problem, loads, nests_deeper
 
 # Cheap scans of the raw body: only when one of these occurs is every string walked.
 _NUL_OR_SURROGATE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
@@ -29,21 +30,35 @@ class JSONParser(parsers.JSONParser):
     Nesting beyond ATTEST_MAX_JSON_DEPTH (json's own recursion stops near 1,000
     levels with a RecursionError, a 500 before this), NUL characters and lone
     surrogates in keys or strings, and integers beyond 64 bits. NaN and Infinity
-    are still parsed, so that validation can name the field (STRICT_JSON).
+    are still parsed, so that validation can name the field (STRICT_JSON). A key given
+    twice in one object is refused (textcheck.unique_keys): parsers disagree on its value.
     """
+
+    @property
+    def _parse_constant(self):
+        return drf_json.strict_constant if self.strict else None
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.ATTEST_MAX_JSON_DEPTH
         raw = stream.read() if stream is not None else b""
+        encoding = parsers.get_encoding(parser_context or {})
         try:
-            data = super().parse(io.BytesIO(raw), media_type, parser_context)
+            data = loads(raw.decode(encoding), parse_constant=self._parse_constant)
         except RecursionError:
             raise InvalidInput(
                 f"The JSON body {_too_deep(limit)}.",
                 code="invalid_json",
                 details={"body": [_too_deep(limit)]},
             ) from None
-        utf8 = parsers.get_encoding(parser_context or {}).lower().replace("-", "") == "utf8"
+        except RepeatedKey as exc:
+            raise InvalidInput(
+                f"The JSON body is invalid: {exc}; send each key once.",
+                code="invalid_json",
+                details={"body": [str(exc)]},
+            ) from None
+        except ValueError as exc:  # as DRF's parser says it (UnicodeDecodeError included)
+            raise ParseError(f"JSON parse error - {exc}") from None
+        utf8 = encoding.lower().replace("-", "") == "utf8"
         text = not utf8 or bool(_NUL_OR_SURROGATE_ESCAPE.search(raw))
         ints = not utf8 or bool(_LONG_NUMBER.search(raw))
         # The walk that names a path runs only when a cheap check found something.

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from playwright.sync_api import expect
 
@@ -387,6 +387,24 @@ def test_verify_proof_accepts_a_valid_proof_and_says_what_is_wrong_with_a_tamper
     )
     other_key = base64.b64encode(bytes(32)).decode()
     assert "the public key given is" in refused(seal, proof, other_key)
+
+
+def test_verify_proof_refuses_a_proof_that_gives_a_key_twice(exported):
+    """{"decision_id": 7, ..., "decision_id": 8}: one verifier would check one decision,
+    another the other; a proof must name one."""
+    folder, files = exported
+    text = json.dumps(files["proof"])
+    twice = text.replace('"decision_id": ', '"decision_id": 1, "decision_id": ', 1)
+    (folder / "twice.json").write_text(twice)
+
+    with pytest.raises(CommandError, match="'decision_id' is given twice"):
+        call_command(
+            "verify_proof",
+            str(folder / "seal.json"),
+            str(folder / "twice.json"),
+            "--public-key",
+            files["key"]["public_key"],
+        )
 
 
 # --- the migration from the former hash chain -------------------------------------------

@@ -687,3 +687,69 @@ def test_a_misspelt_body_field_is_refused_by_name_and_nothing_is_done(
     assert response.status_code == 400, response.content
     assert list(response.json()["error"]["details"]) == [named]
     assert AuditEvent.objects.count() == before
+
+
+# A key given twice in one JSON object: Python's json keeps the last value, other parsers
+# the first, so the client's record and Attest's could say different things. Sent as
+# {"score": 0.9, ..., "score": 0.2}, a decision was stored with 0.2 and no word said.
+def _twice(text: str, key: str, first: str) -> str:
+    """`text` with `"key": first, ` inserted before the object's own `"key":`."""
+    marker = f'"{key}": '
+    assert marker in text
+    return text.replace(marker, f"{marker}{first}, {marker}", 1)
+
+
+@pytest.mark.parametrize(
+    ("key", "first"),
+    [("score", "0.9"), ("age", "18"), ("request_id", '"other"')],
+    ids=["field", "input", "request_id"],
+)
+def test_a_key_given_twice_in_a_json_body_is_refused_by_name_and_nothing_stored(
+    engineer, key, first
+):
+    body = '{"decisions": [' + decision_with(request_id="twice") + "]}"
+
+    error = error_of(post_text(engineer, "/api/v1/decisions", _twice(body, key, first)))
+
+    assert error["code"] == "invalid_json"
+    assert f"'{key}'" in error["message"] and "twice" in error["message"]
+    assert not Decision.objects.exists()
+
+
+def test_the_wrapper_s_key_given_twice_is_refused_too(engineer):
+    one = decision_with(request_id="twice")
+    body = '{"decisions": [], "decisions": [' + one + "]}"
+
+    error = error_of(post_text(engineer, "/api/v1/decisions", body))
+
+    assert "'decisions'" in error["message"]
+    assert not Decision.objects.exists()
+
+
+def test_a_model_upload_whose_schema_repeats_a_key_is_a_400(
+    api_client, ml_engineer, skops_artifact, role_groups
+):
+    form = upload_form(skops_artifact)
+    form["schema"] = _twice(form["schema"], "type", '"float"')
+
+    response = api_client(ml_engineer).post("/api/v1/models", form, format="multipart")
+
+    error = error_of(response)
+    assert "'type'" in error["message"] and "twice" in error["message"]
+
+
+def test_the_import_command_rejects_a_line_that_repeats_a_key(model_version, tmp_path):
+    good = DecisionPayloadFactory(request_id="import-ok")
+    twice = _twice(json.dumps(DecisionPayloadFactory(request_id="import-twice")), "score", "0.9")
+    path = tmp_path / "decisions.jsonl"
+    path.write_text(json.dumps(good) + "\n" + twice + "\n")
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 row"):
+        call_command(
+            "import_decisions", str(path), "--model", "credit", "--version", "1",
+            "--no-progress", stdout=out,
+        )  # fmt: skip
+
+    assert "line 2" in out.getvalue() and "'score'" in out.getvalue(), out.getvalue()
+    assert list(Decision.objects.values_list("request_id", flat=True)) == ["import-ok"]

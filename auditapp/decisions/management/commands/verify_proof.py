@@ -8,12 +8,12 @@ one its key_id names (a consistency proof may span a rotation).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from auditapp import textcheck
 from auditapp.decisions import log, merkle, signing
 
 
@@ -75,10 +75,10 @@ class Command(BaseCommand):
 
     def _json(self, path: Path) -> dict[str, Any]:
         try:
-            document = json.loads(path.read_text())
+            document = textcheck.loads(path.read_text())
         except FileNotFoundError as error:
             raise CommandError(f"No such file: {path}") from error
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except ValueError as error:  # undecodable, not JSON, or a key given twice
             raise CommandError(f"{path} is not JSON: {error}") from error
         if not isinstance(document, dict):
             raise CommandError(f"{path} must hold one JSON object.")
@@ -93,10 +93,10 @@ class Command(BaseCommand):
             texts = [text]
             if text.startswith("{"):
                 try:
-                    document = json.loads(text)
+                    document = textcheck.loads(text)
                     texts = [str(document.get("public_key", ""))]
                     texts += [str(key["public_key"]) for key in document.get("keys", [])]
-                except (json.JSONDecodeError, AttributeError, KeyError, TypeError) as error:
+                except (ValueError, AttributeError, KeyError, TypeError) as error:
                     raise CommandError(
                         f"{path} is not the JSON of GET /api/v1/audit/public-key: {error}"
                     ) from None
