@@ -24,6 +24,7 @@ from auditapp.registry.models import ModelVersion
 
 CHUNK = 1000
 ENVELOPE_COLUMNS = ("request_id", "predicted_at", "prediction")
+OPTIONAL_COLUMNS = ("score", "subject_ref", "metadata")
 
 
 @dataclass
@@ -41,11 +42,20 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
     schema = model_version.parsed_schema
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
-        missing = [
-            c for c in (*ENVELOPE_COLUMNS, *schema.names) if c not in (reader.fieldnames or [])
-        ]
+        header = list(reader.fieldnames or [])
+        known = (*ENVELOPE_COLUMNS, *OPTIONAL_COLUMNS, *schema.names)
+        missing = [c for c in (*ENVELOPE_COLUMNS, *schema.names) if c not in header]
         if missing:
             raise InvalidInput(f"{path.name} lacks the column(s) {missing}.")
+        # Refused whole, before a row is read: of two same-named columns csv keeps the last,
+        # and a column it does not read (a misspelt "metdata") would drop its values unsaid.
+        if repeated := sorted({c for c in header if header.count(c) > 1}):
+            raise InvalidInput(f"{path.name} repeats the column(s) {repeated}; name each once.")
+        if unknown := [c for c in header if c not in known]:
+            raise InvalidInput(
+                f"{path.name} has the column(s) {unknown}, which are not read; "
+                f"the file takes {', '.join(known)}."
+            )
         for line, row in enumerate(reader, start=2):
             inputs, errors = schema.text_row_to_inputs(row)
             if errors:

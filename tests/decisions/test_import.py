@@ -161,3 +161,33 @@ def test_a_csv_without_the_schema_columns_is_refused_whole(model_version, tmp_pa
             "import_decisions", str(path), "--model", "credit", "--version", "1", "--no-progress"
         )
     assert Decision.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("header_change", "named"),
+    [
+        # csv.DictReader keeps the last of two same-named columns: the first was dropped
+        (lambda header: [*header, "income"], "repeats the column(s) ['income']"),
+        # a misspelt optional column: its values were dropped without a word
+        (lambda header: [("metdata" if c == "metadata" else c) for c in header], "'metdata'"),
+    ],
+    ids=["repeated_column", "unknown_column"],
+)
+def test_a_csv_whose_header_is_ambiguous_or_unknown_is_refused_whole(
+    model_version, tmp_path, header_change, named
+):
+    source = tmp_path / "good.csv"
+    write_csv(source, DecisionPayloadFactory.build_batch(2))
+    header, *rows = source.read_text().splitlines()
+    columns = header_change(header.split(","))
+    path = tmp_path / "decisions.csv"
+    extra = len(columns) - len(header.split(","))
+    path.write_text("\n".join([",".join(columns), *(row + ",1" * extra for row in rows)]) + "\n")
+
+    with pytest.raises(CommandError) as refused:
+        call_command(
+            "import_decisions", str(path), "--model", "credit", "--version", "1", "--no-progress"
+        )
+
+    assert named in str(refused.value)
+    assert Decision.objects.count() == 0

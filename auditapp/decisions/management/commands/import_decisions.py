@@ -1,3 +1,4 @@
+import csv
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -70,8 +71,6 @@ class Command(BaseCommand):
             )
 
     def _write_rejects(self, path: Path, rejected: list[dict]) -> None:
-        import csv
-
         with path.open("w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["line", "request_id", "errors"])
