@@ -95,7 +95,8 @@ def parse_limit(raw: str | None) -> int:
 def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
     """400 naming every query parameter not in `known`: a misspelt filter (scor_min, stat)
     would otherwise be ignored, and the answer read as if it had applied. A known name
-    with a placeholder, "feature.<name>", admits every name after "feature."."""
+    with a placeholder, "feature.<name>", admits every name after "feature.". Then 400
+    naming any parameter given more than once."""
     known = sorted(set(known))
     exact = {name for name in known if "<" not in name}
     prefixes = tuple(name.split("<", 1)[0] for name in known if "<" in name)
@@ -106,6 +107,17 @@ def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
         f"not a parameter of this request; it {takes}",
         code="invalid_parameters",
     )
+    # None takes several values: given twice, the last would be answered while the URL, as
+    # shared or read back, shows both (?score_min=0.99&score_min=0 listed every score).
+    getlist = getattr(params, "getlist", None)
+    if getlist is not None and (repeated := sorted(key for key in params if len(getlist(key)) > 1)):
+        raise InvalidInput(
+            f"Query parameters given more than once: {', '.join(repeated)}; give each once.",
+            code="invalid_parameters",
+            details={
+                key: [f"is given {len(getlist(key))} times; give it once"] for key in repeated
+            },
+        )
 
 
 def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
