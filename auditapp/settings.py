@@ -324,10 +324,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's parsers, refusing what no endpoint can store and any key or field given twice.
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
+        "auditapp.web.parsers.JSONParser",
+        "auditapp.web.parsers.MultiPartParser",
+        "auditapp.web.parsers.FormParser",
     ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "auditapp.web.api_errors.exception_handler",
@@ -649,10 +650,6 @@ ATTEST_PREDICTED_AT_MAX_AGE_DAYS = env_int("ATTEST_PREDICTED_AT_MAX_AGE_DAYS", 3
 ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES = env_int("ATTEST_PREDICTED_AT_MAX_AHEAD_MINUTES", 1440)
 # The longest period a compliance report covers.
 ATTEST_REPORT_MAX_DAYS = env_int("ATTEST_REPORT_MAX_DAYS", 3660)
-REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] = [
-    "auditapp.web.parsers.JSONParser",
-    *(p for p in REST_FRAMEWORK["DEFAULT_PARSER_CLASSES"] if not p.endswith(".JSONParser")),
-]
 MIDDLEWARE.insert(
     MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
     "auditapp.web.limits.InputLimitsMiddleware",

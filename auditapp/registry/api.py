@@ -133,6 +133,7 @@ class ModelListView(APIView):
     )
     def post(self, request):
         actor = roles.actor_for(request)
+        refuse_unknown_fields(request.data, RegisterVersionRequest().fields, "model registration")
         upload = services.VersionUpload(
             name=request.data.get("name", ""),
             version=request.data.get("version", ""),

@@ -73,3 +73,36 @@ class JSONParser(parsers.JSONParser):
                 details={field: [reason]},
             )
         return data
+
+
+def refuse_repeated_fields(data) -> None:
+    """400 naming every form field given more than once: none of the API's takes several
+    values, and Django's QueryDict answers the last while the sender may have meant the first."""
+    repeated = sorted(key for key, values in data.lists() if len(values) > 1)
+    if repeated:
+        raise InvalidInput(
+            f"Form fields given more than once: {', '.join(repeated)}; give each once.",
+            code="invalid_body",
+            details={
+                key: [f"is given {len(data.getlist(key))} times; give it once"] for key in repeated
+            },
+        )
+
+
+class FormParser(parsers.FormParser):
+    """DRF's urlencoded parser, refusing a field given twice (refuse_repeated_fields)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        data = super().parse(stream, media_type, parser_context)
+        refuse_repeated_fields(data)
+        return data
+
+
+class MultiPartParser(parsers.MultiPartParser):
+    """DRF's multipart parser, refusing a field or file given twice (refuse_repeated_fields)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        parsed = super().parse(stream, media_type, parser_context)
+        refuse_repeated_fields(parsed.data)
+        refuse_repeated_fields(parsed.files)
+        return parsed

@@ -18,6 +18,7 @@ from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.dossier.api import SEARCH_PARAMETERS
 from auditapp.dossier.filters import SEARCH_PARAMETER_NAMES
+from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback
 from tests.conftest import PASSWORD
 from tests.factories import DecisionPayloadFactory, upload_form
@@ -780,3 +781,46 @@ def test_a_query_parameter_given_twice_is_refused_by_name(engineer, admin, path,
     named = query.split("=")[0]
     text = response.content.decode()
     assert named in text and "once" in text
+
+
+# Forms (multipart and urlencoded bodies, which every API endpoint also parses): a field
+# given twice was read as its last value, and a field registration does not take ignored.
+def test_a_model_upload_with_a_field_it_does_not_take_registers_nothing(
+    api_client, ml_engineer, skops_artifact, role_groups
+):
+    form = upload_form(skops_artifact, crad=json.dumps({"description": "the card"}))
+
+    error = error_of(api_client(ml_engineer).post("/api/v1/models", form, format="multipart"))
+
+    assert list(error["details"]) == ["crad"]
+    assert not ModelVersion.objects.filter(version="2").exists()
+
+
+@pytest.mark.parametrize(
+    "field, values", [("version", ["2", "3"]), ("artifact_format", ["skops", "joblib"])]
+)
+def test_a_model_upload_with_a_field_given_twice_registers_nothing(
+    api_client, ml_engineer, skops_artifact, role_groups, field, values
+):
+    form = upload_form(skops_artifact) | {field: values}
+
+    error = error_of(api_client(ml_engineer).post("/api/v1/models", form, format="multipart"))
+
+    assert field in error["message"] and "once" in error["message"]
+    assert not ModelVersion.objects.filter(version__in=["2", "3"]).exists()
+
+
+def test_a_urlencoded_body_with_a_field_given_twice_is_refused(expert, ingest):
+    (recorded,) = ingest(DecisionPayloadFactory())
+    url = f"/api/v1/decisions/{recorded['id']}/feedback"
+
+    response = expert.generic(
+        "POST",
+        url,
+        "verdict=agree&verdict=disagree",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    error = error_of(response)
+    assert "verdict" in error["message"] and "once" in error["message"]
+    assert not Feedback.objects.exists()
