@@ -19,6 +19,12 @@ class InvalidInput(ServiceError):
     status = 400
     code = "invalid"
 
+    @classmethod
+    def named(cls, field: str, reason: str, *, code: str | None = None) -> "InvalidInput":
+        """`field` and why it is refused ("limit", "must be an integer from 1 to 500"): the
+        message says it, and `details` names the field, as clients map errors by it."""
+        return cls(f"{field} {reason}.", details={field: [reason]}, code=code)
+
 
 class Forbidden(ServiceError):
     """A refusal with a code of its own (403), audited as every refusal is: the requester

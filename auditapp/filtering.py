@@ -86,10 +86,21 @@ def parse_limit(raw: str | None) -> int:
     try:
         limit = int(raw)
     except ValueError:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.") from None
+        raise InvalidInput.named("limit", f"must be an integer from 1 to {MAX_LIMIT}") from None
     if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}.")
+        raise InvalidInput.named("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return limit
+
+
+def refuse_more_rows_than(queryset, limit: int, what: str) -> None:
+    """An export holds every row asked for or none: more than `limit` rows is a 400 naming
+    the cap (`too_many_rows`), not a file cut at it that reads as complete."""
+    if queryset[limit : limit + 1].exists():
+        raise InvalidInput(
+            f"The {what} has more than {limit:,} rows, more than one export holds; "
+            "narrow it (a shorter period, one model) and export each part.",
+            code="too_many_rows",
+        )
 
 
 def refuse_unknown_parameters(params, known: Iterable[str]) -> None:

@@ -98,7 +98,9 @@ def page_of_events(queryset: QuerySet, cursor: str | None, limit: int) -> tuple[
         try:
             queryset = queryset.filter(id__lt=int(cursor))
         except ValueError:
-            raise InvalidInput("cursor must be the `next` value of the previous page.") from None
+            raise InvalidInput.named(
+                "cursor", "must be the `next` value of the previous page"
+            ) from None
     rows = list(queryset[: limit + 1])
     if len(rows) <= limit:
         return rows, None

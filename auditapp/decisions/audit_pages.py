@@ -19,7 +19,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.sealing import latest_seal
 from auditapp.errors import InvalidInput
-from auditapp.filtering import refuse_unknown_parameters
+from auditapp.filtering import refuse_more_rows_than, refuse_unknown_parameters
 from auditapp.pages import csv_response, is_htmx, page, paginate, query_string
 from auditapp.registry.models import ModelVersion
 
@@ -70,6 +70,7 @@ def audit_log_csv(request):
     actor = roles.actor_for(request)
     events = access_log.search_events(actor, request.GET)
     refuse_unknown_parameters(request.GET, PAGE_PARAMETERS)
+    refuse_more_rows_than(events, access_log.EXPORT_LIMIT, "access log selection")
     access_log.note_read(actor, request.GET, ip=client_ip(request), via="page", exported=True)
     rows = access_log.csv_rows(events, actor.can(roles.VIEW_SENSITIVE), summaries=_summaries)
     return csv_response("access-log.csv", access_log.CSV_COLUMNS, rows)

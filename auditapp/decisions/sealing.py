@@ -120,8 +120,8 @@ def _decode_cursor(cursor: str) -> int:
             raise ValueError(tree_size)
         return int(tree_size)
     except (ValueError, TypeError, OverflowError):
-        raise InvalidInput(
-            "cursor is not valid; use the `next` value of a previous page."
+        raise InvalidInput.named(
+            "cursor", "is not valid; use the `next` value of a previous page"
         ) from None
 
 

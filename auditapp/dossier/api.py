@@ -14,7 +14,12 @@ from auditapp.decisions import services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import SUMMARY_VALUES, DecisionPresenter
-from auditapp.dossier.filters import filter_decisions, keyset_page, note_search
+from auditapp.dossier.filters import (
+    filter_decisions,
+    keyset_page,
+    note_search,
+    refuse_values_the_model_cannot_have,
+)
 from auditapp.dossier.presenters import decision_detail
 from auditapp.filtering import PARAMETER_TYPES, parse_limit, takes_parameters
 from auditapp.replicas import replica_view
@@ -54,6 +59,7 @@ class DecisionListView(decisions_api.DecisionListView):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)
         queryset = filter_decisions(Decision.objects.visible_to(actor), request.query_params, actor)
+        refuse_values_the_model_cannot_have(request.query_params, actor)
         # Plain rows, not Decisions: no model objects to build, no version rows to read.
         rows, next_cursor = keyset_page(
             queryset.values(*SUMMARY_VALUES),

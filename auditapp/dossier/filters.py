@@ -6,7 +6,7 @@ import base64
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -165,6 +165,39 @@ def _refuse_swapped_ends(cleaned: dict) -> None:
         _refuse_range("score_min", "score_min must not be above score_max")
 
 
+def refuse_values_the_model_cannot_have(params, actor: Actor) -> None:
+    """The API's search: a class, top reason or category the named model cannot have is a
+    mistake (a misspelt "incme"), not an empty answer. Only a model the actor sees says so: for a
+    hidden one, as for a missing one, the search finds nothing and tells nothing of its
+    schema. (The page instead shows such a value as "(not of this model)" in its form.)"""
+    prediction, reason = params.get("prediction"), params.get("top_reason")
+    exact = {
+        key: params[key]
+        for key in params
+        if (match := FEATURE_PARAM.match(key)) and match.group(2) is None and params[key]
+    }
+    if not (prediction or reason or exact) or not params.get("model"):
+        return
+    schema = search_schema(actor, params["model"])
+    if schema is None:
+        return
+    problems = {}
+    for key, value in exact.items():
+        name = key.removeprefix("feature.")
+        if name in schema.categories and value not in schema.categories[name]:
+            known = ", ".join(repr(c) for c in sorted(schema.categories[name]))
+            problems[key] = [f"{value!r} is not a category of {name} ({known})"]
+    if reason and reason not in schema.features:
+        problems["top_reason"] = [f"{reason!r} is not a feature of this model"]
+    if prediction and schema.classes is not None and prediction not in schema.classes:
+        classes = ", ".join(repr(c) for c in sorted(schema.classes))
+        problems["prediction"] = [f"{prediction!r} is not a class of this model ({classes})"]
+    if problems:
+        raise InvalidInput(
+            "Some search parameters are invalid.", code="invalid_parameters", details=problems
+        )
+
+
 def _swapped(low, high, *, strict: bool = False) -> bool:
     if low is None or high is None:
         return False
@@ -198,6 +231,9 @@ class SearchSchema:
     types: dict[str, str]
     sensitive: frozenset[str]
     model_id: int
+    features: frozenset[str] = frozenset()  # of every version: what a top reason can be
+    classes: frozenset[str] | None = None  # of every version, as text; None: not all classify
+    categories: dict[str, frozenset[str]] = field(default_factory=dict)  # of every version
 
 
 def search_schema(actor: Actor, model_name: str | None) -> SearchSchema | None:
@@ -218,10 +254,23 @@ def _schema_of(versions: QuerySet, model_name: str) -> SearchSchema | None:
     if not found:
         return None
     schemas = [version.parsed_schema for version in found]
+    classify = all(schema.target.type == "classification" for schema in schemas)
+    categories: dict[str, set[str]] = {}
+    for schema in schemas:
+        for feature in schema.features:
+            if feature.type == "categorical":
+                categories.setdefault(feature.name, set()).update(feature.categories)
     return SearchSchema(
         types={f.name: f.type for f in schemas[0].features},
         sensitive=frozenset().union(*(schema.sensitive_names for schema in schemas)),
         model_id=found[0].registered_model_id,
+        features=frozenset(name for schema in schemas for name in schema.names),
+        classes=(
+            frozenset(str(c) for schema in schemas for c in schema.target.classes)
+            if classify
+            else None
+        ),
+        categories={name: frozenset(values) for name, values in categories.items()},
     )
 
 
@@ -381,8 +430,8 @@ def _decode_cursor(cursor: str, field: str):
             value = float(value)
         return value, int(pk)
     except (ValueError, TypeError):
-        raise InvalidInput(
-            "cursor is not valid; use the `next` value of a previous page."
+        raise InvalidInput.named(
+            "cursor", "is not valid; use the `next` value of a previous page"
         ) from None
 
 
@@ -392,7 +441,7 @@ def keyset_page(
     """One page of results (Decisions, or rows of a .values() query with its "id") and the
     cursor of the next page (None on the last)."""
     if (ordering or "-predicted_at") not in ORDERINGS:
-        raise InvalidInput(f"ordering must be one of {list(ORDERINGS)}.")
+        raise InvalidInput.named("ordering", f"must be one of {list(ORDERINGS)}")
     field, descending = ORDERINGS[ordering or "-predicted_at"]
     # Decisions without a score sort as -1, so ordering by score keeps them.
     key = (

@@ -23,7 +23,7 @@ from auditapp.dossier.filters import (
 from auditapp.dossier.presenters import decision_reasons, reason_labels
 from auditapp.dossier.search_form import search_form
 from auditapp.errors import InvalidInput
-from auditapp.filtering import parse_limit, refuse_control_characters
+from auditapp.filtering import parse_limit, refuse_control_characters, refuse_more_rows_than
 from auditapp.hashing import canonical_json
 from auditapp.pages import csv_response, is_htmx, page, query_string
 from auditapp.replicas import from_replica, replica_view
@@ -108,6 +108,7 @@ def export_csv(request):
         # Bound to the search page's database now: the rows are read while the file
         # streams, after this view (and a replica_view's mark) has returned.
         queryset = _search(request, actor).using(alias).order_by("-predicted_at", "-pk")
+        refuse_more_rows_than(queryset, EXPORT_LIMIT, "search")
         queryset = queryset[:EXPORT_LIMIT]
         # The query runs once before anything is streamed: a search the database refuses
         # fails here, as an error page, not as a 200 whose file stops mid-stream.

@@ -88,7 +88,7 @@ class MonitoringView(APIView):
         model_version = get_version_for_actor(roles.actor_for(request), name, version)
         window = request.query_params.get("window", "day")
         if window not in WINDOW_NAMES:
-            raise InvalidInput(f"window must be one of {WINDOW_NAMES}.")
+            raise InvalidInput.named("window", f"must be one of {WINDOW_NAMES}")
         snapshots = MetricSnapshot.objects.filter(model_version=model_version, window=window)
         if request.query_params.get("from"):
             start = parse_moment(request.query_params["from"], "from")
@@ -170,7 +170,7 @@ class AlertListView(APIView):
             alerts = alerts.active()
         elif state:
             if state not in STATE_NAMES:
-                raise InvalidInput(f"state must be one of {[*STATE_NAMES, 'active']}.")
+                raise InvalidInput.named("state", f"must be one of {[*STATE_NAMES, 'active']}")
             alerts = alerts.filter(state=state)
         return Response({"results": [alert_json(a) for a in alerts[:MAX_ALERTS]]})
 

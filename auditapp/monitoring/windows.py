@@ -66,7 +66,7 @@ def parse_period(data: Any) -> tuple[datetime, datetime]:
         raise InvalidInput('The body must be an object: {"from": ..., "to": ...}.')
     start, end = parse_moment(data.get("from"), "from"), parse_moment(data.get("to"), "to")
     if end <= start:
-        raise InvalidInput("to must be after from.")
+        raise InvalidInput.named("to", "must be after from")
     if end - start > MAX_PERIOD:
         raise InvalidInput("A monitoring window spans at most 366 days.")
     return start, end

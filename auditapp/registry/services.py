@@ -120,7 +120,7 @@ def parse_background(data: bytes, schema: Schema) -> list[dict]:
 def _parse_card(card: Any) -> dict:
     card = _load_json(card, "card") or {}
     if not isinstance(card, dict):
-        raise InvalidInput("card must be a JSON object.", code="invalid_card")
+        raise InvalidInput.named("card", "must be a JSON object", code="invalid_card")
     unknown = sorted(set(card) - {*CARD_TEXT_FIELDS, "metrics"})
     if unknown:
         raise InvalidInput(
@@ -145,7 +145,7 @@ def _parse_explain_config(config: Any) -> ExplainConfig:
     """Parse the `explain` object; each key group has its own small parser below."""
     config = _load_json(config, "explain") or {}
     if not isinstance(config, dict):
-        raise InvalidInput("explain must be a JSON object.", code="invalid_explain")
+        raise InvalidInput.named("explain", "must be a JSON object", code="invalid_explain")
     mode, rate = _lime_config(config)
     settings = {"agreement": _agreement_config(config), **_counterfactual_config(config)}
     return ExplainConfig(mode, rate, settings=settings)
@@ -285,13 +285,13 @@ def _check_upload(actor: roles.Actor, upload: VersionUpload) -> CheckedUpload:
     """Everything that can be checked before writing to the database."""
     actor.require(roles.REGISTER_MODELS)
     if upload.artifact_format not in FORMATS:
-        raise InvalidInput(f"artifact_format must be one of {list(FORMATS)}.")
+        raise InvalidInput.named("artifact_format", f"must be one of {list(FORMATS)}")
     if upload.artifact_format == "joblib":
         actor.require(roles.UPLOAD_JOBLIB)
     if not NAME_PATTERN.match(upload.name or ""):
-        raise InvalidInput("name must be lower-case letters, digits, '-' or '_' (≤ 100).")
+        raise InvalidInput.named("name", "must be lower-case letters, digits, '-' or '_' (≤ 100)")
     if not VERSION_PATTERN.match(upload.version or ""):
-        raise InvalidInput("version must be letters, digits, '.', '-' or '_' (≤ 50).")
+        raise InvalidInput.named("version", "must be letters, digits, '.', '-' or '_' (≤ 50)")
     # Before the artifact is loaded: a joblib file is a pickle, and loading one runs its code.
     _require_assigned(actor, upload.name)
     if not upload.artifact:
@@ -414,7 +414,7 @@ def change_stage(
     actor.require(roles.CHANGE_STAGE)
     stages = [s for s, _ in ModelVersion.STAGES]
     if stage not in stages:
-        raise InvalidInput(f"stage must be one of {stages}, got {stage!r}.")
+        raise InvalidInput.named("stage", f"must be one of {stages}, got {stage!r}")
     model_version = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
     if approval is not None and model_version.stage != approval.change["from"]:
         raise Conflict(

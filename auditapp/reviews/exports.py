@@ -20,7 +20,7 @@ from auditapp.csvcells import safe_cell
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK, DecisionPresenter
 from auditapp.errors import InvalidInput
-from auditapp.filtering import in_utc
+from auditapp.filtering import in_utc, refuse_more_rows_than
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, Override
 
@@ -41,8 +41,9 @@ def labelled_frame(
         Exists(Outcome.objects.filter(decision=OuterRef("pk")))
         | Exists(Feedback.objects.filter(decision=OuterRef("pk")).exclude(corrected_label=None))
         | Exists(Override.objects.filter(decision=OuterRef("pk")))
-    ).order_by("predicted_at", "pk")[:MAX_ROWS]
-    rows = list(decisions)
+    ).order_by("predicted_at", "pk")
+    refuse_more_rows_than(decisions, MAX_ROWS, "labelled data of this period")
+    rows = list(decisions[:MAX_ROWS])
     ids = [d.pk for d in rows]
     outcomes = _latest(Outcome.objects.filter(decision_id__in=ids).order_by("observed_at", "pk"))
     overrides = _latest(Override.objects.filter(decision_id__in=ids).order_by("created_at", "pk"))
@@ -100,7 +101,7 @@ def export_labelled(
 ) -> bytes:
     """The labelled data as CSV or Parquet bytes; the export is audited."""
     if fmt not in FORMATS:
-        raise InvalidInput(f"format must be one of {sorted(FORMATS)}.")
+        raise InvalidInput.named("format", f"must be one of {sorted(FORMATS)}")
     frame = labelled_frame(actor, model_version, start, end)
     buffer = io.BytesIO()
     if fmt == "csv":

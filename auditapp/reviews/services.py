@@ -478,7 +478,7 @@ def resolve_case(
     if case.state == ReviewCase.RESOLVED:
         raise Conflict("This case is already resolved.", code="case_resolved")
     if resolution not in (ReviewCase.CONFIRMED, ReviewCase.OVERRIDDEN):
-        raise InvalidInput("resolution must be confirmed or overridden.")
+        raise InvalidInput.named("resolution", "must be confirmed or overridden")
     rationale = (rationale or "").strip()
     if reason := text_problem(rationale):
         raise InvalidInput(

@@ -291,3 +291,36 @@ def test_every_api_search_is_audited_with_its_filters(api_client, auditor, model
     (event,) = AuditEvent.objects.filter(action="decisions.searched")
     assert event.actor == auditor
     assert event.details == {"params": {"model": "credit", "limit": "5"}, "via": "api"}
+
+
+@pytest.mark.parametrize(
+    "params, named, words",
+    [
+        ({"model": "credit", "prediction": "maybe"}, "prediction", "'bad', 'good'"),
+        ({"model": "credit", "top_reason": "incme"}, "top_reason", "not a feature"),
+        ({"model": "credit", "feature.housing": "castle"}, "feature.housing", "'own'"),
+    ],
+    ids=["prediction_not_a_class", "top_reason_not_a_feature", "not_a_category"],
+)
+def test_a_value_the_named_model_cannot_have_is_refused_not_answered_empty(
+    officer_client, decisions, params, named, words
+):
+    """An empty answer reads as "none were declined for that reason"; a misspelt reason
+    or class is a mistake, and the model the search names says what it can be."""
+    error = officer_client.get(URL, params).json()["error"]
+
+    assert error["code"] == "invalid_parameters"
+    assert list(error["details"]) == [named]
+    assert words in error["details"][named][0]
+
+
+def test_a_hidden_model_answers_such_a_value_as_a_missing_one_does(
+    api_client, domain_expert, decisions
+):
+    """credit-eu is not the domain expert's: its classes and features are not told."""
+    client = api_client(domain_expert)
+    for model in ("credit-eu", "no-such-model"):
+        for params in ({"prediction": "maybe"}, {"top_reason": "incme"}, {"feature.housing": "x"}):
+            response = client.get(URL, {"model": model, **params})
+            assert response.status_code == 200
+            assert response.json() == {"results": [], "next": None}

@@ -131,3 +131,18 @@ def test_oversight_figures_count_what_the_experts_did(labelled, model_version):
     assert figures.median_hours_to_resolve is not None
     assert dict(figures.ratings) == {1: 0, 2: 1, 3: 0, 4: 0, 5: 1}
     assert figures.open_by_age == [("under a day", 1), ("1-7 days", 0), ("over a week", 0)]
+
+
+def test_an_export_with_more_rows_than_it_holds_is_refused_not_cut(
+    api_client, ml_engineer, labelled, monkeypatch
+):
+    """At the cap, the file had held its first rows and said nothing of the rest."""
+    monkeypatch.setattr("auditapp.reviews.exports.MAX_ROWS", 3)
+
+    response = api_client(ml_engineer).get(URL, {"format": "csv"})
+
+    assert response.status_code == 400, response.content[:300]
+    error = response.json()["error"]
+    assert error["code"] == "too_many_rows"
+    assert "more than 3" in error["message"]
+    assert not AuditEvent.objects.filter(action="labelled_data.exported").exists()

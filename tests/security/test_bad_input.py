@@ -824,3 +824,29 @@ def test_a_urlencoded_body_with_a_field_given_twice_is_refused(expert, ingest):
     error = error_of(response)
     assert "verdict" in error["message"] and "once" in error["message"]
     assert not Feedback.objects.exists()
+
+
+# A parameter with a value it cannot take is named in `details`, as every 400 names its
+# fields: clients map errors to fields by `details`, and these said it only in the message.
+BAD_VALUES = [
+    ("/api/v1/decisions", {"limit": "0"}, "limit"),
+    ("/api/v1/decisions", {"ordering": "income"}, "ordering"),
+    ("/api/v1/decisions", {"cursor": "abc"}, "cursor"),
+    ("/api/v1/audit/events", {"cursor": "abc"}, "cursor"),
+    ("/api/v1/audit/seals", {"cursor": "abc"}, "cursor"),
+    ("/api/v1/models/credit/versions/1/monitoring", {"window": "fortnight"}, "window"),
+    ("/api/v1/alerts", {"state": "asleep"}, "state"),
+    ("/api/v1/models/credit/versions/1/labelled-data", {"format": "xlsx"}, "format"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, params, named", BAD_VALUES, ids=[f"{p}:{n}" for p, _, n in BAD_VALUES]
+)
+def test_a_parameter_value_it_cannot_take_is_named_in_details(
+    api_client, admin, path, params, named
+):
+    error = error_of(api_client(admin).get(path, params))
+
+    assert list(error["details"]) == [named], error
+    assert named in error["message"]

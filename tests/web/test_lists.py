@@ -228,3 +228,16 @@ def test_the_audit_log_and_its_csv_refuse_a_misspelt_filter_by_name(compliance_o
         assert response.status_code == 400
         assert "actr" in response.content.decode()
     assert browser(compliance_officer).get("/audit/", {"verification": "1"}).status_code == 200
+
+
+def test_an_access_log_csv_with_more_events_than_it_holds_is_refused_not_cut(
+    compliance_officer, flagged, monkeypatch
+):
+    """At the cap, the file had held the newest events and said nothing of the rest."""
+    monkeypatch.setattr("auditapp.accounts.access_log.EXPORT_LIMIT", 3)
+
+    response = browser(compliance_officer).get("/audit/events.csv")
+
+    assert response.status_code == 400
+    assert "more than 3" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="audit_log.exported").exists()

@@ -122,6 +122,18 @@ class TestCsvDownload:
             assert "scor_min" in response.content.decode()
         assert not AuditEvent.objects.filter(action="decisions.exported").exists()
 
+    def test_a_search_with_more_rows_than_an_export_holds_is_refused_not_cut(
+        self, compliance_officer, decisions, monkeypatch
+    ):
+        """At the cap, the file had held the newest rows and said nothing of the rest."""
+        monkeypatch.setattr("auditapp.dossier.views.EXPORT_LIMIT", 5)
+
+        response = browser(compliance_officer).get("/decisions/export.csv", {"model": "credit"})
+
+        assert response.status_code == 400
+        assert "more than 5" in response.content.decode()
+        assert not AuditEvent.objects.filter(action="decisions.exported").exists()
+
     def test_a_compliance_officer_gets_the_values(self, compliance_officer, decisions):
         response = browser(compliance_officer).get("/decisions/export.csv", {"model": "credit"})
         rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
