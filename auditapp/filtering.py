@@ -13,6 +13,7 @@ import django_filters
 from django import forms
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
 
 from auditapp.errors import InvalidInput
 
@@ -80,9 +81,9 @@ def refuse_control_characters(params) -> None:
         )
 
 
-def parse_limit(raw: str | None) -> int:
+def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT) -> int:
     if raw in (None, ""):
-        return DEFAULT_LIMIT
+        return default
     try:
         limit = int(raw)
     except ValueError:
@@ -90,6 +91,36 @@ def parse_limit(raw: str | None) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput.named("limit", f"must be an integer from 1 to {MAX_LIMIT}")
     return limit
+
+
+def paging_parameters(default: int = DEFAULT_LIMIT) -> list[OpenApiParameter]:
+    """The OpenAPI parameters of a list paged by newest_first_page."""
+    return [
+        OpenApiParameter("cursor", OpenApiTypes.STR, description="the `next` of the previous page"),
+        OpenApiParameter(
+            "limit", OpenApiTypes.INT, description=f"page size, 1-{MAX_LIMIT} (default {default})"
+        ),
+    ]
+
+
+def newest_first_page(queryset, params, *, default: int = DEFAULT_LIMIT) -> tuple[list, str | None]:
+    """A page of `queryset`, newest first by id, and the `next` cursor (None on the last):
+    ?limit= rows (1 to MAX_LIMIT, `default` without it) after ?cursor=, the last id the
+    previous page showed. Ids only grow, so a row added while a client pages is never shown
+    twice nor makes it skip one; every API list pages this way, none is cut unsaid."""
+    cursor = params.get("cursor")
+    limit = parse_limit(params.get("limit"), default)
+    queryset = queryset.order_by("-id")
+    if cursor:
+        if not (cursor.isascii() and cursor.isdigit() and 0 < int(cursor) < 2**63):
+            raise InvalidInput.named(
+                "cursor", "must be the `next` value of the previous page", code="invalid_parameters"
+            )
+        queryset = queryset.filter(id__lt=int(cursor))
+    rows = list(queryset[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], str(rows[limit - 1].pk)
 
 
 def refuse_more_rows_than(queryset, limit: int, what: str) -> None:

@@ -92,21 +92,6 @@ def search_events(actor: roles.Actor, params) -> QuerySet:
     return filterset.qs.order_by("-id")
 
 
-def page_of_events(queryset: QuerySet, cursor: str | None, limit: int) -> tuple[list, str | None]:
-    """A page, newest first; the cursor is the last id shown (ids only grow)."""
-    if cursor:
-        try:
-            queryset = queryset.filter(id__lt=int(cursor))
-        except ValueError:
-            raise InvalidInput.named(
-                "cursor", "must be the `next` value of the previous page"
-            ) from None
-    rows = list(queryset[: limit + 1])
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], str(rows[limit - 1].pk)
-
-
 def note_read(actor: roles.Actor, params, *, ip=None, via: str, exported: bool = False) -> None:
     """Reading the access log is itself recorded, with the filters used."""
     filters = {name: params[name] for name in FILTERS if params.get(name)}

@@ -8,7 +8,12 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import access_log, roles
 from auditapp.accounts.audit import client_ip
-from auditapp.filtering import PARAMETER_TYPES, parse_limit, takes_parameters
+from auditapp.filtering import (
+    PARAMETER_TYPES,
+    newest_first_page,
+    paging_parameters,
+    takes_parameters,
+)
 
 EVENT_PARAMETERS = [
     OpenApiParameter(name, PARAMETER_TYPES.get(name, OpenApiTypes.STR), description=text)
@@ -19,10 +24,8 @@ EVENT_PARAMETERS = [
         ("object_id", "the object's id"),
         ("from", "ISO-8601, at or after"),
         ("to", "ISO-8601, before"),
-        ("cursor", "the `next` value of the previous page"),
-        ("limit", "page size, 1-500 (default 50)"),
     ]
-]
+] + paging_parameters()
 
 
 class AuditEventListView(APIView):
@@ -34,11 +37,7 @@ class AuditEventListView(APIView):
         """The access log, newest first (compliance officers, auditors, admins)."""
         actor = roles.actor_for(request)
         events = access_log.search_events(actor, request.query_params)
-        rows, next_cursor = access_log.page_of_events(
-            events,
-            request.query_params.get("cursor"),
-            parse_limit(request.query_params.get("limit")),
-        )
+        rows, next_cursor = newest_first_page(events, request.query_params)
         access_log.note_read(actor, request.query_params, ip=client_ip(request), via="api")
         show = actor.can(roles.VIEW_SENSITIVE)
         results = [access_log.event_row(e, show) for e in rows]

@@ -10,9 +10,14 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals import services
 from auditapp.approvals.models import Approval
-from auditapp.filtering import refuse_unknown_fields, takes_parameters
+from auditapp.filtering import (
+    newest_first_page,
+    paging_parameters,
+    refuse_unknown_fields,
+    takes_parameters,
+)
 
-LIST_LIMIT = 200  # newest first
+LIST_LIMIT = 200  # approvals a page (newest first) unless ?limit= says otherwise
 
 
 def pending_response(approval: Approval) -> Response:
@@ -25,7 +30,10 @@ def _comment(request):
     return request.data.get("comment") if isinstance(request.data, dict) else None
 
 
-LIST_PARAMETERS = [OpenApiParameter("state", str, enum=list(services.STATES))]
+LIST_PARAMETERS = [
+    OpenApiParameter("state", str, enum=list(services.STATES)),
+    *paging_parameters(LIST_LIMIT),
+]
 
 
 class ApprovalListView(APIView):
@@ -35,8 +43,13 @@ class ApprovalListView(APIView):
     @takes_parameters(LIST_PARAMETERS)
     def get(self, request):
         actor = roles.actor_for(request)
-        approvals = services.approvals_for_actor(actor, request.query_params.get("state"))
-        return Response({"results": [services.approval_json(a) for a in approvals[:LIST_LIMIT]]})
+        approvals, next_cursor = newest_first_page(
+            services.approvals_for_actor(actor, request.query_params.get("state")),
+            request.query_params,
+            default=LIST_LIMIT,
+        )
+        results = [services.approval_json(a) for a in approvals]
+        return Response({"results": results, "next": next_cursor})
 
 
 class ApprovalDetailView(APIView):

@@ -9,14 +9,21 @@ from rest_framework.views import APIView
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions import holds, input_retention
-from auditapp.filtering import refuse_unknown_fields, takes_parameters
+from auditapp.errors import InvalidInput
+from auditapp.filtering import (
+    newest_first_page,
+    paging_parameters,
+    refuse_unknown_fields,
+    takes_parameters,
+)
 from auditapp.registry.lookups import get_model_for_actor
 
-LIST_LIMIT = 500
+LIST_LIMIT = 500  # holds a page unless ?limit= says otherwise
 
 
 HOLD_LIST_PARAMETERS = [
-    OpenApiParameter("active", str, enum=["true", "false"], description="true: not released")
+    OpenApiParameter("active", str, enum=["true", "false"], description="true: not released"),
+    *paging_parameters(LIST_LIMIT),
 ]
 
 
@@ -30,9 +37,13 @@ class LegalHoldListView(APIView):
     def get(self, request):
         """Legal holds, newest first (?active=true for those not released)."""
         found = holds.visible_holds(roles.actor_for(request))
-        if request.query_params.get("active") in ("true", "1"):
+        active = request.query_params.get("active") or "false"
+        if active not in ("true", "false", "1", "0"):
+            raise InvalidInput.named("active", "must be true or false", code="invalid_parameters")
+        if active in ("true", "1"):
             found = found.active()
-        return Response({"results": [holds.hold_json(h) for h in found[:LIST_LIMIT]]})
+        page, next_cursor = newest_first_page(found, request.query_params, default=LIST_LIMIT)
+        return Response({"results": [holds.hold_json(h) for h in page], "next": next_cursor})
 
     @extend_schema(
         operation_id="legal_holds_place",

@@ -14,7 +14,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import newest_first_page, paging_parameters, takes_parameters
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
 from auditapp.monitoring.coverage import coverage, first_decision_at
@@ -26,7 +26,7 @@ from auditapp.monitoring.windows import parse_moment
 from auditapp.registry.lookups import get_version_for_actor
 
 MAX_SNAPSHOTS = 1000
-MAX_ALERTS = 500
+MAX_ALERTS = 500  # alerts a page unless ?limit= says otherwise
 WINDOW_NAMES = [w for w, _ in WINDOWS]
 STATE_NAMES = [s for s, _ in Alert.STATES]
 
@@ -74,6 +74,7 @@ ALERT_PARAMETERS = [
     OpenApiParameter("model", str),
     OpenApiParameter("version", str),
     OpenApiParameter("state", str, enum=[*STATE_NAMES, "active"]),
+    *paging_parameters(MAX_ALERTS),
 ]
 
 
@@ -172,7 +173,8 @@ class AlertListView(APIView):
             if state not in STATE_NAMES:
                 raise InvalidInput.named("state", f"must be one of {[*STATE_NAMES, 'active']}")
             alerts = alerts.filter(state=state)
-        return Response({"results": [alert_json(a) for a in alerts[:MAX_ALERTS]]})
+        page, next_cursor = newest_first_page(alerts, params, default=MAX_ALERTS)
+        return Response({"results": [alert_json(a) for a in page], "next": next_cursor})
 
 
 class AlertAcknowledgeView(APIView):

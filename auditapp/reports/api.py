@@ -9,20 +9,29 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import newest_first_page, paging_parameters, takes_parameters
 from auditapp.reports import services
 from auditapp.reports.models import Report
 
-LIST_LIMIT = 200
+LIST_LIMIT = 200  # reports a page unless ?limit= says otherwise
+LIST_PARAMETERS = paging_parameters(LIST_LIMIT)
 
 
 class ReportListView(APIView):
-    @extend_schema(operation_id="reports_list", responses=OpenApiTypes.OBJECT)
-    @takes_parameters(())
+    @extend_schema(
+        operation_id="reports_list", parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
+    )
+    @takes_parameters(LIST_PARAMETERS)
     def get(self, request):
-        """The latest reports about the models the caller may see, newest first."""
-        reports = services.visible_reports(roles.actor_for(request))[:LIST_LIMIT]
-        return Response({"results": [services.report_json(r) for r in reports]})
+        """The reports about the models the caller may see, newest first, a page at a time."""
+        reports, next_cursor = newest_first_page(
+            services.visible_reports(roles.actor_for(request)),
+            request.query_params,
+            default=LIST_LIMIT,
+        )
+        return Response(
+            {"results": [services.report_json(r) for r in reports], "next": next_cursor}
+        )
 
     @extend_schema(
         operation_id="reports_request",

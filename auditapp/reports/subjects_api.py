@@ -9,13 +9,16 @@ from rest_framework.views import APIView
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import newest_first_page, paging_parameters, takes_parameters
 from auditapp.reports import subjects
 
-LIST_LIMIT = 500
+LIST_LIMIT = 500  # requests a page unless ?limit= says otherwise
 
 
-LIST_PARAMETERS = [OpenApiParameter("subject_ref", str, description="one subject's requests")]
+LIST_PARAMETERS = [
+    OpenApiParameter("subject_ref", str, description="one subject's requests"),
+    *paging_parameters(LIST_LIMIT),
+]
 
 
 class SubjectRequestListView(APIView):
@@ -30,7 +33,8 @@ class SubjectRequestListView(APIView):
         found = subjects.visible_requests(roles.actor_for(request))
         if subject := request.query_params.get("subject_ref"):
             found = found.filter(subject_ref=subject)
-        return Response({"results": [subjects.request_json(r) for r in found[:LIST_LIMIT]]})
+        page, next_cursor = newest_first_page(found, request.query_params, default=LIST_LIMIT)
+        return Response({"results": [subjects.request_json(r) for r in page], "next": next_cursor})
 
     @extend_schema(
         operation_id="subject_requests_file",
