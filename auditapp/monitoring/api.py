@@ -14,7 +14,12 @@ from auditapp.accounts.audit import client_ip
 from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
 from auditapp.errors import InvalidInput
-from auditapp.filtering import newest_first_page, paging_parameters, takes_parameters
+from auditapp.filtering import (
+    newest_first_page,
+    paging_parameters,
+    refuse_more_rows_than,
+    takes_parameters,
+)
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
 from auditapp.monitoring.configuration import configure_monitoring, settings_json
 from auditapp.monitoring.coverage import coverage, first_decision_at
@@ -97,7 +102,9 @@ class MonitoringView(APIView):
         if request.query_params.get("to"):
             end = parse_moment(request.query_params["to"], "to")
             snapshots = snapshots.filter(window_start__lt=end)
-        snapshots = snapshots.order_by("window_start", "window_end")[:MAX_SNAPSHOTS]
+        snapshots = snapshots.order_by("window_start", "window_end")
+        refuse_more_rows_than(snapshots, MAX_SNAPSHOTS, "period (narrow it with from and to)")
+        snapshots = snapshots[:MAX_SNAPSHOTS]
         first = first_decision_at(model_version)
         return Response({"results": [snapshot_json(s, first) for s in snapshots]})
 

@@ -570,3 +570,20 @@ def test_fairness_groups_read_in_their_own_order_whatever_order_jsonb_keeps():
     assert list(fairness.selection_rate) == list(fairness.counts) == expected
     sexes = Fairness.from_document({"selection_rate": {"male": 0.5, "female": 0.4}})
     assert list(sexes.selection_rate) == ["female", "male"]
+
+
+def test_more_windows_than_the_api_lists_is_refused_not_cut(
+    first_days, api_client, compliance_officer, monkeypatch
+):
+    """At the cap the list had held the oldest windows and dropped the newest unsaid."""
+    monkeypatch.setattr("auditapp.monitoring.api.MAX_SNAPSHOTS", 1)
+    _, second = first_days
+    client = api_client(compliance_officer)
+
+    response = client.get(API, {"window": "day"})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "too_many_rows" and "from" in error["message"]
+    narrowed = client.get(API, {"window": "day", "from": second.window_start.isoformat()})
+    assert [r["id"] for r in narrowed.json()["results"]] == [second.pk]
