@@ -279,15 +279,25 @@ def _protected_reasons(explanations, model_version: ModelVersion | None) -> dict
     return found
 
 
+MAX_FLAG_NOTE = 500  # characters of the note that says why a decision was flagged
+
+
 def flag_decision(actor: roles.Actor, decision: Decision, note: str, *, ip=None) -> ReviewCase:
     actor.require(roles.WORK_REVIEWS)
     if not isinstance(note, str) or not note.strip():
         raise InvalidInput("Say why the decision needs a review.", code="invalid_flag")
     if reason := text_problem(note):
         raise InvalidInput(f"The note {reason}.", code="invalid_flag", details={"note": [reason]})
-    (case,) = open_cases(
-        {decision.pk: [rules.reason(rules.FLAGGED, note.strip()[:500])]}, actor=actor
-    ) or [ReviewCase.objects.unresolved().get(decision=decision)]
+    note = note.strip()
+    if len(note) > MAX_FLAG_NOTE:  # kept whole in the case's reasons, or refused: never cut
+        raise InvalidInput.named(
+            "note",
+            f"must be at most {MAX_FLAG_NOTE} characters, not {len(note)}",
+            code="invalid_flag",
+        )
+    (case,) = open_cases({decision.pk: [rules.reason(rules.FLAGGED, note)]}, actor=actor) or [
+        ReviewCase.objects.unresolved().get(decision=decision)
+    ]
     record_event("review.flagged", actor=actor, target=decision, ip=ip, case=case.pk)
     return case
 

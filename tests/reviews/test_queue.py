@@ -8,6 +8,7 @@ from django.test import Client
 from auditapp.accounts import roles
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
+from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews import rules
 from auditapp.reviews.models import CaseEvent, Override, ReviewCase
@@ -209,3 +210,17 @@ def test_resolving_through_the_page_and_the_review_filter(
     assert [d["id"] for d in resolved.json()["results"]] == [decisions[3].pk]
     again = browser(domain_expert).post(f"/review/{case.pk}/resolve", {"resolution": "confirmed"})
     assert again.status_code == 409
+
+
+def test_a_flag_note_is_kept_whole_or_refused_never_cut(domain_expert, decisions):
+    """A note of 600 characters had been kept as its first 500, and the reviewer not told."""
+    actor = roles.Actor(user=domain_expert)
+    whole = "x" * 500
+
+    case = flag_decision(actor, decisions[0], whole)
+
+    assert [r["detail"] for r in case.reasons if r["rule"] == rules.FLAGGED] == [whole]
+    with pytest.raises(InvalidInput) as refused:
+        flag_decision(actor, decisions[1], "y" * 501)
+    assert list(refused.value.details) == ["note"]
+    assert not ReviewCase.objects.filter(decision=decisions[1]).exists()
