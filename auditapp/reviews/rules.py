@@ -27,6 +27,8 @@ SCORE_MISMATCH = "score_not_the_models"
 EXPERT_DISAGREES = "expert_disagrees"
 FLAGGED = "flagged"
 PROTECTED_REASON = "protected_reason"
+# The reasons people give (a case keeps each person's words); the others, the rules' own.
+PERSONAL = frozenset({EXPERT_DISAGREES, FLAGGED})
 RULE_LABELS = {
     SCORE_NEAR_THRESHOLD: "score close to the decision threshold",
     EXPLANATION_FAILED: "the explanation failed",

@@ -94,6 +94,13 @@ def feedback_json(feedback: Feedback) -> dict:
 # -- the review queue ------------------------------------------------------------------------
 
 
+def _reason_key(reason: dict) -> tuple[str, str]:
+    """What makes a reason new to a case: a rule the workers apply counts once (applied
+    again, it says the same); a person's reason (a flag's note, an expert's disagreement)
+    counts by its words, so a second person's is kept, not dropped as a repeat."""
+    return reason["rule"], reason.get("detail", "") if reason["rule"] in rules.PERSONAL else ""
+
+
 def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> list[ReviewCase]:
     """Put decisions in the queue (or add reasons to their unresolved case). Idempotent."""
     reasons_by_decision = {d: r for d, r in reasons_by_decision.items() if r}
@@ -147,7 +154,9 @@ def open_cases(reasons_by_decision: dict[int, list[dict]], *, actor=None) -> lis
             case = existing.get(decision_id)
             if case is None:
                 continue
-            new = [r for r in reasons if r["rule"] not in {x["rule"] for x in case.reasons}]
+            new = [
+                r for r in reasons if _reason_key(r) not in {_reason_key(x) for x in case.reasons}
+            ]
             if new:
                 case.set_reasons([*case.reasons, *new])
                 case.updated_at = now

@@ -224,3 +224,34 @@ def test_a_flag_note_is_kept_whole_or_refused_never_cut(domain_expert, decisions
         flag_decision(actor, decisions[1], "y" * 501)
     assert list(refused.value.details) == ["note"]
     assert not ReviewCase.objects.filter(decision=decisions[1]).exists()
+
+
+def test_a_second_person_s_reason_joins_the_open_case_in_their_words(
+    domain_expert, decisions, api_client, django_user_model
+):
+    """One case a decision, but each person's reason kept: the second flag's note and a
+    second expert's disagreement had been dropped (the case kept one reason a rule)."""
+    actor = roles.Actor(user=domain_expert)
+    flag_decision(actor, decisions[0], "income looks mistyped")
+    flag_decision(actor, decisions[0], "the guarantor is missing")
+    flag_decision(actor, decisions[0], "income looks mistyped")  # the same words again: once
+
+    client = api_client(domain_expert)
+    for comment in ("Guarantor not considered", "Too young to judge"):
+        client.post(
+            f"/api/v1/decisions/{decisions[1].pk}/feedback",
+            {"verdict": "disagree", "comment": comment},
+            format="json",
+        )
+
+    flagged = ReviewCase.objects.get(decision=decisions[0])
+    assert [r["detail"] for r in flagged.reasons] == [
+        "income looks mistyped",
+        "the guarantor is missing",
+    ]
+    disputed = ReviewCase.objects.get(decision=decisions[1])
+    details = [r["detail"] for r in disputed.reasons if r["rule"] == rules.EXPERT_DISAGREES]
+    assert details == [
+        "domain_expert: Guarantor not considered",
+        "domain_expert: Too young to judge",
+    ]
