@@ -32,6 +32,9 @@ def page(view):
             raise PermissionDenied(exc.message) from None
         except ServiceError as exc:  # bad input (400), a conflict (409), ...
             context = {"status": exc.status, "message": exc.message, "details": exc.details}
+            if is_htmx(request):  # in place of what it asked for (base.html swaps 400 and 409)
+                context["fragment"] = True
+                return render(request, "web/_error.html", context, status=exc.status)
             return render(request, "web/error.html", context, status=exc.status)
 
     return wrapper

@@ -425,8 +425,8 @@ def counterfactuals(request, decision_id: int):
 def what_if(request, decision_id: int):
     """The what-if form sent: its panel again (htmx), or the whole page without JavaScript.
 
-    Errors are shown next to their fields. To htmx the panel answers 200 either way (htmx
-    swaps no 4xx); the page without htmx answers 400 when a field is wrong. It counts
+    Errors are shown next to their fields, with 400 when a field is wrong (htmx swaps a 400
+    as any answer: base.html's htmx-config). It counts
     against the API's rate limits (per user, per address): it runs a model as the API does.
     """
     actor = roles.actor_for(request)
@@ -457,9 +457,10 @@ def what_if(request, decision_id: int):
             for detail in exc.details or [{"field": "", "message": exc.message}]:
                 errors[detail["field"].removeprefix("inputs.")] = detail["message"]
     context = _what_if_context(decision, actor, presenter, values, errors, result)
-    status = 400 if errors and not is_htmx(request) else 200
+    status = 400 if errors else 200
     if is_htmx(request):
-        return render(request, "decisions/_what_if.html", {"decision": decision, **context})
+        panel = {"decision": decision, **context}
+        return render(request, "decisions/_what_if.html", panel, status=status)
     full = _detail_context(decision, actor, presenter, what_if=context)
     return render(request, "decisions/detail.html", full, status=status)
 

@@ -405,7 +405,7 @@ def test_the_panel_shows_an_error_beside_its_field(domain_expert, decision):
         HTTP_HX_REQUEST="true",
     )
     html = response.content.decode()
-    assert response.status_code == 200  # htmx swaps no 4xx
+    assert response.status_code == 400  # htmx swaps it in (base.html's responseHandling)
     assert 'data-feature="debt_ratio" class="invalid"' in html and "must be ≤ 3" in html
     assert 'data-feature="age" class="invalid"' in html and "must be a number" in html
     assert 'id="what-if-result"' not in html

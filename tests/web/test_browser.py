@@ -256,3 +256,25 @@ def test_the_api_docs_render_from_local_files_under_the_policy(live_server, chro
         "200"
     )
     page.screenshot(path=SHOTS / "api-docs.png", full_page=True)
+
+
+def test_a_search_the_server_refuses_says_why_in_place_of_the_results(
+    live_server, chromium, model_version, ingest, compliance_officer
+):
+    """htmx leaves its target alone on a 4xx: swapped ends had left the former results
+    showing, read as the answer, and nothing said why."""
+    ingest(*DecisionPayloadFactory.build_batch(3))
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, live_server.url, "compliance_officer")
+    page.goto(f"{live_server.url}/decisions/?model=credit")
+    expect(page.locator(".count")).to_contain_text("3 decisions match")
+
+    page.fill("input[name=score_min]", "0.9")
+    page.fill("input[name=score_max]", "0.1")
+    page.locator("input[name=score_max]").dispatch_event("change")
+
+    results = page.locator("#results")
+    expect(results.locator(".errors")).to_contain_text("score_min must not be above score_max")
+    expect(results.locator(".count")).to_have_count(0)  # the former answer is gone
+    expect(page.locator("header")).to_have_count(1)  # the error fills the results, not a page
+    page.screenshot(path=SHOTS / "search-refused.png", full_page=True)
