@@ -22,6 +22,7 @@ from auditapp.dossier.filters import (
 )
 from auditapp.dossier.presenters import decision_detail
 from auditapp.filtering import PARAMETER_TYPES, parse_limit, takes_parameters
+from auditapp.registry.lookups import refuse_unseen_model_filter
 from auditapp.replicas import replica_view
 
 SEARCH_PARAMETERS = [
@@ -59,7 +60,6 @@ class DecisionListView(decisions_api.DecisionListView):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)
         queryset = filter_decisions(Decision.objects.visible_to(actor), request.query_params, actor)
-        refuse_values_the_model_cannot_have(request.query_params, actor)
         # Plain rows, not Decisions: no model objects to build, no version rows to read.
         rows, next_cursor = keyset_page(
             queryset.values(*SUMMARY_VALUES),
@@ -67,6 +67,9 @@ class DecisionListView(decisions_api.DecisionListView):
             request.query_params.get("cursor"),
             parse_limit(request.query_params.get("limit")),
         )
+        if not rows:  # nothing found: say so if nothing could have been (no round trip else)
+            refuse_unseen_model_filter(actor, request.query_params)
+            refuse_values_the_model_cannot_have(request.query_params, actor)
         note_search(actor, request.query_params, ip=client_ip(request), via="api")
         presenter = DecisionPresenter(actor)
         return Response({"results": [presenter.row_summary(r) for r in rows], "next": next_cursor})

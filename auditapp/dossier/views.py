@@ -26,6 +26,7 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import parse_limit, refuse_control_characters, refuse_more_rows_than
 from auditapp.hashing import canonical_json
 from auditapp.pages import csv_response, is_htmx, page, query_string
+from auditapp.registry.lookups import refuse_unseen_model_filter
 from auditapp.replicas import from_replica, replica_view
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import submit_feedback
@@ -56,6 +57,8 @@ def search(request):
         request.GET.get("cursor"),
         parse_limit(request.GET.get("limit")),
     )
+    if not rows:
+        refuse_unseen_model_filter(actor, request.GET)
     note_search(actor, request.GET, ip=client_ip(request))
     presenter = presenters.DecisionPresenter(actor)
     reasons = reason_labels(rows, presenter)
@@ -112,7 +115,8 @@ def export_csv(request):
         queryset = queryset[:EXPORT_LIMIT]
         # The query runs once before anything is streamed: a search the database refuses
         # fails here, as an error page, not as a 200 whose file stops mid-stream.
-        list(queryset[:1])
+        if not list(queryset[:1]):
+            refuse_unseen_model_filter(actor, request.GET)
     presenter = presenters.DecisionPresenter(actor)
     schema = search_schema(actor, request.GET.get("model"))
     names = list(schema.types) if schema else []

@@ -28,7 +28,7 @@ from auditapp.monitoring.lookups import get_alert_for_actor
 from auditapp.monitoring.models import WINDOWS, Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.snapshots import request_snapshot
 from auditapp.monitoring.windows import parse_moment
-from auditapp.registry.lookups import get_version_for_actor
+from auditapp.registry.lookups import get_version_for_actor, refuse_unseen_model_filter
 
 MAX_SNAPSHOTS = 1000
 MAX_ALERTS = 500  # alerts a page unless ?limit= says otherwise
@@ -181,6 +181,8 @@ class AlertListView(APIView):
                 raise InvalidInput.named("state", f"must be one of {[*STATE_NAMES, 'active']}")
             alerts = alerts.filter(state=state)
         page, next_cursor = newest_first_page(alerts, params, default=MAX_ALERTS)
+        if not page:
+            refuse_unseen_model_filter(actor, params)
         return Response({"results": [alert_json(a) for a in page], "next": next_cursor})
 
 

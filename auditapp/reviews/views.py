@@ -18,6 +18,7 @@ from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.pages import page, paginate, takes_query
+from auditapp.registry.lookups import refuse_unseen_model_filter
 from auditapp.reviews import services
 from auditapp.reviews.api import labelled_download
 from auditapp.reviews.models import ReviewCase
@@ -47,6 +48,8 @@ def age_text(delta: timedelta) -> str:
 
 def _queue_context(actor, params) -> dict:
     pager = paginate(services.queue_cases(actor, params), params, per_page=QUEUE_PAGE)
+    if not pager.rows:
+        refuse_unseen_model_filter(actor, params)
     now = timezone.now()
     for case in pager.rows:
         case.age = age_text(now - case.opened_at)

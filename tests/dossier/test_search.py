@@ -154,8 +154,9 @@ class TestFilters:
         assert [d["id"] for d in body["results"]] == ids_in_order(expected, "-predicted_at", "-id")
         assert len(body["results"]) == 4
 
-    def test_an_unknown_model_matches_nothing(self, officer_client, decisions):
-        assert officer_client.get(URL, {"model": "nope"}).json() == {"results": [], "next": None}
+    def test_an_unknown_model_is_refused_by_name(self, officer_client, decisions):
+        error = officer_client.get(URL, {"model": "nope"}).json()["error"]
+        assert error["details"] == {"model": ["names no model you may see ('nope')"]}
 
 
 def encoded_cursor(value) -> str:
@@ -319,8 +320,41 @@ def test_a_hidden_model_answers_such_a_value_as_a_missing_one_does(
 ):
     """credit-eu is not the domain expert's: its classes and features are not told."""
     client = api_client(domain_expert)
-    for model in ("credit-eu", "no-such-model"):
-        for params in ({"prediction": "maybe"}, {"top_reason": "incme"}, {"feature.housing": "x"}):
-            response = client.get(URL, {"model": model, **params})
-            assert response.status_code == 200
-            assert response.json() == {"results": [], "next": None}
+    for params in ({"prediction": "maybe"}, {"top_reason": "incme"}, {"feature.housing": "x"}):
+        hidden = client.get(URL, {"model": "credit-eu", **params}).json()["error"]
+        missing = client.get(URL, {"model": "credit-xx", **params}).json()["error"]
+        assert list(hidden["details"]) == list(missing["details"]) == ["model"]
+
+
+@pytest.mark.parametrize(
+    "params, named",
+    [
+        ({"model": "credt"}, "model"),  # misspelt: "none found" read as "none decided"
+        ({"model": "credit", "version": "9"}, "version"),
+    ],
+    ids=["model", "version"],
+)
+def test_a_model_or_version_you_cannot_search_is_refused_not_answered_empty(
+    officer_client, decisions, params, named
+):
+    error = officer_client.get(URL, params).json()["error"]
+
+    assert error["code"] == "invalid_parameters"
+    assert list(error["details"]) == [named]
+
+
+def test_a_hidden_model_is_refused_in_the_same_words_as_a_missing_one(
+    api_client, domain_expert, decisions
+):
+    """credit-eu exists but is not the domain expert's: the answer must not tell."""
+    client = api_client(domain_expert)
+    hidden = client.get(URL, {"model": "credit-eu"}).json()["error"]
+    missing = client.get(URL, {"model": "credit-xx"}).json()["error"]
+
+    assert hidden["details"]["model"] == [
+        reason.replace("credit-xx", "credit-eu") for reason in missing["details"]["model"]
+    ]
+    assert hidden["message"] == missing["message"].replace("credit-xx", "credit-eu")
+    for version in ("1", "9"):  # nor its versions
+        hidden_version = client.get(URL, {"model": "credit-eu", "version": version}).json()
+        assert list(hidden_version["error"]["details"]) == ["model"]

@@ -293,3 +293,24 @@ def test_a_page_parameter_with_an_unknown_value_is_refused_by_name(
 
     assert response.status_code == 400, response.content[:300]
     assert named in response.content.decode()
+
+
+# A model (or version) a list is filtered by, misspelt: "none found" had read as "none".
+UNSEEN_MODEL = [
+    ("/review/", {"model": "credt"}, "model"),
+    ("/api/v1/alerts", {"model": "credt"}, "model"),
+    ("/api/v1/alerts", {"model": "credit", "version": "9"}, "version"),
+    ("/decisions/", {"model": "credt"}, "model"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, params, named", UNSEEN_MODEL, ids=[f"{p}:{n}" for p, _, n in UNSEEN_MODEL]
+)
+def test_a_list_filtered_by_a_model_no_one_may_see_says_so(
+    admin, model_version, path, params, named
+):
+    response = browser(admin).get(path, params)
+
+    assert response.status_code == 400, response.content[:300]
+    assert named in response.content.decode() and "names no" in response.content.decode()
