@@ -435,11 +435,9 @@ def _decode_cursor(cursor: str, field: str):
         ) from None
 
 
-def keyset_page(
-    queryset: QuerySet, ordering: str | None, cursor: str | None, limit: int
-) -> tuple[list, str | None]:
-    """One page of results (Decisions, or rows of a .values() query with its "id") and the
-    cursor of the next page (None on the last)."""
+def in_order(queryset: QuerySet, ordering: str | None) -> tuple[QuerySet, str, bool]:
+    """The search in ?ordering= (newest first by default), by its `sort_key` and then id:
+    (queryset, field, descending). The page (keyset_page) and its CSV export share it."""
     if (ordering or "-predicted_at") not in ORDERINGS:
         raise InvalidInput.named("ordering", f"must be one of {list(ORDERINGS)}")
     field, descending = ORDERINGS[ordering or "-predicted_at"]
@@ -447,15 +445,24 @@ def keyset_page(
     key = (
         Coalesce("score", Value(-1.0), output_field=FloatField()) if field == "score" else F(field)
     )
-    queryset = queryset.annotate(sort_key=key)
+    sign = "-" if descending else ""
+    ordered = queryset.annotate(sort_key=key).order_by(f"{sign}sort_key", f"{sign}pk")
+    return ordered, field, descending
+
+
+def keyset_page(
+    queryset: QuerySet, ordering: str | None, cursor: str | None, limit: int
+) -> tuple[list, str | None]:
+    """One page of results (Decisions, or rows of a .values() query with its "id") and the
+    cursor of the next page (None on the last)."""
+    queryset, field, descending = in_order(queryset, ordering)
     if cursor:
         value, pk = _decode_cursor(cursor, field)
         beyond = "lt" if descending else "gt"
         queryset = queryset.filter(
             Q(**{f"sort_key__{beyond}": value}) | Q(sort_key=value, **{f"pk__{beyond}": pk})
         )
-    sign = "-" if descending else ""
-    rows = list(queryset.order_by(f"{sign}sort_key", f"{sign}pk")[: limit + 1])
+    rows = list(queryset[: limit + 1])
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]

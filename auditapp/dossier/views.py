@@ -15,6 +15,7 @@ from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.dossier.filters import (
     filter_decisions,
+    in_order,
     keyset_page,
     note_search,
     search_schema,
@@ -105,12 +106,13 @@ def search_filters(request):
 @login_required
 @page
 def export_csv(request):
-    """The current search as CSV, sensitive features masked as on screen; audited."""
+    """The current search as CSV, every row in the page's order, sensitive features masked
+    as on screen; audited."""
     actor = roles.actor_for(request)
     with from_replica() as alias:
         # Bound to the search page's database now: the rows are read while the file
         # streams, after this view (and a replica_view's mark) has returned.
-        queryset = _search(request, actor).using(alias).order_by("-predicted_at", "-pk")
+        queryset, _, _ = in_order(_search(request, actor).using(alias), request.GET.get("ordering"))
         refuse_more_rows_than(queryset, EXPORT_LIMIT, "search")
         queryset = queryset[:EXPORT_LIMIT]
         # The query runs once before anything is streamed: a search the database refuses
@@ -436,7 +438,7 @@ def what_if(request, decision_id: int):
     actor = roles.actor_for(request)
     actor.require(roles.WHAT_IF)  # before the lookup, as the API
     wait = page_wait(request)
-    if wait is not None:
+    if wait is not None and not is_htmx(request):
         refused = HttpResponse(
             f"Too many requests: try again in {wait} s.", status=429, content_type="text/plain"
         )
@@ -444,6 +446,15 @@ def what_if(request, decision_id: int):
         return refused
     decision = get_decision_for_actor(actor, decision_id)
     presenter = presenters.DecisionPresenter(actor)
+    if wait is not None:  # htmx: the panel as it was, saying how long to wait
+        values = {f: request.POST.get(f, "") for f in decision.model_version.parsed_schema.names}
+        tries = {"": f"Too many tries: try again in {wait} s."}
+        context = _what_if_context(decision, actor, presenter, values, tries)
+        refused = render(
+            request, "decisions/_what_if.html", {"decision": decision, **context}, status=429
+        )
+        refused["Retry-After"] = str(wait)
+        return refused
     schema = decision.model_version.parsed_schema
     masked = set(presenter.masked_features(decision))
     values = {f.name: request.POST.get(f.name, "") for f in schema.features}

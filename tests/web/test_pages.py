@@ -134,6 +134,18 @@ class TestCsvDownload:
         assert "more than 5" in response.content.decode()
         assert not AuditEvent.objects.filter(action="decisions.exported").exists()
 
+    @pytest.mark.parametrize("ordering", ["score", "-score", "predicted_at"])
+    def test_it_keeps_the_order_the_page_shows(self, compliance_officer, decisions, ordering):
+        """Sorted by score on the page, the file had come newest first all the same."""
+        response = browser(compliance_officer).get(
+            "/decisions/export.csv", {"model": "credit", "ordering": ordering}
+        )
+        rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+        shown = browser(compliance_officer).get(
+            "/decisions/", {"model": "credit", "ordering": ordering}
+        )
+        assert [int(r["id"]) for r in rows] == [d.pk for d, _, _ in shown.context["results"]]
+
     def test_a_compliance_officer_gets_the_values(self, compliance_officer, decisions):
         response = browser(compliance_officer).get("/decisions/export.csv", {"model": "credit"})
         rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
