@@ -468,6 +468,14 @@ def test_the_panel_counts_against_the_apis_rate_limits(settings, domain_expert, 
     assert [r.status_code for r in sent] == [200, 200, 200]
     over = client.post(f"/decisions/{decision.pk}/what-if", form_of(decision))
     assert over.status_code == 429 and int(over["Retry-After"]) > 0
+    # htmx is given the panel with the wait in it (swapped, base.html), not a bare text it
+    # would drop: the button had seemed to do nothing
+    panel = client.post(
+        f"/decisions/{decision.pk}/what-if", form_of(decision), HTTP_HX_REQUEST="true"
+    )
+    assert panel.status_code == 429 and int(panel["Retry-After"]) > 0
+    html = panel.content.decode()
+    assert "Too many tries" in html and 'name="debt_ratio"' in html
     api = Client()
     api.force_login(domain_expert)
     refused = api.post(url(decision), {"inputs": EDITS}, content_type="application/json")
