@@ -57,6 +57,14 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
                 f"the file takes {', '.join(known)}."
             )
         for line, row in enumerate(reader, start=2):
+            # csv puts a row's surplus cells under None and leaves missing ones None: an
+            # unquoted comma in a value shifts every later cell, so no value is read.
+            if None in row or None in row.values():
+                surplus = row.pop(None, None) or []
+                cells = sum(v is not None for v in row.values()) + len(surplus)
+                problem = f"has {cells} cells where the header has {len(header)}"
+                yield line, {"errors": [("", problem)], "request_id": row.get("request_id")}
+                continue
             inputs, errors = schema.text_row_to_inputs(row)
             if errors:
                 yield line, {"errors": errors, "request_id": row.get("request_id")}

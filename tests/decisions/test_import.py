@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -191,3 +192,32 @@ def test_a_csv_whose_header_is_ambiguous_or_unknown_is_refused_whole(
 
     assert named in str(refused.value)
     assert Decision.objects.count() == 0
+
+
+def test_a_row_with_more_or_fewer_cells_than_the_header_is_rejected_not_shifted(
+    model_version, tmp_path
+):
+    """An unquoted comma in a value (a subject "c-1,2") shifts every later cell one
+    column on: csv had dropped the surplus cell and stored the row with its values in the
+    wrong columns."""
+    source = tmp_path / "good.csv"
+    write_csv(source, DecisionPayloadFactory.build_batch(3))
+    header, first, second, third = source.read_text().splitlines()
+    subject = header.split(",").index("subject_ref")
+    cells = second.split(",")
+    cells[subject] = cells[subject] + ",2"  # written unquoted
+    short = ",".join(third.split(",")[:-1])
+    path = tmp_path / "decisions.csv"
+    path.write_text("\n".join([header, first, ",".join(cells), short]) + "\n")
+
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="2 row"):
+        call_command(
+            "import_decisions", str(path), "--model", "credit", "--version", "1",
+            "--no-progress", stdout=out,
+        )  # fmt: skip
+
+    report = out.getvalue()
+    assert re.search(r"line 3 \(\S+\): has 17 cells where the header has 16", report), report
+    assert re.search(r"line 4 \(\S+\): has 15 cells where the header has 16", report)
+    assert Decision.objects.count() == 1
