@@ -150,3 +150,20 @@ def count_keys(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend(v for v in item if isinstance(v, dict | list))
     return total
+
+
+def repeated_columns(header: Iterable[str] | None) -> list[str]:
+    """The columns a CSV header names more than once: csv.DictReader keeps the last."""
+    names = list(header or [])
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def ragged_row(row: dict, header: list[str]) -> str | None:
+    """Why a csv.DictReader row cannot be read, or None. The reader puts surplus cells
+    under None and leaves missing ones None: an unquoted comma in a value shifts every
+    later cell a column on, so no value of the row is where the header says."""
+    if None not in row and None not in row.values():
+        return None
+    cells = sum(value is not None for key, value in row.items() if key is not None)
+    cells += len(row.get(None) or ())
+    return f"has {cells} cells where the header has {len(header)}"

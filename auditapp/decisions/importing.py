@@ -49,7 +49,7 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
             raise InvalidInput(f"{path.name} lacks the column(s) {missing}.")
         # Refused whole, before a row is read: of two same-named columns csv keeps the last,
         # and a column it does not read (a misspelt "metdata") would drop its values unsaid.
-        if repeated := sorted({c for c in header if header.count(c) > 1}):
+        if repeated := textcheck.repeated_columns(header):
             raise InvalidInput(f"{path.name} repeats the column(s) {repeated}; name each once.")
         if unknown := [c for c in header if c not in known]:
             raise InvalidInput(
@@ -57,12 +57,7 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
                 f"the file takes {', '.join(known)}."
             )
         for line, row in enumerate(reader, start=2):
-            # csv puts a row's surplus cells under None and leaves missing ones None: an
-            # unquoted comma in a value shifts every later cell, so no value is read.
-            if None in row or None in row.values():
-                surplus = row.pop(None, None) or []
-                cells = sum(v is not None for v in row.values()) + len(surplus)
-                problem = f"has {cells} cells where the header has {len(header)}"
+            if problem := textcheck.ragged_row(row, header):  # no value is where it says
                 yield line, {"errors": [("", problem)], "request_id": row.get("request_id")}
                 continue
             inputs, errors = schema.text_row_to_inputs(row)

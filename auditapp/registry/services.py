@@ -88,13 +88,22 @@ def parse_background(data: bytes, schema: Schema) -> list[dict]:
             "background must be a UTF-8 CSV file.", code="invalid_background"
         ) from None
     reader = csv.DictReader(io.StringIO(text))
-    missing = [name for name in schema.names if name not in (reader.fieldnames or [])]
+    header = list(reader.fieldnames or [])
+    missing = [name for name in schema.names if name not in header]
     if missing:
         raise InvalidInput(
             f"background CSV lacks the schema's column(s) {missing}.", code="invalid_background"
         )
+    if repeated := textcheck.repeated_columns(header):  # csv would keep the last of each
+        raise InvalidInput(
+            f"background CSV names the column(s) {repeated} twice; name each once.",
+            code="invalid_background",
+        )
     rows, problems = [], []
     for line, raw in enumerate(reader, start=2):
+        if ragged := textcheck.ragged_row(raw, header):
+            problems.append({"line": line, "errors": [ragged]})
+            continue
         inputs, errors = schema.text_row_to_inputs(raw)
         errors = errors or schema.input_errors(inputs)
         if errors:

@@ -441,6 +441,35 @@ class TestBackground:
         )
         assert nothing_registered()
 
+    def test_a_background_naming_a_column_twice_is_refused(self, post_upload, credit_frame):
+        """csv kept the last of two "income" columns: the SHAP baseline built on it."""
+        frame = credit_frame[credit_schema_names()].head(10)
+        text = frame.to_csv(index=False)
+        header, *rows = text.splitlines()
+        doubled = "\n".join([header + ",income", *(row + ",1" for row in rows)])
+
+        response = post_upload(background=doubled.encode())
+
+        error = response.json()["error"]
+        assert (response.status_code, error["code"]) == (400, "invalid_background")
+        assert "['income']" in error["message"] and "twice" in error["message"]
+        assert nothing_registered()
+
+    def test_a_background_row_with_a_cell_too_many_is_refused_not_shifted(
+        self, post_upload, credit_frame
+    ):
+        frame = credit_frame[credit_schema_names()].head(10)
+        header, *rows = frame.to_csv(index=False).splitlines()
+        rows[2] = rows[2] + ",7"
+
+        response = post_upload(background="\n".join([header, *rows]).encode())
+
+        error = response.json()["error"]
+        assert (response.status_code, error["code"]) == (400, "invalid_background")
+        assert error["details"][0]["line"] == 4
+        assert "cells where the header has" in error["details"][0]["errors"][0]
+        assert nothing_registered()
+
     def test_a_background_that_is_not_utf8_is_refused(self, post_upload):
         response = post_upload(background=b"\xff\xfe\x00a,b")
 
