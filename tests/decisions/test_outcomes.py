@@ -196,3 +196,36 @@ def test_import_outcomes_stores_valid_rows_and_names_unknown_ones(recorded, tmp_
     assert "line 3 (nobody)" in out.getvalue()
     assert Outcome.objects.count() == 2
     assert set(Outcome.objects.values_list("source", flat=True)) == {"import"}
+
+
+@pytest.mark.parametrize(
+    "header, named",
+    [
+        ("request_id,outcome,observed_at,outcome", "['outcome']"),  # csv kept the last
+        ("request_id,outcome,observed_at,observed", "['observed']"),  # a column not read
+    ],
+    ids=["repeated", "unknown"],
+)
+def test_import_outcomes_refuses_a_header_it_cannot_read_as_written(
+    recorded, tmp_path, header, named
+):
+    path = tmp_path / "outcomes.csv"
+    path.write_text(f"{header}\n{recorded[0]['request_id']},bad,2026-11-01T00:00:00Z,good\n")
+
+    with pytest.raises(CommandError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        call_command("import_outcomes", str(path), "--model", "credit", "--no-progress")
+    assert not Outcome.objects.exists()
+
+
+def test_import_outcomes_rejects_a_row_whose_cells_are_shifted(recorded, tmp_path):
+    path = tmp_path / "outcomes.csv"
+    path.write_text(
+        "request_id,outcome,observed_at\n"
+        f"{recorded[0]['request_id']},bad,2026-11-01T00:00:00Z\n"
+        f"{recorded[1]['request_id']},good,2026,11-02T00:00:00Z\n"
+    )
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 row"):
+        call_command("import_outcomes", str(path), "--model", "credit", "--no-progress", stdout=out)
+    assert "line 3" in out.getvalue() and "has 4 cells where the header has 3" in out.getvalue()
+    assert Outcome.objects.count() == 1

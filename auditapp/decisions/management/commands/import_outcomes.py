@@ -5,12 +5,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
+from auditapp import textcheck
 from auditapp.accounts import roles
 from auditapp.decisions.outcomes import check_outcomes, store_outcomes
 from auditapp.registry.models import RegisteredModel
 
 CHUNK = 1000
 SHOWN = 20
+COLUMNS = ("request_id", "outcome", "observed_at")
 
 
 class Command(BaseCommand):
@@ -33,25 +35,42 @@ class Command(BaseCommand):
         if model is None:
             raise CommandError(f"No model named {options['model']!r}.")
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-        missing = {"request_id", "outcome", "observed_at"} - set(rows[0] if rows else {})
+            reader = csv.DictReader(handle)
+            header = list(reader.fieldnames or [])
+            rows = list(reader)
+        missing = sorted(set(COLUMNS) - set(header))
         if missing:
-            raise CommandError(f"{path.name} lacks the column(s) {sorted(missing)}.")
+            raise CommandError(f"{path.name} lacks the column(s) {missing}.")
+        # Refused whole: csv keeps the last of two same-named columns, and a column not
+        # read ("observed" for "observed_at") would be dropped unsaid.
+        if repeated := textcheck.repeated_columns(header):
+            raise CommandError(f"{path.name} repeats the column(s) {repeated}; name each once.")
+        if unknown := [c for c in header if c not in COLUMNS]:
+            raise CommandError(
+                f"{path.name} has the column(s) {unknown}, which are not read; "
+                f"the file takes {', '.join(COLUMNS)}."
+            )
         target = model.versions.first().parsed_schema.target
         created = duplicates = 0
-        rejected: list[str] = []
+        rejected: list[tuple[int, str]] = []  # (line, why), listed in line order
         actor = roles.system_actor()
         with tqdm(
             total=len(rows), unit="rows", disable=options["no_progress"], file=self.stderr._out
         ) as bar:
             for start in range(0, len(rows), CHUNK):
                 chunk = rows[start : start + CHUNK]
-                items = [self._item(row, model.name, target) for row in chunk]
+                readable = []
+                for line, row in enumerate(chunk, start=start + 2):
+                    if ragged := textcheck.ragged_row(row, header):  # its cells are shifted
+                        rejected.append((line, f"({row['request_id']}): {ragged}"))
+                    else:
+                        readable.append((line, row))
+                items = [self._item(row, model.name, target) for _, row in readable]
                 valid, invalid = check_outcomes(actor, items, timezone.now())
                 for problem in invalid:
-                    line = start + problem["index"] + 2
+                    line = readable[problem["index"]][0]
                     reasons = "; ".join(f"{e['field']}: {e['message']}" for e in problem["errors"])
-                    rejected.append(f"line {line} ({problem['request_id']}): {reasons}")
+                    rejected.append((line, f"({problem['request_id']}): {reasons}"))
                 if valid:
                     results = store_outcomes(actor, valid, source="import")
                     created += sum(r["status"] == "created" for r in results)
@@ -61,8 +80,8 @@ class Command(BaseCommand):
             f"{len(rows)} rows: {created} imported, {duplicates} already recorded, "
             f"{len(rejected)} rejected."
         )
-        for line in rejected[:SHOWN]:
-            self.stdout.write(f"  {line}")
+        for line, why in sorted(rejected)[:SHOWN]:
+            self.stdout.write(f"  line {line} {why}")
         if len(rejected) > SHOWN:
             self.stdout.write(f"  … and {len(rejected) - SHOWN} more.")
         if rejected:
