@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import orjson
 from django.conf import settings
 from django.db import connection
 
+from auditapp import textcheck
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent, LogRecord
@@ -780,10 +780,12 @@ def unreconciled(runs: list[tuple[int, int]], ids: np.ndarray) -> tuple[list[int
 
 
 def read_exported_seal(data: bytes) -> dict[str, Any]:
-    """An uploaded exported seal, or InvalidInput saying what is wrong with it."""
+    """A kept seal (uploaded, or the file `verify_chain --against` reads), or InvalidInput
+    saying what is wrong with it; a key given twice is refused (textcheck.loads): readers
+    that took the other value would check another root."""
     try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
+        document = textcheck.loads(data)
+    except ValueError as error:  # undecodable, not JSON, or a key given twice
         raise InvalidInput(f"The seal file is not JSON: {error}.", code="invalid_seal") from error
     if not isinstance(document, dict):
         raise InvalidInput("The seal file must hold one JSON object.", code="invalid_seal")

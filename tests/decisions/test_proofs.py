@@ -30,7 +30,8 @@ from auditapp.decisions import jobs, log
 from auditapp.decisions.models import Decision, Seal, VerificationJob
 from auditapp.decisions.proofs import inclusion_holds, inclusion_proof
 from auditapp.decisions.sealing import seal_new_records
-from auditapp.decisions.verification import verify_chain
+from auditapp.decisions.verification import read_exported_seal, verify_chain
+from auditapp.errors import InvalidInput
 from explain import publishing
 from tests.decisions.test_partitions import recorded_before_form_2
 from tests.decisions.test_sealing import tampering
@@ -326,6 +327,25 @@ def test_a_kept_seal_sent_to_the_job_is_checked_and_a_malformed_one_refused(
 
     refused = client.post("/api/v1/audit/verify", {"tree_size": "many"}, format="json")
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_seal"
+
+
+def test_a_kept_seal_that_gives_a_key_twice_is_refused_on_every_way_in(
+    model_version, ingest, client, tmp_path
+):
+    """{"root_hash": <forged>, ..., "root_hash": <true>}: one reader checks one root,
+    another the other; a kept seal must say one thing (page upload, manage.py, API)."""
+    grow_log(ingest, batches=(1,))
+    kept = client.get("/api/v1/audit/seals/latest").json()
+    text = json.dumps(kept).replace('"root_hash": ', f'"root_hash": "{"0" * 64}", "root_hash": ', 1)
+    path = tmp_path / "kept.json"
+    path.write_text(text)
+
+    with pytest.raises(InvalidInput, match="'root_hash' is given twice"):
+        read_exported_seal(text.encode())
+    with pytest.raises(CommandError, match="'root_hash' is given twice"):
+        call_command("verify_chain", "--against", str(path), "--no-progress")
+    refused = client.generic("POST", "/api/v1/audit/verify", text, content_type="application/json")
+    assert refused.status_code == 400 and "root_hash" in refused.json()["error"]["message"]
 
 
 # --- verify_proof: the auditor's offline check -------------------------------------------

@@ -1,14 +1,13 @@
 import json
 from pathlib import Path
 
-import orjson
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from auditapp.accounts import records, roles
 from auditapp.decisions.sealing import exported_seal, latest_seal
-from auditapp.decisions.verification import verify_as
-from auditapp.errors import ServiceError
+from auditapp.decisions.verification import read_exported_seal, verify_as
+from auditapp.errors import InvalidInput, ServiceError
 
 
 class Command(BaseCommand):
@@ -89,8 +88,8 @@ class Command(BaseCommand):
 
     def _read_seal(self, path: Path) -> dict:
         try:
-            return orjson.loads(path.read_bytes())
+            return read_exported_seal(path.read_bytes())
         except FileNotFoundError as error:
             raise CommandError(f"No such file: {path}") from error
-        except orjson.JSONDecodeError as error:
-            raise CommandError(f"{path} is not JSON: {error}") from error
+        except InvalidInput as error:
+            raise CommandError(f"{path}: {error.message}") from error
