@@ -152,10 +152,20 @@ def count_keys(value: Any) -> int:
     return total
 
 
-def repeated_columns(header: Iterable[str] | None) -> list[str]:
-    """The columns a CSV header names more than once: csv.DictReader keeps the last."""
-    names = list(header or [])
-    return sorted({name for name in names if names.count(name) > 1})
+def csv_header_problem(
+    header: list[str], required: Iterable[str], known: Iterable[str] | None = None
+) -> str | None:
+    """Why a CSV cannot be read by its header, or None: a required column missing, one
+    named twice (csv.DictReader keeps the last), or, given the `known` columns, one that
+    is not read (a misspelt "metdata" would have its values dropped unsaid)."""
+    if missing := [name for name in required if name not in header]:
+        return f"lacks the column(s) {missing}"
+    if repeated := sorted({name for name in header if header.count(name) > 1}):
+        return f"repeats the column(s) {repeated}; name each once"
+    known = list(known) if known is not None else None
+    if known is not None and (unknown := [name for name in header if name not in known]):
+        return f"has the column(s) {unknown}, which are not read; it takes {', '.join(known)}"
+    return None
 
 
 def ragged_row(row: dict, header: list[str]) -> str | None:

@@ -44,18 +44,9 @@ def _csv_rows(path: Path, model_version: ModelVersion) -> Iterator[tuple[int, An
         reader = csv.DictReader(handle)
         header = list(reader.fieldnames or [])
         known = (*ENVELOPE_COLUMNS, *OPTIONAL_COLUMNS, *schema.names)
-        missing = [c for c in (*ENVELOPE_COLUMNS, *schema.names) if c not in header]
-        if missing:
-            raise InvalidInput(f"{path.name} lacks the column(s) {missing}.")
-        # Refused whole, before a row is read: of two same-named columns csv keeps the last,
-        # and a column it does not read (a misspelt "metdata") would drop its values unsaid.
-        if repeated := textcheck.repeated_columns(header):
-            raise InvalidInput(f"{path.name} repeats the column(s) {repeated}; name each once.")
-        if unknown := [c for c in header if c not in known]:
-            raise InvalidInput(
-                f"{path.name} has the column(s) {unknown}, which are not read; "
-                f"the file takes {', '.join(known)}."
-            )
+        required = (*ENVELOPE_COLUMNS, *schema.names)
+        if problem := textcheck.csv_header_problem(header, required, known):  # before any row
+            raise InvalidInput(f"{path.name} {problem}.")
         for line, row in enumerate(reader, start=2):
             if problem := textcheck.ragged_row(row, header):  # no value is where it says
                 yield line, {"errors": [("", problem)], "request_id": row.get("request_id")}

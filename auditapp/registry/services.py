@@ -89,16 +89,9 @@ def parse_background(data: bytes, schema: Schema) -> list[dict]:
         ) from None
     reader = csv.DictReader(io.StringIO(text))
     header = list(reader.fieldnames or [])
-    missing = [name for name in schema.names if name not in header]
-    if missing:
-        raise InvalidInput(
-            f"background CSV lacks the schema's column(s) {missing}.", code="invalid_background"
-        )
-    if repeated := textcheck.repeated_columns(header):  # csv would keep the last of each
-        raise InvalidInput(
-            f"background CSV names the column(s) {repeated} twice; name each once.",
-            code="invalid_background",
-        )
+    # Other columns (a label, an id) are left alone: a background is often a data extract.
+    if problem := textcheck.csv_header_problem(header, schema.names):
+        raise InvalidInput(f"background CSV {problem}.", code="invalid_background")
     rows, problems = [], []
     for line, raw in enumerate(reader, start=2):
         if ragged := textcheck.ragged_row(raw, header):

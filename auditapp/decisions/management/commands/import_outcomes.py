@@ -38,18 +38,8 @@ class Command(BaseCommand):
             reader = csv.DictReader(handle)
             header = list(reader.fieldnames or [])
             rows = list(reader)
-        missing = sorted(set(COLUMNS) - set(header))
-        if missing:
-            raise CommandError(f"{path.name} lacks the column(s) {missing}.")
-        # Refused whole: csv keeps the last of two same-named columns, and a column not
-        # read ("observed" for "observed_at") would be dropped unsaid.
-        if repeated := textcheck.repeated_columns(header):
-            raise CommandError(f"{path.name} repeats the column(s) {repeated}; name each once.")
-        if unknown := [c for c in header if c not in COLUMNS]:
-            raise CommandError(
-                f"{path.name} has the column(s) {unknown}, which are not read; "
-                f"the file takes {', '.join(COLUMNS)}."
-            )
+        if problem := textcheck.csv_header_problem(header, COLUMNS, COLUMNS):  # before any row
+            raise CommandError(f"{path.name} {problem}.")
         target = model.versions.first().parsed_schema.target
         created = duplicates = 0
         rejected: list[tuple[int, str]] = []  # (line, why), listed in line order
