@@ -93,6 +93,15 @@ def parse_limit(raw: str | None, default: int = DEFAULT_LIMIT) -> int:
     return limit
 
 
+def refuse_empty_period(start: datetime | None, end: datetime | None) -> None:
+    """A period whose `from` is not before its `to` (which it excludes) is a mistake, refused
+    naming `from`: answered with nothing, it reads as "nothing happened then"."""
+    if start is not None and end is not None and start >= end:
+        raise InvalidInput.named(
+            "from", "must be before to (to is excluded)", code="invalid_parameters"
+        )
+
+
 def paging_parameters(default: int = DEFAULT_LIMIT) -> list[OpenApiParameter]:
     """The OpenAPI parameters of a list paged by newest_first_page."""
     return [

@@ -11,7 +11,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
 from auditapp.accounts.models import AuditEvent
 from auditapp.errors import InvalidInput, NotFound
-from auditapp.filtering import MomentFilter, refuse_control_characters
+from auditapp.filtering import MomentFilter, refuse_control_characters, refuse_empty_period
 from auditapp.hashing import canonical_json, canonical_time
 
 CSV_COLUMNS = (
@@ -89,6 +89,9 @@ def search_events(actor: roles.Actor, params) -> QuerySet:
             code="invalid_parameters",
             details={name: [str(e) for e in errs] for name, errs in filterset.errors.items()},
         )
+    refuse_empty_period(
+        filterset.form.cleaned_data.get("from"), filterset.form.cleaned_data.get("to")
+    )
     return filterset.qs.order_by("-id")
 
 

@@ -28,6 +28,7 @@ from auditapp.filtering import (
     MomentFilter,
     in_utc,
     refuse_control_characters,
+    refuse_empty_period,
     refuse_unknown_parameters,
 )
 from auditapp.registry.models import ModelVersion, RegisteredModel
@@ -159,8 +160,7 @@ SEARCH_PARAMETER_NAMES = (*DecisionFilter.base_filters, *PAGING_PARAMETERS, "fea
 
 def _refuse_swapped_ends(cleaned: dict) -> None:
     """A range whose ends are swapped is an error, not an empty answer: it is a mistake."""
-    if _swapped(cleaned.get("from"), cleaned.get("to"), strict=True):
-        _refuse_range("from", "from must be before to (to is excluded)")
+    refuse_empty_period(cleaned.get("from"), cleaned.get("to"))
     if _swapped(cleaned.get("score_min"), cleaned.get("score_max")):
         _refuse_range("score_min", "score_min must not be above score_max")
 

@@ -17,6 +17,7 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     newest_first_page,
     paging_parameters,
+    refuse_empty_period,
     refuse_more_rows_than,
     takes_parameters,
 )
@@ -96,11 +97,13 @@ class MonitoringView(APIView):
         if window not in WINDOW_NAMES:
             raise InvalidInput.named("window", f"must be one of {WINDOW_NAMES}")
         snapshots = MetricSnapshot.objects.filter(model_version=model_version, window=window)
-        if request.query_params.get("from"):
-            start = parse_moment(request.query_params["from"], "from")
+        params = request.query_params
+        start = parse_moment(params["from"], "from") if params.get("from") else None
+        end = parse_moment(params["to"], "to") if params.get("to") else None
+        refuse_empty_period(start, end)
+        if start is not None:
             snapshots = snapshots.filter(window_end__gt=start)
-        if request.query_params.get("to"):
-            end = parse_moment(request.query_params["to"], "to")
+        if end is not None:
             snapshots = snapshots.filter(window_start__lt=end)
         snapshots = snapshots.order_by("window_start", "window_end")
         refuse_more_rows_than(snapshots, MAX_SNAPSHOTS, "period (narrow it with from and to)")

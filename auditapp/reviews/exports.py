@@ -20,7 +20,7 @@ from auditapp.csvcells import safe_cell
 from auditapp.decisions.models import Decision, Outcome
 from auditapp.decisions.presenters import MASK, DecisionPresenter
 from auditapp.errors import InvalidInput
-from auditapp.filtering import in_utc, refuse_more_rows_than
+from auditapp.filtering import in_utc, refuse_empty_period, refuse_more_rows_than
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, Override
 
@@ -158,10 +158,5 @@ def parse_period(params) -> tuple[datetime | None, datetime | None]:
             )
         bounds.append(utc)
     start, end = bounds
-    if start is not None and end is not None and start >= end:
-        raise InvalidInput(
-            "from must be before to (to is excluded).",
-            code="invalid_parameters",
-            details={"from": ["must be before to"]},
-        )
+    refuse_empty_period(start, end)
     return start, end

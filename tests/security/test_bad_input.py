@@ -850,3 +850,24 @@ def test_a_parameter_value_it_cannot_take_is_named_in_details(
 
     assert list(error["details"]) == [named], error
     assert named in error["message"]
+
+
+# A period whose ends are swapped is a mistake, not an empty answer: the access log said
+# "No events match these filters", read as "nothing happened then".
+SWAPPED = [
+    "/api/v1/audit/events",
+    "/api/v1/models/credit/versions/1/monitoring",
+    "/audit/",
+    "/audit/events.csv",
+]
+
+
+@pytest.mark.parametrize("path", SWAPPED)
+def test_a_period_whose_ends_are_swapped_is_refused_not_answered_empty(admin, path):
+    browser = Client()
+    browser.force_login(admin)
+
+    response = browser.get(path, {"from": "2026-12-10T00:00:00Z", "to": "2026-12-01T00:00:00Z"})
+
+    assert response.status_code == 400, response.content[:300]
+    assert "from" in response.content.decode() and "before" in response.content.decode()
