@@ -16,6 +16,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
 from auditapp.errors import InvalidInput
+from auditapp.textcheck import refuse_repeated
 
 # The types of the query parameters searches share, as their OpenAPI operations declare
 # them: clients, and the API fuzzers, then send what they mean (a moment, a number).
@@ -158,17 +159,8 @@ def refuse_unknown_parameters(params, known: Iterable[str]) -> None:
         f"not a parameter of this request; it {takes}",
         code="invalid_parameters",
     )
-    # None takes several values: given twice, the last would be answered while the URL, as
-    # shared or read back, shows both (?score_min=0.99&score_min=0 listed every score).
-    getlist = getattr(params, "getlist", None)
-    if getlist is not None and (repeated := sorted(key for key in params if len(getlist(key)) > 1)):
-        raise InvalidInput(
-            f"Query parameters given more than once: {', '.join(repeated)}; give each once.",
-            code="invalid_parameters",
-            details={
-                key: [f"is given {len(getlist(key))} times; give it once"] for key in repeated
-            },
-        )
+    # ?score_min=0.99&score_min=0 had listed every score, the URL showing both.
+    refuse_repeated(params, "Query parameters", "invalid_parameters")
 
 
 def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:

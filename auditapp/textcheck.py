@@ -17,6 +17,8 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
+from auditapp.errors import InvalidInput
+
 INT64 = 2**63
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -53,6 +55,23 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
     """json.loads for text from outside: a key repeated in an object is a RepeatedKey (a
     ValueError, as any other invalid JSON)."""
     return json.loads(text, object_pairs_hook=unique_keys, **kwargs)
+
+
+def refuse_repeated(values: Any, what: str, code: str) -> None:
+    """400 naming every name given more than once in a query string or form (a Django
+    QueryDict or MultiValueDict; anything without .lists() passes): none of them takes
+    several values, and Django answers the last while the sender, or a reader of the
+    URL, may mean the first. `what` names them in the message ("Query parameters")."""
+    lists = getattr(values, "lists", None)
+    counts = {key: len(given) for key, given in lists() if len(given) > 1} if lists else {}
+    if counts:
+        raise InvalidInput(
+            f"{what} given more than once: {', '.join(sorted(counts))}; give each once.",
+            code=code,
+            details={
+                key: [f"is given {n} times; give it once"] for key, n in sorted(counts.items())
+            },
+        )
 
 
 def text_problem(value: str) -> str | None:

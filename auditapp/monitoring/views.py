@@ -420,11 +420,7 @@ def _version_context(request, actor, model_version, posted=None, errors=None) ->
     window = request.GET.get("window") or DAY
     if window not in PERIOD_FORMATS:
         windows = ", ".join(PERIOD_FORMATS)
-        raise InvalidInput(
-            f"window must be one of {windows}.",
-            code="invalid_parameters",
-            details={"window": [f"must be one of {windows}"]},
-        )
+        raise InvalidInput.named("window", f"must be one of {windows}", code="invalid_parameters")
     snapshots = list(
         MetricSnapshot.objects.filter(
             model_version=model_version, window=window, status=MetricSnapshot.DONE

@@ -386,11 +386,7 @@ def queue_cases(actor: roles.Actor, params) -> QuerySet:
         cases = cases.filter(decision__registered_model__name=params["model"])
     who = params.get("who") or ""
     if who not in ("", *QUEUE_WHO):
-        raise InvalidInput(
-            "who must be mine or unassigned.",
-            code="invalid_parameters",
-            details={"who": ["must be mine or unassigned"]},
-        )
+        raise InvalidInput.named("who", "must be mine or unassigned", code="invalid_parameters")
     if who == "mine":
         cases = cases.filter(assignee=actor.user)
     elif who == "unassigned":

@@ -13,7 +13,14 @@ from rest_framework.exceptions import ParseError
 from rest_framework.utils import json as drf_json
 
 from auditapp.errors import InvalidInput
-from auditapp.textcheck import RepeatedKey, format_path, json_problem, loads, nests_deeper
+from auditapp.textcheck import (
+    RepeatedKey,
+    format_path,
+    json_problem,
+    loads,
+    nests_deeper,
+    refuse_repeated,
+)
 
 # Cheap scans of the raw body: only when one of these occurs is every string walked.
 _NUL_OR_SURROGATE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
@@ -75,34 +82,20 @@ class JSONParser(parsers.JSONParser):
         return data
 
 
-def refuse_repeated_fields(data) -> None:
-    """400 naming every form field given more than once: none of the API's takes several
-    values, and Django's QueryDict answers the last while the sender may have meant the first."""
-    repeated = sorted(key for key, values in data.lists() if len(values) > 1)
-    if repeated:
-        raise InvalidInput(
-            f"Form fields given more than once: {', '.join(repeated)}; give each once.",
-            code="invalid_body",
-            details={
-                key: [f"is given {len(data.getlist(key))} times; give it once"] for key in repeated
-            },
-        )
-
-
 class FormParser(parsers.FormParser):
-    """DRF's urlencoded parser, refusing a field given twice (refuse_repeated_fields)."""
+    """DRF's urlencoded parser, refusing a field given twice (textcheck.refuse_repeated)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         data = super().parse(stream, media_type, parser_context)
-        refuse_repeated_fields(data)
+        refuse_repeated(data, "Form fields", "invalid_body")
         return data
 
 
 class MultiPartParser(parsers.MultiPartParser):
-    """DRF's multipart parser, refusing a field or file given twice (refuse_repeated_fields)."""
+    """DRF's multipart parser, refusing a field or file given twice (textcheck.refuse_repeated)."""
 
     def parse(self, stream, media_type=None, parser_context=None):
         parsed = super().parse(stream, media_type, parser_context)
-        refuse_repeated_fields(parsed.data)
-        refuse_repeated_fields(parsed.files)
+        refuse_repeated(parsed.data, "Form fields", "invalid_body")
+        refuse_repeated(parsed.files, "Form fields", "invalid_body")
         return parsed
