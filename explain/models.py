@@ -237,11 +237,11 @@ class TopReasons(models.Model):
     one row a decision.
 
     Derived, not a record (the result it repeats is sealed): it lets the top_reason search
-    start from the few decisions a rare reason names, by the index on each place, instead
-    of probing every decision of the period's result; a common reason is checked by the
-    decision's key. Replaced when a newer SHAP result of the decision is stored
-    (explain.reasons). One row with three indexed columns takes 123 B a decision at a
-    million, where a row per reason took 407 B (README, *Storage*).
+    start from the decisions a reason names instead of probing every decision of the
+    period. Each place is indexed with the decision's time and id, the search page's
+    order, so that a page reads the first matches of each place and stops
+    (dossier.filters.ReasonFilter), however rare or common the reason. Replaced when a
+    newer SHAP result of the decision is stored (explain.reasons).
     """
 
     decision = models.OneToOneField(
@@ -256,9 +256,8 @@ class TopReasons(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["first"], name="reasons_first"),
-            models.Index(fields=["second"], name="reasons_second"),
-            models.Index(fields=["third"], name="reasons_third"),
+            models.Index(fields=[place, "predicted_at", "decision"], name=f"reasons_{place}_time")
+            for place in ("first", "second", "third")
         ]
 
     def __str__(self) -> str:

@@ -15,7 +15,7 @@ from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import SUMMARY_VALUES, DecisionPresenter
 from auditapp.dossier.filters import (
-    filter_decisions,
+    filter_decisions_and_reason,
     keyset_page,
     note_search,
     refuse_values_the_model_cannot_have,
@@ -59,13 +59,16 @@ class DecisionListView(decisions_api.DecisionListView):
     def get(self, request):
         actor = roles.actor_for(request)
         actor.require(roles.READ_DECISIONS)
-        queryset = filter_decisions(Decision.objects.visible_to(actor), request.query_params, actor)
+        queryset, reason = filter_decisions_and_reason(
+            Decision.objects.visible_to(actor), request.query_params, actor
+        )
         # Plain rows, not Decisions: no model objects to build, no version rows to read.
         rows, next_cursor = keyset_page(
             queryset.values(*SUMMARY_VALUES),
             request.query_params.get("ordering"),
             request.query_params.get("cursor"),
             parse_limit(request.query_params.get("limit")),
+            reason,
         )
         if not rows:  # nothing found: say so if nothing could have been (no round trip else)
             refuse_unseen_model_filter(actor, request.query_params)

@@ -108,20 +108,9 @@ class DecisionFilter(django_filters.FilterSet):
         return queryset if value == ALL_ARMS else queryset.filter(arm=value)
 
     def filter_top_reason(self, queryset, name, value):
-        """Decisions whose newest SHAP result ranks `value` among its top 3 features.
-
-        Read from the reasons' index on each place, narrowed to the search's time range:
-        a reason that matches few decisions costs a few rows, not a probe of every
-        decision in the range; a common one is checked by each decision's key
-        (explain.models.TopReasons).
-        """
-        reasons = TopReasons.objects.filter(Q(first=value) | Q(second=value) | Q(third=value))
-        period = self.form.cleaned_data
-        if period.get("from") is not None:
-            reasons = reasons.filter(predicted_at__gte=period["from"])
-        if period.get("to") is not None:
-            reasons = reasons.filter(predicted_at__lt=period["to"])
-        return queryset.filter(pk__in=reasons.values("decision_id"))
+        """Validated here; applied after every other filter (filter_decisions_and_reason),
+        so that a page of it can be read in the reasons' own order (ReasonFilter)."""
+        return queryset
 
 
 # "from" is a Python keyword, so it is added after the class body.
@@ -134,6 +123,15 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
     Raises PermissionDenied (403, audited) for a filter on a feature the actor
     may not see: its yes/no answer would disclose the value.
     """
+    filtered, reason = filter_decisions_and_reason(queryset, params, actor)
+    return reason.apply(filtered) if reason else filtered
+
+
+def filter_decisions_and_reason(
+    queryset: QuerySet, params, actor: Actor
+) -> tuple[QuerySet, ReasonFilter | None]:
+    """filter_decisions with the top reason apart: (every other filter applied, the reason).
+    keyset_page reads a page of the reason in its own index order."""
     refuse_control_characters(params)
     refuse_unknown_parameters(params, SEARCH_PARAMETER_NAMES)
     filterset = DecisionFilter(params, queryset=queryset)
@@ -150,7 +148,62 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
             f"Your role may not see {reason}, so it may not search by it ({VIEW_SENSITIVE})."
         )
     queryset = filterset.qs if params.get("arm") else filterset.qs.served()
-    return filter_features(queryset, params, actor)
+    cleaned = filterset.form.cleaned_data
+    feature = cleaned.get("top_reason")
+    by_reason = ReasonFilter(feature, cleaned.get("from"), cleaned.get("to")) if feature else None
+    return filter_features(queryset, params, actor), by_reason
+
+
+@dataclass(frozen=True)
+class ReasonFilter:
+    """top_reason: the decisions whose newest SHAP result ranks `feature` among its top
+    three (explain.models.TopReasons), within the search's period.
+
+    The reasons of each place are indexed in the page's order (time, then id). A page in
+    time order reads the first matches of each place beyond the cursor and looks only
+    at those decisions (first_ids), so that a reason few decisions have costs a page's
+    rows, not a probe of each of its matches; when the other filters leave too few of
+    them for a page, it reads more, then falls back to every match (apply).
+    """
+
+    feature: str
+    start: datetime | None
+    end: datetime | None
+
+    def _period(self, reasons: QuerySet) -> QuerySet:
+        if self.start is not None:
+            reasons = reasons.filter(predicted_at__gte=self.start)
+        if self.end is not None:
+            reasons = reasons.filter(predicted_at__lt=self.end)
+        return reasons
+
+    def apply(self, queryset: QuerySet) -> QuerySet:
+        """Every decision of the reason: for an export, a count, another order."""
+        value = self.feature
+        places = Q(first=value) | Q(second=value) | Q(third=value)
+        reasons = self._period(TopReasons.objects.filter(places))
+        return queryset.filter(pk__in=reasons.values("decision_id"))
+
+    def first_ids(
+        self, count: int, descending: bool, beyond: tuple[datetime, int] | None
+    ) -> list[int]:
+        """The ids of the first `count` decisions of the reason in time order (then id),
+        after the cursor's (time, id): the first `count` of each place, merged."""
+        sign = "-" if descending else ""
+        found: list[tuple[datetime, int]] = []
+        for place in TopReasons.PLACES:
+            reasons = self._period(TopReasons.objects.filter(**{place: self.feature}))
+            if beyond is not None:
+                moment, pk = beyond
+                after = "lt" if descending else "gt"
+                reasons = reasons.filter(
+                    Q(**{f"predicted_at__{after}": moment})
+                    | Q(predicted_at=moment, **{f"decision_id__{after}": pk})
+                )
+            ordered = reasons.order_by(f"{sign}predicted_at", f"{sign}decision_id")
+            found += ordered.values_list("predicted_at", "decision_id")[:count]
+        found.sort(reverse=descending)
+        return [pk for _, pk in found[:count]]
 
 
 # What a search reads besides its filters: the page's order, position and size (keyset_page).
@@ -450,25 +503,57 @@ def in_order(queryset: QuerySet, ordering: str | None) -> tuple[QuerySet, str, b
     return ordered, field, descending
 
 
+# A page of a top reason in time order first looks at this many of the reason's first
+# matches per row of the page, then at this many, then at all (ReasonFilter).
+REASON_CANDIDATES = (4, 16)
+
+
 def keyset_page(
-    queryset: QuerySet, ordering: str | None, cursor: str | None, limit: int
+    queryset: QuerySet,
+    ordering: str | None,
+    cursor: str | None,
+    limit: int,
+    reason: ReasonFilter | None = None,
 ) -> tuple[list, str | None]:
     """One page of results (Decisions, or rows of a .values() query with its "id") and the
-    cursor of the next page (None on the last)."""
+    cursor of the next page (None on the last). `reason`: the top reason left out of
+    `queryset` by filter_decisions_and_reason."""
     queryset, field, descending = in_order(queryset, ordering)
+    beyond = None
     if cursor:
-        value, pk = _decode_cursor(cursor, field)
-        beyond = "lt" if descending else "gt"
+        value, pk = beyond = _decode_cursor(cursor, field)
+        after = "lt" if descending else "gt"
         queryset = queryset.filter(
-            Q(**{f"sort_key__{beyond}": value}) | Q(sort_key=value, **{f"pk__{beyond}": pk})
+            Q(**{f"sort_key__{after}": value}) | Q(sort_key=value, **{f"pk__{after}": pk})
         )
-    rows = list(queryset[: limit + 1])
+    rows = _first_rows(queryset, limit + 1, reason, field, descending, beyond)
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
     if isinstance(last, dict):  # a page of .values() rows
         return rows[:limit], _encode_cursor(last["sort_key"], last["id"])
     return rows[:limit], _encode_cursor(last.sort_key, last.pk)
+
+
+def _first_rows(
+    queryset: QuerySet,
+    count: int,
+    reason: ReasonFilter | None,
+    field: str,
+    descending: bool,
+    beyond: tuple[Any, int] | None,
+) -> list:
+    """The first `count` rows of the page. With a reason in time order, among its first
+    matches: if those leave `count` rows, no later match can come before them."""
+    if reason is None:
+        return list(queryset[:count])
+    if field == "predicted_at":
+        for per_row in REASON_CANDIDATES:
+            ids = reason.first_ids(per_row * count, descending, beyond)
+            rows = list(queryset.filter(pk__in=ids)[:count])
+            if len(rows) == count or len(ids) < per_row * count:  # full, or every match seen
+                return rows
+    return list(reason.apply(queryset)[:count])
 
 
 def note_search(actor: Actor, params, *, ip=None, via: str = "page") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -14,7 +15,8 @@ from auditapp.decisions import presenters, proofs, services
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.dossier.filters import (
-    filter_decisions,
+    ReasonFilter,
+    filter_decisions_and_reason,
     in_order,
     keyset_page,
     note_search,
@@ -41,9 +43,11 @@ from explain.whatif import WhatIf, merged_inputs, run_what_if
 EXPORT_LIMIT = 100_000
 
 
-def _search(request, actor):
+def _search(request, actor) -> tuple[QuerySet, ReasonFilter | None]:
     actor.require(roles.READ_DECISIONS)
-    return filter_decisions(Decision.objects.visible_to(actor).with_related(), request.GET, actor)
+    return filter_decisions_and_reason(
+        Decision.objects.visible_to(actor).with_related(), request.GET, actor
+    )
 
 
 @login_required
@@ -51,13 +55,16 @@ def _search(request, actor):
 @replica_view  # lists a user reaches by browsing may lag (README: Deployment)
 def search(request):
     actor = roles.actor_for(request)
-    queryset = _search(request, actor)
+    queryset, reason = _search(request, actor)
     rows, next_cursor = keyset_page(
         queryset,
         request.GET.get("ordering"),
         request.GET.get("cursor"),
         parse_limit(request.GET.get("limit")),
+        reason,
     )
+    if reason is not None:  # the count is of every match
+        queryset = reason.apply(queryset)
     if not rows:
         refuse_unseen_model_filter(actor, request.GET)
     note_search(actor, request.GET, ip=client_ip(request))
@@ -112,7 +119,10 @@ def export_csv(request):
     with from_replica() as alias:
         # Bound to the search page's database now: the rows are read while the file
         # streams, after this view (and a replica_view's mark) has returned.
-        queryset, _, _ = in_order(_search(request, actor).using(alias), request.GET.get("ordering"))
+        queryset, reason = _search(request, actor)
+        if reason is not None:
+            queryset = reason.apply(queryset)
+        queryset, _, _ = in_order(queryset.using(alias), request.GET.get("ordering"))
         refuse_more_rows_than(queryset, EXPORT_LIMIT, "search")
         queryset = queryset[:EXPORT_LIMIT]
         # The query runs once before anything is streamed: a search the database refuses
