@@ -17,14 +17,21 @@ from django.shortcuts import render
 from auditapp.csvcells import safe_row
 from auditapp.errors import Forbidden, InvalidInput, NotFound, ServiceError
 from auditapp.filtering import parse_limit, refuse_unknown_parameters
+from auditapp.textcheck import refuse_repeated
 
 
 def page(view):
-    """Page views raise the same service errors as the API; here they become pages."""
+    """Page views raise the same service errors as the API; here they become pages.
+
+    A form field given twice is refused by name (as the API's parsers do), unless the
+    view takes several of it (takes_lists)."""
+    several = getattr(view, "form_lists", frozenset())
 
     @functools.wraps(view)
     def wrapper(request, *args, **kwargs):
         try:
+            if request.method == "POST":
+                refuse_repeated(request.POST, "Form fields", "invalid_parameters", several)
             return view(request, *args, **kwargs)
         except NotFound as exc:
             raise Http404(exc.message) from None
@@ -38,6 +45,17 @@ def page(view):
             return render(request, "web/error.html", context, status=exc.status)
 
     return wrapper
+
+
+def takes_lists(*names: str):
+    """A page view whose form gives each of `names` several times (ticked boxes); @page
+    refuses any other field given twice. Put it under @page."""
+
+    def decorate(view):
+        view.form_lists = frozenset(names)
+        return view
+
+    return decorate
 
 
 def takes_query(*names: str):

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from auditapp.errors import InvalidInput
@@ -57,13 +57,20 @@ def loads(text: str | bytes, **kwargs: Any) -> Any:
     return json.loads(text, object_pairs_hook=unique_keys, **kwargs)
 
 
-def refuse_repeated(values: Any, what: str, code: str) -> None:
+def refuse_repeated(
+    values: Any, what: str, code: str, several: Collection[str] = frozenset()
+) -> None:
     """400 naming every name given more than once in a query string or form (a Django
-    QueryDict or MultiValueDict; anything without .lists() passes): none of them takes
-    several values, and Django answers the last while the sender, or a reader of the
-    URL, may mean the first. `what` names them in the message ("Query parameters")."""
+    QueryDict or MultiValueDict; anything without .lists() passes): none of them but
+    `several` takes several values, and Django answers the last while the sender, or a
+    reader of the URL, may mean the first. `what` names them in the message ("Query
+    parameters")."""
     lists = getattr(values, "lists", None)
-    counts = {key: len(given) for key, given in lists() if len(given) > 1} if lists else {}
+    counts = (
+        {key: len(given) for key, given in lists() if len(given) > 1 and key not in several}
+        if lists
+        else {}
+    )
     if counts:
         raise InvalidInput(
             f"{what} given more than once: {', '.join(sorted(counts))}; give each once.",

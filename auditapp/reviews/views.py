@@ -17,7 +17,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.pages import page, paginate, takes_query
+from auditapp.pages import page, paginate, takes_lists, takes_query
 from auditapp.registry.lookups import refuse_unseen_model_filter
 from auditapp.reviews import services
 from auditapp.reviews.api import labelled_download
@@ -79,6 +79,7 @@ def queue(request):
 @login_required
 @require_POST
 @page
+@takes_lists("case")
 def take_selected(request):
     """Take the cases ticked on the queue page (all or none), then back to the same page."""
     actor = roles.actor_for(request)
