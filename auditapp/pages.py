@@ -39,7 +39,7 @@ def page(view):
             raise PermissionDenied(exc.message) from None
         except ServiceError as exc:  # bad input (400), a conflict (409), ...
             context = {"status": exc.status, "message": exc.message, "details": exc.details}
-            if is_htmx(request):  # in place of what it asked for (base.html swaps 400 and 409)
+            if is_htmx(request):  # in place of what it asked for (base.html swaps it)
                 context["fragment"] = True
                 return render(request, "web/_error.html", context, status=exc.status)
             return render(request, "web/error.html", context, status=exc.status)

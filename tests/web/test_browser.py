@@ -278,3 +278,24 @@ def test_a_search_the_server_refuses_says_why_in_place_of_the_results(
     expect(results.locator(".count")).to_have_count(0)  # the former answer is gone
     expect(page.locator("header")).to_have_count(1)  # the error fills the results, not a page
     page.screenshot(path=SHOTS / "search-refused.png", full_page=True)
+
+
+def test_a_search_refused_once_the_role_is_taken_away_says_so_in_place_of_the_results(
+    live_server, chromium, model_version, ingest, compliance_officer
+):
+    """htmx swapped a 400, 409 or 429 and left its target alone on a 403 or 404: the
+    former results stayed on screen, read as the answer to the new filters."""
+    ingest(*DecisionPayloadFactory.build_batch(3))
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    log_in(page, live_server.url, "compliance_officer")
+    page.goto(f"{live_server.url}/decisions/?model=credit")
+    expect(page.locator(".count")).to_contain_text("3 decisions match")
+
+    compliance_officer.groups.clear()  # read afresh on every request
+    page.fill("input[name=score_min]", "0.5")
+    page.locator("input[name=score_min]").dispatch_event("change")
+
+    results = page.locator("#results")
+    expect(results.locator(".error")).to_contain_text("403")
+    expect(results.locator(".count")).to_have_count(0)  # the former answer is gone
+    expect(page.locator("header")).to_have_count(1)  # the refusal fills the results
