@@ -117,6 +117,12 @@ def searches(version, start: datetime, end: datetime) -> list[tuple[str, dict]]:
             {**period, "top_reason": uncommon},
         ),
         (
+            # Most of the reason's first matches fail the score: the page reads more of
+            # them, then every match (dossier.filters.ReasonFilter).
+            f"top_reason={uncommon} + score_min=0.8",
+            {**period, "top_reason": uncommon, "score_min": "0.8"},
+        ),
+        (
             f"worst: top_reason={rare} ({counts.get(rare, 0):,} matches)",
             {**period, "top_reason": rare},
         ),
