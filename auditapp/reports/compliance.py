@@ -26,16 +26,14 @@ import numpy as np
 from django.db.models import (
     Avg,
     Count,
-    F,
     FloatField,
-    IntegerField,
     Max,
     Min,
     Q,
     QuerySet,
 )
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast, Floor, Least, TruncDate
+from django.db.models.functions import Cast, TruncDate
 from django.utils import timezone
 
 from auditapp import formatting
@@ -50,6 +48,7 @@ from auditapp.monitoring.models import Alert, AlertRule
 from auditapp.registry.models import ModelVersion
 from auditapp.replicas import on_primary
 from auditapp.reports import periods
+from auditapp.reports.version_stats import SCORE_BINS, score_counts
 from auditapp.reviews.models import Feedback, ReviewCase
 from auditapp.reviews.stats import AGE_BUCKETS
 from auditapp.snapshots import one_moment
@@ -60,7 +59,6 @@ from explain.ranking import rank_rows
 
 log = logging.getLogger(__name__)
 
-SCORE_BINS = 20
 TOP_REASON_POSITIONS = 3  # "top reasons" = the top 3 SHAP features, as the search filter
 APPENDIX_SAMPLE = 10
 TOP_ERRORS = 5
@@ -263,17 +261,9 @@ def volumes(ctx: _Context) -> dict[str, Any]:
 
 
 def _score_histogram(decisions: QuerySet) -> list[dict[str, Any]]:
-    """SCORE_BINS equal bins over [0, 1], counted by the database (1.0 joins the last bin)."""
-    counts = dict(
-        decisions.exclude(score=None)
-        .annotate(bin=Cast(Least(Floor(F("score") * SCORE_BINS), SCORE_BINS - 1), IntegerField()))
-        .values_list("bin")
-        .annotate(n=Count("id"))
-        .values_list("bin", "n")
-    )
     return [
-        {"from": i / SCORE_BINS, "to": (i + 1) / SCORE_BINS, "decisions": counts.get(i, 0)}
-        for i in range(SCORE_BINS)
+        {"from": i / SCORE_BINS, "to": (i + 1) / SCORE_BINS, "decisions": n}
+        for i, n in enumerate(score_counts(decisions))
     ]
 
 

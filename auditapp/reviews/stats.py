@@ -51,9 +51,12 @@ def oversight_figures(model_version: ModelVersion, now=None) -> OversightFigures
         (done - opened).total_seconds() / 3600
         for opened, done in resolved.values_list("opened_at", "resolved_at")[:20_000]
     ]
+    # Counted from the reviews' side (a UNION drops a decision counted twice): the
+    # decisions' side read every decision of the version, 0.85 s at a million.
     reviewed = (
-        decisions.filter(Q(feedback__isnull=False) | Q(review_cases__state=ReviewCase.RESOLVED))
-        .distinct()
+        feedback.order_by()
+        .values("decision_id")
+        .union(resolved.order_by().values("decision_id"))
         .count()
     )
     rating_counts = dict(

@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from auditapp.accounts import roles
@@ -122,10 +124,14 @@ def test_the_page_download_is_the_same_file(ml_engineer, labelled):
 
 
 def test_oversight_figures_count_what_the_experts_did(labelled, model_version):
-    figures = oversight_figures(model_version)
+    with CaptureQueriesContext(connection) as queries:
+        figures = oversight_figures(model_version)
     assert figures.decisions == 6
     assert figures.feedback == 3 and figures.agreement_rate == pytest.approx(1 / 3)
     assert figures.reviewed == 4  # three with feedback, one resolved case
+    # Counted from the reviews' side: the version page had read every decision of the
+    # version joined to its reviews, 0.85 s at a million decisions.
+    assert not [q for q in queries.captured_queries if "DISTINCT" in q["sql"]]
     # The flagged case was overridden; the disagreement opened a case still waiting.
     assert (figures.resolved_cases, figures.override_rate) == (1, 1.0)
     assert figures.median_hours_to_resolve is not None
