@@ -6,6 +6,7 @@ Counting and grouping happen in the database; only the explanation sample
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,19 +35,24 @@ class VersionStatistics:
 
 def version_statistics(model_version: ModelVersion) -> VersionStatistics:
     decisions = Decision.objects.served().filter(model_version=model_version)
-    per_day = [
-        (day.isoformat(), n)
-        for day, n in decisions.annotate(day=TruncDate("predicted_at"))
-        .values_list("day")
+    # One pass over the version's decisions for both figures: (day, score bin) groups.
+    per_day: Counter = Counter()
+    bins = [0] * SCORE_BINS
+    for day, score_bin, n in (
+        decisions.annotate(day=TruncDate("predicted_at"), bin=_score_bin())
+        .values_list("day", "bin")
         .annotate(n=Count("id"))
-        .values_list("day", "n")
-        .order_by("day")
-    ]
+        .values_list("day", "bin", "n")
+        .order_by()
+    ):
+        per_day[day] += n
+        if score_bin is not None and 0 <= score_bin < SCORE_BINS:
+            bins[score_bin] += n
     importance, spread, explained = _attribution_summary(model_version)
     return VersionStatistics(
-        decisions=sum(n for _, n in per_day),
-        per_day=per_day,
-        score_counts=score_counts(decisions),
+        decisions=sum(per_day.values()),
+        per_day=[(day.isoformat(), per_day[day]) for day in sorted(per_day)],
+        score_counts=bins,
         score_edges=[round(i / SCORE_BINS, 4) for i in range(SCORE_BINS + 1)],
         explained=explained,
         importance=importance,
@@ -58,15 +64,19 @@ def score_counts(decisions: QuerySet) -> list[int]:
     """The decisions in SCORE_BINS equal bins over [0, 1], counted by the database (1.0
     joins the last bin): the version's page and the compliance report draw the same
     histogram, and neither reads every score."""
-    bins = Cast(Least(Floor(F("score") * SCORE_BINS), SCORE_BINS - 1), IntegerField())
     counted = dict(
         decisions.exclude(score=None)
-        .annotate(bin=bins)
+        .annotate(bin=_score_bin())
         .values_list("bin")
         .annotate(n=Count("id"))
         .values_list("bin", "n")
     )
     return [counted.get(i, 0) for i in range(SCORE_BINS)]
+
+
+def _score_bin() -> Cast:
+    """A score's bin, 0 to SCORE_BINS - 1 for a score in [0, 1] (null without a score)."""
+    return Cast(Least(Floor(F("score") * SCORE_BINS), SCORE_BINS - 1), IntegerField())
 
 
 def _attribution_summary(model_version: ModelVersion):
