@@ -38,13 +38,18 @@ def page(view):
         except Forbidden as exc:  # a refusal: the 403 page, audited as every refusal
             raise PermissionDenied(exc.message) from None
         except ServiceError as exc:  # bad input (400), a conflict (409), ...
-            context = {"status": exc.status, "message": exc.message, "details": exc.details}
-            if is_htmx(request):  # in place of what it asked for (base.html swaps it)
-                context["fragment"] = True
-                return render(request, "web/_error.html", context, status=exc.status)
-            return render(request, "web/error.html", context, status=exc.status)
+            return error_page(request, exc.status, exc.message, exc.details)
 
     return wrapper
+
+
+def error_page(request, status: int, message: str, details=None):
+    """The error page, or for htmx its fragment alone, in place of what was asked for
+    (base.html swaps it): left alone, the target kept showing an earlier answer."""
+    context = {"status": status, "message": message, "details": details}
+    if is_htmx(request):
+        return render(request, "web/_error.html", {**context, "fragment": True}, status=status)
+    return render(request, "web/error.html", context, status=status)
 
 
 def takes_lists(*names: str):

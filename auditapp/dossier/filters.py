@@ -123,8 +123,12 @@ def filter_decisions(queryset: QuerySet, params, actor: Actor) -> QuerySet:
     Raises PermissionDenied (403, audited) for a filter on a feature the actor
     may not see: its yes/no answer would disclose the value.
     """
-    filtered, reason = filter_decisions_and_reason(queryset, params, actor)
-    return reason.apply(filtered) if reason else filtered
+    return every_match(*filter_decisions_and_reason(queryset, params, actor))
+
+
+def every_match(queryset: QuerySet, reason: ReasonFilter | None) -> QuerySet:
+    """The search's decisions with its top reason applied, if any: for a count, an export."""
+    return reason.apply(queryset) if reason else queryset
 
 
 def filter_decisions_and_reason(

@@ -16,6 +16,7 @@ from auditapp.decisions.lookups import get_decision_for_actor
 from auditapp.decisions.models import Decision
 from auditapp.dossier.filters import (
     ReasonFilter,
+    every_match,
     filter_decisions_and_reason,
     in_order,
     keyset_page,
@@ -67,9 +68,7 @@ def search(request):
         parse_limit(request.GET.get("limit")),
         reason,
     )
-    if reason is not None:  # the count is of every match
-        queryset = reason.apply(queryset)
-    count = queryset.order_by().values("pk")[: COUNT_LIMIT + 1].count()
+    count = every_match(queryset, reason).order_by().values("pk")[: COUNT_LIMIT + 1].count()
     if not rows:
         refuse_unseen_model_filter(actor, request.GET)
     note_search(actor, request.GET, ip=client_ip(request))
@@ -125,10 +124,8 @@ def export_csv(request):
     with from_replica() as alias:
         # Bound to the search page's database now: the rows are read while the file
         # streams, after this view (and a replica_view's mark) has returned.
-        queryset, reason = _search(request, actor)
-        if reason is not None:
-            queryset = reason.apply(queryset)
-        queryset, _, _ = in_order(queryset.using(alias), request.GET.get("ordering"))
+        queryset = every_match(*_search(request, actor)).using(alias)
+        queryset, _, _ = in_order(queryset, request.GET.get("ordering"))
         refuse_more_rows_than(queryset, EXPORT_LIMIT, "search")
         queryset = queryset[:EXPORT_LIMIT]
         # The query runs once before anything is streamed: a search the database refuses

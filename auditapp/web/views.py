@@ -8,7 +8,7 @@ from django.shortcuts import render
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
-from auditapp.pages import is_htmx
+from auditapp.pages import error_page
 from auditapp.replicas import replica_view
 from auditapp.web.api_errors import error_body, record_denial
 from auditapp.web.overview import overview_for, start_of_today
@@ -39,18 +39,10 @@ def forbidden(request, exception=None):
         record_denial(request, message)
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("forbidden", message), status=403)
-    return _error_page(request, 403, message)
+    return error_page(request, 403, message)
 
 
 def not_found(request, exception=None):
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
-    return _error_page(request, 404, "Not found.")
-
-
-def _error_page(request, status: int, message: str):
-    """The error page, or for htmx its fragment in place of what was asked for (base.html
-    swaps it): left alone, the target kept showing the answer to an earlier request."""
-    context = {"status": status, "message": message, "fragment": is_htmx(request)}
-    template = "web/_error.html" if context["fragment"] else "web/error.html"
-    return render(request, template, context, status=status)
+    return error_page(request, 404, "Not found.")
