@@ -91,6 +91,11 @@ def query_string(params, **changes) -> str:
 
 
 DEFAULT_PER_PAGE = 50  # rows per page of a list, unless a view or ?limit= says otherwise
+# A list counts its matches up to here, and pages through these only: counting every
+# match, and reading every row before a deep page (OFFSET), grow with the table (the
+# access log at 5M events: 0.16-0.23 s a page, 0.7 s deep in it). Past it the page
+# says "more than" and how to reach the rest: narrower filters, or the API's cursor.
+COUNT_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,7 @@ class Pager:
     per_page: int
     params: Any  # the request's query (a QueryDict, or a plain dict)
     param: str = "page"
+    more: bool = False  # more rows match than COUNT_LIMIT: `total` is the cap
 
     @property
     def pages(self) -> int:
@@ -164,12 +170,19 @@ class Pager:
         return self.query(self.pages)
 
 
+def count_up_to_limit(rows) -> tuple[int, bool]:
+    """(the rows of a QuerySet counted up to COUNT_LIMIT, whether more match)."""
+    total = rows[: COUNT_LIMIT + 1].count()
+    return min(total, COUNT_LIMIT), total > COUNT_LIMIT
+
+
 def paginate(rows, params, *, per_page: int | None = None, param: str = "page") -> Pager:
     """Page `rows` (a QuerySet, counted in the database, or a list) by ?page= and ?limit=.
 
     ?limit= (1 to 500) overrides the view's page size; a page past the last shows the
     last one (a link kept from a longer list still lands somewhere); a page that is
-    not a whole number from 1 is refused, naming the parameter.
+    not a whole number from 1 is refused, naming the parameter. A QuerySet is counted,
+    and paged, up to COUNT_LIMIT rows.
     """
     raw_limit = params.get("limit")
     size = parse_limit(raw_limit) if raw_limit not in (None, "") else per_page or DEFAULT_PER_PAGE
@@ -184,10 +197,11 @@ def paginate(rows, params, *, per_page: int | None = None, param: str = "page") 
             code="invalid_parameters",
             details={param: ["must be a whole number from 1"]},
         )
-    total = len(rows) if isinstance(rows, list) else rows.count()
+    total, more = (len(rows), False) if isinstance(rows, list) else count_up_to_limit(rows)
     number = min(number, max(1, math.ceil(total / size)))
     start = (number - 1) * size
-    return Pager(list(rows[start : start + size]), total, number, size, params, param)
+    end = min(start + size, total)
+    return Pager(list(rows[start:end]), total, number, size, params, param, more)
 
 
 def is_htmx(request) -> bool:

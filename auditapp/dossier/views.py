@@ -29,7 +29,7 @@ from auditapp.dossier.search_form import search_form
 from auditapp.errors import InvalidInput
 from auditapp.filtering import parse_limit, refuse_control_characters, refuse_more_rows_than
 from auditapp.hashing import canonical_json
-from auditapp.pages import csv_response, is_htmx, page, query_string
+from auditapp.pages import count_up_to_limit, csv_response, is_htmx, page, query_string
 from auditapp.registry.lookups import refuse_unseen_model_filter
 from auditapp.replicas import from_replica, replica_view
 from auditapp.reviews.models import ReviewCase
@@ -42,10 +42,9 @@ from explain.services import request_explanations
 from explain.whatif import WhatIf, merged_inputs, run_what_if
 
 EXPORT_LIMIT = 100_000
-# The search page counts its matches up to this many, then says "more than": every match of
-# a month at a bank's scale is millions of rows, seconds to count (the CSV and the
+# The search page counts its matches up to pages.COUNT_LIMIT, then says "more than": every
+# match of a month at a bank's scale is millions of rows, seconds to count (the CSV and the
 # compliance report give exact figures).
-COUNT_LIMIT = 10_000
 
 
 def _search(request, actor) -> tuple[QuerySet, ReasonFilter | None]:
@@ -68,7 +67,7 @@ def search(request):
         parse_limit(request.GET.get("limit")),
         reason,
     )
-    count = every_match(queryset, reason).order_by().values("pk")[: COUNT_LIMIT + 1].count()
+    count, more = count_up_to_limit(every_match(queryset, reason).order_by().values("pk"))
     if not rows:
         refuse_unseen_model_filter(actor, request.GET)
     note_search(actor, request.GET, ip=client_ip(request))
@@ -76,8 +75,8 @@ def search(request):
     reasons = reason_labels(rows, presenter)
     context = {
         "results": [(d, presenter.masked_features(d), reasons[d.pk]) for d in rows],
-        "count": min(count, COUNT_LIMIT),
-        "more": count > COUNT_LIMIT,
+        "count": count,
+        "more": more,
         "next_query": query_string(request.GET, cursor=next_cursor) if next_cursor else None,
         "export_query": query_string(request.GET, cursor=None),
         "params": request.GET,

@@ -13,9 +13,9 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from auditapp import pages
 from auditapp.accounts.models import AuditEvent
 from auditapp.decisions.models import Decision
-from auditapp.dossier import views as dossier_views
 from auditapp.formatting import number
 from auditapp.registry.models import ModelVersion
 from explain import batches
@@ -51,7 +51,7 @@ class TestSearch:
     ):
         """Counting every match of a month at a bank's scale took seconds (1.8 s for 2M
         decisions): the page counts up to COUNT_LIMIT, then says "more than"."""
-        monkeypatch.setattr(dossier_views, "COUNT_LIMIT", 10)
+        monkeypatch.setattr(pages, "COUNT_LIMIT", 10)
         client = browser(compliance_officer)
         with CaptureQueriesContext(connection) as queries:
             response = client.get("/decisions/", {"model": "credit"})
@@ -59,7 +59,7 @@ class TestSearch:
         assert b"More than <strong>10</strong> decisions match" in response.content
         (count,) = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"]]
         assert "LIMIT 11" in count, count
-        monkeypatch.setattr(dossier_views, "COUNT_LIMIT", 12)
+        monkeypatch.setattr(pages, "COUNT_LIMIT", 12)
         response = client.get("/decisions/", {"model": "credit"})
         assert (response.context["count"], response.context["more"]) == (12, False)
         assert b'<p class="count"><strong>12</strong> decisions match' in response.content
