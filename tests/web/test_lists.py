@@ -283,3 +283,20 @@ def test_a_list_within_the_cap_counts_exactly(compliance_officer, flagged, monke
     response = browser(compliance_officer).get("/audit/", {"action": "review.flagged"})
     assert counted(response) == (1, 50, 55)
     assert "more than" not in response.content.decode()
+
+
+def test_the_models_page_counts_each_versions_decisions_up_to_the_cap(
+    model_version, ingest, compliance_officer, monkeypatch
+):
+    """It counted every decision of every version shown: seconds at a bank's volume."""
+    ingest(*DecisionPayloadFactory.build_batch(5))
+    client = browser(compliance_officer)
+
+    monkeypatch.setattr("auditapp.pages.COUNT_LIMIT", 5)
+    exact = client.get("/models/")
+    monkeypatch.setattr("auditapp.pages.COUNT_LIMIT", 3)
+    capped = client.get("/models/")
+
+    row = re.compile(r'<td class="num">([^<]*)</td>')
+    assert row.findall(exact.content.decode()) == ["5"]
+    assert row.findall(capped.content.decode()) == ["more than 3"]
