@@ -520,3 +520,38 @@ class RetentionPolicy(models.Model):
 
     def __str__(self) -> str:
         return f"retention of model {self.registered_model_id}: {self.days} days"
+
+
+class VersionDayTally(models.Model):
+    """How many served decisions of a version fall on a day (UTC) in a score bin: the
+    version page's figures without reading every decision (decisions/tallies.py).
+
+    Derived data, for decisions up to TallyMark's id: those are sealed, so final (no
+    decision with a smaller id can still arrive). `bin` is -1 for a decision without a
+    score. Retiring a month drops every tally, and the next seal counts them again.
+    """
+
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    bin = models.SmallIntegerField()
+    decisions = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model_version", "day", "bin"], name="one_tally_per_version_day_bin"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.decisions} of version {self.model_version_id} on {self.day}, bin {self.bin}"
+
+
+class TallyMark(models.Model):
+    """The one row saying which decisions the tallies count: every one with an id up to
+    `through_id` (0: none yet)."""
+
+    through_id = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"tallies through decision {self.through_id}"

@@ -38,6 +38,7 @@ from auditapp import partitions
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.appendonly import RETIREMENT_SETTING, declaration_time
+from auditapp.decisions import tallies
 from auditapp.decisions.models import Decision, RetiredRange, Retirement
 from auditapp.decisions.sealing import latest_seal, seal_new_records
 from auditapp.errors import Conflict, InvalidInput
@@ -233,6 +234,7 @@ def retire_month(
                     for name, _, _ in table.partitions:
                         plan.kept_as[name] = _retire_partition(cursor, table.table, name, plan)
                 cursor.execute("SELECT set_config(%s, '', true)", [RETIREMENT_SETTING])
+        tallies.forget()  # they counted the decisions that went
         record_event(
             RETIRED_EVENT,
             actor=actor,

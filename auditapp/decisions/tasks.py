@@ -4,7 +4,7 @@ from celery import shared_task
 
 from auditapp import partitions
 from auditapp.accounts import roles
-from auditapp.decisions import input_retention, jobs
+from auditapp.decisions import input_retention, jobs, tallies
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.tasking import AttestTask
 
@@ -18,8 +18,11 @@ from auditapp.tasking import AttestTask
     max_retries=0,  # beat sends it again
 )
 def seal_records() -> int:
-    """Beat runs this every minute; a missed run only delays the next seal."""
-    return len(seal_new_records())
+    """Beat runs this every minute; a missed run only delays the next seal. The version
+    pages' tallies then count the decisions just sealed (final from now on)."""
+    sealed = len(seal_new_records())
+    tallies.count_sealed()
+    return sealed
 
 
 @shared_task(

@@ -52,7 +52,7 @@ def version_detail(request, name: str, version: str):
         ),
     }
     context = {
-        "oversight": oversight_figures(model_version),
+        "oversight": oversight_figures(model_version, decisions=stats.decisions),
         "can_export_labelled": actor.can(roles.EXPORT_TRAINING_DATA),
         "can_change_stage": actor.can(roles.CHANGE_STAGE),
         "model_version": model_version,

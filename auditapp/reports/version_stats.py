@@ -10,16 +10,14 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from django.db.models import Count, F, IntegerField, QuerySet
-from django.db.models.functions import Cast, Floor, Least, TruncDate
+from django.db.models import Count, QuerySet
 
-from auditapp.decisions.models import Decision
+from auditapp.decisions.tallies import SCORE_BINS, day_bin_counts, score_bin
 from auditapp.registry.models import ModelVersion
 from explain.models import Explanation
 from explain.packing import unpack_matrix
 
 EXPLANATION_SAMPLE = 5000
-SCORE_BINS = 20
 
 
 @dataclass
@@ -34,20 +32,13 @@ class VersionStatistics:
 
 
 def version_statistics(model_version: ModelVersion) -> VersionStatistics:
-    decisions = Decision.objects.served().filter(model_version=model_version)
-    # One pass over the version's decisions for both figures: (day, score bin) groups.
+    # Both figures from the version's tallies of days and score bins (decisions/tallies.py).
     per_day: Counter = Counter()
     bins = [0] * SCORE_BINS
-    for day, score_bin, n in (
-        decisions.annotate(day=TruncDate("predicted_at"), bin=_score_bin())
-        .values_list("day", "bin")
-        .annotate(n=Count("id"))
-        .values_list("day", "bin", "n")
-        .order_by()
-    ):
+    for day, bin_, n in day_bin_counts(model_version):
         per_day[day] += n
-        if score_bin is not None and 0 <= score_bin < SCORE_BINS:
-            bins[score_bin] += n
+        if 0 <= bin_ < SCORE_BINS:
+            bins[bin_] += n
     importance, spread, explained = _attribution_summary(model_version)
     return VersionStatistics(
         decisions=sum(per_day.values()),
@@ -66,17 +57,12 @@ def score_counts(decisions: QuerySet) -> list[int]:
     histogram, and neither reads every score."""
     counted = dict(
         decisions.exclude(score=None)
-        .annotate(bin=_score_bin())
+        .annotate(bin=score_bin())
         .values_list("bin")
         .annotate(n=Count("id"))
         .values_list("bin", "n")
     )
     return [counted.get(i, 0) for i in range(SCORE_BINS)]
-
-
-def _score_bin() -> Cast:
-    """A score's bin, 0 to SCORE_BINS - 1 for a score in [0, 1] (null without a score)."""
-    return Cast(Least(Floor(F("score") * SCORE_BINS), SCORE_BINS - 1), IntegerField())
 
 
 def _attribution_summary(model_version: ModelVersion):

@@ -9,7 +9,7 @@ from datetime import timedelta
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from auditapp.decisions.models import Decision
+from auditapp.decisions.tallies import served_decisions
 from auditapp.registry.models import ModelVersion
 from auditapp.reviews.models import Feedback, ReviewCase
 
@@ -37,9 +37,11 @@ class OversightFigures:
         return self.reviewed / self.decisions if self.decisions else None
 
 
-def oversight_figures(model_version: ModelVersion, now=None) -> OversightFigures:
+def oversight_figures(
+    model_version: ModelVersion, now=None, decisions: int | None = None
+) -> OversightFigures:
+    """`decisions`: the version's served decisions, if the caller counted them already."""
     now = now or timezone.now()
-    decisions = Decision.objects.filter(model_version=model_version)
     feedback = Feedback.objects.filter(decision__model_version=model_version)
     cases = ReviewCase.objects.filter(decision__model_version=model_version)
     verdicts = feedback.aggregate(total=Count("id"), agree=Count("id", filter=Q(verdict="agree")))
@@ -67,7 +69,7 @@ def oversight_figures(model_version: ModelVersion, now=None) -> OversightFigures
     )
     open_ages = [now - opened for opened in cases.unresolved().values_list("opened_at", flat=True)]
     return OversightFigures(
-        decisions=decisions.count(),
+        decisions=served_decisions(model_version) if decisions is None else decisions,
         reviewed=reviewed,
         feedback=verdicts["total"],
         agreement_rate=verdicts["agree"] / verdicts["total"] if verdicts["total"] else None,

@@ -1,5 +1,6 @@
 from django.core.management.base import BaseCommand
 
+from auditapp.decisions import tallies
 from auditapp.decisions.sealing import seal_new_records
 
 
@@ -11,6 +12,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         seals = seal_new_records()
+        tallies.count_sealed()  # as the beat task does: the version pages' tallies
         for seal in seals:
             self.stdout.write(
                 f"seal {seal.index}: {seal.decision_count} decisions, {seal.event_count} "
