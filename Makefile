@@ -80,6 +80,7 @@ bench: install
 	$(PY) bench/monitor.py
 	$(PY) bench/report.py
 	$(PY) bench/search.py
+	$(PY) bench/pages.py
 	$(PY) bench/counterfactual.py
 	$(PY) bench/whatif.py
 	$(PY) bench/counterfactual_flow.py
