@@ -13,8 +13,12 @@ decisions, so it drops every tally and the next sealing task counts them again
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection
+from datetime import UTC, date, datetime, time
+
 from django.db import transaction
-from django.db.models import Count, F, IntegerField, QuerySet
+from django.db.models import Count, F, IntegerField, QuerySet, Sum
 from django.db.models.functions import Cast, Coalesce, Floor, Least, TruncDate
 
 from auditapp.decisions.models import Decision, Seal, TallyMark, VersionDayTally
@@ -48,16 +52,54 @@ def day_bin_counts(model_version: ModelVersion) -> list[tuple]:
     The mark is read first and given to the count as a number: as a subquery the planner
     could not know how few rows follow it, and compiled the count (JIT) for 30 ms."""
     with one_moment():
-        through = TallyMark.objects.filter(pk=1).values_list("through_id", flat=True).first()
+        through = _through()
         tallied = list(
             VersionDayTally.objects.filter(model_version=model_version).values_list(
                 "day", "bin", "decisions"
             )
         )
         tail = _grouped(
-            Decision.objects.served().filter(model_version=model_version, id__gt=through or 0)
+            Decision.objects.served().filter(model_version=model_version, id__gt=through)
         )
         return tallied + [(day, bin_, n) for _, day, bin_, n in tail]
+
+
+def served_since(model_ids: Collection[int], day: date) -> dict[int, int]:
+    """Served decisions per registered model predicted on `day` (UTC) or later: the
+    tallies and the decisions after the mark, in one snapshot (the overview's "decisions
+    today", which had counted every decision of the day: 0.6 s at 1.7 million)."""
+    counts: Counter = Counter()
+    with one_moment():
+        through = _through()
+        tallied = (
+            VersionDayTally.objects.filter(
+                model_version__registered_model__in=model_ids, day__gte=day
+            )
+            .values_list("model_version__registered_model")
+            .annotate(n=Sum("decisions"))
+            .values_list("model_version__registered_model", "n")
+            .order_by()
+        )
+        tail = (
+            Decision.objects.served()
+            .filter(
+                registered_model__in=model_ids,
+                predicted_at__gte=datetime.combine(day, time.min, tzinfo=UTC),
+                id__gt=through,
+            )
+            .values_list("registered_model")
+            .annotate(n=Count("id"))
+            .values_list("registered_model", "n")
+            .order_by()
+        )
+        for model_id, n in [*tallied, *tail]:
+            counts[model_id] += n
+    return dict(counts)
+
+
+def _through() -> int:
+    """The mark, read as a number (see day_bin_counts)."""
+    return TallyMark.objects.filter(pk=1).values_list("through_id", flat=True).first() or 0
 
 
 def served_decisions(model_version: ModelVersion) -> int:

@@ -11,7 +11,8 @@ from django.db.models import Count, Min
 from django.utils import timezone
 
 from auditapp.accounts import roles
-from auditapp.decisions.models import Decision, VerificationJob
+from auditapp.decisions import tallies
+from auditapp.decisions.models import VerificationJob
 from auditapp.monitoring.models import Alert
 from auditapp.registry.models import RegisteredModel
 from auditapp.reviews.models import ReviewCase
@@ -74,11 +75,7 @@ def overview_for(actor: roles.Actor) -> Overview:
         return result
     by_id = {m.pk: needs for m, needs in zip(models, result.models, strict=True)}
     ids = list(by_id)
-    today = _by_model(
-        Decision.objects.filter(registered_model__in=ids, predicted_at__gte=start_of_today()),
-        "registered_model",
-        n=Count("id"),
-    )
+    today = tallies.served_since(ids, start_of_today().date())
     alerts = _by_model(
         Alert.objects.active().filter(model_version__registered_model__in=ids),
         "model_version__registered_model",
@@ -100,7 +97,7 @@ def overview_for(actor: roles.Actor) -> Overview:
         work.filter(status=Explanation.FAILED), "decision__registered_model", n=Count("id")
     )
     for model_id, needs in by_id.items():
-        needs.decisions_today = today.get(model_id, {}).get("n", 0)
+        needs.decisions_today = today.get(model_id, 0)
         needs.open_alerts = alerts.get(model_id, {}).get("n", 0)
         needs.backlog = cases.get(model_id, {}).get("n", 0)
         needs.oldest_case = cases.get(model_id, {}).get("oldest")
