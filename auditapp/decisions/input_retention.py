@@ -157,6 +157,23 @@ def _days(data: dict, name: str, errors: dict[str, list[str]]) -> int | None:
     return value
 
 
+def run_request(actor: roles.Actor, data: Any) -> tuple[bool, str | None]:
+    """(dry_run, model) of a run's body {"dry_run"?: true | false, "model"?: name}, for an
+    actor who may run it. Anything but a boolean dry_run is refused by name: "true", 1 or
+    null, or a body that is not an object, had run for real."""
+    actor.require(roles.SET_RETENTION)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"dry_run"?: true | false, "model"?: name}; nothing was done.')
+    refuse_unknown_fields(data, ("dry_run", "model"), "retention run")
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput.named("dry_run", "must be true or false; nothing was done")
+    model_name = data.get("model")
+    if model_name is not None and (not isinstance(model_name, str) or not model_name):
+        raise InvalidInput.named("model", "must be a model's name; nothing was done")
+    return dry_run, model_name
+
+
 def plan_retention(
     *, model_name: str | None = None, now: dt.datetime | None = None
 ) -> list[RetentionRun]:

@@ -13,7 +13,6 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     newest_first_page,
     paging_parameters,
-    refuse_unknown_fields,
     takes_parameters,
 )
 from auditapp.registry.lookups import get_model_for_actor
@@ -105,15 +104,9 @@ class RetentionRunView(APIView):
     )
     def post(self, request):
         """Erase (or with dry_run, list) the inputs past each model's period, in this request."""
-        data = request.data if isinstance(request.data, dict) else {}
-        refuse_unknown_fields(data, ("dry_run", "model"), "retention run")
+        actor = roles.actor_for(request)
+        dry_run, model_name = input_retention.run_request(actor, request.data)
         runs = input_retention.apply_retention(
-            roles.actor_for(request),
-            dry_run=data.get("dry_run") is True,
-            model_name=data.get("model") or None,
-            via="api",
-            ip=client_ip(request),
+            actor, dry_run=dry_run, model_name=model_name, via="api", ip=client_ip(request)
         )
-        return Response(
-            {"dry_run": data.get("dry_run") is True, "results": [r.as_dict() for r in runs]}
-        )
+        return Response({"dry_run": dry_run, "results": [r.as_dict() for r in runs]})

@@ -206,3 +206,34 @@ def test_the_retention_run_is_refused_to_readers(api_client, auditor, ml_enginee
     for user in (auditor, ml_engineer):
         response = api_client(user).post("/api/v1/retention/run", {"dry_run": True}, format="json")
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"dry_run": "true"}, "dry_run"),
+        ({"dry_run": 1}, "dry_run"),
+        ({"dry_run": None}, "dry_run"),
+        ({"dry_run": True, "model": 123}, "model"),
+        ({"dry_run": True, "model": ""}, "model"),
+        (["dry_run"], None),
+        ("dry_run", None),
+    ],
+    ids=["string", "number", "null", "model_number", "model_empty", "list", "text"],
+)
+def test_a_retention_run_s_dry_run_must_say_true_or_false(
+    api_client, compliance_officer, aged, body, named
+):
+    """{"dry_run": "true"} (or 1, or null) and a body that is not an object ran for real:
+    the caller meant a preview and the inputs past the period were erased."""
+    RetentionPolicy.objects.create(
+        registered_model=Decision.objects.first().registered_model, days=30
+    )
+
+    response = api_client(compliance_officer).post("/api/v1/retention/run", body, format="json")
+
+    assert response.status_code == 400, response.content
+    if named:
+        assert list(response.json()["error"]["details"]) == [named]
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+    assert not Erasure.objects.exists()
