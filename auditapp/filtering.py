@@ -11,6 +11,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.utils.dateparse import parse_datetime
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -44,6 +45,18 @@ def in_utc(moment: datetime) -> datetime | None:
     try:
         return moment.astimezone(UTC)
     except OverflowError:
+        return None
+
+
+def parse_moment_text(value: Any) -> datetime | None:
+    """An ISO-8601 date-time from a JSON body, or None when it is not one: not text,
+    malformed, or shaped as one but impossible (month 13, hour 24, an offset of 25 hours),
+    which Django's parser raises ValueError for (a 500 where it was not caught)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
         return None
 
 

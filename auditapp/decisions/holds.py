@@ -14,13 +14,12 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import LegalHold
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.filtering import in_utc, refuse_unknown_fields
+from auditapp.filtering import in_utc, parse_moment_text, refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.models import RegisteredModel
 
@@ -73,6 +72,8 @@ def hold_json(hold: LegalHold) -> dict[str, Any]:
 def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = "api"):
     """A new hold, from {"model"?, "from"?, "to"?, "subject_ref"?, "reason"}."""
     actor.require(roles.MANAGE_LEGAL_HOLDS)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"model"?, "from"?, "to"?, "subject_ref"?, "reason"}.')
     refuse_unknown_fields(data, ("model", "from", "to", "subject_ref", "reason"), "legal hold")
     errors: dict[str, list[str]] = {}
     hold = LegalHold(reason=_reason(data.get("reason"), "reason", errors))
@@ -103,12 +104,15 @@ def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = 
 
 
 def release_hold(
-    actor: roles.Actor, hold_id: int, reason: Any, *, ip=None, via: str = "api"
+    actor: roles.Actor, hold_id: int, data: Any, *, ip=None, via: str = "api"
 ) -> LegalHold:
-    """Release an active hold, with a reason; what it covered may be erased again."""
+    """Release an active hold, from {"reason"}; what it covered may be erased again."""
     actor.require(roles.MANAGE_LEGAL_HOLDS)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"reason"}: why the hold is released.')
+    refuse_unknown_fields(data, ("reason",), "legal hold release")
     errors: dict[str, list[str]] = {}
-    text = _reason(reason, "reason", errors)
+    text = _reason(data.get("reason"), "reason", errors)
     if errors:
         raise InvalidInput("Say why the hold is released.", details=errors)
     with transaction.atomic():
@@ -149,7 +153,7 @@ def _reason(value: Any, name: str, errors: dict[str, list[str]]) -> str:
 def _moment(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | None:
     if value in (None, ""):
         return None
-    moment = parse_datetime(value) if isinstance(value, str) else None
+    moment = parse_moment_text(value)
     if moment is None or moment.tzinfo is None:
         errors[name] = ["An ISO-8601 time with its offset (2026-01-01T00:00:00Z)."]
         return None

@@ -74,9 +74,7 @@ class LegalHoldReleaseView(APIView):
     def post(self, request, hold_id: int):
         actor = roles.actor_for(request)
         holds.get_hold_for_actor(actor, hold_id)  # 404 before 403 for a reader
-        hold = holds.release_hold(
-            actor, hold_id, request.data.get("reason"), ip=client_ip(request), via="api"
-        )
+        hold = holds.release_hold(actor, hold_id, request.data, ip=client_ip(request), via="api")
         return Response(holds.hold_json(hold))
 
 

@@ -237,3 +237,55 @@ def test_a_retention_run_s_dry_run_must_say_true_or_false(
         assert list(response.json()["error"]["details"]) == [named]
     assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
     assert not Erasure.objects.exists()
+
+
+@pytest.mark.parametrize("body", [["reason"], "reason", 5], ids=["list", "text", "number"])
+def test_a_hold_or_its_release_that_is_not_an_object_is_refused(
+    api_client, compliance_officer, aged, body
+):
+    """A JSON body that was not an object was a 500 (AttributeError) on both."""
+    client = api_client(compliance_officer)
+    placed = client.post(HOLDS, body, format="json")
+    assert placed.status_code == 400, placed.content
+    assert not LegalHold.objects.exists()
+
+    hold = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    released = client.post(f"{HOLDS}/{hold['id']}/release", body, format="json")
+    assert released.status_code == 400, released.content
+    assert LegalHold.objects.get().released_at is None
+
+
+def test_a_release_with_a_field_it_does_not_take_is_refused_by_name(
+    api_client, compliance_officer, aged
+):
+    """{"reason", "until"} released the hold at once, "until" ignored."""
+    client = api_client(compliance_officer)
+    hold = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    body = {"reason": "case closed", "until": "2027-01-01T00:00:00Z"}
+    response = client.post(f"{HOLDS}/{hold['id']}/release", body, format="json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["details"]) == ["until"]
+    assert LegalHold.objects.get().released_at is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:00:00+25:00",
+    ],
+    ids=["month_13", "february_30", "hour_24", "offset_25_hours"],
+)
+@pytest.mark.parametrize("field", ["from", "to"])
+def test_a_hold_s_impossible_moment_is_refused_by_name(
+    api_client, compliance_officer, aged, moment, field
+):
+    """A moment shaped as ISO-8601 but impossible (month 13, an offset of 25 hours) was a
+    500 (ValueError from the parser)."""
+    body = {"model": "credit", "reason": "r", field: moment}
+    response = api_client(compliance_officer).post(HOLDS, body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["details"]
+    assert not LegalHold.objects.exists()

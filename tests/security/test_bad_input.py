@@ -572,6 +572,22 @@ def test_a_monitoring_window_outside_utc_is_a_400(engineer, period):
     assert "outside the years" in error_of(engineer.get(url, period))["message"]
 
 
+@pytest.mark.parametrize(
+    "moment",
+    ["2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00+25:00"],
+    ids=["month_13", "february_30", "offset_25_hours"],
+)
+def test_a_monitoring_window_at_an_impossible_moment_is_a_400(engineer, moment):
+    """Shaped as ISO-8601 but impossible: Django's parser raises ValueError, which was a
+    500 on the window's POST and on the snapshots' GET."""
+    url = "/api/v1/models/credit/versions/1/monitoring"
+    period = {"from": moment, "to": "2026-12-01T00:00:00Z"}
+    posted = post_text(engineer, url, json.dumps(period))
+    assert posted.status_code == 400 and "from" in error_of(posted)["message"]
+    read = engineer.get(url, {"from": moment})
+    assert read.status_code == 400 and "from" in error_of(read)["message"]
+
+
 def test_the_import_command_rejects_unstorable_rows_and_keeps_the_others(model_version, tmp_path):
     good = DecisionPayloadFactory(request_id="import-ok")
     lines = [
