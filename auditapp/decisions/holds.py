@@ -41,8 +41,14 @@ def covered_q(prefix: str = "") -> Q:
 
 
 def visible_holds(actor: roles.Actor) -> QuerySet:
+    """The holds the actor may read: those of no model (a subject, a period) and those of
+    a model the actor sees; a hidden model's hold is as missing (a token narrowed with
+    `--models` had listed, read and released them)."""
     actor.require(roles.READ_LEGAL_HOLDS)
-    return LegalHold.objects.select_related("registered_model", "created_by", "released_by")
+    seen = RegisteredModel.objects.visible_to(actor)
+    return LegalHold.objects.filter(
+        Q(registered_model__isnull=True) | Q(registered_model__in=seen)
+    ).select_related("registered_model", "created_by", "released_by")
 
 
 def get_hold_for_actor(actor: roles.Actor, hold_id: int) -> LegalHold:
@@ -116,7 +122,9 @@ def release_hold(
     if errors:
         raise InvalidInput("Say why the hold is released.", details=errors)
     with transaction.atomic():
-        hold = LegalHold.objects.select_for_update().filter(pk=hold_id).first()
+        hold = None
+        if visible_holds(actor).filter(pk=hold_id).exists():
+            hold = LegalHold.objects.select_for_update().filter(pk=hold_id).first()
         if hold is None:
             raise NotFound(f"Legal hold {hold_id} does not exist.")
         if hold.released_at is not None:

@@ -175,11 +175,14 @@ def run_request(actor: roles.Actor, data: Any) -> tuple[bool, str | None]:
 
 
 def plan_retention(
-    *, model_name: str | None = None, now: dt.datetime | None = None
+    actor: roles.Actor, *, model_name: str | None = None, now: dt.datetime | None = None
 ) -> list[RetentionRun]:
-    """What a run would erase, model by model (those with a period)."""
+    """What a run would erase, model by model (those with a period that the actor sees: a
+    token narrowed with `--models` runs its models' retention, a hidden model's as missing)."""
     now = now or timezone.now()
-    policies = RetentionPolicy.objects.filter(days__isnull=False).select_related("registered_model")
+    policies = RetentionPolicy.objects.filter(
+        days__isnull=False, registered_model__in=RegisteredModel.objects.visible_to(actor)
+    ).select_related("registered_model")
     if model_name:
         policies = policies.filter(registered_model__name=model_name)
         if not policies.exists():
@@ -211,7 +214,7 @@ def apply_retention(
 ) -> list[RetentionRun]:
     """Erase (or, dry, plan) the inputs past each model's period; one declaration a model."""
     actor.require(roles.SET_RETENTION)
-    runs = plan_retention(model_name=model_name, now=now)
+    runs = plan_retention(actor, model_name=model_name, now=now)
     if dry_run:
         record_event(
             PREVIEWED_EVENT,

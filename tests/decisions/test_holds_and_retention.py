@@ -289,3 +289,46 @@ def test_a_hold_s_impossible_moment_is_refused_by_name(
     assert response.status_code == 400, response.content
     assert field in response.json()["error"]["details"]
     assert not LegalHold.objects.exists()
+
+
+@pytest.fixture
+def fraud(register, admin):
+    """A second model, registered by the admin: hidden from a token narrowed to credit."""
+    version = register(admin, name="fraud")
+    RetentionPolicy.objects.create(registered_model=version.registered_model, days=30)
+    return version
+
+
+def test_a_hidden_model_s_holds_and_retention_answer_as_a_missing_one_s(
+    api_client, token_client, compliance_officer, admin, aged, fraud
+):
+    """A token narrowed to credit (`--models credit`) listed, read and released the holds
+    of fraud, a model it cannot see, and its retention run planned (or ran) fraud's
+    erasure, {"model": "fraud"} answering 200 where a missing model is a 404."""
+    hidden = api_client(compliance_officer).post(
+        HOLDS, {"model": "fraud", "reason": "fraud matter"}, format="json"
+    )
+    everywhere = api_client(compliance_officer).post(
+        HOLDS, {"subject_ref": "c-held", "reason": "every model"}, format="json"
+    )
+    narrowed, _ = token_client(admin, ["admin"], models=["credit"])
+
+    listed = narrowed.get(HOLDS).json()["results"]
+    assert [h["id"] for h in listed] == [everywhere.json()["id"]]
+    missing = narrowed.get(f"{HOLDS}/99999")
+    read = narrowed.get(f"{HOLDS}/{hidden.json()['id']}")
+    assert read.status_code == missing.status_code == 404
+    released = narrowed.post(
+        f"{HOLDS}/{hidden.json()['id']}/release", {"reason": "x"}, format="json"
+    )
+    assert released.status_code == 404
+    assert LegalHold.objects.get(pk=hidden.json()["id"]).released_at is None
+
+    run = narrowed.post("/api/v1/retention/run", {"dry_run": True}, format="json")
+    assert run.status_code == 200 and [r["model"] for r in run.json()["results"]] == []
+    named = narrowed.post(
+        "/api/v1/retention/run", {"dry_run": True, "model": "fraud"}, format="json"
+    )
+    nope = narrowed.post("/api/v1/retention/run", {"dry_run": True, "model": "nope"}, format="json")
+    assert named.status_code == nope.status_code == 404
+    assert named.json()["error"]["code"] == nope.json()["error"]["code"]
