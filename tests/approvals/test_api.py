@@ -139,6 +139,25 @@ class TestTheTwoPersonFlow:
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "approval_decided"
 
+    @pytest.mark.parametrize(
+        "body", [["metrics ok"], "metrics ok", 1], ids=["list", "text", "number"]
+    )
+    @pytest.mark.parametrize("action", ["approve", "reject"])
+    def test_a_decision_whose_body_is_not_an_object_is_refused_and_changes_nothing(
+        self, api_client, gated_version, ml_engineer, second_engineer, body, action
+    ):
+        """["metrics ok"] to /approve approved the change and applied it, its comment lost."""
+        approval = ask_production(api_client(ml_engineer))
+
+        response = api_client(second_engineer).post(
+            f"{APPROVALS}/{approval['id']}/{action}", body, format="json"
+        )
+
+        assert response.status_code == 400, response.json()
+        assert not ApprovalStep.objects.exists()
+        gated_version.refresh_from_db()
+        assert gated_version.stage == "staging"
+
 
 class TestWhoMayDecide:
     @pytest.mark.parametrize("decision", ["approve", "reject"])
