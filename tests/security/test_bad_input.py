@@ -588,6 +588,14 @@ def test_a_monitoring_window_at_an_impossible_moment_is_a_400(engineer, moment):
     assert read.status_code == 400 and "from" in error_of(read)["message"]
 
 
+@pytest.mark.parametrize("text", ['["credit"]', '"credit"', "1"], ids=["list", "text", "number"])
+def test_a_model_registration_whose_body_is_not_an_object_is_a_400(engineer, text):
+    """A JSON body that is not an object was a 500 (AttributeError on .get)."""
+    error = error_of(post_text(engineer, "/api/v1/models", text))
+    assert "multipart" in error["message"]
+    assert ModelVersion.objects.count() == 1
+
+
 def test_the_import_command_rejects_unstorable_rows_and_keeps_the_others(model_version, tmp_path):
     good = DecisionPayloadFactory(request_id="import-ok")
     lines = [
