@@ -232,3 +232,33 @@ def test_after_an_erasure_the_value_is_nowhere_and_the_chain_verifies(
     result = verify_chain()
     assert result.ok, result.first_bad
     assert result.decisions == 3 and result.records.get("erasure") == 1
+
+
+def test_a_request_about_a_subject_a_hidden_model_decided_is_missing_to_a_narrowed_token(
+    model_version, register, ingest, admin, api_client, token_client, compliance_officer, auditor
+):
+    """An auditor's token narrowed to credit (`--models credit`) read a request about a
+    subject the hidden model fraud had also decided: its decision count, the holds and
+    the refusal naming fraud. Now such a request is as missing to it; one about subjects
+    only its models decided it still reads."""
+    register(admin, name="fraud")
+    ingest(
+        DecisionPayloadFactory(subject_ref=SUBJECT),
+        DecisionPayloadFactory(subject_ref=SUBJECT, model="fraud"),
+        DecisionPayloadFactory(subject_ref="c-credit-only"),
+        DecisionPayloadFactory(subject_ref=None, model="fraud"),  # about no one
+        user=admin,
+    )
+    both = file(api_client(compliance_officer), "access").json()
+    credit_only = file(api_client(compliance_officer), "access", "c-credit-only").json()
+    narrowed, _ = token_client(auditor, ["read"], models=["credit"])
+
+    listed = narrowed.get(URL).json()["results"]
+    assert [r["id"] for r in listed] == [credit_only["id"]]
+    missing = narrowed.get(f"{URL}/99999")
+    for url in (f"{URL}/{both['id']}", f"{URL}/{both['id']}/report.json"):
+        response = narrowed.get(url)
+        assert response.status_code == missing.status_code == 404, url
+    assert narrowed.get(f"{URL}/{credit_only['id']}").status_code == 200
+    full, _ = token_client(auditor, ["read"])
+    assert full.get(f"{URL}/{both['id']}").json()["result"] == {"decisions": 2}
