@@ -348,3 +348,22 @@ def test_a_requester_who_lost_the_right_makes_the_approval_a_conflict(
     assert response.json()["error"]["code"] == "requester_not_allowed"
     assert ModelVersion.objects.get().stage == "staging"
     assert not ApprovalStep.objects.exists()
+
+
+def test_a_requester_no_longer_assigned_to_the_model_makes_the_approval_a_conflict(
+    api_client, gated_version, ml_engineer, second_engineer
+):
+    """The change is made as the requester's; one taken off the model (who now gets a 404
+    for it) had it applied all the same: only their role was re-checked."""
+    approval = ask_production(api_client(ml_engineer))
+    gated_version.registered_model.assignees.remove(ml_engineer)
+    assert api_client(ml_engineer).get("/api/v1/models/credit").status_code == 404
+
+    response = api_client(second_engineer).post(
+        f"{APPROVALS}/{approval['id']}/approve", {}, format="json"
+    )
+
+    assert response.status_code == 409, response.json()
+    assert response.json()["error"]["code"] == "requester_not_allowed"
+    assert ModelVersion.objects.get().stage == "staging"
+    assert not ApprovalStep.objects.exists()
