@@ -22,6 +22,7 @@ from auditapp.errors import Conflict, InvalidInput, NotFound
 from auditapp.filtering import in_utc, parse_moment_text, refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.models import RegisteredModel
+from auditapp.textcheck import identifier_problem
 
 PLACED_EVENT = "legal_hold.placed"
 RELEASED_EVENT = "legal_hold.released"
@@ -96,6 +97,10 @@ def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = 
     subject = data.get("subject_ref")
     if subject is not None and (not isinstance(subject, str) or len(subject) > 200):
         errors["subject_ref"] = ["A subject reference is a string of at most 200 characters."]
+    elif subject and not subject.strip():
+        errors["subject_ref"] = ["A subject reference is not blank."]
+    elif subject and (problem := identifier_problem(subject)):  # as ingestion refuses it
+        errors["subject_ref"] = [problem]
     hold.subject_ref = subject or ""
     if not (model_name or hold.starts or hold.ends or hold.subject_ref):
         errors["scope"] = ["Name a model, a period (from, to) or a subject_ref: one at least."]

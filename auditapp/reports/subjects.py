@@ -36,6 +36,7 @@ from auditapp.registry.models import RegisteredModel
 from auditapp.reports.models import SubjectRequest
 from auditapp.reports.render import content_sha256, render_json, render_pdf
 from auditapp.reviews.models import Feedback, Override, ReviewCase
+from auditapp.textcheck import identifier_problem
 from explain.models import Explanation
 
 FILED_EVENT = "subject_request.filed"
@@ -158,6 +159,8 @@ def _checked(data: Any) -> tuple[str, str, str]:
     subject = data.get("subject_ref")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 200:
         errors["subject_ref"] = ["A subject reference: text of 1 to 200 characters."]
+    elif problem := identifier_problem(subject):  # as ingestion: no decision could have it
+        errors["subject_ref"] = [problem]
     kind = data.get("kind")
     if kind not in (SubjectRequest.ACCESS, SubjectRequest.ERASURE):
         errors["kind"] = ['"access" or "erasure".']

@@ -262,3 +262,31 @@ def test_a_request_about_a_subject_a_hidden_model_decided_is_missing_to_a_narrow
     assert narrowed.get(f"{URL}/{credit_only['id']}").status_code == 200
     full, _ = token_client(auditor, ["read"])
     assert full.get(f"{URL}/{both['id']}").json()["result"] == {"decisions": 2}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["c-\u200berase", "c-\u202eerase", "c-\x01erase"],
+    ids=["zero_width_space", "bidi_override", "control"],
+)
+def test_a_subject_ref_no_decision_can_have_is_refused_by_name(
+    model_version, ingest, api_client, compliance_officer, subject
+):
+    """Ingestion refuses invisible and control characters in subject_ref, so a request (or
+    a hold) naming one matched nothing: an erasure pasted with a zero-width space answered
+    "done", 0 decisions, the person's inputs all still there."""
+    record_subject(ingest)
+    client = api_client(compliance_officer)
+
+    for kind in ("access", "erasure"):
+        response = file(client, kind, subject)
+        assert response.status_code == 400, response.json()
+        assert list(response.json()["error"]["details"]) == ["subject_ref"]
+    held = client.post(
+        "/api/v1/legal-holds", {"subject_ref": subject, "reason": "r"}, format="json"
+    )
+    assert held.status_code == 400 and "subject_ref" in held.json()["error"]["details"]
+    blank = client.post("/api/v1/legal-holds", {"subject_ref": "   ", "reason": "r"}, format="json")
+    assert blank.status_code == 400 and "subject_ref" in blank.json()["error"]["details"]
+    assert not SubjectRequest.objects.exists()
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
