@@ -184,10 +184,11 @@ def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
     if not isinstance(data, dict):
         return
     known = sorted(set(known))
+    takes = f"it takes {', '.join(known)}" if known else "it takes no body"
     _refuse_unknown(
         [str(key) for key in data if key not in known],
         f"Unknown {what} fields: {{}}; nothing was done.",
-        f"is not a {what} field; it takes {', '.join(known)}",
+        f"is not a {what} field; {takes}",
     )
 
 

@@ -895,3 +895,13 @@ def test_a_period_whose_ends_are_swapped_is_refused_not_answered_empty(admin, pa
 
     assert response.status_code == 400, response.content[:300]
     assert "from" in response.content.decode() and "before" in response.content.decode()
+
+
+def test_a_counterfactuals_request_with_a_body_is_refused(officer, decision):
+    """It takes no body: a field sent with it was ignored (a number of counterfactuals),
+    the answer reading as if it had counted. (An alert's acknowledgement, the same.)"""
+    counterfactuals = officer.post(
+        f"/api/v1/decisions/{decision.pk}/counterfactuals", {"k": 5}, format="json"
+    )
+    assert list(error_of(counterfactuals)["details"]) == ["k"]
+    assert not AuditEvent.objects.filter(action="decision.counterfactuals_requested").exists()
