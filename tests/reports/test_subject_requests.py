@@ -290,3 +290,27 @@ def test_a_subject_ref_no_decision_can_have_is_refused_by_name(
     assert blank.status_code == 400 and "subject_ref" in blank.json()["error"]["details"]
     assert not SubjectRequest.objects.exists()
     assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+
+
+def test_counterfactuals_computed_while_the_decision_is_erased_are_not_stored(
+    model_version, ingest, api_client, compliance_officer, monkeypatch
+):
+    """A worker that read the inputs before an erasure stored its result after it: the
+    erasure had deleted the copies and failed the work row, and then a new result holding
+    the person's inputs and the changed ones was written, and stayed."""
+    ids = record_subject(ingest, prediction="bad", score=0.81)
+    batches.run_batch(model_version.pk, "shap", ids)
+    seal_new_records()
+    real_store = counterfactual_batches.store
+
+    def erased_meanwhile(version, computed):
+        body = file(api_client(compliance_officer), "erasure").json()
+        assert body["status"] == "done", body["refusal"]
+        return real_store(version, computed)
+
+    monkeypatch.setattr(counterfactual_batches, "store", erased_meanwhile)
+    counterfactual_batches.run_batch(model_version.pk, ids)
+
+    assert not CounterfactualResult.objects.filter(decision_id__in=ids).exists()
+    work = CounterfactualWork.objects.filter(decision_id__in=ids)
+    assert work and all(w.status == CounterfactualWork.FAILED and "erased" in w.error for w in work)
