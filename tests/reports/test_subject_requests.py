@@ -314,3 +314,39 @@ def test_counterfactuals_computed_while_the_decision_is_erased_are_not_stored(
     assert not CounterfactualResult.objects.filter(decision_id__in=ids).exists()
     work = CounterfactualWork.objects.filter(decision_id__in=ids)
     assert work and all(w.status == CounterfactualWork.FAILED and "erased" in w.error for w in work)
+
+
+def test_a_notice_generated_while_the_decision_is_erased_keeps_no_file(
+    model_version, ingest, api_client, compliance_officer, generate, monkeypatch
+):
+    """A notice built from the inputs before an erasure stored its file after it, and set
+    itself done: the erasure had failed the row, and the file with the person's values
+    was then written, downloadable."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from auditapp.reports import services
+    from auditapp.reports.models import Report
+
+    ids = record_subject(ingest, prediction="bad", score=0.81)
+    batches.run_batch(model_version.pk, "shap", ids)
+    seal_new_records()
+    real_store = services._store
+
+    def erased_meanwhile(report, content, digest):
+        body = file(api_client(compliance_officer), "erasure").json()
+        assert body["status"] == "done", body["refusal"]
+        return real_store(report, content, digest)
+
+    monkeypatch.setattr(services, "_store", erased_meanwhile)
+    report = generate({"kind": "decision_notice", "decision_id": ids[0], "format": "json"})
+
+    report.refresh_from_db()
+    assert report.status == Report.FAILED and not report.file
+    assert "erased" in report.error
+    media = Path(settings.MEDIA_ROOT)
+    files = [p for p in media.rglob("*") if p.is_file()]
+    assert not [p for p in files if found_in(p.read_bytes().decode("latin-1"))]
+    download = api_client(compliance_officer).get(f"/api/v1/reports/{report.pk}/download")
+    assert download.status_code == 409
