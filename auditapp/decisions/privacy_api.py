@@ -21,7 +21,12 @@ LIST_LIMIT = 500  # holds a page unless ?limit= says otherwise
 
 
 HOLD_LIST_PARAMETERS = [
-    OpenApiParameter("active", str, enum=["true", "false"], description="true: not released"),
+    OpenApiParameter(
+        "active",
+        str,
+        enum=["true", "false"],
+        description="true: not released; false: released; without it, every hold",
+    ),
     *paging_parameters(LIST_LIMIT),
 ]
 
@@ -34,13 +39,16 @@ class LegalHoldListView(APIView):
     )
     @takes_parameters(HOLD_LIST_PARAMETERS)
     def get(self, request):
-        """Legal holds, newest first (?active=true for those not released)."""
+        """Legal holds, newest first (?active=true: not released; false: released; "false"
+        had answered every hold, those in force among them)."""
         found = holds.visible_holds(roles.actor_for(request))
-        active = request.query_params.get("active") or "false"
-        if active not in ("true", "false", "1", "0"):
+        active = request.query_params.get("active") or None
+        if active not in (None, "true", "false", "1", "0"):
             raise InvalidInput.named("active", "must be true or false", code="invalid_parameters")
         if active in ("true", "1"):
             found = found.active()
+        elif active in ("false", "0"):
+            found = found.filter(released_at__isnull=False)
         page, next_cursor = newest_first_page(found, request.query_params, default=LIST_LIMIT)
         return Response({"results": [holds.hold_json(h) for h in page], "next": next_cursor})
 

@@ -332,3 +332,22 @@ def test_a_hidden_model_s_holds_and_retention_answer_as_a_missing_one_s(
     nope = narrowed.post("/api/v1/retention/run", {"dry_run": True, "model": "nope"}, format="json")
     assert named.status_code == nope.status_code == 404
     assert named.json()["error"]["code"] == nope.json()["error"]["code"]
+
+
+def test_active_false_lists_the_released_holds_not_every_hold(
+    api_client, compliance_officer, auditor, aged
+):
+    """?active=false answered every hold, the active ones with them: read as the released
+    holds, it listed holds still in force among them."""
+    client = api_client(compliance_officer)
+    kept = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    gone = client.post(HOLDS, {"subject_ref": "c-a", "reason": "r"}, format="json").json()
+    client.post(f"{HOLDS}/{gone['id']}/release", {"reason": "closed"}, format="json")
+    reader = api_client(auditor)
+
+    def listed(query) -> list[int]:
+        return [h["id"] for h in reader.get(HOLDS, query).json()["results"]]
+
+    assert listed({"active": "true"}) == listed({"active": "1"}) == [kept["id"]]
+    assert listed({"active": "false"}) == listed({"active": "0"}) == [gone["id"]]
+    assert listed({}) == [gone["id"], kept["id"]]
