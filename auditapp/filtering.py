@@ -11,6 +11,7 @@ from typing import Any
 
 import django_filters
 from django import forms
+from django.utils.dateparse import parse_datetime
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
@@ -44,6 +45,18 @@ def in_utc(moment: datetime) -> datetime | None:
     try:
         return moment.astimezone(UTC)
     except OverflowError:
+        return None
+
+
+def parse_moment_text(value: Any) -> datetime | None:
+    """An ISO-8601 date-time from a JSON body, or None when it is not one: not text,
+    malformed, or shaped as one but impossible (month 13, hour 24, an offset of 25 hours),
+    which Django's parser raises ValueError for (a 500 where it was not caught)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_datetime(value)
+    except ValueError:
         return None
 
 
@@ -171,10 +184,11 @@ def refuse_unknown_fields(data: Any, known: Iterable[str], what: str) -> None:
     if not isinstance(data, dict):
         return
     known = sorted(set(known))
+    takes = f"it takes {', '.join(known)}" if known else "it takes no body"
     _refuse_unknown(
         [str(key) for key in data if key not in known],
         f"Unknown {what} fields: {{}}; nothing was done.",
-        f"is not a {what} field; it takes {', '.join(known)}",
+        f"is not a {what} field; {takes}",
     )
 
 

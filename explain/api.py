@@ -141,6 +141,7 @@ class DecisionCounterfactualsView(APIView):
     def post(self, request, decision_id: int):
         actor = roles.actor_for(request)
         decision = get_decision_for_actor(actor, decision_id)
+        refuse_unknown_fields(request.data, (), "counterfactuals request")  # it takes no body
         request_counterfactuals(actor, decision, ip=client_ip(request))
         return Response(
             {

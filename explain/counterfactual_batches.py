@@ -114,8 +114,19 @@ def store(
     model_version: ModelVersion,
     computed: list[tuple[CounterfactualWork, cf.CounterfactualResult, float]],
 ) -> list[CounterfactualResult]:
-    """Insert one result per claimed row (its configuration found or inserted once) and
-    point the rows at them: done, or failed with the engine's error."""
+    """Insert one result per claimed row still ours (its configuration found or inserted
+    once) and point the rows at them: done, or failed with the engine's error.
+
+    A row no longer ours is left as it is, and its result is not written: an erasure
+    (which fails the row and deletes the copies) or a recomputation asked for meanwhile.
+    A result stored after the erasure had kept the person's inputs it had deleted. The
+    rows are locked first, so an erasure running now waits, or is waited for."""
+    ours = set(
+        CounterfactualWork.objects.select_for_update()
+        .filter(pk__in=[work.pk for work, _, _ in computed], status=CounterfactualWork.RUNNING)
+        .values_list("pk", "attempts")
+    )
+    computed = [c for c in computed if (c[0].pk, c[0].attempts) in ours]
     now = timezone.now()
     configs: dict[str, CounterfactualConfig] = {}
     rows = []

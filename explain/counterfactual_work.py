@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.decisions.erasure import refuse_erased
 from auditapp.decisions.models import Decision
 from auditapp.errors import Conflict
 from auditapp.registry.models import ModelVersion
@@ -167,6 +168,7 @@ def request_counterfactuals(actor: roles.Actor, decision: Decision, *, ip=None) 
     unless the version's pipeline or libraries changed); audited. Only an adverse decision
     has any."""
     actor.require(roles.REQUEST_EXPLANATIONS)
+    refuse_erased(decision, "its counterfactuals")
     if not is_adverse(decision.model_version, decision.prediction):
         raise Conflict(
             "Only a decision with the adverse outcome has counterfactuals: this one is "

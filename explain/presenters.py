@@ -120,9 +120,13 @@ def agreement_note(agreement: dict) -> dict:
 
 def value_labels(schema, inputs: Mapping[str, Any], masked: Collection[str] = ()) -> dict:
     """ "Previous defaults = 2" per feature, the value formatted per the schema; a masked
-    feature keeps its bare label (its bar is not drawn alone anyway)."""
+    feature keeps its bare label (its bar is not drawn alone anyway), and so does one
+    absent from `inputs` (an erased decision's: its value is unknown, where "= not given"
+    said it had never been sent; every recorded decision has every feature, null or not)."""
     return {
-        f.name: f.label if f.name in masked else f"{f.label} = {f.format_value(inputs.get(f.name))}"
+        f.name: f.label
+        if f.name in masked or f.name not in inputs
+        else f"{f.label} = {f.format_value(inputs[f.name])}"
         for f in schema.features
     }
 

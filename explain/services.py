@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.decisions.erasure import refuse_erased
 from auditapp.decisions.models import Decision
 from auditapp.errors import InvalidInput
 from auditapp.registry.models import ModelVersion
@@ -89,6 +90,7 @@ def request_explanations(
 ) -> list[str]:
     """(Re)compute explanations of one decision now, on the priority queue, with a new seed."""
     actor.require(roles.REQUEST_EXPLANATIONS)
+    refuse_erased(decision, "its explanations")
     known = [m for m, _ in Explanation.METHODS]
     if (
         not isinstance(methods, list)

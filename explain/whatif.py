@@ -32,6 +32,7 @@ from typing import Any
 
 from auditapp.accounts import roles
 from auditapp.accounts.audit import record_event
+from auditapp.decisions.erasure import refuse_erased
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import MASK, DecisionPresenter
 from auditapp.errors import InvalidInput, ServiceError
@@ -180,6 +181,7 @@ def run_what_if(
     """Check the edits, run the model and SHAP on the edited and the original inputs, and
     record the audit event. Raises InvalidInput naming each bad field."""
     actor.require(roles.WHAT_IF)
+    refuse_erased(decision, "a what-if")
     edits = parse_edits(payload)
     masked = DecisionPresenter(actor).masked_features(decision)
     merged, errors = merged_inputs(decision, edits, masked)

@@ -10,6 +10,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals import services
 from auditapp.approvals.models import Approval
+from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     newest_first_page,
     paging_parameters,
@@ -26,8 +27,12 @@ def pending_response(approval: Approval) -> Response:
 
 
 def _comment(request):
+    """The body's comment: a body that is not an object (["ok"]) had approved, its comment
+    lost; it is refused, as a field the decision does not take is."""
+    if not isinstance(request.data, dict):
+        raise InvalidInput('Send {"comment"?: text}; nothing was decided.')
     refuse_unknown_fields(request.data, ("comment",), "decision on an approval")
-    return request.data.get("comment") if isinstance(request.data, dict) else None
+    return request.data.get("comment")
 
 
 LIST_PARAMETERS = [

@@ -199,13 +199,19 @@ def approve(actor: roles.Actor, approval_id: int, comment: Any = "", *, ip=None)
     change no longer fits (Conflict "approval_stale"), nothing is written."""
     comment = _comment(comment, required=False)
     approval = _decidable(actor, approval_id)
+    lost = Conflict(
+        f"{approval.requester_name} may no longer make this change; nothing was changed.",
+        code="requester_not_allowed",
+    )
+    # The change is made as the requester's: one who no longer sees the model (taken off
+    # it) may no longer make it, as one whose role changed may not (PermissionDenied).
+    requester = roles.Actor(user=approval.requested_by)
+    if not Approval.objects.visible_to(requester).filter(pk=approval.pk).exists():
+        raise lost
     try:
         result = changes.kind(approval.kind).apply(approval, actor, ip)
-    except PermissionDenied:  # the change is made as the requester's, who lost the right
-        raise Conflict(
-            f"{approval.requester_name} may no longer make this change; nothing was changed.",
-            code="requester_not_allowed",
-        ) from None
+    except PermissionDenied:
+        raise lost from None
     return _decide(actor, approval, APPROVED, comment, result, ip, event="approval.approved")
 
 

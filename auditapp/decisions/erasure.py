@@ -87,6 +87,17 @@ def _what_if_events(decisions: QuerySet) -> set[int]:
     return {int(pk) for pk in events.values_list("object_id", flat=True)}
 
 
+def refuse_erased(decision: Decision, what: str) -> None:
+    """409 "inputs_erased" for work on a decision whose inputs were erased: an explanation
+    asked for again failed for want of inputs, and took the kept attributions with it."""
+    if decision.erased:
+        raise Conflict(
+            f"Decision {decision.pk}'s personal inputs were erased: {what} cannot be "
+            "computed on them any more (what was computed before is kept).",
+            code="inputs_erased",
+        )
+
+
 @dataclass
 class ErasurePlan:
     """What an erasure would do, and what it spares and why."""

@@ -14,15 +14,15 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from auditapp.accounts import records, roles
 from auditapp.accounts.audit import record_event
 from auditapp.decisions.models import LegalHold
 from auditapp.errors import Conflict, InvalidInput, NotFound
-from auditapp.filtering import in_utc, refuse_unknown_fields
+from auditapp.filtering import in_utc, parse_moment_text, refuse_unknown_fields
 from auditapp.hashing import canonical_time
 from auditapp.registry.models import RegisteredModel
+from auditapp.textcheck import identifier_problem
 
 PLACED_EVENT = "legal_hold.placed"
 RELEASED_EVENT = "legal_hold.released"
@@ -42,8 +42,14 @@ def covered_q(prefix: str = "") -> Q:
 
 
 def visible_holds(actor: roles.Actor) -> QuerySet:
+    """The holds the actor may read: those of no model (a subject, a period) and those of
+    a model the actor sees; a hidden model's hold is as missing (a token narrowed with
+    `--models` had listed, read and released them)."""
     actor.require(roles.READ_LEGAL_HOLDS)
-    return LegalHold.objects.select_related("registered_model", "created_by", "released_by")
+    seen = RegisteredModel.objects.visible_to(actor)
+    return LegalHold.objects.filter(
+        Q(registered_model__isnull=True) | Q(registered_model__in=seen)
+    ).select_related("registered_model", "created_by", "released_by")
 
 
 def get_hold_for_actor(actor: roles.Actor, hold_id: int) -> LegalHold:
@@ -73,6 +79,8 @@ def hold_json(hold: LegalHold) -> dict[str, Any]:
 def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = "api"):
     """A new hold, from {"model"?, "from"?, "to"?, "subject_ref"?, "reason"}."""
     actor.require(roles.MANAGE_LEGAL_HOLDS)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"model"?, "from"?, "to"?, "subject_ref"?, "reason"}.')
     refuse_unknown_fields(data, ("model", "from", "to", "subject_ref", "reason"), "legal hold")
     errors: dict[str, list[str]] = {}
     hold = LegalHold(reason=_reason(data.get("reason"), "reason", errors))
@@ -89,6 +97,10 @@ def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = 
     subject = data.get("subject_ref")
     if subject is not None and (not isinstance(subject, str) or len(subject) > 200):
         errors["subject_ref"] = ["A subject reference is a string of at most 200 characters."]
+    elif subject and not subject.strip():
+        errors["subject_ref"] = ["A subject reference is not blank."]
+    elif subject and (problem := identifier_problem(subject)):  # as ingestion refuses it
+        errors["subject_ref"] = [problem]
     hold.subject_ref = subject or ""
     if not (model_name or hold.starts or hold.ends or hold.subject_ref):
         errors["scope"] = ["Name a model, a period (from, to) or a subject_ref: one at least."]
@@ -103,16 +115,21 @@ def place_hold(actor: roles.Actor, data: dict[str, Any], *, ip=None, via: str = 
 
 
 def release_hold(
-    actor: roles.Actor, hold_id: int, reason: Any, *, ip=None, via: str = "api"
+    actor: roles.Actor, hold_id: int, data: Any, *, ip=None, via: str = "api"
 ) -> LegalHold:
-    """Release an active hold, with a reason; what it covered may be erased again."""
+    """Release an active hold, from {"reason"}; what it covered may be erased again."""
     actor.require(roles.MANAGE_LEGAL_HOLDS)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"reason"}: why the hold is released.')
+    refuse_unknown_fields(data, ("reason",), "legal hold release")
     errors: dict[str, list[str]] = {}
-    text = _reason(reason, "reason", errors)
+    text = _reason(data.get("reason"), "reason", errors)
     if errors:
         raise InvalidInput("Say why the hold is released.", details=errors)
     with transaction.atomic():
-        hold = LegalHold.objects.select_for_update().filter(pk=hold_id).first()
+        hold = None
+        if visible_holds(actor).filter(pk=hold_id).exists():
+            hold = LegalHold.objects.select_for_update().filter(pk=hold_id).first()
         if hold is None:
             raise NotFound(f"Legal hold {hold_id} does not exist.")
         if hold.released_at is not None:
@@ -149,7 +166,7 @@ def _reason(value: Any, name: str, errors: dict[str, list[str]]) -> str:
 def _moment(value: Any, name: str, errors: dict[str, list[str]]) -> datetime | None:
     if value in (None, ""):
         return None
-    moment = parse_datetime(value) if isinstance(value, str) else None
+    moment = parse_moment_text(value)
     if moment is None or moment.tzinfo is None:
         errors[name] = ["An ISO-8601 time with its offset (2026-01-01T00:00:00Z)."]
         return None

@@ -157,12 +157,32 @@ def _days(data: dict, name: str, errors: dict[str, list[str]]) -> int | None:
     return value
 
 
+def run_request(actor: roles.Actor, data: Any) -> tuple[bool, str | None]:
+    """(dry_run, model) of a run's body {"dry_run"?: true | false, "model"?: name}, for an
+    actor who may run it. Anything but a boolean dry_run is refused by name: "true", 1 or
+    null, or a body that is not an object, had run for real."""
+    actor.require(roles.SET_RETENTION)
+    if not isinstance(data, dict):
+        raise InvalidInput('Send {"dry_run"?: true | false, "model"?: name}; nothing was done.')
+    refuse_unknown_fields(data, ("dry_run", "model"), "retention run")
+    dry_run = data.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput.named("dry_run", "must be true or false; nothing was done")
+    model_name = data.get("model")
+    if model_name is not None and (not isinstance(model_name, str) or not model_name):
+        raise InvalidInput.named("model", "must be a model's name; nothing was done")
+    return dry_run, model_name
+
+
 def plan_retention(
-    *, model_name: str | None = None, now: dt.datetime | None = None
+    actor: roles.Actor, *, model_name: str | None = None, now: dt.datetime | None = None
 ) -> list[RetentionRun]:
-    """What a run would erase, model by model (those with a period)."""
+    """What a run would erase, model by model (those with a period that the actor sees: a
+    token narrowed with `--models` runs its models' retention, a hidden model's as missing)."""
     now = now or timezone.now()
-    policies = RetentionPolicy.objects.filter(days__isnull=False).select_related("registered_model")
+    policies = RetentionPolicy.objects.filter(
+        days__isnull=False, registered_model__in=RegisteredModel.objects.visible_to(actor)
+    ).select_related("registered_model")
     if model_name:
         policies = policies.filter(registered_model__name=model_name)
         if not policies.exists():
@@ -194,7 +214,7 @@ def apply_retention(
 ) -> list[RetentionRun]:
     """Erase (or, dry, plan) the inputs past each model's period; one declaration a model."""
     actor.require(roles.SET_RETENTION)
-    runs = plan_retention(model_name=model_name, now=now)
+    runs = plan_retention(actor, model_name=model_name, now=now)
     if dry_run:
         record_event(
             PREVIEWED_EVENT,

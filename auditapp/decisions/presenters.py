@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
+from auditapp.decisions.reasons import ERASED
 from auditapp.encryption import merged, row_binding
 from auditapp.hashing import commitment, input_commitments, inputs_salt
 from auditapp.registry.schemas import version_schema
@@ -175,9 +176,23 @@ class DecisionPresenter:
 
 
 def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
-    """The inputs with readable labels, masked where the role may not see them."""
+    """The inputs with readable labels, masked where the role may not see them; an erased
+    decision's read "erased" (they had read "not given", as values never sent)."""
     schema = decision.model_version.parsed_schema
     masked = set(presenter.masked_features(decision))
+    if decision.erased:
+        return [
+            {
+                "name": feature.name,
+                "label": feature.label,
+                "value": None,
+                "shown": ERASED,
+                "masked": False,
+                "sensitive": feature.sensitive,
+                "protected": feature.protected,
+            }
+            for feature in schema.features
+        ]
     return [
         {
             "name": feature.name,

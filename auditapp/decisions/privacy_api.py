@@ -13,7 +13,6 @@ from auditapp.errors import InvalidInput
 from auditapp.filtering import (
     newest_first_page,
     paging_parameters,
-    refuse_unknown_fields,
     takes_parameters,
 )
 from auditapp.registry.lookups import get_model_for_actor
@@ -22,7 +21,12 @@ LIST_LIMIT = 500  # holds a page unless ?limit= says otherwise
 
 
 HOLD_LIST_PARAMETERS = [
-    OpenApiParameter("active", str, enum=["true", "false"], description="true: not released"),
+    OpenApiParameter(
+        "active",
+        str,
+        enum=["true", "false"],
+        description="true: not released; false: released; without it, every hold",
+    ),
     *paging_parameters(LIST_LIMIT),
 ]
 
@@ -35,13 +39,16 @@ class LegalHoldListView(APIView):
     )
     @takes_parameters(HOLD_LIST_PARAMETERS)
     def get(self, request):
-        """Legal holds, newest first (?active=true for those not released)."""
+        """Legal holds, newest first (?active=true: not released; false: released; "false"
+        had answered every hold, those in force among them)."""
         found = holds.visible_holds(roles.actor_for(request))
-        active = request.query_params.get("active") or "false"
-        if active not in ("true", "false", "1", "0"):
+        active = request.query_params.get("active") or None
+        if active not in (None, "true", "false", "1", "0"):
             raise InvalidInput.named("active", "must be true or false", code="invalid_parameters")
         if active in ("true", "1"):
             found = found.active()
+        elif active in ("false", "0"):
+            found = found.filter(released_at__isnull=False)
         page, next_cursor = newest_first_page(found, request.query_params, default=LIST_LIMIT)
         return Response({"results": [holds.hold_json(h) for h in page], "next": next_cursor})
 
@@ -75,9 +82,7 @@ class LegalHoldReleaseView(APIView):
     def post(self, request, hold_id: int):
         actor = roles.actor_for(request)
         holds.get_hold_for_actor(actor, hold_id)  # 404 before 403 for a reader
-        hold = holds.release_hold(
-            actor, hold_id, request.data.get("reason"), ip=client_ip(request), via="api"
-        )
+        hold = holds.release_hold(actor, hold_id, request.data, ip=client_ip(request), via="api")
         return Response(holds.hold_json(hold))
 
 
@@ -105,15 +110,9 @@ class RetentionRunView(APIView):
     )
     def post(self, request):
         """Erase (or with dry_run, list) the inputs past each model's period, in this request."""
-        data = request.data if isinstance(request.data, dict) else {}
-        refuse_unknown_fields(data, ("dry_run", "model"), "retention run")
+        actor = roles.actor_for(request)
+        dry_run, model_name = input_retention.run_request(actor, request.data)
         runs = input_retention.apply_retention(
-            roles.actor_for(request),
-            dry_run=data.get("dry_run") is True,
-            model_name=data.get("model") or None,
-            via="api",
-            ip=client_ip(request),
+            actor, dry_run=dry_run, model_name=model_name, via="api", ip=client_ip(request)
         )
-        return Response(
-            {"dry_run": data.get("dry_run") is True, "results": [r.as_dict() for r in runs]}
-        )
+        return Response({"dry_run": dry_run, "results": [r.as_dict() for r in runs]})

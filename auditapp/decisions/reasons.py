@@ -58,11 +58,19 @@ def effect_phrase(target: Target, direction: str) -> str:
     return f"{direction} the risk of “{target.adverse_name}”"
 
 
-def reason_for(feature: Feature, value: Any, attribution: float, target: Target) -> Reason:
+ERASED = "erased"
+
+
+def reason_for(
+    feature: Feature, value: Any, attribution: float, target: Target, *, erased: bool = False
+) -> Reason:
+    """`erased`: the decision's inputs were erased; its value is unknown, not "not given"
+    (as a missing value reads), and the sentence says so."""
     towards_adverse = attribution * target.adverse_sign
     direction = RAISED if towards_adverse > 0 else LOWERED
-    shown = feature.format_value(value)
-    plain = f"{feature.label} = {shown} — {effect_phrase(target, direction)}"
+    shown = ERASED if erased else feature.format_value(value)
+    said = f"{feature.label} (its value erased)" if erased else f"{feature.label} = {shown}"
+    plain = f"{said} — {effect_phrase(target, direction)}"
     return Reason(
         feature=feature.name,
         label=feature.label,
@@ -89,6 +97,7 @@ def adverse_reasons(
     withheld: Collection[str] = (),
     skip_protected: bool = False,
     limit: int = MAX_REASONS,
+    erased: bool = False,
 ) -> list[Reason]:
     """The features that pushed towards the adverse outcome, largest first; a push below
     MIN_SHARE of the total is no reason.
@@ -101,7 +110,7 @@ def adverse_reasons(
         left_out |= {f.name for f in schema.features if f.protected}
     features = {f.name: f for f in schema.features}
     return [
-        reason_for(features[name], inputs.get(name), value, schema.target)
+        reason_for(features[name], inputs.get(name), value, schema.target, erased=erased)
         for name, value in _pushing(schema, attributions, left_out, limit)
     ]
 

@@ -76,11 +76,14 @@ def _sensitive_versions() -> dict[int, frozenset[str]]:
 
 
 def _pending_sql(versions: dict[int, frozenset[str]]) -> tuple[str, list]:
-    """The condition of a row still to do: a blob under another key, or clear values."""
+    """The condition of a row still to do: a blob under another key, or clear values. An
+    erased decision (kept commitments, no blob, no inputs) has nothing to seal: it had read
+    as one in clear, counted at every run and given an empty blob."""
     placeholders = ", ".join(["%s"] * len(versions)) or "NULL"
     return (
+        "(kept_commitments IS NULL AND "
         "((sealed_inputs IS NOT NULL AND substr(sealed_inputs, 1, %s) <> %s) OR "
-        f"(sealed_inputs IS NULL AND model_version_id IN ({placeholders})))"
+        f"(sealed_inputs IS NULL AND model_version_id IN ({placeholders}))))"
     ), list(versions)
 
 

@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from auditapp.decisions.models import Decision
 from auditapp.decisions.presenters import DecisionPresenter
-from auditapp.decisions.reasons import Reason, adverse_reasons
+from auditapp.decisions.reasons import ERASED, Reason, adverse_reasons
 from auditapp.reviews.services import feedback_json
 from explain.models import Explanation, TopReasons
 from explain.packing import unpack
@@ -39,7 +39,9 @@ def decision_reasons(decision: Decision, explanations, masked) -> list[Reason]:
     if shap is None:
         return []
     schema = decision.model_version.parsed_schema
-    return adverse_reasons(schema, shap.attributions, decision.full_inputs(), withheld=masked)
+    return adverse_reasons(
+        schema, shap.attributions, decision.full_inputs(), withheld=masked, erased=decision.erased
+    )
 
 
 def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[int, list[dict]]:
@@ -75,7 +77,11 @@ def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[in
         weights = unpack(packed[decision.pk], schema.names) if decision.pk in packed else {}
         labelled[decision.pk] = [
             _reason_label(
-                features[name], decision.full_inputs().get(name), weights.get(name), schema
+                features[name],
+                decision.full_inputs().get(name),
+                weights.get(name),
+                schema,
+                erased=decision.erased,
             )
             for name in named[decision.pk]
             if name in features and name not in masked
@@ -83,12 +89,14 @@ def reason_labels(rows: list[Decision], presenter: DecisionPresenter) -> dict[in
     return labelled
 
 
-def _reason_label(feature, value, weight: float | None, schema) -> dict:
+def _reason_label(feature, value, weight: float | None, schema, *, erased: bool = False) -> dict:
     adverse = None if weight is None else weight * schema.target.adverse_sign > 0
     towards = {True: "adverse", False: "favourable", None: ""}[adverse]
     return {
         "feature": feature.name,
-        "text": f"{feature.label} = {feature.format_value(value)}",
+        "text": f"{feature.label} ({ERASED})"
+        if erased
+        else f"{feature.label} = {feature.format_value(value)}",
         "towards": towards,
         "title": (
             ""

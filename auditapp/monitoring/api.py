@@ -19,6 +19,7 @@ from auditapp.filtering import (
     paging_parameters,
     refuse_empty_period,
     refuse_more_rows_than,
+    refuse_unknown_fields,
     takes_parameters,
 )
 from auditapp.monitoring.alerts import acknowledge_alert, alert_json, load_alert
@@ -194,5 +195,6 @@ class AlertAcknowledgeView(APIView):
     def post(self, request, alert_id: int):
         actor = roles.actor_for(request)
         alert = get_alert_for_actor(actor, alert_id)
+        refuse_unknown_fields(request.data, (), "acknowledgement")  # it takes no body
         alert = acknowledge_alert(actor, alert, ip=client_ip(request))
         return Response(alert_json(load_alert(alert.pk)))

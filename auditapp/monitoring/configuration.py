@@ -164,6 +164,11 @@ def _settings_changes(
     changes: dict[str, Any] = {}
     if "reference" in data:
         changes.update(_reference(data, problems))
+    if data.get("reference") != MonitoringSettings.PERIOD:
+        # read only with a period reference: they had been ignored, the answer a 200
+        for name in ("reference_from", "reference_to"):
+            if data.get(name) not in (None, ""):
+                problems.add(name, f'{name} is read only with "reference": "period".')
     if "favourable_class" in data:
         value = data["favourable_class"]
         if value is not None and value not in schema.target.classes:

@@ -86,9 +86,19 @@ class Observations:
     outcomes: np.ndarray  # object, None where no outcome is known
     attributions: list[dict | None]  # SHAP per decision, None where not (yet) explained
     explanations: dict[str, int]  # explanation rows by status
+    # True where the decision's inputs were erased (retention, a person's request): they
+    # are unknown, not missing, and count in no input figure (input_drift)
+    erased: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
+
+    @property
+    def known_inputs(self) -> pd.DataFrame:
+        """The frame without the erased decisions' rows."""
+        if self.erased is None or not self.erased.any():
+            return self.frame
+        return self.frame[~self.erased]
 
 
 @dataclass
@@ -108,6 +118,7 @@ def observations(
     outcomes: list | None = None,
     attributions: list | None = None,
     explanations: dict[str, int] | None = None,
+    erased: list[bool] | None = None,
 ) -> Observations:
     n = len(inputs)
     frame = pd.DataFrame.from_records(inputs, columns=schema.names) if n else _empty(schema)
@@ -118,6 +129,7 @@ def observations(
         outcomes=np.array(outcomes if outcomes is not None else [None] * n, dtype=object),
         attributions=attributions if attributions is not None else [None] * n,
         explanations=explanations or {},
+        erased=np.array(erased, dtype=bool) if erased is not None else None,
     )
 
 
@@ -142,6 +154,7 @@ class Period:
     outcomes: list
     attributions: list[dict | None]
     statuses: dict[datetime | None, dict[str, int]]  # by window start (None: the period)
+    erased: list[bool]  # the decisions whose inputs were erased
 
     def between(self, low: datetime, high: datetime) -> Observations:
         """The decisions predicted in [low, high): the period, or one of its windows."""
@@ -163,6 +176,7 @@ class Period:
             self.outcomes[rows],
             self.attributions[rows],
             statuses,
+            self.erased[rows],
         )
 
 
@@ -223,6 +237,7 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
             "sealed_inputs",
             "registered_model_id",
             "request_id",
+            "kept_commitments",
         )
     )
     # The latest outcome of each decision: the last in (observed_at, id) order.
@@ -253,7 +268,7 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
     for *window, status, n in counted:
         key = window_floor(kind, window[0]) if kind else None
         statuses.setdefault(key, {})[status] = n
-    columns = list(zip(*rows, strict=True)) if rows else [[]] * 9
+    columns = list(zip(*rows, strict=True)) if rows else [[]] * 10
     schema = model_version.parsed_schema
     names = schema.names  # a property: computed once, not once a row
     return Period(
@@ -274,6 +289,7 @@ def fetch_period(model_version, start: datetime, end: datetime, kind: str | None
         outcomes=_decoded([latest.get(decision_id) for decision_id in columns[4]]),
         attributions=[None if packed is None else unpack(packed, names) for packed in columns[5]],
         statuses=statuses,
+        erased=[kept is not None for kept in columns[9]],
     )
 
 
@@ -496,16 +512,17 @@ def numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def input_drift(schema: Schema, reference: Observations, current: Observations) -> dict:
+    """Per feature, the drift of the decisions whose inputs are known (not erased)."""
     drift = {}
+    ref, cur = reference.known_inputs, current.known_inputs
     for feature in schema.features:
         if feature.type in ("numeric", "integer"):
             drift[feature.name] = numeric_drift(
-                numbers(reference.frame, feature.name), numbers(current.frame, feature.name)
+                numbers(ref, feature.name), numbers(cur, feature.name)
             )
         else:
             drift[feature.name] = categorical_drift(
-                category_labels(reference.frame[feature.name]),
-                category_labels(current.frame[feature.name]),
+                category_labels(ref[feature.name]), category_labels(cur[feature.name])
             )
     return drift
 
@@ -729,13 +746,18 @@ def fairness_by_window(
     if schema.target.type != "classification":
         return [{} for _ in windows]
     selected_class = favourable_class(schema, favourable)
-    busy = [i for i, data in enumerate(windows) if len(data)]
+    # An erased decision's group is unknown: it counts in no group (it had been "missing").
+    known_rows = [
+        np.ones(len(data), dtype=bool) if data.erased is None else ~data.erased for data in windows
+    ]
+    busy = [i for i, data in enumerate(windows) if known_rows[i].any()]
     results: list[dict | Exception] = [{} for _ in windows]
     if not busy:
         return results
-    window = np.concatenate([np.full(len(windows[i]), i) for i in busy])
-    predictions = np.concatenate([windows[i].predictions for i in busy])
-    outcomes = np.concatenate([windows[i].outcomes for i in busy])
+    kept_rows = np.concatenate([known_rows[i] for i in busy])
+    window = np.concatenate([np.full(len(windows[i]), i) for i in busy])[kept_rows]
+    predictions = np.concatenate([windows[i].predictions for i in busy])[kept_rows]
+    outcomes = np.concatenate([windows[i].outcomes for i in busy])[kept_rows]
     selected = np.array([p == selected_class for p in predictions], dtype=int)
     known = np.array([o is not None for o in outcomes], dtype=bool)
     truth = np.array([o == selected_class for o in outcomes], dtype=int)
@@ -744,7 +766,7 @@ def fairness_by_window(
             protected_groups(feature, schema, windows[i], configured_groups or {}, reference)
             for i in busy
         ]
-        groups = np.concatenate([labels for labels, _ in parts])
+        groups = np.concatenate([labels for labels, _ in parts])[kept_rows]
         entries = _fairness_by_window(selected, truth, known, groups, window)
         for i in busy:
             entry, figures = entries[i], results[i]

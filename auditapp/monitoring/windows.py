@@ -6,10 +6,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from auditapp.errors import InvalidInput
-from auditapp.filtering import in_utc
+from auditapp.filtering import in_utc, parse_moment_text
 from auditapp.monitoring.models import CUSTOM, DAY, HOUR, WEEK
 
 WINDOW_LENGTH = {HOUR: timedelta(hours=1), DAY: timedelta(days=1), WEEK: timedelta(weeks=1)}
@@ -50,7 +49,7 @@ def window_kind(start: datetime, end: datetime) -> str:
 
 
 def parse_moment(value: Any, field: str) -> datetime:
-    moment = parse_datetime(value) if isinstance(value, str) else None
+    moment = parse_moment_text(value)
     if moment is None:
         raise InvalidInput(f"{field} must be an ISO-8601 date-time, e.g. 2026-11-20T00:00:00Z.")
     if timezone.is_naive(moment):

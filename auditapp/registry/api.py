@@ -133,6 +133,10 @@ class ModelListView(APIView):
     )
     def post(self, request):
         actor = roles.actor_for(request)
+        if not isinstance(request.data, dict):  # a JSON list had been a 500
+            raise InvalidInput(
+                "A model registration is a multipart form (name, version, artifact, schema, ...)."
+            )
         refuse_unknown_fields(request.data, RegisterVersionRequest().fields, "model registration")
         upload = services.VersionUpload(
             name=request.data.get("name", ""),

@@ -21,7 +21,10 @@ def notice_copies(decisions: QuerySet) -> set[int]:
 
 def erase_notices(decision_ids: list[int]) -> int:
     """Remove the notices' files; the rows say why (a notice is never made again)."""
-    notices = list(Report.objects.filter(kind=Report.NOTICE, decision_id__in=decision_ids))
+    # Locked: a notice being stored now is waited for, then its file is seen and removed.
+    notices = list(
+        Report.objects.select_for_update().filter(kind=Report.NOTICE, decision_id__in=decision_ids)
+    )
     for notice in notices:
         if notice.file:
             notice.file.delete(save=False)

@@ -57,7 +57,11 @@ def build_notice_document(decision: Decision) -> dict[str, Any]:
     target = schema.target
     explanation = shap_explanation(decision)
     reasons = adverse_reasons(
-        schema, explanation.attributions, decision.full_inputs(), skip_protected=True
+        schema,
+        explanation.attributions,
+        decision.full_inputs(),
+        skip_protected=True,
+        erased=decision.erased,
     )
     towards = effect_phrase(target, RAISED)
     reference = notice_reference(decision)

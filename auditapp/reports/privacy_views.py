@@ -69,7 +69,11 @@ def release_hold(request, hold_id: int):
     actor = roles.actor_for(request)
     holds.get_hold_for_actor(actor, hold_id)
     holds.release_hold(
-        actor, hold_id, request.POST.get("reason", ""), ip=client_ip(request), via="page"
+        actor,
+        hold_id,
+        {"reason": request.POST.get("reason", "")},
+        ip=client_ip(request),
+        via="page",
     )
     return redirect("privacy")
 

@@ -412,7 +412,14 @@ def _render_compliance(report: Report, document: dict) -> tuple[bytes, str]:
     return render.render_pdf("reports/compliance_pdf.html", context, title=title), digest
 
 
+@transaction.atomic
 def _store(report: Report, content: bytes, digest: str) -> None:
+    """Write the file and mark the report done, if it is still running: a notice whose
+    decision was erased while it was built (the erasure failed its row) keeps no file; it
+    had been written after the erasure, with the person's values, and set done."""
+    row = Report.objects.select_for_update().filter(pk=report.pk).first()
+    if row is None or row.status != Report.RUNNING:
+        return
     report.file.save(report.filename, ContentFile(content), save=False)
     Report.objects.filter(pk=report.pk).update(
         file=report.file.name,

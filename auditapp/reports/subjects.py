@@ -32,9 +32,11 @@ from auditapp.decisions.reasons import adverse_reasons
 from auditapp.errors import InvalidInput, NotFound
 from auditapp.filtering import refuse_unknown_fields
 from auditapp.hashing import canonical_time
+from auditapp.registry.models import RegisteredModel
 from auditapp.reports.models import SubjectRequest
 from auditapp.reports.render import content_sha256, render_json, render_pdf
 from auditapp.reviews.models import Feedback, Override, ReviewCase
+from auditapp.textcheck import identifier_problem
 from explain.models import Explanation
 
 FILED_EVENT = "subject_request.filed"
@@ -45,8 +47,19 @@ DOCUMENT_VERSION = 1
 
 
 def visible_requests(actor: roles.Actor) -> QuerySet:
+    """The requests the actor may read. A request is about a person, and says what every
+    model decided about them (counts, holds, refusals naming models): to an actor who
+    sees only some models (a token narrowed with `--models`), one about a subject that a
+    model it cannot see decided is as missing."""
     actor.require(roles.READ_SUBJECT_REQUESTS)
-    return SubjectRequest.objects.select_related("requested_by")
+    found = SubjectRequest.objects.select_related("requested_by")
+    scope = actor.model_scope
+    if scope.all_models and scope.names is None:
+        return found
+    unseen = Decision.objects.exclude(
+        registered_model__in=RegisteredModel.objects.visible_to(actor)
+    ).filter(subject_ref__gt="")  # no NULL: NOT IN a list holding one matches nothing
+    return found.exclude(subject_ref__in=unseen.values("subject_ref"))
 
 
 def get_request_for_actor(actor: roles.Actor, request_id: int) -> SubjectRequest:
@@ -146,6 +159,8 @@ def _checked(data: Any) -> tuple[str, str, str]:
     subject = data.get("subject_ref")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 200:
         errors["subject_ref"] = ["A subject reference: text of 1 to 200 characters."]
+    elif problem := identifier_problem(subject):  # as ingestion: no decision could have it
+        errors["subject_ref"] = [problem]
     kind = data.get("kind")
     if kind not in (SubjectRequest.ACCESS, SubjectRequest.ERASURE):
         errors["kind"] = ['"access" or "erasure".']

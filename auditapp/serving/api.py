@@ -10,7 +10,7 @@ from auditapp.accounts import roles
 from auditapp.accounts.audit import client_ip
 from auditapp.approvals.api import pending_response
 from auditapp.approvals.models import Approval
-from auditapp.filtering import takes_parameters
+from auditapp.filtering import refuse_unknown_fields, takes_parameters
 from auditapp.serving import services
 
 POLICY_EXAMPLE = OpenApiExample(
@@ -78,6 +78,8 @@ class RollbackView(APIView):
     def post(self, request, name: str):
         actor = roles.actor_for(request)
         model = services.model_for(actor, name, roles.READ_MODELS)
+        # no body: {"revision": 1} had rolled back to the policy before, not to revision 1
+        refuse_unknown_fields(request.data, (), "rollback")
         answer = services.roll_back_traffic(actor, model, ip=client_ip(request))
         if isinstance(answer, Approval):
             return pending_response(answer)

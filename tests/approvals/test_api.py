@@ -139,6 +139,25 @@ class TestTheTwoPersonFlow:
         assert again.status_code == 409
         assert again.json()["error"]["code"] == "approval_decided"
 
+    @pytest.mark.parametrize(
+        "body", [["metrics ok"], "metrics ok", 1], ids=["list", "text", "number"]
+    )
+    @pytest.mark.parametrize("action", ["approve", "reject"])
+    def test_a_decision_whose_body_is_not_an_object_is_refused_and_changes_nothing(
+        self, api_client, gated_version, ml_engineer, second_engineer, body, action
+    ):
+        """["metrics ok"] to /approve approved the change and applied it, its comment lost."""
+        approval = ask_production(api_client(ml_engineer))
+
+        response = api_client(second_engineer).post(
+            f"{APPROVALS}/{approval['id']}/{action}", body, format="json"
+        )
+
+        assert response.status_code == 400, response.json()
+        assert not ApprovalStep.objects.exists()
+        gated_version.refresh_from_db()
+        assert gated_version.stage == "staging"
+
 
 class TestWhoMayDecide:
     @pytest.mark.parametrize("decision", ["approve", "reject"])
@@ -326,6 +345,25 @@ def test_a_requester_who_lost_the_right_makes_the_approval_a_conflict(
     )
 
     assert response.status_code == 409
+    assert response.json()["error"]["code"] == "requester_not_allowed"
+    assert ModelVersion.objects.get().stage == "staging"
+    assert not ApprovalStep.objects.exists()
+
+
+def test_a_requester_no_longer_assigned_to_the_model_makes_the_approval_a_conflict(
+    api_client, gated_version, ml_engineer, second_engineer
+):
+    """The change is made as the requester's; one taken off the model (who now gets a 404
+    for it) had it applied all the same: only their role was re-checked."""
+    approval = ask_production(api_client(ml_engineer))
+    gated_version.registered_model.assignees.remove(ml_engineer)
+    assert api_client(ml_engineer).get("/api/v1/models/credit").status_code == 404
+
+    response = api_client(second_engineer).post(
+        f"{APPROVALS}/{approval['id']}/approve", {}, format="json"
+    )
+
+    assert response.status_code == 409, response.json()
     assert response.json()["error"]["code"] == "requester_not_allowed"
     assert ModelVersion.objects.get().stage == "staging"
     assert not ApprovalStep.objects.exists()

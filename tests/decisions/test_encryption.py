@@ -339,3 +339,30 @@ def test_an_exact_search_on_a_sensitive_feature_uses_the_blind_index(
     assert ranged.status_code == 400
     assert "exact value only" in str(ranged.json()["error"]["details"])
     assert refused.status_code == 403  # as before: no oracle for roles that may not see it
+
+
+def test_rotation_leaves_erased_decisions_as_the_erasure_left_them(
+    model_version, ingest, keys, settings
+):
+    """An erased decision (inputs {}, no blob) read as one recorded before encryption at
+    rest: rotation counted it as pending at every run and sealed an empty blob into it,
+    where the erasure had declared none."""
+    from auditapp.accounts import roles
+    from auditapp.decisions import erasure
+    from auditapp.decisions.models import Erasure
+
+    ids = [r["id"] for r in ingest(*DecisionPayloadFactory.build_batch(3))]
+    plan = erasure.plan_erasure(
+        Decision.objects.filter(pk__in=ids[:2]), cause=Erasure.SUBJECT_REQUEST, reason="test"
+    )
+    erasure.erase(roles.system_actor(), plan, via="command")
+    seal_new_records()
+
+    settings.ATTEST_DATA_KEYS = (keys["k2"], keys["k1"])
+    assert rotation.pending_count() == 1
+    assert "Done: 1 re-encrypted, none left." in rotate()
+    for pk in ids[:2]:
+        inputs, sealed, _ = raw_row(pk)
+        assert sealed is None and inputs in ("{}", {})
+    assert encryption.key_id_of(bytes(raw_row(ids[2])[1])) == "k2"
+    assert verify_chain().ok

@@ -246,3 +246,32 @@ def test_an_erased_decision_reads_as_erased_and_its_hash_recomputes_from_the_api
         text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert hashlib.sha256(text.encode()).hexdigest() == d["content_hash"]
         assert d["content_hash"] == decision.content_hash
+
+
+def test_an_erased_decision_is_not_explained_again_and_keeps_its_attributions(
+    model_version, ingest, api_client, compliance_officer
+):
+    """Asking to explain an erased decision again set its done SHAP to pending: the worker,
+    finding no inputs, failed it, and the attributions the README says are kept were gone
+    from the decision, its notice and the access report. Counterfactuals and what-ifs
+    failed as obscurely (a missing input each, a ValueError)."""
+    from explain.models import Explanation
+
+    (decision,) = recorded(ingest, 1, score=0.9)
+    Explanation.objects.filter(decision=decision, method="shap").update(status=Explanation.DONE)
+    erase_all([decision])
+    client = api_client(compliance_officer)
+    url = f"/api/v1/decisions/{decision.pk}"
+
+    explained = client.post(f"{url}/explain", {"methods": ["shap", "lime"]}, format="json")
+    counterfactuals = client.post(f"{url}/counterfactuals", {}, format="json")
+    inputs = DecisionPayloadFactory()["inputs"]
+    what_if = client.post(f"{url}/what-if", {"inputs": inputs}, format="json")
+
+    for response in (explained, counterfactuals, what_if):
+        assert response.status_code == 409, response.content
+        assert response.json()["error"]["code"] == "inputs_erased"
+    assert Explanation.objects.get(decision=decision, method="shap").status == Explanation.DONE
+    assert not AuditEvent.objects.filter(
+        action__in=["decision.explain_requested", "decision.counterfactuals_requested"]
+    ).exists()

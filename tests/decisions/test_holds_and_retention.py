@@ -206,3 +206,148 @@ def test_the_retention_run_is_refused_to_readers(api_client, auditor, ml_enginee
     for user in (auditor, ml_engineer):
         response = api_client(user).post("/api/v1/retention/run", {"dry_run": True}, format="json")
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"dry_run": "true"}, "dry_run"),
+        ({"dry_run": 1}, "dry_run"),
+        ({"dry_run": None}, "dry_run"),
+        ({"dry_run": True, "model": 123}, "model"),
+        ({"dry_run": True, "model": ""}, "model"),
+        (["dry_run"], None),
+        ("dry_run", None),
+    ],
+    ids=["string", "number", "null", "model_number", "model_empty", "list", "text"],
+)
+def test_a_retention_run_s_dry_run_must_say_true_or_false(
+    api_client, compliance_officer, aged, body, named
+):
+    """{"dry_run": "true"} (or 1, or null) and a body that is not an object ran for real:
+    the caller meant a preview and the inputs past the period were erased."""
+    RetentionPolicy.objects.create(
+        registered_model=Decision.objects.first().registered_model, days=30
+    )
+
+    response = api_client(compliance_officer).post("/api/v1/retention/run", body, format="json")
+
+    assert response.status_code == 400, response.content
+    if named:
+        assert list(response.json()["error"]["details"]) == [named]
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+    assert not Erasure.objects.exists()
+
+
+@pytest.mark.parametrize("body", [["reason"], "reason", 5], ids=["list", "text", "number"])
+def test_a_hold_or_its_release_that_is_not_an_object_is_refused(
+    api_client, compliance_officer, aged, body
+):
+    """A JSON body that was not an object was a 500 (AttributeError) on both."""
+    client = api_client(compliance_officer)
+    placed = client.post(HOLDS, body, format="json")
+    assert placed.status_code == 400, placed.content
+    assert not LegalHold.objects.exists()
+
+    hold = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    released = client.post(f"{HOLDS}/{hold['id']}/release", body, format="json")
+    assert released.status_code == 400, released.content
+    assert LegalHold.objects.get().released_at is None
+
+
+def test_a_release_with_a_field_it_does_not_take_is_refused_by_name(
+    api_client, compliance_officer, aged
+):
+    """{"reason", "until"} released the hold at once, "until" ignored."""
+    client = api_client(compliance_officer)
+    hold = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    body = {"reason": "case closed", "until": "2027-01-01T00:00:00Z"}
+    response = client.post(f"{HOLDS}/{hold['id']}/release", body, format="json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()["error"]["details"]) == ["until"]
+    assert LegalHold.objects.get().released_at is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2026-01-01T24:00:00Z",
+        "2026-01-01T00:00:00+25:00",
+    ],
+    ids=["month_13", "february_30", "hour_24", "offset_25_hours"],
+)
+@pytest.mark.parametrize("field", ["from", "to"])
+def test_a_hold_s_impossible_moment_is_refused_by_name(
+    api_client, compliance_officer, aged, moment, field
+):
+    """A moment shaped as ISO-8601 but impossible (month 13, an offset of 25 hours) was a
+    500 (ValueError from the parser)."""
+    body = {"model": "credit", "reason": "r", field: moment}
+    response = api_client(compliance_officer).post(HOLDS, body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["error"]["details"]
+    assert not LegalHold.objects.exists()
+
+
+@pytest.fixture
+def fraud(register, admin):
+    """A second model, registered by the admin: hidden from a token narrowed to credit."""
+    version = register(admin, name="fraud")
+    RetentionPolicy.objects.create(registered_model=version.registered_model, days=30)
+    return version
+
+
+def test_a_hidden_model_s_holds_and_retention_answer_as_a_missing_one_s(
+    api_client, token_client, compliance_officer, admin, aged, fraud
+):
+    """A token narrowed to credit (`--models credit`) listed, read and released the holds
+    of fraud, a model it cannot see, and its retention run planned (or ran) fraud's
+    erasure, {"model": "fraud"} answering 200 where a missing model is a 404."""
+    hidden = api_client(compliance_officer).post(
+        HOLDS, {"model": "fraud", "reason": "fraud matter"}, format="json"
+    )
+    everywhere = api_client(compliance_officer).post(
+        HOLDS, {"subject_ref": "c-held", "reason": "every model"}, format="json"
+    )
+    narrowed, _ = token_client(admin, ["admin"], models=["credit"])
+
+    listed = narrowed.get(HOLDS).json()["results"]
+    assert [h["id"] for h in listed] == [everywhere.json()["id"]]
+    missing = narrowed.get(f"{HOLDS}/99999")
+    read = narrowed.get(f"{HOLDS}/{hidden.json()['id']}")
+    assert read.status_code == missing.status_code == 404
+    released = narrowed.post(
+        f"{HOLDS}/{hidden.json()['id']}/release", {"reason": "x"}, format="json"
+    )
+    assert released.status_code == 404
+    assert LegalHold.objects.get(pk=hidden.json()["id"]).released_at is None
+
+    run = narrowed.post("/api/v1/retention/run", {"dry_run": True}, format="json")
+    assert run.status_code == 200 and [r["model"] for r in run.json()["results"]] == []
+    named = narrowed.post(
+        "/api/v1/retention/run", {"dry_run": True, "model": "fraud"}, format="json"
+    )
+    nope = narrowed.post("/api/v1/retention/run", {"dry_run": True, "model": "nope"}, format="json")
+    assert named.status_code == nope.status_code == 404
+    assert named.json()["error"]["code"] == nope.json()["error"]["code"]
+
+
+def test_active_false_lists_the_released_holds_not_every_hold(
+    api_client, compliance_officer, auditor, aged
+):
+    """?active=false answered every hold, the active ones with them: read as the released
+    holds, it listed holds still in force among them."""
+    client = api_client(compliance_officer)
+    kept = client.post(HOLDS, {"subject_ref": "c-held", "reason": "r"}, format="json").json()
+    gone = client.post(HOLDS, {"subject_ref": "c-a", "reason": "r"}, format="json").json()
+    client.post(f"{HOLDS}/{gone['id']}/release", {"reason": "closed"}, format="json")
+    reader = api_client(auditor)
+
+    def listed(query) -> list[int]:
+        return [h["id"] for h in reader.get(HOLDS, query).json()["results"]]
+
+    assert listed({"active": "true"}) == listed({"active": "1"}) == [kept["id"]]
+    assert listed({"active": "false"}) == listed({"active": "0"}) == [gone["id"]]
+    assert listed({}) == [gone["id"], kept["id"]]

@@ -296,3 +296,27 @@ def test_the_alerts_table_shows_the_value_at_raise_and_the_latest(world):
     html = browser(world, "compliance_officer").get("/monitoring/").content.decode()
     assert "At raise" in html and "Latest" in html
     assert "0.432" in html and "0.123" in html
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"reference_from": "2026-01-01T00:00:00Z", "reference_to": "2026-01-08T00:00:00Z"},
+        {"reference": "background", "reference_from": "2026-01-01T00:00:00Z"},
+        {"reference_to": "2026-13-01T00:00:00Z"},
+    ],
+    ids=["without_reference", "with_background", "impossible_without_reference"],
+)
+def test_a_reference_period_without_reference_period_is_refused_not_ignored(world, data):
+    """reference_from and reference_to are read only with "reference": "period": without
+    it they were ignored, and the answer, 200 with the settings unchanged, read as done."""
+    client = world["client"](world["users"]["ml_engineer"])
+
+    response = client.put(f"{BASE}/settings", data, format="json")
+
+    assert response.status_code == 400, response.json()
+    named = {key for key in data if key.startswith("reference_")}
+    assert named <= set(response.json()["error"]["details"])
+    config = MonitoringSettings.objects.get(model_version=world["version"])
+    assert config.reference_kind == MonitoringSettings.BACKGROUND
+    assert not AuditEvent.objects.filter(action="monitoring.configured").exists()

@@ -79,6 +79,38 @@ def test_an_unshifted_stream_is_not_flagged(german_version, stream, unseen):
     assert result["score_drift"]["drifted"] is False
 
 
+def test_erased_inputs_are_not_drift(german_version, stream, unseen):
+    """A window recomputed after retention or a person's erasure read each erased decision's
+    inputs as missing values: the categoricals' "null" share jumped from 0 to the erased
+    share, a PSI far above 0.2, and drift alerts opened on data that had not moved. Erased
+    decisions now count in the window (scores, performance) but not in input drift, nor in
+    fairness, where they had been a group of their own ("missing")."""
+    from auditapp.decisions import erasure
+    from auditapp.decisions.models import Erasure
+
+    day = a_day(3)
+    decisions = stream(unseen, day, "plain")
+    before = metrics.compute_window_metrics(german_version, *window(day))
+    plan = erasure.plan_erasure(
+        Decision.objects.filter(pk__in=[d.pk for d in decisions[: len(decisions) // 2]]),
+        cause=Erasure.RETENTION,
+        reason="test",
+    )
+    erasure.erase(roles.system_actor(), plan, via="command")
+
+    after = metrics.compute_window_metrics(german_version, *window(day))
+
+    assert after["decisions"] == before["decisions"] == 300
+    assert [n for n, e in after["drift"].items() if e["drifted"]] == []
+    assert after["drift"]["purpose"]["current_rates"].get("null", 0) == 0
+    assert after["drift"]["age"]["missing"] == 0
+    assert after["score_drift"] == before["score_drift"]
+    # nor in fairness: an erased decision's group is unknown, not a group "missing"
+    for name in ("age", "personal_status"):
+        assert "missing" not in after["fairness"][name]["counts"], after["fairness"][name]
+        assert sum(after["fairness"][name]["counts"].values()) == 150
+
+
 def test_categorical_drift_is_chi_squared_on_the_category_counts(german_version, stream, unseen):
     day = a_day(3)
     moved = unseen.copy()

@@ -192,3 +192,48 @@ def test_a_schema_without_favourable_keeps_the_class_as_the_outcome(
         assert notice["outcome"] == decision.prediction  # as before: the class itself
         assert [r["factor"] for r in notice["reasons"]] == expected_reasons(decision.pk, labels)
         assert all(r["direction"] == "raised the risk of “bad”" for r in notice["reasons"])
+
+
+def test_a_notice_of_an_erased_decision_does_not_say_its_values_were_not_given(
+    explained, model_version, generate, api_client, compliance_officer
+):
+    """After an erasure every reason read "Debt-to-income ratio = not given": the person
+    had given it; it was erased. The notice, and the decision's reasons in the API, now
+    say so and show no value."""
+    from auditapp.accounts import roles
+    from auditapp.decisions import erasure
+    from auditapp.decisions.models import Erasure
+
+    decision_id = next(
+        pk for pk in explained if expected_reasons(pk, {f: f for f in credit_schema_names()})
+    )
+    plan = erasure.plan_erasure(
+        Decision.objects.filter(pk=decision_id), cause=Erasure.SUBJECT_REQUEST, reason="test"
+    )
+    erasure.erase(roles.system_actor(), plan, via="command")
+
+    notice = orjson.loads(read_file(generate(notice_body(decision_id))))["data"]
+
+    assert notice["reasons"]
+    for r in notice["reasons"]:
+        assert r["value"] == "erased"
+        assert r["text"] == f"{r['factor']} (its value erased) — raised the risk of “bad”"
+    client = api_client(compliance_officer)
+    shown = client.get(f"/api/v1/decisions/{decision_id}").content
+    listed = client.get("/api/v1/decisions", {"model": "credit", "limit": 500}).content
+    page = browser(compliance_officer).get(f"/decisions/{decision_id}/").content
+    for text in (shown, listed, page):
+        at = text.find(b"not given")
+        assert at < 0, text[max(0, at - 300) : at + 50]
+
+
+def credit_schema_names() -> list[str]:
+    return [f["name"] for f in credit_schema()["features"]]
+
+
+def browser(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client

@@ -232,3 +232,121 @@ def test_after_an_erasure_the_value_is_nowhere_and_the_chain_verifies(
     result = verify_chain()
     assert result.ok, result.first_bad
     assert result.decisions == 3 and result.records.get("erasure") == 1
+
+
+def test_a_request_about_a_subject_a_hidden_model_decided_is_missing_to_a_narrowed_token(
+    model_version, register, ingest, admin, api_client, token_client, compliance_officer, auditor
+):
+    """An auditor's token narrowed to credit (`--models credit`) read a request about a
+    subject the hidden model fraud had also decided: its decision count, the holds and
+    the refusal naming fraud. Now such a request is as missing to it; one about subjects
+    only its models decided it still reads."""
+    register(admin, name="fraud")
+    ingest(
+        DecisionPayloadFactory(subject_ref=SUBJECT),
+        DecisionPayloadFactory(subject_ref=SUBJECT, model="fraud"),
+        DecisionPayloadFactory(subject_ref="c-credit-only"),
+        DecisionPayloadFactory(subject_ref=None, model="fraud"),  # about no one
+        user=admin,
+    )
+    both = file(api_client(compliance_officer), "access").json()
+    credit_only = file(api_client(compliance_officer), "access", "c-credit-only").json()
+    narrowed, _ = token_client(auditor, ["read"], models=["credit"])
+
+    listed = narrowed.get(URL).json()["results"]
+    assert [r["id"] for r in listed] == [credit_only["id"]]
+    missing = narrowed.get(f"{URL}/99999")
+    for url in (f"{URL}/{both['id']}", f"{URL}/{both['id']}/report.json"):
+        response = narrowed.get(url)
+        assert response.status_code == missing.status_code == 404, url
+    assert narrowed.get(f"{URL}/{credit_only['id']}").status_code == 200
+    full, _ = token_client(auditor, ["read"])
+    assert full.get(f"{URL}/{both['id']}").json()["result"] == {"decisions": 2}
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["c-\u200berase", "c-\u202eerase", "c-\x01erase"],
+    ids=["zero_width_space", "bidi_override", "control"],
+)
+def test_a_subject_ref_no_decision_can_have_is_refused_by_name(
+    model_version, ingest, api_client, compliance_officer, subject
+):
+    """Ingestion refuses invisible and control characters in subject_ref, so a request (or
+    a hold) naming one matched nothing: an erasure pasted with a zero-width space answered
+    "done", 0 decisions, the person's inputs all still there."""
+    record_subject(ingest)
+    client = api_client(compliance_officer)
+
+    for kind in ("access", "erasure"):
+        response = file(client, kind, subject)
+        assert response.status_code == 400, response.json()
+        assert list(response.json()["error"]["details"]) == ["subject_ref"]
+    held = client.post(
+        "/api/v1/legal-holds", {"subject_ref": subject, "reason": "r"}, format="json"
+    )
+    assert held.status_code == 400 and "subject_ref" in held.json()["error"]["details"]
+    blank = client.post("/api/v1/legal-holds", {"subject_ref": "   ", "reason": "r"}, format="json")
+    assert blank.status_code == 400 and "subject_ref" in blank.json()["error"]["details"]
+    assert not SubjectRequest.objects.exists()
+    assert not Decision.objects.filter(kept_commitments__isnull=False).exists()
+
+
+def test_counterfactuals_computed_while_the_decision_is_erased_are_not_stored(
+    model_version, ingest, api_client, compliance_officer, monkeypatch
+):
+    """A worker that read the inputs before an erasure stored its result after it: the
+    erasure had deleted the copies and failed the work row, and then a new result holding
+    the person's inputs and the changed ones was written, and stayed."""
+    ids = record_subject(ingest, prediction="bad", score=0.81)
+    batches.run_batch(model_version.pk, "shap", ids)
+    seal_new_records()
+    real_store = counterfactual_batches.store
+
+    def erased_meanwhile(version, computed):
+        body = file(api_client(compliance_officer), "erasure").json()
+        assert body["status"] == "done", body["refusal"]
+        return real_store(version, computed)
+
+    monkeypatch.setattr(counterfactual_batches, "store", erased_meanwhile)
+    counterfactual_batches.run_batch(model_version.pk, ids)
+
+    assert not CounterfactualResult.objects.filter(decision_id__in=ids).exists()
+    work = CounterfactualWork.objects.filter(decision_id__in=ids)
+    assert work and all(w.status == CounterfactualWork.FAILED and "erased" in w.error for w in work)
+
+
+def test_a_notice_generated_while_the_decision_is_erased_keeps_no_file(
+    model_version, ingest, api_client, compliance_officer, generate, monkeypatch
+):
+    """A notice built from the inputs before an erasure stored its file after it, and set
+    itself done: the erasure had failed the row, and the file with the person's values
+    was then written, downloadable."""
+    from pathlib import Path
+
+    from django.conf import settings
+
+    from auditapp.reports import services
+    from auditapp.reports.models import Report
+
+    ids = record_subject(ingest, prediction="bad", score=0.81)
+    batches.run_batch(model_version.pk, "shap", ids)
+    seal_new_records()
+    real_store = services._store
+
+    def erased_meanwhile(report, content, digest):
+        body = file(api_client(compliance_officer), "erasure").json()
+        assert body["status"] == "done", body["refusal"]
+        return real_store(report, content, digest)
+
+    monkeypatch.setattr(services, "_store", erased_meanwhile)
+    report = generate({"kind": "decision_notice", "decision_id": ids[0], "format": "json"})
+
+    report.refresh_from_db()
+    assert report.status == Report.FAILED and not report.file
+    assert "erased" in report.error
+    media = Path(settings.MEDIA_ROOT)
+    files = [p for p in media.rglob("*") if p.is_file()]
+    assert not [p for p in files if found_in(p.read_bytes().decode("latin-1"))]
+    download = api_client(compliance_officer).get(f"/api/v1/reports/{report.pk}/download")
+    assert download.status_code == 409

@@ -572,6 +572,30 @@ def test_a_monitoring_window_outside_utc_is_a_400(engineer, period):
     assert "outside the years" in error_of(engineer.get(url, period))["message"]
 
 
+@pytest.mark.parametrize(
+    "moment",
+    ["2026-13-01T00:00:00Z", "2026-02-30T00:00:00Z", "2026-01-01T00:00:00+25:00"],
+    ids=["month_13", "february_30", "offset_25_hours"],
+)
+def test_a_monitoring_window_at_an_impossible_moment_is_a_400(engineer, moment):
+    """Shaped as ISO-8601 but impossible: Django's parser raises ValueError, which was a
+    500 on the window's POST and on the snapshots' GET."""
+    url = "/api/v1/models/credit/versions/1/monitoring"
+    period = {"from": moment, "to": "2026-12-01T00:00:00Z"}
+    posted = post_text(engineer, url, json.dumps(period))
+    assert posted.status_code == 400 and "from" in error_of(posted)["message"]
+    read = engineer.get(url, {"from": moment})
+    assert read.status_code == 400 and "from" in error_of(read)["message"]
+
+
+@pytest.mark.parametrize("text", ['["credit"]', '"credit"', "1"], ids=["list", "text", "number"])
+def test_a_model_registration_whose_body_is_not_an_object_is_a_400(engineer, text):
+    """A JSON body that is not an object was a 500 (AttributeError on .get)."""
+    error = error_of(post_text(engineer, "/api/v1/models", text))
+    assert "multipart" in error["message"]
+    assert ModelVersion.objects.count() == 1
+
+
 def test_the_import_command_rejects_unstorable_rows_and_keeps_the_others(model_version, tmp_path):
     good = DecisionPayloadFactory(request_id="import-ok")
     lines = [
@@ -871,3 +895,13 @@ def test_a_period_whose_ends_are_swapped_is_refused_not_answered_empty(admin, pa
 
     assert response.status_code == 400, response.content[:300]
     assert "from" in response.content.decode() and "before" in response.content.decode()
+
+
+def test_a_counterfactuals_request_with_a_body_is_refused(officer, decision):
+    """It takes no body: a field sent with it was ignored (a number of counterfactuals),
+    the answer reading as if it had counted. (An alert's acknowledgement, the same.)"""
+    counterfactuals = officer.post(
+        f"/api/v1/decisions/{decision.pk}/counterfactuals", {"k": 5}, format="json"
+    )
+    assert list(error_of(counterfactuals)["details"]) == ["k"]
+    assert not AuditEvent.objects.filter(action="decision.counterfactuals_requested").exists()

@@ -277,3 +277,22 @@ def test_a_rollback_onto_a_version_archived_since_is_refused(api_client, admin, 
     assert error["details"][0]["field"] == "production"
     assert "archived" in error["details"][0]["message"]
     assert client.get(traffic_url()).json()["production"] == "2"
+
+
+def test_a_rollback_with_a_body_is_refused_by_name_and_nothing_is_rolled_back(
+    api_client, admin, versions
+):
+    """Rollback takes no body: {"revision": 1} (meaning "back to revision 1") was ignored
+    and the policy rolled back to the one before, whatever that was."""
+    client = api_client(admin)
+    put_policy(client, production="1")
+    latest = put_policy(client, production="2")
+
+    response = client.post(
+        traffic_url().replace("traffic", "rollback"), {"revision": 1}, format="json"
+    )
+
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["error"]["details"]) == ["revision"]
+    assert TrafficPolicy.objects.count() == 2
+    assert client.get(traffic_url()).json()["revision"] == latest["revision"]
