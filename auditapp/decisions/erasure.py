@@ -113,6 +113,7 @@ class ErasurePlan:
     copies: dict[str, int] = field(default_factory=dict)  # holder -> decisions it blocks
     erased_copies: dict[str, int] = field(default_factory=dict)
     declaration: Erasure | None = None
+    newest_hold: int = 0  # the newest hold's id when planned: a later one stops the erasure
 
     @property
     def refusals(self) -> list[str]:
@@ -149,6 +150,7 @@ def plan_erasure(
 ) -> ErasurePlan:
     """Which of `decisions` would be erased; the rest counted by why they are spared."""
     plan = ErasurePlan(cause=cause, reason=reason, subject_ref=subject_ref)
+    plan.newest_hold = holds.newest_hold_id()  # before the holds are read (see erase)
     decisions = decisions.order_by()
     plan.already = decisions.filter(kept_commitments__isnull=False).count()
     candidates = decisions.filter(kept_commitments__isnull=True)
@@ -186,6 +188,16 @@ def erase(actor: roles.Actor, plan: ErasurePlan, *, via: str = "api") -> Erasure
         return plan
     with transaction.atomic():
         seal_new_records()
+        # From the seal on, this transaction holds the sealing lock, which placing a hold
+        # takes too (its log record): a hold is committed before this point, and seen
+        # here, or after the erasure. The plan read the holds earlier.
+        if placed := holds.active_holds(after=plan.newest_hold):
+            names = ", ".join(str(hold.pk) for hold in placed)
+            raise Conflict(
+                f"legal hold {names} was placed while this erasure was planned: nothing "
+                "was erased; plan it again to spare what the hold covers.",
+                code="hold_placed",
+            )
         declaration = _declare(actor, plan)
         seal_new_records()  # the declaration's record: the triggers want it sealed
         started = time.perf_counter()

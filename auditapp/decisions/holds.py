@@ -29,8 +29,13 @@ RELEASED_EVENT = "legal_hold.released"
 MAX_REASON = 2000
 
 
-def active_holds() -> list[LegalHold]:
-    return list(LegalHold.objects.active().order_by("id"))
+def active_holds(after: int = 0) -> list[LegalHold]:
+    """The holds in force (those placed after hold id `after` only, if given)."""
+    return list(LegalHold.objects.active().filter(pk__gt=after).order_by("id"))
+
+
+def newest_hold_id() -> int:
+    return LegalHold.objects.order_by("-id").values_list("id", flat=True).first() or 0
 
 
 def covered_q(prefix: str = "") -> Q:

@@ -19,6 +19,7 @@ from auditapp.decisions import erasure, holds
 from auditapp.decisions.models import Decision, ErasedRange, Erasure
 from auditapp.decisions.sealing import seal_new_records
 from auditapp.decisions.verification import verify_chain
+from auditapp.errors import Conflict
 from auditapp.hashing import canonical_time
 from tests.decisions.test_sealing import tampering
 from tests.factories import DecisionPayloadFactory
@@ -275,3 +276,46 @@ def test_an_erased_decision_is_not_explained_again_and_keeps_its_attributions(
     assert not AuditEvent.objects.filter(
         action__in=["decision.explain_requested", "decision.counterfactuals_requested"]
     ).exists()
+
+
+def test_a_hold_placed_after_the_plan_stops_the_erasure_whole(
+    model_version, ingest, compliance_officer
+):
+    """The plan read the holds, the erasure trusted it: a hold placed between the two was
+    not honoured and the held decisions' inputs were erased."""
+    decisions = recorded(ingest, 2)
+    plan = erasure.plan_erasure(
+        Decision.objects.filter(pk__in=[d.pk for d in decisions]),
+        cause=Erasure.RETENTION,
+        reason="retention",
+    )
+    assert len(plan.ids) == 2
+    hold = holds.place_hold(
+        roles.Actor(user=compliance_officer),
+        {"subject_ref": decisions[0].subject_ref, "reason": "litigation 2026-18"},
+    )
+
+    with pytest.raises(Conflict, match=f"legal hold {hold.pk} was placed"):
+        erasure.erase(SYSTEM, plan, via="command")
+
+    assert not Erasure.objects.exists()
+    assert all(d.kept_commitments is None for d in Decision.objects.all())
+    assert not AuditEvent.objects.filter(action=erasure.ERASED_EVENT).exists()
+
+
+def test_a_hold_placed_and_released_after_the_plan_lets_it_erase(
+    model_version, ingest, compliance_officer
+):
+    decisions = recorded(ingest, 1)
+    plan = erasure.plan_erasure(
+        Decision.objects.filter(pk__in=[d.pk for d in decisions]),
+        cause=Erasure.RETENTION,
+        reason="retention",
+    )
+    officer = roles.Actor(user=compliance_officer)
+    hold = holds.place_hold(
+        officer, {"subject_ref": decisions[0].subject_ref, "reason": "a mistake"}
+    )
+    holds.release_hold(officer, hold.pk, {"reason": "placed by mistake"})
+
+    assert erasure.erase(SYSTEM, plan, via="command").declaration is not None
