@@ -198,18 +198,27 @@ def erase(actor: roles.Actor, plan: ErasurePlan, *, via: str = "api") -> Erasure
                 "was erased; plan it again to spare what the hold covers.",
                 code="hold_placed",
             )
+        started = time.perf_counter()
+        kept = _commitments(plan.ids)  # before declaring: only what is still there
+        if len(kept) != len(plan.ids):
+            raise Conflict(
+                f"{len(plan.ids) - len(kept)} of the {len(plan.ids)} decisions were erased "
+                "meanwhile (another erasure, planned at the same time): nothing was "
+                "erased; plan it again.",
+                code="erased_meanwhile",
+            )
+        commitments_ms = (time.perf_counter() - started) * 1000
         declaration = _declare(actor, plan)
         seal_new_records()  # the declaration's record: the triggers want it sealed
+        rows = [(pk, canonical_json({**c, "erasure": declaration.pk})) for pk, c in kept]
         started = time.perf_counter()
-        rows = _commitments(plan.ids, declaration.pk)
-        computed = time.perf_counter()
         _update(rows, declaration.pk)  # (the erasure setting stays on for the copies)
         logger.info(
             "decisions.erased declaration=%s n=%s commitments_ms=%.0f update_ms=%.0f",
             declaration.pk,
             len(rows),
-            (computed - started) * 1000,
-            (time.perf_counter() - computed) * 1000,
+            commitments_ms,
+            (time.perf_counter() - started) * 1000,
         )
         for holder in _COPY_HOLDERS.values():
             if holder.erase is not None:
@@ -256,8 +265,8 @@ def _declare(actor: roles.Actor, plan: ErasurePlan) -> Erasure:
     return declaration
 
 
-def _commitments(ids: list[int], declaration_id: int) -> list[tuple[int, str]]:
-    """(id, the kept commitments as JSON text) of each decision, computed from its values.
+def _commitments(ids: list[int]) -> list[tuple[int, dict[str, str]]]:
+    """(id, the commitments to keep) of each decision still holding its values.
 
     Plain rows, not model objects: a decision object would bring its version's row (its
     schema, card and settings decoded again for every decision). On PostgreSQL the rows
@@ -267,7 +276,7 @@ def _commitments(ids: list[int], declaration_id: int) -> list[tuple[int, str]]:
     sensitive: dict[int, frozenset[str]] = {}
     out = []
     for pk, version_id, inputs, salt, model_id, request_id, sealed in _erasing_rows(ids):
-        if salt is None:  # erased meanwhile: the UPDATE's count will say so
+        if salt is None:  # erased meanwhile: left out, and the caller says so
             continue
         if version_id not in sensitive:
             schema = ModelVersion.objects.values_list("schema", flat=True).get(pk=version_id)
@@ -277,8 +286,7 @@ def _commitments(ids: list[int], declaration_id: int) -> list[tuple[int, str]]:
             None if sealed is None else bytes(sealed),
             row_binding(model_id, request_id),
         )
-        kept = input_commitments(values, sensitive[version_id], bytes(salt))
-        out.append((pk, canonical_json({**kept, "erasure": declaration_id})))
+        out.append((pk, input_commitments(values, sensitive[version_id], bytes(salt))))
     return out
 
 

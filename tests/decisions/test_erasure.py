@@ -319,3 +319,21 @@ def test_a_hold_placed_and_released_after_the_plan_lets_it_erase(
     holds.release_hold(officer, hold.pk, {"reason": "placed by mistake"})
 
     assert erasure.erase(SYSTEM, plan, via="command").declaration is not None
+
+
+def test_a_plan_whose_decisions_were_erased_meanwhile_declares_nothing(model_version, ingest):
+    """Two erasures planned at once (a person's request beside a retention run): the second
+    had declared, and sealed, the erasure of decisions the first had already erased."""
+    decisions = recorded(ingest, 2)
+    chosen = Decision.objects.filter(pk__in=[d.pk for d in decisions])
+    first = erasure.plan_erasure(chosen, cause=Erasure.RETENTION, reason="retention")
+    second = erasure.plan_erasure(chosen, cause=Erasure.SUBJECT_REQUEST, reason="Art. 17")
+    erasure.erase(SYSTEM, first, via="command")
+
+    with pytest.raises(Conflict, match="2 of the 2 decisions were erased meanwhile"):
+        erasure.erase(SYSTEM, second, via="command")
+
+    assert Erasure.objects.count() == 1
+    assert AuditEvent.objects.filter(action=erasure.ERASED_EVENT).count() == 1
+    seal_new_records()
+    assert verify_chain().ok
