@@ -6,6 +6,8 @@ covers, shown to all, is computed from them) and masked before anything leaves."
 
 from __future__ import annotations
 
+from typing import Any
+
 from auditapp.accounts import roles
 from auditapp.decisions.models import Decision
 from auditapp.decisions.reasons import ERASED
@@ -180,31 +182,27 @@ def input_rows(decision: Decision, presenter: DecisionPresenter) -> list[dict]:
     decision's read "erased" (they had read "not given", as values never sent)."""
     schema = decision.model_version.parsed_schema
     masked = set(presenter.masked_features(decision))
-    if decision.erased:
-        return [
+
+    def value_and_shown(feature) -> tuple[Any, str]:
+        if decision.erased:
+            return None, ERASED
+        if feature.name in masked:
+            return MASK, MASK
+        value = decision.full_inputs().get(feature.name)
+        return value, feature.format_value(value)  # as a person reads it ("19,211")
+
+    rows = []
+    for feature in schema.features:
+        value, shown = value_and_shown(feature)
+        rows.append(
             {
                 "name": feature.name,
                 "label": feature.label,
-                "value": None,
-                "shown": ERASED,
-                "masked": False,
+                "value": value,
+                "shown": shown,
+                "masked": not decision.erased and feature.name in masked,
                 "sensitive": feature.sensitive,
                 "protected": feature.protected,
             }
-            for feature in schema.features
-        ]
-    return [
-        {
-            "name": feature.name,
-            "label": feature.label,
-            "value": MASK if feature.name in masked else decision.full_inputs().get(feature.name),
-            # As a person reads it ("19,211"), formatted per the schema.
-            "shown": MASK
-            if feature.name in masked
-            else feature.format_value(decision.full_inputs().get(feature.name)),
-            "masked": feature.name in masked,
-            "sensitive": feature.sensitive,
-            "protected": feature.protected,
-        }
-        for feature in schema.features
-    ]
+        )
+    return rows

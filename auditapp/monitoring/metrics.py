@@ -94,11 +94,18 @@ class Observations:
         return len(self.frame)
 
     @property
+    def known(self) -> np.ndarray:
+        """True where the decision's inputs are known (not erased)."""
+        if self.erased is None:
+            return np.ones(len(self.frame), dtype=bool)
+        return ~self.erased
+
+    @property
     def known_inputs(self) -> pd.DataFrame:
         """The frame without the erased decisions' rows."""
         if self.erased is None or not self.erased.any():
             return self.frame
-        return self.frame[~self.erased]
+        return self.frame[self.known]
 
 
 @dataclass
@@ -747,9 +754,7 @@ def fairness_by_window(
         return [{} for _ in windows]
     selected_class = favourable_class(schema, favourable)
     # An erased decision's group is unknown: it counts in no group (it had been "missing").
-    known_rows = [
-        np.ones(len(data), dtype=bool) if data.erased is None else ~data.erased for data in windows
-    ]
+    known_rows = [data.known for data in windows]
     busy = [i for i, data in enumerate(windows) if known_rows[i].any()]
     results: list[dict | Exception] = [{} for _ in windows]
     if not busy:
