@@ -382,10 +382,15 @@ def decision(model_version, ingest) -> Decision:
 
 
 @pytest.fixture
-def worker(media_root, tmp_path):
-    """A real Celery worker on an empty broker; stopped, and the broker emptied, afterwards."""
+def worker(request, media_root, tmp_path):
+    """A real Celery worker on an empty broker; stopped, and the broker emptied, afterwards.
+
+    It serves every queue, or only those a `worker_queues` mark names: a test of one flow
+    (a report, a verification job) then does not wait while the worker explains the
+    decisions it recorded, which it never reads."""
     celery_app.control.purge()
-    started = Worker(media_root, tmp_path / "worker.log")
+    mark = request.node.get_closest_marker("worker_queues")
+    started = Worker(media_root, tmp_path / "worker.log", queues=mark.args if mark else ())
     yield started
     started.stop()
     publishing.wait_until_published()

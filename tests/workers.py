@@ -57,9 +57,13 @@ def unfinished() -> int:
 
 
 class Worker:
-    """`celery -A auditapp worker` in a subprocess, serving every queue."""
+    """`celery -A auditapp worker` in a subprocess, serving every queue, or only `queues`.
 
-    def __init__(self, media_root: Path, log: Path):
+    A test of one flow (a monitoring window, a report) names its queues: a worker serving
+    every queue would also explain each decision the test records, SHAP and LIME, which
+    that test never reads (production runs a worker per queue the same way)."""
+
+    def __init__(self, media_root: Path, log: Path, queues: tuple[str, ...] = ()):
         env = {
             **os.environ,
             "DATABASE_URL": database_url(),
@@ -85,6 +89,7 @@ class Worker:
                 "--without-heartbeat",
                 "--without-gossip",
                 "--without-mingle",
+                *(["--queues", ",".join(queues)] if queues else []),
             ],
             cwd=ROOT,
             env=env,

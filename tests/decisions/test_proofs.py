@@ -512,6 +512,7 @@ def insert_chain_seals(seal_hash: str | None = None) -> None:
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.worker_queues("verify")
 def test_a_real_worker_runs_the_verification_job_requested_through_the_api(
     worker, model_version, ingest, client
 ):
@@ -557,7 +558,7 @@ def test_the_audit_page_runs_the_job_and_shows_its_progress_under_the_csp(
     page.click("text=Verify the whole chain now")
     expect(page.locator("#verification progress")).to_be_visible()  # pending: no worker yet
     expect(page.locator("#verification")).to_contain_text("pending · 0%")
-    worker = Worker(media_root, tmp_path / "worker.log")
+    worker = Worker(media_root, tmp_path / "worker.log", queues=("verify",))
     try:
         expect(page.locator("#verification")).to_contain_text("Verified.", timeout=120_000)
     finally:

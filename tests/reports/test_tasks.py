@@ -8,6 +8,7 @@ from auditapp.accounts import roles
 from auditapp.reports import services, tasks
 from auditapp.reports.compliance import SECTIONS
 from auditapp.reports.models import Report
+from tests.factories import DecisionPayloadFactory
 from tests.reports.conftest import read_file
 from tests.reports.test_api import compliance_body
 from tests.workers import wait_until
@@ -69,10 +70,10 @@ def test_a_report_already_done_is_not_generated_again(compliance_officer, model_
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.worker_queues(tasks.QUEUE)
 def test_a_real_worker_generates_a_requested_report_end_to_end(
     worker, model_version, ingest, api_client, compliance_officer
 ):
-    from tests.factories import DecisionPayloadFactory
 
     ingest(*DecisionPayloadFactory.build_batch(20))
     client = api_client(compliance_officer)

@@ -29,6 +29,7 @@ def test_the_shadow_task_has_its_wire_name():
     assert shadow_decisions.name == "serving.shadow"
 
 
+@pytest.mark.worker_queues("serving")
 def test_shadow_versions_score_after_the_answer_and_are_kept_apart(
     worker, api_client, admin, ml_engineer, compliance_officer, versions, pipelines
 ):
