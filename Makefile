@@ -11,10 +11,13 @@ NEW_SESSION = $(PY) -c 'import os, sys; os.setsid(); os.execvp(sys.argv[1], sys.
 
 .PHONY: install run serve demo worker test lint format bench clean
 
+# uv installs the pinned requirements (the same versions pip would) in parallel: about
+# 30 s where pip took 2.5 minutes on the 2-core machine. pip installs uv itself, pinned.
+UV_VERSION ?= 0.9.5
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed

@@ -156,6 +156,7 @@ def adverse_ids(model_version, ids: list[int]) -> set[int]:
 
 # -- a real worker: the demo model, German credit, Adult ---------------------------------------
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.worker_queues(counterfactual_work.QUEUE)  # SHAP and LIME are not read
 def test_a_real_worker_computes_counterfactuals_that_flip_when_rescored_demo_model(
     worker, model_version, ml_engineer
 ):
@@ -291,6 +292,7 @@ def adult_version(user):
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.worker_queues(counterfactual_work.QUEUE)  # SHAP and LIME are not read
 @pytest.mark.database_neutral  # real models trained and searched: minutes, storage alike
 @pytest.mark.parametrize("make", [german_version, adult_version], ids=["german", "adult"])
 def test_a_real_worker_computes_counterfactuals_of_registered_test_models(

@@ -23,13 +23,12 @@ from auditapp.hashing import canonical_time
 from auditapp.monitoring import alerts, metrics, snapshots, tasks
 from auditapp.monitoring.models import Alert, MetricSnapshot, MonitoringSettings
 from auditapp.monitoring.windows import window_floor
-from auditapp.reports import periods, render, services
+from auditapp.reports import periods, render
 from auditapp.reports.compliance import build_compliance_document
-from auditapp.reports.models import Report
 from auditapp.reviews.models import ReviewCase
 from auditapp.reviews.services import flag_decision, resolve_case
 from tests.factories import DecisionPayloadFactory
-from tests.reports.conftest import pdf_text, read_file, report_body
+from tests.reports.conftest import RequestedTogether, pdf_text, read_file, report_body
 
 pytestmark = pytest.mark.django_db
 
@@ -105,14 +104,9 @@ def drifted(model_version, ingest, credit_frame, credit_pipeline, ml_engineer, c
 
 
 @pytest.fixture
-def reports(drifted, compliance_officer) -> dict[str, Report]:
-    """JSON, CSV and PDF of the same request, generated one after the other."""
-    actor = roles.Actor(user=compliance_officer)
-    requested = {f: services.request_report(actor, drifted.body(f)) for f in ("json", "csv", "pdf")}
-    generated = {f: services.generate_report(r.pk) for f, r in requested.items()}
-    for report in generated.values():
-        assert report.status == Report.DONE, report.error
-    return generated
+def reports(drifted, compliance_officer) -> RequestedTogether:
+    """JSON, CSV and PDF of the same request, each generated as a test reads it."""
+    return RequestedTogether(roles.Actor(user=compliance_officer), drifted.body)
 
 
 def flat(text: str) -> str:
