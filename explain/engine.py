@@ -11,14 +11,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from explain.frames import input_frame
 from explain.ranking import rank_features
 from explain.schema import Schema
+
+if TYPE_CHECKING:  # pandas loads when a frame is built (explain/schema.py says why)
+    import pandas as pd
 
 AGREEMENT_TOP_K = 3
 # A recorded score may differ from the registered model's by rounding (three
@@ -175,7 +177,7 @@ def _pearson(a: list[float], b: list[float]) -> float:
 
 
 ExplainFn = Callable[
-    [ModelContext, pd.DataFrame, Sequence[int], dict[str, Any]], list[ExplanationResult]
+    [ModelContext, "pd.DataFrame", Sequence[int], dict[str, Any]], list[ExplanationResult]
 ]
 
 

@@ -10,12 +10,14 @@ loads pandas alone, not scikit-learn.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from explain.schema import Schema
+
+if TYPE_CHECKING:  # pandas loads when a frame is built (explain/schema.py says why)
+    import pandas as pd
 
 
 def input_frame(schema: Schema, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -25,6 +27,8 @@ def input_frame(schema: Schema, rows: list[dict[str, Any]]) -> pd.DataFrame:
     all-numeric schema becomes one 2-D block): a batch of TreeSHAP rows would
     otherwise spend a third of its time building its frame.
     """
+    import pandas as pd
+
     names = schema.names
     try:
         table = [[row[name] for name in names] for row in rows]
@@ -49,6 +53,8 @@ def _column(
     NumPy's: a Series per column was half of a one-row frame's time (the demo schema's
     row: 348 µs, now 184 µs). Text stays a Series of objects: from an array, pandas
     would infer its own string dtype."""
+    import pandas as pd
+
     if kind == "categorical":
         return pd.Series(values, dtype=object)
     if kind == "boolean":
@@ -81,6 +87,8 @@ class CategoryCodes:
 
     def decode(self, array: np.ndarray) -> pd.DataFrame:
         """Codes back to model inputs. Called for every model evaluation: keep it vectorised."""
+        import pandas as pd
+
         array = np.asarray(array, dtype=float)
         if array.ndim == 1:
             array = array.reshape(1, -1)

@@ -12,9 +12,10 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeGuard
+from typing import TYPE_CHECKING, Any, TypeGuard
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 FEATURE_TYPES = ("numeric", "integer", "boolean", "categorical")
 FEATURE_KEYS = {
@@ -352,7 +353,14 @@ class Schema:
         return inputs, errors
 
     def frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
-        """The DataFrame a model receives: one column per feature, in schema order."""
+        """The DataFrame a model receives: one column per feature, in schema order.
+
+        pandas is imported here, not with the module: every process loads the schema as it
+        starts (the registry's models), and pandas cost 0.85 s of that start on the 2-core
+        machine for the commands and workers that never build a frame
+        (tests/test_start_up.py)."""
+        import pandas as pd
+
         columns = {}
         for feature in self.features:
             values = [row.get(feature.name) for row in rows]

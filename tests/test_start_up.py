@@ -11,7 +11,19 @@ import os
 
 from tests.workers import python_json
 
-HEAVY = ("shap", "sklearn", "skops", "lime", "numba", "matplotlib", "fairlearn", "weasyprint")
+# pandas too: 0.85 s of every process's start on the 2-core machine (a Celery worker, each
+# `manage.py` command), when only the schema's frames need it.
+HEAVY = (
+    "pandas",
+    "shap",
+    "sklearn",
+    "skops",
+    "lime",
+    "numba",
+    "matplotlib",
+    "fairlearn",
+    "weasyprint",
+)
 
 SCRIPT = """
 import json, sys
