@@ -43,6 +43,7 @@ from tests.workers import Worker, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEMO_DECISIONS = 300
+WALKED_QUEUES = ("explain", "explain-priority", "verify", "reports", "monitoring", "maintenance")
 VIEWPORT = {"width": 1440, "height": 1000}
 
 
@@ -59,11 +60,15 @@ def demo(role_groups, media_root, tmp_path, monkeypatch):
     """The demo loaded and explained by a real worker, which keeps serving the walk.
 
     The walk's demo is small (about 20 decisions a day): the worker judges drift on
-    days of 15 decisions or more, where production would want 100.
+    days of 15 decisions or more, where production would want 100. The worker serves the
+    queues of what the walk reads (SHAP's reasons, verification, the report, monitoring),
+    not LIME's or the counterfactuals': computing those for 300 decisions kept the walk's
+    jobs waiting behind them, about a minute of CI's CPU that nothing read
+    (tests/web/test_browser.py and test_browser_counterfactuals.py walk those).
     """
     monkeypatch.setenv("ATTEST_MONITORING_MIN_DRIFT_DECISIONS", "15")
     call_command("load_demo", "--decisions", str(DEMO_DECISIONS), stdout=StringIO())
-    worker = Worker(media_root, tmp_path / "worker.log")
+    worker = Worker(media_root, tmp_path / "worker.log", queues=WALKED_QUEUES)
     try:
         wait_until(
             lambda: (
