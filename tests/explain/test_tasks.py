@@ -220,7 +220,7 @@ def taken_from(queue: str) -> list[tuple]:
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_a_model_agnostic_batch_explains_one_small_batch_and_sends_the_rest_on(
-    register, ml_engineer, ingest
+    register, ml_engineer, ingest, monkeypatch
 ):
     from sklearn.neural_network import MLPClassifier
     from sklearn.preprocessing import StandardScaler
@@ -244,6 +244,9 @@ def test_a_model_agnostic_batch_explains_one_small_batch_and_sends_the_rest_on(
         artifact=skops.io.dumps(mlp),
         background=frame[FEATURES].head(20).to_csv(index=False).encode(),
     )
+    # Three rows a task, not ten: the split is the same, and each row of this MLP's
+    # permutation SHAP costs about a second of the 2-core machine.
+    monkeypatch.setattr(batches, "PER_ROW_BATCH", 3)
     n = batches.PER_ROW_BATCH
     results = ingest(*DecisionPayloadFactory.build_batch(2 * n + 3, model="mlp"))
     decision_ids = [r["id"] for r in results]
