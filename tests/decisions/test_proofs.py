@@ -539,6 +539,9 @@ def test_a_real_worker_runs_the_verification_job_requested_through_the_api(
 
 
 @pytest.mark.django_db(transaction=True)
+# The page and its script are the same on both databases; the job on the embedded default's
+# worker is the test above.
+@pytest.mark.database_neutral
 def test_the_audit_page_runs_the_job_and_shows_its_progress_under_the_csp(
     live_server,
     chromium,  # noqa: F811 (the fixture imported above)
