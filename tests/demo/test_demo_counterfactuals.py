@@ -20,7 +20,9 @@ from explain import tasks
 from explain.counterfactual_presenters import nearest_sentence
 from explain.models import CounterfactualWork
 
-pytestmark = pytest.mark.django_db
+# The search runs in this process on both databases alike (the embedded default's work rows
+# and worker: tests/explain/test_counterfactual_flow.py), so the PostgreSQL suite alone runs it.
+pytestmark = [pytest.mark.django_db, pytest.mark.database_neutral]
 
 
 def test_the_demo_s_declined_decisions_get_counterfactuals_that_flip(role_groups):
