@@ -129,7 +129,7 @@ def test_a_database_outage_is_retried_then_written_on_the_snapshot(german_versio
 def worker(media_root, tmp_path, monkeypatch):
     receiver = Receiver([200])
     monkeypatch.setenv("ATTEST_ALERT_WEBHOOK_URL", receiver.url)
-    process = Worker(media_root, tmp_path / "worker.log", queues=("monitoring",))
+    process = Worker(media_root, tmp_path / "worker.log", queues=(tasks.QUEUE,))
     yield process, receiver
     process.stop()
     receiver.close()

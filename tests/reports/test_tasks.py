@@ -74,7 +74,6 @@ def test_a_report_already_done_is_not_generated_again(compliance_officer, model_
 def test_a_real_worker_generates_a_requested_report_end_to_end(
     worker, model_version, ingest, api_client, compliance_officer
 ):
-
     ingest(*DecisionPayloadFactory.build_batch(20))
     client = api_client(compliance_officer)
     answer = client.post("/api/v1/reports", compliance_body(format="pdf"), format="json")
