@@ -45,6 +45,8 @@ def test_every_ingested_decision_gets_shap_and_lime_from_a_real_worker(
     shap_rows = explanations.filter(method="shap")
     assert all(e.quality["additivity_ok"] for e in shap_rows)
     assert all("agreement_with_shap" in e.quality for e in explanations.filter(method="lime"))
+    # Loaded before the pool forked (explain.tasks.load_the_explainers), not in each child.
+    assert worker.has_mapped("shap/_cext")
 
 
 def test_a_worker_killed_mid_batch_leaves_every_decision_explained_once(

@@ -94,3 +94,5 @@ def test_a_real_worker_generates_a_requested_report_end_to_end(
     report = Report.objects.get(pk=answer.json()["id"])
     assert download.content == read_file(report)
     assert __import__("hashlib").sha256(download.content).hexdigest() == status["sha256"]
+    # A worker of the reports queue alone starts without the explainers.
+    assert not worker.has_mapped("shap/_cext")
