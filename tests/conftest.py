@@ -6,6 +6,7 @@ each test registers it again through the real service, so tests never share rows
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import warnings
@@ -122,6 +123,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if left_to_postgresql(item)])
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What a test process loaded to collect (Django, scikit-learn, shap, pandas: about
+    300,000 objects) is frozen out of the garbage collector, and the young generation
+    collected a fourteenth as often: measured with gc.callbacks over 338 tests, the
+    collections took 4.7 s of a 70 s run, 2.5 s after."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 50)
 
 
 # --- the order: the slowest modules first ------------------------------------
