@@ -79,6 +79,7 @@ format: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/explain.py
+	$(PY) bench/agnostic.py
 	$(PY) bench/latency.py
 	$(PY) bench/monitor.py
 	$(PY) bench/report.py

@@ -37,6 +37,7 @@ import shap
 from explain.engine import Backend, ExplanationResult, ModelContext, additivity_rows
 from explain.features import (
     FeatureMappingError,
+    PerFeatureTransform,
     aggregation_matrix,
     dense,
     source_features,
@@ -265,6 +266,11 @@ class ShapExplainer:
             )
             background = background.iloc[np.sort(chosen)].reset_index(drop=True)
         self.background_array = self.codes.encode(background)
+        # The preprocessing taken apart feature by feature where that gives its output to
+        # the bit (explain.features.PerFeatureTransform); else each evaluation runs it.
+        self.assembly = PerFeatureTransform.build(
+            self.preprocessing, self.context.schema, self._transform_codes, self.background_array
+        )
         self.masker = shap.maskers.Independent(
             self.background_array, max_samples=len(self.background_array)
         )
@@ -285,7 +291,14 @@ class ShapExplainer:
         if self.fallback:
             self.config["why_model_agnostic"] = self.fallback
 
+    def _transform_codes(self, array: np.ndarray) -> Any:
+        return self._transform(self.codes.decode(array))
+
     def _predict_encoded(self, array: np.ndarray) -> np.ndarray:
+        if self.assembly is not None:
+            transformed = self.assembly(array)
+            if transformed is not None:
+                return self._outputs(transformed)
         return self.model_outputs(self.codes.decode(array))
 
     def _explain_agnostic(
@@ -297,6 +310,8 @@ class ShapExplainer:
         for row, seed in zip(encoded, seeds, strict=True):
             # shap's permutation sampling draws from NumPy's global generator.
             np.random.seed(seed)
+            if self.assembly is not None:
+                self.assembly.use_row(row)
             result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, silent=True)
             values.append(result.values[0])
             bases.append(float(np.asarray(result.base_values).reshape(-1)[0]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse
 import shap
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,13 +16,14 @@ from sklearn.ensemble import GradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from xgboost import XGBClassifier
 
 from auditapp.demo.credit import SCHEMA as CREDIT_SCHEMA
 from explain import engine, ranking
 from explain.backends import backend
-from explain.frames import input_frame
+from explain.features import PerFeatureTransform, dense
+from explain.frames import CategoryCodes, input_frame
 from explain.lime_backend import LimeExplainer
 from explain.schema import parse_schema
 from explain.shap_backend import EXACT_TOLERANCE, SINGLE_PRECISION_TOLERANCE, ShapExplainer
@@ -212,11 +214,17 @@ def test_model_agnostic_shap_of_an_mlp_equals_independent_permutation_shap(data,
 
     explainer = ShapExplainer(context)
     assert explainer.kind == "agnostic"
+    bad = list(model.classes_).index("bad")
+
+    def pipeline_probability(codes: np.ndarray) -> np.ndarray:
+        """The whole pipeline on every evaluated row (the engine takes it apart by feature)."""
+        return model.predict_proba(explainer.codes.decode(codes))[:, bad]
+
     reference = shap.PermutationExplainer(
-        explainer._predict_encoded, shap.maskers.Independent(explainer.background_array)
+        pipeline_probability, shap.maskers.Independent(explainer.background_array)
     )
     encoded = explainer.codes.encode(schema.frame(rows))
-    probabilities = model.predict_proba(schema.frame(rows))[:, list(model.classes_).index("bad")]
+    probabilities = model.predict_proba(schema.frame(rows))[:, bad]
     for row, seed, result, probability in zip(
         encoded, [11, 12, 13], results, probabilities, strict=True
     ):
@@ -227,6 +235,105 @@ def test_model_agnostic_shap_of_an_mlp_equals_independent_permutation_shap(data,
         assert result.quality["additivity_ok"], result.quality
         total = result.base_value + sum(result.attributions.values())
         assert total == pytest.approx(probability, abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def scaled_mlp(data):
+    train, _, _ = data
+    model = one_hot_pipeline(
+        MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, random_state=0), scale=True
+    )
+    return model.fit(train[FEATURES], train["credit"])
+
+
+def per_feature(model, schema, background) -> tuple[PerFeatureTransform | None, CategoryCodes]:
+    codes = CategoryCodes(schema)
+    assembly = PerFeatureTransform.build(
+        model[:-1],
+        schema,
+        lambda array: model[:-1].transform(codes.decode(array)),
+        codes.encode(background[FEATURES]),
+    )
+    return assembly, codes
+
+
+def test_the_preprocessing_taken_apart_by_feature_gives_the_real_transform_to_the_bit(
+    data, schema, scaled_mlp
+):
+    _, background, explain_rows = data
+    assembly, codes = per_feature(scaled_mlp, schema, background)
+    assert assembly is not None
+    known = codes.encode(background[FEATURES])
+    generator = np.random.default_rng(7)
+    for row in codes.encode(explain_rows[FEATURES].iloc[:5]):
+        assembly.use_row(row)
+        # Rows as shap's masker makes them: each feature from the row or a background row.
+        mixed = np.where(generator.random(known.shape) < 0.3, row, known)
+        real = scaled_mlp[:-1].transform(codes.decode(mixed))
+        assembled = assembly(mixed)
+        assert scipy.sparse.issparse(assembled) == scipy.sparse.issparse(real)
+        assert np.array_equal(dense(assembled), dense(real))
+    unknown = mixed.copy()
+    unknown[0, FEATURES.index("month")] = 1e9  # a value no known row holds
+    assert assembly(unknown) is None
+
+
+class ScalerOfTheBatch(StandardScaler):
+    """Calls itself a scaler, but centres each batch on its own mean: rows mix."""
+
+    def transform(self, X, copy=None):
+        out = super().transform(X, copy=copy)
+        return out - out.mean(axis=0)
+
+
+@pytest.mark.parametrize(
+    "numeric",
+    [
+        FunctionTransformer(
+            lambda X: np.asarray(X) / np.asarray(X).sum(axis=1, keepdims=True),
+            feature_names_out="one-to-one",
+        ),
+        ScalerOfTheBatch(),
+    ],
+    ids=["declared one-to-one but mixes columns", "a scaler subclass that mixes rows"],
+)
+def test_a_preprocessing_that_mixes_values_is_never_taken_apart(data, schema, numeric):
+    train, background, _ = data
+    model = Pipeline(
+        [
+            (
+                "prep",
+                ColumnTransformer(
+                    [
+                        ("categorical", OneHotEncoder(handle_unknown="ignore"), GERMAN_CATEGORICAL),
+                        ("numeric", numeric, GERMAN_NUMERIC),
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(train[FEATURES], train["credit"])
+    assembly, _ = per_feature(model, schema, background)
+    assert assembly is None
+
+
+def test_model_agnostic_shap_transforms_once_a_row_not_once_an_evaluation(
+    data, schema, scaled_mlp, monkeypatch
+):
+    _, background, explain_rows = data
+    prep = scaled_mlp.named_steps["prep"]
+    calls = []
+    transform = prep.transform
+    monkeypatch.setattr(prep, "transform", lambda X: calls.append(len(X)) or transform(X))
+    context = context_for(scaled_mlp, schema, background)
+    rows = rows_of(explain_rows.iloc[:3])
+
+    results = engine.explain(context, backend("shap"), rows, [11, 12, 13])
+
+    assert all(r.ok and r.quality["additivity_ok"] for r in results)
+    # A few to build and for the batch's own outputs, then one a row: not one for each of
+    # the ~12 batches of masked rows that shap evaluates a row (36 or more here).
+    assert len(calls) <= 6 + len(rows), calls
 
 
 def test_lime_gives_the_same_weights_for_the_same_seed_and_other_weights_for_another(data, schema):

@@ -244,8 +244,7 @@ def test_a_model_agnostic_batch_explains_one_small_batch_and_sends_the_rest_on(
         artifact=skops.io.dumps(mlp),
         background=frame[FEATURES].head(20).to_csv(index=False).encode(),
     )
-    # Three rows a task, not ten: the split is the same, and each row of this MLP's
-    # permutation SHAP costs about a second of the 2-core machine.
+    # Three rows a task, not ten: the split is the same with fewer rows to explain.
     monkeypatch.setattr(batches, "PER_ROW_BATCH", 3)
     n = batches.PER_ROW_BATCH
     results = ingest(*DecisionPayloadFactory.build_batch(2 * n + 3, model="mlp"))
