@@ -228,12 +228,12 @@ def measure(client, decision, model, kind: str, reps: int) -> tuple:
     for _ in range(WARMUP):
         body = {"inputs": next(walk)}
         timed_api(client, decision, body)
-        raw({**decision.inputs, **body["inputs"]})
+        raw({**decision.full_inputs(), **body["inputs"]})
     api_ms, raw_ms = [], []
     for _ in range(reps):  # interleaved: both see the same machine
         body = {"inputs": next(walk)}
         api_ms.append(timed_api(client, decision, body))
-        raw_ms.append(raw({**decision.inputs, **body["inputs"]}))
+        raw_ms.append(raw({**decision.full_inputs(), **body["inputs"]}))
     return cold, api_ms, raw_ms
 
 
