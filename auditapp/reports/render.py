@@ -182,6 +182,35 @@ def compliance_charts(document: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+QUIET_RUN = 2  # quiet windows in a row: fewer are listed one by one
+
+
+def quiet_runs(windows: list[dict], *counts: str) -> list[dict]:
+    """A PDF table's rows: each run of QUIET_RUN or more whole windows in a row in which
+    every one of `counts` is 0 (no decision; no case opened, resolved or open) becomes one
+    row, {"quiet": how many, "label": the span they cover}. A report over years would
+    otherwise fill pages with weeks of zeros; the JSON and CSV keep every window."""
+    rows: list[dict] = []
+    run: list[dict] = []
+
+    def close_run() -> None:
+        if len(run) >= QUIET_RUN:
+            span = formatting.span(run[0]["window_start"], run[-1]["window_end"])
+            rows.append({"quiet": len(run), "label": span})
+        else:
+            rows.extend(run)
+        run.clear()
+
+    for window in windows:
+        if not window["partial"] and all(window[count] == 0 for count in counts):
+            run.append(window)
+        else:
+            close_run()
+            rows.append(window)
+    close_run()
+    return rows
+
+
 def _series(windows: list[dict], pick) -> list[tuple[str, float | None]]:
     """(axis label, value) per window; None (drawn "n/a") where the window is not judged."""
     return [

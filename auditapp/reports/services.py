@@ -407,6 +407,15 @@ def _render_compliance(report: Report, document: dict) -> tuple[bytes, str]:
         "labels": {f["feature"]: f["label"] for f in features},
         "feature_names": list(sections["drift"].get("inputs") or {}),
         "fairness_columns": 2 * len(sections["fairness"]["protected_features"]),
+        # The tables per window, each run of windows without decisions (cases) in one row.
+        "windows": {
+            "performance": render.quiet_runs(sections["volumes"]["windows"], "decisions"),
+            "drift": render.quiet_runs(sections["drift"]["windows"], "decisions"),
+            "fairness": render.quiet_runs(sections["fairness"]["windows"], "decisions"),
+            "queue": render.quiet_runs(
+                sections["oversight"]["windows"], "opened", "resolved", "open_at_end"
+            ),
+        },
     }
     title = document["sections"]["cover"]["title"]
     return render.render_pdf("reports/compliance_pdf.html", context, title=title), digest

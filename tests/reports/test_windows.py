@@ -444,3 +444,34 @@ def test_a_fairness_verdict_naming_only_some_failing_days_names_the_lowest_ratio
         "fails the four-fifths rule on 20 Nov 2026 (0.410), 21 Nov 2026 (0.450) and "
         "22 Nov 2026 (0.520), and on 3 other days (0.770 to 0.790)"
     ) in text
+
+
+def test_the_pdf_tells_a_run_of_weeks_without_decisions_in_one_row(
+    model_version, ingest, compliance_officer
+):
+    """Twelve weeks with decisions in the last alone: the PDF's tables give the weeks before
+    it one row each, not eleven rows of zeros; the JSON keeps every week."""
+    ingest(*DecisionPayloadFactory.build_batch(6))  # an hour ago
+    today = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    end = today + timedelta(days=7 - today.weekday())  # next Monday: whole weeks
+    start = end - timedelta(weeks=12)
+    reports = RequestedTogether(
+        roles.Actor(user=compliance_officer), lambda fmt: report_body(start, end, fmt)
+    )
+    sections = orjson.loads(read_file(reports["json"]))["data"]["sections"]
+    windows = sections["drift"]["windows"]
+    assert windows[0]["window_start"] == canonical_time(start) and windows[-1]["decisions"] == 6
+    quiet = [w for w in windows if w["decisions"] == 0 and not w["partial"]]
+    assert quiet == windows[:11]  # the weeks before, in a row
+    assert [w["window_start"] for w in sections["volumes"]["windows"]] == [
+        w["window_start"] for w in windows
+    ]
+
+    text = flat(pdf_text(reports["pdf"]))
+    run = formatting.span(quiet[0]["window_start"], quiet[-1]["window_end"])
+    # Performance, drift and fairness: one row each for the run; the queue: one too.
+    assert text.count(f"{run} no decisions in these {len(quiet)} weeks") == 3
+    assert f"{run} no case opened, resolved or open in these {len(quiet)} weeks" in text
+    for week in quiet[1:-1]:
+        assert week["label"] not in text
+    assert windows[-1]["label"] in text
