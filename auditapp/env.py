@@ -53,4 +53,8 @@ def filesystem_broker_options(folder: Path) -> dict:
         "processed_folder": str(folder / "processed"),
         "control_folder": str(folder / "control"),
         "store_processed": False,
+        # kombu looks for new messages once a second by default: a task waited up to a
+        # second before a worker took it, and a stop as long. Ten times a second costs an
+        # idle worker 0.3 % of a core (0.1 % before).
+        "polling_interval": 0.1,
     }

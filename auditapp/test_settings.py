@@ -58,12 +58,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     _options["options"] = f"{_options.get('options', '')} -c synchronous_commit=off".strip()
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Tasks enqueued by tests go to their own folder, never to the queue a
-    # development worker (make run) is reading. A worker looks for new messages every
-    # 0.1 s rather than kombu's 1 s: tests wait on their workers, message after message.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        **filesystem_broker_options(VAR_DIR / "test-broker"),
-        "polling_interval": 0.1,
-    }
+    # development worker (make run) is reading.
+    CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(VAR_DIR / "test-broker")
 # Rate-limit counters: a test run never counts what an earlier run (or the development
 # server, or another checkout on the same Redis database) left in the cache.
 CACHES = {
