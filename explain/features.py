@@ -230,8 +230,11 @@ class PerFeatureTransform:
         self._transform = transform  # numbers -> the preprocessing's output
         self._blocks = [np.flatnonzero(np.array(sources) == name) for name in names]
         self._known = np.asarray(known, dtype=float)
-        self._sparse = scipy.sparse.issparse(transform(self._known[:1]))
-        self._known_out = dense(transform(self._known))
+        real = transform(self._known)
+        # What the estimator receives, as it receives it: sparse or not, and its dtype.
+        self._sparse, self._dtype = scipy.sparse.issparse(real), real.dtype
+        self._known_out = dense(real)
+        self.covered = sum(len(b) for b in self._blocks) == self._known_out.shape[1]
         self._tables: list[tuple[np.ndarray, np.ndarray]] = []
         self.use_row(self._known[0])
 
@@ -252,30 +255,31 @@ class PerFeatureTransform:
         if isinstance(transform(np.asarray(known[:1], dtype=float)), pd.DataFrame):
             return None
         assembly = cls(transform, sources, schema.names, known)
-        return assembly if assembly.matches_real_transform() else None
+        return assembly if assembly.covered and assembly.matches_real_transform() else None
 
     def use_row(self, row: np.ndarray) -> None:
         """The row being explained: its values join the known ones."""
         row = np.asarray(row, dtype=float).reshape(1, -1)
         values = np.vstack([self._known, row])
         out = np.vstack([self._known_out, dense(self._transform(row))])
-        self._tables = []
+        tables = []
         for j, block in enumerate(self._blocks):
             keys, first = np.unique(values[:, j], return_index=True)
-            self._tables.append((keys, out[first][:, block]))
+            tables.append((keys, out[first][:, block]))
+        self._tables = tables  # whole, in one assignment: a reader sees the old or the new
 
     def __call__(self, rows: np.ndarray) -> Any:
         """The preprocessing's output for `rows`, or None if one holds a value no known row
         does in that feature (the caller then transforms them for real)."""
         rows = np.asarray(rows, dtype=float)
-        out = np.empty((len(rows), self._known_out.shape[1]), dtype=self._known_out.dtype)
+        out = np.empty((len(rows), self._known_out.shape[1]))
         for j, (keys, table) in enumerate(self._tables):
             column = rows[:, j]
             at = np.minimum(np.searchsorted(keys, column), len(keys) - 1)
-            found = keys[at]
-            if not np.array_equal(found, column, equal_nan=True):
+            if not np.array_equal(keys[at], column, equal_nan=True):
                 return None
             out[:, self._blocks[j]] = table[at]
+        out = out.astype(self._dtype, copy=False)  # exact: the values came from that dtype
         return scipy.sparse.csr_matrix(out) if self._sparse else out
 
     def matches_real_transform(self) -> bool:

@@ -9,6 +9,7 @@ same decision and seed give the same answer.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ class LimeExplainer:
         self.background = context.background
         self.options = options or {}
         self.num_samples = int(self.options.get("num_samples", NUM_SAMPLES))
+        self._drawing = threading.Lock()
         schema = context.schema
         self.codes = CategoryCodes(schema)
         categorical = {
@@ -71,16 +73,19 @@ class LimeExplainer:
             self.explainer.discretizer.random_state = state
 
     def explain_one(self, row: np.ndarray, seed: int) -> ExplanationResult:
-        self._reseed(seed)
         label = self.context.positive_index() if self.context.is_classifier else 0
         names = self.context.schema.names
-        explanation = self.explainer.explain_instance(
-            row,
-            self._predict,
-            labels=(label,),
-            num_features=len(names),
-            num_samples=self.num_samples,
-        )
+        # The explainer's generator is reseeded, then drawn from: one row at a time (a web
+        # process explains from threads with one cached explainer a version).
+        with self._drawing:
+            self._reseed(seed)
+            explanation = self.explainer.explain_instance(
+                row,
+                self._predict,
+                labels=(label,),
+                num_features=len(names),
+                num_samples=self.num_samples,
+            )
         weights = dict(explanation.local_exp[label if self.mode == "classification" else 0])
         attributions = {name: float(weights.get(i, 0.0)) for i, name in enumerate(names)}
         intercept = explanation.intercept[label if self.mode == "classification" else 0]

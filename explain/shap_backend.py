@@ -26,6 +26,7 @@ are summed back onto that feature (exact, since SHAP values are additive).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,10 @@ TREE_MODULES = ("xgboost", "lightgbm", "catboost")
 # Libraries that read their input natively: sparse stays sparse (absent = missing),
 # pandas categoricals stay categoricals (their own categorical splits).
 NATIVE_INPUT_MODULES = ("xgboost", "lightgbm", "catboost")
+# shap's permutation explainer draws from NumPy's global generator and masks rows in
+# buffers of its masker: one model-agnostic explanation at a time in a process (a web
+# process explains what-ifs from threads), or two at once give each other's numbers.
+AGNOSTIC_DRAWING = threading.Lock()
 TREE_CLASSES = (
     "GradientBoostingClassifier",
     "GradientBoostingRegressor",
@@ -308,11 +313,12 @@ class ShapExplainer:
         values: list[np.ndarray] = []
         bases: list[float] = []
         for row, seed in zip(encoded, seeds, strict=True):
-            # shap's permutation sampling draws from NumPy's global generator.
-            np.random.seed(seed)
-            if self.assembly is not None:
-                self.assembly.use_row(row)
-            result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, silent=True)
+            with AGNOSTIC_DRAWING:
+                # shap's permutation sampling draws from NumPy's global generator.
+                np.random.seed(seed)
+                if self.assembly is not None:
+                    self.assembly.use_row(row)
+                result = self.explainer(row.reshape(1, -1), max_evals=self.max_evals, silent=True)
             values.append(result.values[0])
             bases.append(float(np.asarray(result.base_values).reshape(-1)[0]))
         return np.asarray(values), bases

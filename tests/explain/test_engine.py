@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -497,3 +499,37 @@ def test_the_fast_input_frame_equals_the_schemas_frame_for_every_feature_type(sc
     values = [{"a": 1, "b": 0.5}, {"a": None, "b": -2.25}]
     assert_frame_equal(input_frame(numeric, values), numeric.frame(values))
     assert_frame_equal(input_frame(numeric, [{"a": 1}]), numeric.frame([{"a": 1}]))  # missing
+
+
+@pytest.mark.parametrize(
+    ("method", "options"), [("shap", {}), ("lime", {"num_samples": 500})], ids=["shap", "lime"]
+)
+def test_an_explainer_gives_the_same_numbers_from_threads_at_once(
+    data, schema, scaled_mlp, method, options
+):
+    """A web process serves what-ifs from threads, with one cached explainer a version:
+    explained at once, rows must get the numbers they get one after the other (the MLP's
+    SHAP is model-agnostic: permutations drawn from NumPy's global generator)."""
+    _, background, explain_rows = data
+    context = context_for(scaled_mlp, schema, background)
+    explainer = backend(method).explainer(context, options)
+    rows = rows_of(explain_rows.iloc[:6])
+    seeds = list(range(21, 27))
+
+    def explain_all(order: list[int]) -> dict[int, engine.ExplanationResult]:
+        return {
+            i: engine.explain(
+                context, backend(method), [rows[i]], [seeds[i]], {"explainer": explainer}
+            )[0]
+            for i in order
+        }
+
+    alone = explain_all(list(range(6)))
+    orders = [[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0], [2, 3, 4, 5, 0, 1]]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        answers = list(pool.map(explain_all, orders))
+
+    for found in answers:
+        for i, result in found.items():
+            assert result.attributions == alone[i].attributions, i
+            assert result.base_value == alone[i].base_value
