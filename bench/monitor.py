@@ -177,12 +177,13 @@ def _outcomes(cursor, ids: list[int], first: int, payloads: list[dict], start, n
 
 
 def raw_fetch_seconds(version) -> float:
-    """PostgreSQL alone: the same columns of the day, streamed to psycopg, not decoded."""
+    """PostgreSQL alone: the same columns of the day, streamed to psycopg, not decoded (the
+    sealed sensitive values among them: fairness reads the protected attributes)."""
     from django.db import connection
 
     start, end = the_day()
     sql = (
-        "SELECT d.inputs::text, d.score, d.prediction::text, "
+        "SELECT d.inputs::text, d.sealed_inputs, d.score, d.prediction::text, "
         "(SELECT o.outcome::text FROM decisions_outcome o WHERE o.decision_id = d.id "
         " ORDER BY o.observed_at DESC, o.id DESC LIMIT 1), r.attributions "
         "FROM decisions_decision d LEFT JOIN explain_explanation e "
