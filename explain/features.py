@@ -187,7 +187,8 @@ def dense(values: Any) -> np.ndarray:
 # (their fitted statistics aside): the preprocessing of a mixed row is then the mix of the
 # preprocessed rows it was mixed from. A user's own transformer may not be, whatever it
 # declares, so only these are trusted, and the assembly is checked against the real
-# transform before it is used (PerFeatureTransform.build).
+# transform before it is used (PerFeatureTransform.build). An imputer's missing-value
+# indicators, too, read one column each.
 COLUMNWISE = (
     OneHotEncoder,
     OrdinalEncoder,
@@ -208,8 +209,6 @@ def columnwise(transformer: Any) -> bool:
         return all(columnwise(step) for _, step in transformer.steps)
     if isinstance(transformer, ColumnTransformer):
         return all(columnwise(fitted) for _, fitted, _ in transformer.transformers_)
-    if isinstance(transformer, SimpleImputer):
-        return True  # its indicators, too, read one column each
     if isinstance(transformer, FunctionTransformer):
         return transformer.func is None
     return isinstance(transformer, COLUMNWISE)
