@@ -280,6 +280,22 @@ def test_the_preprocessing_taken_apart_by_feature_gives_the_real_transform_to_th
     assert assembly(unknown) is None
 
 
+def test_a_preprocessing_without_an_encoder_is_run_not_assembled(data, schema):
+    """Scaled numbers alone: transforming costs less than looking them up, so each
+    evaluation runs the preprocessing, as before (the numbers would be the same)."""
+    train, background, _ = data
+    model = Pipeline(
+        [
+            ("prep", ColumnTransformer([("numeric", StandardScaler(), GERMAN_NUMERIC)])),
+            ("model", LogisticRegression(max_iter=500)),
+        ]
+    ).fit(train[FEATURES], train["credit"])
+    assembly, _ = per_feature(model, schema, background)
+    assert assembly is None
+    explainer = ShapExplainer(context_for(model, schema, background), {"model_agnostic": True})
+    assert explainer.kind == "agnostic" and explainer.assembly is None
+
+
 class ScalerOfTheBatch(StandardScaler):
     """Calls itself a scaler, but centres each batch on its own mean: rows mix."""
 
@@ -329,13 +345,15 @@ def test_model_agnostic_shap_transforms_once_a_row_not_once_an_evaluation(
     monkeypatch.setattr(prep, "transform", lambda X: calls.append(len(X)) or transform(X))
     context = context_for(scaled_mlp, schema, background)
     rows = rows_of(explain_rows.iloc[:3])
+    explainer = ShapExplainer(context)
+    calls.clear()  # those that built it
 
-    results = engine.explain(context, backend("shap"), rows, [11, 12, 13])
+    results = engine.explain(context, backend("shap"), rows, [11, 12, 13], {"explainer": explainer})
 
     assert all(r.ok and r.quality["additivity_ok"] for r in results)
-    # A few to build and for the batch's own outputs, then one a row: not one for each of
-    # the ~12 batches of masked rows that shap evaluates a row (36 or more here).
-    assert len(calls) <= 6 + len(rows), calls
+    # The batch's own outputs, then one a row: not one for each of the ~12 batches of
+    # masked rows that shap evaluates a row (36 or more here).
+    assert len(calls) == 1 + len(rows), calls
 
 
 def test_lime_gives_the_same_weights_for_the_same_seed_and_other_weights_for_another(data, schema):
