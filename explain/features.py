@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -206,25 +207,25 @@ CHECK_SEED = 0
 ENCODERS = (OneHotEncoder, OrdinalEncoder)
 
 
-def columnwise(transformer: Any) -> bool:
+def _leaves(transformer: Any) -> Iterator[Any]:
+    """The transformers a Pipeline or ColumnTransformer applies, nested ones opened."""
+    if isinstance(transformer, Pipeline):
+        for _, step in transformer.steps:
+            yield from _leaves(step)
+    elif isinstance(transformer, ColumnTransformer):
+        for _, fitted, _ in transformer.transformers_:
+            yield from _leaves(fitted)
+    else:
+        yield transformer
+
+
+def _columnwise(leaf: Any) -> bool:
     """Whether each output value depends on one input value of the same row alone."""
-    if transformer in ("passthrough", "drop") or transformer is None:
+    if leaf in ("passthrough", "drop") or leaf is None:
         return True
-    if isinstance(transformer, Pipeline):
-        return all(columnwise(step) for _, step in transformer.steps)
-    if isinstance(transformer, ColumnTransformer):
-        return all(columnwise(fitted) for _, fitted, _ in transformer.transformers_)
-    if isinstance(transformer, FunctionTransformer):
-        return transformer.func is None
-    return isinstance(transformer, COLUMNWISE)
-
-
-def _any_encoder(transformer: Any) -> bool:
-    if isinstance(transformer, Pipeline):
-        return any(_any_encoder(step) for _, step in transformer.steps)
-    if isinstance(transformer, ColumnTransformer):
-        return any(_any_encoder(fitted) for _, fitted, _ in transformer.transformers_)
-    return isinstance(transformer, ENCODERS)
+    if isinstance(leaf, FunctionTransformer):
+        return leaf.func is None
+    return isinstance(leaf, COLUMNWISE)
 
 
 class PerFeatureTransform:
@@ -259,16 +260,19 @@ class PerFeatureTransform:
         that cannot be traced, an output that is not an array, or assembled rows that
         differ from the real transform's on rows mixed from the known ones (a seeded check,
         exact to the bit)."""
-        if preprocessing is None or not columnwise(preprocessing) or len(known) < 2:
+        if preprocessing is None or len(known) < 2:
             return None
+        leaves = list(_leaves(preprocessing))
+        if not all(_columnwise(leaf) for leaf in leaves):
+            return None
+        if not any(isinstance(leaf, ENCODERS) for leaf in leaves):
+            return None  # scaling numbers costs less than looking them up
         try:
             sources = source_features(preprocessing, schema)
         except FeatureMappingError:
             return None
         if isinstance(transform(np.asarray(known[:1], dtype=float)), pd.DataFrame):
             return None
-        if not _any_encoder(preprocessing):
-            return None  # scaling numbers costs less than looking them up
         assembly = cls(transform, sources, schema.names, known)
         return assembly if assembly.covered and assembly.matches_real_transform() else None
 
